@@ -1,0 +1,248 @@
+//! The runtime: store, revoked index, arbiters and the registries of active actors.
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use actix::{Arbiter, ArbiterHandle};
+use tokio::sync::oneshot;
+
+use crate::clock::{Clock, Timestamp};
+use crate::omni::Omni;
+use crate::store::{
+    CreateActor, CreateError, Created, Lineage, RevokeActor, RevokeError, Status, Storage,
+    StoreError, WriteError,
+};
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Arbiter threads for actors (default: one per core).
+    pub arbiters: usize,
+    /// An actor with no request for this long is passivated.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a registry of active actors offers the runtime (implemented by [`crate::Registry`]).
+pub(crate) trait ActiveSet: Send + Sync {
+    /// Stops every active actor whose lineage contains `root`; returns how many.
+    fn stop_subtree(&self, root: &Omni) -> usize;
+    /// Stops every active actor; returns how many.
+    fn stop_all(&self) -> usize;
+    /// How many actors are active.
+    fn active(&self) -> usize;
+}
+
+/// The outcome of [`Runtime::revoke`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationReceipt {
+    /// The revoked actor.
+    pub omni: Omni,
+    /// When the marker committed (the earlier time on a repeated revoke).
+    pub revoked_at: Timestamp,
+    /// `false` if the actor was already revoked.
+    pub new: bool,
+    /// Active actors of the subtree told to stop.
+    pub stopped: usize,
+    /// Time from submission to the durable commit.
+    pub commit_time: Duration,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Not called inside a running actix `System`.
+    #[error("the runtime must be started inside an actix System")]
+    NoSystem,
+}
+
+/// The shared runtime handle; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    revoked: crate::RevokedIndex,
+    arbiters: Vec<ArbiterHandle>,
+    owned: Mutex<Vec<Arbiter>>,
+    sets: RwLock<Vec<Weak<dyn ActiveSet>>>,
+    config: RuntimeConfig,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("arbiters", &self.inner.arbiters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts the arbiters. Must run inside an actix `System` (e.g. in `System::block_on`).
+    pub fn start(
+        store: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        config: RuntimeConfig,
+    ) -> Result<Self, RuntimeError> {
+        if actix::System::try_current().is_none() {
+            return Err(RuntimeError::NoSystem);
+        }
+        let owned: Vec<Arbiter> = (0..config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters = owned.iter().map(Arbiter::handle).collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                revoked: crate::RevokedIndex::default(),
+                arbiters,
+                owned: Mutex::new(owned),
+                sets: RwLock::new(Vec::new()),
+                config,
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.inner.store
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The revoked index.
+    pub fn revoked(&self) -> &crate::RevokedIndex {
+        &self.inner.revoked
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The arbiter that hosts `omni` (chosen by its first bytes).
+    pub(crate) fn arbiter_for(&self, omni: &Omni) -> &ArbiterHandle {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&omni.as_bytes()[..8]);
+        let n = self.inner.arbiters.len() as u64;
+        let i = usize::try_from(u64::from_be_bytes(first) % n).unwrap_or(0);
+        &self.inner.arbiters[i]
+    }
+
+    pub(crate) fn register_set(&self, set: Weak<dyn ActiveSet>) {
+        if let Ok(mut sets) = self.inner.sets.write() {
+            sets.retain(|s| s.strong_count() > 0);
+            sets.push(set);
+        }
+    }
+
+    fn sets(&self) -> Vec<Arc<dyn ActiveSet>> {
+        self.inner
+            .sets
+            .read()
+            .map(|sets| sets.iter().filter_map(Weak::upgrade).collect())
+            .unwrap_or_default()
+    }
+
+    /// Reads an actor's lineage from the store and records its revoked ancestors in the index.
+    pub fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
+        let lineage = self.inner.store.lineage(omni)?;
+        if let Some(lineage) = &lineage {
+            self.inner.revoked.fill_from(lineage);
+        }
+        Ok(lineage)
+    }
+
+    /// The effective status of an actor, computed on read (`None` if it does not exist).
+    pub fn status(&self, omni: &Omni) -> Result<Option<Status>, StoreError> {
+        Ok(self.lineage(omni)?.map(|l| l.status()))
+    }
+
+    /// Creates an actor durably. Runs to completion even if the returned future is dropped.
+    pub async fn create(&self, op: CreateActor) -> Result<Created, WriteError<CreateError>> {
+        self.inner.store.create_actor(op).await
+    }
+
+    /// Revokes `omni` and so its whole subtree.
+    ///
+    /// Order: one durable write (the marker on `omni`), then the index entry, then every active
+    /// actor of the subtree is told to stop, then the answer. The work runs on a detached task:
+    /// dropping the returned future does not stop it, and repeating it is harmless.
+    pub async fn revoke(&self, omni: Omni) -> Result<RevocationReceipt, WriteError<RevokeError>> {
+        let started = Instant::now();
+        let pending = self.inner.store.revoke_actor(RevokeActor {
+            omni,
+            at: self.inner.clock.now(),
+        });
+        let runtime = self.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let answer = pending.await.map(|revocation| {
+                let commit_time = started.elapsed();
+                runtime.inner.revoked.insert(omni, revocation.revoked_at);
+                let stopped = runtime.stop_subtree(&omni);
+                RevocationReceipt {
+                    omni,
+                    revoked_at: revocation.revoked_at,
+                    new: revocation.new,
+                    stopped,
+                    commit_time,
+                }
+            });
+            let _ = tx.send(answer);
+        });
+        rx.await
+            .unwrap_or(Err(WriteError::Store(StoreError::Closed)))
+    }
+
+    fn stop_subtree(&self, root: &Omni) -> usize {
+        self.sets().iter().map(|set| set.stop_subtree(root)).sum()
+    }
+
+    /// Active actors across all registries.
+    pub fn active_actors(&self) -> usize {
+        self.sets().iter().map(|set| set.active()).sum()
+    }
+
+    /// Whether every arbiter thread is still running.
+    pub fn arbiters_alive(&self) -> bool {
+        self.inner
+            .owned
+            .lock()
+            .map(|owned| owned.iter().all(|a| a.handle().spawn(async {})))
+            .unwrap_or(false)
+    }
+
+    /// Stops every actor, stops the arbiters, then closes the store (committing what was
+    /// submitted). Returns how many actors were stopped.
+    pub fn shutdown(&self) -> usize {
+        let stopped = self.sets().iter().map(|set| set.stop_all()).sum();
+        let owned = self
+            .inner
+            .owned
+            .lock()
+            .map(|mut owned| std::mem::take(&mut *owned))
+            .unwrap_or_default();
+        for arbiter in owned {
+            arbiter.stop();
+            if arbiter.join().is_err() {
+                tracing::error!("an arbiter thread panicked");
+            }
+        }
+        self.inner.store.close();
+        stopped
+    }
+}

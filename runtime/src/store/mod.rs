@@ -1,0 +1,173 @@
+//! Durable state: one redb file, versioned records, and the group-commit writer.
+//!
+//! Tables (all keys fixed here; values are versioned encodings):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `actors` | omni (32 bytes) | [`ActorRecord`] |
+//! | `children` | (parent omni, label) | child omni |
+//! | `meta` | name | bytes (`schema_version` u32 BE, `client_id` UTF-8, `created_at` u64 BE) |
+//!
+//! Every operation of [`Storage`] is one transaction: reads take one read transaction, writes
+//! go through the group-commit [`writer`] and share a write transaction with their batch.
+
+mod mutations;
+mod record;
+mod redb_store;
+pub mod writer;
+
+use std::sync::Arc;
+
+pub use mutations::{CreateActor, CreateError, Created, RevokeActor, RevokeError, Revocation};
+pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
+pub use redb_store::{RedbStore, StoreOptions};
+pub use writer::{Mutation, PendingWrite, WriteError, WriterCounts};
+
+use crate::clock::Timestamp;
+use crate::omni::Omni;
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The deepest a tree may grow (a master is depth 0). Keeps every lineage walk O(16).
+pub const MAX_DEPTH: usize = 16;
+
+/// The longest label the store accepts (the actors layer enforces the exact grammar).
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// A failure of the store itself (not of a write's condition).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine or the file system failed.
+    #[error("storage failed: {0}")]
+    Io(Arc<redb::Error>),
+    /// A stored value cannot be read by this build.
+    #[error("stored data is corrupt or from a newer version: {0}")]
+    Corrupt(String),
+    /// The store was closed (shutdown in progress).
+    #[error("the store is closed")]
+    Closed,
+    /// The file was written with another schema version.
+    #[error("the store has schema version {found}, this build needs {expected}; run the migration")]
+    Schema {
+        /// The version in the file.
+        found: u32,
+        /// The version this build needs.
+        expected: u32,
+    },
+    /// The file belongs to another `client_id`, so every derived omni would differ.
+    #[error(
+        "the store was created with client_id {stored:?} but {configured:?} is configured; \
+         set client_id back to {stored:?} (changing it changes every omni)"
+    )]
+    ClientIdMismatch {
+        /// The value recorded at creation.
+        stored: String,
+        /// The value configured now.
+        configured: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn from_redb(e: impl Into<redb::Error>) -> Self {
+        StoreError::Io(Arc::new(e.into()))
+    }
+}
+
+/// The effective status of an actor, computed from its lineage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Neither the actor nor any ancestor is revoked.
+    Active,
+    /// The actor or an ancestor (`by`) was revoked at `at`.
+    Revoked {
+        /// The revoked actor nearest the root.
+        by: Omni,
+        /// When that revocation committed.
+        at: Timestamp,
+    },
+}
+
+/// A child entry of the `children` index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildEntry {
+    /// The label under the parent.
+    pub label: String,
+    /// The child's omni.
+    pub omni: Omni,
+}
+
+/// The chain of records from a master down to one actor (root first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    records: Vec<ActorRecord>,
+}
+
+impl Lineage {
+    pub(crate) fn new(records: Vec<ActorRecord>) -> Self {
+        debug_assert!(!records.is_empty());
+        Self { records }
+    }
+
+    /// The actor itself (the last record).
+    pub fn actor(&self) -> &ActorRecord {
+        // `new` is only called with at least one record.
+        &self.records[self.records.len() - 1]
+    }
+
+    /// All records, root first.
+    pub fn records(&self) -> &[ActorRecord] {
+        &self.records
+    }
+
+    /// The omnis, root first.
+    pub fn omnis(&self) -> Vec<Omni> {
+        self.records.iter().map(|r| r.omni).collect()
+    }
+
+    /// The effective status: revoked by the revoked record nearest the root, if any.
+    pub fn status(&self) -> Status {
+        self.records
+            .iter()
+            .find_map(|r| r.revoked_at().map(|at| Status::Revoked { by: r.omni, at }))
+            .unwrap_or(Status::Active)
+    }
+}
+
+/// Durable storage of the actor tree. Every method is exactly one transaction.
+///
+/// Writes are submitted to the group-commit writer and answered after the fsync'd commit that
+/// holds them; dropping the returned [`PendingWrite`] does not cancel the write.
+pub trait Storage: Send + Sync + 'static {
+    /// One actor's record.
+    fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError>;
+
+    /// The records from the master down to `omni`, read in one snapshot.
+    fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError>;
+
+    /// Children of `parent` in label order, starting after `after`, at most `limit`.
+    fn children(
+        &self,
+        parent: &Omni,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChildEntry>, StoreError>;
+
+    /// Creates an actor (idempotent for the same omni, parent and label).
+    fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError>;
+
+    /// Writes the durable revocation marker on one actor (idempotent).
+    fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError>;
+
+    /// Reads the meta table in one transaction: proves the file is readable.
+    fn check(&self) -> Result<(), StoreError>;
+
+    /// Whether the writer thread is alive.
+    fn writer_running(&self) -> bool;
+
+    /// Writer counters.
+    fn writer_counts(&self) -> WriterCounts;
+
+    /// Commits what was submitted, stops the writer; later writes fail with `Closed`.
+    fn close(&self);
+}

@@ -1,0 +1,238 @@
+//! The runtime's own conditional writes: create an actor, mark one revoked.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::redb_store::{ACTORS, CHILDREN, read_lineage, read_record};
+use super::writer::Mutation;
+use super::{
+    ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus,
+};
+use crate::clock::Timestamp;
+use crate::omni::Omni;
+
+/// Create an actor. The omni is derived by the caller (the runtime knows no crypto).
+#[derive(Debug, Clone)]
+pub struct CreateActor {
+    /// The new actor's omni.
+    pub omni: Omni,
+    /// Its parent; `None` creates a master.
+    pub parent: Option<Omni>,
+    /// Its label under the parent (empty for a master).
+    pub label: String,
+    /// The creation time to record.
+    pub created_at: Timestamp,
+}
+
+/// A successful create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    /// The stored record.
+    pub record: ActorRecord,
+    /// `false` when the same actor already existed (idempotent retry).
+    pub new: bool,
+}
+
+/// Why a create was refused (nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// The parent does not exist.
+    #[error("the parent does not exist")]
+    ParentNotFound,
+    /// The parent or one of its ancestors is revoked.
+    #[error("the parent's lineage is revoked")]
+    ParentRevoked {
+        /// The revoked ancestor nearest the root.
+        by: Omni,
+        /// When it was revoked.
+        at: Timestamp,
+    },
+    /// The same actor exists and is itself revoked: its label cannot be reused.
+    #[error("this label was revoked and cannot be reused")]
+    LabelRevoked {
+        /// When it was revoked.
+        at: Timestamp,
+    },
+    /// Another actor holds this label under the parent.
+    #[error("the label is taken under this parent")]
+    LabelTaken,
+    /// The omni exists with a different parent or label.
+    #[error("the omni already names another actor")]
+    OmniTaken,
+    /// The tree would grow deeper than [`MAX_DEPTH`].
+    #[error("the tree is limited to depth {MAX_DEPTH}")]
+    TooDeep,
+    /// A master has an empty label; an agent a non-empty label without `/`, at most 64 bytes.
+    #[error("invalid label for this kind of actor")]
+    InvalidLabel,
+}
+
+/// The plan a create's check produced.
+#[derive(Debug)]
+pub enum CreatePlan {
+    /// Insert this record (and its children entry).
+    Insert(ActorRecord),
+    /// The same actor exists; write nothing.
+    Existing(ActorRecord),
+}
+
+impl CreateActor {
+    fn label_ok(&self) -> bool {
+        match self.parent {
+            None => self.label.is_empty(),
+            Some(_) => {
+                !self.label.is_empty()
+                    && self.label.len() <= MAX_LABEL_BYTES
+                    && !self.label.contains('/')
+            }
+        }
+    }
+
+    fn existing(&self, actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>, found: ActorRecord)
+        -> Result<Result<CreatePlan, CreateError>, StoreError>
+    {
+        if found.parent != self.parent || found.label != self.label {
+            return Ok(Err(CreateError::OmniTaken));
+        }
+        let lineage = read_lineage(actors, &self.omni)?
+            .ok_or_else(|| StoreError::Corrupt("record vanished inside a transaction".into()))?;
+        Ok(match lineage.status() {
+            Status::Active => Ok(CreatePlan::Existing(found)),
+            Status::Revoked { by, at } if by == self.omni => Err(CreateError::LabelRevoked { at }),
+            Status::Revoked { by, at } => Err(CreateError::ParentRevoked { by, at }),
+        })
+    }
+}
+
+impl Mutation for CreateActor {
+    type Plan = CreatePlan;
+    type Output = Created;
+    type Rejection = CreateError;
+
+    fn check(self, view: &WriteTransaction) -> Result<Result<CreatePlan, CreateError>, StoreError> {
+        if !self.label_ok() {
+            return Ok(Err(CreateError::InvalidLabel));
+        }
+        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        if let Some(found) = read_record(&actors, &self.omni)? {
+            return self.existing(&actors, found);
+        }
+        let Some(parent) = self.parent else {
+            return Ok(Ok(CreatePlan::Insert(self.into_record(ActorKind::Master, String::new()))));
+        };
+        let Some(lineage) = read_lineage(&actors, &parent)? else {
+            return Ok(Err(CreateError::ParentNotFound));
+        };
+        if let Status::Revoked { by, at } = lineage.status() {
+            return Ok(Err(CreateError::ParentRevoked { by, at }));
+        }
+        if lineage.records().len() > MAX_DEPTH {
+            return Ok(Err(CreateError::TooDeep));
+        }
+        let children = view.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+        let taken = children
+            .get((parent.as_bytes(), self.label.as_str()))
+            .map_err(StoreError::from_redb)?
+            .is_some();
+        if taken {
+            return Ok(Err(CreateError::LabelTaken));
+        }
+        let path = format!("{}//{}", lineage.actor().path, self.label);
+        Ok(Ok(CreatePlan::Insert(self.into_record(ActorKind::Agent, path))))
+    }
+
+    fn apply(plan: CreatePlan, txn: &WriteTransaction) -> Result<Created, StoreError> {
+        let record = match plan {
+            CreatePlan::Existing(record) => return Ok(Created { record, new: false }),
+            CreatePlan::Insert(record) => record,
+        };
+        let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        actors
+            .insert(record.omni.as_bytes(), record.encode().as_slice())
+            .map_err(StoreError::from_redb)?;
+        if let Some(parent) = &record.parent {
+            let mut children = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+            children
+                .insert((parent.as_bytes(), record.label.as_str()), record.omni.as_bytes())
+                .map_err(StoreError::from_redb)?;
+        }
+        Ok(Created { record, new: true })
+    }
+}
+
+impl CreateActor {
+    fn into_record(self, kind: ActorKind, path: String) -> ActorRecord {
+        ActorRecord {
+            omni: self.omni,
+            parent: self.parent,
+            label: self.label,
+            path,
+            kind,
+            status: StoredStatus::Active,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// Write the durable revocation marker on one actor. O(1) in the size of its subtree.
+#[derive(Debug, Clone)]
+pub struct RevokeActor {
+    /// The actor to revoke.
+    pub omni: Omni,
+    /// The time to record.
+    pub at: Timestamp,
+}
+
+/// A committed (or already present) revocation marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The revoked actor's record (status `Revoked`).
+    pub record: ActorRecord,
+    /// When it was revoked (the earlier time if it already was).
+    pub revoked_at: Timestamp,
+    /// `false` when the marker already existed (idempotent retry).
+    pub new: bool,
+}
+
+/// Why a revocation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// No such actor.
+    #[error("no such actor")]
+    NotFound,
+}
+
+impl Mutation for RevokeActor {
+    type Plan = Revocation;
+    type Output = Revocation;
+    type Rejection = RevokeError;
+
+    fn check(self, view: &WriteTransaction) -> Result<Result<Revocation, RevokeError>, StoreError> {
+        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let Some(mut record) = read_record(&actors, &self.omni)? else {
+            return Ok(Err(RevokeError::NotFound));
+        };
+        if let Some(at) = record.revoked_at() {
+            return Ok(Ok(Revocation {
+                record,
+                revoked_at: at,
+                new: false,
+            }));
+        }
+        record.status = StoredStatus::Revoked { at: self.at };
+        Ok(Ok(Revocation {
+            record,
+            revoked_at: self.at,
+            new: true,
+        }))
+    }
+
+    fn apply(plan: Revocation, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
+        if plan.new {
+            let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+            actors
+                .insert(plan.record.omni.as_bytes(), plan.record.encode().as_slice())
+                .map_err(StoreError::from_redb)?;
+        }
+        Ok(plan)
+    }
+}

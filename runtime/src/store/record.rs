@@ -1,0 +1,250 @@
+//! Versioned actor records and their pinned binary encoding.
+//!
+//! Layout of version 1 (all integers big-endian):
+//!
+//! ```text
+//! u8  version = 1
+//! u8  kind        0 = master, 1 = agent
+//! u8  status      0 = active, 1 = revoked (then u64 revoked_at follows)
+//! u64 created_at  milliseconds since the Unix epoch
+//! u8  has_parent  0 | 1 (then 32 bytes parent omni follow)
+//! u16 label length, label bytes (UTF-8)
+//! u16 path length,  path bytes (UTF-8)
+//! ```
+//!
+//! The omni is the table key and is not repeated in the value.
+
+use crate::clock::Timestamp;
+use crate::omni::Omni;
+
+/// Current record version written by this build.
+pub const RECORD_VERSION: u8 = 1;
+
+/// What kind of actor a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorKind {
+    /// The root of a tree: a human's account.
+    Master,
+    /// A child actor under a master or another agent.
+    Agent,
+}
+
+/// The stored status of one record. A descendant of a revoked actor keeps `Active` here;
+/// its effective status is computed on read from its lineage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredStatus {
+    /// Not revoked itself.
+    Active,
+    /// Revoked itself at this time (the durable revocation marker).
+    Revoked {
+        /// When the revocation committed.
+        at: Timestamp,
+    },
+}
+
+/// One actor as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorRecord {
+    /// The actor's id (the table key).
+    pub omni: Omni,
+    /// The parent's omni; `None` for a master.
+    pub parent: Option<Omni>,
+    /// The label under the parent (empty for a master).
+    pub label: String,
+    /// `//a//b` for agents, empty for a master.
+    pub path: String,
+    /// Master or agent.
+    pub kind: ActorKind,
+    /// The record's own status.
+    pub status: StoredStatus,
+    /// When the actor was created.
+    pub created_at: Timestamp,
+}
+
+/// A stored value that this build cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record was written by a newer (or unknown) format.
+    #[error("record version {0} is not supported by this build")]
+    Version(u8),
+    /// The bytes end early or carry an invalid field.
+    #[error("record is malformed at byte {0}")]
+    Malformed(usize),
+}
+
+impl ActorRecord {
+    /// Encodes the record (without its omni) in the pinned version-1 layout.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.label.len() + self.path.len());
+        out.push(RECORD_VERSION);
+        out.push(match self.kind {
+            ActorKind::Master => 0,
+            ActorKind::Agent => 1,
+        });
+        match self.status {
+            StoredStatus::Active => out.push(0),
+            StoredStatus::Revoked { at } => {
+                out.push(1);
+                out.extend_from_slice(&at.as_millis().to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&self.created_at.as_millis().to_be_bytes());
+        match &self.parent {
+            None => out.push(0),
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(p.as_bytes());
+            }
+        }
+        put_str(&mut out, &self.label);
+        put_str(&mut out, &self.path);
+        out
+    }
+
+    /// Decodes a value stored under `omni`.
+    pub fn decode(omni: Omni, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let version = r.u8()?;
+        if version != RECORD_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = match r.u8()? {
+            0 => ActorKind::Master,
+            1 => ActorKind::Agent,
+            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+        };
+        let status = match r.u8()? {
+            0 => StoredStatus::Active,
+            1 => StoredStatus::Revoked {
+                at: Timestamp::from_millis(r.u64()?),
+            },
+            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+        };
+        let created_at = Timestamp::from_millis(r.u64()?);
+        let parent = match r.u8()? {
+            0 => None,
+            1 => Some(Omni::from_bytes(r.array()?)),
+            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+        };
+        let label = r.string()?;
+        let path = r.string()?;
+        if r.pos != bytes.len() {
+            return Err(DecodeError::Malformed(r.pos));
+        }
+        Ok(Self {
+            omni,
+            parent,
+            label,
+            path,
+            kind,
+            status,
+            created_at,
+        })
+    }
+
+    /// When this record itself was revoked, if it was.
+    pub fn revoked_at(&self) -> Option<Timestamp> {
+        match self.status {
+            StoredStatus::Active => None,
+            StoredStatus::Revoked { at } => Some(at),
+        }
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Labels and paths are bounded far below u16::MAX by the store's own limits.
+    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Malformed(self.pos))?;
+        let slice = self.bytes.get(self.pos..end).ok_or(DecodeError::Malformed(self.pos))?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let at = self.pos;
+        self.take(N)?.try_into().map_err(|_| DecodeError::Malformed(at))
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let len = u16::from_be_bytes(self.array()?);
+        let at = self.pos;
+        let raw = self.take(usize::from(len))?;
+        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Malformed(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ActorRecord {
+        ActorRecord {
+            omni: Omni::from_bytes([7; 32]),
+            parent: Some(Omni::from_bytes([1; 32])),
+            label: "bot-1".into(),
+            path: "//ops//bot-1".into(),
+            kind: ActorKind::Agent,
+            status: StoredStatus::Revoked {
+                at: Timestamp::from_millis(1_700_000_000_123),
+            },
+            created_at: Timestamp::from_millis(1_700_000_000_000),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let rec = sample();
+        assert_eq!(ActorRecord::decode(rec.omni, &rec.encode()), Ok(rec.clone()));
+        let master = ActorRecord {
+            parent: None,
+            label: String::new(),
+            path: String::new(),
+            kind: ActorKind::Master,
+            status: StoredStatus::Active,
+            ..rec
+        };
+        assert_eq!(ActorRecord::decode(master.omni, &master.encode()), Ok(master));
+    }
+
+    #[test]
+    fn encoding_is_pinned() {
+        let bytes = sample().encode();
+        assert_eq!(&bytes[..3], &[1, 1, 1]);
+        assert_eq!(&bytes[3..11], &1_700_000_000_123u64.to_be_bytes());
+        assert_eq!(bytes.len(), 3 + 8 + 8 + 1 + 32 + 2 + 5 + 2 + 12);
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_truncation() {
+        let mut bytes = sample().encode();
+        let omni = sample().omni;
+        bytes[0] = 9;
+        assert_eq!(ActorRecord::decode(omni, &bytes), Err(DecodeError::Version(9)));
+        let good = sample().encode();
+        for cut in 0..good.len() {
+            assert!(ActorRecord::decode(omni, &good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(ActorRecord::decode(omni, &trailing).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The redb implementation of [`Storage`].
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
+use super::{
+    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, RevokeActor,
+    RevokeError, Revocation, SCHEMA_VERSION, Storage, StoreError,
+};
+use crate::clock::Timestamp;
+use crate::omni::Omni;
+
+pub(crate) const ACTORS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("actors");
+pub(crate) const CHILDREN: TableDefinition<(&[u8; 32], &str), &[u8; 32]> =
+    TableDefinition::new("children");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const META_SCHEMA: &str = "schema_version";
+const META_CLIENT_ID: &str = "client_id";
+const META_CREATED_AT: &str = "created_at";
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The deployment's `client_id`; recorded at creation and checked on every open.
+    pub client_id: String,
+    /// redb quick-repair: faster recovery after a crash, slower commits (see docs).
+    pub quick_repair: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            client_id: "agentkeys".into(),
+            quick_repair: false,
+        }
+    }
+}
+
+/// The embedded store: one redb file and its group-commit writer thread.
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`, checks schema and `client_id`, starts the writer.
+    pub fn open(path: &Path, options: &StoreOptions, now: Timestamp) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create(path)
+            .map_err(StoreError::from_redb)?;
+        let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
+        txn.set_quick_repair(options.quick_repair);
+        init_or_check_meta(&txn, options, now)?;
+        {
+            txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+            txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+        }
+        txn.commit().map_err(StoreError::from_redb)?;
+        let db = Arc::new(db);
+        let writer = Writer::start(db.clone(), options.quick_repair)?;
+        Ok(Self { db, writer })
+    }
+
+    /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
+    pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
+        self.writer.submit(op)
+    }
+
+    /// Reads a meta value.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn.open_table(META).map_err(StoreError::from_redb)?;
+        let value = table.get(name).map_err(StoreError::from_redb)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+}
+
+fn init_or_check_meta(
+    txn: &WriteTransaction,
+    options: &StoreOptions,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+    let schema = meta
+        .get(META_SCHEMA)
+        .map_err(StoreError::from_redb)?
+        .map(|v| v.value().to_vec());
+    let Some(schema) = schema else {
+        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
+            .map_err(StoreError::from_redb)?;
+        meta.insert(META_CLIENT_ID, options.client_id.as_bytes())
+            .map_err(StoreError::from_redb)?;
+        meta.insert(META_CREATED_AT, now.as_millis().to_be_bytes().as_slice())
+            .map_err(StoreError::from_redb)?;
+        return Ok(());
+    };
+    let found = <[u8; 4]>::try_from(schema.as_slice())
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("meta schema_version".into()))?;
+    if found != SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            found,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    let stored = meta
+        .get(META_CLIENT_ID)
+        .map_err(StoreError::from_redb)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned())
+        .ok_or_else(|| StoreError::Corrupt("meta client_id missing".into()))?;
+    if stored != options.client_id {
+        return Err(StoreError::ClientIdMismatch {
+            stored,
+            configured: options.client_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads one record from any readable `actors` table (a snapshot or the batch's view).
+pub(crate) fn read_record(
+    actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    omni: &Omni,
+) -> Result<Option<ActorRecord>, StoreError> {
+    let Some(value) = actors.get(omni.as_bytes()).map_err(StoreError::from_redb)? else {
+        return Ok(None);
+    };
+    ActorRecord::decode(*omni, value.value())
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("actor {}: {e}", omni.short())))
+}
+
+/// Walks from `omni` up to its master (at most `MAX_DEPTH + 1` records), root first.
+pub(crate) fn read_lineage(
+    actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    omni: &Omni,
+) -> Result<Option<Lineage>, StoreError> {
+    let Some(mut record) = read_record(actors, omni)? else {
+        return Ok(None);
+    };
+    let mut chain = Vec::with_capacity(4);
+    loop {
+        let parent = record.parent;
+        chain.push(record);
+        let Some(parent) = parent else { break };
+        if chain.len() > MAX_DEPTH {
+            return Err(StoreError::Corrupt(format!(
+                "lineage of {} deeper than {MAX_DEPTH}",
+                omni.short()
+            )));
+        }
+        record = read_record(actors, &parent)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("parent {} of an actor is missing", parent.short()))
+        })?;
+    }
+    chain.reverse();
+    Ok(Some(Lineage::new(chain)))
+}
+
+impl Storage for RedbStore {
+    fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        read_record(&actors, omni)
+    }
+
+    fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        read_lineage(&actors, omni)
+    }
+
+    fn children(
+        &self,
+        parent: &Omni,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChildEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let table = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+        let p = parent.as_bytes();
+        let start = match after {
+            Some(label) => Bound::Excluded((p, label)),
+            None => Bound::Included((p, "")),
+        };
+        let range = table
+            .range::<(&[u8; 32], &str)>((start, Bound::Unbounded))
+            .map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for entry in range {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(StoreError::from_redb)?;
+            let (key_parent, label) = key.value();
+            if key_parent != p {
+                break;
+            }
+            out.push(ChildEntry {
+                label: label.to_owned(),
+                omni: Omni::from_bytes(*value.value()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError> {
+        self.writer.submit(op)
+    }
+
+    fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
+        self.writer.submit(op)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+        meta.get(META_SCHEMA)
+            .map_err(StoreError::from_redb)?
+            .map(|_| ())
+            .ok_or_else(|| StoreError::Corrupt("meta schema_version missing".into()))
+    }
+
+    fn writer_running(&self) -> bool {
+        self.writer.is_running()
+    }
+
+    fn writer_counts(&self) -> WriterCounts {
+        self.writer.stats()
+    }
+
+    fn close(&self) {
+        self.writer.close();
+    }
+}
