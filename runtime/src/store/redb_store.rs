@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -43,7 +43,8 @@ impl Default for StoreOptions {
 
 /// The embedded store: one redb file and its group-commit writer thread.
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// `None` once closed; readers clone the `Arc` so the file closes when the last one ends.
+    db: RwLock<Option<Arc<Database>>>,
     writer: Writer,
 }
 
@@ -69,7 +70,22 @@ impl RedbStore {
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), options.quick_repair)?;
-        Ok(Self { db, writer })
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            writer,
+        })
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .ok()
+            .and_then(|db| db.clone())
+            .ok_or(StoreError::Closed)
+    }
+
+    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db()?.begin_read().map_err(StoreError::from_redb)
     }
 
     /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
@@ -79,7 +95,7 @@ impl RedbStore {
 
     /// Reads a meta value.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(META).map_err(StoreError::from_redb)?;
         let value = table.get(name).map_err(StoreError::from_redb)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -170,13 +186,13 @@ pub(crate) fn read_lineage(
 
 impl Storage for RedbStore {
     fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let txn = self.read_txn()?;
         let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
         read_record(&actors, omni)
     }
 
     fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let txn = self.read_txn()?;
         let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
         read_lineage(&actors, omni)
     }
@@ -187,7 +203,7 @@ impl Storage for RedbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ChildEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let txn = self.read_txn()?;
         let table = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
         let p = parent.as_bytes();
         let start = match after {
@@ -224,7 +240,7 @@ impl Storage for RedbStore {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(StoreError::from_redb)?;
+        let txn = self.read_txn()?;
         let meta = txn.open_table(META).map_err(StoreError::from_redb)?;
         meta.get(META_SCHEMA)
             .map_err(StoreError::from_redb)?
@@ -242,5 +258,8 @@ impl Storage for RedbStore {
 
     fn close(&self) {
         self.writer.close();
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
     }
 }

@@ -1,0 +1,172 @@
+//! Group commit: batching, per-write conditions inside a batch, whole-batch failure, durability.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::mpsc;
+
+use agentkeys_runtime::store::{
+    CreateError, Mutation, Storage, StoreError, WriteError,
+};
+use common::{create, omni_of, open_store};
+use redb::WriteTransaction;
+
+/// Holds the writer inside a batch until released, so later writes queue up behind it.
+struct Gate {
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+impl Mutation for Gate {
+    type Plan = ();
+    type Output = ();
+    type Rejection = Infallible;
+
+    fn check(self, _view: &WriteTransaction) -> Result<Result<(), Infallible>, StoreError> {
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Fails in `apply`, as an I/O error would.
+struct FailingWrite;
+
+impl Mutation for FailingWrite {
+    type Plan = ();
+    type Output = ();
+    type Rejection = Infallible;
+
+    fn check(self, _view: &WriteTransaction) -> Result<Result<(), Infallible>, StoreError> {
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Err(StoreError::Corrupt("injected write failure".into()))
+    }
+}
+
+fn hold_writer(store: &agentkeys_runtime::store::RedbStore) -> (mpsc::Sender<()>, impl Future) {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let pending = store.submit(Gate {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    entered_rx.recv().expect("writer entered the gate");
+    (release_tx, pending)
+}
+
+#[tokio::test]
+async fn concurrent_writers_share_commits_and_are_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "gc-master");
+    store.create_actor(create(None, "gc-master")).await.expect("master");
+
+    let before = store.writer_counts();
+    let (release, gate) = hold_writer(&store);
+    let pending: Vec<_> = (0..64)
+        .map(|i| store.create_actor(create(Some(&master), &format!("w{i}"))))
+        .collect();
+    release.send(()).expect("release");
+    gate.await;
+    let tasks: Vec<_> = pending.into_iter().map(tokio::spawn).collect();
+    for task in tasks {
+        let created = task.await.expect("joined").expect("committed");
+        assert!(created.new);
+    }
+    let after = store.writer_counts();
+    let commits = after.commits - before.commits;
+    assert!(commits < 64, "64 writes took {commits} commits");
+    assert!(commits <= 2, "gate + one batch expected, got {commits}");
+
+    store.close();
+    drop(store);
+    let reopened = open_store(dir.path());
+    let children = reopened.children(&master, None, 1000).expect("read");
+    assert_eq!(children.len(), 64, "every acknowledged write survives a reopen");
+}
+
+#[tokio::test]
+async fn a_conflict_inside_one_batch_fails_only_its_own_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "conflict-master");
+    store.create_actor(create(None, "conflict-master")).await.expect("master");
+
+    let (release, gate) = hold_writer(&store);
+    let before = store.writer_counts();
+    let first = store.create_actor(create(Some(&master), "x"));
+    // Same (parent, label), another omni: must lose against the first inside the batch.
+    let mut rival = create(Some(&master), "x");
+    rival.omni = omni_of(Some(&master), "x-rival");
+    let second = store.create_actor(rival);
+    let other = store.create_actor(create(Some(&master), "y"));
+    release.send(()).expect("release");
+    gate.await;
+
+    assert!(first.await.expect("first wins").new);
+    assert!(matches!(second.await, Err(WriteError::Rejected(CreateError::LabelTaken))));
+    assert!(other.await.expect("unrelated write commits").new);
+    let commits = store.writer_counts().commits - before.commits;
+    assert_eq!(commits, 2, "the gate's batch and one batch for the three writes");
+    let labels: Vec<_> = store
+        .children(&master, None, 10)
+        .expect("read")
+        .into_iter()
+        .map(|c| (c.label, c.omni))
+        .collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("x".to_string(), omni_of(Some(&master), "x")),
+            ("y".to_string(), omni_of(Some(&master), "y")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_the_whole_batch_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "fail-master");
+    store.create_actor(create(None, "fail-master")).await.expect("master");
+
+    let (release, gate) = hold_writer(&store);
+    let a = store.create_actor(create(Some(&master), "a"));
+    let failing = store.submit(FailingWrite);
+    let b = store.create_actor(create(Some(&master), "b"));
+    release.send(()).expect("release");
+    gate.await;
+
+    assert!(matches!(a.await, Err(WriteError::Store(_))));
+    assert!(matches!(failing.await, Err(WriteError::Store(_))));
+    assert!(matches!(b.await, Err(WriteError::Store(_))));
+    assert!(store.children(&master, None, 10).expect("read").is_empty());
+    assert_eq!(store.writer_counts().failed_batches, 1);
+
+    // The writer keeps serving after a failed batch.
+    assert!(store.create_actor(create(Some(&master), "a")).await.expect("retry").new);
+}
+
+#[tokio::test]
+async fn writes_after_close_fail_with_closed_and_dropped_futures_still_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "close-master");
+    // Submitted and never awaited: the write still happens.
+    drop(store.create_actor(create(None, "close-master")));
+    store.close();
+    assert!(matches!(
+        store.create_actor(create(Some(&master), "late")).await,
+        Err(WriteError::Store(StoreError::Closed))
+    ));
+    drop(store);
+    let reopened = open_store(dir.path());
+    assert!(reopened.actor(&master).expect("read").is_some());
+}
