@@ -85,7 +85,7 @@ async fn revoke_is_idempotent_and_blocks_creation_below() {
     let master = omni_of(None, "idem-master");
     assert!(matches!(
         runtime.create(create(Some(&master), "mid")).await,
-        Err(WriteError::Rejected(CreateError::LabelRevoked { .. }))
+        Err(WriteError::Rejected(CreateError::Revoked { .. }))
     ));
     assert!(matches!(
         runtime.revoke(omni_of(None, "nobody")).await,

@@ -46,9 +46,10 @@ pub enum CreateError {
         /// When it was revoked.
         at: Timestamp,
     },
-    /// The same actor exists and is itself revoked: its label cannot be reused.
-    #[error("this label was revoked and cannot be reused")]
-    LabelRevoked {
+    /// The same actor exists and is itself revoked: it cannot be created again (for an agent:
+    /// its label under that parent is spent).
+    #[error("this actor was revoked; it cannot be created again")]
+    Revoked {
         /// When it was revoked.
         at: Timestamp,
     },
@@ -97,7 +98,7 @@ impl CreateActor {
             .ok_or_else(|| StoreError::Corrupt("record vanished inside a transaction".into()))?;
         Ok(match lineage.status() {
             Status::Active => Ok(CreatePlan::Existing(found)),
-            Status::Revoked { by, at } if by == self.omni => Err(CreateError::LabelRevoked { at }),
+            Status::Revoked { by, at } if by == self.omni => Err(CreateError::Revoked { at }),
             Status::Revoked { by, at } => Err(CreateError::ParentRevoked { by, at }),
         })
     }
