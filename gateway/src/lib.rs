@@ -1,1 +1,7 @@
-//! placeholder
+//! The AgentKeys gateway: HTTP API, process setup and the `agentkeys` command.
+//!
+//! Only this crate knows HTTP, the CLI and process setup; it drives the runtime and actors.
+
+pub mod cli;
+pub mod http;
+pub mod serve;

@@ -94,7 +94,13 @@ mod tests {
         let clock = ManualClock::new(Timestamp::from_millis(1_000));
         assert_eq!(clock.now(), Timestamp::from_millis(1_000));
         clock.advance(Duration::from_secs(2));
-        assert_eq!(clock.now().since(Timestamp::from_millis(1_000)), Duration::from_secs(2));
-        assert_eq!(Timestamp::from_millis(5).since(Timestamp::from_millis(9)), Duration::ZERO);
+        assert_eq!(
+            clock.now().since(Timestamp::from_millis(1_000)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            Timestamp::from_millis(5).since(Timestamp::from_millis(9)),
+            Duration::ZERO
+        );
     }
 }

@@ -16,6 +16,6 @@ pub mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use omni::{Omni, OmniParseError};
-pub use registry::{ActorHandle, Activation, CallError, LineageGuard, Registry, VirtualActor};
+pub use registry::{Activation, ActorHandle, CallError, LineageGuard, Registry, VirtualActor};
 pub use revoked::RevokedIndex;
 pub use runtime::{RevocationReceipt, Runtime, RuntimeConfig, RuntimeError};

@@ -81,7 +81,9 @@ mod tests {
     #[test]
     fn parse_normalizes_prefix_and_case() {
         let bare: Omni = HEX.parse().expect("bare hex parses");
-        let prefixed: Omni = format!("0x{}", HEX.to_uppercase()).parse().expect("0x form parses");
+        let prefixed: Omni = format!("0x{}", HEX.to_uppercase())
+            .parse()
+            .expect("0x form parses");
         assert_eq!(bare, prefixed);
         assert_eq!(prefixed.to_string(), HEX);
     }

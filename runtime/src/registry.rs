@@ -201,7 +201,9 @@ impl<A: VirtualActor> ActorHandle<A> {
         self.live.in_flight.fetch_add(1, Ordering::AcqRel);
         let _in_flight = InFlight(&self.live.in_flight);
         let now = self.live.guard.runtime.clock().now();
-        self.live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
+        self.live
+            .last_used
+            .fetch_max(now.as_millis(), Ordering::AcqRel);
         self.live.guard.check()?;
         let answer = self
             .live
@@ -264,7 +266,13 @@ impl<A: VirtualActor> Registry<A> {
     }
 
     fn slot(&self, omni: &Omni) -> Slot<A> {
-        if let Some(slot) = self.inner.slots.read().ok().and_then(|s| s.get(omni).cloned()) {
+        if let Some(slot) = self
+            .inner
+            .slots
+            .read()
+            .ok()
+            .and_then(|s| s.get(omni).cloned())
+        {
             return slot;
         }
         let mut slots = self
@@ -395,7 +403,10 @@ impl<A: VirtualActor> Registry<A> {
 
 impl<A: VirtualActor> Inner<A> {
     fn drop_live(&self, live: &Live<A>) {
-        let mut slots = self.slots.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = self
+            .slots
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let same = slots
             .get(&live.omni)
             .and_then(|slot| slot.get())
@@ -408,7 +419,10 @@ impl<A: VirtualActor> Inner<A> {
     }
 
     fn take_all(&self, omnis: Vec<Omni>) -> Vec<Arc<Live<A>>> {
-        let mut tree = self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tree = self
+            .tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         omnis.iter().filter_map(|o| tree.remove(o)).collect()
     }
 }
@@ -416,7 +430,10 @@ impl<A: VirtualActor> Inner<A> {
 impl<A: VirtualActor> ActiveSet for Inner<A> {
     fn stop_subtree(&self, root: &Omni) -> usize {
         let below: Vec<Omni> = {
-            let tree = self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tree = self
+                .tree
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             tree.below
                 .get(root)
                 .map(|set| set.iter().copied().collect())
@@ -435,7 +452,10 @@ impl<A: VirtualActor> ActiveSet for Inner<A> {
 
     fn stop_all(&self) -> usize {
         let all: Vec<Omni> = {
-            let tree = self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let tree = self
+                .tree
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             tree.live.keys().copied().collect()
         };
         let victims = self.take_all(all);
@@ -446,9 +466,6 @@ impl<A: VirtualActor> ActiveSet for Inner<A> {
     }
 
     fn active(&self) -> usize {
-        self.tree
-            .lock()
-            .map(|t| t.live.len())
-            .unwrap_or(0)
+        self.tree.lock().map(|t| t.live.len()).unwrap_or(0)
     }
 }

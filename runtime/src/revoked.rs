@@ -21,7 +21,10 @@ pub struct RevokedIndex {
 impl RevokedIndex {
     /// Records a committed revocation; the earliest time wins.
     pub fn insert(&self, omni: Omni, at: Timestamp) {
-        let mut map = self.map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         map.entry(omni)
             .and_modify(|t| *t = (*t).min(at))
             .or_insert(at);
@@ -38,7 +41,10 @@ impl RevokedIndex {
 
     /// The first revoked omni of `chain` (root first) and its time, if any. O(len(chain)).
     pub fn first_revoked(&self, chain: &[Omni]) -> Option<(Omni, Timestamp)> {
-        let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         chain
             .iter()
             .find_map(|omni| map.get(omni).map(|at| (*omni, *at)))
@@ -82,7 +88,10 @@ mod tests {
         index.insert(o(1), Timestamp::from_millis(50));
         index.insert(o(1), Timestamp::from_millis(70));
         index.insert(o(1), Timestamp::from_millis(40));
-        assert_eq!(index.first_revoked(&[o(1)]), Some((o(1), Timestamp::from_millis(40))));
+        assert_eq!(
+            index.first_revoked(&[o(1)]),
+            Some((o(1), Timestamp::from_millis(40)))
+        );
         assert_eq!(index.len(), 1);
     }
 }

@@ -98,7 +98,9 @@ impl Runtime {
         if actix::System::try_current().is_none() {
             return Err(RuntimeError::NoSystem);
         }
-        let owned: Vec<Arbiter> = (0..config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        let owned: Vec<Arbiter> = (0..config.arbiters.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
         let arbiters = owned.iter().map(Arbiter::handle).collect();
         Ok(Self {
             inner: Arc::new(Inner {

@@ -1,12 +1,10 @@
 //! Virtual activation: on first message, exactly once, passivation, no scan at boot.
 
-mod common;
-
 use std::time::Duration;
 
 use agentkeys_runtime::store::Storage;
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
-use common::{Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime};
+use agentkeys_tests::{Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime};
 
 #[actix::test]
 async fn concurrent_first_requests_activate_once() {
@@ -17,10 +15,19 @@ async fn concurrent_first_requests_activate_once() {
     let registry = Registry::<Probe>::new(&runtime);
     let master = omni_of(None, "once-master");
     let agent = omni_of(Some(&master), "once");
-    runtime.create(create(None, "once-master")).await.expect("master");
-    runtime.create(create(Some(&master), "once")).await.expect("agent");
+    runtime
+        .create(create(None, "once-master"))
+        .await
+        .expect("master");
+    runtime
+        .create(create(Some(&master), "once"))
+        .await
+        .expect("agent");
 
-    assert!(!registry.is_active(&agent), "actors are data until addressed");
+    assert!(
+        !registry.is_active(&agent),
+        "actors are data until addressed"
+    );
     // First requests from several OS threads at once, released together by a barrier.
     let barrier = std::sync::Barrier::new(8);
     std::thread::scope(|scope| {
@@ -51,7 +58,10 @@ async fn unknown_omni_is_not_found_and_leaves_nothing_behind() {
     let runtime = start_runtime(open_store(dir.path()), &clock);
     let registry = Registry::<Probe>::new(&runtime);
     let ghost = omni_of(None, "ghost");
-    assert!(matches!(registry.call(ghost, Ping).await, Err(CallError::NotFound)));
+    assert!(matches!(
+        registry.call(ghost, Ping).await,
+        Err(CallError::NotFound)
+    ));
     assert_eq!(registry.active(), 0);
     runtime.shutdown();
 }
@@ -64,7 +74,10 @@ async fn idle_actors_passivate_by_the_injected_clock_and_reactivate() {
     let registry = Registry::<Probe>::new(&runtime);
     let master = omni_of(None, "idle-master");
     let (a, b) = (omni_of(Some(&master), "a"), omni_of(Some(&master), "b"));
-    runtime.create(create(None, "idle-master")).await.expect("master");
+    runtime
+        .create(create(None, "idle-master"))
+        .await
+        .expect("master");
     runtime.create(create(Some(&master), "a")).await.expect("a");
     runtime.create(create(Some(&master), "b")).await.expect("b");
 
@@ -78,7 +91,11 @@ async fn idle_actors_passivate_by_the_injected_clock_and_reactivate() {
     assert!(registry.is_active(&b));
 
     assert_eq!(registry.call(a, Ping).await.expect("a").expect("live"), a);
-    assert_eq!(activations(&a), 2, "a passivated actor comes back from the store");
+    assert_eq!(
+        activations(&a),
+        2,
+        "a passivated actor comes back from the store"
+    );
     runtime.shutdown();
 }
 
@@ -103,7 +120,10 @@ async fn boot_reads_nothing_until_an_actor_is_addressed() {
     assert_eq!(runtime.active_actors(), 0);
     assert!(runtime.revoked().is_empty());
     let n7 = omni_of(Some(&master), "n7");
-    assert_eq!(registry.call(n7, Ping).await.expect("n7").expect("live"), n7);
+    assert_eq!(
+        registry.call(n7, Ping).await.expect("n7").expect("live"),
+        n7
+    );
     assert_eq!(runtime.active_actors(), 1);
     runtime.shutdown();
 }

@@ -1,14 +1,10 @@
 //! Group commit: batching, per-write conditions inside a batch, whole-batch failure, durability.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::mpsc;
 
-use agentkeys_runtime::store::{
-    CreateError, Mutation, Storage, StoreError, WriteError,
-};
-use common::{create, omni_of, open_store};
+use agentkeys_runtime::store::{CreateError, Mutation, Storage, StoreError, WriteError};
+use agentkeys_tests::{create, omni_of, open_store};
 use redb::WriteTransaction;
 
 /// Holds the writer inside a batch until released, so later writes queue up behind it.
@@ -66,7 +62,10 @@ async fn concurrent_writers_share_commits_and_are_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
     let master = omni_of(None, "gc-master");
-    store.create_actor(create(None, "gc-master")).await.expect("master");
+    store
+        .create_actor(create(None, "gc-master"))
+        .await
+        .expect("master");
 
     let before = store.writer_counts();
     let (release, gate) = hold_writer(&store);
@@ -89,7 +88,11 @@ async fn concurrent_writers_share_commits_and_are_durable() {
     drop(store);
     let reopened = open_store(dir.path());
     let children = reopened.children(&master, None, 1000).expect("read");
-    assert_eq!(children.len(), 64, "every acknowledged write survives a reopen");
+    assert_eq!(
+        children.len(),
+        64,
+        "every acknowledged write survives a reopen"
+    );
 }
 
 #[tokio::test]
@@ -97,7 +100,10 @@ async fn a_conflict_inside_one_batch_fails_only_its_own_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
     let master = omni_of(None, "conflict-master");
-    store.create_actor(create(None, "conflict-master")).await.expect("master");
+    store
+        .create_actor(create(None, "conflict-master"))
+        .await
+        .expect("master");
 
     let (release, gate) = hold_writer(&store);
     let before = store.writer_counts();
@@ -111,10 +117,16 @@ async fn a_conflict_inside_one_batch_fails_only_its_own_write() {
     gate.await;
 
     assert!(first.await.expect("first wins").new);
-    assert!(matches!(second.await, Err(WriteError::Rejected(CreateError::LabelTaken))));
+    assert!(matches!(
+        second.await,
+        Err(WriteError::Rejected(CreateError::LabelTaken))
+    ));
     assert!(other.await.expect("unrelated write commits").new);
     let commits = store.writer_counts().commits - before.commits;
-    assert_eq!(commits, 2, "the gate's batch and one batch for the three writes");
+    assert_eq!(
+        commits, 2,
+        "the gate's batch and one batch for the three writes"
+    );
     let labels: Vec<_> = store
         .children(&master, None, 10)
         .expect("read")
@@ -135,7 +147,10 @@ async fn a_failed_write_fails_the_whole_batch_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
     let master = omni_of(None, "fail-master");
-    store.create_actor(create(None, "fail-master")).await.expect("master");
+    store
+        .create_actor(create(None, "fail-master"))
+        .await
+        .expect("master");
 
     let (release, gate) = hold_writer(&store);
     let a = store.create_actor(create(Some(&master), "a"));
@@ -151,7 +166,13 @@ async fn a_failed_write_fails_the_whole_batch_and_writes_nothing() {
     assert_eq!(store.writer_counts().failed_batches, 1);
 
     // The writer keeps serving after a failed batch.
-    assert!(store.create_actor(create(Some(&master), "a")).await.expect("retry").new);
+    assert!(
+        store
+            .create_actor(create(Some(&master), "a"))
+            .await
+            .expect("retry")
+            .new
+    );
 }
 
 #[tokio::test]

@@ -2,14 +2,12 @@
 //! `BTreeMap` reference. Invariants: no revoked actor is active; descendants of revoked actors
 //! report revoked (by the revoked ancestor nearest the root); labels are unique per parent.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use agentkeys_runtime::store::{CreateError, RedbStore, Status, Storage, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime, Timestamp};
-use common::{Ping, Probe, T0, create, omni_of, open_store, start_runtime};
+use agentkeys_tests::{Ping, Probe, T0, create, omni_of, open_store, start_runtime};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -61,7 +59,11 @@ impl Model {
         chain
             .iter()
             .rev()
-            .find_map(|o| self.nodes[o].revoked_at.map(|at| Status::Revoked { by: *o, at }))
+            .find_map(|o| {
+                self.nodes[o]
+                    .revoked_at
+                    .map(|at| Status::Revoked { by: *o, at })
+            })
             .unwrap_or(Status::Active)
     }
 }
@@ -79,7 +81,13 @@ impl System {
         let store = open_store(dir.path());
         let runtime = start_runtime(store.clone(), &clock);
         let registry = Registry::new(&runtime);
-        Self { dir, store, runtime, registry, clock }
+        Self {
+            dir,
+            store,
+            runtime,
+            registry,
+            clock,
+        }
     }
 
     fn reopen(self) -> Self {
@@ -98,41 +106,68 @@ async fn apply(sys: System, model: &mut Model, op: &Op) -> System {
             let answer = sys.runtime.create(create(None, &name)).await;
             match model.nodes.get(&omni).map(|n| n.revoked_at) {
                 Some(Some(_)) => assert!(
-                    matches!(answer, Err(WriteError::Rejected(CreateError::Revoked { .. }))),
+                    matches!(
+                        answer,
+                        Err(WriteError::Rejected(CreateError::Revoked { .. }))
+                    ),
                     "{answer:?}"
                 ),
                 Some(None) => assert!(!answer.expect("existing").new),
                 None => {
                     assert!(answer.expect("created").new);
-                    model.nodes.insert(omni, Node { parent: None, label: String::new(), revoked_at: None });
+                    model.nodes.insert(
+                        omni,
+                        Node {
+                            parent: None,
+                            label: String::new(),
+                            revoked_at: None,
+                        },
+                    );
                     model.order.push(omni);
                 }
             }
         }
         Op::CreateChild { parent, label } => {
-            let Some(parent) = model.pick(*parent) else { return sys };
+            let Some(parent) = model.pick(*parent) else {
+                return sys;
+            };
             let label = format!("l{label}");
             let omni = omni_of(Some(&parent), &label);
             let answer = sys.runtime.create(create(Some(&parent), &label)).await;
-            match (model.status(&parent), model.nodes.get(&omni).map(|n| n.revoked_at)) {
+            match (
+                model.status(&parent),
+                model.nodes.get(&omni).map(|n| n.revoked_at),
+            ) {
                 (Status::Revoked { by, .. }, _) => assert!(
                     matches!(answer, Err(WriteError::Rejected(CreateError::ParentRevoked { by: b, .. })) if b == by),
                     "{answer:?}"
                 ),
                 (Status::Active, Some(Some(_))) => assert!(
-                    matches!(answer, Err(WriteError::Rejected(CreateError::Revoked { .. }))),
+                    matches!(
+                        answer,
+                        Err(WriteError::Rejected(CreateError::Revoked { .. }))
+                    ),
                     "{answer:?}"
                 ),
                 (Status::Active, Some(None)) => assert!(!answer.expect("existing").new),
                 (Status::Active, None) => {
                     assert!(answer.expect("created").new);
-                    model.nodes.insert(omni, Node { parent: Some(parent), label, revoked_at: None });
+                    model.nodes.insert(
+                        omni,
+                        Node {
+                            parent: Some(parent),
+                            label,
+                            revoked_at: None,
+                        },
+                    );
                     model.order.push(omni);
                 }
             }
         }
         Op::Revoke(i) => {
-            let Some(omni) = model.pick(*i) else { return sys };
+            let Some(omni) = model.pick(*i) else {
+                return sys;
+            };
             let receipt = sys.runtime.revoke(omni).await.expect("revoke");
             let node = model.nodes.get_mut(&omni).expect("known");
             assert_eq!(receipt.new, node.revoked_at.is_none());
@@ -140,7 +175,9 @@ async fn apply(sys: System, model: &mut Model, op: &Op) -> System {
             assert_eq!(Some(receipt.revoked_at), node.revoked_at);
         }
         Op::Activate(i) => {
-            let Some(omni) = model.pick(*i) else { return sys };
+            let Some(omni) = model.pick(*i) else {
+                return sys;
+            };
             let answer = sys.registry.call(omni, Ping).await;
             match model.status(&omni) {
                 Status::Active => assert_eq!(answer.expect("delivered").expect("live"), omni),
@@ -151,7 +188,9 @@ async fn apply(sys: System, model: &mut Model, op: &Op) -> System {
             }
         }
         Op::Passivate(i) => {
-            let Some(omni) = model.pick(*i) else { return sys };
+            let Some(omni) = model.pick(*i) else {
+                return sys;
+            };
             let was_active = sys.registry.is_active(&omni);
             assert_eq!(sys.registry.passivate(&omni), was_active);
             assert!(!sys.registry.is_active(&omni));
@@ -165,18 +204,29 @@ fn check_invariants(sys: &System, model: &Model) {
     let mut labels: BTreeMap<Omni, BTreeSet<String>> = BTreeMap::new();
     for (omni, node) in &model.nodes {
         let expected = model.status(omni);
-        assert_eq!(sys.runtime.status(omni).expect("read"), Some(expected), "status of {omni:?}");
+        assert_eq!(
+            sys.runtime.status(omni).expect("read"),
+            Some(expected),
+            "status of {omni:?}"
+        );
         if sys.registry.is_active(omni) {
             assert_eq!(expected, Status::Active, "a revoked actor is active");
         }
         if let Some(parent) = node.parent {
-            assert!(labels.entry(parent).or_default().insert(node.label.clone()), "duplicate label");
+            assert!(
+                labels.entry(parent).or_default().insert(node.label.clone()),
+                "duplicate label"
+            );
         }
     }
     for (parent, expected) in labels {
         let stored: Vec<_> = sys.store.children(&parent, None, 100).expect("read");
         let stored_labels: BTreeSet<_> = stored.iter().map(|c| c.label.clone()).collect();
-        assert_eq!(stored_labels.len(), stored.len(), "labels unique per parent");
+        assert_eq!(
+            stored_labels.len(),
+            stored.len(),
+            "labels unique per parent"
+        );
         assert_eq!(stored_labels, expected);
     }
 }

@@ -1,14 +1,12 @@
 //! Revocation: durable marker, index, subtree stop, computed status, races, restarts.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentkeys_runtime::store::{CreateError, RevokeError, Status, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime};
-use common::{Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until};
+use agentkeys_tests::{Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until};
 
 /// master → {mid → {leaf0..leaf3}, side → {sib0..sib3}}
 async fn build_tree(runtime: &Runtime, name: &str) -> (Omni, Omni, Vec<Omni>, Vec<Omni>) {
@@ -16,14 +14,26 @@ async fn build_tree(runtime: &Runtime, name: &str) -> (Omni, Omni, Vec<Omni>, Ve
     runtime.create(create(None, name)).await.expect("master");
     let mid = omni_of(Some(&master), "mid");
     let side = omni_of(Some(&master), "side");
-    runtime.create(create(Some(&master), "mid")).await.expect("mid");
-    runtime.create(create(Some(&master), "side")).await.expect("side");
+    runtime
+        .create(create(Some(&master), "mid"))
+        .await
+        .expect("mid");
+    runtime
+        .create(create(Some(&master), "side"))
+        .await
+        .expect("side");
     let mut leaves = Vec::new();
     let mut siblings = Vec::new();
     for i in 0..4 {
         let label = format!("n{i}");
-        runtime.create(create(Some(&mid), &label)).await.expect("leaf");
-        runtime.create(create(Some(&side), &label)).await.expect("sibling");
+        runtime
+            .create(create(Some(&mid), &label))
+            .await
+            .expect("leaf");
+        runtime
+            .create(create(Some(&side), &label))
+            .await
+            .expect("sibling");
         leaves.push(omni_of(Some(&mid), &label));
         siblings.push(omni_of(Some(&side), &label));
     }
@@ -38,7 +48,11 @@ async fn revoke_stops_the_active_subtree_and_status_is_computed() {
     let registry = Registry::<Probe>::new(&runtime);
     let (master, mid, leaves, siblings) = build_tree(&runtime, "rv-master").await;
     for omni in leaves.iter().chain(&siblings).chain([&mid]) {
-        registry.call(*omni, Ping).await.expect("call").expect("live");
+        registry
+            .call(*omni, Ping)
+            .await
+            .expect("call")
+            .expect("live");
     }
     assert_eq!(registry.active(), 9);
 
@@ -60,7 +74,14 @@ async fn revoke_stops_the_active_subtree_and_status_is_computed() {
     }
     assert_eq!(runtime.status(&master).expect("read"), Some(Status::Active));
     for sibling in &siblings {
-        assert_eq!(registry.call(*sibling, Ping).await.expect("call").expect("live"), *sibling);
+        assert_eq!(
+            registry
+                .call(*sibling, Ping)
+                .await
+                .expect("call")
+                .expect("live"),
+            *sibling
+        );
     }
     runtime.shutdown();
 }
@@ -101,7 +122,11 @@ async fn a_dropped_revoke_future_still_revokes() {
     let runtime = start_runtime(open_store(dir.path()), &clock);
     let registry = Registry::<Probe>::new(&runtime);
     let (_master, mid, leaves, _) = build_tree(&runtime, "drop-master").await;
-    registry.call(leaves[0], Ping).await.expect("call").expect("live");
+    registry
+        .call(leaves[0], Ping)
+        .await
+        .expect("call")
+        .expect("live");
 
     // Poll once so the work is submitted, then drop the caller's future.
     let fut = runtime.revoke(mid);
@@ -134,7 +159,14 @@ async fn revocation_survives_a_restart() {
         registry.call(leaves[2], Ping).await,
         Err(CallError::Revoked { by, .. }) if by == mid
     ));
-    assert_eq!(registry.call(siblings[2], Ping).await.expect("call").expect("live"), siblings[2]);
+    assert_eq!(
+        registry
+            .call(siblings[2], Ping)
+            .await
+            .expect("call")
+            .expect("live"),
+        siblings[2]
+    );
     runtime.shutdown();
 }
 
@@ -184,7 +216,11 @@ async fn no_request_sent_after_revoke_returned_succeeds() {
     }
     // Let the hammering start before revoking.
     let a = after.clone();
-    let _ = wait_until(|| a.load(Ordering::Relaxed) > 0 || registry.active() >= 8, Duration::from_secs(10)).await;
+    let _ = wait_until(
+        || a.load(Ordering::Relaxed) > 0 || registry.active() >= 8,
+        Duration::from_secs(10),
+    )
+    .await;
     runtime.revoke(mid).await.expect("revoked");
     revoked.store(true, Ordering::SeqCst);
     for task in tasks {

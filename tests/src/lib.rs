@@ -1,1 +1,129 @@
-//! tests
+//! Fixtures shared by the test suites: a temporary store, a runtime on a manual clock, the
+//! smallest real actor ([`Probe`]), deterministic omnis and [`wait_until`].
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message};
+use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, StoreOptions};
+use agentkeys_runtime::{
+    Activation, CallError, LineageGuard, ManualClock, Omni, Runtime, RuntimeConfig, Timestamp,
+    VirtualActor,
+};
+
+/// The start time of every manual clock in the tests.
+pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+
+/// A deterministic omni for (parent, label); masters use `parent = None`.
+pub fn omni_of(parent: Option<&Omni>, label: &str) -> Omni {
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (i, parent.map(|p| *p.as_bytes()), label).hash(&mut h);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    Omni::from_bytes(out)
+}
+
+/// Opens (or creates) the store file in `dir`.
+pub fn open_store(dir: &Path) -> Arc<RedbStore> {
+    Arc::new(
+        RedbStore::open(&dir.join("agentkeys.redb"), &StoreOptions::default(), T0)
+            .expect("store opens"),
+    )
+}
+
+/// Starts a runtime with two arbiters and a 60 s idle timeout on `clock`.
+pub fn start_runtime(store: Arc<RedbStore>, clock: &ManualClock) -> Runtime {
+    let config = RuntimeConfig {
+        arbiters: 2,
+        idle_timeout: Duration::from_secs(60),
+    };
+    Runtime::start(store, Arc::new(clock.clone()), config).expect("inside a System")
+}
+
+/// A create of `label` under `parent` (a master when `parent` is `None`).
+pub fn create(parent: Option<&Omni>, label: &str) -> CreateActor {
+    CreateActor {
+        omni: omni_of(parent, label),
+        parent: parent.copied(),
+        label: if parent.is_some() {
+            label.into()
+        } else {
+            String::new()
+        },
+        created_at: T0,
+    }
+}
+
+/// Activations per omni, across the whole test binary (omnis are unique per test).
+static ACTIVATIONS: Mutex<Option<HashMap<Omni, usize>>> = Mutex::new(None);
+
+/// How often `omni` was activated as a [`Probe`].
+pub fn activations(omni: &Omni) -> usize {
+    ACTIVATIONS
+        .lock()
+        .expect("not poisoned")
+        .as_ref()
+        .and_then(|m| m.get(omni).copied())
+        .unwrap_or(0)
+}
+
+/// The smallest real actor: answers with its omni after the lineage check.
+pub struct Probe {
+    omni: Omni,
+    guard: LineageGuard,
+}
+
+impl Actor for Probe {
+    type Context = Context<Self>;
+}
+
+impl VirtualActor for Probe {
+    fn accepts(_kind: ActorKind) -> bool {
+        true
+    }
+
+    fn activate(activation: Activation, _ctx: &mut Context<Self>) -> Self {
+        let omni = activation.lineage.actor().omni;
+        *ACTIVATIONS
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert_with(HashMap::new)
+            .entry(omni)
+            .or_default() += 1;
+        Probe {
+            omni,
+            guard: activation.guard,
+        }
+    }
+}
+
+/// Asks a probe for its omni.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Omni, CallError>")]
+pub struct Ping;
+
+impl Handler<Ping> for Probe {
+    type Result = Result<Omni, CallError>;
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) -> Self::Result {
+        self.guard.check()?;
+        Ok(self.omni)
+    }
+}
+
+/// Waits until `cond` holds, polling; fails after `limit` (no fixed sleeps in assertions).
+pub async fn wait_until(mut cond: impl FnMut() -> bool, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cond()
+}

@@ -37,8 +37,7 @@ pub fn validate_label(label: &str) -> Result<(), OmniError> {
     let charset_ok = label
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if label.is_empty() || label.len() > MAX_LABEL_LEN || !charset_ok || label.starts_with("0x")
-    {
+    if label.is_empty() || label.len() > MAX_LABEL_LEN || !charset_ok || label.starts_with("0x") {
         return Err(OmniError::InvalidLabel);
     }
     Ok(())
@@ -59,7 +58,9 @@ pub fn normalize_address(address: &str) -> Result<String, OmniError> {
 fn normalize_email(email: &str) -> Result<String, OmniError> {
     let email = email.trim().to_lowercase();
     match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@') => {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@') =>
+        {
             Ok(email)
         }
         _ => Err(OmniError::InvalidEmail),
@@ -98,7 +99,9 @@ pub fn child_omni(parent: &Omni, label: &str) -> Result<Omni, OmniError> {
 
 /// Follows a path such as `//ops//bot-1` down from `root`.
 pub fn path_omni(root: &Omni, path: &str) -> Result<Omni, OmniError> {
-    let rest = path.strip_prefix(labels::HDKD_JUNCTION).ok_or(OmniError::InvalidLabel)?;
+    let rest = path
+        .strip_prefix(labels::HDKD_JUNCTION)
+        .ok_or(OmniError::InvalidLabel)?;
     rest.split(labels::HDKD_JUNCTION)
         .try_fold(*root, |parent, label| child_omni(&parent, label))
 }
@@ -114,8 +117,12 @@ mod tests {
     #[test]
     fn identity_omni_vector() {
         let o = identity_omni("agentkeys", Identity::Email("test@litentry.org")).expect("valid");
-        assert_eq!(hex(o), "25264bfa70c1ca14236e31ca55e84dcba6aed6fb7d8663b748f21fafcc0ac59b");
-        let messy = identity_omni("agentkeys", Identity::Email("  Test@Litentry.ORG ")).expect("valid");
+        assert_eq!(
+            hex(o),
+            "25264bfa70c1ca14236e31ca55e84dcba6aed6fb7d8663b748f21fafcc0ac59b"
+        );
+        let messy =
+            identity_omni("agentkeys", Identity::Email("  Test@Litentry.ORG ")).expect("valid");
         assert_eq!(o, messy);
     }
 
@@ -123,12 +130,18 @@ mod tests {
     fn master_and_child_vectors() {
         let master =
             master_omni("agentkeys", "0x7c41e8a3b5d2f0c694a1d8e2b37f5a09c6e4d21b").expect("valid");
-        assert_eq!(hex(master), "a8fde0c55de542e2c7e151cefa670697569fefc4abf784b9a732f5ac3b5d81d9");
+        assert_eq!(
+            hex(master),
+            "a8fde0c55de542e2c7e151cefa670697569fefc4abf784b9a732f5ac3b5d81d9"
+        );
         let upper =
             master_omni("agentkeys", "0x7C41E8A3B5D2F0C694A1D8E2B37F5A09C6E4D21B").expect("valid");
         assert_eq!(master, upper);
         let hermes = child_omni(&master, "hermes").expect("valid");
-        assert_eq!(hex(hermes), "a152e6b37b01bc48b609efbb32e33055eb2cb555f60166784a1b81020a54f7a1");
+        assert_eq!(
+            hex(hermes),
+            "a152e6b37b01bc48b609efbb32e33055eb2cb555f60166784a1b81020a54f7a1"
+        );
         assert_eq!(path_omni(&master, "//hermes"), Ok(hermes));
     }
 
@@ -146,7 +159,16 @@ mod tests {
         for ok in ["a", "bot-1", "42", "x".repeat(32).as_str(), "-"] {
             assert_eq!(validate_label(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "Bot", "a_b", "a/b", "0xabc", "é", &"x".repeat(33), "a b"] {
+        for bad in [
+            "",
+            "Bot",
+            "a_b",
+            "a/b",
+            "0xabc",
+            "é",
+            &"x".repeat(33),
+            "a b",
+        ] {
             assert_eq!(validate_label(bad), Err(OmniError::InvalidLabel), "{bad:?}");
         }
         let root = Omni::from_bytes([1; 32]);
@@ -156,8 +178,17 @@ mod tests {
 
     #[test]
     fn identities_are_validated() {
-        assert_eq!(identity_omni("agentkeys", Identity::Evm("0x12")), Err(OmniError::InvalidAddress));
-        assert_eq!(identity_omni("agentkeys", Identity::Email("nobody")), Err(OmniError::InvalidEmail));
-        assert_eq!(identity_omni("agentkeys", Identity::Email("a@b@c")), Err(OmniError::InvalidEmail));
+        assert_eq!(
+            identity_omni("agentkeys", Identity::Evm("0x12")),
+            Err(OmniError::InvalidAddress)
+        );
+        assert_eq!(
+            identity_omni("agentkeys", Identity::Email("nobody")),
+            Err(OmniError::InvalidEmail)
+        );
+        assert_eq!(
+            identity_omni("agentkeys", Identity::Email("a@b@c")),
+            Err(OmniError::InvalidEmail)
+        );
     }
 }

@@ -18,7 +18,7 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use mutations::{CreateActor, CreateError, Created, RevokeActor, RevokeError, Revocation};
+pub use mutations::{CreateActor, CreateError, Created, Revocation, RevokeActor, RevokeError};
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{RedbStore, StoreOptions};
 pub use writer::{Mutation, PendingWrite, WriteError, WriterCounts};

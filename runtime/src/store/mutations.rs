@@ -4,9 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::redb_store::{ACTORS, CHILDREN, read_lineage, read_record};
 use super::writer::Mutation;
-use super::{
-    ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus,
-};
+use super::{ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus};
 use crate::clock::Timestamp;
 use crate::omni::Omni;
 
@@ -88,9 +86,11 @@ impl CreateActor {
         }
     }
 
-    fn existing(&self, actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>, found: ActorRecord)
-        -> Result<Result<CreatePlan, CreateError>, StoreError>
-    {
+    fn existing(
+        &self,
+        actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+        found: ActorRecord,
+    ) -> Result<Result<CreatePlan, CreateError>, StoreError> {
         if found.parent != self.parent || found.label != self.label {
             return Ok(Err(CreateError::OmniTaken));
         }
@@ -118,7 +118,9 @@ impl Mutation for CreateActor {
             return self.existing(&actors, found);
         }
         let Some(parent) = self.parent else {
-            return Ok(Ok(CreatePlan::Insert(self.into_record(ActorKind::Master, String::new()))));
+            return Ok(Ok(CreatePlan::Insert(
+                self.into_record(ActorKind::Master, String::new()),
+            )));
         };
         let Some(lineage) = read_lineage(&actors, &parent)? else {
             return Ok(Err(CreateError::ParentNotFound));
@@ -138,7 +140,9 @@ impl Mutation for CreateActor {
             return Ok(Err(CreateError::LabelTaken));
         }
         let path = format!("{}//{}", lineage.actor().path, self.label);
-        Ok(Ok(CreatePlan::Insert(self.into_record(ActorKind::Agent, path))))
+        Ok(Ok(CreatePlan::Insert(
+            self.into_record(ActorKind::Agent, path),
+        )))
     }
 
     fn apply(plan: CreatePlan, txn: &WriteTransaction) -> Result<Created, StoreError> {
@@ -153,7 +157,10 @@ impl Mutation for CreateActor {
         if let Some(parent) = &record.parent {
             let mut children = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
             children
-                .insert((parent.as_bytes(), record.label.as_str()), record.omni.as_bytes())
+                .insert(
+                    (parent.as_bytes(), record.label.as_str()),
+                    record.omni.as_bytes(),
+                )
                 .map_err(StoreError::from_redb)?;
         }
         Ok(Created { record, new: true })

@@ -165,15 +165,23 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Malformed(self.pos))?;
-        let slice = self.bytes.get(self.pos..end).ok_or(DecodeError::Malformed(self.pos))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError::Malformed(self.pos))?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(DecodeError::Malformed(self.pos))?;
         self.pos = end;
         Ok(slice)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let at = self.pos;
-        self.take(N)?.try_into().map_err(|_| DecodeError::Malformed(at))
+        self.take(N)?
+            .try_into()
+            .map_err(|_| DecodeError::Malformed(at))
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -213,7 +221,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let rec = sample();
-        assert_eq!(ActorRecord::decode(rec.omni, &rec.encode()), Ok(rec.clone()));
+        assert_eq!(
+            ActorRecord::decode(rec.omni, &rec.encode()),
+            Ok(rec.clone())
+        );
         let master = ActorRecord {
             parent: None,
             label: String::new(),
@@ -222,7 +233,10 @@ mod tests {
             status: StoredStatus::Active,
             ..rec
         };
-        assert_eq!(ActorRecord::decode(master.omni, &master.encode()), Ok(master));
+        assert_eq!(
+            ActorRecord::decode(master.omni, &master.encode()),
+            Ok(master)
+        );
     }
 
     #[test]
@@ -238,10 +252,16 @@ mod tests {
         let mut bytes = sample().encode();
         let omni = sample().omni;
         bytes[0] = 9;
-        assert_eq!(ActorRecord::decode(omni, &bytes), Err(DecodeError::Version(9)));
+        assert_eq!(
+            ActorRecord::decode(omni, &bytes),
+            Err(DecodeError::Version(9))
+        );
         let good = sample().encode();
         for cut in 0..good.len() {
-            assert!(ActorRecord::decode(omni, &good[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                ActorRecord::decode(omni, &good[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut trailing = good.clone();
         trailing.push(0);

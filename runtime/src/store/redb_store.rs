@@ -8,8 +8,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
-    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, RevokeActor,
-    RevokeError, Revocation, SCHEMA_VERSION, Storage, StoreError,
+    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, Revocation,
+    RevokeActor, RevokeError, SCHEMA_VERSION, Storage, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;

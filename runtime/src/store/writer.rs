@@ -36,7 +36,10 @@ pub trait Mutation: Send + 'static {
     type Rejection: Send + 'static;
 
     /// Validates against the batch's view. Must not write.
-    fn check(self, view: &WriteTransaction) -> Result<Result<Self::Plan, Self::Rejection>, StoreError>;
+    fn check(
+        self,
+        view: &WriteTransaction,
+    ) -> Result<Result<Self::Plan, Self::Rejection>, StoreError>;
 
     /// Writes the plan. Any error here fails the whole batch.
     fn apply(plan: Self::Plan, txn: &WriteTransaction) -> Result<Self::Output, StoreError>;
@@ -195,10 +198,9 @@ impl Writer {
         if let Some(tx) = self.tx.lock().ok().and_then(|mut guard| guard.take()) {
             let _ = tx.send(Command::Close);
         }
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut guard| guard.take()) {
-            if thread.join().is_err() {
-                tracing::error!("store writer thread panicked");
-            }
+        let thread = self.thread.lock().ok().and_then(|mut guard| guard.take());
+        if thread.is_some_and(|t| t.join().is_err()) {
+            tracing::error!("store writer thread panicked");
         }
     }
 }
@@ -251,7 +253,9 @@ fn commit_batch(
             tracing::error!(cause = %e, writes = batch.len(), "store batch failed");
         }
     }
-    stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats
+        .writes
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
     for job in batch {
         job.finish(outcome.clone());
     }

@@ -1,0 +1,72 @@
+//! Liveness and readiness. Both are cheap: no store scan, no crypto.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Json;
+use serde::Serialize;
+
+use super::AppState;
+
+#[derive(Serialize)]
+pub(super) struct Health {
+    status: &'static str,
+}
+
+/// Liveness: the process answers HTTP.
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct Readiness {
+    status: &'static str,
+    checks: Vec<Check>,
+}
+
+/// Readiness: one entry per check (store readable, writer alive, arbiters alive).
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let runtime = &state.runtime;
+    let store = runtime.store();
+    let checks = vec![
+        match store.check() {
+            Ok(()) => check("store", true, "readable".into()),
+            Err(e) => check("store", false, e.to_string()),
+        },
+        check(
+            "store_writer",
+            store.writer_running(),
+            format!("{} commits", store.writer_counts().commits),
+        ),
+        check(
+            "arbiters",
+            runtime.arbiters_alive(),
+            format!(
+                "{} arbiters, {} active actors",
+                runtime.config().arbiters,
+                runtime.active_actors()
+            ),
+        ),
+    ];
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    (status, Json(body))
+}
+
+fn check(name: &'static str, ok: bool, detail: String) -> Check {
+    Check { name, ok, detail }
+}

@@ -1,0 +1,165 @@
+//! `agentkeys serve`: boot order, the listener, graceful shutdown.
+//!
+//! Boot: data dir → store (schema and `client_id` checked) → runtime (arbiters) → listener.
+//! Shutdown on SIGTERM or ctrl-c: stop accepting, let in-flight requests finish, then stop the
+//! actors and arbiters and close the store (the writer commits what was submitted).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use agentkeys_runtime::store::{RedbStore, StoreOptions};
+use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+
+use crate::cli::ServeArgs;
+use crate::http::{self, AppState};
+
+/// The file name of the store inside the data dir.
+pub const STORE_FILE: &str = "agentkeys.redb";
+
+/// Validated settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address of the public listener (`:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Public URL without a trailing slash.
+    pub public_url: String,
+}
+
+impl ServeConfig {
+    /// Validates the command-line values once.
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let public_url = args.public_url.trim_end_matches('/').to_string();
+        let rest = public_url
+            .strip_prefix("https://")
+            .or_else(|| public_url.strip_prefix("http://"))
+            .with_context(|| {
+                format!("public_url {public_url:?} must start with http:// or https://")
+            })?;
+        anyhow::ensure!(
+            !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']),
+            "public_url {public_url:?} must be scheme://host[:port] with no path, query or fragment"
+        );
+        Ok(Self {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            public_url,
+        })
+    }
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    runtime: Runtime,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// The bound address of the public listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The runtime behind the server.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Graceful stop: stop accepting, drain in-flight requests, stop actors, close the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        let served = self.task.await.context("the HTTP task failed")?;
+        let stopped = self.runtime.shutdown();
+        tracing::info!(actors_stopped = stopped, "shutdown complete");
+        served.context("the HTTP server failed")
+    }
+}
+
+/// Starts the store, runtime and listener. Must run inside an actix `System`.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+    create_data_dir(&config.data_dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store_path = config.data_dir.join(STORE_FILE);
+    let store = RedbStore::open(&store_path, &StoreOptions::default(), clock.now())
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let runtime = Runtime::start(Arc::new(store), clock, RuntimeConfig::default())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(AppState {
+        runtime: runtime.clone(),
+        public_url: config.public_url.clone(),
+    });
+    let (shutdown, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, public_url = %config.public_url, data_dir = %config.data_dir.display(), "listening");
+    Ok(Server {
+        addr,
+        runtime,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the server until SIGTERM or ctrl-c (builds the tokio runtime and the actix System).
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agentkeys-io")
+        .build()
+        .context("cannot build the tokio runtime")?;
+    let system = actix::System::with_tokio_rt(|| tokio_rt);
+    system.block_on(async move {
+        let server = start(config).await?;
+        // A stable line for scripts and tests that need the bound port.
+        println!("agentkeys listening on http://{}", server.local_addr());
+        wait_for_signal().await?;
+        tracing::info!("shutdown requested");
+        server.stop().await
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for ctrl-c"),
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn create_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    }
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the data dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data dir is readable by group or others; run chmod 700 on it"
+        );
+    }
+    Ok(())
+}
