@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's checks: formatting, lints, the panic strategy, and every test.
+# Usage: scripts/test.sh            (run from anywhere inside the checkout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "panic strategy is unwind in every profile (supervision relies on catch_unwind)"
+for profile in dev release; do
+  if ! awk -v p="[profile.$profile]" '$0==p{f=1;next} /^\[/{f=0} f && /^panic *= *"unwind"/{ok=1} END{exit !ok}' Cargo.toml; then
+    echo "Cargo.toml: [profile.$profile] must set panic = \"unwind\"" >&2
+    exit 1
+  fi
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc --quiet
