@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use agentkeys_runtime::store::Storage;
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
-use agentkeys_tests::{Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime};
+use agentkeys_tests::{
+    Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,
+};
 
 #[actix::test]
 async fn concurrent_first_requests_activate_once() {
@@ -53,10 +55,8 @@ async fn concurrent_first_requests_activate_once() {
 
 #[actix::test]
 async fn unknown_omni_is_not_found_and_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
+    let fx = Fixture::new();
+    let (runtime, registry) = (&fx.runtime, &fx.registry);
     let ghost = omni_of(None, "ghost");
     assert!(matches!(
         registry.call(ghost, Ping).await,
@@ -68,10 +68,8 @@ async fn unknown_omni_is_not_found_and_leaves_nothing_behind() {
 
 #[actix::test]
 async fn idle_actors_passivate_by_the_injected_clock_and_reactivate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
+    let fx = Fixture::new();
+    let (clock, runtime, registry) = (&fx.clock, &fx.runtime, &fx.registry);
     let master = omni_of(None, "idle-master");
     let (a, b) = (omni_of(Some(&master), "a"), omni_of(Some(&master), "b"));
     runtime

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentkeys_runtime::store::{CreateError, RevokeError, Status, WriteError};
-use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime};
-use agentkeys_tests::{Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until};
+use agentkeys_runtime::{CallError, Omni, Registry, Runtime};
+use agentkeys_tests::{
+    Fixture, Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until,
+};
 
 /// master → {mid → {leaf0..leaf3}, side → {sib0..sib3}}
 async fn build_tree(runtime: &Runtime, name: &str) -> (Omni, Omni, Vec<Omni>, Vec<Omni>) {
@@ -42,11 +44,9 @@ async fn build_tree(runtime: &Runtime, name: &str) -> (Omni, Omni, Vec<Omni>, Ve
 
 #[actix::test]
 async fn revoke_stops_the_active_subtree_and_status_is_computed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
-    let (master, mid, leaves, siblings) = build_tree(&runtime, "rv-master").await;
+    let fx = Fixture::new();
+    let (runtime, registry) = (&fx.runtime, &fx.registry);
+    let (master, mid, leaves, siblings) = build_tree(runtime, "rv-master").await;
     for omni in leaves.iter().chain(&siblings).chain([&mid]) {
         registry
             .call(*omni, Ping)
@@ -88,10 +88,9 @@ async fn revoke_stops_the_active_subtree_and_status_is_computed() {
 
 #[actix::test]
 async fn revoke_is_idempotent_and_blocks_creation_below() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let (_master, mid, leaves, _) = build_tree(&runtime, "idem-master").await;
+    let fx = Fixture::new();
+    let (clock, runtime) = (&fx.clock, &fx.runtime);
+    let (_master, mid, leaves, _) = build_tree(runtime, "idem-master").await;
 
     let first = runtime.revoke(mid).await.expect("revoked");
     clock.advance(Duration::from_secs(5));
@@ -117,11 +116,9 @@ async fn revoke_is_idempotent_and_blocks_creation_below() {
 
 #[actix::test]
 async fn a_dropped_revoke_future_still_revokes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
-    let (_master, mid, leaves, _) = build_tree(&runtime, "drop-master").await;
+    let fx = Fixture::new();
+    let (runtime, registry) = (&fx.runtime, &fx.registry);
+    let (_master, mid, leaves, _) = build_tree(runtime, "drop-master").await;
     registry
         .call(leaves[0], Ping)
         .await
@@ -145,14 +142,13 @@ async fn a_dropped_revoke_future_still_revokes() {
 
 #[actix::test]
 async fn revocation_survives_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let (_master, mid, leaves, siblings) = build_tree(&runtime, "restart-master").await;
+    let fx = Fixture::new();
+    let (clock, runtime) = (&fx.clock, &fx.runtime);
+    let (_master, mid, leaves, siblings) = build_tree(runtime, "restart-master").await;
     runtime.revoke(mid).await.expect("revoked");
     runtime.shutdown();
 
-    let runtime = start_runtime(open_store(dir.path()), &clock);
+    let runtime = start_runtime(open_store(fx.dir.path()), clock);
     let registry = Registry::<Probe>::new(&runtime);
     assert!(runtime.revoked().is_empty(), "the index fills lazily");
     assert!(matches!(
@@ -174,11 +170,9 @@ async fn revocation_survives_a_restart() {
 /// returned must fail; the siblings' requests must all succeed.
 #[actix::test]
 async fn no_request_sent_after_revoke_returned_succeeds() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
-    let (_master, mid, leaves, siblings) = build_tree(&runtime, "race-master").await;
+    let fx = Fixture::new();
+    let (runtime, registry) = (&fx.runtime, &fx.registry);
+    let (_master, mid, leaves, siblings) = build_tree(runtime, "race-master").await;
 
     let revoked = Arc::new(AtomicBool::new(false));
     let after = Arc::new(AtomicUsize::new(0));

@@ -10,8 +10,8 @@ use std::time::Duration;
 use actix::{Actor, Context, Handler, Message};
 use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, StoreOptions};
 use agentkeys_runtime::{
-    Activation, CallError, LineageGuard, ManualClock, Omni, Runtime, RuntimeConfig, Timestamp,
-    VirtualActor,
+    Activation, CallError, LineageGuard, ManualClock, Omni, Registry, Runtime, RuntimeConfig,
+    Timestamp, VirtualActor,
 };
 
 /// The start time of every manual clock in the tests.
@@ -26,6 +26,40 @@ pub fn omni_of(parent: Option<&Omni>, label: &str) -> Omni {
         chunk.copy_from_slice(&h.finish().to_be_bytes());
     }
     Omni::from_bytes(out)
+}
+
+/// A runtime on a fresh store in a temporary directory, with a [`Probe`] registry.
+pub struct Fixture {
+    /// Keeps the directory alive as long as the fixture.
+    pub dir: tempfile::TempDir,
+    /// The clock every decision reads.
+    pub clock: ManualClock,
+    /// The runtime (two arbiters, 60 s idle timeout).
+    pub runtime: Runtime,
+    /// Probes on that runtime.
+    pub registry: Registry<Probe>,
+}
+
+impl Fixture {
+    /// Starts everything; must run inside an actix `System`.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(T0);
+        let runtime = start_runtime(open_store(dir.path()), &clock);
+        let registry = Registry::new(&runtime);
+        Self {
+            dir,
+            clock,
+            runtime,
+            registry,
+        }
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Opens (or creates) the store file in `dir`.
