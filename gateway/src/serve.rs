@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentkeys_runtime::store::{RedbStore, StoreOptions};
 use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
@@ -15,6 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::cli::ServeArgs;
 use crate::http::{self, AppState};
+
+/// How long shutdown waits for requests and calls in flight.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// The file name of the store inside the data dir.
 pub const STORE_FILE: &str = "agentkeys.redb";
@@ -71,12 +75,24 @@ impl Server {
         &self.runtime
     }
 
-    /// Graceful stop: stop accepting, drain in-flight requests, stop actors, close the store.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Graceful stop: stop accepting, drain in-flight requests for at most `drain`, then the
+    /// runtime's shutdown (drain calls, final group commit, actors deepest first, close store).
+    pub async fn stop(mut self, drain: Duration) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
-        let served = self.task.await.context("the HTTP task failed")?;
-        let stopped = self.runtime.shutdown();
-        tracing::info!(actors_stopped = stopped, "shutdown complete");
+        let served = match tokio::time::timeout(drain, &mut self.task).await {
+            Ok(joined) => joined.context("the HTTP task failed")?,
+            Err(_) => {
+                tracing::warn!(drain_seconds = drain.as_secs(), "requests still running after the drain period; closing them");
+                self.task.abort();
+                Ok(())
+            }
+        };
+        let report = self.runtime.shutdown(drain).await;
+        tracing::info!(
+            actors_stopped = report.stopped_actors,
+            abandoned_calls = report.abandoned_calls,
+            "shutdown complete"
+        );
         served.context("the HTTP server failed")
     }
 }
@@ -128,7 +144,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         println!("agentkeys listening on http://{}", server.local_addr());
         wait_for_signal().await?;
         tracing::info!("shutdown requested");
-        server.stop().await
+        server.stop(DRAIN).await
     })
 }
 

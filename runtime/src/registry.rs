@@ -6,10 +6,11 @@
 //! one activation (a per-omni `OnceCell`). Idle actors are passivated by
 //! [`Registry::passivate_idle`]; revoked subtrees are stopped by the runtime.
 //!
-//! Callers hold an [`ActorHandle`], never a raw `Addr`.
+//! Callers hold an [`ActorHandle`], never a raw `Addr`. Actor types declare
+//! [`supervised!`](crate::supervised) so every call runs under supervision.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::clock::Timestamp;
 use crate::omni::Omni;
 use crate::runtime::{ActiveSet, Runtime};
 use crate::store::{ActorKind, Lineage, Status, StoreError};
+use crate::supervision::Supervised;
 
 /// An actor type the registry can activate from its stored record.
 pub trait VirtualActor: Actor<Context = Context<Self>> {
@@ -87,6 +89,20 @@ pub enum CallError {
     /// The actor stopped before answering (passivated or revoked); safe to retry.
     #[error("the actor stopped before answering")]
     Stopped,
+    /// The actor is restarting after a crash, or quarantined; retry after `retry_after`.
+    #[error("the actor is unavailable (restarting or quarantined)")]
+    Unavailable {
+        /// How long until activation is allowed again.
+        retry_after: Duration,
+        /// Whether the restart intensity was exceeded (quarantine) rather than a backoff.
+        quarantined: bool,
+    },
+    /// The actor has as many requests in flight as its mailbox allows.
+    #[error("the actor is busy")]
+    Busy,
+    /// The runtime is shutting down and activates nothing new.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,9 +110,12 @@ pub enum CallError {
 
 struct Live<A: VirtualActor> {
     omni: Omni,
+    parent: Option<Omni>,
     addr: Addr<A>,
     guard: LineageGuard,
+    registry: Weak<Inner<A>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    crashed: AtomicBool,
     last_used: AtomicU64,
     in_flight: AtomicUsize,
 }
@@ -110,6 +129,12 @@ impl<A: VirtualActor> Live<A> {
 
     fn is_stopped(&self) -> bool {
         self.stop.lock().map(|s| s.is_none()).unwrap_or(true) || !self.addr.connected()
+    }
+
+    /// The actor's task ended although nobody told it to stop (a panic outside the handler
+    /// body, e.g. in an answer future).
+    fn crash_unexpected(&self) -> bool {
+        self.stop.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 }
 
@@ -175,11 +200,28 @@ impl<A: VirtualActor> Clone for ActorHandle<A> {
     }
 }
 
-struct InFlight<'a>(&'a AtomicUsize);
+/// Counts one call against the actor's mailbox bound and the runtime's drain.
+struct InFlight<'a> {
+    actor: &'a AtomicUsize,
+    runtime: &'a Runtime,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(actor: &'a AtomicUsize, runtime: &'a Runtime) -> Result<Self, CallError> {
+        let capacity = runtime.config().mailbox_capacity;
+        if actor.fetch_add(1, Ordering::AcqRel) >= capacity {
+            actor.fetch_sub(1, Ordering::AcqRel);
+            return Err(CallError::Busy);
+        }
+        runtime.call_started();
+        Ok(Self { actor, runtime })
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.actor.fetch_sub(1, Ordering::AcqRel);
+        self.runtime.call_finished();
     }
 }
 
@@ -189,30 +231,48 @@ impl<A: VirtualActor> ActorHandle<A> {
         self.live.omni
     }
 
-    /// Sends `msg` and waits for the answer. The lineage is checked again after the actor
-    /// answered and before the answer is handed out, so no answer produced after a revocation
-    /// committed reaches the caller.
+    /// Sends `msg` and waits for the answer.
+    ///
+    /// Fails at once with `Busy` when the actor already has `mailbox_capacity` calls in flight.
+    /// The handler runs under `catch_unwind`; a panic answers `Unavailable` and the actor is
+    /// restarted from the store after its backoff. The lineage is checked again after the
+    /// actor answered and before the answer is handed out, so no answer produced after a
+    /// revocation committed reaches the caller.
     pub async fn call<M>(&self, msg: M) -> Result<M::Result, CallError>
     where
-        A: Handler<M>,
+        A: Handler<Supervised<M>>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        self.live.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _in_flight = InFlight(&self.live.in_flight);
-        let now = self.live.guard.runtime.clock().now();
-        self.live
-            .last_used
-            .fetch_max(now.as_millis(), Ordering::AcqRel);
-        self.live.guard.check()?;
-        let answer = self
-            .live
-            .addr
-            .send(msg)
-            .await
-            .map_err(|_| CallError::Stopped)?;
-        self.live.guard.check()?;
-        Ok(answer)
+        let live = &self.live;
+        let runtime = &live.guard.runtime;
+        let _in_flight = InFlight::enter(&live.in_flight, runtime)?;
+        let now = runtime.clock().now();
+        live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
+        live.guard.check()?;
+        let (envelope, answer) = Supervised::new(msg);
+        live.addr.do_send(envelope);
+        match answer.await {
+            Ok(Ok(value)) => {
+                live.guard.check()?;
+                Ok(value)
+            }
+            // The handler panicked, or the actor's task died without being told to stop.
+            Ok(Err(_)) => Err(self.crashed()),
+            Err(_) if live.crash_unexpected() => Err(self.crashed()),
+            Err(_) => Err(CallError::Stopped),
+        }
+    }
+
+    fn crashed(&self) -> CallError {
+        if let Some(registry) = self.live.registry.upgrade() {
+            registry.crashed(&self.live);
+        }
+        let runtime = &self.live.guard.runtime;
+        match runtime.supervisor().admit(&self.live.omni, runtime.clock().now()) {
+            Err(unavailable) => unavailable,
+            Ok(()) => CallError::Stopped,
+        }
     }
 }
 
@@ -255,7 +315,7 @@ impl<A: VirtualActor> Registry<A> {
     /// Activates `omni` if needed and calls it; retried once if the actor stopped first.
     pub async fn call<M>(&self, omni: Omni, msg: M) -> Result<M::Result, CallError>
     where
-        A: Handler<M>,
+        A: Handler<Supervised<M>>,
         M: Message + Clone + Send + 'static,
         M::Result: Send,
     {
@@ -296,6 +356,9 @@ impl<A: VirtualActor> Registry<A> {
 
     fn activate(&self, omni: Omni) -> Result<Arc<Live<A>>, CallError> {
         let runtime = &self.inner.runtime;
+        if runtime.is_closing() {
+            return Err(CallError::ShuttingDown);
+        }
         let lineage = runtime.lineage(&omni)?.ok_or(CallError::NotFound)?;
         if let Status::Revoked { by, at } = lineage.status() {
             return Err(CallError::Revoked { by, at });
@@ -303,6 +366,8 @@ impl<A: VirtualActor> Registry<A> {
         if !A::accepts(lineage.actor().kind) {
             return Err(CallError::NotFound);
         }
+        runtime.supervisor().admit(&omni, runtime.clock().now())?;
+        let parent = lineage.actor().parent;
         let guard = LineageGuard {
             chain: lineage.omnis().into(),
             runtime: runtime.clone(),
@@ -320,9 +385,12 @@ impl<A: VirtualActor> Registry<A> {
         });
         let live = Arc::new(Live {
             omni,
+            parent,
             addr,
             guard,
+            registry: Arc::downgrade(&self.inner),
             stop: Mutex::new(Some(stop_tx)),
+            crashed: AtomicBool::new(false),
             last_used: AtomicU64::new(runtime.clock().now().as_millis()),
             in_flight: AtomicUsize::new(0),
         });
@@ -402,6 +470,22 @@ impl<A: VirtualActor> Registry<A> {
 }
 
 impl<A: VirtualActor> Inner<A> {
+    /// Drops a crashed actor (once) and tells the supervisor.
+    fn crashed(&self, live: &Live<A>) {
+        if live.crashed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let mut tree = self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tree.live.get(&live.omni).is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), live)) {
+                tree.remove(&live.omni);
+            }
+        }
+        self.drop_live(live);
+        let now = self.runtime.clock().now();
+        self.runtime.supervisor().crashed(live.omni, live.parent, now);
+    }
+
     fn drop_live(&self, live: &Live<A>) {
         let mut slots = self
             .slots

@@ -1,13 +1,15 @@
 //! The runtime: store, revoked index, arbiters and the registries of active actors.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use actix::{Arbiter, ArbiterHandle};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::clock::{Clock, Timestamp};
 use crate::omni::Omni;
+use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
 use crate::store::{
     CreateActor, CreateError, Created, Lineage, RevokeActor, RevokeError, Status, Storage,
     StoreError, WriteError,
@@ -20,6 +22,10 @@ pub struct RuntimeConfig {
     pub arbiters: usize,
     /// An actor with no request for this long is passivated.
     pub idle_timeout: Duration,
+    /// Calls in flight per actor before new calls fail at once with `Busy`.
+    pub mailbox_capacity: usize,
+    /// Restart intensity, backoff and quarantine.
+    pub supervision: SupervisionConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -27,6 +33,8 @@ impl Default for RuntimeConfig {
         Self {
             arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idle_timeout: Duration::from_secs(300),
+            mailbox_capacity: 256,
+            supervision: SupervisionConfig::default(),
         }
     }
 }
@@ -77,7 +85,20 @@ struct Inner {
     arbiters: Vec<ArbiterHandle>,
     owned: Mutex<Vec<Arbiter>>,
     sets: RwLock<Vec<Weak<dyn ActiveSet>>>,
+    supervisor: Supervisor,
+    closing: AtomicBool,
+    in_flight: AtomicUsize,
+    drained: Notify,
     config: RuntimeConfig,
+}
+
+/// What [`Runtime::shutdown`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Calls still in flight when the drain period ended (0 when everything finished).
+    pub abandoned_calls: usize,
+    /// Actors told to stop (deepest first).
+    pub stopped_actors: usize,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -110,6 +131,10 @@ impl Runtime {
                 arbiters,
                 owned: Mutex::new(owned),
                 sets: RwLock::new(Vec::new()),
+                supervisor: Supervisor::new(config.supervision.clone()),
+                closing: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                drained: Notify::new(),
                 config,
             }),
         })
@@ -228,23 +253,87 @@ impl Runtime {
             .unwrap_or(false)
     }
 
-    /// Stops every actor, stops the arbiters, then closes the store (committing what was
-    /// submitted). Returns how many actors were stopped.
-    pub fn shutdown(&self) -> usize {
-        let stopped = self.sets().iter().map(|set| set.stop_all()).sum();
+    pub(crate) fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
+    }
+
+    /// Whether `omni` is quarantined now (restart intensity exceeded).
+    pub fn is_quarantined(&self, omni: &Omni) -> bool {
+        self.inner
+            .supervisor
+            .is_quarantined(omni, self.inner.clock.now())
+    }
+
+    /// Ends a quarantine early (host administrator); `false` if `omni` was not quarantined.
+    pub fn lift_quarantine(&self, omni: &Omni) -> bool {
+        self.inner.supervisor.lift(omni, self.inner.clock.now())
+    }
+
+    /// Takes the supervision events recorded since the last call (oldest first), and how many
+    /// were dropped because nobody drained them in time.
+    pub fn drain_supervision_events(&self) -> (Vec<SupervisionEvent>, u64) {
+        self.inner.supervisor.drain_events()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn call_started(&self) {
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn call_finished(&self) {
+        if self.inner.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 && self.is_closing() {
+            self.inner.drained.notify_waiters();
+        }
+    }
+
+    /// Calls in flight across all actors.
+    pub fn calls_in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Shuts down in order: stop intake (no new activations), drain calls in flight for at most
+    /// `drain`, finish the group commit, stop actors deepest first, stop the arbiters, close
+    /// the store. Idempotent.
+    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        self.inner.closing.store(true, Ordering::Release);
+        let drained = async {
+            loop {
+                let notified = self.inner.drained.notified();
+                if self.calls_in_flight() == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(drain, drained).await;
+        let abandoned_calls = self.calls_in_flight();
+        if let Err(e) = self.inner.store.flush().await {
+            tracing::error!(cause = %e, "final group commit failed");
+        }
+        let stopped_actors = self.sets().iter().map(|set| set.stop_all()).sum();
         let owned = self
             .inner
             .owned
             .lock()
             .map(|mut owned| std::mem::take(&mut *owned))
             .unwrap_or_default();
-        for arbiter in owned {
+        for arbiter in &owned {
             arbiter.stop();
-            if arbiter.join().is_err() {
-                tracing::error!("an arbiter thread panicked");
-            }
+        }
+        let joined = tokio::task::spawn_blocking(move || {
+            owned.into_iter().all(|arbiter| arbiter.join().is_ok())
+        })
+        .await;
+        if !matches!(joined, Ok(true)) {
+            tracing::error!("an arbiter thread panicked");
         }
         self.inner.store.close();
-        stopped
+        ShutdownReport {
+            abandoned_calls,
+            stopped_actors,
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use agentkeys_runtime::store::Storage;
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
-use agentkeys_tests::{
+use agentkeys_tests::{DRAIN, 
     Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,
 };
 
@@ -50,7 +50,7 @@ async fn concurrent_first_requests_activate_once() {
     });
     assert_eq!(activations(&agent), 1);
     assert_eq!(registry.active(), 1);
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -63,7 +63,7 @@ async fn unknown_omni_is_not_found_and_leaves_nothing_behind() {
         Err(CallError::NotFound)
     ));
     assert_eq!(registry.active(), 0);
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -94,7 +94,7 @@ async fn idle_actors_passivate_by_the_injected_clock_and_reactivate() {
         2,
         "a passivated actor comes back from the store"
     );
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -123,5 +123,5 @@ async fn boot_reads_nothing_until_an_actor_is_addressed() {
         n7
     );
     assert_eq!(runtime.active_actors(), 1);
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }

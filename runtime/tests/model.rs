@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use agentkeys_runtime::store::{CreateError, RedbStore, Status, Storage, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime, Timestamp};
-use agentkeys_tests::{Ping, Probe, T0, create, omni_of, open_store, start_runtime};
+use agentkeys_tests::{DRAIN, Ping, Probe, T0, create, omni_of, open_store, start_runtime};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -90,8 +90,8 @@ impl System {
         }
     }
 
-    fn reopen(self) -> Self {
-        self.runtime.shutdown();
+    async fn reopen(self) -> Self {
+        self.runtime.shutdown(DRAIN).await;
         let Self { dir, clock, .. } = self;
         Self::open(dir, clock)
     }
@@ -195,7 +195,7 @@ async fn apply(sys: System, model: &mut Model, op: &Op) -> System {
             assert_eq!(sys.registry.passivate(&omni), was_active);
             assert!(!sys.registry.is_active(&omni));
         }
-        Op::Reopen => return sys.reopen(),
+        Op::Reopen => return sys.reopen().await,
     }
     sys
 }
@@ -244,7 +244,7 @@ proptest! {
                 sys = apply(sys, &mut model, op).await;
                 check_invariants(&sys, &model);
             }
-            sys.runtime.shutdown();
+            sys.runtime.shutdown(DRAIN).await;
         });
     }
 }

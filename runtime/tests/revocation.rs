@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentkeys_runtime::store::{CreateError, RevokeError, Status, WriteError};
 use agentkeys_runtime::{CallError, Omni, Registry, Runtime};
-use agentkeys_tests::{
+use agentkeys_tests::{DRAIN, 
     Fixture, Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until,
 };
 
@@ -83,7 +83,7 @@ async fn revoke_stops_the_active_subtree_and_status_is_computed() {
             *sibling
         );
     }
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -111,7 +111,7 @@ async fn revoke_is_idempotent_and_blocks_creation_below() {
         runtime.revoke(omni_of(None, "nobody")).await,
         Err(WriteError::Rejected(RevokeError::NotFound))
     ));
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -137,7 +137,7 @@ async fn a_dropped_revoke_future_still_revokes() {
         .await
     );
     assert!(wait_until(|| !registry.is_active(&leaves[0]), Duration::from_secs(10)).await);
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 #[actix::test]
@@ -146,7 +146,7 @@ async fn revocation_survives_a_restart() {
     let (clock, runtime) = (&fx.clock, &fx.runtime);
     let (_master, mid, leaves, siblings) = build_tree(runtime, "restart-master").await;
     runtime.revoke(mid).await.expect("revoked");
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 
     let runtime = start_runtime(open_store(fx.dir.path()), clock);
     let registry = Registry::<Probe>::new(&runtime);
@@ -163,7 +163,7 @@ async fn revocation_survives_a_restart() {
             .expect("live"),
         siblings[2]
     );
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }
 
 /// Tasks hammer the leaves while the middle node is revoked. Every request sent after `revoke`
@@ -220,5 +220,5 @@ async fn no_request_sent_after_revoke_returned_succeeds() {
     for task in tasks {
         assert_eq!(task.await.expect("task"), 50);
     }
-    runtime.shutdown();
+    runtime.shutdown(DRAIN).await;
 }

@@ -14,6 +14,9 @@ use agentkeys_runtime::{
     Timestamp, VirtualActor,
 };
 
+/// How long test shutdowns wait for calls in flight.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// The start time of every manual clock in the tests.
 pub const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
@@ -70,11 +73,17 @@ pub fn open_store(dir: &Path) -> Arc<RedbStore> {
     )
 }
 
-/// Starts a runtime with two arbiters and a 60 s idle timeout on `clock`.
+/// Mailbox bound of the test runtimes.
+pub const MAILBOX: usize = 8;
+
+/// Starts a runtime with two arbiters, a 60 s idle timeout, mailboxes of [`MAILBOX`] calls and
+/// the default supervision policy, on `clock`.
 pub fn start_runtime(store: Arc<RedbStore>, clock: &ManualClock) -> Runtime {
     let config = RuntimeConfig {
         arbiters: 2,
         idle_timeout: Duration::from_secs(60),
+        mailbox_capacity: MAILBOX,
+        ..RuntimeConfig::default()
     };
     Runtime::start(store, Arc::new(clock.clone()), config).expect("inside a System")
 }
@@ -141,12 +150,46 @@ impl VirtualActor for Probe {
 #[rtype(result = "Result<Omni, CallError>")]
 pub struct Ping;
 
+agentkeys_runtime::supervised!(Probe);
+
 impl Handler<Ping> for Probe {
     type Result = Result<Omni, CallError>;
 
     fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) -> Self::Result {
         self.guard.check()?;
         Ok(self.omni)
+    }
+}
+
+/// Test-only message: the handler panics (to exercise supervision).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct Panic;
+
+impl Handler<Panic> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Panic, _ctx: &mut Context<Self>) {
+        panic!("injected panic in {}", self.omni.short());
+    }
+}
+
+/// Test-only message: answers only once a permit of the semaphore is available, so calls can
+/// be held in flight.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Omni")]
+pub struct Hold(pub Arc<tokio::sync::Semaphore>);
+
+impl Handler<Hold> for Probe {
+    type Result = actix::ResponseFuture<Omni>;
+
+    fn handle(&mut self, msg: Hold, _ctx: &mut Context<Self>) -> Self::Result {
+        let omni = self.omni;
+        Box::pin(async move {
+            // A closed semaphore also releases the call.
+            let _permit = msg.0.acquire().await;
+            omni
+        })
     }
 }
 

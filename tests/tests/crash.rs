@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use agentkeys_runtime::store::Status;
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry};
-use agentkeys_tests::{Ping, Probe, T0, open_store, start_runtime};
+use agentkeys_tests::{DRAIN, Ping, Probe, T0, open_store, start_runtime};
 
 const CYCLES: u64 = 24;
 
@@ -122,7 +122,7 @@ fn verify(dir: &std::path::Path, acked: &Acked) {
                 }
             }
         }
-        runtime.shutdown();
+        runtime.shutdown(DRAIN).await;
     });
 }
 

@@ -159,6 +159,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Writes the durable revocation marker on one actor (idempotent).
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError>;
 
+    /// Resolves once every write submitted before it has committed (an empty batch member).
+    fn flush(&self) -> PendingWrite<(), std::convert::Infallible>;
+
     /// Reads the meta table in one transaction: proves the file is readable.
     fn check(&self) -> Result<(), StoreError>;
 

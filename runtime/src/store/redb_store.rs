@@ -144,6 +144,26 @@ fn init_or_check_meta(
     Ok(())
 }
 
+/// A no-op write: answered after the commit of its batch, so after every earlier write.
+struct Flush;
+
+impl Mutation for Flush {
+    type Plan = ();
+    type Output = ();
+    type Rejection = std::convert::Infallible;
+
+    fn check(
+        self,
+        _view: &WriteTransaction,
+    ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// Reads one record from any readable `actors` table (a snapshot or the batch's view).
 pub(crate) fn read_record(
     actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
@@ -237,6 +257,10 @@ impl Storage for RedbStore {
 
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
         self.writer.submit(op)
+    }
+
+    fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
+        self.writer.submit(Flush)
     }
 
     fn check(&self) -> Result<(), StoreError> {
