@@ -82,7 +82,10 @@ impl Server {
         let served = match tokio::time::timeout(drain, &mut self.task).await {
             Ok(joined) => joined.context("the HTTP task failed")?,
             Err(_) => {
-                tracing::warn!(drain_seconds = drain.as_secs(), "requests still running after the drain period; closing them");
+                tracing::warn!(
+                    drain_seconds = drain.as_secs(),
+                    "requests still running after the drain period; closing them"
+                );
                 self.task.abort();
                 Ok(())
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{OnceCell, oneshot, watch};
 
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -116,8 +116,21 @@ struct Live<A: VirtualActor> {
     registry: Weak<Inner<A>>,
     stop: Mutex<Option<oneshot::Sender<()>>>,
     crashed: AtomicBool,
+    done: watch::Receiver<()>,
     last_used: AtomicU64,
     in_flight: AtomicUsize,
+}
+
+/// Resolves once an actor has stopped (its context was torn down).
+#[derive(Debug, Clone)]
+pub struct StopWatch(watch::Receiver<()>);
+
+impl StopWatch {
+    /// Waits until the actor has stopped.
+    pub async fn stopped(mut self) {
+        // The sender lives inside the actor's context; `changed` fails once it is dropped.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl<A: VirtualActor> Live<A> {
@@ -269,7 +282,10 @@ impl<A: VirtualActor> ActorHandle<A> {
             registry.crashed(&self.live);
         }
         let runtime = &self.live.guard.runtime;
-        match runtime.supervisor().admit(&self.live.omni, runtime.clock().now()) {
+        match runtime
+            .supervisor()
+            .admit(&self.live.omni, runtime.clock().now())
+        {
             Err(unavailable) => unavailable,
             Ok(()) => CallError::Stopped,
         }
@@ -373,6 +389,7 @@ impl<A: VirtualActor> Registry<A> {
             runtime: runtime.clone(),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done) = watch::channel(());
         let activation = Activation {
             lineage,
             guard: guard.clone(),
@@ -381,6 +398,11 @@ impl<A: VirtualActor> Registry<A> {
             // Stop on the runtime's signal (or when the runtime drops the actor's entry),
             // independently of what waits in the mailbox.
             ctx.spawn(wrap_future::<_, A>(stop_rx).map(|_, _, ctx: &mut Context<A>| ctx.stop()));
+            // Dropped with the context: tells `StopWatch`es that the actor has stopped.
+            ctx.spawn(wrap_future::<_, A>(async move {
+                let _alive = done_tx;
+                std::future::pending::<()>().await
+            }));
             A::activate(activation, ctx)
         });
         let live = Arc::new(Live {
@@ -391,6 +413,7 @@ impl<A: VirtualActor> Registry<A> {
             registry: Arc::downgrade(&self.inner),
             stop: Mutex::new(Some(stop_tx)),
             crashed: AtomicBool::new(false),
+            done,
             last_used: AtomicU64::new(runtime.clock().now().as_millis()),
             in_flight: AtomicUsize::new(0),
         });
@@ -458,6 +481,14 @@ impl<A: VirtualActor> Registry<A> {
         })
     }
 
+    /// A watch that resolves when the active actor `omni` has stopped (`None` if not active).
+    pub fn stop_watch(&self, omni: &Omni) -> Option<StopWatch> {
+        self.lock_tree()
+            .live
+            .get(omni)
+            .map(|l| StopWatch(l.done.clone()))
+    }
+
     /// Whether `omni` is active in this registry.
     pub fn is_active(&self, omni: &Omni) -> bool {
         self.lock_tree().live.contains_key(omni)
@@ -476,14 +507,23 @@ impl<A: VirtualActor> Inner<A> {
             return;
         }
         {
-            let mut tree = self.tree.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if tree.live.get(&live.omni).is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), live)) {
+            let mut tree = self
+                .tree
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tree
+                .live
+                .get(&live.omni)
+                .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), live))
+            {
                 tree.remove(&live.omni);
             }
         }
         self.drop_live(live);
         let now = self.runtime.clock().now();
-        self.runtime.supervisor().crashed(live.omni, live.parent, now);
+        self.runtime
+            .supervisor()
+            .crashed(live.omni, live.parent, now);
     }
 
     fn drop_live(&self, live: &Live<A>) {
@@ -534,19 +574,38 @@ impl<A: VirtualActor> ActiveSet for Inner<A> {
         victims.len()
     }
 
-    fn stop_all(&self) -> usize {
-        let all: Vec<Omni> = {
+    fn max_depth(&self) -> usize {
+        let tree = self
+            .tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tree.live
+            .values()
+            .map(|l| l.guard.chain.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn stop_depth(&self, depth: usize) -> Vec<StopWatch> {
+        let at_depth: Vec<Omni> = {
             let tree = self
                 .tree
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            tree.live.keys().copied().collect()
+            tree.live
+                .values()
+                .filter(|l| l.guard.chain.len() == depth)
+                .map(|l| l.omni)
+                .collect()
         };
-        let victims = self.take_all(all);
-        for live in &victims {
-            self.drop_live(live);
-        }
-        victims.len()
+        let victims = self.take_all(at_depth);
+        victims
+            .iter()
+            .map(|live| {
+                self.drop_live(live);
+                StopWatch(live.done.clone())
+            })
+            .collect()
     }
 
     fn active(&self) -> usize {

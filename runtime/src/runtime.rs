@@ -9,11 +9,12 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::clock::{Clock, Timestamp};
 use crate::omni::Omni;
-use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
+use crate::registry::StopWatch;
 use crate::store::{
     CreateActor, CreateError, Created, Lineage, RevokeActor, RevokeError, Status, Storage,
     StoreError, WriteError,
 };
+use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
 
 /// Tunables of the runtime.
 #[derive(Debug, Clone)]
@@ -43,8 +44,10 @@ impl Default for RuntimeConfig {
 pub(crate) trait ActiveSet: Send + Sync {
     /// Stops every active actor whose lineage contains `root`; returns how many.
     fn stop_subtree(&self, root: &Omni) -> usize;
-    /// Stops every active actor; returns how many.
-    fn stop_all(&self) -> usize;
+    /// The deepest lineage among active actors (0 when none).
+    fn max_depth(&self) -> usize;
+    /// Stops every active actor whose lineage has `depth` records; returns their stop watches.
+    fn stop_depth(&self, depth: usize) -> Vec<StopWatch>;
     /// How many actors are active.
     fn active(&self) -> usize;
 }
@@ -253,6 +256,27 @@ impl Runtime {
             .unwrap_or(false)
     }
 
+    /// Stops all actors, deepest first: each level has stopped (or `limit` passed) before the
+    /// next one up is told.
+    async fn stop_leaf_first(&self, limit: Duration) -> usize {
+        let sets = self.sets();
+        let deepest = sets.iter().map(|s| s.max_depth()).max().unwrap_or(0);
+        let mut stopped = 0;
+        for depth in (1..=deepest).rev() {
+            let watches: Vec<StopWatch> = sets.iter().flat_map(|s| s.stop_depth(depth)).collect();
+            stopped += watches.len();
+            let all = async {
+                for watch in watches {
+                    watch.stopped().await;
+                }
+            };
+            if tokio::time::timeout(limit, all).await.is_err() {
+                tracing::warn!(depth, "actors did not stop in time");
+            }
+        }
+        stopped
+    }
+
     pub(crate) fn supervisor(&self) -> &Supervisor {
         &self.inner.supervisor
     }
@@ -275,7 +299,8 @@ impl Runtime {
         self.inner.supervisor.drain_events()
     }
 
-    pub(crate) fn is_closing(&self) -> bool {
+    /// Whether shutdown has begun (no new activations).
+    pub fn is_closing(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
     }
 
@@ -313,7 +338,7 @@ impl Runtime {
         if let Err(e) = self.inner.store.flush().await {
             tracing::error!(cause = %e, "final group commit failed");
         }
-        let stopped_actors = self.sets().iter().map(|set| set.stop_all()).sum();
+        let stopped_actors = self.stop_leaf_first(drain).await;
         let owned = self
             .inner
             .owned

@@ -126,7 +126,11 @@ impl Supervisor {
         let event = {
             let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
             let record = records.entry(omni).or_default();
-            while record.crashes.front().is_some_and(|t| now.since(*t) >= c.window) {
+            while record
+                .crashes
+                .front()
+                .is_some_and(|t| now.since(*t) >= c.window)
+            {
                 record.crashes.pop_front();
             }
             record.crashes.push_back(now);
@@ -135,12 +139,23 @@ impl Supervisor {
                 let until = now.plus(c.cooldown);
                 record.blocked_until = until;
                 record.quarantined = true;
-                SupervisionEvent::Quarantined { omni, parent, until, at: now }
+                SupervisionEvent::Quarantined {
+                    omni,
+                    parent,
+                    until,
+                    at: now,
+                }
             } else {
                 let shift = u32::try_from(crashes - 1).unwrap_or(u32::MAX).min(16);
                 let backoff = c.backoff.saturating_mul(1 << shift).min(c.max_backoff);
                 record.blocked_until = now.plus(backoff);
-                SupervisionEvent::Restarting { omni, parent, crashes, backoff, at: now }
+                SupervisionEvent::Restarting {
+                    omni,
+                    parent,
+                    crashes,
+                    backoff,
+                    at: now,
+                }
             }
         };
         self.push(event);
@@ -179,7 +194,10 @@ impl Supervisor {
             quarantined
         };
         if lifted {
-            self.push(SupervisionEvent::QuarantineLifted { omni: *omni, at: now });
+            self.push(SupervisionEvent::QuarantineLifted {
+                omni: *omni,
+                at: now,
+            });
         }
         lifted
     }
@@ -292,7 +310,10 @@ mod tests {
         sup.crashed(omni, None, at(0));
         assert!(matches!(
             sup.admit(&omni, at(50)),
-            Err(CallError::Unavailable { quarantined: false, .. })
+            Err(CallError::Unavailable {
+                quarantined: false,
+                ..
+            })
         ));
         assert!(sup.admit(&omni, at(100)).is_ok());
         for t in 1..5 {
@@ -305,9 +326,15 @@ mod tests {
         assert!(sup.is_quarantined(&omni, at(6000)));
         assert!(matches!(
             sup.admit(&omni, at(65_999)),
-            Err(CallError::Unavailable { quarantined: true, .. })
+            Err(CallError::Unavailable {
+                quarantined: true,
+                ..
+            })
         ));
-        assert!(sup.admit(&omni, at(66_000)).is_ok(), "the cool-down ends it");
+        assert!(
+            sup.admit(&omni, at(66_000)).is_ok(),
+            "the cool-down ends it"
+        );
         assert!(!sup.lift(&omni, at(66_000)), "nothing left to lift");
 
         sup.crashed(omni, None, at(70_000));
@@ -315,7 +342,10 @@ mod tests {
         assert_eq!(dropped, 0);
         assert!(matches!(events[5], SupervisionEvent::Quarantined { .. }));
         // Crashes older than the window no longer count.
-        assert!(matches!(events[6], SupervisionEvent::Restarting { crashes: 1, .. }));
+        assert!(matches!(
+            events[6],
+            SupervisionEvent::Restarting { crashes: 1, .. }
+        ));
     }
 
     #[test]
@@ -332,6 +362,9 @@ mod tests {
         assert!(sup.lift(&omni, at(2)));
         assert!(sup.admit(&omni, at(2)).is_ok());
         let (events, _) = sup.drain_events();
-        assert!(matches!(events.last(), Some(SupervisionEvent::QuarantineLifted { .. })));
+        assert!(matches!(
+            events.last(),
+            Some(SupervisionEvent::QuarantineLifted { .. })
+        ));
     }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use agentkeys_runtime::store::Storage;
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
-use agentkeys_tests::{DRAIN, 
-    Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,
+use agentkeys_tests::{
+    DRAIN, Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,
 };
 
 #[actix::test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use agentkeys_runtime::store::{CreateError, RevokeError, Status, WriteError};
 use agentkeys_runtime::{CallError, Omni, Registry, Runtime};
-use agentkeys_tests::{DRAIN, 
-    Fixture, Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until,
+use agentkeys_tests::{
+    DRAIN, Fixture, Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until,
 };
 
 /// master → {mid → {leaf0..leaf3}, side → {sib0..sib3}}
