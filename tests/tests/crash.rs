@@ -1,6 +1,7 @@
 //! Crash test: a child process writes through the runtime and reports every acknowledged write
 //! over a pipe; it is SIGKILLed at varying points, the store is reopened, and every
 //! acknowledged write must be there and no revoked actor may activate. 24 cycles on one store.
+//! The same child stopped by SIGTERM must shut down cleanly (exit 0) with the same guarantee.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -28,10 +29,18 @@ fn kill_after(cycle: u64) -> usize {
     5 + usize::try_from(x % 300).unwrap_or(0)
 }
 
-fn run_child(dir: &std::path::Path, cycle: u64, acked: &mut Acked) -> usize {
+/// How the child is stopped.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
+}
+
+fn run_child(dir: &std::path::Path, cycle: u64, stop: Stop, acked: &mut Acked) -> usize {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-writer"))
         .arg(dir)
         .arg(cycle.to_string())
+        .args((stop == Stop::Term).then_some("--graceful"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -64,14 +73,30 @@ fn run_child(dir: &std::path::Path, cycle: u64, acked: &mut Acked) -> usize {
             break;
         }
     }
-    child.kill().expect("SIGKILL");
+    match stop {
+        Stop::Kill => child.kill().expect("SIGKILL"),
+        Stop::Term => {
+            let pid = child.id().to_string();
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill");
+            assert!(sent.success());
+        }
+    }
     // Lines already in the pipe were printed after their acknowledgement: they count too.
     for line in lines {
         let Ok(line) = line else { break };
         record(line, acked);
         seen += 1;
     }
-    child.wait().expect("reaped");
+    let status = child.wait().expect("reaped");
+    if stop == Stop::Term {
+        assert!(
+            status.success(),
+            "graceful shutdown exits 0, got {status:?}"
+        );
+    }
     seen
 }
 
@@ -132,7 +157,7 @@ fn acknowledged_writes_survive_sigkill_and_revoked_actors_stay_dead() {
     let mut acked = Acked::default();
     let mut total = 0;
     for cycle in 0..CYCLES {
-        total += run_child(dir.path(), cycle, &mut acked);
+        total += run_child(dir.path(), cycle, Stop::Kill, &mut acked);
         verify(dir.path(), &acked);
     }
     assert!(
@@ -145,4 +170,15 @@ fn acknowledged_writes_survive_sigkill_and_revoked_actors_stay_dead() {
         acked.creates.len(),
         acked.revokes.len()
     );
+}
+
+#[test]
+fn sigterm_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut acked = Acked::default();
+    for cycle in 0..4 {
+        run_child(dir.path(), 100 + cycle, Stop::Term, &mut acked);
+        verify(dir.path(), &acked);
+    }
+    assert!(!acked.creates.is_empty());
 }

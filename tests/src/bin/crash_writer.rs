@@ -6,7 +6,9 @@
 //! R <omni>                    a revocation was acknowledged
 //! ```
 //!
-//! Usage: `crash-writer DATA_DIR CYCLE`. It never stops by itself; the test SIGKILLs it.
+//! Usage: `crash-writer DATA_DIR CYCLE [--graceful]`. It never stops by itself: the crash test
+//! SIGKILLs it; with `--graceful` it shuts the runtime down on SIGTERM (stop intake, drain,
+//! final group commit, close the store) and exits 0.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,14 +51,17 @@ fn main() {
     };
     let dir = PathBuf::from(dir);
     let cycle: u64 = cycle.parse().unwrap_or(0);
+    let graceful = args.next().as_deref() == Some("--graceful");
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    actix::System::with_tokio_rt(|| tokio_rt).block_on(run(dir, cycle));
+    actix::System::with_tokio_rt(|| tokio_rt).block_on(run(dir, cycle, graceful));
 }
 
-async fn run(dir: PathBuf, cycle: u64) {
+async fn run(dir: PathBuf, cycle: u64, graceful: bool) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     let store = agentkeys_tests::open_store(&dir);
     let store: Arc<RedbStore> = store;
     let runtime =
@@ -73,13 +78,20 @@ async fn run(dir: PathBuf, cycle: u64) {
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| tokio::spawn(work(runtime.clone(), shared.clone())))
         .collect();
+    if graceful {
+        term.recv().await;
+        let report = runtime.shutdown(std::time::Duration::from_secs(10)).await;
+        eprintln!("crash-writer: shut down: {report:?}");
+        std::process::exit(0);
+    }
     for w in workers {
         let _ = w.await;
     }
 }
 
 async fn work(runtime: Runtime, shared: Arc<Mutex<Shared>>) {
-    loop {
+    // Intake stops with the shutdown; writes already submitted still commit and are reported.
+    while !runtime.is_closing() {
         let (revoke, target, label) = {
             let mut s = shared.lock().expect("not poisoned");
             let roll = s.next();
