@@ -8,6 +8,8 @@
 //! `docs/runtime-semantics.md`.
 
 mod clock;
+mod lifecycle;
+pub use lifecycle::StopWatch;
 mod omni;
 mod registry;
 mod revoked;

@@ -3,7 +3,7 @@
 //! A [`Registry`] maps omnis to active actors of one type. The first message to an omni reads
 //! its lineage from the store, spawns the actor with `start_in_arbiter` on the arbiter chosen
 //! by the omni, registers it, and re-checks the revoked index. Concurrent first requests share
-//! one activation (a per-omni `OnceCell`). Idle actors are passivated by
+//! one activation (a per-omni `OnceCell`, replaced by the running actor once registered). Idle actors are passivated by
 //! [`Registry::passivate_idle`]; revoked subtrees are stopped by the runtime.
 //!
 //! Callers hold an [`ActorHandle`], never a raw `Addr`. Actor types declare
@@ -11,14 +11,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use actix::fut::{ActorFutureExt, wrap_future};
-use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message};
-use tokio::sync::{OnceCell, oneshot, watch};
+use actix::{Actor, Addr, Context, Handler, Message};
+use tokio::sync::OnceCell;
 
 use crate::clock::Timestamp;
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
 use crate::runtime::{ActiveSet, Runtime};
 use crate::store::{ActorKind, Lineage, Status, StoreError};
@@ -109,67 +110,116 @@ pub enum CallError {
 }
 
 struct Live<A: VirtualActor> {
-    omni: Omni,
-    parent: Option<Omni>,
     addr: Addr<A>,
     guard: LineageGuard,
     registry: Weak<Inner<A>>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
+    lifecycle: Arc<Lifecycle>,
     crashed: AtomicBool,
-    done: watch::Receiver<()>,
     last_used: AtomicU64,
     in_flight: AtomicUsize,
 }
 
-/// Resolves once an actor has stopped (its context was torn down).
-#[derive(Debug, Clone)]
-pub struct StopWatch(watch::Receiver<()>);
-
-impl StopWatch {
-    /// Waits until the actor has stopped.
-    pub async fn stopped(mut self) {
-        // The sender lives inside the actor's context; `changed` fails once it is dropped.
-        while self.0.changed().await.is_ok() {}
+impl<A: VirtualActor> Drop for Live<A> {
+    fn drop(&mut self) {
+        // Nobody can reach the actor any more.
+        self.lifecycle.request_stop();
     }
 }
 
 impl<A: VirtualActor> Live<A> {
+    /// The actor's omni (the last of its chain).
+    fn omni(&self) -> Omni {
+        let chain = self.guard.chain();
+        chain[chain.len() - 1]
+    }
+
+    /// Its parent's omni, `None` for a master.
+    fn parent(&self) -> Option<Omni> {
+        let chain = self.guard.chain();
+        chain.len().checked_sub(2).map(|i| chain[i])
+    }
+
     fn stop(&self) {
-        if let Some(tx) = self.stop.lock().ok().and_then(|mut s| s.take()) {
-            let _ = tx.send(());
-        }
+        self.lifecycle.request_stop();
     }
 
     fn is_stopped(&self) -> bool {
-        self.stop.lock().map(|s| s.is_none()).unwrap_or(true) || !self.addr.connected()
+        self.lifecycle.stop_requested() || !self.addr.connected()
     }
 
     /// The actor's task ended although nobody told it to stop (a panic outside the handler
     /// body, e.g. in an answer future).
     fn crash_unexpected(&self) -> bool {
-        self.stop.lock().map(|s| s.is_some()).unwrap_or(false)
+        !self.lifecycle.stop_requested()
     }
 }
 
-type Slot<A> = Arc<OnceCell<Arc<Live<A>>>>;
+/// A registry entry: an activation in progress (shared by concurrent first callers), or a
+/// running actor.
+enum Slot<A: VirtualActor> {
+    Activating(Arc<OnceCell<Arc<Live<A>>>>),
+    Active(Arc<Live<A>>),
+}
 
-/// Active actors by omni plus, for each ancestor, its active descendants (for subtree stops).
-struct Tree<A: VirtualActor> {
-    live: HashMap<Omni, Arc<Live<A>>>,
+/// What a lookup found.
+enum Found<A: VirtualActor> {
+    Activating(Arc<OnceCell<Arc<Live<A>>>>),
+    Active(Arc<Live<A>>),
+}
+
+/// Entries by omni, plus, for each ancestor, its active descendants (for subtree stops).
+/// One lock guards both so that registration and a subtree scan cannot miss each other.
+struct State<A: VirtualActor> {
+    slots: HashMap<Omni, Slot<A>>,
     below: HashMap<Omni, HashSet<Omni>>,
+    active: usize,
 }
 
-impl<A: VirtualActor> Tree<A> {
-    fn insert(&mut self, live: Arc<Live<A>>) {
-        for ancestor in live.guard.chain.iter() {
-            self.below.entry(*ancestor).or_default().insert(live.omni);
+impl<A: VirtualActor> State<A> {
+    fn live(&self, omni: &Omni) -> Option<&Arc<Live<A>>> {
+        match self.slots.get(omni) {
+            Some(Slot::Active(live)) => Some(live),
+            _ => None,
         }
-        self.live.insert(live.omni, live);
     }
 
-    fn remove(&mut self, omni: &Omni) -> Option<Arc<Live<A>>> {
-        let live = self.live.remove(omni)?;
-        for ancestor in live.guard.chain.iter() {
+    fn lives(&self) -> impl Iterator<Item = &Arc<Live<A>>> {
+        self.slots.values().filter_map(|slot| match slot {
+            Slot::Active(live) => Some(live),
+            Slot::Activating(_) => None,
+        })
+    }
+
+    /// The strict ancestors of an actor (its chain without itself).
+    fn ancestors(live: &Live<A>) -> &[Omni] {
+        let chain = live.guard.chain();
+        &chain[..chain.len().saturating_sub(1)]
+    }
+
+    fn register(&mut self, live: Arc<Live<A>>) {
+        let omni = live.omni();
+        for ancestor in Self::ancestors(&live) {
+            self.below.entry(*ancestor).or_default().insert(omni);
+        }
+        if !matches!(
+            self.slots.insert(omni, Slot::Active(live)),
+            Some(Slot::Active(_))
+        ) {
+            self.active += 1;
+        }
+    }
+
+    /// Removes `omni` if it is active (and, with `only`, if it is that very actor).
+    fn remove(&mut self, omni: &Omni, only: Option<&Live<A>>) -> Option<Arc<Live<A>>> {
+        let same = |live: &Arc<Live<A>>| only.is_none_or(|o| std::ptr::eq(Arc::as_ptr(live), o));
+        if !self.live(omni).is_some_and(same) {
+            return None;
+        }
+        let Some(Slot::Active(live)) = self.slots.remove(omni) else {
+            return None;
+        };
+        self.active -= 1;
+        for ancestor in Self::ancestors(&live) {
             if let Some(set) = self.below.get_mut(ancestor) {
                 set.remove(omni);
                 if set.is_empty() {
@@ -183,8 +233,49 @@ impl<A: VirtualActor> Tree<A> {
 
 struct Inner<A: VirtualActor> {
     runtime: Runtime,
-    slots: RwLock<HashMap<Omni, Slot<A>>>,
-    tree: Mutex<Tree<A>>,
+    state: RwLock<State<A>>,
+}
+
+impl<A: VirtualActor> Inner<A> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State<A>> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State<A>> {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Removes and stops every actor of `omnis` that is active.
+    fn stop_all_of(&self, omnis: impl IntoIterator<Item = Omni>) -> Vec<Arc<Live<A>>> {
+        let victims: Vec<_> = {
+            let mut state = self.write();
+            omnis
+                .into_iter()
+                .filter_map(|o| state.remove(&o, None))
+                .collect()
+        };
+        for live in &victims {
+            live.stop();
+        }
+        victims
+    }
+
+    /// Drops a crashed actor (once) and tells the supervisor.
+    fn crashed(&self, live: &Live<A>) {
+        if live.crashed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.write().remove(&live.omni(), Some(live));
+        live.stop();
+        let now = self.runtime.clock().now();
+        self.runtime
+            .supervisor()
+            .crashed(live.omni(), live.parent(), now);
+    }
 }
 
 /// Active actors of type `A`; cheap to clone.
@@ -241,7 +332,7 @@ impl Drop for InFlight<'_> {
 impl<A: VirtualActor> ActorHandle<A> {
     /// The actor's omni.
     pub fn omni(&self) -> Omni {
-        self.live.omni
+        self.live.omni()
     }
 
     /// Sends `msg` and waits for the answer.
@@ -284,7 +375,7 @@ impl<A: VirtualActor> ActorHandle<A> {
         let runtime = &self.live.guard.runtime;
         match runtime
             .supervisor()
-            .admit(&self.live.omni, runtime.clock().now())
+            .admit(&self.live.omni(), runtime.clock().now())
         {
             Err(unavailable) => unavailable,
             Ok(()) => CallError::Stopped,
@@ -297,10 +388,10 @@ impl<A: VirtualActor> Registry<A> {
     pub fn new(runtime: &Runtime) -> Self {
         let inner = Arc::new(Inner {
             runtime: runtime.clone(),
-            slots: RwLock::new(HashMap::new()),
-            tree: Mutex::new(Tree {
-                live: HashMap::new(),
+            state: RwLock::new(State {
+                slots: HashMap::new(),
                 below: HashMap::new(),
+                active: 0,
             }),
         });
         let weak: Weak<Inner<A>> = Arc::downgrade(&inner);
@@ -311,16 +402,24 @@ impl<A: VirtualActor> Registry<A> {
 
     /// The handle of `omni`, activating it if needed (exactly once under concurrent callers).
     pub async fn handle(&self, omni: Omni) -> Result<ActorHandle<A>, CallError> {
-        // A handle from a slot whose actor was stopped meanwhile is discarded and retried;
-        // the second activation reads the store again, so a revoked actor fails there.
+        // An actor found stopped (passivated, revoked or crashed meanwhile) is dropped and
+        // looked up again; the next activation reads the store, so a revoked actor fails there.
         for _ in 0..3 {
-            let slot = self.slot(&omni);
-            let result = slot.get_or_try_init(|| async { self.activate(omni) }).await;
-            match result {
+            let cell = match self.find(&omni) {
+                Found::Active(live) if !live.is_stopped() => return Ok(ActorHandle { live }),
+                Found::Active(live) => {
+                    self.inner.write().remove(&omni, Some(&live));
+                    continue;
+                }
+                Found::Activating(cell) => cell,
+            };
+            match cell.get_or_try_init(|| async { self.activate(omni) }).await {
                 Ok(live) if !live.is_stopped() => return Ok(ActorHandle { live: live.clone() }),
-                Ok(_) => self.forget(&omni, &slot),
+                Ok(live) => {
+                    self.inner.write().remove(&omni, Some(live));
+                }
                 Err(e) => {
-                    self.forget(&omni, &slot);
+                    self.forget_activation(&omni, &cell);
                     return Err(e);
                 }
             }
@@ -341,32 +440,27 @@ impl<A: VirtualActor> Registry<A> {
         }
     }
 
-    fn slot(&self, omni: &Omni) -> Slot<A> {
-        if let Some(slot) = self
-            .inner
-            .slots
-            .read()
-            .ok()
-            .and_then(|s| s.get(omni).cloned())
-        {
-            return slot;
+    fn find(&self, omni: &Omni) -> Found<A> {
+        match self.inner.read().slots.get(omni) {
+            Some(Slot::Active(live)) => return Found::Active(live.clone()),
+            Some(Slot::Activating(cell)) => return Found::Activating(cell.clone()),
+            None => {}
         }
-        let mut slots = self
-            .inner
+        let mut state = self.inner.write();
+        match state
             .slots
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.entry(*omni).or_default().clone()
+            .entry(*omni)
+            .or_insert_with(|| Slot::Activating(Arc::default()))
+        {
+            Slot::Active(live) => Found::Active(live.clone()),
+            Slot::Activating(cell) => Found::Activating(cell.clone()),
+        }
     }
 
-    fn forget(&self, omni: &Omni, slot: &Slot<A>) {
-        let mut slots = self
-            .inner
-            .slots
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slots.get(omni).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            slots.remove(omni);
+    fn forget_activation(&self, omni: &Omni, cell: &Arc<OnceCell<Arc<Live<A>>>>) {
+        let mut state = self.inner.write();
+        if matches!(state.slots.get(omni), Some(Slot::Activating(c)) if Arc::ptr_eq(c, cell)) {
+            state.slots.remove(omni);
         }
     }
 
@@ -383,82 +477,65 @@ impl<A: VirtualActor> Registry<A> {
             return Err(CallError::NotFound);
         }
         runtime.supervisor().admit(&omni, runtime.clock().now())?;
-        let parent = lineage.actor().parent;
         let guard = LineageGuard {
             chain: lineage.omnis().into(),
             runtime: runtime.clone(),
         };
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (done_tx, done) = watch::channel(());
+        let lifecycle = Arc::new(Lifecycle::default());
+        let lifeline = lifecycle.clone();
         let activation = Activation {
             lineage,
             guard: guard.clone(),
         };
         let addr = A::start_in_arbiter(runtime.arbiter_for(&omni), move |ctx| {
-            // Stop on the runtime's signal (or when the runtime drops the actor's entry),
-            // independently of what waits in the mailbox.
-            ctx.spawn(wrap_future::<_, A>(stop_rx).map(|_, _, ctx: &mut Context<A>| ctx.stop()));
-            // Dropped with the context: tells `StopWatch`es that the actor has stopped.
-            ctx.spawn(wrap_future::<_, A>(async move {
-                let _alive = done_tx;
-                std::future::pending::<()>().await
-            }));
+            // Stops the actor on the runtime's request, independently of its mailbox.
+            lifeline.attach(ctx);
             A::activate(activation, ctx)
         });
         let live = Arc::new(Live {
-            omni,
-            parent,
             addr,
             guard,
             registry: Arc::downgrade(&self.inner),
-            stop: Mutex::new(Some(stop_tx)),
+            lifecycle,
             crashed: AtomicBool::new(false),
-            done,
             last_used: AtomicU64::new(runtime.clock().now().as_millis()),
             in_flight: AtomicUsize::new(0),
         });
-        self.lock_tree().insert(live.clone());
+        self.inner.write().register(live.clone());
         // Re-check after registering: a revocation that committed before we registered is in
-        // the index now; one that commits later finds us in the tree and stops us.
+        // the index now; one that commits later finds us registered and stops us.
         if let Err(e) = live.guard.check() {
-            self.lock_tree().remove(&omni);
+            self.inner.write().remove(&omni, Some(&live));
             live.stop();
             return Err(e);
         }
         Ok(live)
     }
 
-    fn lock_tree(&self) -> std::sync::MutexGuard<'_, Tree<A>> {
-        self.inner
-            .tree
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Passivates one actor if it is active and has no request in flight.
     pub fn passivate(&self, omni: &Omni) -> bool {
-        let mut tree = self.lock_tree();
-        let idle = tree
-            .live
-            .get(omni)
-            .is_some_and(|l| l.in_flight.load(Ordering::Acquire) == 0);
-        let live = if idle { tree.remove(omni) } else { None };
-        drop(tree);
-        live.map(|live| self.inner.drop_live(&live)).is_some()
+        let removed = {
+            let mut state = self.inner.write();
+            let idle = state
+                .live(omni)
+                .is_some_and(|l| l.in_flight.load(Ordering::Acquire) == 0);
+            if idle { state.remove(omni, None) } else { None }
+        };
+        removed.map(|live| live.stop()).is_some()
     }
 
     /// Passivates every actor unused for the idle timeout as of `now`; returns how many.
     pub fn passivate_idle(&self, now: Timestamp) -> usize {
         let timeout = self.inner.runtime.config().idle_timeout;
         let idle: Vec<Omni> = self
-            .lock_tree()
-            .live
-            .values()
+            .inner
+            .read()
+            .lives()
             .filter(|l| {
                 let last = Timestamp::from_millis(l.last_used.load(Ordering::Acquire));
                 now.since(last) >= timeout && l.in_flight.load(Ordering::Acquire) == 0
             })
-            .map(|l| l.omni)
+            .map(|l| l.omni())
             .collect();
         idle.iter().filter(|omni| self.passivate(omni)).count()
     }
@@ -483,132 +560,60 @@ impl<A: VirtualActor> Registry<A> {
 
     /// A watch that resolves when the active actor `omni` has stopped (`None` if not active).
     pub fn stop_watch(&self, omni: &Omni) -> Option<StopWatch> {
-        self.lock_tree()
-            .live
-            .get(omni)
-            .map(|l| StopWatch(l.done.clone()))
+        self.inner
+            .read()
+            .live(omni)
+            .map(|l| StopWatch(l.lifecycle.clone()))
     }
 
     /// Whether `omni` is active in this registry.
     pub fn is_active(&self, omni: &Omni) -> bool {
-        self.lock_tree().live.contains_key(omni)
+        self.inner.read().live(omni).is_some()
     }
 
     /// How many actors of this type are active.
     pub fn active(&self) -> usize {
-        self.lock_tree().live.len()
-    }
-}
-
-impl<A: VirtualActor> Inner<A> {
-    /// Drops a crashed actor (once) and tells the supervisor.
-    fn crashed(&self, live: &Live<A>) {
-        if live.crashed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        {
-            let mut tree = self
-                .tree
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if tree
-                .live
-                .get(&live.omni)
-                .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), live))
-            {
-                tree.remove(&live.omni);
-            }
-        }
-        self.drop_live(live);
-        let now = self.runtime.clock().now();
-        self.runtime
-            .supervisor()
-            .crashed(live.omni, live.parent, now);
-    }
-
-    fn drop_live(&self, live: &Live<A>) {
-        let mut slots = self
-            .slots
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let same = slots
-            .get(&live.omni)
-            .and_then(|slot| slot.get())
-            .is_some_and(|l| std::ptr::eq(Arc::as_ptr(l), live));
-        if same {
-            slots.remove(&live.omni);
-        }
-        drop(slots);
-        live.stop();
-    }
-
-    fn take_all(&self, omnis: Vec<Omni>) -> Vec<Arc<Live<A>>> {
-        let mut tree = self
-            .tree
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        omnis.iter().filter_map(|o| tree.remove(o)).collect()
+        self.inner.read().active
     }
 }
 
 impl<A: VirtualActor> ActiveSet for Inner<A> {
     fn stop_subtree(&self, root: &Omni) -> usize {
-        let below: Vec<Omni> = {
-            let tree = self
-                .tree
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            tree.below
-                .get(root)
-                .map(|set| set.iter().copied().collect())
-                .unwrap_or_default()
+        let targets: Vec<Omni> = {
+            let state = self.read();
+            let below = state.below.get(root).into_iter().flatten().copied();
+            state
+                .live(root)
+                .map(|l| l.omni())
+                .into_iter()
+                .chain(below)
+                .collect()
         };
-        let victims = self.take_all(below);
-        for live in &victims {
-            // Drop the slot whatever it holds: a later activation reads the store and fails.
-            if let Ok(mut slots) = self.slots.write() {
-                slots.remove(&live.omni);
-            }
-            live.stop();
-        }
-        victims.len()
+        self.stop_all_of(targets).len()
     }
 
     fn max_depth(&self) -> usize {
-        let tree = self
-            .tree
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tree.live
-            .values()
-            .map(|l| l.guard.chain.len())
+        self.read()
+            .lives()
+            .map(|l| l.guard.chain().len())
             .max()
             .unwrap_or(0)
     }
 
     fn stop_depth(&self, depth: usize) -> Vec<StopWatch> {
-        let at_depth: Vec<Omni> = {
-            let tree = self
-                .tree
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            tree.live
-                .values()
-                .filter(|l| l.guard.chain.len() == depth)
-                .map(|l| l.omni)
-                .collect()
-        };
-        let victims = self.take_all(at_depth);
-        victims
+        let at_depth: Vec<Omni> = self
+            .read()
+            .lives()
+            .filter(|l| l.guard.chain().len() == depth)
+            .map(|l| l.omni())
+            .collect();
+        self.stop_all_of(at_depth)
             .iter()
-            .map(|live| {
-                self.drop_live(live);
-                StopWatch(live.done.clone())
-            })
+            .map(|live| StopWatch(live.lifecycle.clone()))
             .collect()
     }
 
     fn active(&self) -> usize {
-        self.tree.lock().map(|t| t.live.len()).unwrap_or(0)
+        self.read().active
     }
 }

@@ -8,8 +8,8 @@ use actix::{Arbiter, ArbiterHandle};
 use tokio::sync::{Notify, oneshot};
 
 use crate::clock::{Clock, Timestamp};
+use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
-use crate::registry::StopWatch;
 use crate::store::{
     CreateActor, CreateError, Created, Lineage, RevokeActor, RevokeError, Status, Storage,
     StoreError, WriteError,

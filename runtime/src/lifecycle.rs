@@ -1,0 +1,88 @@
+//! The link between the runtime and one running actor: a stop request and a stopped signal,
+//! in one small allocation and one item in the actor's context.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context};
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub(crate) struct Lifecycle {
+    stop_requested: AtomicBool,
+    stopped: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+    done: Notify,
+}
+
+impl Lifecycle {
+    /// Asks the actor to stop; takes effect when its context next polls, whatever waits in
+    /// its mailbox.
+    pub(crate) fn request_stop(&self) {
+        if !self.stop_requested.swap(true, Ordering::AcqRel) {
+            let waker = self.waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Acquire)
+    }
+
+    /// Installs the lifeline into a new actor's context.
+    pub(crate) fn attach<A: Actor<Context = Context<A>>>(self: &Arc<Self>, ctx: &mut Context<A>) {
+        ctx.spawn(Lifeline(self.clone()));
+    }
+}
+
+/// Resolves once an actor has stopped (its context was torn down).
+#[derive(Debug, Clone)]
+pub struct StopWatch(pub(crate) Arc<Lifecycle>);
+
+impl StopWatch {
+    /// Waits until the actor has stopped.
+    pub async fn stopped(self) {
+        loop {
+            let notified = self.0.done.notified();
+            if self.0.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Lives in the actor's context until it is torn down: stops the actor on request, and says
+/// "stopped" when dropped (by a normal stop, a passivation, or a panic that ends the task).
+struct Lifeline(Arc<Lifecycle>);
+
+impl<A: Actor<Context = Context<A>>> ActorFuture<A> for Lifeline {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<()> {
+        if let Ok(mut waker) = self.0.waker.lock() {
+            *waker = Some(task.waker().clone());
+        }
+        if self.0.stop_requested() {
+            ctx.stop();
+        }
+        // Never completes: the context drops it on teardown.
+        Poll::Pending
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.done.notify_waiters();
+    }
+}
