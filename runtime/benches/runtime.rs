@@ -126,28 +126,21 @@ impl Handler<Ping> for BenchAgent {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn omni(parent: Option<&Omni>, label: &str) -> Omni {
-    use std::hash::{Hash, Hasher};
-    let mut out = [0u8; 32];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (i, parent.map(|p| *p.as_bytes()), label).hash(&mut h);
-        chunk.copy_from_slice(&h.finish().to_be_bytes());
-    }
-    Omni::from_bytes(out)
+use agentkeys_tests::{create as op, omni_of as omni};
+
+/// A fresh store holding one master: (its directory, the store, the master's omni).
+async fn store_with_master(quick_repair: bool) -> (tempfile::TempDir, Arc<RedbStore>, Omni) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), quick_repair);
+    store.create_actor(op(None, "m")).await.unwrap();
+    (dir, store, omni(None, "m"))
 }
 
-fn op(parent: Option<&Omni>, label: &str) -> CreateActor {
-    CreateActor {
-        omni: omni(parent, label),
-        parent: parent.copied(),
-        label: if parent.is_some() {
-            label.to_string()
-        } else {
-            String::new()
-        },
-        created_at: SystemClock.now(),
-    }
+/// Creates of `n` children of `master` labelled `{prefix}{i}`.
+fn children(master: &Omni, prefix: &str, n: usize) -> Vec<CreateActor> {
+    (0..n)
+        .map(|i| op(Some(master), &format!("{prefix}{i}")))
+        .collect()
 }
 
 fn open(dir: &Path, quick_repair: bool) -> Arc<RedbStore> {
@@ -230,13 +223,8 @@ async fn creates() {
     println!("| writes in flight | creates | time | creates/s | writes per commit |");
     println!("|---|---|---|---|---|");
     for (window, n) in [(1usize, 2_000usize), (64, 50_000), (1024, 200_000)] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), false);
-        let master = omni(None, "m");
-        store.create_actor(op(None, "m")).await.unwrap();
-        let ops: Vec<_> = (0..n)
-            .map(|i| op(Some(&master), &format!("a{i}")))
-            .collect();
+        let (_dir, store, master) = store_with_master(false).await;
+        let ops: Vec<_> = children(&master, "a", n);
         let before = store.writer_counts();
         let took = create_all(&store, ops, window).await;
         let after = store.writer_counts();
@@ -259,17 +247,10 @@ async fn creates() {
     println!("\n| quick_repair | 1 in flight: time per create | 1024 in flight: creates/s |");
     println!("|---|---|---|");
     for quick in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), quick);
-        let master = omni(None, "m");
-        store.create_actor(op(None, "m")).await.unwrap();
-        let ops: Vec<_> = (0..1000)
-            .map(|i| op(Some(&master), &format!("a{i}")))
-            .collect();
+        let (_dir, store, master) = store_with_master(quick).await;
+        let ops: Vec<_> = children(&master, "a", 1000);
         let single = create_all(&store, ops, 1).await;
-        let ops: Vec<_> = (0..100_000)
-            .map(|i| op(Some(&master), &format!("b{i}")))
-            .collect();
+        let ops: Vec<_> = children(&master, "b", 100_000);
         let grouped = create_all(&store, ops, 1024).await;
         println!(
             "| {quick} | {} | {:.0} |",
@@ -282,13 +263,8 @@ async fn creates() {
 
 async fn activation() {
     let n = 10_000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), false);
-    let master = omni(None, "m");
-    store.create_actor(op(None, "m")).await.unwrap();
-    let ops: Vec<_> = (0..n)
-        .map(|i| op(Some(&master), &format!("a{i}")))
-        .collect();
+    let (_dir, store, master) = store_with_master(false).await;
+    let ops: Vec<_> = children(&master, "a", n);
     create_all(&store, ops, 256).await;
     let runtime = start(store);
     let registry = Registry::<BenchAgent>::new(&runtime);
@@ -330,10 +306,7 @@ async fn activation() {
 
 async fn memory() {
     let n = 100_000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), false);
-    let master = omni(None, "m");
-    store.create_actor(op(None, "m")).await.unwrap();
+    let (_dir, store, master) = store_with_master(false).await;
     let groups: Vec<_> = (0..n / 1000)
         .map(|g| op(Some(&master), &format!("g{g}")))
         .collect();
@@ -389,9 +362,7 @@ async fn revoke() {
     store.create_actor(op(None, "m")).await.unwrap();
     // Start from a store of realistic size so that every subtree size meets a B-tree of about
     // the same depth: the comparison is then about the subtree alone.
-    let filler: Vec<_> = (0..300_000)
-        .map(|i| op(Some(&master), &format!("f{i}")))
-        .collect();
+    let filler: Vec<_> = children(&master, "f", 300_000);
     create_all(&store, filler, 1024).await;
     let reference = empty_commit(&store).await;
     println!(
