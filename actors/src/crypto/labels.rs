@@ -1,4 +1,5 @@
-//! Every domain-separation label of AgentKeys, in one place.
+//! Every domain-separation label of AgentKeys, in one place. Changing any of these changes
+//! every derived identifier or key: they are pinned by the known-answer tests.
 
 /// The default `client_id`; byte-compatibility with upstream is promised for this value.
 pub const DEFAULT_CLIENT_ID: &str = "agentkeys";
@@ -14,3 +15,36 @@ pub const HDKD_CHILD: &[u8] = b"agentkeys-hdkd-v1";
 
 /// Separator between a parent omni and a child label (also the path separator).
 pub const HDKD_JUNCTION: &str = "//";
+
+/// HKDF salt of managed wallets `W(omni)`.
+pub const WALLET_SALT: &[u8] = b"agentkeys-signer-v0";
+
+/// Version byte that starts the HKDF info of managed wallets.
+pub const WALLET_INFO_VERSION: u8 = 0x01;
+
+/// HKDF info label of managed wallets (after the version byte, before the omni).
+pub const WALLET_INFO: &[u8] = b"agentkeys-evm-wallet";
+
+/// Retry bytes appended to the wallet info when the output is not a valid scalar: 1..=15.
+pub const WALLET_MAX_RETRY: u8 = 15;
+
+/// HKDF salt of a master's sr25519 root mini secret.
+pub const SR25519_ROOT_SALT: &[u8] = b"agentkeys-sr25519-v1";
+
+/// HKDF salt of the K3 fingerprint.
+pub const K3_FINGERPRINT_SALT: &[u8] = b"agentkeys-k3-fingerprint-v1";
+
+/// EIP-191 version 0x45 prefix (`personal_sign`).
+pub const EIP191_PREFIX: &str = "\x19Ethereum Signed Message:\n";
+
+/// EIP-712 prefix of the signing digest.
+pub const EIP712_PREFIX: [u8; 2] = [0x19, 0x01];
+
+/// The signing context of Substrate's sr25519 signatures.
+pub const SUBSTRATE_CONTEXT: &[u8] = b"substrate";
+
+/// Prefix of the SS58 checksum preimage.
+pub const SS58_CHECKSUM_PREFIX: &[u8] = b"SS58PRE";
+
+/// The EIP-4361 first-line suffix after the domain.
+pub const SIWE_HEADER_SUFFIX: &str = " wants you to sign in with your Ethereum account:";
