@@ -2,3 +2,4 @@
 //! agent, signer and mailer actors on top of `agentkeys-runtime`.
 
 pub mod crypto;
+pub mod signer;

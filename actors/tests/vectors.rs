@@ -35,13 +35,29 @@ fn end_to_end_derivations_match_the_independent_implementation() {
     assert_eq!(actors.len(), 5);
     for actor in actors {
         let path = text(actor, "path");
-        let omni = if path.is_empty() { master } else { path_omni(&master, path).expect("path") };
+        let omni = if path.is_empty() {
+            master
+        } else {
+            path_omni(&master, path).expect("path")
+        };
         assert_eq!(omni.to_string(), text(actor, "omni"), "omni of {path:?}");
         let wallet = derive_wallet(&k3, &omni).expect("wallet").address();
-        assert_eq!(wallet.to_string(), text(actor, "wallet"), "wallet of {path:?}");
+        assert_eq!(
+            wallet.to_string(),
+            text(actor, "wallet"),
+            "wallet of {path:?}"
+        );
         let sr = derive_actor(&k3, &master, path).expect("sr25519");
-        assert_eq!(hex::encode(sr.public()), text(actor, "sr25519_public"), "sr25519 of {path:?}");
-        assert_eq!(ss58(&sr.public(), 42), text(actor, "ss58"), "ss58 of {path:?}");
+        assert_eq!(
+            hex::encode(sr.public()),
+            text(actor, "sr25519_public"),
+            "sr25519 of {path:?}"
+        );
+        assert_eq!(
+            ss58(&sr.public(), 42),
+            text(actor, "ss58"),
+            "ss58 of {path:?}"
+        );
     }
 }
 
@@ -59,9 +75,17 @@ fn eip712_digests_and_signatures_match_ethers() {
         let name = text(vector, "name");
         let td = TypedData::from_json(vector["typed_data"].clone()).expect("parses");
         let hash = td.hash().unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(format!("0x{}", hex::encode(hash.digest)), text(vector, "digest"), "{name}");
+        assert_eq!(
+            format!("0x{}", hex::encode(hash.digest)),
+            text(vector, "digest"),
+            "{name}"
+        );
         let sig = sign_hash(&key, &hash.digest);
-        assert_eq!(sig.to_hex(), text(vector, "signature"), "{name}: RFC 6979 signatures agree");
+        assert_eq!(
+            sig.to_hex(),
+            text(vector, "signature"),
+            "{name}: RFC 6979 signatures agree"
+        );
         let theirs: Signature = text(vector, "signature").parse().expect("signature");
         assert_eq!(recover(&hash.digest, &theirs), Ok(address), "{name}");
     }

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 
-use agentkeys_gateway::cli::{Cli, Command};
+use agentkeys_gateway::cli::{Cli, Command, KeysCommand};
+use agentkeys_gateway::keys;
 use agentkeys_gateway::serve::{self, ServeConfig};
 
 fn main() -> std::process::ExitCode {
@@ -10,6 +11,8 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Serve(args) => ServeConfig::from_args(args).and_then(serve::run),
+        Command::Keys(KeysCommand::Init(args)) => keys::init(args),
+        Command::Keys(KeysCommand::Derive(args)) => keys::derive(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

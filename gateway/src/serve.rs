@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkeys_actors::signer::{self, SignerConfig, keys};
 use agentkeys_runtime::store::{RedbStore, StoreOptions};
 use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
@@ -32,6 +33,12 @@ pub struct ServeConfig {
     pub data_dir: std::path::PathBuf,
     /// Public URL without a trailing slash.
     pub public_url: String,
+    /// host[:port] of the public URL (the SIWE domain).
+    pub domain: String,
+    /// A loopback public URL: K3 may be generated for a new store.
+    pub dev_mode: bool,
+    /// The K3 file.
+    pub k3_file: std::path::PathBuf,
 }
 
 impl ServeConfig {
@@ -48,10 +55,20 @@ impl ServeConfig {
             !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']),
             "public_url {public_url:?} must be scheme://host[:port] with no path, query or fragment"
         );
+        let domain = rest.to_string();
+        let host = domain
+            .rsplit_once(':')
+            .filter(|(_, port)| port.parse::<u16>().is_ok())
+            .map_or(domain.as_str(), |(host, _)| host);
+        let dev_mode = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+        let k3_file = crate::keys::k3_path(&args.data_dir, args.k3_file.as_ref());
         Ok(Self {
             listen: args.listen,
             data_dir: args.data_dir,
             public_url,
+            domain,
+            dev_mode,
+            k3_file,
         })
     }
 }
@@ -105,15 +122,38 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     create_data_dir(&config.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store_path = config.data_dir.join(STORE_FILE);
-    let store = RedbStore::open(&store_path, &StoreOptions::default(), clock.now())
+    let (k3, generated) = keys::obtain_k3(&config.k3_file, config.dev_mode, store_path.exists())?;
+    if generated {
+        tracing::warn!(
+            k3_file = %config.k3_file.display(),
+            fingerprint = %k3.fingerprint(),
+            "DEV MODE: generated a new master secret K3; every wallet derives from it — back it up, \
+             and use `agentkeys keys init` for a non-loopback public_url"
+        );
+    }
+    let options = StoreOptions {
+        key_fingerprint: Some(k3.fingerprint().0.to_vec()),
+        ..StoreOptions::default()
+    };
+    let store = RedbStore::open(&store_path, &options, clock.now())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let runtime = Runtime::start(Arc::new(store), clock, RuntimeConfig::default())?;
+    let signer = signer::start(
+        SignerConfig {
+            keys_dir: config.data_dir.join("keys"),
+            client_id: StoreOptions::default().client_id,
+            siwe_domain: config.domain.clone(),
+            threads: runtime.config().arbiters,
+        },
+        k3,
+    )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app = http::router(AppState {
         runtime: runtime.clone(),
+        signer,
         public_url: config.public_url.clone(),
     });
     let (shutdown, stop_rx) = oneshot::channel::<()>();

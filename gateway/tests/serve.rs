@@ -92,6 +92,7 @@ async fn serves_health_and_shuts_down_gracefully_on_sigterm_and_ctrl_c() {
             ("store".to_string(), Some(true)),
             ("store_writer".to_string(), Some(true)),
             ("arbiters".to_string(), Some(true)),
+            ("signer".to_string(), Some(true)),
         ]
     );
 
@@ -149,5 +150,159 @@ fn a_bad_public_url_is_refused_with_the_fix() {
     assert!(
         stderr.contains("must start with http:// or https://"),
         "{stderr}"
+    );
+}
+
+fn serve_output(data: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .env_remove("AGENTKEYS_K3_FILE")
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn k3_is_generated_once_in_dev_mode_and_a_different_or_missing_k3_refuses_to_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let served = start(&data);
+    let (status, stderr) = terminate(served, "-TERM");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("DEV MODE: generated a new master secret K3"),
+        "{stderr}"
+    );
+    let k3 = data.join("keys").join("k3.key");
+    let mode = std::fs::metadata(&k3)
+        .expect("k3 file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&k3).expect("read");
+    assert_eq!(text.trim().len(), 64);
+    for set in ["session", "oidc", "audit"] {
+        let files: Vec<_> = std::fs::read_dir(data.join("keys").join(set))
+            .expect("set dir")
+            .collect();
+        assert_eq!(files.len(), 1, "{set}");
+    }
+
+    // Another K3 for the same store: refused, naming the fix.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, format!("{}\n", "11".repeat(32))).expect("write");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = serve_output(&data, &["--k3-file", other.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restore the original K3"),
+        "{out:?}"
+    );
+
+    // A K3 file readable by others: refused with the chmod to run.
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = serve_output(&data, &["--k3-file", other.to_str().expect("utf-8")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{out:?}"
+    );
+
+    // K3 missing while the store exists: never regenerated, even in dev mode.
+    let missing = dir.path().join("missing.key");
+    let out = serve_output(&data, &["--k3-file", missing.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agentkeys keys init"),
+        "{out:?}"
+    );
+    assert!(!missing.exists());
+
+    // A non-loopback public URL never generates K3.
+    let fresh = dir.path().join("fresh");
+    let out = serve_output(&fresh, &["--public-url", "https://keys.example.com"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("agentkeys keys init"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn keys_init_and_derive_print_the_identifiers_and_no_seed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k3 = dir.path().join("k3.key");
+    let init = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["keys", "init", "--k3-file"])
+        .arg(&k3)
+        .output()
+        .expect("runs");
+    assert!(init.status.success(), "{init:?}");
+    let again = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["keys", "init", "--k3-file"])
+        .arg(&k3)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success(), "never regenerated");
+
+    // The DESIGN vector K3 (bytes 0..31) and the end-to-end vector of actors/tests/vectors.
+    let vector = dir.path().join("vector.key");
+    std::fs::write(
+        &vector,
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+    )
+    .expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&vector, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args([
+            "keys",
+            "derive",
+            "--identity",
+            "email:test@litentry.org",
+            "--path",
+            "//hermes",
+            "--json",
+            "--k3-file",
+        ])
+        .arg(&vector)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        json["omni"],
+        "d9ab94bf1d8e640718ce0a3b9fff7c20d21934425c17b6e02f797cfdcdc88fb7"
+    );
+    assert_eq!(json["wallet"], "0xf2f83ffe53f1521f96769582e9913e1b7f9ccf70");
+    assert_eq!(
+        json["sr25519_public"],
+        "1c23410635a1202a41ae3a181e372ca8364fca6da65048ab02bed2d1d0eea908"
+    );
+    assert_eq!(
+        json["anchor_wallet"],
+        "0x3df8d66d77828c1818b4904e0a819b3841e1fda9"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!printed.contains("0001020304"), "no secret in the output");
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args([
+            "keys",
+            "derive",
+            "--identity",
+            "email:test@litentry.org",
+            "--path",
+            "//Bad",
+            "--k3-file",
+        ])
+        .arg(&vector)
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("a label is 1 to 32 characters"),
+        "{bad:?}"
     );
 }

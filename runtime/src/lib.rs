@@ -19,7 +19,9 @@ mod supervision;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use omni::{Omni, OmniParseError};
-pub use registry::{Activation, ActorHandle, CallError, LineageGuard, Registry, VirtualActor};
+pub use registry::{
+    Activation, ActorHandle, CallError, LineageGuard, LiveProof, Registry, VirtualActor,
+};
 pub use revoked::RevokedIndex;
 pub use runtime::{RevocationReceipt, Runtime, RuntimeConfig, RuntimeError, ShutdownReport};
 pub use supervision::{Crashed, Supervised, SupervisionConfig, SupervisionEvent};

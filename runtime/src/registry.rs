@@ -59,10 +59,15 @@ impl std::fmt::Debug for LineageGuard {
 }
 
 impl LineageGuard {
-    /// `Err` with the revoked ancestor if the actor or any ancestor is revoked. O(depth).
-    pub fn check(&self) -> Result<(), CallError> {
+    pub(crate) fn new(chain: Arc<[Omni]>, runtime: Runtime) -> Self {
+        Self { chain, runtime }
+    }
+
+    /// `Err` with the revoked ancestor if the actor or any ancestor is revoked, else a
+    /// [`LiveProof`] (the only way to obtain one). O(depth).
+    pub fn check(&self) -> Result<LiveProof, CallError> {
         match self.runtime.revoked().first_revoked(&self.chain) {
-            None => Ok(()),
+            None => Ok(LiveProof { _sealed: () }),
             Some((by, at)) => Err(CallError::Revoked { by, at }),
         }
     }
@@ -71,6 +76,13 @@ impl LineageGuard {
     pub fn chain(&self) -> &[Omni] {
         &self.chain
     }
+}
+
+/// Proof that an actor's lineage was found live by [`LineageGuard::check`]. It cannot be built
+/// anywhere else, so an API that takes one (the signer's) cannot be reached without the check.
+#[derive(Debug)]
+pub struct LiveProof {
+    _sealed: (),
 }
 
 /// Why a call to an actor failed.

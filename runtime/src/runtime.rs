@@ -196,6 +196,15 @@ impl Runtime {
         Ok(lineage)
     }
 
+    /// Checks `omni`'s lineage in the store and the index; the proof is what the signer takes.
+    pub fn check_live(&self, omni: &Omni) -> Result<crate::LiveProof, crate::CallError> {
+        let lineage = self.lineage(omni)?.ok_or(crate::CallError::NotFound)?;
+        if let Status::Revoked { by, at } = lineage.status() {
+            return Err(crate::CallError::Revoked { by, at });
+        }
+        crate::registry::LineageGuard::new(lineage.omnis().into(), self.clone()).check()
+    }
+
     /// The effective status of an actor, computed on read (`None` if it does not exist).
     pub fn status(&self, omni: &Omni) -> Result<Option<Status>, StoreError> {
         Ok(self.lineage(omni)?.map(|l| l.status()))

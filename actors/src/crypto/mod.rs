@@ -4,6 +4,7 @@
 //! [`secret::MasterSecret`], [`wallet::WalletKey`] and [`sr25519::SrKey`], which zeroize on
 //! drop and print nothing; only the signer holds them.
 
+pub mod account;
 pub mod eip191;
 pub mod eip712;
 pub mod labels;

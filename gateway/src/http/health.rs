@@ -30,7 +30,7 @@ pub(super) struct Readiness {
     checks: Vec<Check>,
 }
 
-/// Readiness: one entry per check (store readable, writer alive, arbiters alive).
+/// Readiness: one entry per check (store readable, writer alive, arbiters alive, signer pool).
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let runtime = &state.runtime;
     let store = runtime.store();
@@ -53,6 +53,17 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
                 runtime.active_actors()
             ),
         ),
+        {
+            let health = state.signer.health();
+            check(
+                "signer",
+                health.threads > 0,
+                format!(
+                    "{} threads, {} replaced after a panic",
+                    health.threads, health.replaced
+                ),
+            )
+        },
     ];
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {

@@ -2,6 +2,7 @@
 
 mod health;
 
+use agentkeys_actors::signer::SignerHandle;
 use agentkeys_runtime::Runtime;
 use axum::Router;
 use axum::http::StatusCode;
@@ -13,6 +14,8 @@ use axum::routing::get;
 pub struct AppState {
     /// The actor runtime.
     pub runtime: Runtime,
+    /// The signer pool.
+    pub signer: SignerHandle,
     /// The configured public URL.
     pub public_url: String,
 }

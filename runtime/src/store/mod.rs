@@ -55,6 +55,18 @@ pub enum StoreError {
         /// The version this build needs.
         expected: u32,
     },
+    /// The store was created with another master secret (K3): every wallet would differ.
+    #[error(
+        "the store belongs to the master secret with fingerprint {stored}, but the configured K3 \
+         has fingerprint {configured}; restore the original K3 file (never generate a new one for \
+         an existing store)"
+    )]
+    KeyMismatch {
+        /// Fingerprint recorded in the store.
+        stored: String,
+        /// Fingerprint of the configured K3.
+        configured: String,
+    },
     /// The file belongs to another `client_id`, so every derived omni would differ.
     #[error(
         "the store was created with client_id {stored:?} but {configured:?} is configured; \

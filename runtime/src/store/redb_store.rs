@@ -22,6 +22,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 const META_SCHEMA: &str = "schema_version";
 const META_CLIENT_ID: &str = "client_id";
 const META_CREATED_AT: &str = "created_at";
+const META_KEY_FINGERPRINT: &str = "k3_fingerprint";
 
 /// How to open the store.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct StoreOptions {
     pub client_id: String,
     /// redb quick-repair: faster recovery after a crash, slower commits (see docs).
     pub quick_repair: bool,
+    /// The fingerprint of the master secret the store's derived data belongs to: recorded when
+    /// first given, refused when it differs later (`None`: not checked).
+    pub key_fingerprint: Option<Vec<u8>>,
 }
 
 impl Default for StoreOptions {
@@ -37,6 +41,7 @@ impl Default for StoreOptions {
         Self {
             client_id: "agentkeys".into(),
             quick_repair: false,
+            key_fingerprint: None,
         }
     }
 }
@@ -119,7 +124,7 @@ fn init_or_check_meta(
             .map_err(StoreError::from_redb)?;
         meta.insert(META_CREATED_AT, now.as_millis().to_be_bytes().as_slice())
             .map_err(StoreError::from_redb)?;
-        return Ok(());
+        return check_key_fingerprint(&mut meta, options);
     };
     let found = <[u8; 4]>::try_from(schema.as_slice())
         .map(u32::from_be_bytes)
@@ -141,7 +146,31 @@ fn init_or_check_meta(
             configured: options.client_id.clone(),
         });
     }
-    Ok(())
+    check_key_fingerprint(&mut meta, options)
+}
+
+fn check_key_fingerprint(
+    meta: &mut redb::Table<&str, &[u8]>,
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
+    let Some(given) = &options.key_fingerprint else {
+        return Ok(());
+    };
+    let stored = meta
+        .get(META_KEY_FINGERPRINT)
+        .map_err(StoreError::from_redb)?
+        .map(|v| v.value().to_vec());
+    match stored {
+        Some(stored) if &stored != given => Err(StoreError::KeyMismatch {
+            stored: hex::encode(stored),
+            configured: hex::encode(given),
+        }),
+        Some(_) => Ok(()),
+        None => meta
+            .insert(META_KEY_FINGERPRINT, given.as_slice())
+            .map(|_| ())
+            .map_err(StoreError::from_redb),
+    }
 }
 
 /// A no-op write: answered after the commit of its batch, so after every earlier write.

@@ -1,0 +1,216 @@
+//! Key files under `<data>/keys/`: K3 (`k3.key`, 64 hex), and P-256 keys for sessions (K1),
+//! OIDC (K2) and the audit chain, as PKCS#8 DER files named after their `kid`. Every file is
+//! written 0600 and checked on load (the resolved file must not be readable by group or
+//! others). A `kid` is looked up in memory, never used to build a path.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::error::SignerError;
+use crate::crypto::secret::MasterSecret;
+
+/// A P-256 signing key (ES256). The key lives in aws-lc (freed with cleansing); the PKCS#8
+/// bytes we read are zeroized; nothing is printed.
+pub struct P256Key {
+    pair: EcdsaKeyPair,
+    kid: String,
+}
+
+impl fmt::Debug for P256Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P256Key")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl P256Key {
+    fn from_pkcs8(der: &[u8]) -> Result<Self, SignerError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|_| SignerError::KeyFile("not a P-256 PKCS#8 key".into()))?;
+        let kid = thumbprint(&pair);
+        Ok(Self { pair, kid })
+    }
+
+    /// The key id: the RFC 7638 thumbprint of the public JWK.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK (`kty`, `crv`, `x`, `y`, `kid`, `alg`, `use`).
+    pub fn public_jwk(&self) -> Value {
+        let (x, y) = coordinates(&self.pair);
+        json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": self.kid, "alg": "ES256", "use": "sig"})
+    }
+
+    /// ES256 over `message`: 64 bytes `r || s`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignerError> {
+        self.pair
+            .sign(&SystemRandom::new(), message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| SignerError::Internal("ES256 signing failed"))
+    }
+
+    /// A compact JWS (`header.claims.signature`) with `alg: ES256` and this key's `kid` added
+    /// to `header`.
+    pub fn sign_jwt(&self, mut header: Value, claims: &Value) -> Result<String, SignerError> {
+        header["alg"] = json!("ES256");
+        header["kid"] = json!(self.kid);
+        let mut token = String::with_capacity(512);
+        token.push_str(&URL_SAFE_NO_PAD.encode(header.to_string()));
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = self.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(sig));
+        Ok(token)
+    }
+}
+
+fn coordinates(pair: &EcdsaKeyPair) -> (String, String) {
+    // Uncompressed SEC1 point: 0x04 || X || Y.
+    let point = pair.public_key().as_ref();
+    (
+        URL_SAFE_NO_PAD.encode(&point[1..33]),
+        URL_SAFE_NO_PAD.encode(&point[33..65]),
+    )
+}
+
+/// RFC 7638 thumbprint of an EC public key: SHA-256 of `{"crv","kty","x","y"}` in that order.
+fn thumbprint(pair: &EcdsaKeyPair) -> String {
+    let (x, y) = coordinates(pair);
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// Refuses a secret file that group or others may read, naming the fix.
+pub(crate) fn check_permissions(path: &Path) -> Result<(), SignerError> {
+    let resolved = fs::canonicalize(path)
+        .map_err(|e| SignerError::KeyFile(format!("{}: {e}", path.display())))?;
+    let mode = fs::metadata(&resolved)
+        .map_err(|e| SignerError::KeyFile(format!("{}: {e}", resolved.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(SignerError::KeyFile(format!(
+            "{} is readable by group or others (mode {:o}); run: chmod 600 {}",
+            resolved.display(),
+            mode & 0o777,
+            resolved.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a new secret file with mode 0600; refuses to overwrite.
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), SignerError> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| SignerError::KeyFile(format!("{}: {e}", dir.display())))?;
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SignerError::KeyFile(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| SignerError::KeyFile(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Reads K3 from its file after the permission check.
+pub fn load_k3(path: &Path) -> Result<MasterSecret, SignerError> {
+    check_permissions(path)?;
+    let text = Zeroizing::new(
+        fs::read_to_string(path)
+            .map_err(|e| SignerError::KeyFile(format!("{}: {e}", path.display())))?,
+    );
+    MasterSecret::from_hex(&text)
+        .map_err(|e| SignerError::KeyFile(format!("{}: {e}", path.display())))
+}
+
+/// Creates a new K3 file (refuses if one exists). Returns the secret.
+pub fn create_k3(path: &Path) -> Result<MasterSecret, SignerError> {
+    let k3 = MasterSecret::generate();
+    let mut text = k3.to_hex();
+    text.push('\n');
+    write_secret(path, text.as_bytes())?;
+    Ok(k3)
+}
+
+/// K3 for a server: the file if it exists; otherwise a new one only in dev mode and only for
+/// a new store (a new K3 for an existing store would silently change every wallet). Returns
+/// the secret and whether it was just generated.
+pub fn obtain_k3(
+    path: &Path,
+    dev_mode: bool,
+    store_exists: bool,
+) -> Result<(MasterSecret, bool), SignerError> {
+    if path.exists() {
+        return load_k3(path).map(|k3| (k3, false));
+    }
+    if dev_mode && !store_exists {
+        return create_k3(path).map(|k3| (k3, true));
+    }
+    Err(SignerError::MissingK3(path.display().to_string()))
+}
+
+/// The key files of one key set (`session`, `oidc`, `audit`): loads every `*.pk8` in its
+/// directory, creating one key when there is none. Returns the keys, newest file first.
+pub(crate) fn load_or_create_set(dir: &Path) -> Result<Vec<P256Key>, SignerError> {
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pk8"))
+            .map(|p| {
+                (
+                    fs::metadata(&p)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                    p,
+                )
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if files.is_empty() {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| SignerError::Internal("P-256 key generation failed"))?;
+        let key = P256Key::from_pkcs8(der.as_ref())?;
+        let path = dir.join(format!(
+            "{}.pk8",
+            hex::encode(Sha256::digest(key.kid().as_bytes()))
+        ));
+        write_secret(&path, der.as_ref())?;
+        return Ok(vec![key]);
+    }
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files
+        .iter()
+        .map(|(_, path)| {
+            check_permissions(path)?;
+            let der = Zeroizing::new(
+                fs::read(path)
+                    .map_err(|e| SignerError::KeyFile(format!("{}: {e}", path.display())))?,
+            );
+            P256Key::from_pkcs8(&der)
+        })
+        .collect()
+}

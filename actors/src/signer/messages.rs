@@ -1,0 +1,184 @@
+//! The signer's messages: one per operation, one handler each.
+
+use actix::{Handler, Message, SyncContext};
+use agentkeys_runtime::{LiveProof, Omni};
+use serde_json::Value;
+
+use super::{SignerActor, SignerError};
+use crate::crypto::account::{self, Account};
+use crate::crypto::eip191::{self, Signature};
+use crate::crypto::eip712::TypedData;
+use crate::crypto::siwe::is_siwe_for;
+use crate::crypto::sr25519;
+use crate::crypto::tx::{SignedTx, TxRequest};
+use crate::crypto::wallet::Address;
+
+/// Which P-256 key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySetName {
+    /// K1: session tokens.
+    Session,
+    /// K2: OIDC tokens (published in JWKS).
+    Oidc,
+    /// The audit key: signs audit chain heads.
+    Audit,
+}
+
+/// An EIP-712 signature with its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTypedData {
+    /// The signature.
+    pub signature: Signature,
+    /// What was signed.
+    pub digest: [u8; 32],
+    /// The signer's address.
+    pub address: Address,
+}
+
+/// Derive the public identifiers of the actor at `path` under `master`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Account, SignerError>")]
+pub struct DeriveAccount {
+    /// The master's omni.
+    pub master: Omni,
+    /// `""` or `//a//b`.
+    pub path: String,
+}
+
+/// EIP-191 personal_sign.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Signature, SignerError>")]
+pub struct SignEip191 {
+    /// Whose wallet signs.
+    pub omni: Omni,
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// The lineage check's proof.
+    pub proof: LiveProof,
+}
+
+/// EIP-712 v4.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SignedTypedData, SignerError>")]
+pub struct SignTypedData {
+    /// Whose wallet signs.
+    pub omni: Omni,
+    /// The `eth_signTypedData_v4` document.
+    pub typed: Value,
+    /// The lineage check's proof.
+    pub proof: LiveProof,
+}
+
+/// An EIP-1559 or legacy transaction.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SignedTx, SignerError>")]
+pub struct SignTransaction {
+    /// Whose wallet signs.
+    pub omni: Omni,
+    /// The transaction request.
+    pub tx: Value,
+    /// The lineage check's proof.
+    pub proof: LiveProof,
+}
+
+/// sr25519 (Substrate context).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<[u8; 64], SignerError>")]
+pub struct SignSr25519 {
+    /// The master whose root seed the path starts from.
+    pub master: Omni,
+    /// `""` or `//a//b`.
+    pub path: String,
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// The lineage check's proof.
+    pub proof: LiveProof,
+}
+
+/// A compact ES256 JWS with the current key of a set.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, SignerError>")]
+pub struct SignJwt {
+    /// The key set.
+    pub set: KeySetName,
+    /// JOSE header (`alg` and `kid` are set by the signer).
+    pub header: Value,
+    /// Claims.
+    pub claims: Value,
+}
+
+impl Handler<DeriveAccount> for SignerActor {
+    type Result = Result<Account, SignerError>;
+
+    fn handle(&mut self, msg: DeriveAccount, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            Ok(account::derive(&state.k3, &msg.master, &msg.path)?)
+        })
+    }
+}
+
+impl Handler<SignEip191> for SignerActor {
+    type Result = Result<Signature, SignerError>;
+
+    fn handle(&mut self, msg: SignEip191, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            if let Ok(text) = std::str::from_utf8(&msg.message) {
+                if is_siwe_for(text, &state.siwe_domain) {
+                    return Err(SignerError::ManagedWalletLogin);
+                }
+            }
+            let wallet = state.wallet(&msg.omni)?;
+            Ok(eip191::sign_message(&wallet, &msg.message))
+        })
+    }
+}
+
+impl Handler<SignTypedData> for SignerActor {
+    type Result = Result<SignedTypedData, SignerError>;
+
+    fn handle(&mut self, msg: SignTypedData, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let digest = TypedData::from_json(msg.typed)?.hash()?.digest;
+            let wallet = state.wallet(&msg.omni)?;
+            Ok(SignedTypedData {
+                signature: eip191::sign_hash(&wallet, &digest),
+                digest,
+                address: wallet.address(),
+            })
+        })
+    }
+}
+
+impl Handler<SignTransaction> for SignerActor {
+    type Result = Result<SignedTx, SignerError>;
+
+    fn handle(&mut self, msg: SignTransaction, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let wallet = state.wallet(&msg.omni)?;
+            Ok(TxRequest::from_json(msg.tx)?.sign(&wallet)?)
+        })
+    }
+}
+
+impl Handler<SignSr25519> for SignerActor {
+    type Result = Result<[u8; 64], SignerError>;
+
+    fn handle(&mut self, msg: SignSr25519, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            Ok(sr25519::derive_actor(&state.k3, &msg.master, &msg.path)?.sign(&msg.message))
+        })
+    }
+}
+
+impl Handler<SignJwt> for SignerActor {
+    type Result = Result<String, SignerError>;
+
+    fn handle(&mut self, msg: SignJwt, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            state
+                .set(msg.set)
+                .current()
+                .sign_jwt(msg.header, &msg.claims)
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! The signer: the only holder of key material.
+//!
+//! **Owns** K3 (every managed wallet and sr25519 key derives from it), the session key set
+//! (K1), the OIDC key set (K2) and the audit key, in one [`SignerState`] shared by every
+//! instance. **Runs** on a `SyncArbiter` pool, one thread per core, so 15–150 µs of crypto never
+//! stalls an arbiter that hosts other actors. **Takes** one message per operation (see
+//! [`messages`]); callers use [`SignerHandle`]. Operations on behalf of an actor take a
+//! [`LiveProof`], which only the runtime's lineage check produces. **Restart policy**: each
+//! handler runs under `catch_unwind`; a panic fails that request with `Unavailable`, the
+//! instance is replaced by the pool (state is shared and read-only, so nothing is lost) and the
+//! count is reported by [`SignerHandle::health`]. **Lost on restart**: only the cache of derived
+//! wallets, which is rebuilt on demand.
+
+mod error;
+pub mod keys;
+pub mod messages;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
+use agentkeys_runtime::{LiveProof, Omni};
+use serde_json::Value;
+
+pub use crate::crypto::account::Account;
+pub use error::SignerError;
+pub use keys::P256Key;
+pub use messages::{KeySetName, SignedTypedData};
+
+use crate::crypto::secret::{Fingerprint, MasterSecret};
+use crate::crypto::wallet::{WalletKey, derive_wallet};
+
+/// Most derived wallets kept in memory; the cache is emptied when full.
+pub const WALLET_CACHE: usize = 16_384;
+
+/// How to start the signer.
+#[derive(Debug, Clone)]
+pub struct SignerConfig {
+    /// `<data>/keys`: the P-256 key sets live in `session/`, `oidc/`, `audit/` below it.
+    pub keys_dir: PathBuf,
+    /// The deployment's `client_id`.
+    pub client_id: String,
+    /// host[:port] of `public_url`: EIP-4361 text for it is never EIP-191-signed.
+    pub siwe_domain: String,
+    /// Pool threads (default: one per core).
+    pub threads: usize,
+}
+
+/// A set of P-256 keys, newest first; the first one signs.
+#[derive(Debug)]
+pub(crate) struct KeySet {
+    keys: Vec<P256Key>,
+}
+
+impl KeySet {
+    fn current(&self) -> &P256Key {
+        &self.keys[0]
+    }
+}
+
+/// Everything the signer instances share.
+pub struct SignerState {
+    k3: MasterSecret,
+    client_id: String,
+    siwe_domain: String,
+    session: KeySet,
+    oidc: KeySet,
+    audit: KeySet,
+    wallets: Mutex<HashMap<Omni, Arc<WalletKey>>>,
+    replaced: AtomicU64,
+    threads: usize,
+}
+
+impl std::fmt::Debug for SignerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerState")
+            .field("client_id", &self.client_id)
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignerState {
+    /// The wallet of `omni`, from the bounded cache or derived (HKDF + scalar check).
+    pub(crate) fn wallet(&self, omni: &Omni) -> Result<Arc<WalletKey>, SignerError> {
+        if let Some(w) = self.wallets.lock().ok().and_then(|c| c.get(omni).cloned()) {
+            return Ok(w);
+        }
+        let wallet = Arc::new(
+            derive_wallet(&self.k3, omni)
+                .map_err(|_| SignerError::Internal("wallet derivation"))?,
+        );
+        if let Ok(mut cache) = self.wallets.lock() {
+            if cache.len() >= WALLET_CACHE {
+                cache.clear();
+            }
+            cache.insert(*omni, wallet.clone());
+        }
+        Ok(wallet)
+    }
+
+    pub(crate) fn set(&self, name: KeySetName) -> &KeySet {
+        match name {
+            KeySetName::Session => &self.session,
+            KeySetName::Oidc => &self.oidc,
+            KeySetName::Audit => &self.audit,
+        }
+    }
+}
+
+/// One signer instance on the pool.
+pub struct SignerActor {
+    state: Arc<SignerState>,
+}
+
+impl Actor for SignerActor {
+    type Context = SyncContext<Self>;
+}
+
+impl SignerActor {
+    /// Runs `f` under `catch_unwind`; a panic counts a replacement and stops this instance (the
+    /// pool starts a fresh one from the shared state).
+    fn guarded<T>(
+        &mut self,
+        ctx: &mut SyncContext<Self>,
+        f: impl FnOnce(&SignerState) -> Result<T, SignerError>,
+    ) -> Result<T, SignerError> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| f(&self.state))) {
+            Ok(result) => result,
+            Err(_) => {
+                self.state.replaced.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("a signer thread panicked; replacing its instance");
+                ctx.stop();
+                Err(SignerError::Unavailable)
+            }
+        }
+    }
+}
+
+/// Signer health for readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignerHealth {
+    /// Pool threads.
+    pub threads: usize,
+    /// Instances replaced after a panic since start.
+    pub replaced: u64,
+}
+
+/// The typed handle to the signer pool; cheap to clone.
+#[derive(Clone)]
+pub struct SignerHandle {
+    addr: Addr<SignerActor>,
+    state: Arc<SignerState>,
+}
+
+impl std::fmt::Debug for SignerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerHandle").finish_non_exhaustive()
+    }
+}
+
+/// Starts the signer pool with `k3` (already checked against the store's fingerprint).
+/// Loads — or, the first time, creates — the P-256 key sets. Must run inside an actix System.
+pub fn start(config: SignerConfig, k3: MasterSecret) -> Result<SignerHandle, SignerError> {
+    let state = Arc::new(SignerState {
+        k3,
+        client_id: config.client_id,
+        siwe_domain: config.siwe_domain,
+        session: KeySet {
+            keys: keys::load_or_create_set(&config.keys_dir.join("session"))?,
+        },
+        oidc: KeySet {
+            keys: keys::load_or_create_set(&config.keys_dir.join("oidc"))?,
+        },
+        audit: KeySet {
+            keys: keys::load_or_create_set(&config.keys_dir.join("audit"))?,
+        },
+        wallets: Mutex::new(HashMap::new()),
+        replaced: AtomicU64::new(0),
+        threads: config.threads.max(1),
+    });
+    let shared = state.clone();
+    let addr = SyncArbiter::start(state.threads, move || SignerActor {
+        state: shared.clone(),
+    });
+    Ok(SignerHandle { addr, state })
+}
+
+impl SignerHandle {
+    async fn ask<M>(&self, msg: M) -> Result<M::Result, SignerError>
+    where
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+        SignerActor: actix::Handler<M>,
+    {
+        self.addr
+            .send(msg)
+            .await
+            .map_err(|_| SignerError::Unavailable)
+    }
+
+    /// The fingerprint of the K3 in use.
+    pub fn k3_fingerprint(&self) -> Fingerprint {
+        self.state.k3.fingerprint()
+    }
+
+    /// Pool size and replacements.
+    pub fn health(&self) -> SignerHealth {
+        SignerHealth {
+            threads: self.state.threads,
+            replaced: self.state.replaced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Public identifiers of the actor at `path` under `master` (no proof needed: public data).
+    pub async fn account(&self, master: Omni, path: String) -> Result<Account, SignerError> {
+        self.ask(messages::DeriveAccount { master, path }).await?
+    }
+
+    /// EIP-191 `personal_sign` with the wallet of `omni`. Refuses EIP-4361 text for this
+    /// gateway's domain.
+    pub async fn sign_eip191(
+        &self,
+        omni: Omni,
+        message: Vec<u8>,
+        proof: LiveProof,
+    ) -> Result<crate::crypto::eip191::Signature, SignerError> {
+        self.ask(messages::SignEip191 {
+            omni,
+            message,
+            proof,
+        })
+        .await?
+    }
+
+    /// EIP-712 v4 with the wallet of `omni`; returns the signature and the digest.
+    pub async fn sign_typed_data(
+        &self,
+        omni: Omni,
+        typed: Value,
+        proof: LiveProof,
+    ) -> Result<SignedTypedData, SignerError> {
+        self.ask(messages::SignTypedData { omni, typed, proof })
+            .await?
+    }
+
+    /// Signs a transaction request with the wallet of `omni`.
+    pub async fn sign_transaction(
+        &self,
+        omni: Omni,
+        tx: Value,
+        proof: LiveProof,
+    ) -> Result<crate::crypto::tx::SignedTx, SignerError> {
+        self.ask(messages::SignTransaction { omni, tx, proof })
+            .await?
+    }
+
+    /// sr25519 in the Substrate context with the key at `path` under `master`.
+    pub async fn sign_sr25519(
+        &self,
+        master: Omni,
+        path: String,
+        message: Vec<u8>,
+        proof: LiveProof,
+    ) -> Result<[u8; 64], SignerError> {
+        self.ask(messages::SignSr25519 {
+            master,
+            path,
+            message,
+            proof,
+        })
+        .await?
+    }
+
+    /// A compact ES256 JWS with the current key of `set` (`alg` and `kid` are set here).
+    pub async fn sign_jwt(
+        &self,
+        set: KeySetName,
+        header: Value,
+        claims: Value,
+    ) -> Result<String, SignerError> {
+        self.ask(messages::SignJwt {
+            set,
+            header,
+            claims,
+        })
+        .await?
+    }
+
+    /// The public JWKs of a key set (never private parts).
+    pub fn public_jwks(&self, set: KeySetName) -> Vec<Value> {
+        self.state
+            .set(set)
+            .keys
+            .iter()
+            .map(P256Key::public_jwk)
+            .collect()
+    }
+}
