@@ -201,7 +201,7 @@ pub(crate) fn load_or_create_set(dir: &Path) -> Result<Vec<P256Key>, SignerError
         write_secret(&path, der.as_ref())?;
         return Ok(vec![key]);
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     files
         .iter()
         .map(|(_, path)| {

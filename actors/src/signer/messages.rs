@@ -122,10 +122,9 @@ impl Handler<SignEip191> for SignerActor {
 
     fn handle(&mut self, msg: SignEip191, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
-            if let Ok(text) = std::str::from_utf8(&msg.message) {
-                if is_siwe_for(text, &state.siwe_domain) {
-                    return Err(SignerError::ManagedWalletLogin);
-                }
+            let text = std::str::from_utf8(&msg.message).ok();
+            if text.is_some_and(|t| is_siwe_for(t, &state.siwe_domain)) {
+                return Err(SignerError::ManagedWalletLogin);
             }
             let wallet = state.wallet(&msg.omni)?;
             Ok(eip191::sign_message(&wallet, &msg.message))
@@ -180,5 +179,19 @@ impl Handler<SignJwt> for SignerActor {
                 .current()
                 .sign_jwt(msg.header, &msg.claims)
         })
+    }
+}
+
+/// Panics inside the handler, to exercise the pool's replacement path in tests. Only Rust code
+/// holding a `SignerHandle` can send it; no route does.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), SignerError>")]
+pub struct InjectPanic;
+
+impl Handler<InjectPanic> for SignerActor {
+    type Result = Result<(), SignerError>;
+
+    fn handle(&mut self, _msg: InjectPanic, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |_| panic!("injected signer panic"))
     }
 }

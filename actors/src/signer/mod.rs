@@ -290,6 +290,12 @@ impl SignerHandle {
         .await?
     }
 
+    /// Makes one signer thread panic (tests of the replacement path; no route sends this).
+    #[doc(hidden)]
+    pub async fn inject_panic(&self) -> Result<(), SignerError> {
+        self.ask(messages::InjectPanic).await?
+    }
+
     /// The public JWKs of a key set (never private parts).
     pub fn public_jwks(&self, set: KeySetName) -> Vec<Value> {
         self.state
