@@ -27,3 +27,16 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 cargo test --workspace --locked --doc --quiet
+
+step "interop: the real signer's outputs checked with ethers and @polkadot (tests/interop)"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node and npm are needed for the interop tests (Node 20)" >&2
+  exit 1
+fi
+mkdir -p target
+cargo run -q --locked -p agentkeys-tests --bin interop-outputs > target/interop-outputs.json
+(
+  cd tests/interop
+  npm ci --no-audit --no-fund --silent
+  INTEROP_OUTPUTS=../../target/interop-outputs.json node --test
+)

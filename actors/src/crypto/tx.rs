@@ -212,7 +212,8 @@ impl TxRequest {
                 let mut preimage = vec![0x02];
                 preimage.extend(list(&payload));
                 let sig = sign_hash(key, &keccak256(&preimage));
-                Rlp::Bytes(vec![sig.0[64] - 27]).encode(&mut payload);
+                // y parity as an RLP integer: 0 is the empty string, not a 0x00 byte.
+                Rlp::Bytes(uint::minimal(&[sig.0[64] - 27]).to_vec()).encode(&mut payload);
                 push_rs(&sig.0, &mut payload);
                 let mut raw = vec![0x02];
                 raw.extend(list(&payload));
@@ -344,6 +345,63 @@ mod tests {
             cat_dog,
             [0xc8, 0x83, b'c', b'a', b't', 0x83, b'd', b'o', b'g']
         );
+    }
+
+    /// Splits the top-level items of an RLP list payload (test helper, no nesting needed).
+    fn items(mut payload: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while let Some(&b) = payload.first() {
+            let (start, len) = match b {
+                0x00..=0x7f => (0, 1),
+                0x80..=0xb7 => (1, usize::from(b - 0x80)),
+                0xc0..=0xf7 => (1, usize::from(b - 0xc0)),
+                _ => {
+                    let n = usize::from(if b >= 0xf8 { b - 0xf7 } else { b - 0xb7 });
+                    let len = payload[1..=n]
+                        .iter()
+                        .fold(0usize, |acc, x| acc * 256 + usize::from(*x));
+                    (1 + n, len)
+                }
+            };
+            out.push(&payload[start..start + len]);
+            payload = &payload[start + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn signature_integers_are_canonical() {
+        let k3 = crate::crypto::secret::MasterSecret::from_bytes([3; 32]);
+        let key = crate::crypto::wallet::derive_wallet(
+            &k3,
+            &agentkeys_runtime::Omni::from_bytes([4; 32]),
+        )
+        .expect("key");
+        let mut parities = std::collections::BTreeSet::new();
+        for nonce in 0..16 {
+            let req = json!({"chain_id": 1, "nonce": nonce, "gas_limit": 21000, "max_fee_per_gas": 1, "max_priority_fee_per_gas": 1});
+            let signed = TxRequest::from_json(req)
+                .expect("parses")
+                .sign(&key)
+                .expect("signs");
+            let body = &signed.raw[1..];
+            let payload_start = if body[0] <= 0xf7 {
+                1
+            } else {
+                1 + usize::from(body[0] - 0xf7)
+            };
+            let fields = items(&body[payload_start..]);
+            assert_eq!(fields.len(), 12);
+            let parity = fields[9];
+            assert!(
+                parity.is_empty() || parity == [1],
+                "y parity {parity:?} is a canonical integer"
+            );
+            parities.insert(parity.to_vec());
+            assert_ne!(fields[10].first(), Some(&0), "r has no leading zero");
+            assert_ne!(fields[11].first(), Some(&0), "s has no leading zero");
+        }
+        assert_eq!(parities.len(), 2, "both parities were exercised");
     }
 
     #[test]
