@@ -43,7 +43,7 @@ impl MasterSecret {
     }
 
     /// The file form (64 lowercase hex characters), in a zeroizing string.
-    pub fn to_hex(&self) -> Zeroizing<String> {
+    pub(crate) fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.0))
     }
 

@@ -214,3 +214,35 @@ pub(crate) fn load_or_create_set(dir: &Path) -> Result<Vec<P256Key>, SignerError
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p256_keys_print_only_their_kid_and_files_are_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = load_or_create_set(&dir.path().join("session")).expect("created");
+        assert_eq!(keys.len(), 1);
+        let shown = format!("{:?}", keys[0]);
+        assert_eq!(shown, format!("P256Key {{ kid: {:?}, .. }}", keys[0].kid()));
+        let jwk = keys[0].public_jwk();
+        assert!(jwk.get("d").is_none());
+        let file = fs::read_dir(dir.path().join("session"))
+            .expect("dir")
+            .next()
+            .expect("one file")
+            .expect("entry");
+        assert_eq!(
+            file.metadata().expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        // Loading again finds the same key, by content (the kid is not a path).
+        let again = load_or_create_set(&dir.path().join("session")).expect("loaded");
+        assert_eq!(again[0].kid(), keys[0].kid());
+        // A group-readable key file is refused with the fix.
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(0o640)).expect("chmod");
+        let err = load_or_create_set(&dir.path().join("session")).expect_err("refused");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+}
