@@ -7,7 +7,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark binary")]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentkeys_actors::crypto::eip191;
@@ -17,9 +16,9 @@ use agentkeys_actors::crypto::secret::MasterSecret;
 use agentkeys_actors::crypto::sr25519;
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::crypto::wallet::derive_wallet;
-use agentkeys_actors::signer::{self, KeySetName, SignerConfig};
-use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
-use agentkeys_runtime::{Omni, Runtime, RuntimeConfig, SystemClock, Timestamp};
+use agentkeys_actors::signer::KeySetName;
+use agentkeys_runtime::Omni;
+use agentkeys_tests::SignerStack;
 use serde_json::{Value, json};
 
 const BATCH: usize = 50;
@@ -133,16 +132,10 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     actix::System::new().block_on(async move {
-        let options = StoreOptions { key_fingerprint: Some(k3.fingerprint().0.to_vec()), ..StoreOptions::default() };
-        let store = RedbStore::open(&dir.path().join("agentkeys.redb"), &options, Timestamp::from_millis(0)).unwrap();
-        let runtime = Runtime::start(Arc::new(store), Arc::new(SystemClock), RuntimeConfig::default()).unwrap();
-        runtime.create(CreateActor { omni: master, parent: None, label: String::new(), created_at: Timestamp::from_millis(0) }).await.unwrap();
-        runtime.create(CreateActor { omni: agent, parent: Some(master), label: "hermes".into(), created_at: Timestamp::from_millis(0) }).await.unwrap();
-        let signer = signer::start(
-            SignerConfig { keys_dir: dir.path().join("keys"), client_id: "agentkeys".into(), siwe_domain: "127.0.0.1:8090".into(), threads: 2 },
-            MasterSecret::from_bytes([7; 32]),
-        )
-        .unwrap();
+        let stack = SignerStack::start(dir.path(), MasterSecret::from_bytes([7; 32]), 2);
+        stack.create(master, None, "").await;
+        stack.create(agent, Some(master), "hermes").await;
+        let (runtime, signer) = (stack.runtime, stack.signer);
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(signer.public_jwks(KeySetName::Session)[0].clone()).unwrap();
         let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);

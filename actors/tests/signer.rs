@@ -1,17 +1,13 @@
 //! The signer pool over a real store and runtime: the lineage proof gates signing, signatures
 //! verify, the SIWE guard holds, JWTs verify with the published JWK, nothing secret prints.
 
-use std::sync::Arc;
-
 use agentkeys_actors::crypto::eip191::{hash_message, recover};
 use agentkeys_actors::crypto::secret::MasterSecret;
 use agentkeys_actors::crypto::sr25519;
-use agentkeys_actors::signer::{self, KeySetName, SignerConfig, SignerError, SignerHandle};
-use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
-use agentkeys_runtime::{CallError, ManualClock, Omni, Runtime, RuntimeConfig, Timestamp};
+use agentkeys_actors::signer::{KeySetName, SignerError, SignerHandle};
+use agentkeys_runtime::{CallError, Omni, Runtime};
+use agentkeys_tests::SignerStack;
 use serde_json::json;
-
-const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -24,51 +20,15 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let k3 = MasterSecret::from_bytes(core::array::from_fn(|i| i as u8));
-    let options = StoreOptions {
-        key_fingerprint: Some(k3.fingerprint().0.to_vec()),
-        ..StoreOptions::default()
-    };
-    let store = RedbStore::open(&dir.path().join("agentkeys.redb"), &options, T0).expect("store");
-    let config = RuntimeConfig {
-        arbiters: 1,
-        ..RuntimeConfig::default()
-    };
-    let runtime =
-        Runtime::start(Arc::new(store), Arc::new(ManualClock::new(T0)), config).expect("runtime");
+    let stack = SignerStack::start(dir.path(), k3, 2);
     let master = Omni::from_bytes([0x4d; 32]);
     let agent = agentkeys_actors::crypto::omni::child_omni(&master, "hermes").expect("label");
-    runtime
-        .create(CreateActor {
-            omni: master,
-            parent: None,
-            label: String::new(),
-            created_at: T0,
-        })
-        .await
-        .expect("master");
-    runtime
-        .create(CreateActor {
-            omni: agent,
-            parent: Some(master),
-            label: "hermes".into(),
-            created_at: T0,
-        })
-        .await
-        .expect("agent");
-    let signer = signer::start(
-        SignerConfig {
-            keys_dir: dir.path().join("keys"),
-            client_id: "agentkeys".into(),
-            siwe_domain: "127.0.0.1:8090".into(),
-            threads: 2,
-        },
-        k3,
-    )
-    .expect("signer");
+    stack.create(master, None, "").await;
+    stack.create(agent, Some(master), "hermes").await;
     Setup {
         _dir: dir,
-        runtime,
-        signer,
+        runtime: stack.runtime,
+        signer: stack.signer,
         master,
         agent,
     }

@@ -204,3 +204,58 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool, limit: Duration) -> bool
     }
     cond()
 }
+
+/// A store, a runtime and the signer pool in one directory, for tests, benches and the interop
+/// producer: `k3`'s fingerprint is pinned in the store, the SIWE domain is `127.0.0.1:8090`.
+pub struct SignerStack {
+    /// The runtime over the store.
+    pub runtime: Runtime,
+    /// The signer pool.
+    pub signer: agentkeys_actors::signer::SignerHandle,
+}
+
+impl SignerStack {
+    /// Starts everything in `dir`; must run inside an actix `System`.
+    pub fn start(
+        dir: &Path,
+        k3: agentkeys_actors::crypto::secret::MasterSecret,
+        threads: usize,
+    ) -> Self {
+        let options = StoreOptions {
+            key_fingerprint: Some(k3.fingerprint().0.to_vec()),
+            ..StoreOptions::default()
+        };
+        let store =
+            RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens");
+        let config = RuntimeConfig {
+            arbiters: 1,
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::start(Arc::new(store), Arc::new(ManualClock::new(T0)), config)
+            .expect("inside a System");
+        let signer = agentkeys_actors::signer::start(
+            agentkeys_actors::signer::SignerConfig {
+                keys_dir: dir.join("keys"),
+                client_id: "agentkeys".into(),
+                siwe_domain: "127.0.0.1:8090".into(),
+                threads,
+            },
+            k3,
+        )
+        .expect("signer starts");
+        Self { runtime, signer }
+    }
+
+    /// Creates an actor (a master when `parent` is `None`) with a given omni.
+    pub async fn create(&self, omni: Omni, parent: Option<Omni>, label: &str) {
+        self.runtime
+            .create(CreateActor {
+                omni,
+                parent,
+                label: label.to_string(),
+                created_at: T0,
+            })
+            .await
+            .expect("created");
+    }
+}

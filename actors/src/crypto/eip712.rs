@@ -272,9 +272,7 @@ impl Encoder<'_> {
         path: &str,
         depth: usize,
     ) -> Result<[u8; 32], TypedDataError> {
-        if depth > MAX_DEPTH {
-            return Err(TypedDataError::Limit("nesting deeper than 16"));
-        }
+        // Depth is checked by `encode_value`, the only recursive caller.
         let fields = &self.types[name];
         let object = value
             .as_object()

@@ -4,14 +4,10 @@
 //!
 //! Usage: `interop-outputs > outputs.json`
 
-use std::sync::Arc;
-
 use agentkeys_actors::crypto::omni::{Identity, child_omni, identity_omni, master_omni};
 use agentkeys_actors::crypto::secret::MasterSecret;
 use agentkeys_actors::crypto::wallet::derive_wallet;
-use agentkeys_actors::signer::{self, SignerConfig};
-use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
-use agentkeys_runtime::{Runtime, RuntimeConfig, SystemClock, Timestamp};
+use agentkeys_tests::SignerStack;
 use serde_json::{Value, json};
 
 const K3_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -28,58 +24,15 @@ async fn produce() -> Value {
         identity_omni("agentkeys", Identity::Email("test@litentry.org")).expect("identity");
     let anchor = derive_wallet(&k3, &identity).expect("anchor").address();
     let master = master_omni("agentkeys", &anchor.to_string()).expect("master");
-    let options = StoreOptions {
-        key_fingerprint: Some(k3.fingerprint().0.to_vec()),
-        ..StoreOptions::default()
-    };
-    let store = RedbStore::open(
-        &dir.path().join("agentkeys.redb"),
-        &options,
-        Timestamp::from_millis(0),
-    )
-    .expect("store");
-    let runtime = Runtime::start(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        RuntimeConfig::default(),
-    )
-    .expect("runtime");
-    let signer = signer::start(
-        SignerConfig {
-            keys_dir: dir.path().join("keys"),
-            client_id: "agentkeys".into(),
-            siwe_domain: "127.0.0.1:8090".into(),
-            threads: 2,
-        },
-        k3,
-    )
-    .expect("signer");
-
-    let create = |omni, parent, label: &str| CreateActor {
-        omni,
-        parent,
-        label: label.to_string(),
-        created_at: Timestamp::from_millis(0),
-    };
-    runtime
-        .create(create(master, None, ""))
-        .await
-        .expect("master");
+    let stack = SignerStack::start(dir.path(), k3, 2);
+    let (runtime, signer) = (&stack.runtime, &stack.signer);
+    stack.create(master, None, "").await;
     let hermes = child_omni(&master, "hermes").expect("label");
     let ops = child_omni(&master, "ops").expect("label");
     let bot = child_omni(&ops, "bot-1").expect("label");
-    runtime
-        .create(create(hermes, Some(master), "hermes"))
-        .await
-        .expect("hermes");
-    runtime
-        .create(create(ops, Some(master), "ops"))
-        .await
-        .expect("ops");
-    runtime
-        .create(create(bot, Some(ops), "bot-1"))
-        .await
-        .expect("bot");
+    stack.create(hermes, Some(master), "hermes").await;
+    stack.create(ops, Some(master), "ops").await;
+    stack.create(bot, Some(ops), "bot-1").await;
 
     let mut actors = Vec::new();
     for path in ["", "//hermes", "//ops//bot-1"] {
