@@ -1,6 +1,5 @@
 //! The `agentkeys` command line (clap derive; doc comments are the help text).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -22,7 +21,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway and the actor runtime.
-    Serve(ServeArgs),
+    Serve(ConfigArgs),
+    /// Show or check the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Master secret (K3) management and offline derivations.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -32,21 +34,10 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create the master secret K3 (refuses if one exists: a new K3 changes every wallet).
-    Init(KeysInitArgs),
+    Init(ConfigArgs),
     /// Offline: print omni, path, wallet, sr25519 public key and SS58 of an actor. Prints no
     /// seeds.
     Derive(KeysDeriveArgs),
-}
-
-/// Options of `agentkeys keys init`.
-#[derive(Debug, Clone, Args)]
-pub struct KeysInitArgs {
-    /// Data directory; K3 goes to `<data-dir>/keys/k3.key` unless --k3-file is given.
-    #[arg(long, env = "AGENTKEYS_DATA_DIR", default_value = "./agentkeys-data")]
-    pub data_dir: PathBuf,
-    /// Where to write K3 (64 hex characters, mode 0600).
-    #[arg(long, env = "AGENTKEYS_K3_FILE")]
-    pub k3_file: Option<PathBuf>,
 }
 
 /// Options of `agentkeys keys derive`.
@@ -65,34 +56,52 @@ pub struct KeysDeriveArgs {
     #[arg(long, default_value = "")]
     pub path: String,
     /// The deployment's client_id.
-    #[arg(long, env = "AGENTKEYS_CLIENT_ID", default_value = "agentkeys")]
+    #[arg(long, default_value = "agentkeys")]
     pub client_id: String,
     /// Print JSON (stable field names) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
 }
 
-/// Options of `agentkeys serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address of the public listener.
-    #[arg(long, env = "AGENTKEYS_LISTEN", default_value = "127.0.0.1:8090")]
-    pub listen: SocketAddr,
-
-    /// Directory of the store and keys (created 0700 if missing).
-    #[arg(long, env = "AGENTKEYS_DATA_DIR", default_value = "./agentkeys-data")]
-    pub data_dir: PathBuf,
-
+/// Configuration flags shared by `serve`, `config` and `keys init`. Each overrides the same key
+/// of the config file and of its `AGENTKEYS_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file (also `AGENTKEYS_CONFIG`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of the public listener [default: 127.0.0.1:8090].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory of the store and keys, created 0700 [default: ./agentkeys-data].
+    #[arg(long)]
+    pub data_dir: Option<String>,
     /// The URL clients use to reach this gateway; DPoP `htu`, token `iss` and links are built
-    /// from it, never from the Host header. A loopback URL means dev mode.
-    #[arg(
-        long,
-        env = "AGENTKEYS_PUBLIC_URL",
-        default_value = "http://127.0.0.1:8090"
-    )]
-    pub public_url: String,
+    /// from it, never from the Host header. A loopback URL means dev mode
+    /// [default: http://127.0.0.1:8090].
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// The deployment's client id, part of every omni; fixed once the store exists
+    /// [default: agentkeys].
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The K3 file [default: <data-dir>/keys/k3.key].
+    #[arg(long)]
+    pub k3_file: Option<String>,
+}
 
-    /// The K3 file (default `<data-dir>/keys/k3.key`).
-    #[arg(long, env = "AGENTKEYS_K3_FILE")]
-    pub k3_file: Option<PathBuf>,
+/// `agentkeys config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration with the source of each value.
+    Show {
+        /// The configuration inputs.
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// JSON: `{key: {value, source}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration; exit 1 with the problem if it is invalid.
+    Check(ConfigArgs),
 }

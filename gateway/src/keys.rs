@@ -1,7 +1,5 @@
 //! `agentkeys keys init` and `agentkeys keys derive` (offline).
 
-use std::path::{Path, PathBuf};
-
 use agentkeys_actors::crypto::account;
 use agentkeys_actors::crypto::omni::{Identity, identity_omni, master_omni};
 use agentkeys_actors::crypto::wallet::derive_wallet;
@@ -10,18 +8,11 @@ use agentkeys_runtime::Omni;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::cli::{KeysDeriveArgs, KeysInitArgs};
+use crate::cli::{ConfigArgs, KeysDeriveArgs};
 
-/// `<data>/keys/k3.key` unless a file is configured.
-pub fn k3_path(data_dir: &Path, k3_file: Option<&PathBuf>) -> PathBuf {
-    k3_file
-        .cloned()
-        .unwrap_or_else(|| data_dir.join("keys").join("k3.key"))
-}
-
-/// Creates K3; refuses to replace one.
-pub fn init(args: KeysInitArgs) -> anyhow::Result<()> {
-    let path = k3_path(&args.data_dir, args.k3_file.as_ref());
+/// Creates K3 where the configuration says (`k3_file`); refuses to replace one.
+pub fn init(args: ConfigArgs) -> anyhow::Result<()> {
+    let path = crate::config::load(&args)?.k3_file;
     if path.exists() {
         bail!(
             "{} already exists; a new K3 would change every wallet, so it is never regenerated",

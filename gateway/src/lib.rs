@@ -3,6 +3,7 @@
 //! Only this crate knows HTTP, the CLI and process setup; it drives the runtime and actors.
 
 pub mod cli;
+pub mod config;
 pub mod http;
 pub mod keys;
 pub mod serve;

@@ -2,15 +2,29 @@
 
 use clap::Parser;
 
-use agentkeys_gateway::cli::{Cli, Command, KeysCommand};
+use agentkeys_gateway::cli::{Cli, Command, ConfigCommand, KeysCommand};
+use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
-use agentkeys_gateway::serve::{self, ServeConfig};
+use agentkeys_gateway::serve;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        Command::Serve(args) => ServeConfig::from_args(args).and_then(serve::run),
+        Command::Serve(args) => config::load(&args).and_then(serve::run),
+        Command::Config(ConfigCommand::Show { args, json }) => config::load(&args).map(|c| {
+            if json {
+                println!("{}", c.show_json());
+            } else {
+                print!("{}", c.show());
+            }
+        }),
+        Command::Config(ConfigCommand::Check(args)) => config::load(&args).map(|c| {
+            println!(
+                "configuration is valid (public_url {}, dev mode: {})",
+                c.public_url, c.dev_mode
+            );
+        }),
         Command::Keys(KeysCommand::Init(args)) => keys::init(args),
         Command::Keys(KeysCommand::Derive(args)) => keys::derive(args),
     };

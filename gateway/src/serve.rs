@@ -15,7 +15,7 @@ use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
-use crate::cli::ServeArgs;
+use crate::config::Config;
 use crate::http::{self, AppState};
 
 /// How long shutdown waits for requests and calls in flight.
@@ -23,55 +23,6 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// The file name of the store inside the data dir.
 pub const STORE_FILE: &str = "agentkeys.redb";
-
-/// Validated settings of the server.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    /// Address of the public listener (`:0` picks a free port).
-    pub listen: SocketAddr,
-    /// Data directory.
-    pub data_dir: std::path::PathBuf,
-    /// Public URL without a trailing slash.
-    pub public_url: String,
-    /// host[:port] of the public URL (the SIWE domain).
-    pub domain: String,
-    /// A loopback public URL: K3 may be generated for a new store.
-    pub dev_mode: bool,
-    /// The K3 file.
-    pub k3_file: std::path::PathBuf,
-}
-
-impl ServeConfig {
-    /// Validates the command-line values once.
-    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
-        let public_url = args.public_url.trim_end_matches('/').to_string();
-        let rest = public_url
-            .strip_prefix("https://")
-            .or_else(|| public_url.strip_prefix("http://"))
-            .with_context(|| {
-                format!("public_url {public_url:?} must start with http:// or https://")
-            })?;
-        anyhow::ensure!(
-            !rest.is_empty() && !rest.contains(['/', '?', '#', ' ']),
-            "public_url {public_url:?} must be scheme://host[:port] with no path, query or fragment"
-        );
-        let domain = rest.to_string();
-        let host = domain
-            .rsplit_once(':')
-            .filter(|(_, port)| port.parse::<u16>().is_ok())
-            .map_or(domain.as_str(), |(host, _)| host);
-        let dev_mode = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
-        let k3_file = crate::keys::k3_path(&args.data_dir, args.k3_file.as_ref());
-        Ok(Self {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            public_url,
-            domain,
-            dev_mode,
-            k3_file,
-        })
-    }
-}
 
 /// A running server.
 pub struct Server {
@@ -118,7 +69,7 @@ impl Server {
 }
 
 /// Starts the store, runtime and listener. Must run inside an actix `System`.
-pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+pub async fn start(config: Config) -> anyhow::Result<Server> {
     create_data_dir(&config.data_dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store_path = config.data_dir.join(STORE_FILE);
@@ -132,6 +83,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         );
     }
     let options = StoreOptions {
+        client_id: config.client_id.clone(),
         key_fingerprint: Some(k3.fingerprint().0.to_vec()),
         ..StoreOptions::default()
     };
@@ -141,7 +93,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
     let signer = signer::start(
         SignerConfig {
             keys_dir: config.data_dir.join("keys"),
-            client_id: StoreOptions::default().client_id,
+            client_id: config.client_id.clone(),
             siwe_domain: config.domain.clone(),
             threads: runtime.config().arbiters,
         },
@@ -174,7 +126,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
 }
 
 /// Runs the server until SIGTERM or ctrl-c (builds the tokio runtime and the actix System).
-pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+pub fn run(config: Config) -> anyhow::Result<()> {
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agentkeys-io")

@@ -201,6 +201,14 @@ fn k3_is_generated_once_in_dev_mode_and_a_different_or_missing_k3_refuses_to_sta
         "{out:?}"
     );
 
+    // Another client_id for the same store: refused (every omni would change).
+    let out = serve_output(&data, &["--client-id", "other"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set client_id back to \"agentkeys\""),
+        "{out:?}"
+    );
+
     // A K3 file readable by others: refused with the chmod to run.
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = serve_output(&data, &["--k3-file", other.to_str().expect("utf-8")]);

@@ -1,0 +1,374 @@
+//! Configuration: embedded defaults, then a TOML file, then `AGENTKEYS_*` environment
+//! variables, then command-line flags — merged here in code (never through `set_var`),
+//! validated once into [`Config`], passed down by value.
+//!
+//! Only keys whose feature exists are accepted; an unknown key in the file, an unknown
+//! `AGENTKEYS_*` variable or a bad value is an error that names the key and its source.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The embedded default.
+    Default,
+    /// The TOML file.
+    File,
+    /// An `AGENTKEYS_*` variable.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+            Source::Flag => "flag",
+        })
+    }
+}
+
+/// The raw values of one source (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// Public listener address.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<String>,
+    /// The URL clients use.
+    pub public_url: Option<String>,
+    /// The deployment's client id (part of every omni).
+    pub client_id: Option<String>,
+    /// The K3 file.
+    pub k3_file: Option<String>,
+}
+
+/// The accepted keys, their environment variables, and whether a value is secret.
+const KEYS: [(&str, &str, bool); 5] = [
+    ("listen", "AGENTKEYS_LISTEN", false),
+    ("data_dir", "AGENTKEYS_DATA_DIR", false),
+    ("public_url", "AGENTKEYS_PUBLIC_URL", false),
+    ("client_id", "AGENTKEYS_CLIENT_ID", false),
+    ("k3_file", "AGENTKEYS_K3_FILE", false),
+];
+
+/// Variables read by the client commands, not by the server configuration.
+const CLIENT_VARS: [&str; 4] = [
+    "AGENTKEYS_CONFIG",
+    "AGENTKEYS_PROFILE",
+    "AGENTKEYS_GATEWAY",
+    "AGENTKEYS_LOG",
+];
+
+impl Layer {
+    fn get(&self, key: &str) -> Option<&String> {
+        match key {
+            "listen" => self.listen.as_ref(),
+            "data_dir" => self.data_dir.as_ref(),
+            "public_url" => self.public_url.as_ref(),
+            "client_id" => self.client_id.as_ref(),
+            "k3_file" => self.k3_file.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: String) {
+        let slot = match key {
+            "listen" => &mut self.listen,
+            "data_dir" => &mut self.data_dir,
+            "public_url" => &mut self.public_url,
+            "client_id" => &mut self.client_id,
+            _ => &mut self.k3_file,
+        };
+        *slot = Some(value);
+    }
+
+    /// Parses a TOML file.
+    pub fn from_toml(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// The `AGENTKEYS_*` variables of `vars`; an unknown one is an error.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut layer = Layer::default();
+        for (name, value) in vars {
+            if !name.starts_with("AGENTKEYS_") || CLIENT_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            let Some((key, _, _)) = KEYS.iter().find(|(_, var, _)| *var == name) else {
+                let known: Vec<_> = KEYS.iter().map(|(_, v, _)| *v).collect();
+                bail!(
+                    "unknown environment variable {name}; the server reads {}",
+                    known.join(", ")
+                );
+            };
+            layer.set(key, value);
+        }
+        Ok(layer)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Public URL without a trailing slash.
+    pub public_url: String,
+    /// host[:port] of the public URL (the SIWE domain).
+    pub domain: String,
+    /// A loopback public URL: dev mode (K3 may be generated for a new store).
+    pub dev_mode: bool,
+    /// The deployment's client id.
+    pub client_id: String,
+    /// The K3 file.
+    pub k3_file: PathBuf,
+    /// Each key's effective value and source, for `config show`.
+    pub sources: BTreeMap<&'static str, (String, Source)>,
+}
+
+const DEFAULTS: [(&str, &str); 4] = [
+    ("listen", "127.0.0.1:8090"),
+    ("data_dir", "./agentkeys-data"),
+    ("public_url", "http://127.0.0.1:8090"),
+    ("client_id", "agentkeys"),
+];
+
+impl Config {
+    /// Merges the layers (later wins) and validates every value once.
+    pub fn resolve(file: &Layer, env: &Layer, flags: &Layer) -> anyhow::Result<Self> {
+        let mut sources = BTreeMap::new();
+        for (key, _, _) in KEYS {
+            let default = DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| ((*v).to_string(), Source::Default));
+            let chosen = [
+                (flags, Source::Flag),
+                (env, Source::Env),
+                (file, Source::File),
+            ]
+            .into_iter()
+            .find_map(|(layer, source)| layer.get(key).map(|v| (v.clone(), source)))
+            .or(default);
+            if let Some(value) = chosen {
+                sources.insert(key, value);
+            }
+        }
+        let value = |key: &str| {
+            sources
+                .get(key)
+                .map(|(v, _)| v.as_str())
+                .unwrap_or_default()
+        };
+        let origin = |key: &str| sources.get(key).map_or(Source::Default, |(_, s)| *s);
+        let listen: SocketAddr = value("listen").parse().with_context(|| {
+            format!(
+                "listen ({}) must be an address like 127.0.0.1:8090",
+                origin("listen")
+            )
+        })?;
+        let data_dir = PathBuf::from(value("data_dir"));
+        let (public_url, domain, dev_mode) = parse_public_url(value("public_url"))
+            .with_context(|| format!("public_url ({})", origin("public_url")))?;
+        let client_id = value("client_id").to_string();
+        if client_id.is_empty()
+            || !client_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            bail!(
+                "client_id ({}) must be letters, digits, '-', '_' or '.'; it is part of every omni (default agentkeys)",
+                origin("client_id")
+            );
+        }
+        let k3_file = match sources.get("k3_file") {
+            Some((path, _)) => PathBuf::from(path),
+            None => data_dir.join("keys").join("k3.key"),
+        };
+        sources.insert(
+            "k3_file",
+            (k3_file.display().to_string(), origin("k3_file")),
+        );
+        Ok(Self {
+            listen,
+            data_dir,
+            public_url,
+            domain,
+            dev_mode,
+            client_id,
+            k3_file,
+            sources,
+        })
+    }
+
+    /// `key = value  (source)` lines, secrets redacted.
+    pub fn show(&self) -> String {
+        let mut out = String::new();
+        for (key, _, secret) in KEYS {
+            if let Some((value, source)) = self.sources.get(key) {
+                let shown = if secret { "<redacted>" } else { value.as_str() };
+                out.push_str(&format!("{key} = {shown:?}  # {source}\n"));
+            }
+        }
+        out
+    }
+
+    /// The same as JSON: `{key: {value, source}}`.
+    pub fn show_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (key, _, secret) in KEYS {
+            if let Some((value, source)) = self.sources.get(key) {
+                let shown = if secret {
+                    "<redacted>".to_string()
+                } else {
+                    value.clone()
+                };
+                map.insert(
+                    key.to_string(),
+                    serde_json::json!({"value": shown, "source": source.to_string()}),
+                );
+            }
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Validates a public URL: `scheme://host[:port]`, no path. Returns (url, domain, dev mode).
+fn parse_public_url(raw: &str) -> anyhow::Result<(String, String, bool)> {
+    let url = raw.trim_end_matches('/').to_string();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .with_context(|| format!("{url:?} must start with http:// or https://"))?;
+    anyhow::ensure!(
+        !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@']),
+        "{url:?} must be scheme://host[:port] with no path, query, fragment or credentials"
+    );
+    let domain = rest.to_string();
+    let host = domain
+        .rsplit_once(':')
+        .filter(|(_, port)| port.parse::<u16>().is_ok())
+        .map_or(domain.as_str(), |(host, _)| host);
+    let dev_mode = matches!(host, "127.0.0.1" | "localhost" | "[::1]");
+    Ok((url, domain, dev_mode))
+}
+
+/// Resolves the configuration of a command: `--config` (or `AGENTKEYS_CONFIG`), the process
+/// environment, then the flags.
+pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("AGENTKEYS_CONFIG").map(PathBuf::from));
+    let file = match &path {
+        Some(path) => Layer::from_toml(path)?,
+        None => Layer::default(),
+    };
+    let env = Layer::from_env(std::env::vars())?;
+    let flags = Layer {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        public_url: args.public_url.clone(),
+        client_id: args.client_id.clone(),
+        k3_file: args.k3_file.clone(),
+    };
+    Config::resolve(&file, &env, &flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Layer {
+        Layer::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .expect("known vars")
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let file: Layer = toml::from_str(
+            "listen = \"127.0.0.1:1000\"\nclient_id = \"fromfile\"\ndata_dir = \"/srv/ak\"",
+        )
+        .expect("toml");
+        let env = env(&[
+            ("AGENTKEYS_LISTEN", "127.0.0.1:2000"),
+            ("PATH", "/bin"),
+            ("AGENTKEYS_PROFILE", "p"),
+        ]);
+        let flags = Layer {
+            listen: Some("127.0.0.1:3000".into()),
+            ..Layer::default()
+        };
+        let c = Config::resolve(&file, &env, &flags).expect("valid");
+        assert_eq!(c.listen.port(), 3000);
+        assert_eq!(c.sources["listen"].1, Source::Flag);
+        assert_eq!(c.client_id, "fromfile");
+        assert_eq!(c.sources["client_id"].1, Source::File);
+        assert_eq!(c.public_url, "http://127.0.0.1:8090");
+        assert_eq!(c.sources["public_url"].1, Source::Default);
+        assert!(c.dev_mode);
+        assert_eq!(c.k3_file, PathBuf::from("/srv/ak/keys/k3.key"));
+        let shown = c.show();
+        assert!(
+            shown.contains("listen = \"127.0.0.1:3000\"  # flag"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("client_id = \"fromfile\"  # file"),
+            "{shown}"
+        );
+        assert_eq!(c.show_json()["data_dir"]["source"], "file");
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_errors() {
+        let err = toml::from_str::<Layer>("listn = \"x\"").expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+        let err = Layer::from_env([("AGENTKEYS_LISTN".to_string(), "x".to_string())])
+            .expect_err("unknown var");
+        assert!(err.to_string().contains("AGENTKEYS_LISTN"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_source() {
+        let flags = Layer {
+            public_url: Some("ftp://x".into()),
+            ..Layer::default()
+        };
+        let err =
+            Config::resolve(&Layer::default(), &Layer::default(), &flags).expect_err("bad url");
+        assert!(format!("{err:#}").contains("public_url (flag)"), "{err:#}");
+        let env = env(&[("AGENTKEYS_LISTEN", "nowhere")]);
+        let err =
+            Config::resolve(&Layer::default(), &env, &Layer::default()).expect_err("bad listen");
+        assert!(format!("{err:#}").contains("listen (env)"), "{err:#}");
+        let file: Layer = toml::from_str("client_id = \"a b\"").expect("toml");
+        let err = Config::resolve(&file, &Layer::default(), &Layer::default())
+            .expect_err("bad client_id");
+        assert!(format!("{err:#}").contains("client_id (file)"), "{err:#}");
+        let flags = Layer {
+            public_url: Some("https://keys.example.com/".into()),
+            ..Layer::default()
+        };
+        let c = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("valid");
+        assert_eq!(
+            (c.public_url.as_str(), c.domain.as_str(), c.dev_mode),
+            ("https://keys.example.com", "keys.example.com", false)
+        );
+    }
+}
