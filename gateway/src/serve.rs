@@ -134,21 +134,38 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot build the tokio runtime")?;
     let system = actix::System::with_tokio_rt(|| tokio_rt);
     system.block_on(async move {
+        // Handlers first: a SIGTERM sent as soon as the listener is up must not kill the
+        // process with the default action.
+        let signals = Signals::install()?;
         let server = start(config).await?;
         // A stable line for scripts and tests that need the bound port.
         println!("agentkeys listening on http://{}", server.local_addr());
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("shutdown requested");
         server.stop(DRAIN).await
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for ctrl-c"),
-        _ = term.recv() => Ok(()),
+/// SIGTERM and SIGINT (ctrl-c) handlers, installed before anything starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
     }
 }
 
