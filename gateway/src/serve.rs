@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkeys_actors::signer::{self, SignerConfig, keys};
-use agentkeys_runtime::store::{RedbStore, StoreOptions};
+use agentkeys_actors::signer::{self, CurrentKids, KeySetName, SignerConfig, keys};
+use agentkeys_runtime::store::{RedbStore, Storage, StoreOptions};
 use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
@@ -89,6 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     };
     let store = RedbStore::open(&store_path, &options, clock.now())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let recorded = recorded_kids(&store)?;
     let runtime = Runtime::start(Arc::new(store), clock, RuntimeConfig::default())?;
     let signer = signer::start(
         SignerConfig {
@@ -98,7 +99,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             threads: runtime.config().arbiters,
         },
         k3,
+        &recorded,
     )?;
+    record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -123,6 +126,40 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         shutdown,
         task,
     })
+}
+
+/// The signing kid of each key set as recorded in the store.
+fn recorded_kids(store: &RedbStore) -> anyhow::Result<CurrentKids> {
+    let mut kids = CurrentKids::default();
+    for (set, name) in CurrentKids::META_NAMES {
+        let value = store
+            .meta(name)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        match set {
+            KeySetName::Session => kids.session = value,
+            KeySetName::Oidc => kids.oidc = value,
+            KeySetName::Audit => kids.audit = value,
+        }
+    }
+    Ok(kids)
+}
+
+/// Records the signing kids the first time (the rotation state lives in the store).
+async fn record_kids(
+    store: &dyn Storage,
+    recorded: &CurrentKids,
+    current: &CurrentKids,
+) -> anyhow::Result<()> {
+    for (set, name) in CurrentKids::META_NAMES {
+        if recorded.get(set) != current.get(set) {
+            let kid = current.get(set).unwrap_or_default();
+            store
+                .set_meta(name, kid.as_bytes().to_vec())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot record the current {name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the server until SIGTERM or ctrl-c (builds the tokio runtime and the actix System).

@@ -190,6 +190,26 @@ fn k3_is_generated_once_in_dev_mode_and_a_different_or_missing_k3_refuses_to_sta
         assert_eq!(files.len(), 1, "{set}");
     }
 
+    // The store records the signing kid of each key set; its file missing refuses to start
+    // (and no replacement key is made).
+    let oidc_dir = data.join("keys").join("oidc");
+    let oidc_file = std::fs::read_dir(&oidc_dir)
+        .expect("dir")
+        .next()
+        .expect("file")
+        .expect("entry")
+        .path();
+    let saved = dir.path().join("oidc.pk8");
+    std::fs::rename(&oidc_file, &saved).expect("move away");
+    let out = serve_output(&data, &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restore the key file"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_dir(&oidc_dir).expect("dir").count(), 0);
+    std::fs::rename(&saved, &oidc_file).expect("restore");
+
     // Another K3 for the same store: refused, naming the fix.
     let other = dir.path().join("other.key");
     std::fs::write(&other, format!("{}\n", "11".repeat(32))).expect("write");

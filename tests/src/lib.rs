@@ -241,6 +241,7 @@ impl SignerStack {
                 threads,
             },
             k3,
+            &agentkeys_actors::signer::CurrentKids::default(),
         )
         .expect("signer starts");
         Self { runtime, signer }

@@ -171,8 +171,9 @@ pub fn obtain_k3(
 }
 
 /// The key files of one key set (`session`, `oidc`, `audit`): loads every `*.pk8` in its
-/// directory, creating one key when there is none. Returns the keys, newest file first.
-pub(crate) fn load_or_create_set(dir: &Path) -> Result<Vec<P256Key>, SignerError> {
+/// directory, creating one key when there is none and `create` is set. Returns the keys,
+/// newest file first.
+pub(crate) fn load_or_create_set(dir: &Path, create: bool) -> Result<Vec<P256Key>, SignerError> {
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -189,6 +190,9 @@ pub(crate) fn load_or_create_set(dir: &Path) -> Result<Vec<P256Key>, SignerError
             .collect(),
         Err(_) => Vec::new(),
     };
+    if files.is_empty() && !create {
+        return Ok(Vec::new());
+    }
     if files.is_empty() {
         let der =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
@@ -222,7 +226,7 @@ mod tests {
     #[test]
     fn p256_keys_print_only_their_kid_and_files_are_0600() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keys = load_or_create_set(&dir.path().join("session")).expect("created");
+        let keys = load_or_create_set(&dir.path().join("session"), true).expect("created");
         assert_eq!(keys.len(), 1);
         let shown = format!("{:?}", keys[0]);
         assert_eq!(shown, format!("P256Key {{ kid: {:?}, .. }}", keys[0].kid()));
@@ -238,11 +242,11 @@ mod tests {
             0o600
         );
         // Loading again finds the same key, by content (the kid is not a path).
-        let again = load_or_create_set(&dir.path().join("session")).expect("loaded");
+        let again = load_or_create_set(&dir.path().join("session"), true).expect("loaded");
         assert_eq!(again[0].kid(), keys[0].kid());
         // A group-readable key file is refused with the fix.
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o640)).expect("chmod");
-        let err = load_or_create_set(&dir.path().join("session")).expect_err("refused");
+        let err = load_or_create_set(&dir.path().join("session"), true).expect_err("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -49,15 +49,61 @@ pub struct SignerConfig {
     pub threads: usize,
 }
 
-/// A set of P-256 keys, newest first; the first one signs.
+/// A set of P-256 keys (newest file first) and the one that signs.
 #[derive(Debug)]
 pub(crate) struct KeySet {
     keys: Vec<P256Key>,
+    current: usize,
 }
 
 impl KeySet {
+    /// Loads the set in `dir`; the signing key is `recorded` (the kid the store holds) or, the
+    /// first time, the newest key. A recorded kid without a file refuses to start.
+    fn load(dir: &std::path::Path, recorded: Option<&str>) -> Result<Self, SignerError> {
+        let keys = keys::load_or_create_set(dir, recorded.is_none())?;
+        let current = match recorded {
+            None => 0,
+            Some(kid) => keys.iter().position(|k| k.kid() == kid).ok_or_else(|| {
+                SignerError::KeyFile(format!(
+                    "the store names key {kid} as current, but no key file in {} has it; restore the key file",
+                    dir.display()
+                ))
+            })?,
+        };
+        Ok(Self { keys, current })
+    }
+
     fn current(&self) -> &P256Key {
-        &self.keys[0]
+        &self.keys[self.current]
+    }
+}
+
+/// The signing kid of each key set, as recorded in the store (the rotation state).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CurrentKids {
+    /// K1.
+    pub session: Option<String>,
+    /// K2.
+    pub oidc: Option<String>,
+    /// The audit key.
+    pub audit: Option<String>,
+}
+
+impl CurrentKids {
+    /// The store's meta names of the three entries.
+    pub const META_NAMES: [(KeySetName, &'static str); 3] = [
+        (KeySetName::Session, "keys.session.current"),
+        (KeySetName::Oidc, "keys.oidc.current"),
+        (KeySetName::Audit, "keys.audit.current"),
+    ];
+
+    /// The recorded kid of `set`.
+    pub fn get(&self, set: KeySetName) -> Option<&str> {
+        match set {
+            KeySetName::Session => self.session.as_deref(),
+            KeySetName::Oidc => self.oidc.as_deref(),
+            KeySetName::Audit => self.audit.as_deref(),
+        }
     }
 }
 
@@ -162,22 +208,22 @@ impl std::fmt::Debug for SignerHandle {
     }
 }
 
-/// Starts the signer pool with `k3` (already checked against the store's fingerprint).
-/// Loads — or, the first time, creates — the P-256 key sets. Must run inside an actix System.
-pub fn start(config: SignerConfig, k3: MasterSecret) -> Result<SignerHandle, SignerError> {
+/// Starts the signer pool with `k3` (already checked against the store's fingerprint) and the
+/// signing kids recorded in the store. Loads — or, the first time, creates — the P-256 key
+/// sets; persist [`SignerHandle::current_kids`] afterwards. Must run inside an actix System.
+pub fn start(
+    config: SignerConfig,
+    k3: MasterSecret,
+    recorded: &CurrentKids,
+) -> Result<SignerHandle, SignerError> {
+    let dir = &config.keys_dir;
     let state = Arc::new(SignerState {
         k3,
         client_id: config.client_id,
         siwe_domain: config.siwe_domain,
-        session: KeySet {
-            keys: keys::load_or_create_set(&config.keys_dir.join("session"))?,
-        },
-        oidc: KeySet {
-            keys: keys::load_or_create_set(&config.keys_dir.join("oidc"))?,
-        },
-        audit: KeySet {
-            keys: keys::load_or_create_set(&config.keys_dir.join("audit"))?,
-        },
+        session: KeySet::load(&dir.join("session"), recorded.get(KeySetName::Session))?,
+        oidc: KeySet::load(&dir.join("oidc"), recorded.get(KeySetName::Oidc))?,
+        audit: KeySet::load(&dir.join("audit"), recorded.get(KeySetName::Audit))?,
         wallets: Mutex::new(HashMap::new()),
         replaced: AtomicU64::new(0),
         threads: config.threads.max(1),
@@ -290,13 +336,22 @@ impl SignerHandle {
         .await?
     }
 
+    /// The signing kid of each set (to record in the store).
+    pub fn current_kids(&self) -> CurrentKids {
+        CurrentKids {
+            session: Some(self.state.session.current().kid().to_string()),
+            oidc: Some(self.state.oidc.current().kid().to_string()),
+            audit: Some(self.state.audit.current().kid().to_string()),
+        }
+    }
+
     /// Makes one signer thread panic (tests of the replacement path; no route sends this).
     #[doc(hidden)]
     pub async fn inject_panic(&self) -> Result<(), SignerError> {
         self.ask(messages::InjectPanic).await?
     }
 
-    /// The public JWKs of a key set (never private parts).
+    /// The public JWKs of a key set, the signing key first (never private parts).
     pub fn public_jwks(&self, set: KeySetName) -> Vec<Value> {
         self.state
             .set(set)

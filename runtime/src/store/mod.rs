@@ -86,6 +86,14 @@ impl StoreError {
     }
 }
 
+/// Why a meta write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// The name belongs to the store itself.
+    #[error("meta value {0:?} is owned by the store")]
+    Reserved(String),
+}
+
 /// The effective status of an actor, computed from its lineage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -170,6 +178,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Writes the durable revocation marker on one actor (idempotent).
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError>;
+
+    /// Reads a value of the meta table.
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes a value of the meta table (e.g. key rotation state); the store's own names
+    /// (`schema_version`, `client_id`, `created_at`, `k3_fingerprint`) are refused.
+    fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError>;
 
     /// Resolves once every write submitted before it has committed (an empty batch member).
     fn flush(&self) -> PendingWrite<(), std::convert::Infallible>;

@@ -8,8 +8,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 
 use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
-    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, Revocation,
-    RevokeActor, RevokeError, SCHEMA_VERSION, Storage, StoreError,
+    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, MetaError,
+    Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, Storage, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -97,14 +97,6 @@ impl RedbStore {
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
         self.writer.submit(op)
     }
-
-    /// Reads a meta value.
-    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(META).map_err(StoreError::from_redb)?;
-        let value = table.get(name).map_err(StoreError::from_redb)?;
-        Ok(value.map(|v| v.value().to_vec()))
-    }
 }
 
 fn init_or_check_meta(
@@ -170,6 +162,38 @@ fn check_key_fingerprint(
             .insert(META_KEY_FINGERPRINT, given.as_slice())
             .map(|_| ())
             .map_err(StoreError::from_redb),
+    }
+}
+
+/// Writes one settable meta value (names owned by the store itself are refused).
+struct SetMeta {
+    name: String,
+    value: Vec<u8>,
+}
+
+impl Mutation for SetMeta {
+    type Plan = SetMeta;
+    type Output = ();
+    type Rejection = MetaError;
+
+    fn check(self, _view: &WriteTransaction) -> Result<Result<SetMeta, MetaError>, StoreError> {
+        let reserved = [
+            META_SCHEMA,
+            META_CLIENT_ID,
+            META_CREATED_AT,
+            META_KEY_FINGERPRINT,
+        ];
+        if reserved.contains(&self.name.as_str()) {
+            return Ok(Err(MetaError::Reserved(self.name)));
+        }
+        Ok(Ok(self))
+    }
+
+    fn apply(plan: SetMeta, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+        meta.insert(plan.name.as_str(), plan.value.as_slice())
+            .map(|_| ())
+            .map_err(StoreError::from_redb)
     }
 }
 
@@ -286,6 +310,20 @@ impl Storage for RedbStore {
 
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
         self.writer.submit(op)
+    }
+
+    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(META).map_err(StoreError::from_redb)?;
+        let value = table.get(name).map_err(StoreError::from_redb)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError> {
+        self.writer.submit(SetMeta {
+            name: name.to_string(),
+            value,
+        })
     }
 
     fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
