@@ -90,3 +90,71 @@ fn eip712_digests_and_signatures_match_ethers() {
         assert_eq!(recover(&hash.digest, &theirs), Ok(address), "{name}");
     }
 }
+
+#[test]
+fn siwe_messages_built_by_npm_siwe_parse_round_trip_and_verify() {
+    use agentkeys_actors::crypto::siwe::{SiweError, SiweMessage};
+    let v = load("siwe.json");
+    let address: Address = text(&v, "address").parse().expect("address");
+    let vectors = v["vectors"].as_array().expect("vectors");
+    assert_eq!(vectors.len(), 4);
+    for vector in vectors {
+        let name = text(vector, "name");
+        let message = text(vector, "text");
+        let fields = &vector["fields"];
+        let parsed = SiweMessage::parse(message).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(parsed.address, address, "{name}");
+        assert_eq!(parsed.domain, text(fields, "domain"), "{name}");
+        assert_eq!(
+            parsed.scheme.as_deref(),
+            fields["scheme"].as_str(),
+            "{name}"
+        );
+        assert_eq!(parsed.uri, text(fields, "uri"), "{name}");
+        assert_eq!(Some(parsed.chain_id), fields["chainId"].as_u64(), "{name}");
+        assert_eq!(parsed.nonce, text(fields, "nonce"), "{name}");
+        assert_eq!(parsed.issued_at, text(fields, "issuedAt"), "{name}");
+        assert_eq!(
+            parsed.statement.as_deref(),
+            fields["statement"].as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            parsed.expiration_time.as_deref(),
+            fields["expirationTime"].as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            parsed.not_before.as_deref(),
+            fields["notBefore"].as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            parsed.request_id.as_deref(),
+            fields["requestId"].as_str(),
+            "{name}"
+        );
+        let resources: Vec<&str> = fields["resources"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(parsed.resources, resources, "{name}");
+        assert_eq!(
+            parsed.to_text(),
+            message,
+            "{name}: serializes to the same bytes"
+        );
+        let signature: Signature = text(vector, "signature").parse().expect("signature");
+        assert_eq!(
+            parsed.verify_signature(message, &signature),
+            Ok(()),
+            "{name}"
+        );
+        let tampered = message.replace("Nonce: ", "Nonce: x");
+        assert_eq!(
+            parsed.verify_signature(&tampered, &signature),
+            Err(SiweError::Signature),
+            "{name}"
+        );
+    }
+}

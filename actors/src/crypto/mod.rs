@@ -9,6 +9,7 @@ pub mod eip191;
 pub mod eip712;
 pub mod labels;
 pub mod omni;
+pub mod rfc3339;
 pub mod secret;
 pub mod siwe;
 pub mod sr25519;
