@@ -1,0 +1,216 @@
+//! DPoP proof verification (RFC 9449 §4.3) with the rules of DESIGN §7:
+//! `typ` `dpop+jwt`; `alg` ES256 only; the header's `jwk` a public P-256 key (no `d`, no
+//! `jku`/`x5u`/`kid` in the header); signature; `htm`; `htu` equal to the configured public URL
+//! plus the route path (never built from `Host`; query and fragment ignored as the RFC says);
+//! `iat` within ±skew; `ath` present exactly when a token is presented; the nonce when one is
+//! required; `jti` at most 64 bytes and `(jti, jkt)` unseen.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::nonce::NonceIssuer;
+use super::replay::{ReplayCache, ReplayError};
+
+/// Longest accepted `jti`.
+pub const MAX_JTI: usize = 64;
+
+/// Why a proof is refused (each maps to `invalid_dpop_proof`, except where noted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DpopError {
+    /// Not a compact JWS with a JSON header.
+    #[error("the DPoP proof is not a well-formed JWT")]
+    Malformed,
+    /// `typ` is not `dpop+jwt`.
+    #[error("the DPoP proof must have typ dpop+jwt")]
+    Type,
+    /// `alg` is not allowed.
+    #[error("the DPoP proof algorithm must be ES256")]
+    Algorithm,
+    /// The embedded key is missing, private, of the wrong kind, or the header points elsewhere.
+    #[error("the DPoP proof must embed a public P-256 jwk and no jku, x5u or kid")]
+    Key,
+    /// The signature does not verify with the embedded key.
+    #[error("the DPoP proof signature does not verify")]
+    Signature,
+    /// `htm` does not match the request method.
+    #[error("the DPoP proof is for another method")]
+    Method,
+    /// `htu` does not match the public URL and path.
+    #[error("the DPoP proof is for another URL")]
+    Url,
+    /// `iat` outside the allowed skew.
+    #[error("the DPoP proof iat is too far from the server's time")]
+    Time,
+    /// `ath` missing, present without a token, or not the token's hash.
+    #[error("the DPoP proof ath does not match the access token")]
+    TokenHash,
+    /// `jti` missing or longer than 64 bytes.
+    #[error("the DPoP proof jti is missing or too long")]
+    Jti,
+    /// The proof was used before.
+    #[error("the DPoP proof was already used")]
+    Replayed,
+    /// A server nonce is required and missing or stale (`use_dpop_nonce` + a fresh `DPoP-Nonce`).
+    #[error("a fresh DPoP-Nonce is required")]
+    UseNonce,
+    /// The replay cache is full: fail closed (503, or demand a nonce).
+    #[error("the server cannot record more DPoP proofs now")]
+    Busy,
+}
+
+/// What a verified proof establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// RFC 7638 thumbprint (SHA-256, base64url) of the proof key: compare with `cnf.jkt`.
+    pub jkt: String,
+    /// The proof's `jti`.
+    pub jti: String,
+    /// The proof's `iat`.
+    pub iat: i64,
+}
+
+/// The request a proof must match.
+#[derive(Debug, Clone)]
+pub struct ProofRequest<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// The configured public URL (no trailing slash).
+    pub public_url: &'a str,
+    /// The route path, e.g. `/v1/whoami`.
+    pub path: &'a str,
+    /// The access token presented with the proof, if any.
+    pub access_token: Option<&'a str>,
+    /// Whether this request needs a server nonce.
+    pub require_nonce: bool,
+    /// Now, seconds since the epoch.
+    pub now: i64,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    jti: Option<String>,
+    htm: Option<String>,
+    htu: Option<String>,
+    iat: Option<i64>,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+/// Verifies DPoP proofs; shared by every route.
+#[derive(Debug)]
+pub struct DpopVerifier {
+    skew: i64,
+    replay: ReplayCache,
+    nonces: NonceIssuer,
+}
+
+impl DpopVerifier {
+    /// A verifier allowing `skew_seconds` of clock difference, recording at most
+    /// `replay_capacity` live proofs.
+    pub fn new(skew_seconds: i64, replay_capacity: usize) -> Self {
+        Self {
+            skew: skew_seconds,
+            replay: ReplayCache::new(replay_capacity, skew_seconds),
+            nonces: NonceIssuer::new(300),
+        }
+    }
+
+    /// A fresh `DPoP-Nonce` value.
+    pub fn nonce(&self, now: i64) -> String {
+        self.nonces.issue(now)
+    }
+
+    /// Runs every check of the module documentation, in an order that does the cheap ones
+    /// before the signature and records the proof last.
+    pub fn verify(&self, proof: &str, req: &ProofRequest<'_>) -> Result<VerifiedProof, DpopError> {
+        let header = decode_segment(proof.split('.').next().unwrap_or_default())?;
+        if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+            return Err(DpopError::Type);
+        }
+        if header.get("alg").and_then(Value::as_str) != Some("ES256") {
+            return Err(DpopError::Algorithm);
+        }
+        if ["jku", "x5u", "x5c", "kid"]
+            .iter()
+            .any(|k| header.get(*k).is_some())
+        {
+            return Err(DpopError::Key);
+        }
+        let jwk_value = header.get("jwk").ok_or(DpopError::Key)?;
+        let jwk_object = jwk_value.as_object().ok_or(DpopError::Key)?;
+        if jwk_object.contains_key("d")
+            || jwk_object.get("kty").and_then(Value::as_str) != Some("EC")
+            || jwk_object.get("crv").and_then(Value::as_str) != Some("P-256")
+        {
+            return Err(DpopError::Key);
+        }
+        let jwk: Jwk = serde_json::from_value(jwk_value.clone()).map_err(|_| DpopError::Key)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| DpopError::Key)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Claims>(proof, &key, &validation)
+            .map_err(|_| DpopError::Signature)?
+            .claims;
+
+        if claims.htm.as_deref() != Some(req.method) {
+            return Err(DpopError::Method);
+        }
+        let htu = claims.htu.as_deref().ok_or(DpopError::Url)?;
+        let htu = htu.split(['?', '#']).next().unwrap_or_default();
+        if htu != format!("{}{}", req.public_url, req.path) {
+            return Err(DpopError::Url);
+        }
+        let iat = claims.iat.ok_or(DpopError::Time)?;
+        if (iat - req.now).abs() > self.skew {
+            return Err(DpopError::Time);
+        }
+        match (req.access_token, claims.ath.as_deref()) {
+            (None, None) => {}
+            (Some(token), Some(ath)) => {
+                let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()));
+                if !bool::from(expected.as_bytes().ct_eq(ath.as_bytes())) {
+                    return Err(DpopError::TokenHash);
+                }
+            }
+            _ => return Err(DpopError::TokenHash),
+        }
+        if req.require_nonce
+            && !claims
+                .nonce
+                .as_deref()
+                .is_some_and(|n| self.nonces.is_valid(n, req.now))
+        {
+            return Err(DpopError::UseNonce);
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.len() <= MAX_JTI)
+            .ok_or(DpopError::Jti)?;
+        let jkt = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|_| DpopError::Key)?;
+        match self.replay.check_and_insert(&jti, &jkt, iat, req.now) {
+            Ok(()) => Ok(VerifiedProof { jkt, jti, iat }),
+            Err(ReplayError::Replayed) => Err(DpopError::Replayed),
+            Err(ReplayError::Full) => Err(DpopError::Busy),
+        }
+    }
+}
+
+fn decode_segment(segment: &str) -> Result<serde_json::Map<String, Value>, DpopError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| DpopError::Malformed)?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(DpopError::Malformed),
+    }
+}

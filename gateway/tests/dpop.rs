@@ -1,0 +1,195 @@
+//! DPoP verification: proofs built by npm `dpop` are accepted (at their own iat); each rule
+//! refuses its violation, with proofs crafted here.
+
+use agentkeys_gateway::auth::dpop::{DpopError, DpopVerifier, ProofRequest};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const URL: &str = "https://keys.example.com";
+const NOW: i64 = 1_800_000_000;
+
+fn vectors() -> Value {
+    let path = format!("{}/tests/vectors/dpop.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json")
+}
+
+fn request<'a>(
+    method: &'a str,
+    path: &'a str,
+    token: Option<&'a str>,
+    now: i64,
+) -> ProofRequest<'a> {
+    ProofRequest {
+        method,
+        public_url: URL,
+        path,
+        access_token: token,
+        require_nonce: false,
+        now,
+    }
+}
+
+#[test]
+fn proofs_from_npm_dpop_are_accepted_once() {
+    let v = vectors();
+    assert_eq!(v["public_url"], URL);
+    let verifier = DpopVerifier::new(60, 1000);
+    for vector in v["vectors"].as_array().expect("vectors") {
+        let name = vector["name"].as_str().expect("name");
+        let iat = vector["iat"].as_i64().expect("iat");
+        let req = request(
+            vector["method"].as_str().expect("method"),
+            vector["path"].as_str().expect("path"),
+            vector["token"].as_str(),
+            iat + 5,
+        );
+        let proof = vector["proof"].as_str().expect("proof");
+        let verified = verifier
+            .verify(proof, &req)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            verified.jkt,
+            v["jkt"].as_str().expect("jkt"),
+            "{name}: RFC 7638 thumbprints agree"
+        );
+        assert_eq!(
+            verifier.verify(proof, &req),
+            Err(DpopError::Replayed),
+            "{name}"
+        );
+    }
+}
+
+/// A P-256 key that signs proofs with arbitrary headers and claims.
+struct Client {
+    pair: EcdsaKeyPair,
+}
+
+impl Client {
+    fn new() -> Self {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .expect("key");
+        Self {
+            pair: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref())
+                .expect("key"),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.pair.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+    }
+
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .expect("sign");
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+
+    fn proof(&self, claims: Value) -> String {
+        self.sign(
+            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()}),
+            &claims,
+        )
+    }
+}
+
+fn claims(jti: &str, method: &str, path: &str, iat: i64) -> Value {
+    json!({"jti": jti, "htm": method, "htu": format!("{URL}{path}"), "iat": iat})
+}
+
+#[test]
+fn every_rule_refuses_its_violation() {
+    let verifier = DpopVerifier::new(60, 1000);
+    let client = Client::new();
+    let get = |token| request("GET", "/v1/whoami", token, NOW);
+
+    let ok = client.proof(claims("j1", "GET", "/v1/whoami", NOW));
+    assert!(verifier.verify(&ok, &get(None)).is_ok());
+
+    let cases: Vec<(&str, String, DpopError)> = vec![
+        ("not a jwt", "abc".into(), DpopError::Malformed),
+        ("wrong typ", client.sign(&json!({"typ": "JWT", "alg": "ES256", "jwk": client.jwk()}), &claims("j2", "GET", "/v1/whoami", NOW)), DpopError::Type),
+        ("alg none", client.sign(&json!({"typ": "dpop+jwt", "alg": "none", "jwk": client.jwk()}), &claims("j3", "GET", "/v1/whoami", NOW)), DpopError::Algorithm),
+        ("alg HS256", client.sign(&json!({"typ": "dpop+jwt", "alg": "HS256", "jwk": client.jwk()}), &claims("j4", "GET", "/v1/whoami", NOW)), DpopError::Algorithm),
+        ("private jwk", {
+            let mut jwk = client.jwk();
+            jwk["d"] = json!("AAAA");
+            client.sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}), &claims("j5", "GET", "/v1/whoami", NOW))
+        }, DpopError::Key),
+        ("kid in header", client.sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": client.jwk(), "kid": "k"}), &claims("j6", "GET", "/v1/whoami", NOW)), DpopError::Key),
+        ("jku in header", client.sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": client.jwk(), "jku": "https://x"}), &claims("j7", "GET", "/v1/whoami", NOW)), DpopError::Key),
+        ("no jwk", client.sign(&json!({"typ": "dpop+jwt", "alg": "ES256"}), &claims("j8", "GET", "/v1/whoami", NOW)), DpopError::Key),
+        ("another key's jwk", {
+            let other = Client::new();
+            client.sign(&json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": other.jwk()}), &claims("j9", "GET", "/v1/whoami", NOW))
+        }, DpopError::Signature),
+        ("other method", client.proof(claims("j10", "POST", "/v1/whoami", NOW)), DpopError::Method),
+        ("other url", client.proof(claims("j11", "GET", "/v1/actors", NOW)), DpopError::Url),
+        ("other host", client.proof(json!({"jti": "j12", "htm": "GET", "htu": "https://evil.example/v1/whoami", "iat": NOW})), DpopError::Url),
+        ("too old", client.proof(claims("j13", "GET", "/v1/whoami", NOW - 61)), DpopError::Time),
+        ("from the future", client.proof(claims("j14", "GET", "/v1/whoami", NOW + 61)), DpopError::Time),
+        ("ath without token", client.proof(json!({"jti": "j15", "htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW, "ath": "x"})), DpopError::TokenHash),
+        ("long jti", client.proof(claims(&"j".repeat(65), "GET", "/v1/whoami", NOW)), DpopError::Jti),
+        ("no jti", client.proof(json!({"htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW})), DpopError::Jti),
+        ("replay", ok.clone(), DpopError::Replayed),
+    ];
+    for (name, proof, expected) in cases {
+        assert_eq!(verifier.verify(&proof, &get(None)), Err(expected), "{name}");
+    }
+
+    // ath is required exactly when a token is presented, and must be the token's hash.
+    let token = "header.payload.signature";
+    let ath = B64.encode(Sha256::digest(token.as_bytes()));
+    let missing = client.proof(claims("t1", "GET", "/v1/whoami", NOW));
+    assert_eq!(
+        verifier.verify(&missing, &get(Some(token))),
+        Err(DpopError::TokenHash)
+    );
+    let wrong = client.proof(json!({"jti": "t2", "htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW, "ath": B64.encode(Sha256::digest(b"other"))}));
+    assert_eq!(
+        verifier.verify(&wrong, &get(Some(token))),
+        Err(DpopError::TokenHash)
+    );
+    let right = client.proof(json!({"jti": "t3", "htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW, "ath": ath}));
+    assert!(verifier.verify(&right, &get(Some(token))).is_ok());
+}
+
+#[test]
+fn nonces_are_demanded_when_required_and_a_full_cache_fails_closed() {
+    let verifier = DpopVerifier::new(60, 2);
+    let client = Client::new();
+    let mut req = request("POST", "/v1/session/refresh", None, NOW);
+    req.require_nonce = true;
+    let without = client.proof(claims("n1", "POST", "/v1/session/refresh", NOW));
+    assert_eq!(verifier.verify(&without, &req), Err(DpopError::UseNonce));
+    let nonce = verifier.nonce(NOW);
+    let with = client.proof(json!({"jti": "n2", "htm": "POST", "htu": format!("{URL}/v1/session/refresh"), "iat": NOW, "nonce": nonce}));
+    assert!(verifier.verify(&with, &req).is_ok());
+    let stale = client.proof(json!({"jti": "n3", "htm": "POST", "htu": format!("{URL}/v1/session/refresh"), "iat": NOW, "nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}));
+    assert_eq!(verifier.verify(&stale, &req), Err(DpopError::UseNonce));
+
+    let get = request("GET", "/v1/whoami", None, NOW);
+    assert!(
+        verifier
+            .verify(&client.proof(claims("f1", "GET", "/v1/whoami", NOW)), &get)
+            .is_ok()
+    );
+    assert_eq!(
+        verifier.verify(&client.proof(claims("f2", "GET", "/v1/whoami", NOW)), &get),
+        Err(DpopError::Busy),
+        "capacity 2 reached: fail closed"
+    );
+}
