@@ -15,11 +15,17 @@ use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
+use crate::auth::dpop::DpopVerifier;
 use crate::config::Config;
 use crate::http::{self, AppState};
 
 /// How long shutdown waits for requests and calls in flight.
 pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Allowed clock difference of DPoP proofs.
+pub const DPOP_SKEW_SECONDS: i64 = 60;
+/// Live DPoP proofs remembered for replay detection (fail closed beyond).
+pub const DPOP_REPLAY_CAPACITY: usize = 200_000;
 
 /// The file name of the store inside the data dir.
 pub const STORE_FILE: &str = "agentkeys.redb";
@@ -110,6 +116,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),
+        domain: config.domain.clone(),
+        clock: runtime.clock().clone(),
+        dpop: Arc::new(DpopVerifier::new(DPOP_SKEW_SECONDS, DPOP_REPLAY_CAPACITY)),
+        challenges: Arc::new(http::wallet::Challenges::default()),
+        siwe_chains: Arc::from([1u64]),
     });
     let (shutdown, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -1,11 +1,12 @@
 //! DPoP verification: proofs built by npm `dpop` are accepted (at their own iat); each rule
 //! refuses its violation, with proofs crafted here.
 
+mod common;
+
 use agentkeys_gateway::auth::dpop::{DpopError, DpopVerifier, ProofRequest};
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -61,48 +62,6 @@ fn proofs_from_npm_dpop_are_accepted_once() {
             Err(DpopError::Replayed),
             "{name}"
         );
-    }
-}
-
-/// A P-256 key that signs proofs with arbitrary headers and claims.
-struct Client {
-    pair: EcdsaKeyPair,
-}
-
-impl Client {
-    fn new() -> Self {
-        let der =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .expect("key");
-        Self {
-            pair: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref())
-                .expect("key"),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let p = self.pair.public_key().as_ref();
-        json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
-    }
-
-    fn sign(&self, header: &Value, claims: &Value) -> String {
-        let input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
-        let sig = self
-            .pair
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .expect("sign");
-        format!("{input}.{}", B64.encode(sig.as_ref()))
-    }
-
-    fn proof(&self, claims: Value) -> String {
-        self.sign(
-            &json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk()}),
-            &claims,
-        )
     }
 }
 

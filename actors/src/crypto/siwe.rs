@@ -275,6 +275,11 @@ impl SiweMessage {
         out
     }
 
+    /// The address as the message shows it (EIP-55).
+    pub fn to_checksum_address(&self) -> String {
+        self.address.to_checksum()
+    }
+
     /// Checks domain, URI, chain and times against this gateway (not the nonce binding).
     pub fn validate(&self, expect: &SiweExpectations<'_>) -> Result<(), SiweError> {
         if !self.domain.eq_ignore_ascii_case(expect.domain) {

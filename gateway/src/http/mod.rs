@@ -1,16 +1,33 @@
-//! The HTTP surface (axum).
+//! The HTTP surface (axum): the error envelope, request ids, body limit and timeout on every
+//! route; extractors whose rejections use the envelope.
 
+pub mod error;
+pub mod extract;
 mod health;
+pub mod request_id;
+pub mod wallet;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use agentkeys_actors::signer::SignerHandle;
-use agentkeys_runtime::Runtime;
+use agentkeys_runtime::{Clock, Runtime};
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::auth::dpop::DpopVerifier;
+use error::{ApiError, ErrorCode};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1 << 20;
+/// Longest a request may run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The actor runtime.
     pub runtime: Runtime,
@@ -18,6 +35,31 @@ pub struct AppState {
     pub signer: SignerHandle,
     /// The configured public URL.
     pub public_url: String,
+    /// host[:port] of the public URL.
+    pub domain: String,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// DPoP verification, replay cache and nonces.
+    pub dpop: Arc<DpopVerifier>,
+    /// Outstanding SIWE challenges.
+    pub challenges: Arc<wallet::Challenges>,
+    /// Chains accepted for SIWE.
+    pub siwe_chains: Arc<[u64]>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Now, in seconds since the epoch, from the injected clock.
+    pub fn now_seconds(&self) -> i64 {
+        i64::try_from(self.clock.now().as_millis() / 1000).unwrap_or(i64::MAX)
+    }
 }
 
 /// The public router.
@@ -25,16 +67,32 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/auth/wallet/start", post(wallet::start))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(timeout))
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({
-            "error": "not_found",
-            "message": "no such route",
-        })),
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not take that method",
     )
+}
+
+async fn timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(
+            ApiError::new(ErrorCode::Busy, "the request took too long; retry")
+                .retry_after(Duration::from_secs(1)),
+        ),
+    }
 }

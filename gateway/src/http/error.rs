@@ -1,0 +1,261 @@
+//! The one error type of the HTTP API and its envelope:
+//! `{"error": "<code>", "message": "<text>", "request_id": "<id>"}`.
+//!
+//! Every code has one status (`docs/api.md` lists them). Internal causes are logged with the
+//! request id and never sent.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::request_id;
+
+/// The stable error codes of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: the request is malformed.
+    InvalidRequest,
+    /// 400: a label breaks the label rules.
+    InvalidLabel,
+    /// 400: typed data is malformed or over a limit.
+    InvalidTypedData,
+    /// 400: a SIWE message or its signature is refused.
+    InvalidSiwe,
+    /// 401: the session token is missing or invalid.
+    InvalidToken,
+    /// 401: the DPoP proof is missing or invalid.
+    InvalidDpopProof,
+    /// 401: a fresh `DPoP-Nonce` is required.
+    UseDpopNonce,
+    /// 401: the actor or an ancestor is revoked.
+    ActorRevoked,
+    /// 401: the device binding is deleted.
+    BindingRevoked,
+    /// 403: a scope is missing.
+    ScopeDenied,
+    /// 403: managed wallets never log in.
+    ManagedWallet,
+    /// 403: registration is closed for this identity.
+    RegistrationClosed,
+    /// 404: no such resource (also other trees).
+    NotFound,
+    /// 405: the route exists with another method.
+    MethodNotAllowed,
+    /// 409: the label is taken.
+    LabelTaken,
+    /// 409: the label was revoked.
+    LabelRevoked,
+    /// 409: the link code was used.
+    LinkCodeUsed,
+    /// 410: expired.
+    Expired,
+    /// 413: the body is over 1 MiB.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 429: rate limited.
+    RateLimited,
+    /// 503: too much in flight; retry.
+    Busy,
+    /// 503: the actor is restarting or quarantined.
+    ActorUnavailable,
+    /// 503: the signer is unavailable.
+    SignerUnavailable,
+    /// 500: an internal failure (no detail).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 25] = [
+        Self::InvalidRequest,
+        Self::InvalidLabel,
+        Self::InvalidTypedData,
+        Self::InvalidSiwe,
+        Self::InvalidToken,
+        Self::InvalidDpopProof,
+        Self::UseDpopNonce,
+        Self::ActorRevoked,
+        Self::BindingRevoked,
+        Self::ScopeDenied,
+        Self::ManagedWallet,
+        Self::RegistrationClosed,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::LabelTaken,
+        Self::LabelRevoked,
+        Self::LinkCodeUsed,
+        Self::Expired,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::RateLimited,
+        Self::Busy,
+        Self::ActorUnavailable,
+        Self::SignerUnavailable,
+        Self::Internal,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidLabel => "invalid_label",
+            Self::InvalidTypedData => "invalid_typed_data",
+            Self::InvalidSiwe => "invalid_siwe",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::ActorRevoked => "actor_revoked",
+            Self::BindingRevoked => "binding_revoked",
+            Self::ScopeDenied => "scope_denied",
+            Self::ManagedWallet => "managed_wallet",
+            Self::RegistrationClosed => "registration_closed",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::LabelTaken => "label_taken",
+            Self::LabelRevoked => "label_revoked",
+            Self::LinkCodeUsed => "link_code_used",
+            Self::Expired => "expired",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::Busy => "busy",
+            Self::ActorUnavailable => "actor_unavailable",
+            Self::SignerUnavailable => "signer_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidLabel | InvalidTypedData | InvalidSiwe => {
+                StatusCode::BAD_REQUEST
+            }
+            InvalidToken | InvalidDpopProof | UseDpopNonce | ActorRevoked | BindingRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            ScopeDenied | ManagedWallet | RegistrationClosed => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            LabelTaken | LabelRevoked | LinkCodeUsed => StatusCode::CONFLICT,
+            Expired => StatusCode::GONE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Busy | ActorUnavailable | SignerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An API error: a code, a message for the client, and optionally a retry hint, a fresh DPoP
+/// nonce, and an internal cause that is logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    retry_after: Option<Duration>,
+    dpop_nonce: Option<String>,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a client-facing message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+            dpop_nonce: None,
+            cause: None,
+        }
+    }
+
+    /// A 500 whose cause is logged only.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(ErrorCode::Internal, "internal error");
+        e.cause = Some(cause.to_string());
+        e
+    }
+
+    /// Adds `Retry-After`.
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// Adds a fresh `DPoP-Nonce` header.
+    pub fn with_dpop_nonce(mut self, nonce: String) -> Self {
+        self.dpop_nonce = Some(nonce);
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = request_id::current().unwrap_or_default();
+        if let Some(cause) = &self.cause {
+            tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
+        }
+        let body =
+            json!({"error": self.code.as_str(), "message": self.message, "request_id": request_id});
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        let retry = self.retry_after.or(match self.code.status() {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                Some(Duration::from_secs(1))
+            }
+            _ => None,
+        });
+        if let Some(after) = retry {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+        }
+        if matches!(
+            self.code,
+            ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce
+        ) {
+            let value = format!("DPoP algs=\"ES256\", error=\"{}\"", self.code.as_str());
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert("dpop-nonce", nonce);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_api_lists_every_code_with_its_status() {
+        let doc = include_str!("../../../docs/api.md");
+        for code in ErrorCode::ALL {
+            let row = format!("| `{}` | {} |", code.as_str(), code.status().as_u16());
+            assert!(doc.contains(&row), "docs/api.md lacks {row}");
+        }
+        let rows = doc
+            .lines()
+            .filter(|l| {
+                l.starts_with("| `") && l.contains(" | 4")
+                    || l.starts_with("| `") && l.contains(" | 5")
+            })
+            .count();
+        assert_eq!(rows, ErrorCode::ALL.len(), "no undocumented extra rows");
+    }
+}

@@ -1,0 +1,237 @@
+//! The HTTP foundation over real loopback HTTP: the error envelope on every failure (axum's
+//! own rejections included), request ids, limits, DPoP on token-less routes, and the SIWE
+//! challenge of `POST /v1/auth/wallet/start`.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentkeys_actors::crypto::siwe::{SiweExpectations, SiweMessage};
+use agentkeys_gateway::config::{Config, Layer};
+use agentkeys_gateway::serve;
+use common::Client;
+use serde_json::{Value, json};
+
+const PUBLIC_URL: &str = "http://127.0.0.1:8090";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64
+}
+
+async fn start(dir: &std::path::Path) -> (serve::Server, String) {
+    let flags = Layer {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.display().to_string()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let server = serve::start(config).await.expect("server starts");
+    let base = format!("http://{}", server.local_addr());
+    (server, base)
+}
+
+async fn envelope(response: reqwest::Response) -> (u16, Value, Option<String>) {
+    let status = response.status().as_u16();
+    let header = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body: Value = response.json().await.expect("a JSON envelope");
+    (status, body, header)
+}
+
+#[actix::test]
+async fn failures_answer_with_the_envelope_and_the_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, base) = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let start_url = format!("{base}/v1/auth/wallet/start");
+    let client = Client::new();
+    let proof = || client.proof_for("POST", &format!("{PUBLIC_URL}/v1/auth/wallet/start"), now());
+
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "unknown route",
+            http.get(format!("{base}/nope")),
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            http.get(&start_url),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "no DPoP",
+            http.post(&start_url)
+                .json(&json!({"address": "0x".to_string() + &"11".repeat(20), "chain_id": 1})),
+            401,
+            "invalid_dpop_proof",
+        ),
+        (
+            "DPoP for another URL",
+            http.post(&start_url)
+                .header(
+                    "dpop",
+                    client.proof_for("POST", &format!("{PUBLIC_URL}/v1/other"), now()),
+                )
+                .json(&json!({})),
+            401,
+            "invalid_dpop_proof",
+        ),
+        (
+            "not JSON",
+            http.post(&start_url)
+                .header("dpop", proof())
+                .body("address=1"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "broken JSON",
+            http.post(&start_url)
+                .header("dpop", proof())
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown field",
+            http.post(&start_url).header("dpop", proof()).json(
+                &json!({"address": "0x".to_string() + &"11".repeat(20), "chain_id": 1, "extra": 1}),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            "bad address",
+            http.post(&start_url)
+                .header("dpop", proof())
+                .json(&json!({"address": "0x12", "chain_id": 1})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "chain not allowed",
+            http.post(&start_url)
+                .header("dpop", proof())
+                .json(&json!({"address": "0x".to_string() + &"11".repeat(20), "chain_id": 5})),
+            400,
+            "invalid_siwe",
+        ),
+        (
+            "over 1 MiB",
+            http.post(&start_url)
+                .header("dpop", proof())
+                .header("content-type", "application/json")
+                .body(format!("{{\"address\": \"{}\"}}", "a".repeat(1 << 20))),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (name, request, status, code) in cases {
+        let (got, body, header) = envelope(request.send().await.expect("sent")).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{name}: {body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+        assert_eq!(
+            body["request_id"].as_str(),
+            header.as_deref(),
+            "{name}: envelope and header agree"
+        );
+    }
+    // A DPoP refusal tells the client how to authenticate.
+    let response = http
+        .post(&start_url)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("sent");
+    let www = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(www.starts_with("DPoP "), "{www}");
+    server
+        .stop(std::time::Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
+
+#[actix::test]
+async fn wallet_start_issues_a_siwe_challenge_bound_to_this_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, base) = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let client = Client::new();
+    let url = format!("{base}/v1/auth/wallet/start");
+    let proof = client.proof_for("POST", &format!("{PUBLIC_URL}/v1/auth/wallet/start"), now());
+    let address = "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
+    let response = http
+        .post(&url)
+        .header("dpop", &proof)
+        .json(&json!({"address": address, "chain_id": 1}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let message = body["message"].as_str().expect("message");
+    let parsed = SiweMessage::parse(message).expect("our message is valid EIP-4361");
+    assert_eq!(
+        parsed.to_checksum_address(),
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    );
+    assert_eq!(parsed.nonce, body["nonce"].as_str().expect("nonce"));
+    assert_eq!(parsed.request_id.as_deref(), body["request_id"].as_str());
+    assert_eq!(
+        parsed.expiration_time.as_deref(),
+        body["expires_at"].as_str()
+    );
+    let expect = SiweExpectations {
+        domain: "127.0.0.1:8090",
+        uri: PUBLIC_URL,
+        chains: &[1],
+        now_ms: now() * 1000,
+        skew_ms: 60_000,
+    };
+    assert_eq!(parsed.validate(&expect), Ok(()));
+    assert!(parsed.nonce.len() >= 16, "a nonce of ~100 bits");
+
+    // The same proof again is a replay.
+    let replay = http
+        .post(&url)
+        .header("dpop", &proof)
+        .json(&json!({"address": address, "chain_id": 1}))
+        .send()
+        .await
+        .expect("sent");
+    let (status, body, _) = envelope(replay).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_dpop_proof"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("already used")
+    );
+    server
+        .stop(std::time::Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
