@@ -102,13 +102,17 @@ pub struct StartResponse {
 
 fn random_alphanumeric(n: usize) -> Result<String, ApiError> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("random generator failed"))?;
-    // 248 = 62 * 4: rejection-free mapping is close enough for nonces of 96+ bits.
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
-        .collect())
+    let mut out = String::with_capacity(n);
+    let mut bytes = [0u8; 64];
+    while out.len() < n {
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| ApiError::internal("random generator failed"))?;
+        // Rejection sampling: bytes below 248 = 4 × 62 map uniformly onto the alphabet.
+        for b in bytes.iter().filter(|b| **b < 248).take(n - out.len()) {
+            out.push(char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]));
+        }
+    }
+    Ok(out)
 }
 
 /// Issues a challenge bound to the caller's key, the address and the chain.
@@ -134,6 +138,7 @@ pub async fn start(
     }
     let now_ms = state.clock.now().as_millis() as i64;
     let now = now_ms / 1000;
+    // 17 characters of 62: 101 bits.
     let nonce = random_alphanumeric(17)?;
     let request_id = random_alphanumeric(22)?;
     let expires_at = now + CHALLENGE_TTL_SECONDS;
