@@ -88,6 +88,9 @@ pub struct ConfigArgs {
     /// The K3 file [default: <data-dir>/keys/k3.key].
     #[arg(long)]
     pub k3_file: Option<String>,
+    /// The Prometheus listener (`off` disables it) [default: 127.0.0.1:9464].
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 /// `agentkeys config …`

@@ -51,15 +51,18 @@ pub struct Layer {
     pub client_id: Option<String>,
     /// The K3 file.
     pub k3_file: Option<String>,
+    /// The Prometheus listener (`off` disables it).
+    pub metrics_listen: Option<String>,
 }
 
 /// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 5] = [
+const KEYS: [(&str, &str, bool); 6] = [
     ("listen", "AGENTKEYS_LISTEN", false),
     ("data_dir", "AGENTKEYS_DATA_DIR", false),
     ("public_url", "AGENTKEYS_PUBLIC_URL", false),
     ("client_id", "AGENTKEYS_CLIENT_ID", false),
     ("k3_file", "AGENTKEYS_K3_FILE", false),
+    ("metrics_listen", "AGENTKEYS_METRICS_LISTEN", false),
 ];
 
 /// Variables read by the client commands, not by the server configuration.
@@ -78,6 +81,7 @@ impl Layer {
             "public_url" => self.public_url.as_ref(),
             "client_id" => self.client_id.as_ref(),
             "k3_file" => self.k3_file.as_ref(),
+            "metrics_listen" => self.metrics_listen.as_ref(),
             _ => None,
         }
     }
@@ -88,6 +92,7 @@ impl Layer {
             "data_dir" => &mut self.data_dir,
             "public_url" => &mut self.public_url,
             "client_id" => &mut self.client_id,
+            "metrics_listen" => &mut self.metrics_listen,
             _ => &mut self.k3_file,
         };
         *slot = Some(value);
@@ -137,15 +142,18 @@ pub struct Config {
     pub client_id: String,
     /// The K3 file.
     pub k3_file: PathBuf,
+    /// The Prometheus listener, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
 
-const DEFAULTS: [(&str, &str); 4] = [
+const DEFAULTS: [(&str, &str); 5] = [
     ("listen", "127.0.0.1:8090"),
     ("data_dir", "./agentkeys-data"),
     ("public_url", "http://127.0.0.1:8090"),
     ("client_id", "agentkeys"),
+    ("metrics_listen", "127.0.0.1:9464"),
 ];
 
 impl Config {
@@ -196,6 +204,15 @@ impl Config {
                 origin("client_id")
             );
         }
+        let metrics_listen = match value("metrics_listen") {
+            "off" => None,
+            addr => Some(addr.parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "metrics_listen ({}) must be an address like 127.0.0.1:9464, or off",
+                    origin("metrics_listen")
+                )
+            })?),
+        };
         let k3_file = match sources.get("k3_file") {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
@@ -212,6 +229,7 @@ impl Config {
             dev_mode,
             client_id,
             k3_file,
+            metrics_listen,
             sources,
         })
     }
@@ -286,6 +304,7 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         public_url: args.public_url.clone(),
         client_id: args.client_id.clone(),
         k3_file: args.k3_file.clone(),
+        metrics_listen: args.metrics_listen.clone(),
     };
     Config::resolve(&file, &env, &flags)
 }

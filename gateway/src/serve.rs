@@ -32,16 +32,20 @@ pub const STORE_FILE: &str = "agentkeys.redb";
 
 /// A running server.
 pub struct Server {
-    addr: SocketAddr,
+    public: Listener,
+    metrics: Option<Listener>,
     runtime: Runtime,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
     /// The bound address of the public listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.public.addr
+    }
+
+    /// The bound address of the metrics listener, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
     }
 
     /// The runtime behind the server.
@@ -51,10 +55,56 @@ impl Server {
 
     /// Graceful stop: stop accepting, drain in-flight requests for at most `drain`, then the
     /// runtime's shutdown (drain calls, final group commit, actors deepest first, close store).
-    pub async fn stop(mut self, drain: Duration) -> anyhow::Result<()> {
+    pub async fn stop(self, drain: Duration) -> anyhow::Result<()> {
+        let served = self.public.stop(drain).await;
+        if let Some(metrics) = self.metrics {
+            metrics.stop(drain).await?;
+        }
+        let report = self.runtime.shutdown(drain).await;
+        tracing::info!(
+            actors_stopped = report.stopped_actors,
+            abandoned_calls = report.abandoned_calls,
+            "shutdown complete"
+        );
+        served
+    }
+}
+
+/// One HTTP listener with graceful shutdown.
+struct Listener {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Listener {
+    async fn spawn(addr: SocketAddr, app: axum::Router) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting and waits for in-flight requests, at most `drain`.
+    async fn stop(mut self, drain: Duration) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
-        let served = match tokio::time::timeout(drain, &mut self.task).await {
-            Ok(joined) => joined.context("the HTTP task failed")?,
+        match tokio::time::timeout(drain, &mut self.task).await {
+            Ok(joined) => joined
+                .context("the HTTP task failed")?
+                .context("the HTTP server failed"),
             Err(_) => {
                 tracing::warn!(
                     drain_seconds = drain.as_secs(),
@@ -63,14 +113,7 @@ impl Server {
                 self.task.abort();
                 Ok(())
             }
-        };
-        let report = self.runtime.shutdown(drain).await;
-        tracing::info!(
-            actors_stopped = report.stopped_actors,
-            abandoned_calls = report.abandoned_calls,
-            "shutdown complete"
-        );
-        served.context("the HTTP server failed")
+        }
     }
 }
 
@@ -108,11 +151,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &recorded,
     )?;
     record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let app = http::router(AppState {
+    let state = AppState {
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),
@@ -121,21 +160,25 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         dpop: Arc::new(DpopVerifier::new(DPOP_SKEW_SECONDS, DPOP_REPLAY_CAPACITY)),
         challenges: Arc::new(http::wallet::Challenges::default()),
         siwe_chains: Arc::from([1u64]),
-    });
-    let (shutdown, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, public_url = %config.public_url, data_dir = %config.data_dir.display(), "listening");
+    };
+    let metrics = Arc::new(http::metrics::HttpMetrics::default());
+    let public =
+        Listener::spawn(config.listen, http::router(state.clone(), metrics.clone())).await?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(Listener::spawn(addr, http::metrics::router(state, metrics)).await?),
+        None => None,
+    };
+    tracing::info!(
+        addr = %public.addr,
+        metrics = ?metrics.as_ref().map(|m| m.addr),
+        public_url = %config.public_url,
+        data_dir = %config.data_dir.display(),
+        "listening"
+    );
     Ok(Server {
-        addr,
+        public,
+        metrics,
         runtime,
-        shutdown,
-        task,
     })
 }
 

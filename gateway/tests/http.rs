@@ -24,6 +24,7 @@ fn now() -> i64 {
 async fn start(dir: &std::path::Path) -> (serve::Server, String) {
     let flags = Layer {
         listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.display().to_string()),
         ..Layer::default()
     };
@@ -230,6 +231,71 @@ async fn wallet_start_issues_a_siwe_challenge_bound_to_this_gateway() {
             .expect("message")
             .contains("already used")
     );
+    server
+        .stop(std::time::Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
+
+#[actix::test]
+async fn metrics_are_served_on_their_own_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, base) = start(dir.path()).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+    }
+    http.get(format!("{base}/v1/actors/0123"))
+        .send()
+        .await
+        .expect("404");
+    // Not on the public listener.
+    let public = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(public.status(), 404);
+    let metrics_addr = server.metrics_addr().expect("metrics enabled");
+    let text = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.contains(
+            "agentkeys_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "agentkeys_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "agentkeys_http_request_duration_seconds_count{method=\"GET\",route=\"/healthz\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("agentkeys_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=\"+Inf\"} 3"), "{text}");
+    for name in [
+        "agentkeys_active_actors 0",
+        "agentkeys_revocations_total 0",
+        "agentkeys_signer_replaced_total 0",
+        "agentkeys_store_commits_total",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    assert!(!text.contains("0123"), "raw paths never become labels");
     server
         .stop(std::time::Duration::from_secs(5))
         .await

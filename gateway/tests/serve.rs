@@ -12,7 +12,14 @@ struct Served {
 
 fn start(data_dir: &Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env_remove("AGENTKEYS_LISTEN")
         .env_remove("AGENTKEYS_PUBLIC_URL")
@@ -138,6 +145,8 @@ fn a_bad_public_url_is_refused_with_the_fix() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
             "--public-url",
             "ftp://x/y",
             "--data-dir",
@@ -155,7 +164,14 @@ fn a_bad_public_url_is_refused_with_the_fix() {
 
 fn serve_output(data: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data)
         .args(extra)
         .env_remove("AGENTKEYS_K3_FILE")

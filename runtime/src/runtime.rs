@@ -92,6 +92,7 @@ struct Inner {
     closing: AtomicBool,
     in_flight: AtomicUsize,
     drained: Notify,
+    revocations: std::sync::atomic::AtomicU64,
     config: RuntimeConfig,
 }
 
@@ -138,6 +139,7 @@ impl Runtime {
                 closing: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 drained: Notify::new(),
+                revocations: std::sync::atomic::AtomicU64::new(0),
                 config,
             }),
         })
@@ -233,6 +235,9 @@ impl Runtime {
                 let commit_time = started.elapsed();
                 runtime.inner.revoked.insert(omni, revocation.revoked_at);
                 let stopped = runtime.stop_subtree(&omni);
+                if revocation.new {
+                    runtime.inner.revocations.fetch_add(1, Ordering::Relaxed);
+                }
                 RevocationReceipt {
                     omni,
                     revoked_at: revocation.revoked_at,
@@ -249,6 +254,11 @@ impl Runtime {
 
     fn stop_subtree(&self, root: &Omni) -> usize {
         self.sets().iter().map(|set| set.stop_subtree(root)).sum()
+    }
+
+    /// Revocations committed by this process (repeats not counted).
+    pub fn revocations(&self) -> u64 {
+        self.inner.revocations.load(Ordering::Relaxed)
     }
 
     /// Active actors across all registries.

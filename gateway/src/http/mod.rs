@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 mod health;
+pub mod metrics;
 pub mod request_id;
 pub mod wallet;
 
@@ -62,8 +63,8 @@ impl AppState {
     }
 }
 
-/// The public router.
-pub fn router(state: AppState) -> Router {
+/// The public router; `metrics` collects its request metrics.
+pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn(timeout))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
