@@ -25,6 +25,8 @@ pub enum Command {
     /// Show or check the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Host administration over the local admin socket of a running server.
+    Admin(AdminArgs),
     /// Master secret (K3) management and offline derivations.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -91,6 +93,46 @@ pub struct ConfigArgs {
     /// The Prometheus listener (`off` disables it) [default: 127.0.0.1:9464].
     #[arg(long)]
     pub metrics_listen: Option<String>,
+}
+
+/// `agentkeys admin …`
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The configuration inputs (the data dir locates the socket).
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// The admin operations.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List masters.
+    Masters {
+        /// Start after this omni (paging).
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show an actor's computed status.
+    Status {
+        /// The actor's omni.
+        omni: String,
+    },
+    /// Revoke an actor and its whole subtree (masters too).
+    Revoke {
+        /// The actor's omni.
+        omni: String,
+    },
+    /// End an actor's quarantine early.
+    LiftQuarantine {
+        /// The actor's omni.
+        omni: String,
+    },
 }
 
 /// `agentkeys config …`

@@ -2,6 +2,7 @@
 //!
 //! Only this crate knows HTTP, the CLI and process setup; it drives the runtime and actors.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

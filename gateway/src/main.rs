@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use agentkeys_gateway::cli::{Cli, Command, ConfigCommand, KeysCommand};
+use agentkeys_gateway::cli::{AdminCommand, Cli, Command, ConfigCommand, KeysCommand};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -25,6 +25,7 @@ fn main() -> std::process::ExitCode {
                 c.public_url, c.dev_mode
             );
         }),
+        Command::Admin(args) => admin(args),
         Command::Keys(KeysCommand::Init(args)) => keys::init(args),
         Command::Keys(KeysCommand::Derive(args)) => keys::derive(args),
     };
@@ -50,4 +51,32 @@ fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn admin(args: agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
+    let config = config::load(&args.config)?;
+    let request = match args.command {
+        AdminCommand::Masters { after, limit } => {
+            serde_json::json!({"op": "masters", "after": after, "limit": limit})
+        }
+        AdminCommand::Status { omni } => serde_json::json!({"op": "status", "omni": omni}),
+        AdminCommand::Revoke { omni } => serde_json::json!({"op": "revoke", "omni": omni}),
+        AdminCommand::LiftQuarantine { omni } => {
+            serde_json::json!({"op": "lift-quarantine", "omni": omni})
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(agentkeys_gateway::admin::call(&config.data_dir, &request))?;
+    println!("{answer}");
+    if answer["ok"] == serde_json::Value::Bool(true) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{}: {}",
+            answer["error"].as_str().unwrap_or("error"),
+            answer["message"].as_str().unwrap_or_default()
+        )
+    }
 }

@@ -34,6 +34,8 @@ pub const STORE_FILE: &str = "agentkeys.redb";
 pub struct Server {
     public: Listener,
     metrics: Option<Listener>,
+    admin: tokio::task::JoinHandle<()>,
+    admin_socket: std::path::PathBuf,
     runtime: Runtime,
 }
 
@@ -60,6 +62,8 @@ impl Server {
         if let Some(metrics) = self.metrics {
             metrics.stop(drain).await?;
         }
+        self.admin.abort();
+        let _ = std::fs::remove_file(&self.admin_socket);
         let report = self.runtime.shutdown(drain).await;
         tracing::info!(
             actors_stopped = report.stopped_actors,
@@ -162,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         siwe_chains: Arc::from([1u64]),
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
+    let admin = crate::admin::listen(&config.data_dir, runtime.clone()).await?;
     let public =
         Listener::spawn(config.listen, http::router(state.clone(), metrics.clone())).await?;
     let metrics = match config.metrics_listen {
@@ -178,6 +183,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     Ok(Server {
         public,
         metrics,
+        admin,
+        admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
     })
 }

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `actors` | omni (32 bytes) | [`ActorRecord`] |
 //! | `children` | (parent omni, label) | child omni |
+//! | `masters` | master omni | created_at (ms) |
 //! | `meta` | name | bytes (`schema_version` u32 BE, `client_id` UTF-8, `created_at` u64 BE) |
 //!
 //! Every operation of [`Storage`] is one transaction: reads take one read transaction, writes
@@ -172,6 +173,9 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ChildEntry>, StoreError>;
+
+    /// Masters in omni order, starting after `after`, at most `limit`.
+    fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError>;
 
     /// Creates an actor (idempotent for the same omni, parent and label).
     fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError>;

@@ -2,7 +2,7 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::redb_store::{ACTORS, CHILDREN, read_lineage, read_record};
+use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
 use super::writer::Mutation;
 use super::{ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus};
 use crate::clock::Timestamp;
@@ -161,6 +161,11 @@ impl Mutation for CreateActor {
                     (parent.as_bytes(), record.label.as_str()),
                     record.omni.as_bytes(),
                 )
+                .map_err(StoreError::from_redb)?;
+        } else {
+            let mut masters = txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
+            masters
+                .insert(record.omni.as_bytes(), record.created_at.as_millis())
                 .map_err(StoreError::from_redb)?;
         }
         Ok(Created { record, new: true })

@@ -17,6 +17,7 @@ use crate::omni::Omni;
 pub(crate) const ACTORS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("actors");
 pub(crate) const CHILDREN: TableDefinition<(&[u8; 32], &str), &[u8; 32]> =
     TableDefinition::new("children");
+pub(crate) const MASTERS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("masters");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_SCHEMA: &str = "schema_version";
@@ -71,6 +72,7 @@ impl RedbStore {
         {
             txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
             txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+            txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
         }
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
@@ -300,6 +302,24 @@ impl Storage for RedbStore {
                 label: label.to_owned(),
                 omni: Omni::from_bytes(*value.value()),
             });
+        }
+        Ok(out)
+    }
+
+    fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
+        let start = match after {
+            Some(omni) => Bound::Excluded(omni.as_bytes()),
+            None => Bound::Unbounded,
+        };
+        let range = table
+            .range::<&[u8; 32]>((start, Bound::Unbounded))
+            .map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (key, _) = entry.map_err(StoreError::from_redb)?;
+            out.push(Omni::from_bytes(*key.value()));
         }
         Ok(out)
     }

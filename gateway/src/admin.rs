@@ -1,0 +1,192 @@
+//! The admin plane: a Unix socket `<data>/admin.sock` (0600, in the 0700 data dir) speaking
+//! one JSON request per line and one JSON answer per line. Only the host's administrator (who
+//! can open the file) reaches it; it is never on the network.
+//!
+//! Requests: `{"op":"masters","after"?,"limit"?}`, `{"op":"status","omni"}`,
+//! `{"op":"revoke","omni"}` (any actor, masters included), `{"op":"lift-quarantine","omni"}`.
+//! Answers: `{"ok":true,...}` or `{"ok":false,"error":"<code>","message":"..."}`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use agentkeys_runtime::store::{Status, WriteError};
+use agentkeys_runtime::{Omni, Runtime};
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// The socket's file name inside the data dir.
+pub const SOCKET: &str = "admin.sock";
+
+/// One admin request.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AdminRequest {
+    /// List masters.
+    Masters {
+        /// Start after this omni.
+        after: Option<String>,
+        /// At most this many (default 100, max 1000).
+        limit: Option<usize>,
+    },
+    /// The computed status of an actor.
+    Status {
+        /// The actor.
+        omni: String,
+    },
+    /// Revoke an actor and its subtree (masters too).
+    Revoke {
+        /// The actor.
+        omni: String,
+    },
+    /// End a quarantine early.
+    LiftQuarantine {
+        /// The actor.
+        omni: String,
+    },
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> Value {
+    json!({"ok": false, "error": code, "message": message.into()})
+}
+
+fn omni(text: &str) -> Result<Omni, Value> {
+    text.parse()
+        .map_err(|e: agentkeys_runtime::OmniParseError| refuse("invalid_request", e.to_string()))
+}
+
+/// Answers one request.
+pub async fn handle(runtime: &Runtime, request: AdminRequest) -> Value {
+    let result = match request {
+        AdminRequest::Masters { after, limit } => {
+            masters(runtime, after.as_deref(), limit.unwrap_or(100).min(1000))
+        }
+        AdminRequest::Status { omni: o } => status(runtime, &o),
+        AdminRequest::Revoke { omni: o } => revoke(runtime, &o).await,
+        AdminRequest::LiftQuarantine { omni: o } => {
+            omni(&o).map(|o| json!({"ok": true, "lifted": runtime.lift_quarantine(&o)}))
+        }
+    };
+    result.unwrap_or_else(|refusal| refusal)
+}
+
+fn masters(runtime: &Runtime, after: Option<&str>, limit: usize) -> Result<Value, Value> {
+    let after = after.map(omni).transpose()?;
+    let list = runtime
+        .store()
+        .masters(after.as_ref(), limit)
+        .map_err(|e| refuse("internal", e.to_string()))?;
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|m| {
+            let status = runtime.status(m).ok().flatten();
+            json!({"omni": m.to_string(), "status": status_name(status)})
+        })
+        .collect();
+    Ok(json!({"ok": true, "masters": rows}))
+}
+
+fn status_name(status: Option<Status>) -> &'static str {
+    match status {
+        Some(Status::Active) => "active",
+        Some(Status::Revoked { .. }) => "revoked",
+        None => "unknown",
+    }
+}
+
+fn status(runtime: &Runtime, text: &str) -> Result<Value, Value> {
+    let o = omni(text)?;
+    match runtime
+        .status(&o)
+        .map_err(|e| refuse("internal", e.to_string()))?
+    {
+        None => Err(refuse("not_found", "no such actor")),
+        Some(Status::Active) => Ok(
+            json!({"ok": true, "omni": o.to_string(), "status": if runtime.is_quarantined(&o) { "quarantined" } else { "active" }}),
+        ),
+        Some(Status::Revoked { by, at }) => Ok(
+            json!({"ok": true, "omni": o.to_string(), "status": "revoked",
+            "revoked_by": by.to_string(), "revoked_at": agentkeys_actors::crypto::rfc3339::format(at.as_millis() as i64)}),
+        ),
+    }
+}
+
+async fn revoke(runtime: &Runtime, text: &str) -> Result<Value, Value> {
+    let o = omni(text)?;
+    match runtime.revoke(o).await {
+        Ok(r) => Ok(
+            json!({"ok": true, "omni": o.to_string(), "new": r.new, "stopped": r.stopped,
+            "revoked_at": agentkeys_actors::crypto::rfc3339::format(r.revoked_at.as_millis() as i64),
+            "commit_ms": r.commit_time.as_secs_f64() * 1000.0}),
+        ),
+        Err(WriteError::Rejected(_)) => Err(refuse("not_found", "no such actor")),
+        Err(WriteError::Store(e)) => Err(refuse("internal", e.to_string())),
+    }
+}
+
+/// Binds the socket (replacing a stale one), restricts it to 0600, and serves until dropped.
+pub async fn listen(
+    data_dir: &Path,
+    runtime: Runtime,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let path = data_dir.join(SOCKET);
+    if path.exists() {
+        if UnixStream::connect(&path).await.is_ok() {
+            anyhow::bail!(
+                "{} is in use: another agentkeys serve runs on this data dir",
+                path.display()
+            );
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove the stale {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let runtime = runtime.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_connection(stream, &runtime).await {
+                    tracing::debug!(cause = %e, "admin connection ended");
+                }
+            });
+        }
+    }))
+}
+
+async fn serve_connection(stream: UnixStream, runtime: &Runtime) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answer = match serde_json::from_str::<AdminRequest>(&line) {
+            Ok(request) => {
+                tracing::info!(request = %line, "admin request");
+                handle(runtime, request).await
+            }
+            Err(e) => refuse("invalid_request", e.to_string()),
+        };
+        write.write_all(format!("{answer}\n").as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Client side: sends one request to the socket of `data_dir` and returns the answer.
+pub async fn call(data_dir: &Path, request: &Value) -> anyhow::Result<Value> {
+    let path: PathBuf = data_dir.join(SOCKET);
+    let stream = UnixStream::connect(&path).await.with_context(|| {
+        format!("cannot reach {}: is `agentkeys serve` running with this --data-dir, and are you its user?", path.display())
+    })?;
+    let (read, mut write) = stream.into_split();
+    write.write_all(format!("{request}\n").as_bytes()).await?;
+    write.shutdown().await?;
+    let line = BufReader::new(read)
+        .lines()
+        .next_line()
+        .await?
+        .context("the server closed the admin connection without answering")?;
+    Ok(serde_json::from_str(&line)?)
+}
