@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use agentkeys_runtime::store::{Status, WriteError};
 use agentkeys_runtime::{Omni, Runtime};
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -20,30 +20,33 @@ use tokio::net::{UnixListener, UnixStream};
 /// The socket's file name inside the data dir.
 pub const SOCKET: &str = "admin.sock";
 
-/// One admin request.
-#[derive(Debug, Deserialize)]
+/// One admin request: the `agentkeys admin` subcommand and the JSON sent on the socket are
+/// the same type.
+#[derive(Debug, Clone, Deserialize, Serialize, clap::Subcommand)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AdminRequest {
-    /// List masters.
+    /// List masters in omni order with their status.
     Masters {
-        /// Start after this omni.
+        /// Start after this omni (paging).
+        #[arg(long)]
         after: Option<String>,
         /// At most this many (default 100, max 1000).
+        #[arg(long)]
         limit: Option<usize>,
     },
-    /// The computed status of an actor.
+    /// Show an actor's computed status.
     Status {
-        /// The actor.
+        /// The actor's omni.
         omni: String,
     },
-    /// Revoke an actor and its subtree (masters too).
+    /// Revoke an actor and its whole subtree (masters too).
     Revoke {
-        /// The actor.
+        /// The actor's omni.
         omni: String,
     },
-    /// End a quarantine early.
+    /// End an actor's quarantine early.
     LiftQuarantine {
-        /// The actor.
+        /// The actor's omni.
         omni: String,
     },
 }
@@ -175,7 +178,8 @@ async fn serve_connection(stream: UnixStream, runtime: &Runtime) -> std::io::Res
 }
 
 /// Client side: sends one request to the socket of `data_dir` and returns the answer.
-pub async fn call(data_dir: &Path, request: &Value) -> anyhow::Result<Value> {
+pub async fn call(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
+    let request = serde_json::to_string(request)?;
     let path: PathBuf = data_dir.join(SOCKET);
     let stream = UnixStream::connect(&path).await.with_context(|| {
         format!("cannot reach {}: is `agentkeys serve` running with this --data-dir, and are you its user?", path.display())

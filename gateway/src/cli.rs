@@ -103,36 +103,7 @@ pub struct AdminArgs {
     pub config: ConfigArgs,
     /// What to do.
     #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-/// The admin operations.
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// List masters.
-    Masters {
-        /// Start after this omni (paging).
-        #[arg(long)]
-        after: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-    },
-    /// Show an actor's computed status.
-    Status {
-        /// The actor's omni.
-        omni: String,
-    },
-    /// Revoke an actor and its whole subtree (masters too).
-    Revoke {
-        /// The actor's omni.
-        omni: String,
-    },
-    /// End an actor's quarantine early.
-    LiftQuarantine {
-        /// The actor's omni.
-        omni: String,
-    },
+    pub command: crate::admin::AdminRequest,
 }
 
 /// `agentkeys config …`

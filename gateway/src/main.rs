@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use agentkeys_gateway::cli::{AdminCommand, Cli, Command, ConfigCommand, KeysCommand};
+use agentkeys_gateway::cli::{Cli, Command, ConfigCommand, KeysCommand};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -55,20 +55,13 @@ fn init_tracing(verbose: u8) {
 
 fn admin(args: agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
-    let request = match args.command {
-        AdminCommand::Masters { after, limit } => {
-            serde_json::json!({"op": "masters", "after": after, "limit": limit})
-        }
-        AdminCommand::Status { omni } => serde_json::json!({"op": "status", "omni": omni}),
-        AdminCommand::Revoke { omni } => serde_json::json!({"op": "revoke", "omni": omni}),
-        AdminCommand::LiftQuarantine { omni } => {
-            serde_json::json!({"op": "lift-quarantine", "omni": omni})
-        }
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(agentkeys_gateway::admin::call(&config.data_dir, &request))?;
+    let answer = runtime.block_on(agentkeys_gateway::admin::call(
+        &config.data_dir,
+        &args.command,
+    ))?;
     println!("{answer}");
     if answer["ok"] == serde_json::Value::Bool(true) {
         Ok(())
