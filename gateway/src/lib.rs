@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod keys;

@@ -301,3 +301,51 @@ async fn metrics_are_served_on_their_own_listener() {
         .await
         .expect("stops");
 }
+
+#[actix::test]
+async fn the_typed_client_signs_with_a_persistent_device_key() {
+    use agentkeys_gateway::client::{self, ClientError, DeviceKey};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, base) = start(&dir.path().join("data")).await;
+    let home = dir.path().join("home");
+    let profile = client::profile_dir(&home, "work").expect("plain name");
+    assert!(client::profile_dir(&home, "../evil").is_err());
+    assert!(client::profile_dir(&home, "a/b").is_err());
+
+    let key = DeviceKey::load_or_create(&profile).expect("created");
+    let jkt = key.thumbprint();
+    let c = client::Client::new(PUBLIC_URL, key).connecting_to(&base);
+    let challenge = c
+        .wallet_start("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", 1)
+        .await
+        .expect("challenge");
+    assert!(SiweMessage::parse(&challenge.message).is_ok());
+    let err = c.wallet_start("0x12", 1).await.expect_err("refused");
+    assert!(
+        matches!(&err, ClientError::Api { code, .. } if code == "invalid_request"),
+        "{err}"
+    );
+
+    // The key survives: same file, same thumbprint, 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let file = profile.join("device.jwk");
+    assert_eq!(
+        std::fs::metadata(&file).expect("file").permissions().mode() & 0o777,
+        0o600
+    );
+    let again = DeviceKey::load_or_create(&profile).expect("loaded");
+    assert_eq!(again.thumbprint(), jkt);
+    assert!(
+        !format!("{again:?}").contains("\"d\""),
+        "Debug prints no private part"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert!(
+        DeviceKey::load_or_create(&profile).is_err(),
+        "an open key file is refused"
+    );
+    server
+        .stop(std::time::Duration::from_secs(5))
+        .await
+        .expect("stops");
+}

@@ -78,7 +78,7 @@ impl Challenges {
 }
 
 /// `POST /v1/auth/wallet/start` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The EOA that will sign (`0x` + 40 hex, any case).

@@ -1,0 +1,161 @@
+//! The one typed HTTP client of AgentKeys: every request carries a DPoP proof by the profile's
+//! device key; a `use_dpop_nonce` answer is retried once with the server's nonce; failures come
+//! back as the server's error code and message.
+
+pub mod device;
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use device::{DeviceKey, profile_dir};
+
+use crate::http::wallet::{StartRequest, StartResponse};
+
+/// A failed call: the server's code (or a transport problem) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with the error envelope.
+    #[error("{code}: {message} (request {request_id})")]
+    Api {
+        /// The stable error code.
+        code: String,
+        /// The server's message.
+        message: String,
+        /// For the server's logs.
+        request_id: String,
+    },
+    /// The gateway could not be reached or answered something that is not the API.
+    #[error(
+        "cannot talk to the gateway at {url}: {cause}; check --gateway and that the server runs"
+    )]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What failed.
+        cause: String,
+    },
+}
+
+/// A client for one gateway with one device key.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    connect: Option<String>,
+    http: reqwest::Client,
+    key: DeviceKey,
+    nonce: Mutex<Option<String>>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// A client for the gateway at `base` (its `public_url`) signing with `key`.
+    pub fn new(base: &str, key: DeviceKey) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            connect: None,
+            http: reqwest::Client::new(),
+            key,
+            nonce: Mutex::new(None),
+        }
+    }
+
+    /// Sends requests to `actual` (e.g. a test server's bound address) while proofs keep naming
+    /// the public URL.
+    pub fn connecting_to(mut self, actual: &str) -> Self {
+        self.connect = Some(actual.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// The device key's thumbprint.
+    pub fn jkt(&self) -> String {
+        self.key.thumbprint()
+    }
+
+    /// POSTs `body` to `path`, with a DPoP proof (and `token` if given).
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let target = format!("{}{}", self.connect.as_deref().unwrap_or(&self.base), path);
+        for attempt in 0..2 {
+            let nonce = self.nonce.lock().ok().and_then(|n| n.clone());
+            let proof = self
+                .key
+                .proof("POST", &url, now(), token, nonce.as_deref())
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    cause: e.to_string(),
+                })?;
+            let mut request = self.http.post(&target).header("dpop", proof).json(body);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("DPoP {token}"));
+            }
+            let response = request.send().await.map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                cause: e.to_string(),
+            })?;
+            if let Some(n) = response
+                .headers()
+                .get("dpop-nonce")
+                .and_then(|v| v.to_str().ok())
+            {
+                if let Ok(mut slot) = self.nonce.lock() {
+                    *slot = Some(n.to_string());
+                }
+            }
+            let status = response.status();
+            let body: Value = response.json().await.map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                cause: format!("HTTP {status}: {e}"),
+            })?;
+            if status.is_success() {
+                return serde_json::from_value(body).map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    cause: e.to_string(),
+                });
+            }
+            let code = body["error"].as_str().unwrap_or("unknown").to_string();
+            if code == "use_dpop_nonce" && attempt == 0 {
+                continue;
+            }
+            return Err(ClientError::Api {
+                code,
+                message: body["message"].as_str().unwrap_or_default().to_string(),
+                request_id: body["request_id"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+        Err(ClientError::Transport {
+            url,
+            cause: "the server kept asking for a new DPoP nonce".into(),
+        })
+    }
+
+    /// `POST /v1/auth/wallet/start`.
+    pub async fn wallet_start(
+        &self,
+        address: &str,
+        chain_id: u64,
+    ) -> Result<StartResponse, ClientError> {
+        self.post(
+            "/v1/auth/wallet/start",
+            &StartRequest {
+                address: address.to_string(),
+                chain_id,
+            },
+            None,
+        )
+        .await
+    }
+}
