@@ -106,14 +106,12 @@ impl Client {
                 url: url.clone(),
                 cause: e.to_string(),
             })?;
-            if let Some(n) = response
+            let fresh = response
                 .headers()
                 .get("dpop-nonce")
-                .and_then(|v| v.to_str().ok())
-            {
-                if let Ok(mut slot) = self.nonce.lock() {
-                    *slot = Some(n.to_string());
-                }
+                .and_then(|v| v.to_str().ok());
+            if let (Some(n), Ok(mut slot)) = (fresh, self.nonce.lock()) {
+                *slot = Some(n.to_string());
             }
             let status = response.status();
             let body: Value = response.json().await.map_err(|e| ClientError::Transport {
