@@ -7,30 +7,38 @@ use serde::Serialize;
 
 use super::AppState;
 
-#[derive(Serialize)]
+/// Liveness answer.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Health {
     status: &'static str,
 }
 
 /// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "the process answers", body = Health)))]
 pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-#[derive(Serialize)]
-struct Check {
+/// One readiness check.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Check {
     name: &'static str,
     ok: bool,
     detail: String,
 }
 
-#[derive(Serialize)]
+/// Readiness answer.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Readiness {
     status: &'static str,
     checks: Vec<Check>,
 }
 
 /// Readiness: one entry per check (store readable, writer alive, arbiters alive, signer pool).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "every check passes", body = Readiness),
+    (status = 503, description = "a check fails (see its entry)", body = Readiness)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let runtime = &state.runtime;
     let store = runtime.store();

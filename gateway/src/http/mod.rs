@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod wallet;
 
@@ -17,7 +18,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::dpop::DpopVerifier;
 use error::{ApiError, ErrorCode};
@@ -65,10 +69,17 @@ impl AppState {
 
 /// The public router; `metrics` collects its request metrics.
 pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/auth/wallet/start", post(wallet::start))
+    let (routes, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(wallet::start))
+        .split_for_parts();
+    let api = Arc::new(api);
+    routes
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(api.as_ref().clone()) }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

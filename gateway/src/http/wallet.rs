@@ -78,7 +78,7 @@ impl Challenges {
 }
 
 /// `POST /v1/auth/wallet/start` body.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The EOA that will sign (`0x` + 40 hex, any case).
@@ -88,7 +88,7 @@ pub struct StartRequest {
 }
 
 /// The challenge.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StartResponse {
     /// Pass back to `wallet/verify`.
     pub request_id: String,
@@ -116,6 +116,17 @@ fn random_alphanumeric(n: usize) -> Result<String, ApiError> {
 }
 
 /// Issues a challenge bound to the caller's key, the address and the chain.
+#[utoipa::path(post, path = "/v1/auth/wallet/start", tag = "login",
+    params(("DPoP" = String, Header, description = "a DPoP proof by the device key")),
+    request_body = StartRequest,
+    responses(
+        (status = 200, description = "the SIWE message to sign", body = StartResponse),
+        (status = 400, description = "invalid_request, invalid_siwe (chain not allowed)", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_dpop_proof", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = super::openapi::ErrorEnvelope),
+        (status = 415, description = "unsupported_media_type", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy: too many challenges or DPoP proofs outstanding", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn start(
     State(state): State<AppState>,
     TokenlessDpop(proof): TokenlessDpop,
