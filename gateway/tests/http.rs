@@ -248,7 +248,7 @@ async fn metrics_are_served_on_their_own_listener() {
             .await
             .expect("healthz");
     }
-    http.get(format!("{base}/v1/actors/0123"))
+    http.get(format!("{base}/v1/actors/raw-path-marker"))
         .send()
         .await
         .expect("404");
@@ -295,7 +295,10 @@ async fn metrics_are_served_on_their_own_listener() {
     ] {
         assert!(text.contains(name), "{name} in {text}");
     }
-    assert!(!text.contains("raw-path-marker"), "raw paths never become labels");
+    assert!(
+        !text.contains("raw-path-marker"),
+        "raw paths never become labels"
+    );
     server
         .stop(std::time::Duration::from_secs(5))
         .await
