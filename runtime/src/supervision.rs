@@ -162,15 +162,31 @@ impl Supervisor {
     }
 
     /// `Err(Unavailable)` while the omni is backing off or quarantined.
+    /// A record whose block has ended and whose crashes have all left the window is dropped
+    /// here, so the table holds only omnis that crashed recently.
     pub(crate) fn admit(&self, omni: &Omni, now: Timestamp) -> Result<(), CallError> {
-        let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         match records.get(omni) {
             Some(r) if r.blocked_until > now => Err(CallError::Unavailable {
                 retry_after: r.blocked_until.since(now),
                 quarantined: r.quarantined,
             }),
+            Some(r)
+                if r.crashes
+                    .back()
+                    .is_none_or(|t| now.since(*t) >= self.config.window) =>
+            {
+                records.remove(omni);
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+
+    /// How many omnis have a crash record.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.records.lock().map(|r| r.len()).unwrap_or(0)
     }
 
     /// Whether `omni` is in quarantine now.
@@ -338,6 +354,14 @@ mod tests {
         assert!(!sup.lift(&omni, at(66_000)), "nothing left to lift");
 
         sup.crashed(omni, None, at(70_000));
+        assert_eq!(sup.tracked(), 1);
+        assert!(
+            sup.admit(&omni, at(75_000)).is_ok(),
+            "backoff over, crash still in the window"
+        );
+        assert_eq!(sup.tracked(), 1);
+        assert!(sup.admit(&omni, at(80_000)).is_ok());
+        assert_eq!(sup.tracked(), 0, "forgotten once the window has passed");
         let (events, dropped) = sup.drain_events();
         assert_eq!(dropped, 0);
         assert!(matches!(events[5], SupervisionEvent::Quarantined { .. }));
