@@ -123,6 +123,21 @@ impl Handler<Ping> for BenchAgent {
     }
 }
 
+/// The smallest actix actor, for the bare `send` reference.
+struct RawActor;
+
+impl Actor for RawActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Ping> for RawActor {
+    type Result = actix::MessageResult<Ping>;
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Omni::from_bytes([0; 32]))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
@@ -282,8 +297,19 @@ async fn activation() {
         registry.call(target, Ping).await.unwrap();
         warm.push(t.elapsed());
     }
+    // Reference: a bare actix `send` round trip to an actor on an arbiter, same caller.
+    let arbiter = actix::Arbiter::new();
+    let raw = RawActor::start_in_arbiter(&arbiter.handle(), |_| RawActor);
+    let mut bare = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        raw.send(Ping).await.unwrap();
+        bare.push(t.elapsed());
+    }
+    arbiter.stop();
     cold.sort();
     warm.sort();
+    bare.sort();
     println!("## activation ({n} actors, first call = store read + spawn + register + call)");
     println!("| | p50 | p99 |");
     println!("|---|---|---|");
@@ -298,8 +324,14 @@ async fn activation() {
         us(percentile(&warm, 0.99))
     );
     println!(
-        "activation costs {:.1}× a warm call at p50",
-        percentile(&cold, 0.5).as_secs_f64() / percentile(&warm, 0.5).as_secs_f64()
+        "| bare actix send to an arbiter (reference) | {} | {} |",
+        us(percentile(&bare, 0.5)),
+        us(percentile(&bare, 0.99))
+    );
+    println!(
+        "activation costs {:.1}× a warm call at p50; a warm call costs {:.2}× a bare actix send",
+        percentile(&cold, 0.5).as_secs_f64() / percentile(&warm, 0.5).as_secs_f64(),
+        percentile(&warm, 0.5).as_secs_f64() / percentile(&bare, 0.5).as_secs_f64()
     );
     runtime.shutdown(Duration::from_secs(10)).await;
 }
