@@ -47,6 +47,16 @@ pub fn profile_dir(home: &Path, profile: &str) -> anyhow::Result<PathBuf> {
 }
 
 impl DeviceKey {
+    /// A fresh key in memory (`load_or_create` persists one).
+    pub fn generate() -> anyhow::Result<Self> {
+        let der =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref())
+            .map_err(|_| anyhow::anyhow!("cannot load the generated key"))?;
+        Ok(Self { pair })
+    }
+
     /// Loads the key of `dir`, or creates it (0600 in a 0700 directory) on first use.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("device.jwk");
@@ -58,16 +68,12 @@ impl DeviceKey {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let der =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("cannot generate a P-256 key"))?;
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.as_ref())
-            .map_err(|_| anyhow::anyhow!("cannot load the generated key"))?;
-        let private = pair
+        let key = Self::generate()?;
+        let private = key
+            .pair
             .private_key()
             .as_be_bytes()
             .map_err(|_| anyhow::anyhow!("cannot export the device key"))?;
-        let key = Self { pair };
         let mut jwk = key.public_jwk();
         jwk["d"] = json!(B64.encode(private.as_ref()));
         let text = Zeroizing::new(jwk.to_string());
@@ -155,6 +161,11 @@ impl DeviceKey {
             claims["nonce"] = json!(nonce);
         }
         let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.public_jwk()});
+        self.sign_jws(&header, &claims)
+    }
+
+    /// A compact ES256 JWS of `header` and `claims` as given (proofs use [`Self::proof`]).
+    pub fn sign_jws(&self, header: &Value, claims: &Value) -> anyhow::Result<String> {
         let input = format!(
             "{}.{}",
             B64.encode(header.to_string()),
