@@ -69,6 +69,8 @@ async fn the_host_administrator_lists_inspects_and_revokes() {
                 parent,
                 label: label.into(),
                 created_at: t,
+                wallet: None,
+                origin: Default::default(),
             })
             .await
             .expect("created");

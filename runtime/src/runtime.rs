@@ -11,7 +11,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
 use crate::store::{
-    CreateActor, CreateError, Created, Lineage, RevokeActor, RevokeError, Status, Storage,
+    CreateActor, CreateError, Created, Lineage, Origin, RevokeActor, RevokeError, Status, Storage,
     StoreError, WriteError,
 };
 use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
@@ -63,6 +63,8 @@ pub struct RevocationReceipt {
     pub new: bool,
     /// Active actors of the subtree told to stop.
     pub stopped: usize,
+    /// Device bindings of the revoked actor tombstoned (descendants' die with their lineage).
+    pub bindings_tombstoned: usize,
     /// Time from submission to the durable commit.
     pub commit_time: Duration,
 }
@@ -217,16 +219,26 @@ impl Runtime {
         self.inner.store.create_actor(op).await
     }
 
-    /// Revokes `omni` and so its whole subtree.
+    /// Revokes `omni` and so its whole subtree, on behalf of the system (see [`Self::revoke_as`]).
+    pub async fn revoke(&self, omni: Omni) -> Result<RevocationReceipt, WriteError<RevokeError>> {
+        self.revoke_as(omni, Origin::default()).await
+    }
+
+    /// Revokes `omni` and so its whole subtree; `origin` goes into the audit row.
     ///
     /// Order: one durable write (the marker on `omni`), then the index entry, then every active
     /// actor of the subtree is told to stop, then the answer. The work runs on a detached task:
     /// dropping the returned future does not stop it, and repeating it is harmless.
-    pub async fn revoke(&self, omni: Omni) -> Result<RevocationReceipt, WriteError<RevokeError>> {
+    pub async fn revoke_as(
+        &self,
+        omni: Omni,
+        origin: Origin,
+    ) -> Result<RevocationReceipt, WriteError<RevokeError>> {
         let started = Instant::now();
         let pending = self.inner.store.revoke_actor(RevokeActor {
             omni,
             at: self.inner.clock.now(),
+            origin,
         });
         let runtime = self.clone();
         let (tx, rx) = oneshot::channel();
@@ -243,6 +255,7 @@ impl Runtime {
                     revoked_at: revocation.revoked_at,
                     new: revocation.new,
                     stopped,
+                    bindings_tombstoned: revocation.bindings_tombstoned,
                     commit_time,
                 }
             });

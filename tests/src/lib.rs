@@ -99,6 +99,8 @@ pub fn create(parent: Option<&Omni>, label: &str) -> CreateActor {
             String::new()
         },
         created_at: T0,
+        wallet: None,
+        origin: Default::default(),
     }
 }
 
@@ -255,6 +257,8 @@ impl SignerStack {
                 parent,
                 label: label.to_string(),
                 created_at: T0,
+                wallet: None,
+                origin: Default::default(),
             })
             .await
             .expect("created");

@@ -8,10 +8,17 @@
 //! | `children` | (parent omni, label) | child omni |
 //! | `masters` | master omni | created_at (ms) |
 //! | `meta` | name | bytes (`schema_version` u32 BE, `client_id` UTF-8, `created_at` u64 BE) |
+//! | `devices`, `device_keys`, `counters` | see [`devices`] | device bindings |
+//! | `identities`, `managed_wallets`, `allowlist` | see [`accounts`] | logins |
+//! | `audit`, `audit_chain`, `audit_heads`, `audit_unsigned` | see [`audit`] | the audit log |
 //!
 //! Every operation of [`Storage`] is one transaction: reads take one read transaction, writes
 //! go through the group-commit [`writer`] and share a write transaction with their batch.
 
+pub mod accounts;
+pub mod audit;
+pub mod devices;
+mod encoding;
 mod mutations;
 mod record;
 mod redb_store;
@@ -19,6 +26,12 @@ pub mod writer;
 
 use std::sync::Arc;
 
+pub use accounts::{
+    AppendAudit, BindingError, BindingInUse, DeleteDevice, LoggedIn, Login, LoginError,
+    RefreshSession, Registration, SetAllowed,
+};
+pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner, Origin};
+pub use devices::DeviceBinding;
 pub use mutations::{CreateActor, CreateError, Created, Revocation, RevokeActor, RevokeError};
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{RedbStore, StoreOptions};
@@ -182,6 +195,57 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Writes the durable revocation marker on one actor (idempotent).
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError>;
+
+    /// One device binding (live or tombstoned).
+    fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError>;
+
+    /// Every device binding of an actor, in binding order.
+    fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError>;
+
+    /// Whether `address` is the managed (or anchor) wallet of an actor here.
+    fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError>;
+
+    /// The registration allow-list, sorted.
+    fn allowlist(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Rows of `master`'s audit chain after position `after`, at most `limit`.
+    fn audit_rows(
+        &self,
+        master: &Omni,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// The head of `master`'s audit chain.
+    fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError>;
+
+    /// Verifies the whole audit log in one snapshot (see [`audit::verify`]).
+    fn verify_audit(
+        &self,
+        check: audit::HeadCheck<'_>,
+        last: &[ChainMark],
+    ) -> Result<AuditReport, StoreError>;
+
+    /// Logs in (creating the master the first time) and binds the device key.
+    fn login(&self, op: Login) -> PendingWrite<LoggedIn, LoginError>;
+
+    /// Checks a binding for a session refresh and records its use.
+    fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError>;
+
+    /// Tombstones a device binding.
+    fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError>;
+
+    /// Appends one audit row; answers its global sequence after the commit.
+    fn append_audit(&self, entry: AuditEntry) -> PendingWrite<u64, std::convert::Infallible>;
+
+    /// Adds or removes a registration allow-list entry.
+    fn set_allowed(&self, op: SetAllowed) -> PendingWrite<bool, std::convert::Infallible>;
+
+    /// Installs the audit head signer and signs heads left unsigned before it ran.
+    fn set_head_signer(
+        &self,
+        signer: Arc<dyn HeadSigner>,
+    ) -> PendingWrite<(), std::convert::Infallible>;
 
     /// Reads a value of the meta table.
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

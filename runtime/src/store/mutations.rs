@@ -2,6 +2,9 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
+use super::accounts::MANAGED_WALLETS;
+use super::audit::{self, AuditEntry, Origin, op, outcome};
+use super::devices;
 use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
 use super::writer::Mutation;
 use super::{ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus};
@@ -19,6 +22,10 @@ pub struct CreateActor {
     pub label: String,
     /// The creation time to record.
     pub created_at: Timestamp,
+    /// The actor's managed wallet address, indexed so it can never log in (`None`: not indexed).
+    pub wallet: Option<[u8; 20]>,
+    /// Who asked (for the audit row).
+    pub origin: Origin,
 }
 
 /// A successful create.
@@ -68,8 +75,17 @@ pub enum CreateError {
 /// The plan a create's check produced.
 #[derive(Debug)]
 pub enum CreatePlan {
-    /// Insert this record (and its children entry).
-    Insert(ActorRecord),
+    /// Insert this record (and its children entry) and audit it in `master`'s chain.
+    Insert {
+        /// The new record.
+        record: ActorRecord,
+        /// The tree's master.
+        master: Omni,
+        /// Its managed wallet, to index.
+        wallet: Option<[u8; 20]>,
+        /// Who asked.
+        origin: Origin,
+    },
     /// The same actor exists; write nothing.
     Existing(ActorRecord),
 }
@@ -118,9 +134,8 @@ impl Mutation for CreateActor {
             return self.existing(&actors, found);
         }
         let Some(parent) = self.parent else {
-            return Ok(Ok(CreatePlan::Insert(
-                self.into_record(ActorKind::Master, String::new()),
-            )));
+            let master = self.omni;
+            return Ok(Ok(self.into_plan(ActorKind::Master, String::new(), master)));
         };
         let Some(lineage) = read_lineage(&actors, &parent)? else {
             return Ok(Err(CreateError::ParentNotFound));
@@ -140,59 +155,99 @@ impl Mutation for CreateActor {
             return Ok(Err(CreateError::LabelTaken));
         }
         let path = format!("{}//{}", lineage.actor().path, self.label);
-        Ok(Ok(CreatePlan::Insert(
-            self.into_record(ActorKind::Agent, path),
-        )))
+        let master = lineage.records()[0].omni;
+        Ok(Ok(self.into_plan(ActorKind::Agent, path, master)))
     }
 
     fn apply(plan: CreatePlan, txn: &WriteTransaction) -> Result<Created, StoreError> {
-        let record = match plan {
+        let (record, master, wallet, origin) = match plan {
             CreatePlan::Existing(record) => return Ok(Created { record, new: false }),
-            CreatePlan::Insert(record) => record,
+            CreatePlan::Insert {
+                record,
+                master,
+                wallet,
+                origin,
+            } => (record, master, wallet, origin),
         };
-        let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
-        actors
-            .insert(record.omni.as_bytes(), record.encode().as_slice())
-            .map_err(StoreError::from_redb)?;
-        if let Some(parent) = &record.parent {
-            let mut children = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
-            children
-                .insert(
-                    (parent.as_bytes(), record.label.as_str()),
-                    record.omni.as_bytes(),
-                )
-                .map_err(StoreError::from_redb)?;
-        } else {
-            let mut masters = txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
-            masters
-                .insert(record.omni.as_bytes(), record.created_at.as_millis())
-                .map_err(StoreError::from_redb)?;
-        }
+        insert_record(txn, &record, wallet)?;
+        audit::append(
+            txn,
+            &AuditEntry {
+                master,
+                origin,
+                op: op::ACTOR_CREATE,
+                target: Some(record.omni),
+                outcome: outcome::OK,
+                detail: [0; 32],
+                at: record.created_at,
+            },
+        )?;
         Ok(Created { record, new: true })
     }
 }
 
+/// Writes a new record with its `children` or `masters` entry and its managed-wallet index.
+pub(crate) fn insert_record(
+    txn: &WriteTransaction,
+    record: &ActorRecord,
+    wallet: Option<[u8; 20]>,
+) -> Result<(), StoreError> {
+    txn.open_table(ACTORS)
+        .map_err(StoreError::from_redb)?
+        .insert(record.omni.as_bytes(), record.encode().as_slice())
+        .map_err(StoreError::from_redb)?;
+    if let Some(parent) = &record.parent {
+        txn.open_table(CHILDREN)
+            .map_err(StoreError::from_redb)?
+            .insert(
+                (parent.as_bytes(), record.label.as_str()),
+                record.omni.as_bytes(),
+            )
+            .map_err(StoreError::from_redb)?;
+    } else {
+        txn.open_table(MASTERS)
+            .map_err(StoreError::from_redb)?
+            .insert(record.omni.as_bytes(), record.created_at.as_millis())
+            .map_err(StoreError::from_redb)?;
+    }
+    if let Some(wallet) = &wallet {
+        txn.open_table(MANAGED_WALLETS)
+            .map_err(StoreError::from_redb)?
+            .insert(wallet, record.omni.as_bytes())
+            .map_err(StoreError::from_redb)?;
+    }
+    Ok(())
+}
+
 impl CreateActor {
-    fn into_record(self, kind: ActorKind, path: String) -> ActorRecord {
-        ActorRecord {
-            omni: self.omni,
-            parent: self.parent,
-            label: self.label,
-            path,
-            kind,
-            status: StoredStatus::Active,
-            created_at: self.created_at,
+    fn into_plan(self, kind: ActorKind, path: String, master: Omni) -> CreatePlan {
+        CreatePlan::Insert {
+            record: ActorRecord {
+                omni: self.omni,
+                parent: self.parent,
+                label: self.label,
+                path,
+                kind,
+                status: StoredStatus::Active,
+                created_at: self.created_at,
+            },
+            master,
+            wallet: self.wallet,
+            origin: self.origin,
         }
     }
 }
 
-/// Write the durable revocation marker on one actor. O(1) in the size of its subtree.
+/// Write the durable revocation marker on one actor, tombstone its device bindings and audit
+/// it, in one transaction. O(1) in the size of its subtree.
 #[derive(Debug, Clone)]
 pub struct RevokeActor {
     /// The actor to revoke.
     pub omni: Omni,
     /// The time to record.
     pub at: Timestamp,
+    /// Who asked (for the audit row).
+    pub origin: Origin,
 }
 
 /// A committed (or already present) revocation marker.
@@ -204,6 +259,8 @@ pub struct Revocation {
     pub revoked_at: Timestamp,
     /// `false` when the marker already existed (idempotent retry).
     pub new: bool,
+    /// Device bindings of the actor itself tombstoned by this revocation.
+    pub bindings_tombstoned: usize,
 }
 
 /// Why a revocation was refused.
@@ -214,38 +271,73 @@ pub enum RevokeError {
     NotFound,
 }
 
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct RevokePlan {
+    revocation: Revocation,
+    master: Omni,
+    origin: Origin,
+}
+
 impl Mutation for RevokeActor {
-    type Plan = Revocation;
+    type Plan = RevokePlan;
     type Output = Revocation;
     type Rejection = RevokeError;
 
-    fn check(self, view: &WriteTransaction) -> Result<Result<Revocation, RevokeError>, StoreError> {
+    fn check(self, view: &WriteTransaction) -> Result<Result<RevokePlan, RevokeError>, StoreError> {
         let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
-        let Some(mut record) = read_record(&actors, &self.omni)? else {
+        let Some(lineage) = read_lineage(&actors, &self.omni)? else {
             return Ok(Err(RevokeError::NotFound));
         };
-        if let Some(at) = record.revoked_at() {
-            return Ok(Ok(Revocation {
+        let master = lineage.records()[0].omni;
+        let mut record = lineage.actor().clone();
+        let revocation = match record.revoked_at() {
+            Some(at) => Revocation {
                 record,
                 revoked_at: at,
                 new: false,
-            }));
-        }
-        record.status = StoredStatus::Revoked { at: self.at };
-        Ok(Ok(Revocation {
-            record,
-            revoked_at: self.at,
-            new: true,
+                bindings_tombstoned: 0,
+            },
+            None => {
+                record.status = StoredStatus::Revoked { at: self.at };
+                Revocation {
+                    record,
+                    revoked_at: self.at,
+                    new: true,
+                    bindings_tombstoned: 0,
+                }
+            }
+        };
+        Ok(Ok(RevokePlan {
+            revocation,
+            master,
+            origin: self.origin,
         }))
     }
 
-    fn apply(plan: Revocation, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
-        if plan.new {
+    fn apply(plan: RevokePlan, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
+        let mut revocation = plan.revocation;
+        if revocation.new {
+            let record = &revocation.record;
             let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
             actors
-                .insert(plan.record.omni.as_bytes(), plan.record.encode().as_slice())
+                .insert(record.omni.as_bytes(), record.encode().as_slice())
                 .map_err(StoreError::from_redb)?;
+            revocation.bindings_tombstoned =
+                devices::tombstone_all(txn, &record.omni, revocation.revoked_at)?;
+            audit::append(
+                txn,
+                &AuditEntry {
+                    master: plan.master,
+                    origin: plan.origin,
+                    op: op::ACTOR_REVOKE,
+                    target: Some(record.omni),
+                    outcome: outcome::OK,
+                    detail: [0; 32],
+                    at: revocation.revoked_at,
+                },
+            )?;
         }
-        Ok(plan)
+        Ok(revocation)
     }
 }

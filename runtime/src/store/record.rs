@@ -14,6 +14,7 @@
 //!
 //! The omni is the table key and is not repeated in the value.
 
+use super::encoding::{Reader, put_bytes};
 use crate::clock::Timestamp;
 use crate::omni::Omni;
 
@@ -96,14 +97,14 @@ impl ActorRecord {
                 out.extend_from_slice(p.as_bytes());
             }
         }
-        put_str(&mut out, &self.label);
-        put_str(&mut out, &self.path);
+        put_bytes(&mut out, self.label.as_bytes());
+        put_bytes(&mut out, self.path.as_bytes());
         out
     }
 
     /// Decodes a value stored under `omni`.
     pub fn decode(omni: Omni, bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != RECORD_VERSION {
             return Err(DecodeError::Version(version));
@@ -148,55 +149,6 @@ impl ActorRecord {
             StoredStatus::Active => None,
             StoredStatus::Revoked { at } => Some(at),
         }
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Labels and paths are bounded far below u16::MAX by the store's own limits.
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(DecodeError::Malformed(self.pos))?;
-        let slice = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or(DecodeError::Malformed(self.pos))?;
-        self.pos = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let at = self.pos;
-        self.take(N)?
-            .try_into()
-            .map_err(|_| DecodeError::Malformed(at))
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn string(&mut self) -> Result<String, DecodeError> {
-        let len = u16::from_be_bytes(self.array()?);
-        let at = self.pos;
-        let raw = self.take(usize::from(len))?;
-        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Malformed(at))
     }
 }
 

@@ -6,10 +6,16 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
+use super::accounts::{ALLOWLIST, IDENTITIES, MANAGED_WALLETS};
+use super::audit::{self, AUDIT, AUDIT_CHAIN, AUDIT_HEADS, AUDIT_UNSIGNED};
+use super::devices::{self, COUNTERS, DEVICE_KEYS, DEVICES};
 use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
-    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, MetaError,
-    Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, Storage, StoreError,
+    ActorRecord, AppendAudit, AuditEntry, AuditReport, AuditRow, BindingError, BindingInUse,
+    ChainHead, ChainMark, ChildEntry, CreateActor, CreateError, Created, DeleteDevice,
+    DeviceBinding, HeadSigner, Lineage, LoggedIn, Login, LoginError, MAX_DEPTH, MetaError,
+    RefreshSession, Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, SetAllowed, Storage,
+    StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -73,6 +79,7 @@ impl RedbStore {
             txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
             txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
             txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
+            create_tables(&txn)?;
         }
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
@@ -95,10 +102,38 @@ impl RedbStore {
         self.db()?.begin_read().map_err(StoreError::from_redb)
     }
 
+    /// Verifies the audit log of a store file no process has open (`agentkeys audit verify`).
+    pub fn verify_file(
+        path: &Path,
+        check: audit::HeadCheck<'_>,
+        last: &[ChainMark],
+    ) -> Result<AuditReport, StoreError> {
+        let db = redb::ReadOnlyDatabase::open(path).map_err(StoreError::from_redb)?;
+        let txn = db.begin_read().map_err(StoreError::from_redb)?;
+        audit::verify(&txn, check, last)
+    }
+
     /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
         self.writer.submit(op)
     }
+}
+
+/// Creates the tables of the higher layers so read transactions always find them.
+fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
+    txn.open_table(DEVICE_KEYS).map_err(StoreError::from_redb)?;
+    txn.open_table(COUNTERS).map_err(StoreError::from_redb)?;
+    txn.open_table(IDENTITIES).map_err(StoreError::from_redb)?;
+    txn.open_table(MANAGED_WALLETS)
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT_UNSIGNED)
+        .map_err(StoreError::from_redb)?;
+    Ok(())
 }
 
 fn init_or_check_meta(
@@ -196,6 +231,27 @@ impl Mutation for SetMeta {
         meta.insert(plan.name.as_str(), plan.value.as_slice())
             .map(|_| ())
             .map_err(StoreError::from_redb)
+    }
+}
+
+/// Makes the writer sign every pending audit head in its batch.
+struct SignPendingHeads;
+
+impl Mutation for SignPendingHeads {
+    type Plan = ();
+    type Output = ();
+    type Rejection = std::convert::Infallible;
+
+    fn check(
+        self,
+        _view: &WriteTransaction,
+    ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        audit::mark_appended();
+        Ok(())
     }
 }
 
@@ -330,6 +386,96 @@ impl Storage for RedbStore {
 
     fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
         self.writer.submit(op)
+    }
+
+    fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
+        devices::read_binding(&table, omni, bid)
+    }
+
+    fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
+        devices::read_bindings(&table, omni)
+    }
+
+    fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn
+            .open_table(MANAGED_WALLETS)
+            .map_err(StoreError::from_redb)?;
+        Ok(table.get(address).map_err(StoreError::from_redb)?.is_some())
+    }
+
+    fn allowlist(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(StoreError::from_redb)? {
+            let (key, _) = entry.map_err(StoreError::from_redb)?;
+            out.push(key.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    fn audit_rows(
+        &self,
+        master: &Omni,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let txn = self.read_txn()?;
+        let chain = txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
+        let rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
+        audit::chain_rows(&chain, &rows, master, after, limit)
+    }
+
+    fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError> {
+        let txn = self.read_txn()?;
+        let heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+        let value = heads
+            .get(master.as_bytes())
+            .map_err(StoreError::from_redb)?;
+        value
+            .map(|v| ChainHead::decode(*master, v.value()))
+            .transpose()
+    }
+
+    fn verify_audit(
+        &self,
+        check: audit::HeadCheck<'_>,
+        last: &[ChainMark],
+    ) -> Result<AuditReport, StoreError> {
+        audit::verify(&self.read_txn()?, check, last)
+    }
+
+    fn login(&self, op: Login) -> PendingWrite<LoggedIn, LoginError> {
+        self.writer.submit(op)
+    }
+
+    fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError> {
+        self.writer.submit(op)
+    }
+
+    fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError> {
+        self.writer.submit(op)
+    }
+
+    fn append_audit(&self, entry: AuditEntry) -> PendingWrite<u64, std::convert::Infallible> {
+        self.writer.submit(AppendAudit(entry))
+    }
+
+    fn set_allowed(&self, op: SetAllowed) -> PendingWrite<bool, std::convert::Infallible> {
+        self.writer.submit(op)
+    }
+
+    fn set_head_signer(
+        &self,
+        signer: Arc<dyn HeadSigner>,
+    ) -> PendingWrite<(), std::convert::Infallible> {
+        self.writer.set_head_signer(signer);
+        self.writer.submit(SignPendingHeads)
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

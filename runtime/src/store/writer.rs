@@ -22,6 +22,11 @@ use redb::{Database, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::StoreError;
+use super::audit::{self, HeadSigner};
+
+/// The audit head signer, set once the signer runs (heads appended before stay unsigned until
+/// the next batch that touches their chain).
+pub(crate) type HeadSignerSlot = Arc<std::sync::OnceLock<Arc<dyn HeadSigner>>>;
 
 /// The most writes folded into one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
@@ -148,6 +153,7 @@ pub(crate) struct Writer {
     tx: std::sync::Mutex<Option<mpsc::Sender<Command>>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
+    head_signer: HeadSignerSlot,
 }
 
 impl Writer {
@@ -155,15 +161,30 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
+        let head_signer = HeadSignerSlot::default();
+        let thread_signer = head_signer.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
-            .spawn(move || writer_loop(&db, quick_repair, &rx, &thread_stats))
+            .spawn(move || {
+                let batch = BatchEnv {
+                    db: &db,
+                    quick_repair,
+                    head_signer: &thread_signer,
+                };
+                writer_loop(&batch, &rx, &thread_stats);
+            })
             .map_err(|e| StoreError::Io(Arc::new(e.into())))?;
         Ok(Self {
             tx: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
+            head_signer,
         })
+    }
+
+    /// Sets the audit head signer (once; later calls are ignored).
+    pub(crate) fn set_head_signer(&self, signer: Arc<dyn HeadSigner>) {
+        let _ = self.head_signer.set(signer);
     }
 
     pub(crate) fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
@@ -205,12 +226,14 @@ impl Writer {
     }
 }
 
-fn writer_loop(
-    db: &Database,
+/// What every batch needs.
+struct BatchEnv<'a> {
+    db: &'a Database,
     quick_repair: bool,
-    rx: &mpsc::Receiver<Command>,
-    stats: &WriterStats,
-) {
+    head_signer: &'a HeadSignerSlot,
+}
+
+fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
     let mut closing = false;
     while !closing {
         let mut batch: Vec<Box<dyn Job>> = Vec::new();
@@ -232,18 +255,13 @@ fn writer_loop(
             }
         }
         if !batch.is_empty() {
-            commit_batch(db, quick_repair, batch, stats);
+            commit_batch(env, batch, stats);
         }
     }
 }
 
-fn commit_batch(
-    db: &Database,
-    quick_repair: bool,
-    mut batch: Vec<Box<dyn Job>>,
-    stats: &WriterStats,
-) {
-    let outcome = run_batch(db, quick_repair, &mut batch);
+fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, stats: &WriterStats) {
+    let outcome = run_batch(env, &mut batch);
     match &outcome {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -261,21 +279,23 @@ fn commit_batch(
     }
 }
 
-fn run_batch(
-    db: &Database,
-    quick_repair: bool,
-    batch: &mut [Box<dyn Job>],
-) -> Result<(), StoreError> {
-    let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
-    txn.set_quick_repair(quick_repair);
-    for job in batch.iter_mut() {
-        if let Err(e) = job.run(&txn) {
-            // Dropping an uncommitted transaction aborts it; abort explicitly to surface errors.
-            if let Err(abort) = txn.abort() {
-                tracing::error!(cause = %abort, "store abort failed");
-            }
-            return Err(e);
+fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let mut txn = env.db.begin_write().map_err(StoreError::from_redb)?;
+    txn.set_quick_repair(env.quick_repair);
+    audit::take_appended();
+    let mut outcome = batch.iter_mut().try_for_each(|job| job.run(&txn));
+    if outcome.is_ok()
+        && audit::take_appended()
+        && let Some(signer) = env.head_signer.get()
+    {
+        outcome = audit::sign_heads(&txn, signer.as_ref());
+    }
+    if let Err(e) = outcome {
+        // Dropping an uncommitted transaction aborts it; abort explicitly to surface errors.
+        if let Err(abort) = txn.abort() {
+            tracing::error!(cause = %abort, "store abort failed");
         }
+        return Err(e);
     }
     txn.commit().map_err(StoreError::from_redb)
 }

@@ -1,0 +1,575 @@
+//! The audit log: append-only rows, one hash chain per master, a global sequence, and chain
+//! heads signed once per batch.
+//!
+//! Rows are written by the mutation that makes the change, inside its transaction, so a change
+//! and its row commit together or not at all. Encoding of a row, version 1 (integers
+//! big-endian, pinned; `docs/audit.md` repeats it):
+//!
+//! ```text
+//! u8  version = 1
+//! u64 global sequence (1-based, across all masters)
+//! [32] master omni (the chain)
+//! u64 chain sequence (1-based within the master's chain)
+//! u64 time, milliseconds since the Unix epoch
+//! u8  has_actor, [32] actor omni (who acted; absent = host admin or the system)
+//! u16 operation code (see [`op`])
+//! u8  has_target, [32] target omni
+//! u8  outcome (see [`outcome`])
+//! u16 request id length, request id bytes (UTF-8)
+//! [32] detail: SHA-256 of the signed message, the token or the binding key; zero if none
+//! ```
+//!
+//! `hash = SHA256(prev_hash || encoding)`, `prev_hash` of the first row = 32 zero bytes. The
+//! stored value is `encoding || hash`. After every batch that appended rows, each touched
+//! chain's head is signed: the message is `"agentkeys-audit-head-v1" || master || u64 length ||
+//! head hash || u64 global sequence of the head row`.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use sha2::{Digest, Sha256};
+
+use super::encoding::{Reader, put_bytes, put_omni};
+use super::{DecodeError, StoreError};
+use crate::clock::Timestamp;
+use crate::omni::Omni;
+
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+pub(crate) const AUDIT_CHAIN: TableDefinition<(&[u8; 32], u64), u64> =
+    TableDefinition::new("audit_chain");
+pub(crate) const AUDIT_HEADS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("audit_heads");
+pub(crate) const AUDIT_UNSIGNED: TableDefinition<&[u8; 32], ()> =
+    TableDefinition::new("audit_unsigned");
+
+/// The version byte of rows written by this build.
+pub const AUDIT_ROW_VERSION: u8 = 1;
+/// Domain separation of signed chain heads.
+pub const HEAD_LABEL: &[u8] = b"agentkeys-audit-head-v1";
+
+/// Stable operation codes (upstream's numbers where they exist).
+pub mod op {
+    /// An actor was created (a master at its first login).
+    pub const ACTOR_CREATE: u16 = 1;
+    /// An actor (and so its subtree) was revoked.
+    pub const ACTOR_REVOKE: u16 = 2;
+    /// An actor's scopes were set.
+    pub const SCOPES_SET: u16 = 3;
+    /// A login issued a session.
+    pub const LOGIN: u16 = 10;
+    /// A session was refreshed.
+    pub const SESSION_REFRESH: u16 = 11;
+    /// An EIP-191 signature (upstream `SignEip191`).
+    pub const SIGN_EIP191: u16 = 20;
+    /// An EIP-712 signature (upstream `SignEip712`).
+    pub const SIGN_EIP712: u16 = 21;
+    /// A transaction signature.
+    pub const SIGN_TX: u16 = 22;
+    /// An sr25519 signature.
+    pub const SIGN_SR25519: u16 = 23;
+    /// An OIDC token was minted.
+    pub const OIDC_TOKEN: u16 = 30;
+    /// A link code was issued.
+    pub const LINK_CODE_ISSUE: u16 = 40;
+    /// A link code was redeemed.
+    pub const LINK_CODE_REDEEM: u16 = 41;
+    /// A used link code was presented by another key (alert).
+    pub const LINK_CODE_REUSE: u16 = 42;
+    /// A device binding was added (upstream `DeviceAdd`).
+    pub const DEVICE_ADD: u16 = 50;
+    /// A device binding was tombstoned (upstream `DeviceRevoke`).
+    pub const DEVICE_REVOKE: u16 = 51;
+    /// An actor was quarantined after repeated crashes.
+    pub const QUARANTINE: u16 = 60;
+    /// The registration allow-list changed.
+    pub const ALLOWLIST: u16 = 70;
+}
+
+/// Outcome codes.
+pub mod outcome {
+    /// The operation happened.
+    pub const OK: u8 = 0;
+    /// It was refused (the row records an attempt, e.g. a reused link code).
+    pub const REFUSED: u8 = 1;
+}
+
+/// Who asked and under which request; every mutation that writes a row carries one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The acting actor; `None` for the host admin or the system itself.
+    pub actor: Option<Omni>,
+    /// The request id (HTTP `x-request-id` or the admin command's id).
+    pub request_id: String,
+}
+
+/// A row to append (the store assigns the sequences, the time comes from the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The chain: the master of the tree the row belongs to.
+    pub master: Omni,
+    /// Who acted and the request.
+    pub origin: Origin,
+    /// Operation code ([`op`]).
+    pub op: u16,
+    /// The actor acted upon.
+    pub target: Option<Omni>,
+    /// [`outcome`].
+    pub outcome: u8,
+    /// SHA-256 of the message, token or key concerned; zero if none.
+    pub detail: [u8; 32],
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A stored row with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Global sequence.
+    pub seq: u64,
+    /// Position in the master's chain (1-based).
+    pub chain_seq: u64,
+    /// The row.
+    pub entry: AuditEntry,
+    /// `SHA256(prev_hash || encoding)`.
+    pub hash: [u8; 32],
+}
+
+/// A signed chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The master.
+    pub master: Omni,
+    /// Rows in the chain.
+    pub length: u64,
+    /// Hash of the last row.
+    pub hash: [u8; 32],
+    /// Global sequence of the last row.
+    pub seq: u64,
+    /// The audit key that signed (empty while unsigned).
+    pub kid: String,
+    /// ES256 `r || s` over [`ChainHead::message`] (empty while unsigned).
+    pub signature: Vec<u8>,
+}
+
+impl ChainHead {
+    /// The signed bytes.
+    pub fn message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD_LABEL.len() + 32 + 8 + 32 + 8);
+        out.extend_from_slice(HEAD_LABEL);
+        out.extend_from_slice(self.master.as_bytes());
+        out.extend_from_slice(&self.length.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    /// The stored encoding: `u64 length, [32] hash, u64 seq, u16+kid, u16+signature`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(100 + self.kid.len() + self.signature.len());
+        out.extend_from_slice(&self.length.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        put_bytes(&mut out, self.kid.as_bytes());
+        put_bytes(&mut out, &self.signature);
+        out
+    }
+
+    pub(crate) fn decode(master: Omni, bytes: &[u8]) -> Result<Self, StoreError> {
+        let mut r = Reader::new(bytes);
+        let head = (|| {
+            let head = ChainHead {
+                master,
+                length: r.u64()?,
+                hash: r.array()?,
+                seq: r.u64()?,
+                kid: r.string()?,
+                signature: r.bytes()?.to_vec(),
+            };
+            r.finish().map(|()| head)
+        })();
+        head.map_err(|e| StoreError::Corrupt(format!("audit head of {}: {e}", master.short())))
+    }
+}
+
+/// Signs chain heads with the audit key (implemented by the signer; the key never leaves it).
+pub trait HeadSigner: Send + Sync + 'static {
+    /// Signs `message`; returns the key id and the signature.
+    fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String>;
+}
+
+impl AuditEntry {
+    /// The pinned version-1 encoding, given the row's sequences.
+    pub fn encode(&self, seq: u64, chain_seq: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(200 + self.origin.request_id.len());
+        out.push(AUDIT_ROW_VERSION);
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(self.master.as_bytes());
+        out.extend_from_slice(&chain_seq.to_be_bytes());
+        out.extend_from_slice(&self.at.as_millis().to_be_bytes());
+        put_omni(&mut out, self.origin.actor.as_ref());
+        out.extend_from_slice(&self.op.to_be_bytes());
+        put_omni(&mut out, self.target.as_ref());
+        out.push(self.outcome);
+        let id = self.origin.request_id.as_bytes();
+        let id = &id[..id.len().min(usize::from(u16::MAX))];
+        put_bytes(&mut out, id);
+        out.extend_from_slice(&self.detail);
+        out
+    }
+}
+
+impl AuditRow {
+    /// Decodes a stored value (`encoding || hash`).
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let split = bytes.len().checked_sub(32).ok_or(DecodeError::Malformed(0));
+        let row = split.and_then(|split| {
+            let (body, hash) = bytes.split_at(split);
+            let mut r = Reader::new(body);
+            let version = r.u8()?;
+            if version != AUDIT_ROW_VERSION {
+                return Err(DecodeError::Version(version));
+            }
+            let seq = r.u64()?;
+            let master = Omni::from_bytes(r.array()?);
+            let chain_seq = r.u64()?;
+            let at = Timestamp::from_millis(r.u64()?);
+            let actor = r.omni()?;
+            let op = r.u16()?;
+            let target = r.omni()?;
+            let outcome = r.u8()?;
+            let request_id = r.string()?;
+            let detail = r.array()?;
+            r.finish()?;
+            Ok(AuditRow {
+                seq,
+                chain_seq,
+                entry: AuditEntry {
+                    master,
+                    origin: Origin { actor, request_id },
+                    op,
+                    target,
+                    outcome,
+                    detail,
+                    at,
+                },
+                hash: hash.try_into().map_err(|_| DecodeError::Malformed(split))?,
+            })
+        });
+        row.map_err(|e| StoreError::Corrupt(format!("audit row: {e}")))
+    }
+
+    /// `SHA256(prev || encoding)` of this row.
+    pub fn compute_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        chain_hash(prev, &self.entry.encode(self.seq, self.chain_seq))
+    }
+}
+
+fn chain_hash(prev: &[u8; 32], encoding: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(encoding);
+    h.finalize().into()
+}
+
+/// SHA-256 of `bytes`, for [`AuditEntry::detail`].
+pub fn detail_hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+thread_local! {
+    /// Set by [`append`] on the writer thread; the writer signs heads only after batches that
+    /// appended rows.
+    static APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether rows were appended on this thread since the last call (and resets the flag).
+pub(crate) fn take_appended() -> bool {
+    APPENDED.with(|flag| flag.replace(false))
+}
+
+/// Makes the writer sign pending heads after this batch.
+pub(crate) fn mark_appended() {
+    APPENDED.with(|flag| flag.set(true));
+}
+
+/// Appends a row inside `txn` (the change's own transaction); returns its global sequence.
+pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, StoreError> {
+    mark_appended();
+    let mut rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
+    let seq = rows
+        .last()
+        .map_err(StoreError::from_redb)?
+        .map_or(0, |(k, _)| k.value())
+        + 1;
+    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    let master = entry.master;
+    let previous = heads
+        .get(master.as_bytes())
+        .map_err(StoreError::from_redb)?
+        .map(|v| ChainHead::decode(master, v.value()))
+        .transpose()?;
+    let (length, prev_hash) = previous.map_or((0, [0; 32]), |h| (h.length, h.hash));
+    let chain_seq = length + 1;
+    let encoding = entry.encode(seq, chain_seq);
+    let hash = chain_hash(&prev_hash, &encoding);
+    let mut value = encoding;
+    value.extend_from_slice(&hash);
+    rows.insert(seq, value.as_slice())
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT_CHAIN)
+        .map_err(StoreError::from_redb)?
+        .insert((master.as_bytes(), chain_seq), seq)
+        .map_err(StoreError::from_redb)?;
+    let head = ChainHead {
+        master,
+        length: chain_seq,
+        hash,
+        seq,
+        kid: String::new(),
+        signature: Vec::new(),
+    };
+    heads
+        .insert(master.as_bytes(), head.encode().as_slice())
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(AUDIT_UNSIGNED)
+        .map_err(StoreError::from_redb)?
+        .insert(master.as_bytes(), ())
+        .map_err(StoreError::from_redb)?;
+    Ok(seq)
+}
+
+/// Signs the heads of every chain appended to since the last signing (run before a commit).
+pub(crate) fn sign_heads(
+    txn: &WriteTransaction,
+    signer: &dyn HeadSigner,
+) -> Result<(), StoreError> {
+    let mut unsigned = txn
+        .open_table(AUDIT_UNSIGNED)
+        .map_err(StoreError::from_redb)?;
+    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    while let Some((key, ())) = unsigned
+        .pop_first()
+        .map_err(StoreError::from_redb)?
+        .map(|(k, v)| (*k.value(), v.value()))
+    {
+        let master = Omni::from_bytes(key);
+        let Some(bytes) = heads
+            .get(&key)
+            .map_err(StoreError::from_redb)?
+            .map(|v| v.value().to_vec())
+        else {
+            continue;
+        };
+        let mut head = ChainHead::decode(master, &bytes)?;
+        let (kid, signature) = signer
+            .sign_head(&head.message())
+            .map_err(|e| StoreError::Corrupt(format!("audit head signing failed: {e}")))?;
+        head.kid = kid;
+        head.signature = signature;
+        heads
+            .insert(&key, head.encode().as_slice())
+            .map_err(StoreError::from_redb)?;
+    }
+    Ok(())
+}
+
+/// Reads rows of one chain from `after` (exclusive), at most `limit`.
+pub(crate) fn chain_rows(
+    chain: &impl ReadableTable<(&'static [u8; 32], u64), u64>,
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    master: &Omni,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let m = master.as_bytes();
+    let mut out = Vec::new();
+    for entry in chain
+        .range((m, after.saturating_add(1))..=(m, u64::MAX))
+        .map_err(StoreError::from_redb)?
+    {
+        if out.len() >= limit {
+            break;
+        }
+        let (_, seq) = entry.map_err(StoreError::from_redb)?;
+        let seq = seq.value();
+        let value = rows
+            .get(seq)
+            .map_err(StoreError::from_redb)?
+            .ok_or_else(|| StoreError::Corrupt(format!("audit row {seq} is missing")))?;
+        out.push(AuditRow::decode(value.value())?);
+    }
+    Ok(out)
+}
+
+/// How far a verifier has seen one chain: `agentkeys audit verify` keeps these between runs so
+/// a chain cut back to an older (validly signed) head is still caught.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainMark {
+    /// The master.
+    pub master: Omni,
+    /// Rows seen.
+    pub length: u64,
+    /// Hash of the last row seen.
+    pub hash: [u8; 32],
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Chains checked.
+    pub chains: usize,
+    /// Rows checked.
+    pub rows: u64,
+    /// Every inconsistency, one line each (empty: the log is intact).
+    pub problems: Vec<String>,
+    /// The marks to keep for the next run.
+    pub marks: Vec<ChainMark>,
+}
+
+/// Checks a signature on a chain head: (kid, message, signature) → valid.
+pub type HeadCheck<'a> = &'a dyn Fn(&str, &[u8], &[u8]) -> bool;
+
+/// Verifies every chain in one read snapshot: each row's hash from its predecessor, the chain
+/// index against the rows, the signed heads, the global sequence, and the `last` marks of an
+/// earlier run. Detects modified, deleted and truncated rows.
+pub fn verify(
+    txn: &redb::ReadTransaction,
+    check: HeadCheck<'_>,
+    last: &[ChainMark],
+) -> Result<AuditReport, StoreError> {
+    let rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
+    let chain = txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
+    let heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    let unsigned = txn
+        .open_table(AUDIT_UNSIGNED)
+        .map_err(StoreError::from_redb)?;
+    let mut report = AuditReport::default();
+    let mut referenced = std::collections::BTreeSet::new();
+    for entry in heads.iter().map_err(StoreError::from_redb)? {
+        let (key, value) = entry.map_err(StoreError::from_redb)?;
+        let master = Omni::from_bytes(*key.value());
+        let head = ChainHead::decode(master, value.value())?;
+        let pending = unsigned
+            .get(key.value())
+            .map_err(StoreError::from_redb)?
+            .is_some();
+        let walked = walk_chain(&chain, &rows, &head, &mut report, &mut referenced)?;
+        report.chains += 1;
+        let name = master.short();
+        if walked.length != head.length || walked.hash != head.hash {
+            report.problems.push(format!(
+                "chain {name}: {} rows end in a hash that does not match its head ({} rows): rows were deleted or truncated",
+                walked.length, head.length
+            ));
+        }
+        if !pending && !check(&head.kid, &head.message(), &head.signature) {
+            report
+                .problems
+                .push(format!("chain {name}: the head signature does not verify"));
+        }
+        report.marks.push(walked);
+    }
+    check_marks(&chain, &rows, last, &mut report)?;
+    let mut expected = 1u64;
+    for entry in rows.iter().map_err(StoreError::from_redb)? {
+        let (seq, _) = entry.map_err(StoreError::from_redb)?;
+        let seq = seq.value();
+        if seq != expected {
+            report.problems.push(format!(
+                "global sequence jumps from {} to {seq}: rows were deleted",
+                expected.saturating_sub(1)
+            ));
+        }
+        if !referenced.contains(&seq) {
+            report
+                .problems
+                .push(format!("row {seq} belongs to no chain"));
+        }
+        expected = seq + 1;
+    }
+    Ok(report)
+}
+
+fn walk_chain(
+    chain: &impl ReadableTable<(&'static [u8; 32], u64), u64>,
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    head: &ChainHead,
+    report: &mut AuditReport,
+    referenced: &mut std::collections::BTreeSet<u64>,
+) -> Result<ChainMark, StoreError> {
+    let m = head.master.as_bytes();
+    let name = head.master.short();
+    let mut prev = [0u8; 32];
+    let mut length = 0u64;
+    for entry in chain
+        .range((m, 0)..=(m, u64::MAX))
+        .map_err(StoreError::from_redb)?
+    {
+        let (key, seq) = entry.map_err(StoreError::from_redb)?;
+        let (position, seq) = (key.value().1, seq.value());
+        referenced.insert(seq);
+        if position != length + 1 {
+            report.problems.push(format!(
+                "chain {name}: row {} is missing (next is {position}): rows were deleted",
+                length + 1
+            ));
+        }
+        length = position;
+        let Some(value) = rows.get(seq).map_err(StoreError::from_redb)? else {
+            report.problems.push(format!(
+                "chain {name}: row {position} (global {seq}) was deleted"
+            ));
+            continue;
+        };
+        report.rows += 1;
+        let row = match AuditRow::decode(value.value()) {
+            Ok(row) => row,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("chain {name}: row {position}: {e}"));
+                continue;
+            }
+        };
+        let in_place =
+            row.seq == seq && row.chain_seq == position && row.entry.master == head.master;
+        if !in_place || row.compute_hash(&prev) != row.hash {
+            report.problems.push(format!(
+                "chain {name}: row {position} (global {seq}) was modified"
+            ));
+        }
+        prev = row.hash;
+    }
+    Ok(ChainMark {
+        master: head.master,
+        length,
+        hash: prev,
+    })
+}
+
+fn check_marks(
+    chain: &impl ReadableTable<(&'static [u8; 32], u64), u64>,
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    last: &[ChainMark],
+    report: &mut AuditReport,
+) -> Result<(), StoreError> {
+    for mark in last {
+        let name = mark.master.short();
+        let stored = chain
+            .get((mark.master.as_bytes(), mark.length))
+            .map_err(StoreError::from_redb)?
+            .map(|seq| seq.value())
+            .and_then(|seq| rows.get(seq).ok().flatten())
+            .and_then(|v| AuditRow::decode(v.value()).ok());
+        match stored {
+            Some(row) if row.hash == mark.hash => {}
+            Some(_) => report.problems.push(format!(
+                "chain {name}: row {} differs from the last verified run",
+                mark.length
+            )),
+            None => report.problems.push(format!(
+                "chain {name}: the last verified run saw {} rows; the log was truncated",
+                mark.length
+            )),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! Logins, device bindings and the audit chain at the store level, including tampering with
+//! the store file the way someone with write access to the disk would.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use agentkeys_runtime::store::{
+    BindingError, ChainMark, DeleteDevice, HeadSigner, Login, LoginError, Origin, RedbStore,
+    RefreshSession, Registration, RevokeActor, SetAllowed, Storage, WriteError, audit,
+};
+use agentkeys_runtime::{Omni, Timestamp};
+use agentkeys_tests::{T0, omni_of, open_store};
+use redb::{ReadableTable, TableDefinition};
+
+/// A stand-in for the audit key: a keyed SHA-256 (the real one is ES256 in the signer).
+struct TestSigner;
+
+fn mac(message: &[u8]) -> Vec<u8> {
+    audit::detail_hash(&[b"test-key".as_slice(), message].concat()).to_vec()
+}
+
+impl HeadSigner for TestSigner {
+    fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
+        Ok(("test".into(), mac(message)))
+    }
+}
+
+fn check(kid: &str, message: &[u8], signature: &[u8]) -> bool {
+    kid == "test" && mac(message) == signature
+}
+
+fn login(master: Omni, jkt: &str, registration: Registration) -> Login {
+    Login {
+        master,
+        wallet: [0x11; 20],
+        identity: ("evm".into(), format!("0x{}", "ab".repeat(20))),
+        signer: Some([0xab; 20]),
+        anchor: None,
+        registration,
+        jkt: jkt.into(),
+        device_label: "login".into(),
+        request_id: "req-1".into(),
+        at: T0,
+    }
+}
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_millis(T0.as_millis() + ms)
+}
+
+async fn signed_store(dir: &Path) -> Arc<RedbStore> {
+    let store = open_store(dir);
+    store
+        .set_head_signer(Arc::new(TestSigner))
+        .await
+        .expect("signer installed");
+    store
+}
+
+#[tokio::test]
+async fn login_creates_the_master_once_and_reuses_the_binding_of_the_same_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let master = omni_of(None, "alice");
+    let first = store
+        .login(login(master, "key-a", Registration::Open))
+        .await
+        .expect("first login");
+    assert!(first.new_master && first.new_binding);
+    let again = store
+        .login(login(master, "key-a", Registration::Closed))
+        .await
+        .expect("an existing master logs in even when registration is closed");
+    assert!(!again.new_master && !again.new_binding);
+    assert_eq!(again.binding.bid, first.binding.bid);
+    let other = store
+        .login(login(master, "key-b", Registration::Closed))
+        .await
+        .expect("second device");
+    assert_ne!(other.binding.bid, first.binding.bid);
+    assert_eq!(store.devices(&master).expect("devices").len(), 2);
+    // create, device add, login; login; device add, login
+    let rows = store.audit_rows(&master, 0, 100).expect("rows");
+    let ops: Vec<u16> = rows.iter().map(|r| r.entry.op).collect();
+    assert_eq!(
+        ops,
+        [
+            audit::op::ACTOR_CREATE,
+            audit::op::DEVICE_ADD,
+            audit::op::LOGIN,
+            audit::op::LOGIN,
+            audit::op::DEVICE_ADD,
+            audit::op::LOGIN
+        ]
+    );
+    assert!(rows.iter().all(|r| r.entry.origin.request_id == "req-1"));
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert_eq!(head.length, 6);
+    assert!(check(&head.kid, &head.message(), &head.signature));
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!((report.chains, report.rows), (1, 6));
+}
+
+#[tokio::test]
+async fn registration_policy_and_managed_wallets_refuse_without_writing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let master = omni_of(None, "bob");
+    let refused = store.login(login(master, "k", Registration::Closed)).await;
+    assert!(matches!(
+        refused,
+        Err(WriteError::Rejected(LoginError::RegistrationClosed))
+    ));
+    let refused = store
+        .login(login(master, "k", Registration::Allowlist))
+        .await;
+    assert!(matches!(
+        refused,
+        Err(WriteError::Rejected(LoginError::RegistrationClosed))
+    ));
+    assert!(store.actor(&master).expect("read").is_none());
+    let entry = format!("0x{}", "ab".repeat(20));
+    store
+        .set_allowed(SetAllowed {
+            entry: entry.clone(),
+            allowed: true,
+            at: T0,
+        })
+        .await
+        .expect("allowed");
+    assert_eq!(store.allowlist().expect("list"), [entry]);
+    store
+        .login(login(master, "k", Registration::Allowlist))
+        .await
+        .expect("allow-listed identity registers");
+    // The master's own managed wallet ([0x11; 20]) may never sign a login.
+    assert!(store.is_managed_wallet(&[0x11; 20]).expect("read"));
+    let mut by_managed = login(omni_of(None, "carol"), "k2", Registration::Open);
+    by_managed.signer = Some([0x11; 20]);
+    assert!(matches!(
+        store.login(by_managed).await,
+        Err(WriteError::Rejected(LoginError::ManagedWallet))
+    ));
+    assert!(
+        store
+            .actor(&omni_of(None, "carol"))
+            .expect("read")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn revocation_and_deletion_kill_bindings_for_refresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let master = omni_of(None, "dave");
+    let a = store
+        .login(login(master, "key-a", Registration::Open))
+        .await
+        .expect("login a");
+    let b = store
+        .login(login(master, "key-b", Registration::Open))
+        .await
+        .expect("login b");
+    let refresh = |bid: u64, jkt: &str| RefreshSession {
+        omni: master,
+        bid,
+        jkt: jkt.into(),
+        request_id: "r".into(),
+        at: at(1_000),
+    };
+    let used = store
+        .refresh_session(refresh(a.binding.bid, "key-a"))
+        .await
+        .expect("live binding refreshes");
+    assert_eq!(used.binding.last_used, at(1_000));
+    assert!(matches!(
+        store.refresh_session(refresh(a.binding.bid, "key-b")).await,
+        Err(WriteError::Rejected(BindingError::WrongKey))
+    ));
+    store
+        .delete_device(DeleteDevice {
+            omni: master,
+            bid: a.binding.bid,
+            origin: Origin::default(),
+            at: at(2_000),
+        })
+        .await
+        .expect("deleted");
+    assert!(matches!(
+        store.refresh_session(refresh(a.binding.bid, "key-a")).await,
+        Err(WriteError::Rejected(BindingError::Tombstoned))
+    ));
+    // Logging in again with key a gets a new binding id: old tokens stay dead.
+    let again = store
+        .login(login(master, "key-a", Registration::Open))
+        .await
+        .expect("relogin");
+    assert!(again.new_binding && again.binding.bid != a.binding.bid);
+    let revoked = store
+        .revoke_actor(RevokeActor {
+            omni: master,
+            at: at(3_000),
+            origin: Origin::default(),
+        })
+        .await
+        .expect("revoked");
+    assert_eq!(revoked.bindings_tombstoned, 2);
+    assert!(
+        store
+            .devices(&master)
+            .expect("devices")
+            .iter()
+            .all(|d| !d.is_live())
+    );
+    assert!(matches!(
+        store.refresh_session(refresh(b.binding.bid, "key-b")).await,
+        Err(WriteError::Rejected(BindingError::Revoked { .. }))
+    ));
+    assert!(matches!(
+        store
+            .login(login(master, "key-c", Registration::Open))
+            .await,
+        Err(WriteError::Rejected(LoginError::Revoked { .. }))
+    ));
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const AUDIT_HEADS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("audit_heads");
+
+/// Writes a store with two masters' chains, closes it, returns its path and the marks.
+async fn written_store(dir: &Path) -> (std::path::PathBuf, Vec<ChainMark>) {
+    let store = signed_store(dir).await;
+    for (i, name) in ["erin", "frank"].into_iter().enumerate() {
+        for key in ["k1", "k2", "k3"] {
+            let mut op = login(omni_of(None, name), key, Registration::Open);
+            op.wallet = [u8::try_from(i).expect("small"); 20];
+            store.login(op).await.expect("login");
+        }
+    }
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    store.close();
+    (dir.join("agentkeys.redb"), report.marks)
+}
+
+fn edit(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(path).expect("open the file directly");
+    let txn = db.begin_write().expect("write");
+    f(&txn);
+    txn.commit().expect("commit");
+}
+
+fn problems(path: &Path, marks: &[ChainMark]) -> Vec<String> {
+    RedbStore::verify_file(path, &check, marks)
+        .expect("verify")
+        .problems
+}
+
+#[tokio::test]
+async fn verify_detects_a_modified_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, marks) = written_store(dir.path()).await;
+    assert!(problems(&path, &marks).is_empty());
+    edit(&path, |txn| {
+        let mut rows = txn.open_table(AUDIT).expect("table");
+        let mut row = rows.get(3).expect("get").expect("row 3").value().to_vec();
+        // The request id's last byte: a plausible, well-formed edit.
+        let at = row.len() - 33;
+        row[at] ^= 0x01;
+        rows.insert(3, row.as_slice()).expect("insert");
+    });
+    let found = problems(&path, &marks);
+    assert!(
+        found.iter().any(|p| p.contains("was modified")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn verify_detects_a_deleted_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (path, marks) = written_store(dir.path()).await;
+    edit(&path, |txn| {
+        txn.open_table(AUDIT)
+            .expect("table")
+            .remove(2)
+            .expect("remove");
+    });
+    let found = problems(&path, &marks);
+    assert!(found.iter().any(|p| p.contains("deleted")), "{found:?}");
+}
+
+#[tokio::test]
+async fn verify_detects_truncation_even_with_an_older_valid_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let master = omni_of(None, "grace");
+    store
+        .login(login(master, "k1", Registration::Open))
+        .await
+        .expect("login");
+    // Keep the validly signed head of a 3-row chain, as an attacker could.
+    let old_head = read_head(&store, &master);
+    store
+        .login(login(master, "k2", Registration::Open))
+        .await
+        .expect("login");
+    let marks = store.verify_audit(&check, &[]).expect("verify").marks;
+    store.close();
+    let path = dir.path().join("agentkeys.redb");
+    edit(&path, |txn| {
+        let mut rows = txn.open_table(AUDIT).expect("rows");
+        let mut chain = txn
+            .open_table::<(&[u8; 32], u64), u64>(TableDefinition::new("audit_chain"))
+            .expect("chain");
+        for seq in 4..=5 {
+            rows.remove(seq).expect("remove row");
+            chain
+                .remove((master.as_bytes(), seq))
+                .expect("remove index");
+        }
+        txn.open_table(AUDIT_HEADS)
+            .expect("heads")
+            .insert(master.as_bytes(), old_head.as_slice())
+            .expect("restore old head");
+    });
+    // Without memory of the last run the cut is self-consistent...
+    assert!(problems(&path, &[]).is_empty());
+    // ...but against the marks of the last verified run it is caught.
+    let found = problems(&path, &marks);
+    assert!(found.iter().any(|p| p.contains("truncated")), "{found:?}");
+}
+
+fn read_head(store: &RedbStore, master: &Omni) -> Vec<u8> {
+    let head = store.audit_head(master).expect("read").expect("head");
+    assert_eq!(head.length, 3);
+    head.encode()
+}
+
+#[test]
+fn rows_round_trip_through_the_pinned_encoding() {
+    let entry = audit::AuditEntry {
+        master: omni_of(None, "m"),
+        origin: Origin {
+            actor: Some(omni_of(None, "a")),
+            request_id: "abc".into(),
+        },
+        op: audit::op::SIGN_EIP191,
+        target: None,
+        outcome: audit::outcome::OK,
+        detail: [7; 32],
+        at: T0,
+    };
+    let encoding = entry.encode(9, 4);
+    assert_eq!(encoding[0], 1, "version byte");
+    assert_eq!(&encoding[1..9], &9u64.to_be_bytes());
+    let hash = audit::detail_hash(&[[0u8; 32].as_slice(), &encoding].concat());
+    let stored = [encoding.as_slice(), &hash].concat();
+    let row = audit::AuditRow::decode(&stored).expect("decodes");
+    assert_eq!((row.seq, row.chain_seq), (9, 4));
+    assert_eq!(row.entry, entry);
+    assert_eq!(row.compute_hash(&[0; 32]), hash);
+    assert!(audit::AuditRow::decode(&stored[..stored.len() - 1]).is_err());
+}
