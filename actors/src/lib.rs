@@ -2,4 +2,5 @@
 //! agent, signer and mailer actors on top of `agentkeys-runtime`.
 
 pub mod crypto;
+pub mod master;
 pub mod signer;

@@ -3,13 +3,14 @@
 //! can open the file) reaches it; it is never on the network.
 //!
 //! Requests: `{"op":"masters","after"?,"limit"?}`, `{"op":"status","omni"}`,
-//! `{"op":"revoke","omni"}` (any actor, masters included), `{"op":"lift-quarantine","omni"}`.
+//! `{"op":"revoke","omni"}` (any actor, masters included), `{"op":"lift-quarantine","omni"}`,
+//! `{"op":"allow","action":"add"|"remove"|"list","entry"?}` (the registration allow-list).
 //! Answers: `{"ok":true,...}` or `{"ok":false,"error":"<code>","message":"..."}`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use agentkeys_runtime::store::{Status, WriteError};
+use agentkeys_runtime::store::{Origin, SetAllowed, Status, WriteError};
 use agentkeys_runtime::{Omni, Runtime};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,26 @@ pub enum AdminRequest {
         /// The actor's omni.
         omni: String,
     },
+    /// Manage the registration allow-list (used when `registration = "allowlist"`).
+    Allow {
+        /// add, remove or list.
+        #[arg(value_enum)]
+        action: AllowAction,
+        /// An EVM address (`0x…`) or an email address.
+        entry: Option<String>,
+    },
+}
+
+/// What `admin allow` does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AllowAction {
+    /// Allow an identity to register.
+    Add,
+    /// Take it off the list (an existing master keeps its account).
+    Remove,
+    /// Print the list.
+    List,
 }
 
 fn refuse(code: &str, message: impl Into<String>) -> Value {
@@ -71,6 +92,7 @@ pub async fn handle(runtime: &Runtime, request: AdminRequest) -> Value {
         AdminRequest::LiftQuarantine { omni: o } => {
             omni(&o).map(|o| json!({"ok": true, "lifted": runtime.lift_quarantine(&o)}))
         }
+        AdminRequest::Allow { action, entry } => allow(runtime, action, entry.as_deref()).await,
     };
     result.unwrap_or_else(|refusal| refusal)
 }
@@ -116,9 +138,66 @@ fn status(runtime: &Runtime, text: &str) -> Result<Value, Value> {
     }
 }
 
+/// An allow-list entry in its one stored form: a lowercase `0x` address or a lowercase email.
+pub fn allow_entry(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.starts_with("0x") || text.starts_with("0X") {
+        return agentkeys_actors::crypto::omni::normalize_address(text).map_err(|e| e.to_string());
+    }
+    let email = text.to_lowercase();
+    match email.split_once('@') {
+        Some((user, host))
+            if !user.is_empty() && host.contains('.') && !email.contains(char::is_whitespace) =>
+        {
+            Ok(email)
+        }
+        _ => Err(format!(
+            "{text:?} is neither an EVM address (0x + 40 hex) nor an email address"
+        )),
+    }
+}
+
+async fn allow(
+    runtime: &Runtime,
+    action: AllowAction,
+    entry: Option<&str>,
+) -> Result<Value, Value> {
+    let store = runtime.store();
+    let allowed = match (action, entry) {
+        (AllowAction::List, _) => {
+            let list = store
+                .allowlist()
+                .map_err(|e| refuse("internal", e.to_string()))?;
+            return Ok(json!({"ok": true, "allowlist": list}));
+        }
+        (_, None) => {
+            return Err(refuse(
+                "invalid_request",
+                "give the address or email to allow",
+            ));
+        }
+        (AllowAction::Add, Some(_)) => true,
+        (AllowAction::Remove, Some(_)) => false,
+    };
+    let entry = allow_entry(entry.unwrap_or_default()).map_err(|e| refuse("invalid_request", e))?;
+    let changed = store
+        .set_allowed(SetAllowed {
+            entry: entry.clone(),
+            allowed,
+            at: runtime.clock().now(),
+        })
+        .await
+        .map_err(|e| refuse("internal", e.to_string()))?;
+    Ok(json!({"ok": true, "entry": entry, "allowed": allowed, "changed": changed}))
+}
+
 async fn revoke(runtime: &Runtime, text: &str) -> Result<Value, Value> {
     let o = omni(text)?;
-    match runtime.revoke(o).await {
+    let origin = Origin {
+        actor: None,
+        request_id: format!("admin-{}", runtime.clock().now().as_millis()),
+    };
+    match runtime.revoke_as(o, origin).await {
         Ok(r) => Ok(
             json!({"ok": true, "omni": o.to_string(), "new": r.new, "stopped": r.stopped,
             "revoked_at": agentkeys_actors::crypto::rfc3339::format(r.revoked_at.as_millis() as i64),

@@ -93,6 +93,10 @@ pub struct ConfigArgs {
     /// The Prometheus listener (`off` disables it) [default: 127.0.0.1:9464].
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Who may create a master: open, allowlist (managed with `agentkeys admin allow`) or
+    /// closed [default: open in dev mode, else allowlist].
+    #[arg(long)]
+    pub registration: Option<String>,
 }
 
 /// `agentkeys admin …`

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use agentkeys_runtime::store::Registration;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
@@ -53,16 +54,19 @@ pub struct Layer {
     pub k3_file: Option<String>,
     /// The Prometheus listener (`off` disables it).
     pub metrics_listen: Option<String>,
+    /// Who may create a master: `open`, `allowlist` or `closed`.
+    pub registration: Option<String>,
 }
 
 /// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 6] = [
+const KEYS: [(&str, &str, bool); 7] = [
     ("listen", "AGENTKEYS_LISTEN", false),
     ("data_dir", "AGENTKEYS_DATA_DIR", false),
     ("public_url", "AGENTKEYS_PUBLIC_URL", false),
     ("client_id", "AGENTKEYS_CLIENT_ID", false),
     ("k3_file", "AGENTKEYS_K3_FILE", false),
     ("metrics_listen", "AGENTKEYS_METRICS_LISTEN", false),
+    ("registration", "AGENTKEYS_REGISTRATION", false),
 ];
 
 /// Variables read by the client commands, not by the server configuration.
@@ -82,6 +86,7 @@ impl Layer {
             "client_id" => self.client_id.as_ref(),
             "k3_file" => self.k3_file.as_ref(),
             "metrics_listen" => self.metrics_listen.as_ref(),
+            "registration" => self.registration.as_ref(),
             _ => None,
         }
     }
@@ -93,6 +98,7 @@ impl Layer {
             "public_url" => &mut self.public_url,
             "client_id" => &mut self.client_id,
             "metrics_listen" => &mut self.metrics_listen,
+            "registration" => &mut self.registration,
             _ => &mut self.k3_file,
         };
         *slot = Some(value);
@@ -144,6 +150,8 @@ pub struct Config {
     pub k3_file: PathBuf,
     /// The Prometheus listener, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// Who may create a master (default: `open` in dev mode, else `allowlist`).
+    pub registration: Registration,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
@@ -213,6 +221,18 @@ impl Config {
                 )
             })?),
         };
+        let registration = match sources.get("registration").map(|(v, _)| v.as_str()) {
+            None if dev_mode => Registration::Open,
+            None => Registration::Allowlist,
+            Some("open") => Registration::Open,
+            Some("allowlist") => Registration::Allowlist,
+            Some("closed") => Registration::Closed,
+            Some(other) => bail!(
+                "registration ({}) must be open, allowlist or closed, not {other:?}",
+                origin("registration")
+            ),
+        };
+        let registration_origin = origin("registration");
         let k3_file = match sources.get("k3_file") {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
@@ -220,6 +240,13 @@ impl Config {
         sources.insert(
             "k3_file",
             (k3_file.display().to_string(), origin("k3_file")),
+        );
+        sources.insert(
+            "registration",
+            (
+                format!("{registration:?}").to_lowercase(),
+                registration_origin,
+            ),
         );
         Ok(Self {
             listen,
@@ -230,6 +257,7 @@ impl Config {
             client_id,
             k3_file,
             metrics_listen,
+            registration,
             sources,
         })
     }
@@ -305,6 +333,7 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         client_id: args.client_id.clone(),
         k3_file: args.k3_file.clone(),
         metrics_listen: args.metrics_listen.clone(),
+        registration: args.registration.clone(),
     };
     Config::resolve(&file, &env, &flags)
 }

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use agentkeys_actors::signer::{self, CurrentKids, KeySetName, SignerConfig, keys};
 use agentkeys_runtime::store::{RedbStore, Storage, StoreOptions};
-use agentkeys_runtime::{Clock, Runtime, RuntimeConfig, SystemClock};
+use agentkeys_runtime::{Clock, Registry, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 use crate::auth::dpop::DpopVerifier;
+use crate::auth::session::Sessions;
 use crate::config::Config;
 use crate::http::{self, AppState};
 
@@ -123,8 +124,12 @@ impl Listener {
 
 /// Starts the store, runtime and listener. Must run inside an actix `System`.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with an injected clock (tests move time by hand).
+pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     create_data_dir(&config.data_dir)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store_path = config.data_dir.join(STORE_FILE);
     let (k3, generated) = keys::obtain_k3(&config.k3_file, config.dev_mode, store_path.exists())?;
     if generated {
@@ -155,7 +160,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &recorded,
     )?;
     record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
+    runtime
+        .store()
+        .set_head_signer(signer.audit_head_signer())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot sign pending audit heads: {e}"))?;
     let state = AppState {
+        sessions: Arc::new(Sessions::new(&config.public_url, &signer)),
+        masters: Registry::new(&runtime),
+        registration: config.registration,
+        client_id: config.client_id.clone(),
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),

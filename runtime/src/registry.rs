@@ -35,12 +35,22 @@ pub trait VirtualActor: Actor<Context = Context<Self>> {
 }
 
 /// Everything an actor gets when it is activated.
-#[derive(Debug)]
 pub struct Activation {
     /// Its records from the master down, read at activation.
     pub lineage: Lineage,
     /// The check it runs before replying.
     pub guard: LineageGuard,
+    /// The store, for the actor's own rows (e.g. device bindings).
+    pub store: Arc<dyn crate::store::Storage>,
+}
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("lineage", &self.lineage)
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An actor's lineage (root first) and the index it is checked against.
@@ -498,6 +508,7 @@ impl<A: VirtualActor> Registry<A> {
         let activation = Activation {
             lineage,
             guard: guard.clone(),
+            store: runtime.store().clone(),
         };
         let addr = A::start_in_arbiter(runtime.arbiter_for(&omni), move |ctx| {
             // Stops the actor on the runtime's request, independently of its mailbox.

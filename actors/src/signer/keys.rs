@@ -94,6 +94,35 @@ fn thumbprint(pair: &EcdsaKeyPair) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// Verifies an ES256 signature (`r || s`, 64 bytes) with a public P-256 JWK.
+pub fn verify_es256(jwk: &Value, message: &[u8], signature: &[u8]) -> bool {
+    let coordinate = |name: &str| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .filter(|b| b.len() == 32)
+    };
+    let (Some(x), Some(y)) = (coordinate("x"), coordinate("y")) else {
+        return false;
+    };
+    if jwk.get("crv").and_then(Value::as_str) != Some("P-256") {
+        return false;
+    }
+    let point = [[4u8].as_slice(), &x, &y].concat();
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        point,
+    )
+    .verify(message, signature)
+    .is_ok()
+}
+
+/// The keys of the set stored in `dir`, newest first; creates nothing. For offline tools
+/// on the host (`agentkeys audit verify`) and tests; the server reads keys only in the signer.
+pub fn load_set(dir: &Path) -> Result<Vec<P256Key>, SignerError> {
+    load_or_create_set(dir, false)
+}
+
 /// Refuses a secret file that group or others may read, naming the fix.
 pub(crate) fn check_permissions(path: &Path) -> Result<(), SignerError> {
     let resolved = fs::canonicalize(path)

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
+use agentkeys_runtime::store::HeadSigner;
+use agentkeys_runtime::store::audit::HEAD_LABEL;
 use agentkeys_runtime::{LiveProof, Omni};
 use serde_json::Value;
 
@@ -208,6 +210,23 @@ impl std::fmt::Debug for SignerHandle {
     }
 }
 
+/// Signs audit chain heads (see [`SignerHandle::audit_head_signer`]).
+struct AuditHeadSigner {
+    state: Arc<SignerState>,
+}
+
+impl HeadSigner for AuditHeadSigner {
+    fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
+        if !message.starts_with(HEAD_LABEL) {
+            return Err("the audit key signs only audit chain heads".into());
+        }
+        let key = self.state.audit.current();
+        key.sign(message)
+            .map(|signature| (key.kid().to_string(), signature))
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Starts the signer pool with `k3` (already checked against the store's fingerprint) and the
 /// signing kids recorded in the store. Loads — or, the first time, creates — the P-256 key
 /// sets; persist [`SignerHandle::current_kids`] afterwards. Must run inside an actix System.
@@ -349,6 +368,14 @@ impl SignerHandle {
     #[doc(hidden)]
     pub async fn inject_panic(&self) -> Result<(), SignerError> {
         self.ask(messages::InjectPanic).await?
+    }
+
+    /// The capability the store's writer uses to sign audit chain heads with the audit key.
+    /// It signs only messages carrying the audit-head label; the key stays in this module.
+    pub fn audit_head_signer(&self) -> Arc<dyn HeadSigner> {
+        Arc::new(AuditHeadSigner {
+            state: self.state.clone(),
+        })
     }
 
     /// The public JWKs of a key set, the signing key first (never private parts).

@@ -4,3 +4,4 @@
 pub mod dpop;
 pub mod nonce;
 pub mod replay;
+pub mod session;

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 pub use device::{DeviceKey, profile_dir};
 
-use crate::http::wallet::{StartRequest, StartResponse};
+use crate::http::session::{SessionResponse, Whoami};
+use crate::http::wallet::{StartRequest, StartResponse, VerifyRequest};
 
 /// A failed call: the server's code (or a transport problem) and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -87,25 +88,52 @@ impl Client {
         body: &B,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
+        self.send(reqwest::Method::POST, path, Some(body), token)
+            .await
+    }
+
+    /// GETs `path` with a DPoP proof (and `token` if given).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
+        self.send::<(), T>(reqwest::Method::GET, path, None, token)
+            .await
+    }
+
+    /// One call: a fresh proof per attempt, one retry with the server's `DPoP-Nonce` when it
+    /// answers `use_dpop_nonce`.
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        token: Option<&str>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{}", self.base, path);
         let target = format!("{}{}", self.connect.as_deref().unwrap_or(&self.base), path);
+        let transport = |cause: String| ClientError::Transport {
+            url: url.clone(),
+            cause,
+        };
         for attempt in 0..2 {
             let nonce = self.nonce.lock().ok().and_then(|n| n.clone());
             let proof = self
                 .key
-                .proof("POST", &url, now(), token, nonce.as_deref())
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    cause: e.to_string(),
-                })?;
-            let mut request = self.http.post(&target).header("dpop", proof).json(body);
+                .proof(method.as_str(), &url, now(), token, nonce.as_deref())
+                .map_err(|e| transport(e.to_string()))?;
+            let mut request = self
+                .http
+                .request(method.clone(), &target)
+                .header("dpop", proof);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
             if let Some(token) = token {
                 request = request.header("authorization", format!("DPoP {token}"));
             }
-            let response = request.send().await.map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                cause: e.to_string(),
-            })?;
+            let response = request.send().await.map_err(|e| transport(e.to_string()))?;
             let fresh = response
                 .headers()
                 .get("dpop-nonce")
@@ -114,15 +142,12 @@ impl Client {
                 *slot = Some(n.to_string());
             }
             let status = response.status();
-            let body: Value = response.json().await.map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                cause: format!("HTTP {status}: {e}"),
-            })?;
+            let body: Value = response
+                .json()
+                .await
+                .map_err(|e| transport(format!("HTTP {status}: {e}")))?;
             if status.is_success() {
-                return serde_json::from_value(body).map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    cause: e.to_string(),
-                });
+                return serde_json::from_value(body).map_err(|e| transport(e.to_string()));
             }
             let code = body["error"].as_str().unwrap_or("unknown").to_string();
             if code == "use_dpop_nonce" && attempt == 0 {
@@ -134,10 +159,28 @@ impl Client {
                 request_id: body["request_id"].as_str().unwrap_or_default().to_string(),
             });
         }
-        Err(ClientError::Transport {
-            url,
-            cause: "the server kept asking for a new DPoP nonce".into(),
-        })
+        Err(transport(
+            "the server kept asking for a new DPoP nonce".into(),
+        ))
+    }
+
+    /// `POST /v1/auth/wallet/verify`.
+    pub async fn wallet_verify(
+        &self,
+        request: &VerifyRequest,
+    ) -> Result<SessionResponse, ClientError> {
+        self.post("/v1/auth/wallet/verify", request, None).await
+    }
+
+    /// `POST /v1/session/refresh` with the current (possibly expired) token.
+    pub async fn refresh(&self, token: &str) -> Result<SessionResponse, ClientError> {
+        self.post("/v1/session/refresh", &serde_json::json!({}), Some(token))
+            .await
+    }
+
+    /// `GET /v1/whoami`.
+    pub async fn whoami(&self, token: &str) -> Result<Whoami, ClientError> {
+        self.get("/v1/whoami", Some(token)).await
     }
 
     /// `POST /v1/auth/wallet/start`.

@@ -200,6 +200,62 @@ impl ApiError {
     }
 }
 
+impl From<agentkeys_runtime::CallError> for ApiError {
+    fn from(e: agentkeys_runtime::CallError) -> Self {
+        use agentkeys_runtime::CallError;
+        match e {
+            CallError::NotFound => ApiError::new(ErrorCode::NotFound, "no such actor"),
+            CallError::Revoked { .. } => ApiError::new(
+                ErrorCode::ActorRevoked,
+                "this actor or one of its ancestors was revoked",
+            ),
+            CallError::Unavailable { retry_after, .. } => ApiError::new(
+                ErrorCode::ActorUnavailable,
+                "the actor is restarting after a failure; retry",
+            )
+            .retry_after(retry_after),
+            CallError::Busy | CallError::Stopped => {
+                ApiError::new(ErrorCode::Busy, "the actor is busy; retry")
+            }
+            CallError::ShuttingDown => {
+                ApiError::new(ErrorCode::Busy, "the server is shutting down; retry")
+            }
+            CallError::Store(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<agentkeys_actors::signer::SignerError> for ApiError {
+    fn from(e: agentkeys_actors::signer::SignerError) -> Self {
+        use agentkeys_actors::signer::SignerError;
+        match e {
+            SignerError::Unavailable => ApiError::new(
+                ErrorCode::SignerUnavailable,
+                "the signer is unavailable; retry",
+            ),
+            SignerError::ManagedWalletLogin => {
+                ApiError::new(ErrorCode::InvalidRequest, e.to_string())
+            }
+            SignerError::Path(_) => ApiError::new(ErrorCode::InvalidLabel, e.to_string()),
+            SignerError::TypedData(_) => ApiError::new(ErrorCode::InvalidTypedData, e.to_string()),
+            SignerError::Tx(_) => ApiError::new(ErrorCode::InvalidRequest, e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<agentkeys_runtime::store::StoreError> for ApiError {
+    fn from(e: agentkeys_runtime::store::StoreError) -> Self {
+        use agentkeys_runtime::store::StoreError;
+        match e {
+            StoreError::Closed => {
+                ApiError::new(ErrorCode::Busy, "the server is shutting down; retry")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = request_id::current().unwrap_or_default();

@@ -7,7 +7,12 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use agentkeys_actors::master::{CheckSession, SessionError};
+use agentkeys_runtime::store::ActorRecord;
+use agentkeys_runtime::{LiveProof, Omni};
+
 use crate::auth::dpop::{DpopError, ProofRequest, VerifiedProof};
+use crate::auth::session::{Role, SessionClaims};
 
 /// A JSON body (`Content-Type: application/json`, at most 1 MiB).
 #[derive(Debug)]
@@ -55,31 +60,155 @@ impl FromRequestParts<AppState> for TokenlessDpop {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let mut values = parts.headers.get_all("dpop").iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidDpopProof,
-                "send exactly one DPoP header with a proof by your device key",
-            ));
-        };
-        let proof = value.to_str().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidDpopProof, "the DPoP header is not ASCII")
-        })?;
-        let now = state.now_seconds();
-        let request = ProofRequest {
-            method: parts.method.as_str(),
-            public_url: &state.public_url,
-            path: parts.uri.path(),
-            access_token: None,
-            require_nonce: false,
-            now,
-        };
-        state
-            .dpop
-            .verify(proof, &request)
-            .map(Self)
-            .map_err(|e| dpop_error(e, state, now))
+        verify_proof(parts, state, None, false).map(Self)
     }
+}
+
+/// Verifies the request's single DPoP header against the method, `public_url` + path, the
+/// access token (`ath`) and, when required, a server nonce.
+pub fn verify_proof(
+    parts: &Parts,
+    state: &AppState,
+    access_token: Option<&str>,
+    require_nonce: bool,
+) -> Result<VerifiedProof, ApiError> {
+    let mut values = parts.headers.get_all("dpop").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidDpopProof,
+            "send exactly one DPoP header with a proof by your device key",
+        ));
+    };
+    let proof = value
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidDpopProof, "the DPoP header is not ASCII"))?;
+    let now = state.now_seconds();
+    let request = ProofRequest {
+        method: parts.method.as_str(),
+        public_url: &state.public_url,
+        path: parts.uri.path(),
+        access_token,
+        require_nonce,
+        now,
+    };
+    state
+        .dpop
+        .verify(proof, &request)
+        .map_err(|e| dpop_error(e, state, now))
+}
+
+/// The token of `Authorization: DPoP <token>` (a `Bearer` token is refused: sessions are
+/// bound to a device key).
+pub fn dpop_token(parts: &Parts) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::new(
+            ErrorCode::InvalidToken,
+            "send the session as Authorization: DPoP <session_jwt>; log in first if you have none",
+        )
+    };
+    let mut values = parts
+        .headers
+        .get_all(axum::http::header::AUTHORIZATION)
+        .iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(missing());
+    };
+    let value = value.to_str().map_err(|_| missing())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("dpop") || token.is_empty() || token.contains(' ') {
+        return Err(missing());
+    }
+    Ok(token.to_string())
+}
+
+/// A request with a live, device-bound session: the DPoP proof (with `ath`) by the key named
+/// in the token's `cnf.jkt`, a valid K1 token, a live binding and a live lineage.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The verified claims.
+    pub claims: SessionClaims,
+    /// The actor's omni.
+    pub omni: Omni,
+    /// The master's omni.
+    pub master: Omni,
+    /// The actor's record as its actor holds it.
+    pub record: ActorRecord,
+    /// The lineage check's proof.
+    pub live: LiveProof,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = dpop_token(parts)?;
+        let proof = verify_proof(parts, state, Some(&token), false)?;
+        let claims = state
+            .sessions
+            .verify(&token, state.now_seconds())
+            .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
+        authorize(state, claims, &proof).await
+    }
+}
+
+/// The checks after the token: proof key = `cnf.jkt`, then the actor's own checks.
+pub async fn authorize(
+    state: &AppState,
+    claims: SessionClaims,
+    proof: &VerifiedProof,
+) -> Result<Authenticated, ApiError> {
+    if !constant_time_eq(proof.jkt.as_bytes(), claims.cnf.jkt.as_bytes()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidDpopProof,
+            "the DPoP proof is signed by a key other than the one this token is bound to",
+        ));
+    }
+    let invalid =
+        |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
+    let omni = claims.omni().map_err(invalid)?;
+    let master = claims.master().map_err(invalid)?;
+    if claims.agentkeys.role != Role::Master || omni != master {
+        return Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            "this gateway has no agent sessions yet",
+        ));
+    }
+    let check = state
+        .masters
+        .call(
+            omni,
+            CheckSession {
+                bid: claims.bid,
+                jkt: claims.cnf.jkt.clone(),
+            },
+        )
+        .await?;
+    let check = check.map_err(|e| match e {
+        SessionError::BindingRevoked => ApiError::new(
+            ErrorCode::BindingRevoked,
+            "this device's binding was deleted; link the device again",
+        ),
+        SessionError::WrongKey => ApiError::new(
+            ErrorCode::InvalidToken,
+            "the token's binding belongs to another device key",
+        ),
+        SessionError::Call(e) => e.into(),
+    })?;
+    Ok(Authenticated {
+        claims,
+        omni,
+        master,
+        record: check.record,
+        live: check.proof,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// Maps a DPoP failure to its code (a nonce demand carries a fresh nonce).

@@ -1,19 +1,23 @@
 //! The HTTP surface (axum): the error envelope, request ids, body limit and timeout on every
 //! route; extractors whose rejections use the envelope.
 
+pub mod devices;
 pub mod error;
 pub mod extract;
 mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
+pub mod session;
 pub mod wallet;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::signer::SignerHandle;
-use agentkeys_runtime::{Clock, Runtime};
+use agentkeys_runtime::store::Registration;
+use agentkeys_runtime::{Clock, Registry, Runtime};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
@@ -24,6 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::dpop::DpopVerifier;
+use crate::auth::session::Sessions;
 use error::{ApiError, ErrorCode};
 
 /// Largest accepted request body.
@@ -50,6 +55,14 @@ pub struct AppState {
     pub challenges: Arc<wallet::Challenges>,
     /// Chains accepted for SIWE.
     pub siwe_chains: Arc<[u64]>,
+    /// Session tokens (K1): minting and verification.
+    pub sessions: Arc<Sessions>,
+    /// Active master actors.
+    pub masters: Registry<MasterActor>,
+    /// Who may create a new master.
+    pub registration: Registration,
+    /// The deployment's client id.
+    pub client_id: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -61,6 +74,11 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// The request id of the current request (for audit rows).
+    pub fn request_id(&self) -> String {
+        request_id::current().unwrap_or_default()
+    }
+
     /// Now, in seconds since the epoch, from the injected clock.
     pub fn now_seconds(&self) -> i64 {
         i64::try_from(self.clock.now().as_millis() / 1000).unwrap_or(i64::MAX)
@@ -73,6 +91,10 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(wallet::start))
+        .routes(routes!(wallet::verify))
+        .routes(routes!(session::refresh))
+        .routes(routes!(session::whoami))
+        .routes(routes!(devices::delete))
         .split_for_parts();
     let api = Arc::new(api);
     routes

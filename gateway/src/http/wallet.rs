@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use agentkeys_actors::crypto::eip191::Signature;
+use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::crypto::siwe::SiweMessage;
+use agentkeys_actors::crypto::siwe::{SiweExpectations, SiweMessage};
 use agentkeys_actors::crypto::wallet::Address;
+use agentkeys_runtime::store::{Login, LoginError, WriteError};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -15,9 +18,13 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, TokenlessDpop};
+use super::session::{SessionResponse, issue};
+use crate::auth::session::{NewSession, Role};
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL_SECONDS: i64 = 600;
+/// Allowed clock difference for SIWE `Issued At` / `Not Before`.
+pub const SIWE_SKEW_MS: i64 = 60_000;
 /// Most outstanding challenges.
 pub const CHALLENGE_CAP: usize = 10_000;
 
@@ -32,43 +39,101 @@ pub struct Challenge {
     pub chain_id: u64,
     /// The exact message to sign.
     pub message: String,
+    /// The nonce inside it.
+    pub nonce: String,
     /// Seconds since the epoch.
     pub expires_at: i64,
 }
 
-/// Outstanding challenges by request id (single use: taken by the verify step).
+/// Outstanding challenges by request id and by nonce (single use: taken by the verify step).
 #[derive(Debug, Default)]
 pub struct Challenges {
-    by_id: Mutex<HashMap<String, Challenge>>,
+    inner: Mutex<ChallengeMaps>,
+}
+
+#[derive(Debug, Default)]
+struct ChallengeMaps {
+    by_id: HashMap<String, Challenge>,
+    id_of_nonce: HashMap<String, String>,
+}
+
+/// How a verify request names its challenge.
+#[derive(Debug, Clone, Copy)]
+pub enum ChallengeKey<'a> {
+    /// The `request_id` from `wallet/start`.
+    RequestId(&'a str),
+    /// The nonce inside a message built by the client.
+    Nonce(&'a str),
+}
+
+/// Why a challenge cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeRefusal {
+    /// Unknown, already used or expired.
+    Unknown,
+    /// Issued to another device key (left in place for its owner).
+    OtherKey,
 }
 
 impl Challenges {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ChallengeMaps> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn insert(&self, request_id: String, challenge: Challenge, now: i64) -> Result<(), ApiError> {
-        let mut map = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CHALLENGE_CAP {
-            map.retain(|_, c| c.expires_at > now);
+        let mut maps = self.lock();
+        if maps.by_id.len() >= CHALLENGE_CAP {
+            maps.by_id.retain(|_, c| c.expires_at > now);
+            let ChallengeMaps { by_id, id_of_nonce } = &mut *maps;
+            id_of_nonce.retain(|_, id| by_id.contains_key(id));
         }
-        if map.len() >= CHALLENGE_CAP {
+        if maps.by_id.len() >= CHALLENGE_CAP {
             return Err(ApiError::new(
                 ErrorCode::Busy,
                 "too many login challenges outstanding; retry shortly",
             ));
         }
-        map.insert(request_id, challenge);
+        maps.id_of_nonce
+            .insert(challenge.nonce.clone(), request_id.clone());
+        maps.by_id.insert(request_id, challenge);
         Ok(())
     }
 
-    /// Takes a challenge (single use); `None` if unknown.
-    pub fn take(&self, request_id: &str) -> Option<Challenge> {
-        self.by_id
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(request_id)
+    /// Takes the challenge named by `key` if it was issued to `jkt` and is live at `now`
+    /// (single use). A challenge of another key is left in place, so nobody can burn it.
+    pub fn take(
+        &self,
+        key: ChallengeKey<'_>,
+        jkt: &str,
+        now: i64,
+    ) -> Result<Challenge, ChallengeRefusal> {
+        let mut maps = self.lock();
+        let id = match key {
+            ChallengeKey::RequestId(id) => id.to_string(),
+            ChallengeKey::Nonce(nonce) => maps
+                .id_of_nonce
+                .get(nonce)
+                .cloned()
+                .ok_or(ChallengeRefusal::Unknown)?,
+        };
+        let challenge = maps.by_id.get(&id).ok_or(ChallengeRefusal::Unknown)?;
+        if challenge.jkt != jkt {
+            return Err(ChallengeRefusal::OtherKey);
+        }
+        let nonce = challenge.nonce.clone();
+        maps.id_of_nonce.remove(&nonce);
+        let challenge = maps.by_id.remove(&id).ok_or(ChallengeRefusal::Unknown)?;
+        // An expired challenge is dropped as well; either way it is gone.
+        if challenge.expires_at > now {
+            Ok(challenge)
+        } else {
+            Err(ChallengeRefusal::Unknown)
+        }
     }
 
     /// Outstanding challenges.
     pub fn len(&self) -> usize {
-        self.by_id.lock().map(|m| m.len()).unwrap_or(0)
+        self.lock().by_id.len()
     }
 
     /// Whether none is outstanding.
@@ -176,6 +241,7 @@ pub async fn start(
             address,
             chain_id: body.chain_id,
             message: message.clone(),
+            nonce: nonce.clone(),
             expires_at,
         },
         now,
@@ -186,4 +252,163 @@ pub async fn start(
         nonce,
         expires_at: rfc3339::format(expires_at * 1000),
     }))
+}
+
+/// `POST /v1/auth/wallet/verify` body: the signed message (as built by the client, carrying a
+/// server nonce) or the `request_id` of the server's message, and the signature.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The exact EIP-4361 text that was signed (give this or `request_id`).
+    pub message: Option<String>,
+    /// The `request_id` from `wallet/start` when the server's message was signed as is.
+    pub request_id: Option<String>,
+    /// `personal_sign` signature, `0x` + 130 hex.
+    pub signature: String,
+}
+
+fn invalid_siwe(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidSiwe, message)
+}
+
+/// Checks a SIWE login: the challenge (live, single use, this device key), the message
+/// (domain, URI, chain, times, address) and the EOA signature. Writes nothing.
+fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Address, ApiError> {
+    let signature: Signature = body
+        .signature
+        .parse()
+        .map_err(|_| invalid_siwe("signature must be 0x followed by 130 hex characters"))?;
+    let now_ms = state.clock.now().as_millis() as i64;
+    let now = now_ms / 1000;
+    let taken = |key| {
+        state
+            .challenges
+            .take(key, jkt, now)
+            .map_err(|refusal| match refusal {
+                ChallengeRefusal::Unknown => invalid_siwe(
+                    "the nonce is unknown, used or expired; start again with wallet/start",
+                ),
+                ChallengeRefusal::OtherKey => invalid_siwe(
+                    "the nonce was issued to another device key; start again with wallet/start",
+                ),
+            })
+    };
+    let (challenge, text) = match (&body.message, &body.request_id) {
+        (Some(text), None) => {
+            let parsed = SiweMessage::parse(text).map_err(|e| invalid_siwe(e.to_string()))?;
+            (taken(ChallengeKey::Nonce(&parsed.nonce))?, text.clone())
+        }
+        (None, Some(id)) => {
+            let challenge = taken(ChallengeKey::RequestId(id))?;
+            let text = challenge.message.clone();
+            (challenge, text)
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give exactly one of message and request_id",
+            ));
+        }
+    };
+    let message = SiweMessage::parse(&text).map_err(|e| invalid_siwe(e.to_string()))?;
+    if message.address != challenge.address || message.chain_id != challenge.chain_id {
+        return Err(invalid_siwe(
+            "the message's address or chain differs from the challenge's",
+        ));
+    }
+    if message.nonce != challenge.nonce {
+        return Err(invalid_siwe(
+            "the message's nonce differs from the challenge's",
+        ));
+    }
+    message
+        .validate(&SiweExpectations {
+            domain: &state.domain,
+            uri: &state.public_url,
+            chains: &state.siwe_chains,
+            now_ms,
+            skew_ms: SIWE_SKEW_MS,
+        })
+        .map_err(|e| invalid_siwe(e.to_string()))?;
+    message
+        .verify_signature(&text, &signature)
+        .map_err(|e| invalid_siwe(e.to_string()))?;
+    Ok(message.address)
+}
+
+/// Verifies a SIWE login; the first login of an address creates its master durably. Returns a
+/// session bound to the caller's device key.
+#[utoipa::path(post, path = "/v1/auth/wallet/verify", tag = "login",
+    params(("DPoP" = String, Header, description = "a proof by the device key that started the login")),
+    request_body = VerifyRequest,
+    responses(
+        (status = 200, description = "a session", body = super::session::SessionResponse),
+        (status = 400, description = "invalid_request, invalid_siwe", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_dpop_proof, actor_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "managed_wallet, registration_closed", body = super::openapi::ErrorEnvelope),
+        (status = 413, description = "payload_too_large", body = super::openapi::ErrorEnvelope),
+        (status = 415, description = "unsupported_media_type", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    TokenlessDpop(proof): TokenlessDpop,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let address = check_siwe(&state, &body, &proof.jkt)?;
+    let lowercase = address.to_string();
+    let master = master_omni(&state.client_id, &lowercase).map_err(ApiError::internal)?;
+    let account = state.signer.account(master, String::new()).await?;
+    let login = Login {
+        master,
+        wallet: account.wallet.0,
+        identity: ("evm".into(), lowercase),
+        signer: Some(address.0),
+        anchor: None,
+        registration: state.registration,
+        jkt: proof.jkt.clone(),
+        device_label: "login".into(),
+        request_id: state.request_id(),
+        at: state.clock.now(),
+    };
+    let logged_in = state
+        .runtime
+        .store()
+        .login(login)
+        .await
+        .map_err(login_error)?;
+    if logged_in.new_master {
+        tracing::info!(master = %master, "new master registered by wallet login");
+    }
+    let session = NewSession {
+        omni: master,
+        role: Role::Master,
+        master,
+        path: String::new(),
+        jkt: proof.jkt,
+        bid: logged_in.binding.bid,
+    };
+    Ok(Json(issue(&state, session).await?))
+}
+
+/// Maps a refused login to its code.
+pub fn login_error(e: WriteError<LoginError>) -> ApiError {
+    match e {
+        WriteError::Rejected(LoginError::ManagedWallet) => ApiError::new(
+            ErrorCode::ManagedWallet,
+            "this address is a wallet managed by this gateway; managed wallets never log in",
+        ),
+        WriteError::Rejected(LoginError::RegistrationClosed) => ApiError::new(
+            ErrorCode::RegistrationClosed,
+            "registration is closed for this identity; ask the operator to add it with `agentkeys admin allow add`",
+        ),
+        WriteError::Rejected(LoginError::Revoked { .. }) => ApiError::new(
+            ErrorCode::ActorRevoked,
+            "this account was revoked by the operator",
+        ),
+        WriteError::Rejected(LoginError::NotMaster) => {
+            ApiError::internal("login omni names an agent")
+        }
+        WriteError::Store(e) => e.into(),
+    }
 }

@@ -6,6 +6,7 @@
 //! | `identities` | (type, value), e.g. (`evm`, `0x…`) | master omni |
 //! | `managed_wallets` | 20-byte address | the omni whose managed (or anchor) wallet it is |
 //! | `allowlist` | lowercase address or email | added at (ms) |
+//! | `master_identities` | master omni | `type:value` of the identity it was created with |
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
@@ -23,6 +24,8 @@ pub(crate) const IDENTITIES: TableDefinition<(&str, &str), &[u8; 32]> =
 pub(crate) const MANAGED_WALLETS: TableDefinition<&[u8; 20], &[u8; 32]> =
     TableDefinition::new("managed_wallets");
 pub(crate) const ALLOWLIST: TableDefinition<&str, u64> = TableDefinition::new("allowlist");
+pub(crate) const MASTER_IDENTITIES: TableDefinition<&[u8; 32], &str> =
+    TableDefinition::new("master_identities");
 
 /// Who may create a new master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +209,11 @@ fn index_identity(txn: &WriteTransaction, op: &Login) -> Result<(), StoreError> 
             (op.identity.0.as_str(), op.identity.1.as_str()),
             op.master.as_bytes(),
         )
+        .map_err(StoreError::from_redb)?;
+    let identity = format!("{}:{}", op.identity.0, op.identity.1);
+    txn.open_table(MASTER_IDENTITIES)
+        .map_err(StoreError::from_redb)?
+        .insert(op.master.as_bytes(), identity.as_str())
         .map_err(StoreError::from_redb)?;
     if let Some(anchor) = &op.anchor {
         txn.open_table(MANAGED_WALLETS)

@@ -205,6 +205,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Whether `address` is the managed (or anchor) wallet of an actor here.
     fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError>;
 
+    /// The identity (`type`, `value`) a master was created with.
+    fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError>;
+
     /// The registration allow-list, sorted.
     fn allowlist(&self) -> Result<Vec<String>, StoreError>;
 

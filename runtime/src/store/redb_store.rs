@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::accounts::{ALLOWLIST, IDENTITIES, MANAGED_WALLETS};
+use super::accounts::{ALLOWLIST, IDENTITIES, MANAGED_WALLETS, MASTER_IDENTITIES};
 use super::audit::{self, AUDIT, AUDIT_CHAIN, AUDIT_HEADS, AUDIT_UNSIGNED};
 use super::devices::{self, COUNTERS, DEVICE_KEYS, DEVICES};
 use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
@@ -128,6 +128,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MANAGED_WALLETS)
         .map_err(StoreError::from_redb)?;
     txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
+    txn.open_table(MASTER_IDENTITIES)
+        .map_err(StoreError::from_redb)?;
     txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
     txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
     txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
@@ -406,6 +408,21 @@ impl Storage for RedbStore {
             .open_table(MANAGED_WALLETS)
             .map_err(StoreError::from_redb)?;
         Ok(table.get(address).map_err(StoreError::from_redb)?.is_some())
+    }
+
+    fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn
+            .open_table(MASTER_IDENTITIES)
+            .map_err(StoreError::from_redb)?;
+        let value = table
+            .get(master.as_bytes())
+            .map_err(StoreError::from_redb)?;
+        Ok(value.and_then(|v| {
+            v.value()
+                .split_once(':')
+                .map(|(t, v)| (t.to_owned(), v.to_owned()))
+        }))
     }
 
     fn allowlist(&self) -> Result<Vec<String>, StoreError> {
