@@ -50,6 +50,8 @@ pub enum AdminRequest {
         /// The actor's omni.
         omni: String,
     },
+    /// Verify the audit log (chains, signatures, and against the last verified run).
+    AuditVerify,
     /// Manage the registration allow-list (used when `registration = "allowlist"`).
     Allow {
         /// add, remove or list.
@@ -82,7 +84,7 @@ fn omni(text: &str) -> Result<Omni, Value> {
 }
 
 /// Answers one request.
-pub async fn handle(runtime: &Runtime, request: AdminRequest) -> Value {
+pub async fn handle(runtime: &Runtime, data_dir: &Path, request: AdminRequest) -> Value {
     let result = match request {
         AdminRequest::Masters { after, limit } => {
             masters(runtime, after.as_deref(), limit.unwrap_or(100).min(1000))
@@ -93,6 +95,13 @@ pub async fn handle(runtime: &Runtime, request: AdminRequest) -> Value {
             omni(&o).map(|o| json!({"ok": true, "lifted": runtime.lift_quarantine(&o)}))
         }
         AdminRequest::Allow { action, entry } => allow(runtime, action, entry.as_deref()).await,
+        AdminRequest::AuditVerify => {
+            let paths = crate::audit::AuditPaths {
+                data_dir: data_dir.to_path_buf(),
+            };
+            crate::audit::verify_running(runtime.store().as_ref(), &paths)
+                .map_err(|e| refuse("internal", format!("{e:#}")))
+        }
     };
     result.unwrap_or_else(|refusal| refusal)
 }
@@ -228,11 +237,13 @@ pub async fn listen(
         UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
+    let data_dir = data_dir.to_path_buf();
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let runtime = runtime.clone();
+            let data_dir = data_dir.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, &runtime).await {
+                if let Err(e) = serve_connection(stream, &runtime, &data_dir).await {
                     tracing::debug!(cause = %e, "admin connection ended");
                 }
             });
@@ -240,14 +251,18 @@ pub async fn listen(
     }))
 }
 
-async fn serve_connection(stream: UnixStream, runtime: &Runtime) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: UnixStream,
+    runtime: &Runtime,
+    data_dir: &Path,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let answer = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(request) => {
                 tracing::info!(request = %line, "admin request");
-                handle(runtime, request).await
+                handle(runtime, data_dir, request).await
             }
             Err(e) => refuse("invalid_request", e.to_string()),
         };

@@ -15,6 +15,22 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// The gateway's public URL [default: http://127.0.0.1:8090].
+    #[arg(long, global = true, env = "AGENTKEYS_GATEWAY")]
+    pub gateway: Option<String>,
+
+    /// The client profile: state in ~/.agentkeys/<profile>/ [default: default].
+    #[arg(long, global = true, env = "AGENTKEYS_PROFILE")]
+    pub profile: Option<String>,
+
+    /// Print JSON with stable field names (see docs/cli.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Connect to this address while proofs keep naming --gateway (tunnels, tests).
+    #[arg(long, global = true, hide = true, env = "AGENTKEYS_CONNECT")]
+    pub connect: Option<String>,
 }
 
 /// The subcommands.
@@ -30,6 +46,50 @@ pub enum Command {
     /// Master secret (K3) management and offline derivations.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Log in as a master (creates the account on first login).
+    #[command(subcommand)]
+    Login(LoginCommand),
+    /// Show every identifier of the logged-in actor.
+    Whoami,
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `agentkeys login …`
+#[derive(Debug, Subcommand)]
+pub enum LoginCommand {
+    /// Sign in with Ethereum: with a local key file, or in two steps with any wallet
+    /// (`--address A --print-message`, then `--signature S`).
+    Wallet(LoginWalletArgs),
+}
+
+/// Options of `agentkeys login wallet`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginWalletArgs {
+    /// A secp256k1 private key file (`0x` + 64 hex, mode 0600) that signs the login.
+    #[arg(long, conflicts_with_all = ["print_message", "signature"])]
+    pub key_file: Option<PathBuf>,
+    /// Step 1 with an external wallet: print the message to sign for --address.
+    #[arg(long, requires = "address", conflicts_with = "signature")]
+    pub print_message: bool,
+    /// The wallet address (with --print-message).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Step 2 with an external wallet: the signature (`0x` + 130 hex) of the printed message.
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// The chain id to sign for.
+    #[arg(long, default_value_t = 1)]
+    pub chain_id: u64,
+}
+
+/// `agentkeys audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify every audit chain; through the running server's admin socket, or offline on the
+    /// store file of a stopped server. Exit 1 if anything was modified, deleted or truncated.
+    Verify(ConfigArgs),
 }
 
 /// `agentkeys keys …`
@@ -60,9 +120,6 @@ pub struct KeysDeriveArgs {
     /// The deployment's client_id.
     #[arg(long, default_value = "agentkeys")]
     pub client_id: String,
-    /// Print JSON (stable field names) instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
 }
 
 /// Configuration flags shared by `serve`, `config` and `keys init`. Each overrides the same key
@@ -118,9 +175,6 @@ pub enum ConfigCommand {
         /// The configuration inputs.
         #[command(flatten)]
         args: ConfigArgs,
-        /// JSON: `{key: {value, source}}`.
-        #[arg(long)]
-        json: bool,
     },
     /// Validate the configuration; exit 1 with the problem if it is invalid.
     Check(ConfigArgs),

@@ -70,10 +70,11 @@ const KEYS: [(&str, &str, bool); 7] = [
 ];
 
 /// Variables read by the client commands, not by the server configuration.
-const CLIENT_VARS: [&str; 4] = [
+const CLIENT_VARS: [&str; 5] = [
     "AGENTKEYS_CONFIG",
     "AGENTKEYS_PROFILE",
     "AGENTKEYS_GATEWAY",
+    "AGENTKEYS_CONNECT",
     "AGENTKEYS_LOG",
 ];
 

@@ -30,7 +30,7 @@ pub fn init(args: ConfigArgs) -> anyhow::Result<()> {
 }
 
 /// Prints the identifiers of one actor from a K3 file.
-pub fn derive(args: KeysDeriveArgs) -> anyhow::Result<()> {
+pub fn derive(args: KeysDeriveArgs, json_output: bool) -> anyhow::Result<()> {
     let k3 = load_k3(&args.k3_file)?;
     let mut anchor = None;
     let master: Omni = match (&args.identity, &args.master) {
@@ -50,7 +50,7 @@ pub fn derive(args: KeysDeriveArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --identity or --master"),
     };
     let acct = account::derive(&k3, &master, &args.path)?;
-    if args.json {
+    if json_output {
         let mut out = json!({
             "omni": acct.omni.to_string(),
             "path": acct.path,

@@ -3,9 +3,11 @@
 //! Only this crate knows HTTP, the CLI and process setup; it drives the runtime and actors.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keys;

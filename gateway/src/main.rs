@@ -2,7 +2,10 @@
 
 use clap::Parser;
 
-use agentkeys_gateway::cli::{Cli, Command, ConfigCommand, KeysCommand};
+use agentkeys_gateway::cli::{
+    AuditCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
+};
+use agentkeys_gateway::commands::{self, Globals};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -10,9 +13,44 @@ use agentkeys_gateway::serve;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let result = match cli.command {
+    let json = cli.json;
+    let result = match &cli.command {
+        Command::Login(_) | Command::Whoami | Command::Audit(_) => client_command(&cli),
+        _ => server_command(cli, json),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("agentkeys: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Commands that talk to a gateway (or read a stopped server's store) on a small runtime.
+fn client_command(cli: &Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Login(LoginCommand::Wallet(args)) => {
+                commands::login_wallet(&Globals::from_cli(cli)?, args).await
+            }
+            Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
+            Command::Audit(AuditCommand::Verify(args)) => {
+                let config = config::load(args)?;
+                commands::audit_verify(&config.data_dir, cli.json).await
+            }
+            _ => Ok(()),
+        }
+    })
+}
+
+fn server_command(cli: Cli, json: bool) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve(args) => config::load(&args).and_then(serve::run),
-        Command::Config(ConfigCommand::Show { args, json }) => config::load(&args).map(|c| {
+        Command::Config(ConfigCommand::Show { args }) => config::load(&args).map(|c| {
             if json {
                 println!("{}", c.show_json());
             } else {
@@ -27,14 +65,8 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Admin(args) => admin(args),
         Command::Keys(KeysCommand::Init(args)) => keys::init(args),
-        Command::Keys(KeysCommand::Derive(args)) => keys::derive(args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("agentkeys: error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Command::Keys(KeysCommand::Derive(args)) => keys::derive(args, json),
+        Command::Login(_) | Command::Whoami | Command::Audit(_) => client_command(&cli),
     }
 }
 

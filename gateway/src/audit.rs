@@ -1,0 +1,126 @@
+//! `agentkeys audit verify`: checks every audit chain (row hashes, the chain index, the global
+//! sequence, head signatures by the audit key) and compares with the marks of the last
+//! successful run, kept in `<data>/audit-verify.json`, so a log cut back to an older, validly
+//! signed head is still caught. Runs in the server when it is up (over the admin socket: the
+//! store file is locked by the server), offline otherwise.
+
+use std::path::{Path, PathBuf};
+
+use agentkeys_actors::signer::keys::{load_set, verify_es256};
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::store::{AuditReport, ChainMark, RedbStore, Storage};
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The marks file inside the data dir.
+pub const MARKS_FILE: &str = "audit-verify.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Mark {
+    master: String,
+    length: u64,
+    hash: String,
+}
+
+fn read_marks(path: &Path) -> anyhow::Result<Vec<ChainMark>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let marks: Vec<Mark> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a marks file; move it away", path.display()))?;
+    marks
+        .into_iter()
+        .map(|m| {
+            let master: Omni = m.master.parse().context("marks file: bad omni")?;
+            let hash = hex::decode(&m.hash)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                .context("marks file: bad hash")?;
+            Ok(ChainMark {
+                master,
+                length: m.length,
+                hash,
+            })
+        })
+        .collect()
+}
+
+fn write_marks(path: &Path, marks: &[ChainMark]) -> anyhow::Result<()> {
+    let marks: Vec<Mark> = marks
+        .iter()
+        .map(|m| Mark {
+            master: m.master.to_string(),
+            length: m.length,
+            hash: hex::encode(m.hash),
+        })
+        .collect();
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&marks)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Where the store lives, so the audit keys and the marks can be found.
+#[derive(Debug, Clone)]
+pub struct AuditPaths {
+    /// The data dir.
+    pub data_dir: PathBuf,
+}
+
+impl AuditPaths {
+    fn marks(&self) -> PathBuf {
+        self.data_dir.join(MARKS_FILE)
+    }
+}
+
+/// Verifies with `run` (in the server or on the file), then keeps the new marks if the log
+/// is intact. Returns the answer printed by the CLI.
+fn verify_with(
+    paths: &AuditPaths,
+    run: impl FnOnce(&dyn Fn(&str, &[u8], &[u8]) -> bool, &[ChainMark]) -> anyhow::Result<AuditReport>,
+) -> anyhow::Result<Value> {
+    let keys = load_set(&paths.data_dir.join("keys").join("audit"))?;
+    let jwks: Vec<(String, Value)> = keys
+        .iter()
+        .map(|k| (k.kid().to_string(), k.public_jwk()))
+        .collect();
+    let check = |kid: &str, message: &[u8], signature: &[u8]| {
+        jwks.iter()
+            .any(|(k, jwk)| k == kid && verify_es256(jwk, message, signature))
+    };
+    let last = read_marks(&paths.marks())?;
+    let report = run(&check, &last)?;
+    if report.problems.is_empty() {
+        write_marks(&paths.marks(), &report.marks)?;
+    }
+    Ok(json!({
+        "ok": report.problems.is_empty(),
+        "chains": report.chains,
+        "rows": report.rows,
+        "problems": report.problems,
+    }))
+}
+
+/// In the server: verify the open store.
+pub fn verify_running(store: &dyn Storage, paths: &AuditPaths) -> anyhow::Result<Value> {
+    verify_with(paths, |check, last| Ok(store.verify_audit(check, last)?))
+}
+
+/// Offline: verify the store file of a stopped server.
+pub fn verify_offline(paths: &AuditPaths) -> anyhow::Result<Value> {
+    let file = paths.data_dir.join(crate::serve::STORE_FILE);
+    anyhow::ensure!(
+        file.exists(),
+        "no store at {}; give the server's --data-dir",
+        file.display()
+    );
+    verify_with(paths, |check, last| {
+        RedbStore::verify_file(&file, check, last).with_context(|| {
+            format!(
+                "cannot read {}; if the server runs, its admin socket must be reachable",
+                file.display()
+            )
+        })
+    })
+}

@@ -1,0 +1,343 @@
+//! The client commands (`login`, `whoami`, `audit verify`): one [`Client`] per command, the
+//! profile's device key and session in `~/.agentkeys/<profile>/` (0600 files in a 0700
+//! directory), a session refreshed before it expires.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use agentkeys_actors::crypto::eip191::sign_message;
+use agentkeys_actors::crypto::wallet::WalletKey;
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::cli::{Cli, LoginWalletArgs};
+use crate::client::{Client, ClientError, DeviceKey, profile_dir};
+use crate::http::session::{SessionResponse, Whoami};
+use crate::http::wallet::VerifyRequest;
+
+/// The gateway used when neither `--gateway` nor `AGENTKEYS_GATEWAY` names one.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8090";
+/// A session this close to expiry is refreshed before use.
+pub const REFRESH_MARGIN_SECONDS: i64 = 60;
+
+/// The global options every client command reads.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// The gateway's public URL.
+    pub gateway: String,
+    /// Where to connect instead (tests, tunnels).
+    pub connect: Option<String>,
+    /// The profile's directory.
+    pub profile: PathBuf,
+    /// JSON output.
+    pub json: bool,
+}
+
+impl Globals {
+    /// From the parsed command line and `$HOME`.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .context("HOME is not set; the profile lives in ~/.agentkeys/<profile>")?;
+        let profile = cli.profile.as_deref().unwrap_or("default");
+        Ok(Self {
+            gateway: cli
+                .gateway
+                .clone()
+                .unwrap_or_else(|| DEFAULT_GATEWAY.into())
+                .trim_end_matches('/')
+                .to_string(),
+            connect: cli.connect.clone(),
+            profile: profile_dir(&home, profile)?,
+            json: cli.json,
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<Client> {
+        let key = DeviceKey::load_or_create(&self.profile)?;
+        let client = Client::new(&self.gateway, key);
+        Ok(match &self.connect {
+            Some(actual) => client.connecting_to(actual),
+            None => client,
+        })
+    }
+}
+
+/// The session kept in `session.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// The gateway it belongs to.
+    pub gateway: String,
+    /// What the server returned.
+    #[serde(flatten)]
+    pub session: SessionResponse,
+}
+
+/// A login started with `--print-message`, finished with `--signature`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingLogin {
+    gateway: String,
+    request_id: String,
+    message: String,
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("{} is damaged; delete it and log in again", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn save_session(globals: &Globals, session: SessionResponse) -> anyhow::Result<StoredSession> {
+    let stored = StoredSession {
+        gateway: globals.gateway.clone(),
+        session,
+    };
+    write_private(
+        &globals.profile.join("session.json"),
+        &serde_json::to_vec_pretty(&stored)?,
+    )?;
+    Ok(stored)
+}
+
+/// Maps a client error to a message that names the fix.
+fn explain(e: ClientError) -> anyhow::Error {
+    let fix = match &e {
+        ClientError::Api { code, .. } => match code.as_str() {
+            "actor_revoked" => "this identity was revoked; ask whoever controls its tree",
+            "binding_revoked" => "this device was removed; log in again",
+            "invalid_token" => "the session is no longer valid; log in again",
+            "registration_closed" => "ask the operator to run `agentkeys admin allow add <you>`",
+            "managed_wallet" => "log in with your own wallet, not one AgentKeys manages",
+            "invalid_siwe" => "start the login again",
+            _ => "",
+        },
+        ClientError::Transport { .. } => "",
+    };
+    if fix.is_empty() {
+        anyhow::anyhow!("{e}")
+    } else {
+        anyhow::anyhow!("{e}\n  fix: {fix}")
+    }
+}
+
+/// The profile's session, refreshed first if it is about to expire.
+pub async fn session(globals: &Globals, client: &Client) -> anyhow::Result<StoredSession> {
+    let path = globals.profile.join("session.json");
+    let Some(stored) = read_json::<StoredSession>(&path)? else {
+        bail!(
+            "no session in {}; run `agentkeys login wallet` first",
+            globals.profile.display()
+        );
+    };
+    if stored.gateway != globals.gateway {
+        bail!(
+            "the session in {} belongs to {}, not {}; use --profile or log in again",
+            globals.profile.display(),
+            stored.gateway,
+            globals.gateway
+        );
+    }
+    let expires = agentkeys_actors::crypto::rfc3339::parse(&stored.session.expires_at)
+        .map_or(0, |ms| ms / 1000);
+    if expires - now() > REFRESH_MARGIN_SECONDS {
+        return Ok(stored);
+    }
+    let fresh = client
+        .refresh(&stored.session.session_jwt)
+        .await
+        .map_err(explain)?;
+    save_session(globals, fresh)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn read_wallet_key(path: &Path) -> anyhow::Result<WalletKey> {
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by group or others; run: chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path)?);
+    let hex_text = text.trim().trim_start_matches("0x");
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_text, bytes.as_mut_slice()).with_context(|| {
+        format!(
+            "{} must hold a secp256k1 private key: 0x followed by 64 hex characters",
+            path.display()
+        )
+    })?;
+    WalletKey::from_secret(&bytes).with_context(|| format!("{} is not a valid key", path.display()))
+}
+
+/// `agentkeys login wallet`.
+pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    let pending_path = globals.profile.join("pending-login.json");
+    let request = if let Some(key_file) = &args.key_file {
+        let wallet = read_wallet_key(key_file)?;
+        let challenge = client
+            .wallet_start(&wallet.address().to_string(), args.chain_id)
+            .await
+            .map_err(explain)?;
+        let signature = sign_message(&wallet, challenge.message.as_bytes());
+        VerifyRequest {
+            message: None,
+            request_id: Some(challenge.request_id),
+            signature: signature.to_hex(),
+        }
+    } else if args.print_message {
+        let address = args.address.as_deref().unwrap_or_default();
+        let challenge = client
+            .wallet_start(address, args.chain_id)
+            .await
+            .map_err(explain)?;
+        let pending = PendingLogin {
+            gateway: globals.gateway.clone(),
+            request_id: challenge.request_id.clone(),
+            message: challenge.message.clone(),
+        };
+        write_private(&pending_path, &serde_json::to_vec_pretty(&pending)?)?;
+        if globals.json {
+            println!("{}", serde_json::to_string(&challenge)?);
+        } else {
+            println!("{}", challenge.message);
+            eprintln!(
+                "\nsign the message above with personal_sign, then run:\n  agentkeys login wallet --signature 0x…"
+            );
+        }
+        return Ok(());
+    } else if let Some(signature) = &args.signature {
+        let Some(pending) = read_json::<PendingLogin>(&pending_path)? else {
+            bail!(
+                "no login in progress; run `agentkeys login wallet --address 0x… --print-message` first"
+            );
+        };
+        VerifyRequest {
+            message: None,
+            request_id: Some(pending.request_id),
+            signature: signature.trim().to_string(),
+        }
+    } else {
+        bail!("give --key-file FILE, or --address 0x… --print-message and later --signature 0x…");
+    };
+    let session = client.wallet_verify(&request).await.map_err(explain)?;
+    let _ = std::fs::remove_file(&pending_path);
+    let stored = save_session(globals, session)?;
+    if globals.json {
+        println!("{}", serde_json::to_string(&stored.session)?);
+    } else {
+        println!(
+            "logged in as master {} (session until {}, profile {})",
+            stored.session.omni,
+            stored.session.expires_at,
+            globals.profile.display()
+        );
+    }
+    Ok(())
+}
+
+/// `agentkeys whoami`.
+pub async fn whoami(globals: &Globals) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    let stored = session(globals, &client).await?;
+    let me: Whoami = client
+        .whoami(&stored.session.session_jwt)
+        .await
+        .map_err(explain)?;
+    if globals.json {
+        println!("{}", serde_json::to_string(&me)?);
+        return Ok(());
+    }
+    let path = if me.path.is_empty() {
+        "(master)"
+    } else {
+        &me.path
+    };
+    println!("omni            {}", me.omni);
+    println!("role            {}", me.role);
+    println!("path            {path}");
+    println!("master omni     {}", me.master_omni);
+    println!("wallet          {}  (managed by AgentKeys)", me.wallet);
+    println!("sr25519 public  {}", me.sr25519_public);
+    println!("ss58            {}", me.ss58);
+    if let Some(identity) = &me.identity {
+        println!("login identity  {}:{}", identity.kind, identity.value);
+    }
+    if let Some(anchor) = &me.anchor_wallet {
+        println!("anchor wallet   {anchor}  (the master omni derives from it)");
+    }
+    println!(
+        "devices         {} live (this one: binding {})",
+        me.devices, me.binding_id
+    );
+    println!("session until   {}", me.session_expires_at);
+    Ok(())
+}
+
+/// `agentkeys audit verify`: in the server if its admin socket answers, offline otherwise.
+pub async fn audit_verify(data_dir: &Path, json_output: bool) -> anyhow::Result<()> {
+    let socket = data_dir.join(crate::admin::SOCKET);
+    let answer = if socket.exists() && tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        crate::admin::call(data_dir, &crate::admin::AdminRequest::AuditVerify).await?
+    } else {
+        crate::audit::verify_offline(&crate::audit::AuditPaths {
+            data_dir: data_dir.to_path_buf(),
+        })?
+    };
+    if json_output {
+        println!("{answer}");
+    } else {
+        println!(
+            "{} chains, {} rows",
+            answer["chains"].as_u64().unwrap_or(0),
+            answer["rows"].as_u64().unwrap_or(0)
+        );
+        for problem in answer["problems"].as_array().into_iter().flatten() {
+            println!("PROBLEM: {}", problem.as_str().unwrap_or_default());
+        }
+    }
+    if answer["ok"] == serde_json::Value::Bool(true) {
+        if !json_output {
+            println!("the audit log is intact");
+        }
+        Ok(())
+    } else if answer.get("problems").is_some() {
+        bail!("the audit log was tampered with (see the problems above)")
+    } else {
+        bail!(
+            "{}: {}",
+            answer["error"].as_str().unwrap_or("error"),
+            answer["message"].as_str().unwrap_or_default()
+        )
+    }
+}

@@ -1,0 +1,181 @@
+//! The `agentkeys` binary as a user runs it: login with a key file and with an external
+//! wallet, whoami, profiles, global flags on either side of the subcommand, and
+//! `audit verify` through the admin socket and offline after the store file was edited.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use redb::ReadableTable as _;
+
+use agentkeys_actors::crypto::eip191::sign_message;
+use agentkeys_actors::crypto::omni::master_omni;
+use agentkeys_actors::crypto::wallet::WalletKey;
+use agentkeys_gateway::config::{Config, Layer};
+use agentkeys_gateway::serve;
+use serde_json::Value;
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn agentkeys(home: &Path, connect: &str, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("AGENTKEYS_CONNECT", connect)
+        .env("AGENTKEYS_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    serde_json::from_str(out.stdout.trim()).expect("JSON output")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[actix::test]
+async fn login_whoami_profiles_and_audit_verify_through_the_binary() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("tempdir");
+    let flags = Layer {
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("off".into()),
+        data_dir: Some(data.path().display().to_string()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let server = serve::start(config).await.expect("starts");
+    let connect = format!("http://{}", server.local_addr());
+    let h = home.path();
+
+    // A local key file signs the SIWE message.
+    let secret = [0x42u8; 32];
+    let wallet = WalletKey::from_secret(&secret).expect("key");
+    let key_file = h.join("wallet.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("0x{}\n", hex::encode(secret)).as_bytes())
+        })
+        .expect("key file");
+    let key_path = key_file.display().to_string();
+    let out = agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("logged in as master"), "{}", out.stdout);
+    let profile = h.join(".agentkeys/default");
+    assert_eq!(mode(&profile.join("session.json")), 0o600);
+    assert_eq!(mode(&profile.join("device.jwk")), 0o600);
+
+    let master = master_omni("agentkeys", &wallet.address().to_string()).expect("omni");
+    // Global flags before and after the subcommand.
+    for args in [["--json", "whoami"], ["whoami", "--json"]] {
+        let me = json(&agentkeys(h, &connect, &args).await);
+        assert_eq!(me["omni"], master.to_string());
+        assert_eq!(me["anchor_wallet"], wallet.address().to_string());
+    }
+    let text = agentkeys(h, &connect, &["whoami"]).await;
+    assert!(text.stdout.contains("anchor wallet"), "{}", text.stdout);
+
+    // Another profile has no session: the error names the fix.
+    let out = agentkeys(h, &connect, &["--profile", "other", "whoami"]).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("agentkeys login wallet"),
+        "{}",
+        out.stderr
+    );
+    let out = agentkeys(h, &connect, &["whoami", "--profile", "../escape"]).await;
+    assert!(
+        !out.ok && out.stderr.contains("plain name"),
+        "{}",
+        out.stderr
+    );
+
+    // Two steps with an external wallet, in the other profile.
+    let address = wallet.address().to_string();
+    let challenge = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "login",
+                "wallet",
+                "--profile",
+                "other",
+                "--address",
+                &address,
+                "--print-message",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let message = challenge["message"].as_str().expect("message");
+    let signature = sign_message(&wallet, message.as_bytes()).to_hex();
+    let out = agentkeys(
+        h,
+        &connect,
+        &[
+            "--profile",
+            "other",
+            "login",
+            "wallet",
+            "--signature",
+            &signature,
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let me = json(&agentkeys(h, &connect, &["--profile", "other", "--json", "whoami"]).await);
+    assert_eq!(me["omni"], master.to_string());
+    assert_eq!(me["devices"], 2, "two profiles, two device bindings");
+
+    // Audit verify through the running server's admin socket.
+    let data_dir = data.path().display().to_string();
+    let out = agentkeys(h, &connect, &["audit", "verify", "--data-dir", &data_dir]).await;
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("intact"), "{}", out.stdout);
+    server.stop(Duration::from_secs(5)).await.expect("stops");
+
+    // Offline, after someone edited an audit row in the store file.
+    let out = agentkeys(h, &connect, &["audit", "verify", "--data-dir", &data_dir]).await;
+    assert!(out.ok, "offline on an intact file: {}", out.stderr);
+    {
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+        let db = redb::Database::open(data.path().join(serve::STORE_FILE)).expect("open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut rows = txn.open_table(table).expect("table");
+            let mut row = rows.get(2).expect("get").expect("row").value().to_vec();
+            let at = row.len() - 40;
+            row[at] ^= 0x80;
+            rows.insert(2, row.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let out = agentkeys(h, &connect, &["audit", "verify", "--data-dir", &data_dir]).await;
+    assert!(!out.ok);
+    assert!(out.stdout.contains("PROBLEM"), "{}", out.stdout);
+    assert!(out.stderr.contains("tampered"), "{}", out.stderr);
+}
