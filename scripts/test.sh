@@ -28,15 +28,16 @@ else
 fi
 cargo test --workspace --locked --doc --quiet
 
-step "interop: the real signer's outputs checked with ethers and @polkadot (tests/interop)"
+step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop (tests/interop)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are needed for the interop tests (Node 20)" >&2
   exit 1
 fi
 mkdir -p target
 cargo run -q --locked -p agentkeys-tests --bin interop-outputs > target/interop-outputs.json
+cargo build -q --locked -p agentkeys-gateway --bin agentkeys
 (
   cd tests/interop
   npm ci --no-audit --no-fund --silent
-  INTEROP_OUTPUTS=../../target/interop-outputs.json node --test
+  INTEROP_OUTPUTS=../../target/interop-outputs.json AGENTKEYS_BIN=../../target/debug/agentkeys node --test
 )
