@@ -1,156 +1,17 @@
 //! Wallet login, device-bound sessions, refresh, whoami and the audit chain, end to end over
 //! loopback HTTP with an injected clock; every rejection of DESIGN §7 and §10 with its code.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::time::Duration;
 
 use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::siwe::SiweMessage;
 use agentkeys_actors::crypto::wallet::{WalletKey, derive_wallet};
 use agentkeys_actors::signer::keys::{load_k3, load_set};
-use agentkeys_gateway::client::DeviceKey;
-use agentkeys_gateway::config::{Config, Layer};
-use agentkeys_gateway::serve;
-use agentkeys_runtime::{Clock, ManualClock, Timestamp};
+use common::{PUBLIC_URL, device, start, wallet};
 use serde_json::{Value, json};
-
-const PUBLIC_URL: &str = "http://127.0.0.1:8090";
-
-struct Stack {
-    server: serve::Server,
-    base: String,
-    clock: ManualClock,
-    http: reqwest::Client,
-}
-
-fn real_now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("time")
-        .as_millis();
-    Timestamp::from_millis(u64::try_from(ms).expect("fits"))
-}
-
-async fn start(dir: &Path, registration: Option<&str>) -> Stack {
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(dir.display().to_string()),
-        registration: registration.map(String::from),
-        ..Layer::default()
-    };
-    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
-    let clock = ManualClock::new(real_now());
-    let server = serve::start_with_clock(config, Arc::new(clock.clone()))
-        .await
-        .expect("server starts");
-    let base = format!("http://{}", server.local_addr());
-    Stack {
-        server,
-        base,
-        clock,
-        http: reqwest::Client::new(),
-    }
-}
-
-impl Stack {
-    fn now(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis() / 1000).expect("fits")
-    }
-
-    /// Sends a request with `proof` as the DPoP header (and the token if given).
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        token: Option<&str>,
-        proof: &str,
-    ) -> (u16, Value, Option<String>) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("dpop", proof);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(token) = token {
-            request = request.header("authorization", format!("DPoP {token}"));
-        }
-        let response = request.send().await.expect("sent");
-        let status = response.status().as_u16();
-        let nonce = response
-            .headers()
-            .get("dpop-nonce")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        (status, response.json().await.expect("json"), nonce)
-    }
-
-    /// A request with a fresh, correct proof by `key`.
-    async fn call(
-        &self,
-        key: &DeviceKey,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        token: Option<&str>,
-    ) -> (u16, Value) {
-        let proof = key
-            .proof(
-                method,
-                &format!("{PUBLIC_URL}{path}"),
-                self.now(),
-                token,
-                None,
-            )
-            .expect("proof");
-        let (status, body, _) = self.send(method, path, body, token, &proof).await;
-        (status, body)
-    }
-
-    /// Starts a SIWE login for `wallet` on chain 1 with device `key`.
-    async fn challenge(&self, key: &DeviceKey, wallet: &WalletKey) -> Value {
-        let address = wallet.address().to_string();
-        let (status, body) = self
-            .call(
-                key,
-                "POST",
-                "/v1/auth/wallet/start",
-                Some(&json!({"address": address, "chain_id": 1})),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    /// A complete login: challenge, sign the server's message, verify.
-    async fn login(&self, key: &DeviceKey, wallet: &WalletKey) -> (u16, Value) {
-        let challenge = self.challenge(key, wallet).await;
-        let text = challenge["message"].as_str().expect("message");
-        let signature = sign_message(wallet, text.as_bytes()).to_hex();
-        self.call(
-            key,
-            "POST",
-            "/v1/auth/wallet/verify",
-            Some(&json!({"request_id": challenge["request_id"], "signature": signature})),
-            None,
-        )
-        .await
-    }
-}
-
-fn wallet(seed: u8) -> WalletKey {
-    WalletKey::from_secret(&[seed; 32]).expect("valid scalar")
-}
-
-fn device() -> DeviceKey {
-    DeviceKey::generate().expect("key")
-}
 
 #[actix::test]
 async fn wallet_login_creates_the_master_and_a_bound_session() {

@@ -274,6 +274,12 @@ fn invalid_siwe(message: impl Into<String>) -> ApiError {
 /// Checks a SIWE login: the challenge (live, single use, this device key), the message
 /// (domain, URI, chain, times, address) and the EOA signature. Writes nothing.
 fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Address, ApiError> {
+    if body.message.is_some() == body.request_id.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "give exactly one of message and request_id",
+        ));
+    }
     let signature: Signature = body
         .signature
         .parse()

@@ -1,0 +1,251 @@
+//! Every error code listed in `docs/api.md`, provoked through a real request with its status —
+//! or named here as not reachable yet, with the reason. The list of the unreachable shrinks as
+//! the routes that answer them land; a code in the document that is in neither list fails.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agentkeys_actors::crypto::omni::master_omni;
+use agentkeys_actors::crypto::wallet::derive_wallet;
+use agentkeys_actors::signer::keys::load_k3;
+use agentkeys_gateway::admin::{AdminRequest, AllowAction, call};
+use common::{PUBLIC_URL, Stack, device, start, wallet};
+use serde_json::{Value, json};
+
+/// Codes no request can provoke yet, and why.
+const NOT_REACHABLE: [(&str, &str); 12] = [
+    (
+        "invalid_label",
+        "agents and their labels arrive with POST /v1/actors",
+    ),
+    (
+        "invalid_typed_data",
+        "the signing routes arrive with agents",
+    ),
+    ("scope_denied", "scopes arrive with agents"),
+    ("label_taken", "agents arrive with POST /v1/actors"),
+    ("label_revoked", "agents arrive with POST /v1/actors"),
+    ("link_code_used", "link codes arrive with agents"),
+    ("expired", "link codes and email logins arrive later"),
+    ("rate_limited", "rate limits arrive with the email login"),
+    (
+        "actor_unavailable",
+        "a quarantine needs an actor crashing 5 times; runtime tests cover it",
+    ),
+    (
+        "signer_unavailable",
+        "needs a signer thread to panic mid-request; actors tests cover it",
+    ),
+    (
+        "internal",
+        "no request may cause it; the mapping is unit-tested",
+    ),
+    (
+        "busy",
+        "needs a full mailbox or replay cache; runtime and DPoP tests cover both",
+    ),
+];
+
+fn documented_codes() -> BTreeMap<String, u16> {
+    let doc = include_str!("../../docs/api.md");
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let status = cells.get(2)?.parse().ok()?;
+            Some((code.to_string(), status))
+        })
+        .collect()
+}
+
+async fn observe(seen: &mut BTreeMap<String, u16>, (status, body): (u16, Value)) {
+    let code = body["error"].as_str().expect("an envelope").to_string();
+    seen.entry(code).or_insert(status);
+}
+
+#[actix::test]
+async fn every_documented_code_is_provoked_or_named_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), Some("allowlist")).await;
+    let mut seen = BTreeMap::new();
+    let key = device();
+    let alice = wallet(21);
+    let allowed = call(
+        dir.path(),
+        &AdminRequest::Allow {
+            action: AllowAction::Add,
+            entry: Some(alice.address().to_string()),
+        },
+    )
+    .await
+    .expect("admin");
+    assert_eq!(allowed["ok"], true);
+    let (status, session) = stack.login(&key, &alice).await;
+    assert_eq!(status, 200, "{session}");
+    let token = session["session_jwt"].as_str().expect("token").to_string();
+
+    provoke_request_errors(&stack, &mut seen).await;
+    provoke_login_errors(&stack, dir.path(), &alice, &mut seen).await;
+    provoke_session_errors(&stack, &key, &token, &session, &mut seen).await;
+
+    let documented = documented_codes();
+    assert_eq!(documented.len(), 25, "the table of docs/api.md");
+    for (code, status) in &documented {
+        match (
+            seen.get(code),
+            NOT_REACHABLE.iter().find(|(c, _)| c == code),
+        ) {
+            (Some(got), None) => assert_eq!(got, status, "{code}"),
+            (None, Some(_)) => {}
+            (Some(_), Some(_)) => panic!("{code} is reachable now: take it off NOT_REACHABLE"),
+            (None, None) => panic!("{code} was neither provoked nor named unreachable"),
+        }
+    }
+    for code in seen.keys() {
+        assert!(
+            documented.contains_key(code),
+            "{code} is not in docs/api.md"
+        );
+    }
+    stack
+        .server
+        .stop(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
+
+async fn provoke_request_errors(stack: &Stack, seen: &mut BTreeMap<String, u16>) {
+    let key = device();
+    let raw = |method: reqwest::Method, path: &str| {
+        stack.http.request(method, format!("{}{path}", stack.base))
+    };
+    for request in [
+        raw(reqwest::Method::GET, "/nope"),
+        raw(reqwest::Method::GET, "/v1/auth/wallet/verify"),
+    ] {
+        let response = request.send().await.expect("sent");
+        let status = response.status().as_u16();
+        observe(seen, (status, response.json().await.expect("json"))).await;
+    }
+    let path = "/v1/auth/wallet/start";
+    let proof = |k: &agentkeys_gateway::client::DeviceKey| {
+        k.proof(
+            "POST",
+            &format!("{PUBLIC_URL}{path}"),
+            stack.now(),
+            None,
+            None,
+        )
+        .expect("proof")
+    };
+    let response = raw(reqwest::Method::POST, path)
+        .header("dpop", proof(&key))
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    observe(seen, (status, response.json().await.expect("json"))).await;
+    let response = raw(reqwest::Method::POST, path)
+        .header("dpop", proof(&key))
+        .header("content-type", "application/json")
+        .body(vec![b' '; (1 << 20) + 1])
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    observe(seen, (status, response.json().await.expect("json"))).await;
+    let both = json!({"message": "x", "request_id": "y", "signature": "0x00"});
+    observe(
+        seen,
+        stack
+            .call(&key, "POST", "/v1/auth/wallet/verify", Some(&both), None)
+            .await,
+    )
+    .await;
+}
+
+async fn provoke_login_errors(
+    stack: &Stack,
+    dir: &std::path::Path,
+    alice: &agentkeys_actors::crypto::wallet::WalletKey,
+    seen: &mut BTreeMap<String, u16>,
+) {
+    let key = device();
+    let bad = json!({"request_id": "nope", "signature": "0x1234"});
+    observe(
+        seen,
+        stack
+            .call(&key, "POST", "/v1/auth/wallet/verify", Some(&bad), None)
+            .await,
+    )
+    .await;
+    observe(seen, stack.login(&key, &wallet(22)).await).await;
+    let master = master_omni("agentkeys", &alice.address().to_string()).expect("omni");
+    let k3 = load_k3(&dir.join("keys/k3.key")).expect("k3");
+    let managed = derive_wallet(&k3, &master).expect("wallet");
+    observe(seen, stack.login(&key, &managed).await).await;
+}
+
+async fn provoke_session_errors(
+    stack: &Stack,
+    key: &agentkeys_gateway::client::DeviceKey,
+    token: &str,
+    session: &Value,
+    seen: &mut BTreeMap<String, u16>,
+) {
+    observe(seen, stack.call(key, "GET", "/v1/whoami", None, None).await).await;
+    let stolen = device();
+    observe(
+        seen,
+        stack
+            .call(&stolen, "GET", "/v1/whoami", None, Some(token))
+            .await,
+    )
+    .await;
+    observe(
+        seen,
+        stack
+            .call(
+                key,
+                "POST",
+                "/v1/session/refresh",
+                Some(&json!({})),
+                Some(token),
+            )
+            .await,
+    )
+    .await;
+    let omni = session["omni"].as_str().expect("omni");
+    let bid = session["binding_id"].as_u64().expect("bid");
+    let path = format!("/v1/actors/{omni}/devices/{bid}");
+    let (status, _) = stack.call(key, "DELETE", &path, None, Some(token)).await;
+    assert_eq!(status, 200);
+    observe(
+        seen,
+        stack
+            .call(key, "GET", "/v1/whoami", None, Some(token))
+            .await,
+    )
+    .await;
+    // A second binding, then the master is revoked by the host admin.
+    let other = device();
+    let (status, second) = stack.login(&other, &wallet(21)).await;
+    assert_eq!(status, 200, "{second}");
+    let second = second["session_jwt"].as_str().expect("token");
+    stack
+        .server
+        .runtime()
+        .revoke(omni.parse().expect("omni"))
+        .await
+        .expect("revoked");
+    observe(
+        seen,
+        stack
+            .call(&other, "GET", "/v1/whoami", None, Some(second))
+            .await,
+    )
+    .await;
+}
