@@ -10,7 +10,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::audit::{self, AuditEntry, Origin, op, outcome};
+use super::audit::{self, AuditEntry, Origin, op};
 use super::devices::{self, DeviceBinding};
 use super::mutations::insert_record;
 use super::redb_store::{ACTORS, read_lineage, read_record};
@@ -155,14 +155,8 @@ impl Mutation for Login {
             actor: Some(op.master),
             request_id: op.request_id.clone(),
         };
-        let entry = |code: u16, detail: [u8; 32]| AuditEntry {
-            master: op.master,
-            origin: origin.clone(),
-            op: code,
-            target: Some(op.master),
-            outcome: outcome::OK,
-            detail,
-            at: op.at,
+        let entry = |code: u16, detail: [u8; 32]| {
+            AuditEntry::done(op.master, origin.clone(), code, op.master, detail, op.at)
         };
         let new_master = plan.existing.is_none();
         let record = match plan.existing {
@@ -326,18 +320,17 @@ impl Mutation for RefreshSession {
         devices::update_binding(txn, &found.binding)?;
         audit::append(
             txn,
-            &AuditEntry {
-                master: found.master,
-                origin: Origin {
+            &AuditEntry::done(
+                found.master,
+                Origin {
                     actor: Some(op.omni),
                     request_id: op.request_id,
                 },
-                op: op::SESSION_REFRESH,
-                target: Some(op.omni),
-                outcome: outcome::OK,
-                detail: audit::detail_hash(op.jkt.as_bytes()),
-                at: op.at,
-            },
+                op::SESSION_REFRESH,
+                op.omni,
+                audit::detail_hash(op.jkt.as_bytes()),
+                op.at,
+            ),
         )?;
         Ok(found)
     }
@@ -375,15 +368,14 @@ impl Mutation for DeleteDevice {
             devices::update_binding(txn, &found.binding)?;
             audit::append(
                 txn,
-                &AuditEntry {
-                    master: found.master,
-                    origin: op.origin,
-                    op: op::DEVICE_REVOKE,
-                    target: Some(op.omni),
-                    outcome: outcome::OK,
-                    detail: audit::detail_hash(found.binding.jkt.as_bytes()),
-                    at: op.at,
-                },
+                &AuditEntry::done(
+                    found.master,
+                    op.origin,
+                    op::DEVICE_REVOKE,
+                    op.omni,
+                    audit::detail_hash(found.binding.jkt.as_bytes()),
+                    op.at,
+                ),
             )?;
         }
         Ok(found)

@@ -196,6 +196,26 @@ pub trait HeadSigner: Send + Sync + 'static {
 }
 
 impl AuditEntry {
+    /// A row for an operation that happened (`outcome::OK`).
+    pub fn done(
+        master: Omni,
+        origin: Origin,
+        op: u16,
+        target: Omni,
+        detail: [u8; 32],
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            master,
+            origin,
+            op,
+            target: Some(target),
+            outcome: outcome::OK,
+            detail,
+            at,
+        }
+    }
+
     /// The pinned version-1 encoding, given the row's sequences.
     pub fn encode(&self, seq: u64, chain_seq: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(200 + self.origin.request_id.len());

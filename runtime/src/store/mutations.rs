@@ -3,7 +3,7 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::accounts::MANAGED_WALLETS;
-use super::audit::{self, AuditEntry, Origin, op, outcome};
+use super::audit::{self, AuditEntry, Origin, op};
 use super::devices;
 use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
 use super::writer::Mutation;
@@ -172,15 +172,14 @@ impl Mutation for CreateActor {
         insert_record(txn, &record, wallet)?;
         audit::append(
             txn,
-            &AuditEntry {
+            &AuditEntry::done(
                 master,
                 origin,
-                op: op::ACTOR_CREATE,
-                target: Some(record.omni),
-                outcome: outcome::OK,
-                detail: [0; 32],
-                at: record.created_at,
-            },
+                op::ACTOR_CREATE,
+                record.omni,
+                [0; 32],
+                record.created_at,
+            ),
         )?;
         Ok(Created { record, new: true })
     }
@@ -327,15 +326,14 @@ impl Mutation for RevokeActor {
                 devices::tombstone_all(txn, &record.omni, revocation.revoked_at)?;
             audit::append(
                 txn,
-                &AuditEntry {
-                    master: plan.master,
-                    origin: plan.origin,
-                    op: op::ACTOR_REVOKE,
-                    target: Some(record.omni),
-                    outcome: outcome::OK,
-                    detail: [0; 32],
-                    at: revocation.revoked_at,
-                },
+                &AuditEntry::done(
+                    plan.master,
+                    plan.origin,
+                    op::ACTOR_REVOKE,
+                    record.omni,
+                    [0; 32],
+                    revocation.revoked_at,
+                ),
             )?;
         }
         Ok(revocation)

@@ -236,29 +236,11 @@ impl Mutation for SetMeta {
     }
 }
 
-/// Makes the writer sign every pending audit head in its batch.
-struct SignPendingHeads;
-
-impl Mutation for SignPendingHeads {
-    type Plan = ();
-    type Output = ();
-    type Rejection = std::convert::Infallible;
-
-    fn check(
-        self,
-        _view: &WriteTransaction,
-    ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
-        Ok(Ok(()))
-    }
-
-    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
-        audit::mark_appended();
-        Ok(())
-    }
+/// A no-op write: answered after the commit of its batch, so after every earlier write. With
+/// `sign_heads`, the writer also signs every audit head left unsigned in that batch.
+struct Flush {
+    sign_heads: bool,
 }
-
-/// A no-op write: answered after the commit of its batch, so after every earlier write.
-struct Flush;
 
 impl Mutation for Flush {
     type Plan = ();
@@ -269,6 +251,9 @@ impl Mutation for Flush {
         self,
         _view: &WriteTransaction,
     ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
+        if self.sign_heads {
+            audit::mark_appended();
+        }
         Ok(Ok(()))
     }
 
@@ -492,7 +477,7 @@ impl Storage for RedbStore {
         signer: Arc<dyn HeadSigner>,
     ) -> PendingWrite<(), std::convert::Infallible> {
         self.writer.set_head_signer(signer);
-        self.writer.submit(SignPendingHeads)
+        self.writer.submit(Flush { sign_heads: true })
     }
 
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -510,7 +495,7 @@ impl Storage for RedbStore {
     }
 
     fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
-        self.writer.submit(Flush)
+        self.writer.submit(Flush { sign_heads: false })
     }
 
     fn check(&self) -> Result<(), StoreError> {
