@@ -37,6 +37,7 @@ pub struct Server {
     metrics: Option<Listener>,
     admin: tokio::task::JoinHandle<()>,
     admin_socket: std::path::PathBuf,
+    supervision_audit: tokio::task::JoinHandle<()>,
     runtime: Runtime,
 }
 
@@ -64,6 +65,10 @@ impl Server {
             metrics.stop(drain).await?;
         }
         self.admin.abort();
+        self.supervision_audit.abort();
+        if let Err(e) = self.runtime.audit_supervision().await {
+            tracing::error!(cause = %e, "cannot audit the last supervision events");
+        }
         let _ = std::fs::remove_file(&self.admin_socket);
         let report = self.runtime.shutdown(drain).await;
         tracing::info!(
@@ -194,13 +199,26 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         data_dir = %config.data_dir.display(),
         "listening"
     );
+    let supervision_audit = tokio::spawn(audit_supervision_every_second(runtime.clone()));
     Ok(Server {
         public,
         metrics,
         admin,
+        supervision_audit,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
     })
+}
+
+/// Writes the audit rows of quarantines (and lifts) as they happen.
+async fn audit_supervision_every_second(runtime: Runtime) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = runtime.audit_supervision().await {
+            tracing::error!(cause = %e, "cannot audit supervision events");
+        }
+    }
 }
 
 /// The signing kid of each key set as recorded in the store.

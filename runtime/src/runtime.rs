@@ -10,9 +10,10 @@ use tokio::sync::{Notify, oneshot};
 use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
+use crate::store::audit::op;
 use crate::store::{
-    CreateActor, CreateError, Created, Lineage, Origin, RevokeActor, RevokeError, Status, Storage,
-    StoreError, WriteError,
+    AuditEntry, CreateActor, CreateError, Created, Lineage, Origin, RevokeActor, RevokeError,
+    Status, Storage, StoreError, WriteError,
 };
 use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
 
@@ -318,6 +319,47 @@ impl Runtime {
         self.inner
             .supervisor
             .is_quarantined(omni, self.inner.clock.now())
+    }
+
+    /// Drains the supervision events and writes an audit row, in the actor's master's chain,
+    /// for every quarantine and every early lift (restarts are only logged). Returns the rows
+    /// written. The gateway calls it every second; tests call it directly.
+    pub async fn audit_supervision(&self) -> Result<usize, StoreError> {
+        let (events, dropped) = self.drain_supervision_events();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "supervision events were dropped before being audited"
+            );
+        }
+        let mut pending = Vec::new();
+        for event in events {
+            let (omni, code, at) = match event {
+                SupervisionEvent::Quarantined { omni, at, .. } => (omni, op::QUARANTINE, at),
+                SupervisionEvent::QuarantineLifted { omni, at } => {
+                    (omni, op::QUARANTINE_LIFTED, at)
+                }
+                SupervisionEvent::Restarting { .. } => continue,
+            };
+            let Some(lineage) = self.lineage(&omni)? else {
+                continue;
+            };
+            let origin = Origin {
+                actor: None,
+                request_id: "supervisor".into(),
+            };
+            let master = lineage.records()[0].omni;
+            let entry = AuditEntry::done(master, origin, code, omni, [0; 32], at);
+            pending.push(self.inner.store.append_audit(entry));
+        }
+        let written = pending.len();
+        for write in pending {
+            write.await.map_err(|e| match e {
+                WriteError::Store(e) => e,
+                WriteError::Rejected(never) => match never {},
+            })?;
+        }
+        Ok(written)
     }
 
     /// Ends a quarantine early (host administrator); `false` if `omni` was not quarantined.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkeys_runtime::store::Status;
+use agentkeys_runtime::store::{Status, audit::op};
 use agentkeys_runtime::{CallError, Omni, Runtime, SupervisionEvent};
 use agentkeys_tests::{
     DRAIN, Fixture, Hold, MAILBOX, Panic, Ping, activations, create, omni_of, wait_until,
@@ -128,15 +128,21 @@ async fn intensity_exceeded_quarantines_until_the_cool_down_ends() {
 async fn a_quarantine_can_be_lifted_early() {
     let fx = Fixture::new();
     let (runtime, registry) = (&fx.runtime, &fx.registry);
-    let (_, a, _) = same_arbiter_pair(runtime, "lift-master").await;
+    let (master, a, _) = same_arbiter_pair(runtime, "lift-master").await;
     crash_into_quarantine(&fx, a).await;
     assert!(runtime.lift_quarantine(&a));
     assert!(!runtime.lift_quarantine(&a), "lifting twice finds nothing");
     assert_eq!(registry.call(a, Ping).await.expect("a").expect("live"), a);
-    let (events, _) = runtime.drain_supervision_events();
-    assert!(
-        matches!(events.last(), Some(SupervisionEvent::QuarantineLifted { omni, .. }) if *omni == a)
-    );
+    // The quarantine and its lift are audited in the master's chain (restarts are not).
+    assert_eq!(runtime.audit_supervision().await.expect("audited"), 2);
+    let rows = runtime.store().audit_rows(&master, 0, 100).expect("rows");
+    let ops: Vec<_> = rows
+        .iter()
+        .filter(|r| r.entry.target == Some(a) && r.entry.op >= op::QUARANTINE)
+        .map(|r| r.entry.op)
+        .collect();
+    assert_eq!(ops, [op::QUARANTINE, op::QUARANTINE_LIFTED]);
+    assert_eq!(runtime.audit_supervision().await.expect("nothing new"), 0);
     runtime.shutdown(DRAIN).await;
 }
 

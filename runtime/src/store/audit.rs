@@ -79,8 +79,8 @@ pub mod op {
     pub const DEVICE_REVOKE: u16 = 51;
     /// An actor was quarantined after repeated crashes.
     pub const QUARANTINE: u16 = 60;
-    /// The registration allow-list changed.
-    pub const ALLOWLIST: u16 = 70;
+    /// A quarantine was lifted early by the host administrator.
+    pub const QUARANTINE_LIFTED: u16 = 61;
 }
 
 /// Outcome codes.
