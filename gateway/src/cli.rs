@@ -154,6 +154,22 @@ pub struct ConfigArgs {
     /// closed [default: open in dev mode, else allowlist].
     #[arg(long)]
     pub registration: Option<String>,
+    /// How magic links are sent: log (files in <data-dir>/outbox) or ses [default: log].
+    #[arg(long)]
+    pub mailer: Option<String>,
+    /// The sender address of magic links [default: agentkeys@localhost].
+    #[arg(long)]
+    pub mail_from: Option<String>,
+    /// The SES region [default: us-east-1].
+    #[arg(long)]
+    pub ses_region: Option<String>,
+    /// An SES endpoint URL (a VPC endpoint, or a test server).
+    #[arg(long)]
+    pub ses_endpoint: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client: comma-separated IPs or CIDRs
+    /// [default: none, the peer address is the client].
+    #[arg(long)]
+    pub trusted_proxies: Option<String>,
 }
 
 /// `agentkeys admin …`

@@ -56,10 +56,20 @@ pub struct Layer {
     pub metrics_listen: Option<String>,
     /// Who may create a master: `open`, `allowlist` or `closed`.
     pub registration: Option<String>,
+    /// How magic links are sent: `log` (outbox files) or `ses`.
+    pub mailer: Option<String>,
+    /// The sender address of magic links.
+    pub mail_from: Option<String>,
+    /// The SES region.
+    pub ses_region: Option<String>,
+    /// An SES endpoint URL (tests, VPC endpoints).
+    pub ses_endpoint: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs).
+    pub trusted_proxies: Option<String>,
 }
 
 /// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 7] = [
+const KEYS: [(&str, &str, bool); 12] = [
     ("listen", "AGENTKEYS_LISTEN", false),
     ("data_dir", "AGENTKEYS_DATA_DIR", false),
     ("public_url", "AGENTKEYS_PUBLIC_URL", false),
@@ -67,6 +77,11 @@ const KEYS: [(&str, &str, bool); 7] = [
     ("k3_file", "AGENTKEYS_K3_FILE", false),
     ("metrics_listen", "AGENTKEYS_METRICS_LISTEN", false),
     ("registration", "AGENTKEYS_REGISTRATION", false),
+    ("mailer", "AGENTKEYS_MAILER", false),
+    ("mail_from", "AGENTKEYS_MAIL_FROM", false),
+    ("ses_region", "AGENTKEYS_SES_REGION", false),
+    ("ses_endpoint", "AGENTKEYS_SES_ENDPOINT", false),
+    ("trusted_proxies", "AGENTKEYS_TRUSTED_PROXIES", false),
 ];
 
 /// Variables read by the client commands, not by the server configuration.
@@ -88,6 +103,11 @@ impl Layer {
             "k3_file" => self.k3_file.as_ref(),
             "metrics_listen" => self.metrics_listen.as_ref(),
             "registration" => self.registration.as_ref(),
+            "mailer" => self.mailer.as_ref(),
+            "mail_from" => self.mail_from.as_ref(),
+            "ses_region" => self.ses_region.as_ref(),
+            "ses_endpoint" => self.ses_endpoint.as_ref(),
+            "trusted_proxies" => self.trusted_proxies.as_ref(),
             _ => None,
         }
     }
@@ -100,6 +120,11 @@ impl Layer {
             "client_id" => &mut self.client_id,
             "metrics_listen" => &mut self.metrics_listen,
             "registration" => &mut self.registration,
+            "mailer" => &mut self.mailer,
+            "mail_from" => &mut self.mail_from,
+            "ses_region" => &mut self.ses_region,
+            "ses_endpoint" => &mut self.ses_endpoint,
+            "trusted_proxies" => &mut self.trusted_proxies,
             _ => &mut self.k3_file,
         };
         *slot = Some(value);
@@ -132,6 +157,75 @@ impl Layer {
     }
 }
 
+/// How magic links are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailerConfig {
+    /// Writes each message to `outbox` (0600 files) and logs where.
+    Log {
+        /// `<data_dir>/outbox`.
+        outbox: PathBuf,
+        /// The sender.
+        from: String,
+    },
+    /// Amazon SES v2 `SendEmail`.
+    Ses {
+        /// The sender identity.
+        from: String,
+        /// The region.
+        region: String,
+        /// An endpoint override.
+        endpoint: Option<String>,
+    },
+}
+
+/// An IP network: an address and a prefix length (`10.0.0.0/8`, `127.0.0.1` = /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<std::net::IpAddr>()?, Some(p.parse::<u8>()?)),
+            None => (s.parse::<std::net::IpAddr>()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        anyhow::ensure!(prefix <= max, "prefix /{prefix} is too long");
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -153,16 +247,23 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Who may create a master (default: `open` in dev mode, else `allowlist`).
     pub registration: Registration,
+    /// How magic links are sent.
+    pub mailer: MailerConfig,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
 
-const DEFAULTS: [(&str, &str); 5] = [
+const DEFAULTS: [(&str, &str); 8] = [
     ("listen", "127.0.0.1:8090"),
     ("data_dir", "./agentkeys-data"),
     ("public_url", "http://127.0.0.1:8090"),
     ("client_id", "agentkeys"),
     ("metrics_listen", "127.0.0.1:9464"),
+    ("mailer", "log"),
+    ("mail_from", "agentkeys@localhost"),
+    ("ses_region", "us-east-1"),
 ];
 
 impl Config {
@@ -234,6 +335,40 @@ impl Config {
             ),
         };
         let registration_origin = origin("registration");
+        let mailer = match value("mailer") {
+            "log" => MailerConfig::Log {
+                outbox: data_dir.join("outbox"),
+                from: value("mail_from").to_string(),
+            },
+            "ses" => MailerConfig::Ses {
+                from: value("mail_from").to_string(),
+                region: value("ses_region").to_string(),
+                endpoint: sources.get("ses_endpoint").map(|(v, _)| v.clone()),
+            },
+            other => bail!(
+                "mailer ({}) must be log or ses, not {other:?}",
+                origin("mailer")
+            ),
+        };
+        if !value("mail_from").contains('@') {
+            bail!(
+                "mail_from ({}) must be an email address",
+                origin("mail_from")
+            );
+        }
+        let trusted_proxies = value("trusted_proxies")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpNet>().with_context(|| {
+                    format!(
+                        "trusted_proxies ({}): {s:?} is not an IP address or CIDR",
+                        origin("trusted_proxies")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let k3_file = match sources.get("k3_file") {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
@@ -259,6 +394,8 @@ impl Config {
             k3_file,
             metrics_listen,
             registration,
+            mailer,
+            trusted_proxies,
             sources,
         })
     }
@@ -335,6 +472,11 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         k3_file: args.k3_file.clone(),
         metrics_listen: args.metrics_listen.clone(),
         registration: args.registration.clone(),
+        mailer: args.mailer.clone(),
+        mail_from: args.mail_from.clone(),
+        ses_region: args.ses_region.clone(),
+        ses_endpoint: args.ses_endpoint.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
     };
     Config::resolve(&file, &env, &flags)
 }

@@ -11,4 +11,5 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod mail;
 pub mod serve;

@@ -38,6 +38,7 @@ pub struct Server {
     admin: tokio::task::JoinHandle<()>,
     admin_socket: std::path::PathBuf,
     supervision_audit: tokio::task::JoinHandle<()>,
+    mailer_check: tokio::task::JoinHandle<()>,
     runtime: Runtime,
 }
 
@@ -66,6 +67,7 @@ impl Server {
         }
         self.admin.abort();
         self.supervision_audit.abort();
+        self.mailer_check.abort();
         if let Err(e) = self.runtime.audit_supervision().await {
             tracing::error!(cause = %e, "cannot audit the last supervision events");
         }
@@ -95,11 +97,14 @@ impl Listener {
         let addr = listener.local_addr()?;
         let (shutdown, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop_rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
         });
         Ok(Self {
             addr,
@@ -170,11 +175,18 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .set_head_signer(signer.audit_head_signer())
         .await
         .map_err(|e| anyhow::anyhow!("cannot sign pending audit heads: {e}"))?;
+    let mailer = crate::mail::Mailer::new(&config.mailer).await;
+    mailer.refresh_readiness().await;
+    let mailer_check = tokio::spawn(check_mailer_every_minute(mailer.clone()));
     let state = AppState {
         sessions: Arc::new(Sessions::new(&config.public_url, &signer)),
         masters: Registry::new(&runtime),
         registration: config.registration,
         client_id: config.client_id.clone(),
+        mailer: mailer.clone(),
+        email_logins: Arc::new(http::email::EmailLogins::default()),
+        rate_limits: Arc::new(http::ratelimit::RateLimits::default()),
+        trusted_proxies: config.trusted_proxies.clone().into(),
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),
@@ -205,9 +217,20 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         metrics,
         admin,
         supervision_audit,
+        mailer_check,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
     })
+}
+
+/// Re-checks the mailer's readiness (SES: the sender identity) every minute.
+async fn check_mailer_every_minute(mailer: crate::mail::Mailer) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        mailer.refresh_readiness().await;
+    }
 }
 
 /// Writes the audit rows of quarantines (and lifts) as they happen.

@@ -370,7 +370,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 7] = [
+    let expected: [(&str, &str, &[&str]); 11] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -391,6 +391,24 @@ async fn openapi_describes_every_route_and_its_answers() {
             "delete",
             &["200", "401", "404", "503", "500"],
         ),
+        (
+            "/v1/auth/email/request",
+            "post",
+            &["200", "400", "401", "413", "415", "429", "503", "500"],
+        ),
+        (
+            "/v1/auth/email/verify",
+            "post",
+            &[
+                "200", "400", "401", "403", "404", "410", "429", "503", "500",
+            ],
+        ),
+        (
+            "/v1/auth/email/status/{request_id}",
+            "get",
+            &["200", "401", "403", "404", "410", "429", "503", "500"],
+        ),
+        ("/auth/email/landing", "get", &["200", "429"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];

@@ -100,6 +100,7 @@ async fn serves_health_and_shuts_down_gracefully_on_sigterm_and_ctrl_c() {
             ("store_writer".to_string(), Some(true)),
             ("arbiters".to_string(), Some(true)),
             ("signer".to_string(), Some(true)),
+            ("mailer".to_string(), Some(true)),
         ]
     );
 

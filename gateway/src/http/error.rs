@@ -23,6 +23,8 @@ pub enum ErrorCode {
     InvalidTypedData,
     /// 400: a SIWE message or its signature is refused.
     InvalidSiwe,
+    /// 400: the email confirmation code does not match.
+    InvalidConfirmCode,
     /// 401: the session token is missing or invalid.
     InvalidToken,
     /// 401: the DPoP proof is missing or invalid.
@@ -69,11 +71,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidRequest,
         Self::InvalidLabel,
         Self::InvalidTypedData,
         Self::InvalidSiwe,
+        Self::InvalidConfirmCode,
         Self::InvalidToken,
         Self::InvalidDpopProof,
         Self::UseDpopNonce,
@@ -104,6 +107,7 @@ impl ErrorCode {
             Self::InvalidLabel => "invalid_label",
             Self::InvalidTypedData => "invalid_typed_data",
             Self::InvalidSiwe => "invalid_siwe",
+            Self::InvalidConfirmCode => "invalid_confirm_code",
             Self::InvalidToken => "invalid_token",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
@@ -132,7 +136,7 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidLabel | InvalidTypedData | InvalidSiwe => {
+            InvalidRequest | InvalidLabel | InvalidTypedData | InvalidSiwe | InvalidConfirmCode => {
                 StatusCode::BAD_REQUEST
             }
             InvalidToken | InvalidDpopProof | UseDpopNonce | ActorRevoked | BindingRevoked => {
@@ -197,6 +201,17 @@ impl ApiError {
     /// The code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// The client-facing message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Attaches an internal cause: logged with the request id, never sent.
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 }
 

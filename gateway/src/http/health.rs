@@ -35,7 +35,8 @@ pub(super) struct Readiness {
     checks: Vec<Check>,
 }
 
-/// Readiness: one entry per check (store readable, writer alive, arbiters alive, signer pool).
+/// Readiness: one entry per check (store readable, writer alive, arbiters alive, signer pool,
+/// mailer: for SES, the sender identity as last checked, at most a minute ago).
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "every check passes", body = Readiness),
     (status = 503, description = "a check fails (see its entry)", body = Readiness)))]
@@ -71,6 +72,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
                     health.threads, health.replaced
                 ),
             )
+        },
+        match state.mailer.readiness() {
+            Ok(detail) => check("mailer", true, detail),
+            Err(problem) => check("mailer", false, problem),
         },
     ];
     let ready = checks.iter().all(|c| c.ok);

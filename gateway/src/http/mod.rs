@@ -2,11 +2,13 @@
 //! route; extractors whose rejections use the envelope.
 
 pub mod devices;
+pub mod email;
 pub mod error;
 pub mod extract;
 mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod request_id;
 pub mod session;
 pub mod wallet;
@@ -63,6 +65,14 @@ pub struct AppState {
     pub registration: Registration,
     /// The deployment's client id.
     pub client_id: String,
+    /// How magic links are sent.
+    pub mailer: crate::mail::Mailer,
+    /// Pending email logins.
+    pub email_logins: Arc<email::EmailLogins>,
+    /// Per-IP and per-email limits of the unauthenticated routes.
+    pub rate_limits: Arc<ratelimit::RateLimits>,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: Arc<[crate::config::IpNet]>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,6 +105,10 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(session::refresh))
         .routes(routes!(session::whoami))
         .routes(routes!(devices::delete))
+        .routes(routes!(email::request))
+        .routes(routes!(email::verify))
+        .routes(routes!(email::status))
+        .routes(routes!(email::landing))
         .split_for_parts();
     let api = Arc::new(api);
     routes
@@ -105,6 +119,10 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn(timeout))
         .layer(middleware::from_fn(request_id::assign))

@@ -1,5 +1,6 @@
 //! Sessions: the answer every login returns, `POST /v1/session/refresh` and `GET /v1/whoami`.
 
+use agentkeys_actors::crypto::omni::{Identity as IdentityKind, identity_omni};
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_actors::master::Describe;
 use agentkeys_runtime::store::{ActorKind, BindingError, RefreshSession, WriteError};
@@ -205,9 +206,22 @@ pub async fn whoami(
         .account(auth.master, view.record.path.clone())
         .await?;
     let identity = state.runtime.store().identity_of(&auth.master)?;
-    let anchor_wallet = identity
-        .as_ref()
-        .and_then(|(kind, value)| (kind == "evm").then(|| value.clone()));
+    let anchor_wallet = match &identity {
+        Some((kind, value)) if kind == "evm" => Some(value.clone()),
+        Some((kind, value)) if kind == "email" => {
+            let id = identity_omni(&state.client_id, IdentityKind::Email(value))
+                .map_err(ApiError::internal)?;
+            Some(
+                state
+                    .signer
+                    .account(id, String::new())
+                    .await?
+                    .wallet
+                    .to_string(),
+            )
+        }
+        _ => None,
+    };
     Ok(Json(Whoami {
         omni: auth.omni.to_string(),
         role: auth.claims.agentkeys.role.as_str().into(),

@@ -67,13 +67,21 @@ fn real_now() -> Timestamp {
 }
 
 pub async fn start(dir: &Path, registration: Option<&str>) -> Stack {
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(dir.display().to_string()),
-        registration: registration.map(String::from),
-        ..Layer::default()
-    };
+    start_with(
+        dir,
+        Layer {
+            registration: registration.map(String::from),
+            ..Layer::default()
+        },
+    )
+    .await
+}
+
+/// A stack with extra configuration (`listen`, `metrics_listen` and `data_dir` are set here).
+pub async fn start_with(dir: &Path, mut flags: Layer) -> Stack {
+    flags.listen = Some("127.0.0.1:0".into());
+    flags.metrics_listen = Some("off".into());
+    flags.data_dir = Some(dir.display().to_string());
     let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
     let clock = ManualClock::new(real_now());
     let server = serve::start_with_clock(config, Arc::new(clock.clone()))
