@@ -20,6 +20,19 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "python test peers: moto_server (tests/python/requirements.txt, hash-pinned)"
+venv=target/pyvenv
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
+    -r tests/python/requirements.txt
+  echo "$want" > "$stamp"
+fi
+export MOTO_SERVER="$PWD/$venv/bin/moto_server"
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

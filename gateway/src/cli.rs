@@ -62,6 +62,18 @@ pub enum LoginCommand {
     /// Sign in with Ethereum: with a local key file, or in two steps with any wallet
     /// (`--address A --print-message`, then `--signature S`).
     Wallet(LoginWalletArgs),
+    /// Email magic link: shows a confirmation code, waits while you open the link and enter it.
+    Email(LoginEmailArgs),
+}
+
+/// Options of `agentkeys login email`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginEmailArgs {
+    /// The address to sign in as.
+    pub email: String,
+    /// Milliseconds between status polls.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    pub poll_ms: u64,
 }
 
 /// Options of `agentkeys login wallet`.

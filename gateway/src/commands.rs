@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::cli::{Cli, LoginWalletArgs};
+use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
 use crate::http::session::{SessionResponse, Whoami};
 use crate::http::wallet::VerifyRequest;
@@ -129,6 +129,8 @@ fn explain(e: ClientError) -> anyhow::Error {
             "registration_closed" => "ask the operator to run `agentkeys admin allow add <you>`",
             "managed_wallet" => "log in with your own wallet, not one AgentKeys manages",
             "invalid_siwe" => "start the login again",
+            "expired" => "start the login again",
+            "rate_limited" => "wait a while (see Retry-After) and try again",
             _ => "",
         },
         ClientError::Transport { .. } => "",
@@ -252,6 +254,64 @@ pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::
     };
     let session = client.wallet_verify(&request).await.map_err(explain)?;
     let _ = std::fs::remove_file(&pending_path);
+    let stored = save_session(globals, session)?;
+    if globals.json {
+        println!("{}", serde_json::to_string(&stored.session)?);
+    } else {
+        println!(
+            "logged in as master {} (session until {}, profile {})",
+            stored.session.omni,
+            stored.session.expires_at,
+            globals.profile.display()
+        );
+    }
+    Ok(())
+}
+
+/// `agentkeys login email ADDR`.
+pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let client = globals.client()?;
+    let started = client.email_request(&args.email).await.map_err(explain)?;
+    if globals.json {
+        eprintln!(
+            "{}",
+            serde_json::json!({"confirm_code": started.confirm_code, "request_id": started.request_id})
+        );
+    } else {
+        eprintln!(
+            "We emailed a sign-in link to {}.\nOpen it and enter this confirmation code:\n\n    {}\n",
+            args.email.trim(),
+            started.confirm_code
+        );
+    }
+    let deadline = agentkeys_actors::crypto::rfc3339::parse(&started.expires_at)
+        .map_or(now() + 600, |ms| ms / 1000);
+    let begun = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(args.poll_ms.max(10)));
+    let session = loop {
+        tick.tick().await;
+        let status = client
+            .email_status(&started.request_id)
+            .await
+            .map_err(explain)?;
+        if let Some(session) = status.session {
+            break session;
+        }
+        if now() > deadline {
+            bail!("the sign-in link expired unused; run `agentkeys login email` again");
+        }
+        if !globals.json {
+            eprint!(
+                "\rwaiting for the link to be opened… {}s ",
+                begun.elapsed().as_secs()
+            );
+            let _ = std::io::stderr().flush();
+        }
+    };
+    if !globals.json {
+        eprintln!();
+    }
     let stored = save_session(globals, session)?;
     if globals.json {
         println!("{}", serde_json::to_string(&stored.session)?);

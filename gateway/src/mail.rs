@@ -210,7 +210,8 @@ impl SesMailer {
         Ok(())
     }
 
-    /// The sender may send if SES knows it (the address, or else its domain) as verified.
+    /// The sender may send if SES knows it (the address, or else its domain) as verified:
+    /// `VerifiedForSendingStatus`, or a `VerificationStatus` of `SUCCESS`.
     async fn check_identity(&self) -> Result<String, String> {
         let domain = self.from.rsplit_once('@').map(|(_, d)| d.to_string());
         let mut missing = Vec::new();
@@ -222,7 +223,11 @@ impl SesMailer {
                 .send()
                 .await
             {
-                Ok(found) if found.verified_for_sending_status() => {
+                Ok(found)
+                    if found.verified_for_sending_status()
+                        || found.verification_status()
+                            == Some(&aws_sdk_sesv2::types::VerificationStatus::Success) =>
+                {
                     return Ok(format!("ses, sender identity {identity} verified"));
                 }
                 Ok(_) => missing.push(format!("{identity} exists but is not verified yet")),

@@ -37,6 +37,9 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             Command::Login(LoginCommand::Wallet(args)) => {
                 commands::login_wallet(&Globals::from_cli(cli)?, args).await
             }
+            Command::Login(LoginCommand::Email(args)) => {
+                commands::login_email(&Globals::from_cli(cli)?, args).await
+            }
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {
                 let config = config::load(args)?;

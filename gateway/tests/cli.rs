@@ -179,3 +179,78 @@ async fn login_whoami_profiles_and_audit_verify_through_the_binary() {
     assert!(out.stdout.contains("PROBLEM"), "{}", out.stdout);
     assert!(out.stderr.contains("tampered"), "{}", out.stderr);
 }
+
+#[actix::test]
+async fn login_email_shows_the_code_polls_and_stores_the_session() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("tempdir");
+    let flags = Layer {
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("off".into()),
+        data_dir: Some(data.path().display().to_string()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let server = serve::start(config).await.expect("starts");
+    let connect = format!("http://{}", server.local_addr());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["login", "email", "grace@example.com", "--poll-ms", "20"])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("AGENTKEYS_CONNECT", &connect)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut code = None;
+    while let Some(line) = lines.next_line().await.expect("read") {
+        let trimmed = line.trim();
+        if trimmed.len() == 7 && trimmed.as_bytes()[3] == b'-' {
+            code = Some(trimmed.to_string());
+            break;
+        }
+    }
+    let code = code.expect("the CLI shows the confirmation code");
+    // The user opens the mail (the log mailer's outbox) and enters the code on the page.
+    let outbox = data.path().join("outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .expect("outbox")
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).expect("mail"))
+        .find(|m| m.contains("grace@example.com"))
+        .expect("the link was mailed");
+    let token = mail
+        .split("#t=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("token");
+    let verified = reqwest::Client::new()
+        .post(format!("{connect}/v1/auth/email/verify"))
+        .json(&serde_json::json!({"token": token, "confirm_code": code}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(verified.status(), 200);
+    // Collect the progress lines while the CLI finishes.
+    let rest = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let out = child.wait_with_output().await.expect("exits");
+    let progress = rest.await.expect("collected");
+    assert!(out.status.success(), "{progress}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("logged in as master"), "{stdout}");
+    let me = json(&agentkeys(home.path(), &connect, &["whoami", "--json"]).await);
+    assert_eq!(me["identity"]["type"], "email");
+    assert_eq!(me["identity"]["value"], "grace@example.com");
+    server.stop(Duration::from_secs(5)).await.expect("stops");
+}

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub use device::{DeviceKey, profile_dir};
 
+use crate::http::email::{EmailRequest, EmailStarted, EmailStatus};
 use crate::http::session::{SessionResponse, Whoami};
 use crate::http::wallet::{StartRequest, StartResponse, VerifyRequest};
 
@@ -175,6 +176,24 @@ impl Client {
     /// `POST /v1/session/refresh` with the current (possibly expired) token.
     pub async fn refresh(&self, token: &str) -> Result<SessionResponse, ClientError> {
         self.post("/v1/session/refresh", &serde_json::json!({}), Some(token))
+            .await
+    }
+
+    /// `POST /v1/auth/email/request`.
+    pub async fn email_request(&self, email: &str) -> Result<EmailStarted, ClientError> {
+        self.post(
+            "/v1/auth/email/request",
+            &EmailRequest {
+                email: email.to_string(),
+            },
+            None,
+        )
+        .await
+    }
+
+    /// `GET /v1/auth/email/status/{request_id}`.
+    pub async fn email_status(&self, request_id: &str) -> Result<EmailStatus, ClientError> {
+        self.get(&format!("/v1/auth/email/status/{request_id}"), None)
             .await
     }
 

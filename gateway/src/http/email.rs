@@ -53,6 +53,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 #[derive(Debug, Clone)]
 enum State_ {
     Pending,
+    /// The right code was given; the login is being written (the link is spent).
+    Completing,
     /// Verified: the master and the binding the status poll's session names.
     Verified {
         master: agentkeys_runtime::Omni,
@@ -381,7 +383,7 @@ fn take_for_verify(
         ));
     }
     // Used from here on, whatever the login's outcome: one redemption per link.
-    pending.state = State_::Failed(ErrorCode::Busy, "the login is being completed".into());
+    pending.state = State_::Completing;
     Ok((id, pending.clone()))
 }
 
@@ -462,7 +464,7 @@ pub async fn status(
         return Err(expired("this sign-in request expired; start again"));
     }
     match current {
-        State_::Pending => Ok(Json(EmailStatus {
+        State_::Pending | State_::Completing => Ok(Json(EmailStatus {
             status: "pending".into(),
             session: None,
         })),

@@ -192,3 +192,106 @@ pub fn wallet(seed: u8) -> WalletKey {
 pub fn device() -> DeviceKey {
     DeviceKey::generate().expect("key")
 }
+
+/// `moto_server` on a free loopback port, killed when dropped. `MOTO_SERVER` names the binary
+/// (scripts/test.sh installs it from tests/python/requirements.txt).
+pub struct Moto {
+    _child: tokio::process::Child,
+    pub url: String,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let binary = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let child = tokio::process::Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary} ({e}); run scripts/test.sh, which installs it")
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let probe = http.get(format!("{url}/moto-api/data.json")).send().await;
+            if probe.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Self { _child: child, url }
+    }
+
+    /// Everything moto recorded (`/moto-api/data.json`).
+    pub async fn data(&self) -> Value {
+        reqwest::get(format!("{}/moto-api/data.json", self.url))
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .expect("json")
+    }
+}
+
+/// `agentkeys serve` as a child process (real environment, real binary), killed when dropped.
+pub struct ChildServer {
+    child: tokio::process::Child,
+    pub base: String,
+}
+
+impl ChildServer {
+    pub async fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"));
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "off",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env_clear()
+            .env("HOME", data_dir)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("agentkeys serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if let Some(addr) = line.strip_prefix("agentkeys listening on ") {
+                return Self {
+                    child,
+                    base: addr.trim().to_string(),
+                };
+            }
+        }
+        panic!("agentkeys serve exited before listening");
+    }
+
+    /// SIGKILL and wait.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("killed");
+    }
+}
+
+/// The typed client for a child server (proofs name `PUBLIC_URL`, requests go to `base`).
+pub fn client_for(base: &str) -> agentkeys_gateway::client::Client {
+    agentkeys_gateway::client::Client::new(PUBLIC_URL, device()).connecting_to(base)
+}
