@@ -50,7 +50,11 @@ async fn signing_needs_a_live_lineage_and_signatures_verify() {
         .sign_eip191(s.agent, b"hello".to_vec(), proof)
         .await
         .expect("signed");
-    assert_eq!(recover(&hash_message(b"hello"), &sig), Ok(account.wallet));
+    assert_eq!(sig.address, account.wallet);
+    assert_eq!(
+        recover(&hash_message(b"hello"), &sig.signature),
+        Ok(account.wallet)
+    );
 
     let typed = json!({
         "types": {"Note": [{"name": "text", "type": "string"}]},

@@ -181,6 +181,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let state = AppState {
         sessions: Arc::new(Sessions::new(&config.public_url, &signer)),
         masters: Registry::new(&runtime),
+        agents: Registry::new(&runtime),
         registration: config.registration,
         client_id: config.client_id.clone(),
         mailer: mailer.clone(),

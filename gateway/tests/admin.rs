@@ -71,6 +71,7 @@ async fn the_host_administrator_lists_inspects_and_revokes() {
                 created_at: t,
                 wallet: None,
                 origin: Default::default(),
+                scopes: Vec::new(),
             })
             .await
             .expect("created");

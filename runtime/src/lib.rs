@@ -14,6 +14,7 @@ mod omni;
 mod registry;
 mod revoked;
 mod runtime;
+mod scopes;
 pub mod store;
 mod supervision;
 
@@ -24,4 +25,5 @@ pub use registry::{
 };
 pub use revoked::RevokedIndex;
 pub use runtime::{RevocationReceipt, Runtime, RuntimeConfig, RuntimeError, ShutdownReport};
+pub use scopes::ScopeIndex;
 pub use supervision::{Crashed, Supervised, SupervisionConfig, SupervisionEvent};

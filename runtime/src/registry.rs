@@ -86,6 +86,26 @@ impl LineageGuard {
     pub fn chain(&self) -> &[Omni] {
         &self.chain
     }
+
+    /// The actor's effective scopes now: `None` for a master (every scope), else the
+    /// intersection of the scopes stored along the lineage. Reads the lineage from the store
+    /// only if the index lacks an entry.
+    pub fn effective_scopes(
+        &self,
+    ) -> Result<Option<std::collections::BTreeSet<String>>, CallError> {
+        match self.runtime.scopes().effective(&self.chain) {
+            Ok(scopes) => Ok(scopes),
+            Err(missing) => {
+                self.runtime.lineage(&missing)?;
+                let last = self.chain.last().copied().unwrap_or(missing);
+                self.runtime.lineage(&last)?;
+                self.runtime
+                    .scopes()
+                    .effective(&self.chain)
+                    .map_err(|_| CallError::NotFound)
+            }
+        }
+    }
 }
 
 /// Proof that an actor's lineage was found live by [`LineageGuard::check`]. It cannot be built

@@ -88,6 +88,7 @@ struct Inner {
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     revoked: crate::RevokedIndex,
+    scopes: crate::ScopeIndex,
     arbiters: Vec<ArbiterHandle>,
     owned: Mutex<Vec<Arbiter>>,
     sets: RwLock<Vec<Weak<dyn ActiveSet>>>,
@@ -135,6 +136,7 @@ impl Runtime {
                 store,
                 clock,
                 revoked: crate::RevokedIndex::default(),
+                scopes: crate::ScopeIndex::default(),
                 arbiters,
                 owned: Mutex::new(owned),
                 sets: RwLock::new(Vec::new()),
@@ -197,6 +199,7 @@ impl Runtime {
         let lineage = self.inner.store.lineage(omni)?;
         if let Some(lineage) = &lineage {
             self.inner.revoked.fill_from(lineage);
+            self.inner.scopes.fill_from(lineage);
         }
         Ok(lineage)
     }
@@ -213,6 +216,22 @@ impl Runtime {
     /// The effective status of an actor, computed on read (`None` if it does not exist).
     pub fn status(&self, omni: &Omni) -> Result<Option<Status>, StoreError> {
         Ok(self.lineage(omni)?.map(|l| l.status()))
+    }
+
+    /// The scope index (effective scopes are computed from it at check time).
+    pub fn scopes(&self) -> &crate::ScopeIndex {
+        &self.inner.scopes
+    }
+
+    /// Sets an agent's stored scopes durably, then updates the index before answering, so no
+    /// check that starts after the answer sees the old scopes.
+    pub async fn set_scopes(
+        &self,
+        op: crate::store::SetScopes,
+    ) -> Result<crate::store::ActorRecord, WriteError<crate::store::LinkError>> {
+        let record = self.inner.store.set_scopes(op).await?;
+        self.inner.scopes.set(record.omni, record.scopes.clone());
+        Ok(record)
     }
 
     /// Creates an actor durably. Runs to completion even if the returned future is dropped.

@@ -101,6 +101,7 @@ pub fn create(parent: Option<&Omni>, label: &str) -> CreateActor {
         created_at: T0,
         wallet: None,
         origin: Default::default(),
+        scopes: Vec::new(),
     }
 }
 
@@ -259,6 +260,7 @@ impl SignerStack {
                 created_at: T0,
                 wallet: None,
                 origin: Default::default(),
+                scopes: Vec::new(),
             })
             .await
             .expect("created");

@@ -45,9 +45,18 @@ pub struct DeriveAccount {
     pub path: String,
 }
 
+/// An EIP-191 signature and the address that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedMessage {
+    /// 65 bytes `r || s || v`, `v ∈ {27, 28}`.
+    pub signature: Signature,
+    /// The signer's address.
+    pub address: Address,
+}
+
 /// EIP-191 personal_sign.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Signature, SignerError>")]
+#[rtype(result = "Result<SignedMessage, SignerError>")]
 pub struct SignEip191 {
     /// Whose wallet signs.
     pub omni: Omni,
@@ -118,7 +127,7 @@ impl Handler<DeriveAccount> for SignerActor {
 }
 
 impl Handler<SignEip191> for SignerActor {
-    type Result = Result<Signature, SignerError>;
+    type Result = Result<SignedMessage, SignerError>;
 
     fn handle(&mut self, msg: SignEip191, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
@@ -127,7 +136,10 @@ impl Handler<SignEip191> for SignerActor {
                 return Err(SignerError::ManagedWalletLogin);
             }
             let wallet = state.wallet(&msg.omni)?;
-            Ok(eip191::sign_message(&wallet, &msg.message))
+            Ok(SignedMessage {
+                signature: eip191::sign_message(&wallet, &msg.message),
+                address: wallet.address(),
+            })
         })
     }
 }

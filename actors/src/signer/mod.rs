@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use crate::crypto::account::Account;
 pub use error::SignerError;
 pub use keys::P256Key;
-pub use messages::{KeySetName, SignedTypedData};
+pub use messages::{KeySetName, SignedMessage, SignedTypedData};
 
 use crate::crypto::secret::{Fingerprint, MasterSecret};
 use crate::crypto::wallet::{WalletKey, derive_wallet};
@@ -292,7 +292,7 @@ impl SignerHandle {
         omni: Omni,
         message: Vec<u8>,
         proof: LiveProof,
-    ) -> Result<crate::crypto::eip191::Signature, SignerError> {
+    ) -> Result<SignedMessage, SignerError> {
         self.ask(messages::SignEip191 {
             omni,
             message,

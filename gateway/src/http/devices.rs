@@ -1,19 +1,89 @@
-//! Device bindings of an actor: deletion (a tombstone; the binding's tokens die at once).
-//!
-//! Authorization (DESIGN §8): the actor itself or an ancestor; any other caller gets 404.
-//! Until agents exist, the caller is a master acting on itself.
+//! Device bindings of an actor: list, and delete (a tombstone; that binding's tokens die at
+//! once). The actor itself or an ancestor; anyone else gets 404.
 
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::master::ReloadBindings;
-use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::{BindingError, DeleteDevice, Origin, WriteError};
+use agentkeys_actors::principal::ReloadBindings;
+use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::{
+    ActorKind, BindingError, DeleteDevice, DeviceBinding, Origin, WriteError,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::authz::{not_found, target};
 use super::error::{ApiError, ErrorCode};
 use super::extract::Authenticated;
+use crate::auth::session::Role;
+
+fn time(at: Timestamp) -> String {
+    rfc3339::format(i64::try_from(at.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One binding as the API shows it (the key's thumbprint, never the key).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    /// The binding id tokens name (`bid`).
+    pub binding_id: u64,
+    /// RFC 7638 thumbprint of the device key.
+    pub jkt: String,
+    /// A name for people.
+    pub label: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Last session refresh (or creation).
+    pub last_used: String,
+    /// When it was deleted, if it was.
+    pub deleted_at: Option<String>,
+}
+
+impl From<&DeviceBinding> for DeviceView {
+    fn from(b: &DeviceBinding) -> Self {
+        Self {
+            binding_id: b.bid,
+            jkt: b.jkt.clone(),
+            label: b.label.clone(),
+            created_at: time(b.created_at),
+            last_used: time(b.last_used),
+            deleted_at: b.tombstoned_at.map(time),
+        }
+    }
+}
+
+/// The device bindings of an actor.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceList {
+    /// The actor.
+    pub omni: String,
+    /// Live and deleted bindings, oldest first.
+    pub devices: Vec<DeviceView>,
+}
+
+/// Lists an actor's device bindings.
+#[utoipa::path(get, path = "/v1/actors/{omni}/devices", tag = "devices",
+    params(
+        ("omni" = String, Path, description = "the actor"),
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    responses(
+        (status = 200, description = "the bindings", body = DeviceList),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found (also other trees)", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(omni): Path<String>,
+) -> Result<Json<DeviceList>, ApiError> {
+    let target = target(&state, &auth, &omni)?;
+    let devices = state.runtime.store().devices(&target.omni)?;
+    Ok(Json(DeviceList {
+        omni: target.omni.to_string(),
+        devices: devices.iter().map(DeviceView::from).collect(),
+    }))
+}
 
 /// A deleted binding.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -44,16 +114,12 @@ pub async fn delete(
     auth: Authenticated,
     Path((omni, binding_id)): Path<(String, u64)>,
 ) -> Result<Json<DeletedDevice>, ApiError> {
-    let not_found = || ApiError::new(ErrorCode::NotFound, "no such device binding");
-    let target: Omni = omni.parse().map_err(|_| not_found())?;
-    if target != auth.omni {
-        return Err(not_found());
-    }
+    let target = target(&state, &auth, &omni)?;
     let deleted = state
         .runtime
         .store()
         .delete_device(DeleteDevice {
-            omni: target,
+            omni: target.omni,
             bid: binding_id,
             origin: Origin {
                 actor: Some(auth.omni),
@@ -71,16 +137,20 @@ pub async fn delete(
             WriteError::Store(e) => e.into(),
         })?;
     // The actor's cache must drop the binding before we answer: no later request may use it.
-    if state.masters.is_active(&target) {
-        state.masters.call(target, ReloadBindings).await??;
+    let role = match target.lineage.actor().kind {
+        ActorKind::Master => Role::Master,
+        ActorKind::Agent => Role::Agent,
+    };
+    let active = match role {
+        Role::Master => state.masters.is_active(&target.omni),
+        Role::Agent => state.agents.is_active(&target.omni),
+    };
+    if active {
+        state.principal(role, target.omni, ReloadBindings).await??;
     }
-    let at = deleted
-        .binding
-        .tombstoned_at
-        .map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
     Ok(Json(DeletedDevice {
-        omni: target.to_string(),
+        omni: target.omni.to_string(),
         binding_id,
-        deleted_at: rfc3339::format(at),
+        deleted_at: deleted.binding.tombstoned_at.map(time).unwrap_or_default(),
     }))
 }

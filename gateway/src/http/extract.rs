@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use agentkeys_actors::master::{CheckSession, SessionError};
+use agentkeys_actors::principal::{CheckSession, SessionError};
 use agentkeys_runtime::store::ActorRecord;
 use agentkeys_runtime::{LiveProof, Omni};
 
@@ -137,6 +137,13 @@ pub struct Authenticated {
     pub live: LiveProof,
 }
 
+impl Authenticated {
+    /// Master or agent.
+    pub fn role(&self) -> Role {
+        self.claims.agentkeys.role
+    }
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
@@ -170,15 +177,16 @@ pub async fn authorize(
         |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
     let omni = claims.omni().map_err(invalid)?;
     let master = claims.master().map_err(invalid)?;
-    if claims.agentkeys.role != Role::Master || omni != master {
+    let role = claims.agentkeys.role;
+    if (role == Role::Master) != (omni == master) {
         return Err(ApiError::new(
             ErrorCode::InvalidToken,
-            "this gateway has no agent sessions yet",
+            "the token's role does not match its actor",
         ));
     }
     let check = state
-        .masters
-        .call(
+        .principal(
+            role,
             omni,
             CheckSession {
                 bid: claims.bid,

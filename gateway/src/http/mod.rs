@@ -1,21 +1,27 @@
 //! The HTTP surface (axum): the error envelope, request ids, body limit and timeout on every
 //! route; extractors whose rejections use the envelope.
 
+pub mod actors;
+pub mod authz;
 pub mod devices;
 pub mod email;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod links;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod request_id;
 pub mod session;
+pub mod sign;
+pub mod tree;
 pub mod wallet;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkeys_actors::agent::AgentActor;
 use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::signer::SignerHandle;
 use agentkeys_runtime::store::Registration;
@@ -61,6 +67,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// Active master actors.
     pub masters: Registry<MasterActor>,
+    /// Active agent actors.
+    pub agents: Registry<AgentActor>,
     /// Who may create a new master.
     pub registration: Registration,
     /// The deployment's client id.
@@ -84,6 +92,25 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// Sends a principal message to the master or agent actor `omni`.
+    pub async fn principal<M>(
+        &self,
+        role: crate::auth::session::Role,
+        omni: agentkeys_runtime::Omni,
+        msg: M,
+    ) -> Result<M::Result, agentkeys_runtime::CallError>
+    where
+        MasterActor: actix::Handler<agentkeys_runtime::Supervised<M>>,
+        AgentActor: actix::Handler<agentkeys_runtime::Supervised<M>>,
+        M: actix::Message + Clone + Send + 'static,
+        M::Result: Send,
+    {
+        match role {
+            crate::auth::session::Role::Master => self.masters.call(omni, msg).await,
+            crate::auth::session::Role::Agent => self.agents.call(omni, msg).await,
+        }
+    }
+
     /// The request id of the current request (for audit rows).
     pub fn request_id(&self) -> String {
         request_id::current().unwrap_or_default()
@@ -105,6 +132,18 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(session::refresh))
         .routes(routes!(session::whoami))
         .routes(routes!(devices::delete))
+        .routes(routes!(devices::list))
+        .routes(routes!(actors::create))
+        .routes(routes!(actors::show))
+        .routes(routes!(actors::tree))
+        .routes(routes!(actors::set_scopes))
+        .routes(routes!(actors::revoke))
+        .routes(routes!(links::issue_code))
+        .routes(routes!(links::redeem))
+        .routes(routes!(sign::eip191))
+        .routes(routes!(sign::eip712))
+        .routes(routes!(sign::transaction))
+        .routes(routes!(sign::sr25519))
         .routes(routes!(email::request))
         .routes(routes!(email::verify))
         .routes(routes!(email::status))

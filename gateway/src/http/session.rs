@@ -2,7 +2,7 @@
 
 use agentkeys_actors::crypto::omni::{Identity as IdentityKind, identity_omni};
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::master::Describe;
+use agentkeys_actors::principal::Describe;
 use agentkeys_runtime::store::{ActorKind, BindingError, RefreshSession, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
@@ -200,7 +200,7 @@ pub async fn whoami(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<Whoami>, ApiError> {
-    let view = state.masters.call(auth.omni, Describe).await??;
+    let view = state.principal(auth.role(), auth.omni, Describe).await??;
     let account = state
         .signer
         .account(auth.master, view.record.path.clone())

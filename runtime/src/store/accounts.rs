@@ -170,6 +170,7 @@ impl Mutation for Login {
                     kind: ActorKind::Master,
                     status: StoredStatus::Active,
                     created_at: op.at,
+                    scopes: Vec::new(),
                 };
                 insert_record(txn, &record, Some(op.wallet))?;
                 index_identity(txn, &op)?;

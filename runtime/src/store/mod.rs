@@ -19,6 +19,7 @@ pub mod accounts;
 pub mod audit;
 pub mod devices;
 mod encoding;
+pub mod links;
 mod mutations;
 mod record;
 mod redb_store;
@@ -32,6 +33,7 @@ pub use accounts::{
 };
 pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner, Origin};
 pub use devices::DeviceBinding;
+pub use links::{IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes};
 pub use mutations::{CreateActor, CreateError, Created, Revocation, RevokeActor, RevokeError};
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{RedbStore, StoreOptions};
@@ -234,6 +236,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Checks a binding for a session refresh and records its use.
     fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError>;
+
+    /// Issues a link code.
+    fn issue_link_code(&self, op: IssueLinkCode) -> PendingWrite<Timestamp, LinkError>;
+
+    /// Redeems a link code.
+    fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError>;
+
+    /// Sets an agent's stored scopes.
+    fn set_scopes(&self, op: SetScopes) -> PendingWrite<ActorRecord, LinkError>;
 
     /// Tombstones a device binding.
     fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError>;

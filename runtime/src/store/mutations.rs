@@ -26,6 +26,8 @@ pub struct CreateActor {
     pub wallet: Option<[u8; 20]>,
     /// Who asked (for the audit row).
     pub origin: Origin,
+    /// The scopes stored on the new actor (an existing actor must have the same).
+    pub scopes: Vec<String>,
 }
 
 /// A successful create.
@@ -58,7 +60,7 @@ pub enum CreateError {
         /// When it was revoked.
         at: Timestamp,
     },
-    /// Another actor holds this label under the parent.
+    /// Another actor holds this label under the parent (or the same label with other scopes).
     #[error("the label is taken under this parent")]
     LabelTaken,
     /// The omni exists with a different parent or label.
@@ -110,9 +112,16 @@ impl CreateActor {
         if found.parent != self.parent || found.label != self.label {
             return Ok(Err(CreateError::OmniTaken));
         }
+        let same_scopes = {
+            let (mut a, mut b) = (found.scopes.clone(), self.scopes.clone());
+            a.sort();
+            b.sort();
+            a == b
+        };
         let lineage = read_lineage(actors, &self.omni)?
             .ok_or_else(|| StoreError::Corrupt("record vanished inside a transaction".into()))?;
         Ok(match lineage.status() {
+            Status::Active if !same_scopes => Err(CreateError::LabelTaken),
             Status::Active => Ok(CreatePlan::Existing(found)),
             Status::Revoked { by, at } if by == self.omni => Err(CreateError::Revoked { at }),
             Status::Revoked { by, at } => Err(CreateError::ParentRevoked { by, at }),
@@ -229,6 +238,7 @@ impl CreateActor {
                 kind,
                 status: StoredStatus::Active,
                 created_at: self.created_at,
+                scopes: self.scopes,
             },
             master,
             wallet: self.wallet,

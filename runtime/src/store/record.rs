@@ -1,15 +1,17 @@
 //! Versioned actor records and their pinned binary encoding.
 //!
-//! Layout of version 1 (all integers big-endian):
+//! Layout of version 2 (all integers big-endian; version 1 is the same without the scopes and is
+//! still read, with no scopes):
 //!
 //! ```text
-//! u8  version = 1
+//! u8  version = 2
 //! u8  kind        0 = master, 1 = agent
 //! u8  status      0 = active, 1 = revoked (then u64 revoked_at follows)
 //! u64 created_at  milliseconds since the Unix epoch
 //! u8  has_parent  0 | 1 (then 32 bytes parent omni follow)
 //! u16 label length, label bytes (UTF-8)
 //! u16 path length,  path bytes (UTF-8)
+//! u16 scope count, then per scope: u16 length, bytes (UTF-8)      (version 2)
 //! ```
 //!
 //! The omni is the table key and is not repeated in the value.
@@ -19,7 +21,7 @@ use crate::clock::Timestamp;
 use crate::omni::Omni;
 
 /// Current record version written by this build.
-pub const RECORD_VERSION: u8 = 1;
+pub const RECORD_VERSION: u8 = 2;
 
 /// What kind of actor a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,6 +62,8 @@ pub struct ActorRecord {
     pub status: StoredStatus,
     /// When the actor was created.
     pub created_at: Timestamp,
+    /// The scopes stored on this actor (a master's are implicit: all).
+    pub scopes: Vec<String>,
 }
 
 /// A stored value that this build cannot read.
@@ -99,6 +103,11 @@ impl ActorRecord {
         }
         put_bytes(&mut out, self.label.as_bytes());
         put_bytes(&mut out, self.path.as_bytes());
+        let count = u16::try_from(self.scopes.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for scope in self.scopes.iter().take(usize::from(count)) {
+            put_bytes(&mut out, scope.as_bytes());
+        }
         out
     }
 
@@ -106,7 +115,7 @@ impl ActorRecord {
     pub fn decode(omni: Omni, bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != RECORD_VERSION {
+        if version != 1 && version != RECORD_VERSION {
             return Err(DecodeError::Version(version));
         }
         let kind = match r.u8()? {
@@ -129,9 +138,13 @@ impl ActorRecord {
         };
         let label = r.string()?;
         let path = r.string()?;
-        if r.pos != bytes.len() {
-            return Err(DecodeError::Malformed(r.pos));
+        let mut scopes = Vec::new();
+        if version >= 2 {
+            for _ in 0..r.u16()? {
+                scopes.push(r.string()?);
+            }
         }
+        r.finish()?;
         Ok(Self {
             omni,
             parent,
@@ -140,6 +153,7 @@ impl ActorRecord {
             kind,
             status,
             created_at,
+            scopes,
         })
     }
 
@@ -167,6 +181,7 @@ mod tests {
                 at: Timestamp::from_millis(1_700_000_000_123),
             },
             created_at: Timestamp::from_millis(1_700_000_000_000),
+            scopes: vec!["sign:eip191".into(), "sign:tx:1".into()],
         }
     }
 
@@ -194,9 +209,17 @@ mod tests {
     #[test]
     fn encoding_is_pinned() {
         let bytes = sample().encode();
-        assert_eq!(&bytes[..3], &[1, 1, 1]);
+        assert_eq!(&bytes[..3], &[2, 1, 1]);
         assert_eq!(&bytes[3..11], &1_700_000_000_123u64.to_be_bytes());
-        assert_eq!(bytes.len(), 3 + 8 + 8 + 1 + 32 + 2 + 5 + 2 + 12);
+        let v1_len = 3 + 8 + 8 + 1 + 32 + 2 + 5 + 2 + 12;
+        assert_eq!(bytes.len(), v1_len + 2 + (2 + 11) + (2 + 9));
+        assert_eq!(&bytes[v1_len..v1_len + 2], &[0, 2]);
+        // A version-1 record (no scopes) still reads, with no scopes.
+        let mut v1 = bytes[..v1_len].to_vec();
+        v1[0] = 1;
+        let old = ActorRecord::decode(sample().omni, &v1).expect("v1 reads");
+        assert!(old.scopes.is_empty());
+        assert_eq!(old.path, "//ops//bot-1");
     }
 
     #[test]

@@ -13,9 +13,9 @@ use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
     ActorRecord, AppendAudit, AuditEntry, AuditReport, AuditRow, BindingError, BindingInUse,
     ChainHead, ChainMark, ChildEntry, CreateActor, CreateError, Created, DeleteDevice,
-    DeviceBinding, HeadSigner, Lineage, LoggedIn, Login, LoginError, MAX_DEPTH, MetaError,
-    RefreshSession, Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, SetAllowed, Storage,
-    StoreError,
+    DeviceBinding, HeadSigner, IssueLinkCode, Lineage, LinkError, LoggedIn, Login, LoginError,
+    MAX_DEPTH, MetaError, RedeemLinkCode, Redemption, RefreshSession, Revocation, RevokeActor,
+    RevokeError, SCHEMA_VERSION, SetAllowed, SetScopes, Storage, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -129,6 +129,10 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
         .map_err(StoreError::from_redb)?;
     txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
     txn.open_table(MASTER_IDENTITIES)
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(super::links::LINK_CODES)
+        .map_err(StoreError::from_redb)?;
+    txn.open_table(super::links::LINK_CODES_BY_ACTOR)
         .map_err(StoreError::from_redb)?;
     txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
     txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
@@ -457,6 +461,18 @@ impl Storage for RedbStore {
     }
 
     fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError> {
+        self.writer.submit(op)
+    }
+
+    fn issue_link_code(&self, op: IssueLinkCode) -> PendingWrite<Timestamp, LinkError> {
+        self.writer.submit(op)
+    }
+
+    fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError> {
+        self.writer.submit(op)
+    }
+
+    fn set_scopes(&self, op: SetScopes) -> PendingWrite<ActorRecord, LinkError> {
         self.writer.submit(op)
     }
 

@@ -107,7 +107,7 @@ async fn produce() -> Value {
         "anchor_wallet": anchor.to_string(),
         "master_omni": master.to_string(),
         "actors": actors,
-        "eip191": {"message": message, "signature": eip191.to_hex(), "signer_path": "//hermes"},
+        "eip191": {"message": message, "signature": eip191.signature.to_hex(), "signer_path": "//hermes"},
         "eip712": {"typed_data": typed, "signature": eip712.signature.to_hex(),
                    "digest": format!("0x{}", hex::encode(eip712.digest)), "address": eip712.address.to_string()},
         "transactions": txs,

@@ -1,8 +1,10 @@
-//! Messages of the [`MasterActor`](super::MasterActor).
+//! Messages every principal (master or agent actor) takes.
 
 use actix::Message;
 use agentkeys_runtime::store::{ActorRecord, DeviceBinding};
-use agentkeys_runtime::{CallError, LiveProof};
+use std::collections::BTreeSet;
+
+use agentkeys_runtime::{CallError, LineageGuard, LiveProof};
 
 /// Is the binding `bid` live and bound to `jkt`, and is the master's lineage live?
 #[derive(Debug, Clone, Message)]
@@ -37,18 +39,48 @@ pub enum SessionError {
     Call(#[from] CallError),
 }
 
-/// The record and the bindings, for `whoami`.
+/// The record and the bindings, for `whoami` and `GET /v1/actors/{omni}`.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<MasterView, CallError>")]
+#[rtype(result = "Result<PrincipalView, CallError>")]
 pub struct Describe;
 
 /// What [`Describe`] answers.
 #[derive(Debug, Clone)]
-pub struct MasterView {
+pub struct PrincipalView {
     /// The record.
     pub record: ActorRecord,
     /// Every binding, live or tombstoned.
     pub bindings: Vec<DeviceBinding>,
+    /// Effective scopes (`None`: a master, every scope).
+    pub scopes: Option<BTreeSet<String>>,
+}
+
+/// May this actor use `scope` now? Checks the lineage, then the effective scopes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Authorized, AuthorizeError>")]
+pub struct Authorize {
+    /// The scope the operation needs (e.g. `sign:eip191`).
+    pub scope: String,
+}
+
+/// A granted [`Authorize`].
+#[derive(Debug)]
+pub struct Authorized {
+    /// What the signer takes.
+    pub proof: LiveProof,
+    /// For the re-check just before the reply.
+    pub guard: LineageGuard,
+}
+
+/// Why [`Authorize`] refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The effective scopes lack it.
+    #[error("the actor's effective scopes do not include {0}")]
+    ScopeDenied(String),
+    /// Revoked, unavailable, or the store failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
 }
 
 /// Re-reads the bindings from the store (sent after a binding changed).

@@ -1,0 +1,42 @@
+//! The agent actor: one per agent (any depth below a master).
+//!
+//! **Owns** the agent's record (omni, path, stored scopes, status) and a cache of its device
+//! bindings ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]); an
+//! [`Authorize`](crate::principal::Authorize) checks the lineage (revoked index) and the
+//! effective scopes — the intersection along the lineage, read from the runtime's scope index at
+//! check time — and returns the [`LiveProof`](agentkeys_runtime::LiveProof) the signer needs.
+//! Signing itself runs in the signer pool, outside this mailbox, so many signatures per agent
+//! can be in flight and a slow one never blocks the next check. **Restart policy**: supervised;
+//! a crash drops the actor and the next message activates it from the store. **Lost on
+//! restart**: nothing (the cache is reloaded). Its wallet and sr25519 key are derived by the
+//! signer on demand; the actor never holds key material.
+
+use actix::{Actor, Context};
+use agentkeys_runtime::store::ActorKind;
+use agentkeys_runtime::{Activation, VirtualActor};
+
+use crate::principal::PrincipalCore;
+
+/// One agent on the runtime.
+#[derive(Debug)]
+pub struct AgentActor {
+    core: PrincipalCore,
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+}
+
+impl VirtualActor for AgentActor {
+    fn accepts(kind: ActorKind) -> bool {
+        kind == ActorKind::Agent
+    }
+
+    fn activate(activation: Activation, _ctx: &mut Context<Self>) -> Self {
+        AgentActor {
+            core: PrincipalCore::activate(activation),
+        }
+    }
+}
+
+crate::principal_handlers!(AgentActor);

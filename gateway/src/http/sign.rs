@@ -1,0 +1,313 @@
+//! Signing (DESIGN §11): the caller signs as itself, with the scope the operation needs.
+//!
+//! Each request: the actor authorizes (lineage live, effective scope) and returns the
+//! `LiveProof`; the signer pool signs (outside the actor's mailbox, so many signatures per
+//! agent can be in flight); the audit row (the message's SHA-256, never the message) is
+//! committed; the lineage is checked once more; then the reply. A signature is never returned
+//! before its audit row is durable, nor after the actor's revocation returned.
+
+use agentkeys_actors::crypto::eip712::TypedData;
+use agentkeys_actors::crypto::omni::{Identity, identity_omni};
+use agentkeys_actors::crypto::tx::TxRequest;
+use agentkeys_actors::principal::Authorized;
+use agentkeys_actors::scope;
+use agentkeys_runtime::store::audit::{self, op};
+use agentkeys_runtime::store::{AuditEntry, Origin, WriteError};
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::AppState;
+use super::authz::require_scope;
+use super::error::{ApiError, ErrorCode};
+use super::extract::{ApiJson, Authenticated};
+
+/// Commits the audit row of a signature, then re-checks the lineage.
+async fn audited(
+    state: &AppState,
+    auth: &Authenticated,
+    guard: &agentkeys_runtime::LineageGuard,
+    code: u16,
+    signed: &[u8],
+) -> Result<(), ApiError> {
+    let entry = AuditEntry::done(
+        auth.master,
+        Origin {
+            actor: Some(auth.omni),
+            request_id: state.request_id(),
+        },
+        code,
+        auth.omni,
+        audit::detail_hash(signed),
+        state.clock.now(),
+    );
+    state
+        .runtime
+        .store()
+        .append_audit(entry)
+        .await
+        .map_err(|e| match e {
+            WriteError::Store(e) => ApiError::from(e),
+            WriteError::Rejected(never) => match never {},
+        })?;
+    guard.check()?;
+    Ok(())
+}
+
+/// `POST /v1/sign/eip191` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Eip191Request {
+    /// UTF-8 text to sign (give this or `message_hex`).
+    pub message: Option<String>,
+    /// Bytes to sign, `0x` + hex.
+    pub message_hex: Option<String>,
+    /// `actor` (default: `W(omni)`), or `anchor`: an email-login master's anchor wallet.
+    pub wallet: Option<String>,
+}
+
+/// A signature and the address that made it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignatureResponse {
+    /// 65 bytes `r || s || v` (`v` 27 or 28), `0x` + hex.
+    pub signature: String,
+    /// The signer (EIP-55).
+    pub address: String,
+}
+
+fn hex_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    text.strip_prefix("0x")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{what} must be 0x followed by hex"),
+            )
+        })
+}
+
+/// The omni whose wallet signs: the caller's, or an email master's anchor wallet on request.
+fn signing_omni(
+    state: &AppState,
+    auth: &Authenticated,
+    wallet: Option<&str>,
+) -> Result<agentkeys_runtime::Omni, ApiError> {
+    match wallet {
+        None | Some("actor") => Ok(auth.omni),
+        Some("anchor") => {
+            let identity = state.runtime.store().identity_of(&auth.master)?;
+            match identity {
+                Some((kind, email)) if kind == "email" && auth.omni == auth.master => {
+                    identity_omni(&state.client_id, Identity::Email(&email))
+                        .map_err(ApiError::internal)
+                }
+                _ => Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "only an email-login master has an anchor wallet to sign with",
+                )),
+            }
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "wallet is actor or anchor",
+        )),
+    }
+}
+
+/// EIP-191 `personal_sign` with the caller's wallet (`sign:eip191`).
+#[utoipa::path(post, path = "/v1/sign/eip191", tag = "sign",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = Eip191Request,
+    responses(
+        (status = 200, description = "signed", body = SignatureResponse),
+        (status = 400, description = "invalid_request: not exactly one of message and message_hex; a SIWE message for this gateway", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn eip191(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<Eip191Request>,
+) -> Result<Json<SignatureResponse>, ApiError> {
+    let message = match (body.message, body.message_hex) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(hex)) => hex_bytes(&hex, "message_hex")?,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "give exactly one of message and message_hex",
+            ));
+        }
+    };
+    let omni = signing_omni(&state, &auth, body.wallet.as_deref())?;
+    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_EIP191).await?;
+    let digest_input = message.clone();
+    let signed = state.signer.sign_eip191(omni, message, proof).await?;
+    audited(&state, &auth, &guard, op::SIGN_EIP191, &digest_input).await?;
+    Ok(Json(SignatureResponse {
+        signature: signed.signature.to_hex(),
+        address: signed.address.to_checksum(),
+    }))
+}
+
+/// `POST /v1/sign/eip712` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Eip712Request {
+    /// An EIP-712 v4 document `{types, primaryType, domain, message}`.
+    pub typed_data: Value,
+}
+
+/// A typed-data signature.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TypedSignatureResponse {
+    /// 65 bytes, `0x` + hex.
+    pub signature: String,
+    /// The signer (EIP-55).
+    pub address: String,
+    /// The EIP-712 digest that was signed, `0x` + hex.
+    pub digest: String,
+}
+
+/// EIP-712 v4 with the caller's wallet (`sign:eip712`); validated here before the signer.
+#[utoipa::path(post, path = "/v1/sign/eip712", tag = "sign",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = Eip712Request,
+    responses(
+        (status = 200, description = "signed", body = TypedSignatureResponse),
+        (status = 400, description = "invalid_request, invalid_typed_data", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn eip712(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<Eip712Request>,
+) -> Result<Json<TypedSignatureResponse>, ApiError> {
+    TypedData::from_json(body.typed_data.clone())
+        .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
+    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_EIP712).await?;
+    let signed = state
+        .signer
+        .sign_typed_data(auth.omni, body.typed_data, proof)
+        .await?;
+    audited(&state, &auth, &guard, op::SIGN_EIP712, &signed.digest).await?;
+    Ok(Json(TypedSignatureResponse {
+        signature: signed.signature.to_hex(),
+        address: signed.address.to_checksum(),
+        digest: format!("0x{}", hex::encode(signed.digest)),
+    }))
+}
+
+/// `POST /v1/sign/transaction` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxSignRequest {
+    /// An EIP-1559 (`type` 2, default) or legacy (`type` 0) request; `chain_id` required.
+    pub tx: Value,
+}
+
+/// A signed transaction.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SignedTxResponse {
+    /// `eth_sendRawTransaction` input, `0x` + hex.
+    pub raw: String,
+    /// `keccak256(raw)`.
+    pub hash: String,
+    /// The sender (EIP-55).
+    pub address: String,
+}
+
+/// Signs a transaction with the caller's wallet (`sign:tx:<chain_id>`).
+#[utoipa::path(post, path = "/v1/sign/transaction", tag = "sign",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = TxSignRequest,
+    responses(
+        (status = 200, description = "signed", body = SignedTxResponse),
+        (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn transaction(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<TxSignRequest>,
+) -> Result<Json<SignedTxResponse>, ApiError> {
+    let request = TxRequest::from_json(body.tx.clone())
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let Authorized { proof, guard } =
+        require_scope(&state, &auth, &scope::sign_tx(request.chain_id)).await?;
+    let signed = state
+        .signer
+        .sign_transaction(auth.omni, body.tx, proof)
+        .await?;
+    audited(&state, &auth, &guard, op::SIGN_TX, &signed.raw).await?;
+    Ok(Json(SignedTxResponse {
+        raw: format!("0x{}", hex::encode(&signed.raw)),
+        hash: format!("0x{}", hex::encode(signed.hash)),
+        address: signed.from.to_checksum(),
+    }))
+}
+
+/// `POST /v1/sign/sr25519` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sr25519Request {
+    /// The bytes to sign, `0x` + hex.
+    pub message_hex: String,
+}
+
+/// An sr25519 signature.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Sr25519Response {
+    /// 64 bytes, `0x` + hex (Substrate signing context).
+    pub signature: String,
+    /// The public key, `0x` + hex.
+    pub public: String,
+    /// Its SS58 address.
+    pub ss58: String,
+}
+
+/// sr25519 with the caller's key (`sign:sr25519`).
+#[utoipa::path(post, path = "/v1/sign/sr25519", tag = "sign",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = Sr25519Request,
+    responses(
+        (status = 200, description = "signed", body = Sr25519Response),
+        (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn sr25519(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<Sr25519Request>,
+) -> Result<Json<Sr25519Response>, ApiError> {
+    let message = hex_bytes(&body.message_hex, "message_hex")?;
+    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_SR25519).await?;
+    let path = auth.claims.agentkeys.path.clone();
+    let signature = state
+        .signer
+        .sign_sr25519(auth.master, path.clone(), message.clone(), proof)
+        .await?;
+    audited(&state, &auth, &guard, op::SIGN_SR25519, &message).await?;
+    let account = state.signer.account(auth.master, path).await?;
+    Ok(Json(Sr25519Response {
+        signature: format!("0x{}", hex::encode(signature)),
+        public: format!("0x{}", hex::encode(account.sr25519_public)),
+        ss58: account.ss58,
+    }))
+}

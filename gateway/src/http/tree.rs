@@ -1,0 +1,219 @@
+//! Subtree walks over the store's `children` index: resumable depth-first pages (the cursor is
+//! the path of the last entry below the root), and a count for revocation receipts. Statuses
+//! are computed on the way down: a node is revoked if it or any ancestor carries a marker.
+
+use agentkeys_actors::crypto::omni::child_omni;
+use agentkeys_actors::crypto::rfc3339;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::store::{Lineage, Status};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode};
+
+/// One node of a page.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TreeEntry {
+    /// The actor.
+    pub omni: String,
+    /// Its label.
+    pub label: String,
+    /// Its full path (`""` for a master).
+    pub path: String,
+    /// Levels below the page's root (the root is 0).
+    pub depth: usize,
+    /// `active`, `revoked` or `quarantined`.
+    pub status: String,
+    /// When the revocation that applies committed, if revoked.
+    pub revoked_at: Option<String>,
+    /// Scopes stored on it.
+    pub scopes: Vec<String>,
+}
+
+/// A page of a subtree.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TreePage {
+    /// The subtree's root.
+    pub root: String,
+    /// Depth-first, children in label order.
+    pub entries: Vec<TreeEntry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A position: the labels and omnis from the root down, with the status inherited there.
+struct Frame {
+    label: String,
+    omni: Omni,
+    status: Status,
+}
+
+fn own_status(
+    state: &AppState,
+    omni: &Omni,
+    inherited: Status,
+) -> Result<(Status, Vec<String>, String), ApiError> {
+    let record = state
+        .runtime
+        .store()
+        .actor(omni)?
+        .ok_or_else(|| ApiError::internal("a child entry without its record"))?;
+    let status = match (inherited, record.revoked_at()) {
+        (Status::Active, Some(at)) => Status::Revoked { by: *omni, at },
+        (status, _) => status,
+    };
+    Ok((status, record.scopes, record.path))
+}
+
+fn entry(state: &AppState, frame: &Frame, depth: usize) -> Result<TreeEntry, ApiError> {
+    let (_, scopes, path) = own_status(state, &frame.omni, Status::Active)?;
+    let (status, revoked_at) = match frame.status {
+        Status::Revoked { at, .. } => (
+            "revoked",
+            Some(rfc3339::format(
+                i64::try_from(at.as_millis()).unwrap_or(i64::MAX),
+            )),
+        ),
+        Status::Active if state.runtime.is_quarantined(&frame.omni) => ("quarantined", None),
+        Status::Active => ("active", None),
+    };
+    Ok(TreeEntry {
+        omni: frame.omni.to_string(),
+        label: frame.label.clone(),
+        path,
+        depth,
+        status: status.into(),
+        revoked_at,
+        scopes,
+    })
+}
+
+/// Moves `stack` to the next node in depth-first order; `false` when the walk is done.
+fn advance(state: &AppState, stack: &mut Vec<Frame>) -> Result<bool, ApiError> {
+    let store = state.runtime.store();
+    let Some(top) = stack.last() else {
+        return Ok(false);
+    };
+    if let Some(child) = store.children(&top.omni, None, 1)?.into_iter().next() {
+        let (status, _, _) = own_status(state, &child.omni, top.status)?;
+        stack.push(Frame {
+            label: child.label,
+            omni: child.omni,
+            status,
+        });
+        return Ok(true);
+    }
+    while stack.len() > 1 {
+        let done = stack
+            .pop()
+            .ok_or_else(|| ApiError::internal("empty walk"))?;
+        let Some(parent) = stack.last() else { break };
+        if let Some(next) = store
+            .children(&parent.omni, Some(&done.label), 1)?
+            .into_iter()
+            .next()
+        {
+            let (status, _, _) = own_status(state, &next.omni, parent.status)?;
+            stack.push(Frame {
+                label: next.label,
+                omni: next.omni,
+                status,
+            });
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn root_frame(lineage: &Lineage) -> Frame {
+    Frame {
+        label: lineage.actor().label.clone(),
+        omni: lineage.actor().omni,
+        status: lineage.status(),
+    }
+}
+
+/// One page of the subtree of `lineage`'s actor. The cursor is the path of the last entry
+/// relative to the root (`""`: the root itself).
+pub fn page(
+    state: &AppState,
+    lineage: &Lineage,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<TreePage, ApiError> {
+    let mut stack = vec![root_frame(lineage)];
+    let mut entries = Vec::new();
+    match cursor {
+        None => entries.push(entry(state, &stack[0], 0)?),
+        Some(path) => {
+            let bad = || {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the cursor is not a path in this subtree",
+                )
+            };
+            let labels = match path {
+                "" => Vec::new(),
+                path => path
+                    .strip_prefix("//")
+                    .ok_or_else(bad)?
+                    .split("//")
+                    .collect(),
+            };
+            for label in labels {
+                let parent = stack.last().ok_or_else(bad)?;
+                let omni = child_omni(&parent.omni, label).map_err(|_| bad())?;
+                let (status, _, _) = own_status(state, &omni, parent.status).map_err(|_| bad())?;
+                stack.push(Frame {
+                    label: label.to_string(),
+                    omni,
+                    status,
+                });
+            }
+        }
+    }
+    while entries.len() < limit && advance(state, &mut stack)? {
+        let depth = stack.len() - 1;
+        if let Some(frame) = stack.last() {
+            entries.push(entry(state, frame, depth)?);
+        }
+    }
+    let more = entries.len() == limit && {
+        // Peek without moving: is there a node after the last entry?
+        let mut probe: Vec<Frame> = stack
+            .iter()
+            .map(|f| Frame {
+                label: f.label.clone(),
+                omni: f.omni,
+                status: f.status,
+            })
+            .collect();
+        advance(state, &mut probe)?
+    };
+    let next_cursor = more.then(|| {
+        stack
+            .iter()
+            .skip(1)
+            .map(|f| format!("//{}", f.label))
+            .collect::<String>()
+    });
+    Ok(TreePage {
+        root: lineage.actor().omni.to_string(),
+        entries,
+        next_cursor,
+    })
+}
+
+/// Actors in the subtree of `root`, itself included (at most 1,000,000 are counted).
+pub fn count(state: &AppState, root: &Omni) -> Result<u64, ApiError> {
+    let lineage = state
+        .runtime
+        .lineage(root)?
+        .ok_or_else(|| ApiError::internal("revoked actor vanished"))?;
+    let mut stack = vec![root_frame(&lineage)];
+    let mut n = 1;
+    while n < 1_000_000 && advance(state, &mut stack)? {
+        n += 1;
+    }
+    Ok(n)
+}

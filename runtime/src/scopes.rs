@@ -1,0 +1,70 @@
+//! The process-wide scope index: `omni → scopes stored on it`, owned by the runtime next to the
+//! revoked index, so that effective scopes — the intersection of the stored scopes along a
+//! lineage — are computed at check time from memory, and narrowing a parent narrows every
+//! descendant at once.
+//!
+//! Filled lazily from every lineage the runtime reads (an entry is only inserted if absent, so a
+//! stale read never overwrites a newer value) and replaced by [`Runtime::set_scopes`] after its
+//! commit. The runtime knows no scope grammar: scopes are opaque strings here.
+//!
+//! [`Runtime::set_scopes`]: crate::Runtime::set_scopes
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::omni::Omni;
+use crate::store::{ActorKind, Lineage};
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct ScopeIndex {
+    map: RwLock<HashMap<Omni, Arc<[String]>>>,
+}
+
+impl ScopeIndex {
+    /// Records the stored scopes of every agent of a lineage read from the store, unless known.
+    pub fn fill_from(&self, lineage: &Lineage) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        for record in lineage.records() {
+            if record.kind == ActorKind::Agent {
+                map.entry(record.omni)
+                    .or_insert_with(|| record.scopes.clone().into());
+            }
+        }
+    }
+
+    /// Replaces the scopes of `omni` (after a committed change).
+    pub fn set(&self, omni: Omni, scopes: Vec<String>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(omni, scopes.into());
+    }
+
+    /// The effective scopes of the last actor of `chain` (root first): `Ok(None)` for a master
+    /// (it holds every scope), `Ok(Some(set))` for an agent, `Err(omni)` if an agent of the chain
+    /// is not in the index (read its lineage, then ask again).
+    pub fn effective(&self, chain: &[Omni]) -> Result<Option<BTreeSet<String>>, Omni> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut effective: Option<BTreeSet<String>> = None;
+        for omni in chain.iter().skip(1) {
+            let stored = map.get(omni).ok_or(*omni)?;
+            effective = Some(match effective {
+                None => stored.iter().cloned().collect(),
+                Some(set) => set
+                    .into_iter()
+                    .filter(|s| stored.iter().any(|t| t == s))
+                    .collect(),
+            });
+        }
+        Ok(effective)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
