@@ -15,19 +15,7 @@ use common::{PUBLIC_URL, Stack, device, start, wallet};
 use serde_json::{Value, json};
 
 /// Codes no request can provoke yet, and why.
-const NOT_REACHABLE: [(&str, &str); 10] = [
-    (
-        "invalid_label",
-        "agents and their labels arrive with POST /v1/actors",
-    ),
-    (
-        "invalid_typed_data",
-        "the signing routes arrive with agents",
-    ),
-    ("scope_denied", "scopes arrive with agents"),
-    ("label_taken", "agents arrive with POST /v1/actors"),
-    ("label_revoked", "agents arrive with POST /v1/actors"),
-    ("link_code_used", "link codes arrive with agents"),
+const NOT_REACHABLE: [(&str, &str); 4] = [
     (
         "actor_unavailable",
         "a quarantine needs an actor crashing 5 times; runtime tests cover it",
@@ -87,6 +75,7 @@ async fn every_documented_code_is_provoked_or_named_unreachable() {
     provoke_request_errors(&stack, &mut seen).await;
     provoke_login_errors(&stack, dir.path(), &alice, &mut seen).await;
     provoke_email_errors(&stack, dir.path(), &mut seen).await;
+    provoke_agent_errors(&stack, &key, &token, &session, &mut seen).await;
     provoke_session_errors(&stack, &key, &token, &session, &mut seen).await;
 
     let documented = documented_codes();
@@ -303,4 +292,64 @@ async fn provoke_email_errors(
         }
     }
     panic!("the sixth link for one address within the hour was not limited");
+}
+
+async fn provoke_agent_errors(
+    stack: &Stack,
+    key: &agentkeys_gateway::client::DeviceKey,
+    token: &str,
+    session: &Value,
+    seen: &mut BTreeMap<String, u16>,
+) {
+    let call = |method: &'static str, path: String, body: Value| async move {
+        stack
+            .call(key, method, &path, Some(&body), Some(token))
+            .await
+    };
+    let create = |label: &'static str, scopes: Value| {
+        call(
+            "POST",
+            "/v1/actors".into(),
+            json!({"label": label, "scopes": scopes}),
+        )
+    };
+    observe(seen, create("Not_A_Label", json!([])).await).await;
+    let (status, ops) = create("ops", json!(["sign:eip191"])).await;
+    assert_eq!(status, 201, "{ops}");
+    observe(seen, create("ops", json!([])).await).await;
+    let bad_typed =
+        json!({"typed_data": {"types": {}, "primaryType": "Missing", "domain": {}, "message": {}}});
+    observe(
+        seen,
+        call("POST", "/v1/sign/eip712".into(), bad_typed).await,
+    )
+    .await;
+    let master = session["omni"].as_str().expect("omni");
+    observe(
+        seen,
+        call("POST", format!("/v1/actors/{master}/revoke"), json!({})).await,
+    )
+    .await;
+    let ops_omni = ops["omni"].as_str().expect("omni");
+    let (_, code) = call(
+        "POST",
+        format!("/v1/actors/{ops_omni}/link-codes"),
+        json!({}),
+    )
+    .await;
+    let redeem = json!({"code": code["code"]});
+    let first = stack
+        .call(&device(), "POST", "/v1/link/redeem", Some(&redeem), None)
+        .await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    observe(
+        seen,
+        stack
+            .call(&device(), "POST", "/v1/link/redeem", Some(&redeem), None)
+            .await,
+    )
+    .await;
+    let (status, _) = call("POST", format!("/v1/actors/{ops_omni}/revoke"), json!({})).await;
+    assert_eq!(status, 200);
+    observe(seen, create("ops", json!(["sign:eip191"])).await).await;
 }

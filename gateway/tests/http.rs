@@ -370,7 +370,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 11] = [
+    let expected: [(&str, &str, &[&str]); 24] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -409,6 +409,59 @@ async fn openapi_describes_every_route_and_its_answers() {
             &["200", "401", "403", "404", "410", "429", "503", "500"],
         ),
         ("/auth/email/landing", "get", &["200", "429"]),
+        (
+            "/v1/actors",
+            "post",
+            &["201", "200", "400", "401", "403", "404", "409"],
+        ),
+        ("/v1/actors/{omni}", "get", &["200", "401", "404"]),
+        (
+            "/v1/actors/{omni}/tree",
+            "get",
+            &["200", "400", "401", "404"],
+        ),
+        (
+            "/v1/actors/{omni}/scopes",
+            "put",
+            &["200", "400", "401", "403", "404"],
+        ),
+        (
+            "/v1/actors/{omni}/revoke",
+            "post",
+            &["200", "401", "403", "404"],
+        ),
+        ("/v1/actors/{omni}/devices", "get", &["200", "401", "404"]),
+        (
+            "/v1/actors/{omni}/link-codes",
+            "post",
+            &["200", "400", "401", "404", "503"],
+        ),
+        (
+            "/v1/link/redeem",
+            "post",
+            &["200", "400", "401", "404", "409", "410", "429"],
+        ),
+        (
+            "/v1/sign/eip191",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
+        (
+            "/v1/sign/eip712",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
+        (
+            "/v1/sign/transaction",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
+        (
+            "/v1/sign/sr25519",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
+        ("/v1/audit", "get", &["200", "401", "404"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];

@@ -2,6 +2,7 @@
 //! route; extractors whose rejections use the envelope.
 
 pub mod actors;
+pub mod audit;
 pub mod authz;
 pub mod devices;
 pub mod email;
@@ -144,6 +145,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(sign::eip712))
         .routes(routes!(sign::transaction))
         .routes(routes!(sign::sr25519))
+        .routes(routes!(audit::list))
         .routes(routes!(email::request))
         .routes(routes!(email::verify))
         .routes(routes!(email::status))
