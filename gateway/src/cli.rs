@@ -54,6 +54,122 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Agents: create, list, tree, show, revoke, scopes.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Link codes: issue one for an actor (on the machine that holds the session).
+    #[command(subcommand, name = "link-code")]
+    LinkCode(LinkCodeCommand),
+    /// On the agent's machine: redeem a link code (read from a prompt or stdin, never argv).
+    Link(LinkArgs),
+    /// Sign as the logged-in actor.
+    #[command(subcommand)]
+    Sign(SignCommand),
+}
+
+/// A target actor: an omni (64 hex) or a path below your master (`//ops//bot-1`).
+pub type Target = String;
+
+/// `agentkeys agent …`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create a child (of yourself, or of --parent).
+    Create {
+        /// `^[a-z0-9-]{1,32}$`.
+        label: String,
+        /// The parent (default: yourself).
+        #[arg(long)]
+        parent: Option<Target>,
+        /// A scope to store on it (repeat): sign:eip191, sign:eip712, sign:sr25519,
+        /// sign:tx:<chain_id>, oidc:<audience>, actors:create.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// The children of an actor (default: yourself).
+    List {
+        /// The actor.
+        target: Option<Target>,
+    },
+    /// The whole subtree, page by page.
+    Tree {
+        /// The root (default: yourself).
+        target: Option<Target>,
+        /// Entries per request.
+        #[arg(long, default_value_t = 100)]
+        page: usize,
+    },
+    /// One actor's record.
+    Show {
+        /// The actor.
+        target: Target,
+    },
+    /// Revoke an actor and its whole subtree.
+    Revoke {
+        /// The actor.
+        target: Target,
+    },
+    /// Show, or with --set replace, an actor's stored scopes.
+    Scopes {
+        /// The actor.
+        target: Target,
+        /// The new set (repeat; give --set with no value to clear).
+        #[arg(long = "set", num_args = 0..)]
+        set: Option<Vec<String>>,
+    },
+}
+
+/// `agentkeys link-code …`
+#[derive(Debug, Subcommand)]
+pub enum LinkCodeCommand {
+    /// Issue a one-time code that binds a device to TARGET.
+    Issue {
+        /// The actor.
+        target: Target,
+        /// Lifetime in seconds (60 … 86400).
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+    },
+}
+
+/// Options of `agentkeys link`.
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// A name for this device's binding.
+    #[arg(long, default_value = "link")]
+    pub label: String,
+}
+
+/// `agentkeys sign …`
+#[derive(Debug, Subcommand)]
+pub enum SignCommand {
+    /// EIP-191 personal_sign of TEXT, or of --hex bytes.
+    Message {
+        /// The text.
+        #[arg(conflicts_with = "hex", required_unless_present = "hex")]
+        text: Option<String>,
+        /// Bytes instead, 0x + hex.
+        #[arg(long)]
+        hex: Option<String>,
+        /// Sign with an email master's anchor wallet.
+        #[arg(long)]
+        anchor: bool,
+    },
+    /// EIP-712 v4 typed data from a JSON file (- for stdin).
+    TypedData {
+        /// The file.
+        file: PathBuf,
+    },
+    /// A transaction request from a JSON file (- for stdin); chain_id required.
+    Tx {
+        /// The file.
+        file: PathBuf,
+    },
+    /// sr25519 over --hex bytes.
+    Sr25519 {
+        /// 0x + hex.
+        #[arg(long)]
+        hex: String,
+    },
 }
 
 /// `agentkeys login …`
@@ -102,6 +218,15 @@ pub enum AuditCommand {
     /// Verify every audit chain; through the running server's admin socket, or offline on the
     /// store file of a stopped server. Exit 1 if anything was modified, deleted or truncated.
     Verify(ConfigArgs),
+    /// The newest audit rows of your subtree (oldest first).
+    Tail {
+        /// Only rows about this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 /// `agentkeys keys …`

@@ -5,7 +5,7 @@ use clap::Parser;
 use agentkeys_gateway::cli::{
     AuditCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
 };
-use agentkeys_gateway::commands::{self, Globals};
+use agentkeys_gateway::commands::{self, Globals, agents};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -15,7 +15,13 @@ fn main() -> std::process::ExitCode {
     init_tracing(cli.verbose);
     let json = cli.json;
     let result = match &cli.command {
-        Command::Login(_) | Command::Whoami | Command::Audit(_) => client_command(&cli),
+        Command::Login(_)
+        | Command::Whoami
+        | Command::Audit(_)
+        | Command::Agent(_)
+        | Command::LinkCode(_)
+        | Command::Link(_)
+        | Command::Sign(_) => client_command(&cli),
         _ => server_command(cli, json),
     };
     match result {
@@ -45,6 +51,15 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 let config = config::load(args)?;
                 commands::audit_verify(&config.data_dir, cli.json).await
             }
+            Command::Audit(AuditCommand::Tail { actor, limit }) => {
+                agents::audit_tail(&Globals::from_cli(cli)?, actor.as_deref(), *limit).await
+            }
+            Command::Agent(command) => agents::agent(&Globals::from_cli(cli)?, command).await,
+            Command::LinkCode(command) => {
+                agents::link_code(&Globals::from_cli(cli)?, command).await
+            }
+            Command::Link(args) => agents::link(&Globals::from_cli(cli)?, args).await,
+            Command::Sign(command) => agents::sign(&Globals::from_cli(cli)?, command).await,
             _ => Ok(()),
         }
     })
@@ -69,7 +84,7 @@ fn server_command(cli: Cli, json: bool) -> anyhow::Result<()> {
         Command::Admin(args) => admin(args),
         Command::Keys(KeysCommand::Init(args)) => keys::init(args),
         Command::Keys(KeysCommand::Derive(args)) => keys::derive(args, json),
-        Command::Login(_) | Command::Whoami | Command::Audit(_) => client_command(&cli),
+        _ => client_command(&cli),
     }
 }
 

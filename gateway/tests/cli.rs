@@ -254,3 +254,172 @@ async fn login_email_shows_the_code_polls_and_stores_the_session() {
     assert_eq!(me["identity"]["value"], "grace@example.com");
     server.stop(Duration::from_secs(5)).await.expect("stops");
 }
+
+async fn agentkeys_with_stdin(home: &Path, connect: &str, args: &[&str], input: &str) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("AGENTKEYS_CONNECT", connect)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("exits");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[actix::test]
+async fn agents_link_sign_scopes_audit_and_revoke_through_the_binary() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("tempdir");
+    let flags = Layer {
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("off".into()),
+        data_dir: Some(data.path().display().to_string()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let server = serve::start(config).await.expect("starts");
+    let connect = format!("http://{}", server.local_addr());
+    let h = home.path();
+    let key_file = h.join("wallet.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("0x{}\n", "77".repeat(32)).as_bytes())
+        })
+        .expect("key file");
+    let key_path = key_file.display().to_string();
+    assert!(
+        agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path])
+            .await
+            .ok
+    );
+
+    let created = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "agent",
+                "create",
+                "ops",
+                "--scope",
+                "sign:eip191",
+                "--scope",
+                "actors:create",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(created["path"], "//ops");
+    let code = json(&agentkeys(h, &connect, &["link-code", "issue", "//ops", "--json"]).await);
+    let code = code["code"].as_str().expect("code");
+    // The agent's machine: another profile; the code comes on stdin, never argv.
+    let out = agentkeys_with_stdin(
+        h,
+        &connect,
+        &["--profile", "ops", "link"],
+        &format!("{code}\n"),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("//ops"), "{}", out.stdout);
+    let signed = json(
+        &agentkeys(
+            h,
+            &connect,
+            &["--profile", "ops", "sign", "message", "hello", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(signed["address"], created["wallet"]);
+    let sig: agentkeys_actors::crypto::eip191::Signature = signed["signature"]
+        .as_str()
+        .expect("sig")
+        .parse()
+        .expect("sig");
+    let signer = agentkeys_actors::crypto::eip191::recover(
+        &agentkeys_actors::crypto::eip191::hash_message(b"hello"),
+        &sig,
+    )
+    .expect("recover");
+    assert_eq!(
+        signer.to_checksum(),
+        created["wallet"].as_str().expect("wallet")
+    );
+
+    let tree = json(&agentkeys(h, &connect, &["agent", "tree", "--json", "--page", "1"]).await);
+    let paths: Vec<_> = tree["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["path"].clone())
+        .collect();
+    assert_eq!(paths, [serde_json::json!(""), serde_json::json!("//ops")]);
+    let list = json(&agentkeys(h, &connect, &["agent", "list", "--json"]).await);
+    assert_eq!(list["entries"].as_array().expect("entries").len(), 1);
+
+    // Clearing the scopes takes effect at once; the error names the fix.
+    assert!(
+        agentkeys(h, &connect, &["agent", "scopes", "//ops", "--set"])
+            .await
+            .ok
+    );
+    let out = agentkeys(
+        h,
+        &connect,
+        &["--profile", "ops", "sign", "message", "denied"],
+    )
+    .await;
+    assert!(
+        !out.ok && out.stderr.contains("scope_denied") && out.stderr.contains("fix:"),
+        "{}",
+        out.stderr
+    );
+
+    let tail = json(&agentkeys(h, &connect, &["audit", "tail", "--json", "--limit", "50"]).await);
+    let ops: Vec<&str> = tail["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["operation"].as_str())
+        .collect();
+    for expected in [
+        "actor_create",
+        "link_code_issue",
+        "link_code_redeem",
+        "sign_eip191",
+        "scopes_set",
+    ] {
+        assert!(ops.contains(&expected), "{expected} in {ops:?}");
+    }
+    let out = agentkeys(h, &connect, &["agent", "revoke", "//ops"]).await;
+    assert!(
+        out.ok && out.stdout.contains("revoked 1 actor"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = agentkeys(h, &connect, &["--profile", "ops", "whoami"]).await;
+    assert!(
+        !out.ok && out.stderr.contains("actor_revoked"),
+        "{}",
+        out.stderr
+    );
+    server.stop(Duration::from_secs(5)).await.expect("stops");
+}

@@ -93,6 +93,27 @@ impl Client {
             .await
     }
 
+    /// PUTs `body` to `path` with a DPoP proof and the session.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        token: &str,
+    ) -> Result<T, ClientError> {
+        self.send(reqwest::Method::PUT, path, Some(body), Some(token))
+            .await
+    }
+
+    /// DELETEs `path` with a DPoP proof and the session.
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<T, ClientError> {
+        self.send::<(), T>(reqwest::Method::DELETE, path, None, Some(token))
+            .await
+    }
+
     /// GETs `path` with a DPoP proof (and `token` if given).
     pub async fn get<T: DeserializeOwned>(
         &self,

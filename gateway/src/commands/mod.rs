@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
+
+pub mod agents;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
 use crate::http::session::{SessionResponse, Whoami};
 use crate::http::wallet::VerifyRequest;
@@ -54,7 +56,7 @@ impl Globals {
         })
     }
 
-    fn client(&self) -> anyhow::Result<Client> {
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let key = DeviceKey::load_or_create(&self.profile)?;
         let client = Client::new(&self.gateway, key);
         Ok(match &self.connect {
@@ -107,7 +109,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Opti
     }
 }
 
-fn save_session(globals: &Globals, session: SessionResponse) -> anyhow::Result<StoredSession> {
+pub(crate) fn save_session(
+    globals: &Globals,
+    session: SessionResponse,
+) -> anyhow::Result<StoredSession> {
     let stored = StoredSession {
         gateway: globals.gateway.clone(),
         session,
@@ -120,7 +125,7 @@ fn save_session(globals: &Globals, session: SessionResponse) -> anyhow::Result<S
 }
 
 /// Maps a client error to a message that names the fix.
-fn explain(e: ClientError) -> anyhow::Error {
+pub(crate) fn explain(e: ClientError) -> anyhow::Error {
     let fix = match &e {
         ClientError::Api { code, .. } => match code.as_str() {
             "actor_revoked" => "this identity was revoked; ask whoever controls its tree",
@@ -129,7 +134,14 @@ fn explain(e: ClientError) -> anyhow::Error {
             "registration_closed" => "ask the operator to run `agentkeys admin allow add <you>`",
             "managed_wallet" => "log in with your own wallet, not one AgentKeys manages",
             "invalid_siwe" => "start the login again",
-            "expired" => "start the login again",
+            "expired" => "start again (ask for a new code)",
+            "scope_denied" => "ask an ancestor to grant the scope (agent scopes TARGET --set …)",
+            "not_found" => "check the omni or path: only your own subtree is visible",
+            "label_taken" => "choose another label, or repeat with the same scopes",
+            "label_revoked" => "a revoked label is spent; choose another",
+            "link_code_used" => {
+                "the code was used by another device: revoke that device and issue a new code"
+            }
             "rate_limited" => "wait a while (see Retry-After) and try again",
             _ => "",
         },
