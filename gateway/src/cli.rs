@@ -214,6 +214,10 @@ pub struct LoginWalletArgs {
 
 /// `agentkeys audit …`
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only complicate the clap derive"
+)]
 pub enum AuditCommand {
     /// Verify every audit chain; through the running server's admin socket, or offline on the
     /// store file of a stopped server. Exit 1 if anything was modified, deleted or truncated.
