@@ -1,6 +1,7 @@
-// Interop: a real `agentkeys serve` logged into by third-party clients only — the SIWE
-// message built by npm `siwe`, signed by `ethers`, every request carrying a proof built by npm
-// `dpop`. Needs AGENTKEYS_BIN (the debug binary; scripts/test.sh sets it).
+// Interop: a real `agentkeys serve` driven by third-party clients only — the SIWE message built
+// by npm `siwe` and signed by `ethers`, every request carrying a proof built by npm `dpop`, an
+// agent's signatures verified by `ethers` against its derived wallet. Needs AGENTKEYS_BIN (the
+// debug binary; scripts/test.sh sets it).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -9,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { generateKeyPair, generateProof } from "dpop";
-import { Wallet, getAddress } from "ethers";
+import { TypedDataEncoder, Wallet, getAddress, verifyMessage, verifyTypedData } from "ethers";
 import { SiweMessage } from "siwe";
 
 const PUBLIC_URL = "http://127.0.0.1:8090";
@@ -88,4 +89,52 @@ test("a SIWE message built by npm siwe and signed by ethers logs in; npm dpop pr
   const stolen = await call(thief, "GET", "/v1/whoami", undefined, token);
   assert.equal(stolen.status, 401);
   assert.equal(stolen.body.error, "invalid_dpop_proof");
+});
+
+async function login(keys) {
+  const wallet = Wallet.createRandom();
+  const start = await call(keys, "POST", "/v1/auth/wallet/start", { address: wallet.address, chain_id: 1 });
+  const signature = await wallet.signMessage(start.body.message);
+  const verified = await call(keys, "POST", "/v1/auth/wallet/verify", { request_id: start.body.request_id, signature });
+  assert.equal(verified.status, 200, JSON.stringify(verified.body));
+  return verified.body.session_jwt;
+}
+
+test("an agent linked with npm dpop signs; ethers verifies against its derived wallet", async () => {
+  const masterKeys = await generateKeyPair("ES256");
+  const master = await login(masterKeys);
+  const created = await call(masterKeys, "POST", "/v1/actors",
+    { label: "hermes", scopes: ["sign:eip191", "sign:eip712"] }, master);
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const agentWallet = created.body.wallet;
+  const code = await call(masterKeys, "POST", `/v1/actors/${created.body.omni}/link-codes`, {}, master);
+  assert.equal(code.status, 200, JSON.stringify(code.body));
+
+  // The agent's own machine: its own npm-dpop key redeems the code.
+  const agentKeys = await generateKeyPair("ES256");
+  const linked = await call(agentKeys, "POST", "/v1/link/redeem", { code: code.body.code });
+  assert.equal(linked.status, 200, JSON.stringify(linked.body));
+  const agent = linked.body.session_jwt;
+
+  const message = "hermes says hello";
+  const signed = await call(agentKeys, "POST", "/v1/sign/eip191", { message }, agent);
+  assert.equal(signed.status, 200, JSON.stringify(signed.body));
+  assert.equal(verifyMessage(message, signed.body.signature), agentWallet);
+
+  const domain = { name: "AgentKeys interop", version: "1", chainId: 1 };
+  const types = { Order: [{ name: "id", type: "uint256" }, { name: "note", type: "string" }] };
+  const value = { id: 7, note: "typed" };
+  const typed = await call(agentKeys, "POST", "/v1/sign/eip712", {
+    typed_data: {
+      types: { EIP712Domain: [{ name: "name", type: "string" }, { name: "version", type: "string" }, { name: "chainId", type: "uint256" }], ...types },
+      primaryType: "Order", domain, message: value,
+    },
+  }, agent);
+  assert.equal(typed.status, 200, JSON.stringify(typed.body));
+  assert.equal(typed.body.digest, TypedDataEncoder.hash(domain, types, value));
+  assert.equal(verifyTypedData(domain, types, value, typed.body.signature), agentWallet);
+
+  // The master's session is useless with the agent's key, and vice versa.
+  const crossed = await call(agentKeys, "GET", "/v1/whoami", undefined, master);
+  assert.equal(crossed.body.error, "invalid_dpop_proof");
 });
