@@ -145,6 +145,28 @@ async fn magic_link_login_creates_the_email_master() {
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["identity"]["type"], "email");
     assert_eq!(me["anchor_wallet"], anchor.to_string());
+    // On request, an email master signs with its anchor wallet (where upstream users hold funds).
+    let (status, signed) = stack
+        .call(
+            &key,
+            "POST",
+            "/v1/sign/eip191",
+            Some(&json!({"message": "from the anchor", "wallet": "anchor"})),
+            Some(token_jwt),
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    assert_eq!(signed["address"], anchor.to_checksum());
+    let (_, own) = stack
+        .call(
+            &key,
+            "POST",
+            "/v1/sign/eip191",
+            Some(&json!({"message": "from W(omni)"})),
+            Some(token_jwt),
+        )
+        .await;
+    assert_eq!(own["address"], me["wallet"]);
 
     // The link works once.
     let (status, body) = post_verify(&stack, &json!({"token": token, "confirm_code": code})).await;
