@@ -39,6 +39,7 @@ pub struct Server {
     admin_socket: std::path::PathBuf,
     supervision_audit: tokio::task::JoinHandle<()>,
     mailer_check: tokio::task::JoinHandle<()>,
+    stopping: tokio::sync::watch::Sender<bool>,
     runtime: Runtime,
 }
 
@@ -61,6 +62,8 @@ impl Server {
     /// Graceful stop: stop accepting, drain in-flight requests for at most `drain`, then the
     /// runtime's shutdown (drain calls, final group commit, actors deepest first, close store).
     pub async fn stop(self, drain: Duration) -> anyhow::Result<()> {
+        // Event streams end first, so they do not hold the drain open.
+        self.stopping.send_replace(true);
         let served = self.public.stop(drain).await;
         if let Some(metrics) = self.metrics {
             metrics.stop(drain).await?;
@@ -178,7 +181,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let mailer = crate::mail::Mailer::new(&config.mailer).await;
     mailer.refresh_readiness().await;
     let mailer_check = tokio::spawn(check_mailer_every_minute(mailer.clone()));
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
+        stopping: stopping_rx,
         sessions: Arc::new(Sessions::new(&config.public_url, &signer)),
         masters: Registry::new(&runtime),
         agents: Registry::new(&runtime),
@@ -188,6 +193,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         email_logins: Arc::new(http::email::EmailLogins::default()),
         rate_limits: Arc::new(http::ratelimit::RateLimits::default()),
         trusted_proxies: config.trusted_proxies.clone().into(),
+        event_streams: Arc::new(http::events::StreamCounts::default()),
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),
@@ -219,6 +225,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         admin,
         supervision_audit,
         mailer_check,
+        stopping,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
     })

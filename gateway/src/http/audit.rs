@@ -89,7 +89,8 @@ pub fn operation_name(code: u16) -> &'static str {
     }
 }
 
-fn row_view(row: &AuditRow) -> AuditRowView {
+/// The API view of a row.
+pub fn row_view(row: &AuditRow) -> AuditRowView {
     let e = &row.entry;
     AuditRowView {
         seq: row.seq,

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod devices;
 pub mod email;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod health;
 pub mod links;
@@ -82,6 +83,10 @@ pub struct AppState {
     pub rate_limits: Arc<ratelimit::RateLimits>,
     /// Proxies whose forwarding headers name the client.
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
+    /// Open event streams per actor.
+    pub event_streams: Arc<events::StreamCounts>,
+    /// Becomes `true` when the server stops: event streams end so the drain need not wait.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -146,6 +151,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(sign::transaction))
         .routes(routes!(sign::sr25519))
         .routes(routes!(audit::list))
+        .routes(routes!(events::events))
         .routes(routes!(email::request))
         .routes(routes!(email::verify))
         .routes(routes!(email::status))
@@ -182,6 +188,10 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn timeout(request: Request, next: Next) -> Response {
+    // Event streams live as long as their token; they end themselves.
+    if request.uri().path() == "/v1/events" {
+        return next.run(request).await;
+    }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(

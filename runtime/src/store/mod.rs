@@ -261,6 +261,10 @@ pub trait Storage: Send + Sync + 'static {
         signer: Arc<dyn HeadSigner>,
     ) -> PendingWrite<(), std::convert::Infallible>;
 
+    /// A receiver that changes after every commit that appended audit rows (event streams
+    /// wait on it, then read the rows).
+    fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64>;
+
     /// Reads a value of the meta table.
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

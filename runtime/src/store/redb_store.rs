@@ -496,6 +496,10 @@ impl Storage for RedbStore {
         self.writer.submit(Flush { sign_heads: true })
     }
 
+    fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.audit_watch()
+    }
+
     fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(META).map_err(StoreError::from_redb)?;

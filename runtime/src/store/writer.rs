@@ -154,6 +154,7 @@ pub(crate) struct Writer {
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     head_signer: HeadSignerSlot,
+    audit_commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Writer {
@@ -163,6 +164,8 @@ impl Writer {
         let thread_stats = stats.clone();
         let head_signer = HeadSignerSlot::default();
         let thread_signer = head_signer.clone();
+        let audit_commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let thread_commits = audit_commits.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
             .spawn(move || {
@@ -170,6 +173,7 @@ impl Writer {
                     db: &db,
                     quick_repair,
                     head_signer: &thread_signer,
+                    audit_commits: &thread_commits,
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
@@ -179,7 +183,13 @@ impl Writer {
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
             head_signer,
+            audit_commits,
         })
+    }
+
+    /// Changes after every commit that appended audit rows.
+    pub(crate) fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.audit_commits.subscribe()
     }
 
     /// Sets the audit head signer (once; later calls are ignored).
@@ -231,6 +241,7 @@ struct BatchEnv<'a> {
     db: &'a Database,
     quick_repair: bool,
     head_signer: &'a HeadSignerSlot,
+    audit_commits: &'a tokio::sync::watch::Sender<u64>,
 }
 
 fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
@@ -284,10 +295,8 @@ fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), Store
     txn.set_quick_repair(env.quick_repair);
     audit::take_appended();
     let mut outcome = batch.iter_mut().try_for_each(|job| job.run(&txn));
-    if outcome.is_ok()
-        && audit::take_appended()
-        && let Some(signer) = env.head_signer.get()
-    {
+    let appended = outcome.is_ok() && audit::take_appended();
+    if appended && let Some(signer) = env.head_signer.get() {
         outcome = audit::sign_heads(&txn, signer.as_ref());
     }
     if let Err(e) = outcome {
@@ -297,5 +306,10 @@ fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), Store
         }
         return Err(e);
     }
-    txn.commit().map_err(StoreError::from_redb)
+    txn.commit().map_err(StoreError::from_redb)?;
+    if appended {
+        // Wakes event streams: new audit rows are readable now.
+        env.audit_commits.send_modify(|n| *n += 1);
+    }
+    Ok(())
 }
