@@ -65,6 +65,56 @@ pub enum Command {
     /// Sign as the logged-in actor.
     #[command(subcommand)]
     Sign(SignCommand),
+    /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
+    #[command(subcommand)]
+    Pair(PairCommand),
+    /// Device bindings of an actor.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+/// `agentkeys pair …`
+#[derive(Debug, Subcommand)]
+pub enum PairCommand {
+    /// On the agent's machine: show a pairing code and this device's fingerprint, then wait.
+    Request {
+        /// Only print the code; poll later with `pair poll`.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Where you are logged in: claim a code (compare the fingerprint shown with the agent's).
+    Claim {
+        /// The code the agent's machine shows.
+        code: String,
+        /// The agent's label (an existing live label gets another device).
+        #[arg(long)]
+        label: String,
+        /// The parent (default: yourself).
+        #[arg(long)]
+        parent: Option<Target>,
+        /// Scopes for a new agent (repeat).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// On the agent's machine: wait for the claim of the last request and store the session.
+    Poll,
+}
+
+/// `agentkeys device …`
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// The device bindings of an actor (default: yourself).
+    List {
+        /// The actor.
+        target: Option<Target>,
+    },
+    /// Delete a binding: its tokens stop working at once.
+    Revoke {
+        /// The actor.
+        target: Target,
+        /// The binding id (from `device list`).
+        binding_id: u64,
+    },
 }
 
 /// A target actor: an omni (64 hex) or a path below your master (`//ops//bot-1`).

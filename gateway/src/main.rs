@@ -21,7 +21,9 @@ fn main() -> std::process::ExitCode {
         | Command::Agent(_)
         | Command::LinkCode(_)
         | Command::Link(_)
-        | Command::Sign(_) => client_command(&cli),
+        | Command::Sign(_)
+        | Command::Pair(_)
+        | Command::Device(_) => client_command(&cli),
         _ => server_command(cli, json),
     };
     match result {
@@ -60,6 +62,8 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             }
             Command::Link(args) => agents::link(&Globals::from_cli(cli)?, args).await,
             Command::Sign(command) => agents::sign(&Globals::from_cli(cli)?, command).await,
+            Command::Pair(command) => agents::pair(&Globals::from_cli(cli)?, command).await,
+            Command::Device(command) => agents::device(&Globals::from_cli(cli)?, command).await,
             _ => Ok(()),
         }
     })

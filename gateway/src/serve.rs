@@ -194,6 +194,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         rate_limits: Arc::new(http::ratelimit::RateLimits::default()),
         trusted_proxies: config.trusted_proxies.clone().into(),
         event_streams: Arc::new(http::events::StreamCounts::default()),
+        pairings: Arc::new(http::pairing::Pairings::default()),
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),

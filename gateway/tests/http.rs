@@ -370,7 +370,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 25] = [
+    let expected: [(&str, &str, &[&str]); 28] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -463,6 +463,13 @@ async fn openapi_describes_every_route_and_its_answers() {
         ),
         ("/v1/audit", "get", &["200", "401", "404"]),
         ("/v1/events", "get", &["200", "400", "401", "429"]),
+        ("/v1/pairing/request", "post", &["200", "401", "429"]),
+        (
+            "/v1/pairing/claim",
+            "post",
+            &["200", "400", "401", "403", "404", "409", "410"],
+        ),
+        ("/v1/pairing/poll", "post", &["200", "401", "404", "410"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];

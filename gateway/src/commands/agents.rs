@@ -402,3 +402,166 @@ pub async fn audit_tail(
 fn short(omni: Option<&str>) -> String {
     omni.map_or_else(|| "admin".into(), |o| o.chars().take(12).collect())
 }
+
+/// A pairing started on this machine, kept in the profile until claimed.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PendingPairing {
+    gateway: String,
+    request_id: String,
+}
+
+/// `agentkeys pair …`.
+pub async fn pair(globals: &Globals, command: &crate::cli::PairCommand) -> anyhow::Result<()> {
+    use crate::cli::PairCommand;
+    let client = globals.client()?;
+    let pending_path = globals.profile.join("pending-pairing.json");
+    match command {
+        PairCommand::Request { no_wait } => {
+            let started: Value = client
+                .post("/v1/pairing/request", &json!({}), None)
+                .await
+                .map_err(explain)?;
+            let pending = PendingPairing {
+                gateway: globals.gateway.clone(),
+                request_id: started["request_id"].as_str().unwrap_or_default().into(),
+            };
+            super::write_private(&pending_path, &serde_json::to_vec(&pending)?)?;
+            if globals.json {
+                eprintln!("{started}");
+            } else {
+                eprintln!(
+                    "pairing code:   {}\nthis device:    {}\n\nWhere you are logged in, run:\n  agentkeys pair claim {} --label <name>\nand check that it shows the same device fingerprint.",
+                    started["code"].as_str().unwrap_or(""),
+                    started["fingerprint"].as_str().unwrap_or(""),
+                    started["code"].as_str().unwrap_or("")
+                );
+            }
+            if *no_wait {
+                return Ok(());
+            }
+            poll_pairing(globals, &client, &pending.request_id).await
+        }
+        PairCommand::Poll => {
+            let pending: PendingPairing = serde_json::from_slice(
+                &std::fs::read(&pending_path)
+                    .context("no pairing in progress; run `agentkeys pair request` first")?,
+            )?;
+            poll_pairing(globals, &client, &pending.request_id).await
+        }
+        PairCommand::Claim {
+            code,
+            label,
+            parent,
+            scopes,
+        } => {
+            let stored = session(globals, &client).await?;
+            let parent = resolve(&stored, parent.as_deref())?;
+            let body = json!({"code": code, "label": label, "parent": parent, "scopes": scopes});
+            let claimed: Value = client
+                .post(
+                    "/v1/pairing/claim",
+                    &body,
+                    Some(&stored.session.session_jwt),
+                )
+                .await
+                .map_err(explain)?;
+            print(globals, &claimed, |c| {
+                format!(
+                    "{} {} ({})\ndevice fingerprint {} — it must match the agent's screen; if not, run `agentkeys device revoke {} {}`",
+                    if c["created"] == json!(true) {
+                        "created"
+                    } else {
+                        "added a device to"
+                    },
+                    c["path"].as_str().unwrap_or(""),
+                    c["omni"].as_str().unwrap_or(""),
+                    c["fingerprint"].as_str().unwrap_or(""),
+                    c["path"].as_str().unwrap_or(""),
+                    c["binding_id"]
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn poll_pairing(globals: &Globals, client: &Client, request_id: &str) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let status: crate::http::pairing::PairingStatus = client
+            .post(
+                "/v1/pairing/poll",
+                &json!({ "request_id": request_id }),
+                None,
+            )
+            .await
+            .map_err(explain)?;
+        if let Some(session) = status.session {
+            let _ = std::fs::remove_file(globals.profile.join("pending-pairing.json"));
+            let stored = save_session(globals, session)?;
+            if globals.json {
+                println!("{}", serde_json::to_string(&stored.session)?);
+            } else {
+                println!(
+                    "paired: this device now acts as {} ({})",
+                    stored.session.omni, stored.session.path
+                );
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// `agentkeys device …`.
+pub async fn device(globals: &Globals, command: &crate::cli::DeviceCommand) -> anyhow::Result<()> {
+    use crate::cli::DeviceCommand;
+    let client = globals.client()?;
+    let stored = session(globals, &client).await?;
+    let token = stored.session.session_jwt.as_str();
+    match command {
+        DeviceCommand::List { target } => {
+            let omni = resolve(&stored, target.as_deref())?;
+            let list: Value = client
+                .get(&format!("/v1/actors/{omni}/devices"), Some(token))
+                .await
+                .map_err(explain)?;
+            print(globals, &list, |l| {
+                l["devices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| {
+                        format!(
+                            "{:>4}  {:<10} created {}  last used {}{}",
+                            d["binding_id"],
+                            d["label"].as_str().unwrap_or(""),
+                            d["created_at"].as_str().unwrap_or(""),
+                            d["last_used"].as_str().unwrap_or(""),
+                            d["deleted_at"]
+                                .as_str()
+                                .map(|t| format!("  DELETED {t}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        DeviceCommand::Revoke { target, binding_id } => {
+            let omni = resolve(&stored, Some(target))?;
+            let deleted: Value = client
+                .delete(&format!("/v1/actors/{omni}/devices/{binding_id}"), token)
+                .await
+                .map_err(explain)?;
+            print(globals, &deleted, |d| {
+                format!(
+                    "deleted binding {} at {}",
+                    d["binding_id"],
+                    d["deleted_at"].as_str().unwrap_or("")
+                )
+            });
+        }
+    }
+    Ok(())
+}

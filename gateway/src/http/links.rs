@@ -53,7 +53,8 @@ pub fn code_hash(normalized: &str) -> [u8; 32] {
     Sha256::digest(normalized.as_bytes()).into()
 }
 
-fn new_code() -> Result<String, ApiError> {
+/// A fresh 100-bit code (20 Crockford base32 characters).
+pub fn new_code() -> Result<String, ApiError> {
     let mut bytes = [0u8; CODE_CHARS];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("random generator failed"))?;
     Ok(bytes
@@ -62,7 +63,8 @@ fn new_code() -> Result<String, ApiError> {
         .collect())
 }
 
-fn dashed(code: &str) -> String {
+/// A code as shown: dashed groups of four.
+pub fn dashed(code: &str) -> String {
     code.as_bytes()
         .chunks(4)
         .map(|c| String::from_utf8_lossy(c).into_owned())

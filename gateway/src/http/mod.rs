@@ -13,6 +13,7 @@ mod health;
 pub mod links;
 pub mod metrics;
 pub mod openapi;
+pub mod pairing;
 pub mod ratelimit;
 pub mod request_id;
 pub mod session;
@@ -85,6 +86,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
     /// Open event streams per actor.
     pub event_streams: Arc<events::StreamCounts>,
+    /// Pending pairing requests.
+    pub pairings: Arc<pairing::Pairings>,
     /// Becomes `true` when the server stops: event streams end so the drain need not wait.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -152,6 +155,9 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(sign::sr25519))
         .routes(routes!(audit::list))
         .routes(routes!(events::events))
+        .routes(routes!(pairing::request))
+        .routes(routes!(pairing::claim))
+        .routes(routes!(pairing::poll))
         .routes(routes!(email::request))
         .routes(routes!(email::verify))
         .routes(routes!(email::status))

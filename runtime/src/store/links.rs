@@ -425,3 +425,113 @@ impl Mutation for SetScopes {
         Ok(record)
     }
 }
+
+/// Create an actor (or find its live label) and bind a device key to it, in one transaction:
+/// a pairing claim.
+#[derive(Debug, Clone)]
+pub struct CreateAndBind {
+    /// The actor to create (its scopes are ignored when the label exists and is live).
+    pub create: super::CreateActor,
+    /// The key to bind.
+    pub jkt: String,
+    /// The binding's label.
+    pub device_label: String,
+}
+
+/// What a pairing claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedAndBound {
+    /// The actor.
+    pub record: ActorRecord,
+    /// Its master.
+    pub master: Omni,
+    /// The binding.
+    pub binding: DeviceBinding,
+    /// Whether the actor was created now (else a binding was added to an existing one).
+    pub created: bool,
+}
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum CreateAndBindPlan {
+    Create(super::mutations::CreatePlan, CreateAndBind),
+    Existing(ActorRecord, Omni, CreateAndBind),
+}
+
+impl Mutation for CreateAndBind {
+    type Plan = CreateAndBindPlan;
+    type Output = CreatedAndBound;
+    type Rejection = super::CreateError;
+
+    fn check(
+        self,
+        view: &WriteTransaction,
+    ) -> Result<Result<CreateAndBindPlan, super::CreateError>, StoreError> {
+        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        if let Some(lineage) = read_lineage(&actors, &self.create.omni)? {
+            let record = lineage.actor().clone();
+            if record.parent == self.create.parent && record.label == self.create.label {
+                return Ok(match lineage.status() {
+                    Status::Active => {
+                        let master = lineage.records()[0].omni;
+                        Ok(CreateAndBindPlan::Existing(record, master, self))
+                    }
+                    Status::Revoked { by, at } if by == record.omni => {
+                        Err(super::CreateError::Revoked { at })
+                    }
+                    Status::Revoked { by, at } => Err(super::CreateError::ParentRevoked { by, at }),
+                });
+            }
+        }
+        drop(actors);
+        let create = self.create.clone();
+        Ok(create
+            .check(view)?
+            .map(|plan| CreateAndBindPlan::Create(plan, self)))
+    }
+
+    fn apply(
+        plan: CreateAndBindPlan,
+        txn: &WriteTransaction,
+    ) -> Result<CreatedAndBound, StoreError> {
+        let (record, master, op, created) = match plan {
+            CreateAndBindPlan::Existing(record, master, op) => (record, master, op, false),
+            CreateAndBindPlan::Create(plan, op) => {
+                let master = plan.master().unwrap_or(op.create.omni);
+                let created = super::CreateActor::apply(plan, txn)?;
+                (created.record, master, op, created.new)
+            }
+        };
+        let omni = record.omni;
+        let binding = match devices::live_binding_of_key(txn, &omni, &op.jkt)? {
+            Some(binding) => binding,
+            None => {
+                let binding = devices::insert_binding(
+                    txn,
+                    &omni,
+                    &op.jkt,
+                    &op.device_label,
+                    op.create.created_at,
+                )?;
+                audit::append(
+                    txn,
+                    &AuditEntry::done(
+                        master,
+                        op.create.origin.clone(),
+                        op::DEVICE_ADD,
+                        omni,
+                        audit::detail_hash(op.jkt.as_bytes()),
+                        op.create.created_at,
+                    ),
+                )?;
+                binding
+            }
+        };
+        Ok(CreatedAndBound {
+            record,
+            master,
+            binding,
+            created,
+        })
+    }
+}

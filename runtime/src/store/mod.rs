@@ -33,7 +33,9 @@ pub use accounts::{
 };
 pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner, Origin};
 pub use devices::DeviceBinding;
-pub use links::{IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes};
+pub use links::{
+    CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
+};
 pub use mutations::{CreateActor, CreateError, Created, Revocation, RevokeActor, RevokeError};
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{RedbStore, StoreOptions};
@@ -242,6 +244,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Redeems a link code.
     fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError>;
+
+    /// Creates an actor (or finds its live label) and binds a device key, in one transaction.
+    fn create_and_bind(&self, op: CreateAndBind) -> PendingWrite<CreatedAndBound, CreateError>;
 
     /// Sets an agent's stored scopes.
     fn set_scopes(&self, op: SetScopes) -> PendingWrite<ActorRecord, LinkError>;

@@ -92,6 +92,16 @@ pub enum CreatePlan {
     Existing(ActorRecord),
 }
 
+impl CreatePlan {
+    /// The master of the tree the plan writes into (`None` for an existing actor).
+    pub fn master(&self) -> Option<Omni> {
+        match self {
+            CreatePlan::Insert { master, .. } => Some(*master),
+            CreatePlan::Existing(_) => None,
+        }
+    }
+}
+
 impl CreateActor {
     fn label_ok(&self) -> bool {
         match self.parent {

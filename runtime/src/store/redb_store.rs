@@ -12,10 +12,11 @@ use super::devices::{self, COUNTERS, DEVICE_KEYS, DEVICES};
 use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
     ActorRecord, AppendAudit, AuditEntry, AuditReport, AuditRow, BindingError, BindingInUse,
-    ChainHead, ChainMark, ChildEntry, CreateActor, CreateError, Created, DeleteDevice,
-    DeviceBinding, HeadSigner, IssueLinkCode, Lineage, LinkError, LoggedIn, Login, LoginError,
-    MAX_DEPTH, MetaError, RedeemLinkCode, Redemption, RefreshSession, Revocation, RevokeActor,
-    RevokeError, SCHEMA_VERSION, SetAllowed, SetScopes, Storage, StoreError,
+    ChainHead, ChainMark, ChildEntry, CreateActor, CreateAndBind, CreateError, Created,
+    CreatedAndBound, DeleteDevice, DeviceBinding, HeadSigner, IssueLinkCode, Lineage, LinkError,
+    LoggedIn, Login, LoginError, MAX_DEPTH, MetaError, RedeemLinkCode, Redemption, RefreshSession,
+    Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, SetAllowed, SetScopes, Storage,
+    StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -469,6 +470,10 @@ impl Storage for RedbStore {
     }
 
     fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError> {
+        self.writer.submit(op)
+    }
+
+    fn create_and_bind(&self, op: CreateAndBind) -> PendingWrite<CreatedAndBound, CreateError> {
         self.writer.submit(op)
     }
 

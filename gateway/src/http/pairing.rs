@@ -1,0 +1,396 @@
+//! Agent-initiated pairing (DESIGN §11): the agent's machine asks for a code, a human claims it
+//! from a session, the agent polls with the same key and receives its session.
+//!
+//! 1. `POST /v1/pairing/request` (DPoP proof, no token): a 100-bit code (shown like a link
+//!    code) and the device key's fingerprint, both displayed on the agent's machine. Pending
+//!    requests live in memory (600 s, global cap).
+//! 2. `POST /v1/pairing/claim {code, label, parent?, scopes?}` (session): the claimer sees the
+//!    same fingerprint in the answer and can cross-check it with the agent's screen. The agent is
+//!    created — or, when the label exists and is live, found — and the requester's key bound, in
+//!    one transaction. A code is claimed once.
+//! 3. `POST /v1/pairing/poll {request_id}` (DPoP proof by the requesting key): `pending`, then
+//!    `claimed` with the session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use agentkeys_actors::crypto::omni::{child_omni, validate_label};
+use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::scope;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::store::{CreateActor, CreateAndBind, CreateError, Origin, WriteError};
+use axum::Json;
+use axum::extract::State;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::authz::{not_found, require_scope, target};
+use super::error::{ApiError, ErrorCode};
+use super::extract::{ApiJson, Authenticated, TokenlessDpop};
+use super::links::{code_hash, normalize};
+use super::session::{SessionResponse, issue};
+use crate::auth::session::{NewSession, Role};
+
+/// How long a pairing request may be claimed.
+pub const PAIRING_TTL_SECONDS: i64 = 600;
+/// Most pending pairing requests.
+pub const PAIRING_CAP: usize = 10_000;
+
+#[derive(Debug, Clone)]
+enum Claim {
+    Pending,
+    /// A claim is being written.
+    Claiming,
+    Claimed {
+        omni: Omni,
+        master: Omni,
+        path: String,
+        bid: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    jkt: String,
+    expires_at: i64,
+    claim: Claim,
+}
+
+/// Pending pairing requests, by request id and by code hash.
+#[derive(Debug, Default)]
+pub struct Pairings {
+    inner: Mutex<(HashMap<String, Request>, HashMap<[u8; 32], String>)>,
+}
+
+impl Pairings {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (HashMap<String, Request>, HashMap<[u8; 32], String>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A device key's fingerprint as people compare it: 64 bits of its RFC 7638 thumbprint, hex in
+/// groups of four.
+pub fn fingerprint(jkt: &str) -> String {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(jkt)
+        .unwrap_or_default();
+    hex::encode(bytes.get(..8).unwrap_or_default())
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// A started pairing, shown on the agent's machine.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PairingStarted {
+    /// Poll with it.
+    pub request_id: String,
+    /// Give it to the person who claims (100 bits, dashed groups).
+    pub code: String,
+    /// This device key's fingerprint: the claimer must see the same.
+    pub fingerprint: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// Starts a pairing from the agent's machine.
+#[utoipa::path(post, path = "/v1/pairing/request", tag = "pairing",
+    params(("DPoP" = String, Header, description = "a proof by the agent's device key")),
+    responses(
+        (status = 200, description = "the code and fingerprint to show", body = PairingStarted),
+        (status = 401, description = "invalid_dpop_proof", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn request(
+    State(state): State<AppState>,
+    TokenlessDpop(proof): TokenlessDpop,
+) -> Result<Json<PairingStarted>, ApiError> {
+    let now = state.now_seconds();
+    let code = super::links::new_code()?;
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| ApiError::internal("random generator failed"))?;
+    let request_id = hex::encode(id);
+    let expires_at = now + PAIRING_TTL_SECONDS;
+    {
+        let mut maps = state.pairings.lock();
+        if maps.0.len() >= PAIRING_CAP {
+            maps.0.retain(|_, r| r.expires_at > now);
+            let (by_id, by_code) = &mut *maps;
+            by_code.retain(|_, id| by_id.contains_key(id));
+        }
+        if maps.0.len() >= PAIRING_CAP {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                "too many pairings pending; retry shortly",
+            ));
+        }
+        let hash = code_hash(&code);
+        maps.1.insert(hash, request_id.clone());
+        maps.0.insert(
+            request_id.clone(),
+            Request {
+                jkt: proof.jkt.clone(),
+                expires_at,
+                claim: Claim::Pending,
+            },
+        );
+    }
+    Ok(Json(PairingStarted {
+        request_id,
+        code: super::links::dashed(&code),
+        fingerprint: fingerprint(&proof.jkt),
+        expires_at: rfc3339::format(expires_at * 1000),
+    }))
+}
+
+/// `POST /v1/pairing/claim` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The code the agent's machine shows.
+    pub code: String,
+    /// The agent's label under the parent (an existing live label gets another binding).
+    pub label: String,
+    /// The parent (default: the caller).
+    pub parent: Option<String>,
+    /// Scopes for a new agent.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A claimed pairing.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Claimed {
+    /// The agent.
+    pub omni: String,
+    /// Its path.
+    pub path: String,
+    /// The requesting key's fingerprint: compare it with the agent's screen.
+    pub fingerprint: String,
+    /// The new binding.
+    pub binding_id: u64,
+    /// Whether the agent was created (else a binding was added to the existing label).
+    pub created: bool,
+}
+
+/// Claims a pairing code: creates (or finds) the agent and binds the requesting key.
+#[utoipa::path(post, path = "/v1/pairing/claim", tag = "pairing",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = ClaimRequest,
+    responses(
+        (status = 200, description = "claimed", body = Claimed),
+        (status = 400, description = "invalid_request, invalid_label", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied: actors:create missing", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found: unknown code, or a parent outside the caller's subtree", body = super::openapi::ErrorEnvelope),
+        (status = 409, description = "link_code_used: already claimed; label_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 410, description = "expired", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy, signer_unavailable", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn claim(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiJson(body): ApiJson<ClaimRequest>,
+) -> Result<Json<Claimed>, ApiError> {
+    validate_label(&body.label)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidLabel, e.to_string()))?;
+    let scopes = scope::normalize(&body.scopes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+    let code = normalize(&body.code)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "not a pairing code"))?;
+    let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
+    let parent = target(&state, &auth, &parent_text)?;
+    require_scope(&state, &auth, scope::ACTORS_CREATE).await?;
+    let now = state.now_seconds();
+    // Take the request (one claim per code); it is put back if the claim fails.
+    let (request_id, request) = {
+        let mut maps = state.pairings.lock();
+        let id = maps
+            .1
+            .get(&code_hash(&code))
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such pairing code"))?;
+        let request = maps.0.get_mut(&id).ok_or_else(not_found)?;
+        if request.expires_at <= now {
+            return Err(ApiError::new(
+                ErrorCode::Expired,
+                "this pairing code expired",
+            ));
+        }
+        if !matches!(request.claim, Claim::Pending) {
+            return Err(ApiError::new(
+                ErrorCode::LinkCodeUsed,
+                "this pairing code was already claimed",
+            ));
+        }
+        let copy = request.clone();
+        request.claim = Claim::Claiming;
+        (id, copy)
+    };
+    let outcome = bind(&state, &auth, &parent, &body.label, scopes, &request.jkt).await;
+    let mut maps = state.pairings.lock();
+    let Some(slot) = maps.0.get_mut(&request_id) else {
+        return Err(ApiError::new(ErrorCode::Expired, "this pairing expired"));
+    };
+    match outcome {
+        Ok(bound) => {
+            slot.claim = Claim::Claimed {
+                omni: bound.record.omni,
+                master: bound.master,
+                path: bound.record.path.clone(),
+                bid: bound.binding.bid,
+            };
+            Ok(Json(Claimed {
+                omni: bound.record.omni.to_string(),
+                path: bound.record.path,
+                fingerprint: fingerprint(&request.jkt),
+                binding_id: bound.binding.bid,
+                created: bound.created,
+            }))
+        }
+        Err(e) => {
+            slot.claim = Claim::Pending;
+            Err(e)
+        }
+    }
+}
+
+async fn bind(
+    state: &AppState,
+    auth: &Authenticated,
+    parent: &super::authz::Target,
+    label: &str,
+    scopes: Vec<String>,
+    jkt: &str,
+) -> Result<agentkeys_runtime::store::CreatedAndBound, ApiError> {
+    let master = parent.lineage.records()[0].omni;
+    let omni = child_omni(&parent.omni, label).map_err(ApiError::internal)?;
+    let path = format!("{}//{}", parent.lineage.actor().path, label);
+    let wallet = state.signer.account(master, path).await?.wallet;
+    state
+        .runtime
+        .store()
+        .create_and_bind(CreateAndBind {
+            create: CreateActor {
+                omni,
+                parent: Some(parent.omni),
+                label: label.to_string(),
+                created_at: state.clock.now(),
+                wallet: Some(wallet.0),
+                origin: Origin {
+                    actor: Some(auth.omni),
+                    request_id: state.request_id(),
+                },
+                scopes,
+            },
+            jkt: jkt.to_string(),
+            device_label: "pairing".into(),
+        })
+        .await
+        .map_err(|e| match e {
+            WriteError::Rejected(CreateError::Revoked { .. }) => ApiError::new(
+                ErrorCode::LabelRevoked,
+                "an agent with this label was revoked here; a revoked label is spent",
+            ),
+            WriteError::Rejected(CreateError::ParentRevoked { .. }) => {
+                ApiError::new(ErrorCode::ActorRevoked, "the parent is revoked")
+            }
+            WriteError::Rejected(CreateError::LabelTaken | CreateError::OmniTaken) => {
+                ApiError::new(ErrorCode::LabelTaken, "this label is taken")
+            }
+            WriteError::Rejected(CreateError::ParentNotFound) => not_found(),
+            WriteError::Rejected(_) => {
+                ApiError::new(ErrorCode::InvalidRequest, "cannot create this agent")
+            }
+            WriteError::Store(e) => e.into(),
+        })
+}
+
+/// `POST /v1/pairing/poll` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    /// From `pairing/request`.
+    pub request_id: String,
+}
+
+/// The state of a pairing, for the key that asked.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PairingStatus {
+    /// `pending` or `claimed`.
+    pub status: String,
+    /// The session, once claimed.
+    #[serde(flatten)]
+    pub session: Option<SessionResponse>,
+}
+
+/// Polled by the requesting key: `pending`, then `claimed` with the agent's session.
+#[utoipa::path(post, path = "/v1/pairing/poll", tag = "pairing",
+    params(("DPoP" = String, Header, description = "a proof by the key that asked")),
+    request_body = PollRequest,
+    responses(
+        (status = 200, description = "pending or claimed", body = PairingStatus),
+        (status = 401, description = "invalid_dpop_proof", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found (also another key's request)", body = super::openapi::ErrorEnvelope),
+        (status = 410, description = "expired", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn poll(
+    State(state): State<AppState>,
+    TokenlessDpop(proof): TokenlessDpop,
+    ApiJson(body): ApiJson<PollRequest>,
+) -> Result<Json<PairingStatus>, ApiError> {
+    let now = state.now_seconds();
+    let found = {
+        let maps = state.pairings.lock();
+        maps.0
+            .get(&body.request_id)
+            .filter(|r| r.jkt == proof.jkt)
+            .map(|r| (r.claim.clone(), r.expires_at))
+    };
+    let Some((claim, expires_at)) = found else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no such pairing request",
+        ));
+    };
+    match claim {
+        Claim::Claimed {
+            omni,
+            master,
+            path,
+            bid,
+        } if bid != 0 => {
+            let session = NewSession {
+                omni,
+                role: Role::Agent,
+                master,
+                path,
+                jkt: proof.jkt,
+                bid,
+            };
+            Ok(Json(PairingStatus {
+                status: "claimed".into(),
+                session: Some(issue(&state, session).await?),
+            }))
+        }
+        _ if expires_at <= now => Err(ApiError::new(
+            ErrorCode::Expired,
+            "this pairing expired; start again",
+        )),
+        _ => Ok(Json(PairingStatus {
+            status: "pending".into(),
+            session: None,
+        })),
+    }
+}
