@@ -57,16 +57,17 @@ struct Request {
     claim: Claim,
 }
 
+/// Requests by id, and request ids by code hash.
+type PairingMaps = (HashMap<String, Request>, HashMap<[u8; 32], String>);
+
 /// Pending pairing requests, by request id and by code hash.
 #[derive(Debug, Default)]
 pub struct Pairings {
-    inner: Mutex<(HashMap<String, Request>, HashMap<[u8; 32], String>)>,
+    inner: Mutex<PairingMaps>,
 }
 
 impl Pairings {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<String, Request>, HashMap<[u8; 32], String>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PairingMaps> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
