@@ -423,3 +423,95 @@ async fn agents_link_sign_scopes_audit_and_revoke_through_the_binary() {
     );
     server.stop(Duration::from_secs(5)).await.expect("stops");
 }
+
+#[actix::test]
+async fn pairing_between_two_profiles() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("tempdir");
+    let flags = Layer {
+        listen: Some("127.0.0.1:0".into()),
+        metrics_listen: Some("off".into()),
+        data_dir: Some(data.path().display().to_string()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let server = serve::start(config).await.expect("starts");
+    let connect = format!("http://{}", server.local_addr());
+    let h = home.path();
+    let key_file = h.join("wallet.key");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("0x{}\n", "66".repeat(32)).as_bytes())
+        })
+        .expect("key file");
+    let key_path = key_file.display().to_string();
+    assert!(
+        agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path])
+            .await
+            .ok
+    );
+
+    // The agent's machine (profile "worker") asks; it shows a code and its fingerprint.
+    let out = agentkeys(
+        h,
+        &connect,
+        &[
+            "--profile",
+            "worker",
+            "pair",
+            "request",
+            "--no-wait",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let started: Value = out
+        .stderr
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("the request as JSON on stderr");
+    let code = started["code"].as_str().expect("code");
+    // The master claims and sees the same fingerprint.
+    let claimed = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "pair",
+                "claim",
+                code,
+                "--label",
+                "worker",
+                "--scope",
+                "sign:eip191",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(claimed["fingerprint"], started["fingerprint"]);
+    let again = agentkeys(h, &connect, &["pair", "claim", code, "--label", "other"]).await;
+    assert!(
+        !again.ok && again.stderr.contains("link_code_used"),
+        "{}",
+        again.stderr
+    );
+    // The agent's machine receives its session and acts as the agent.
+    let polled = agentkeys(h, &connect, &["--profile", "worker", "pair", "poll"]).await;
+    assert!(
+        polled.ok && polled.stdout.contains("//worker"),
+        "{}{}",
+        polled.stdout,
+        polled.stderr
+    );
+    let me = json(&agentkeys(h, &connect, &["--profile", "worker", "whoami", "--json"]).await);
+    assert_eq!(me["path"], "//worker");
+    let devices = json(&agentkeys(h, &connect, &["device", "list", "//worker", "--json"]).await);
+    assert_eq!(devices["devices"].as_array().expect("list").len(), 1);
+    server.stop(Duration::from_secs(5)).await.expect("stops");
+}

@@ -200,6 +200,8 @@ async fn revocations_reach_streams_and_close_the_revoked_ones() {
     let latency = started.elapsed();
     assert_eq!(revoked.data["target"], ops.omni);
     println!("revocation seen on the stream {latency:?} after the request was sent");
+    // The figure (tens of ms) is reported, not asserted tightly: a shared machine is noisy.
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
     // The revoked subtree's own stream says why and ends.
     let closed = bot_stream.until("closed").await;
     assert_eq!(closed.data["reason"], "actor_revoked");
