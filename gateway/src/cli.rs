@@ -361,6 +361,10 @@ pub struct ConfigArgs {
     /// [default: none, the peer address is the client].
     #[arg(long)]
     pub trusted_proxies: Option<String>,
+    /// OIDC tokens in upstream's claim shape for existing trust policies: true or false
+    /// [default: false].
+    #[arg(long)]
+    pub oidc_legacy_claims: Option<String>,
 }
 
 /// `agentkeys admin …`

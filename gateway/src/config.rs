@@ -66,10 +66,12 @@ pub struct Layer {
     pub ses_endpoint: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs).
     pub trusted_proxies: Option<String>,
+    /// OIDC tokens in upstream's claim shape (`true` | `false`).
+    pub oidc_legacy_claims: Option<String>,
 }
 
 /// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 12] = [
+const KEYS: [(&str, &str, bool); 13] = [
     ("listen", "AGENTKEYS_LISTEN", false),
     ("data_dir", "AGENTKEYS_DATA_DIR", false),
     ("public_url", "AGENTKEYS_PUBLIC_URL", false),
@@ -82,6 +84,7 @@ const KEYS: [(&str, &str, bool); 12] = [
     ("ses_region", "AGENTKEYS_SES_REGION", false),
     ("ses_endpoint", "AGENTKEYS_SES_ENDPOINT", false),
     ("trusted_proxies", "AGENTKEYS_TRUSTED_PROXIES", false),
+    ("oidc_legacy_claims", "AGENTKEYS_OIDC_LEGACY_CLAIMS", false),
 ];
 
 /// Variables read by the client commands, not by the server configuration.
@@ -108,6 +111,7 @@ impl Layer {
             "ses_region" => self.ses_region.as_ref(),
             "ses_endpoint" => self.ses_endpoint.as_ref(),
             "trusted_proxies" => self.trusted_proxies.as_ref(),
+            "oidc_legacy_claims" => self.oidc_legacy_claims.as_ref(),
             _ => None,
         }
     }
@@ -125,6 +129,7 @@ impl Layer {
             "ses_region" => &mut self.ses_region,
             "ses_endpoint" => &mut self.ses_endpoint,
             "trusted_proxies" => &mut self.trusted_proxies,
+            "oidc_legacy_claims" => &mut self.oidc_legacy_claims,
             _ => &mut self.k3_file,
         };
         *slot = Some(value);
@@ -251,11 +256,13 @@ pub struct Config {
     pub mailer: MailerConfig,
     /// Proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<IpNet>,
+    /// OIDC tokens in upstream's claim shape.
+    pub oidc_legacy_claims: bool,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
 
-const DEFAULTS: [(&str, &str); 8] = [
+const DEFAULTS: [(&str, &str); 9] = [
     ("listen", "127.0.0.1:8090"),
     ("data_dir", "./agentkeys-data"),
     ("public_url", "http://127.0.0.1:8090"),
@@ -264,6 +271,7 @@ const DEFAULTS: [(&str, &str); 8] = [
     ("mailer", "log"),
     ("mail_from", "agentkeys@localhost"),
     ("ses_region", "us-east-1"),
+    ("oidc_legacy_claims", "false"),
 ];
 
 impl Config {
@@ -334,6 +342,14 @@ impl Config {
                 origin("registration")
             ),
         };
+        let oidc_legacy_claims = match value("oidc_legacy_claims") {
+            "true" => true,
+            "false" => false,
+            other => bail!(
+                "oidc_legacy_claims ({}) must be true or false, not {other:?}",
+                origin("oidc_legacy_claims")
+            ),
+        };
         let registration_origin = origin("registration");
         let mailer = match value("mailer") {
             "log" => MailerConfig::Log {
@@ -396,6 +412,7 @@ impl Config {
             registration,
             mailer,
             trusted_proxies,
+            oidc_legacy_claims,
             sources,
         })
     }
@@ -477,6 +494,7 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         ses_region: args.ses_region.clone(),
         ses_endpoint: args.ses_endpoint.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
+        oidc_legacy_claims: args.oidc_legacy_claims.clone(),
     };
     Config::resolve(&file, &env, &flags)
 }

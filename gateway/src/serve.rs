@@ -195,6 +195,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         trusted_proxies: config.trusted_proxies.clone().into(),
         event_streams: Arc::new(http::events::StreamCounts::default()),
         pairings: Arc::new(http::pairing::Pairings::default()),
+        oidc_legacy_claims: config.oidc_legacy_claims,
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),

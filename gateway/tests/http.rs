@@ -370,7 +370,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 28] = [
+    let expected: [(&str, &str, &[&str]); 31] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -470,6 +470,9 @@ async fn openapi_describes_every_route_and_its_answers() {
             &["200", "400", "401", "403", "404", "409", "410"],
         ),
         ("/v1/pairing/poll", "post", &["200", "401", "404", "410"]),
+        ("/.well-known/openid-configuration", "get", &["200"]),
+        ("/.well-known/jwks.json", "get", &["200"]),
+        ("/v1/oidc/token", "post", &["200", "400", "401", "403", "503"]),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];

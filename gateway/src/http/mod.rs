@@ -12,6 +12,7 @@ pub mod extract;
 mod health;
 pub mod links;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod pairing;
 pub mod ratelimit;
@@ -86,6 +87,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
     /// Open event streams per actor.
     pub event_streams: Arc<events::StreamCounts>,
+    /// OIDC tokens in upstream's claim shape.
+    pub oidc_legacy_claims: bool,
     /// Pending pairing requests.
     pub pairings: Arc<pairing::Pairings>,
     /// Becomes `true` when the server stops: event streams end so the drain need not wait.
@@ -158,6 +161,9 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(pairing::request))
         .routes(routes!(pairing::claim))
         .routes(routes!(pairing::poll))
+        .routes(routes!(oidc::discovery))
+        .routes(routes!(oidc::jwks))
+        .routes(routes!(oidc::token))
         .routes(routes!(email::request))
         .routes(routes!(email::verify))
         .routes(routes!(email::status))

@@ -23,8 +23,8 @@ use super::authz::require_scope;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
-/// Commits the audit row of a signature, then re-checks the lineage.
-async fn audited(
+/// Commits the audit row of a signature (or token), then re-checks the lineage.
+pub(super) async fn audited(
     state: &AppState,
     auth: &Authenticated,
     guard: &agentkeys_runtime::LineageGuard,
