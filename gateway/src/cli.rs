@@ -264,14 +264,10 @@ pub struct LoginWalletArgs {
 
 /// `agentkeys audit …`
 #[derive(Debug, Subcommand)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "parsed once per process; boxing would only complicate the clap derive"
-)]
 pub enum AuditCommand {
     /// Verify every audit chain; through the running server's admin socket, or offline on the
     /// store file of a stopped server. Exit 1 if anything was modified, deleted or truncated.
-    Verify(ConfigArgs),
+    Verify(Box<ConfigArgs>),
     /// The newest audit rows of your subtree (oldest first).
     Tail {
         /// Only rows about this actor.
@@ -287,7 +283,7 @@ pub enum AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create the master secret K3 (refuses if one exists: a new K3 changes every wallet).
-    Init(ConfigArgs),
+    Init(Box<ConfigArgs>),
     /// Offline: print omni, path, wallet, sr25519 public key and SS58 of an actor. Prints no
     /// seeds.
     Derive(KeysDeriveArgs),

@@ -86,7 +86,7 @@ fn server_command(cli: Cli, json: bool) -> anyhow::Result<()> {
             );
         }),
         Command::Admin(args) => admin(args),
-        Command::Keys(KeysCommand::Init(args)) => keys::init(args),
+        Command::Keys(KeysCommand::Init(args)) => keys::init(*args),
         Command::Keys(KeysCommand::Derive(args)) => keys::derive(args, json),
         _ => client_command(&cli),
     }
