@@ -138,3 +138,34 @@ test("an agent linked with npm dpop signs; ethers verifies against its derived w
   const crossed = await call(agentKeys, "GET", "/v1/whoami", undefined, master);
   assert.equal(crossed.body.error, "invalid_dpop_proof");
 });
+
+test("OIDC: openid-client discovers the issuer; jose verifies a minted token with the remote JWKS", async () => {
+  const client = await import("openid-client");
+  const { createRemoteJWKSet, jwtVerify, decodeProtectedHeader } = await import("jose");
+  // The issuer is PUBLIC_URL; requests go to the server's real port.
+  const realFetch = globalThis.fetch;
+  const toServer = (url, init) => realFetch(String(url).replace(PUBLIC_URL, base), init);
+  const config = await client.discovery(new URL(PUBLIC_URL), "agentkeys-interop", undefined, undefined, {
+    execute: [client.allowInsecureRequests],
+    [client.customFetch]: toServer,
+  });
+  const metadata = config.serverMetadata();
+  assert.equal(metadata.issuer, PUBLIC_URL);
+  assert.equal(metadata.jwks_uri, `${PUBLIC_URL}/.well-known/jwks.json`);
+
+  const keys = await generateKeyPair("ES256");
+  const session = await login(keys);
+  const minted = await call(keys, "POST", "/v1/oidc/token", {}, session);
+  assert.equal(minted.status, 200, JSON.stringify(minted.body));
+  const jwks = createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`));
+  const { payload } = await jwtVerify(minted.body.jwt, jwks, {
+    issuer: PUBLIC_URL,
+    audience: "sts.amazonaws.com",
+    algorithms: ["ES256"],
+  });
+  assert.match(payload.sub, /^agentkeys:actor:[0-9a-f]{64}$/);
+  assert.deepEqual(payload["https://aws.amazon.com/tags"].principal_tags.agentkeys_actor_omni, [payload.sub.split(":")[2]]);
+  // A session token is not in that JWKS: jose refuses it.
+  assert.notEqual(decodeProtectedHeader(session).kid, decodeProtectedHeader(minted.body.jwt).kid);
+  await assert.rejects(jwtVerify(session, jwks, { issuer: PUBLIC_URL }));
+});
