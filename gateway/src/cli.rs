@@ -71,6 +71,71 @@ pub enum Command {
     /// Device bindings of an actor.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// OIDC tokens for AWS and other relying parties.
+    #[command(subcommand)]
+    Oidc(OidcCommand),
+    /// AWS credentials through AssumeRoleWithWebIdentity.
+    #[command(subcommand)]
+    Aws(AwsCommand),
+    /// Run a command with AWS credentials of the logged-in actor in its environment.
+    Run(RunArgs),
+}
+
+/// `agentkeys oidc …`
+#[derive(Debug, Subcommand)]
+pub enum OidcCommand {
+    /// Mint a token (needs the scope oidc:<audience>).
+    Token {
+        /// The audience.
+        #[arg(long, default_value = "sts.amazonaws.com")]
+        audience: String,
+        /// Lifetime in seconds (60 … 3600).
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+    },
+}
+
+/// Where and how to assume a role.
+#[derive(Debug, Clone, Args)]
+pub struct AssumeArgs {
+    /// Session duration in seconds (900 … 43200).
+    #[arg(long, default_value_t = 900)]
+    pub duration: i32,
+    /// The STS region.
+    #[arg(long, default_value = "us-east-1", env = "AWS_REGION")]
+    pub region: String,
+    /// An STS endpoint URL (a VPC endpoint, or a test server).
+    #[arg(long, env = "AGENTKEYS_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+}
+
+/// `agentkeys aws …`
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Print credentials as credential_process JSON (Version 1).
+    Credentials {
+        /// The role to assume.
+        #[arg(long)]
+        role_arn: String,
+        /// STS options.
+        #[command(flatten)]
+        assume: AssumeArgs,
+    },
+}
+
+/// Options of `agentkeys run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The role whose credentials go into AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_SESSION_TOKEN.
+    #[arg(long)]
+    pub aws_role: String,
+    /// STS options.
+    #[command(flatten)]
+    pub assume: AssumeArgs,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `agentkeys pair …`

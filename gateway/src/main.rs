@@ -3,9 +3,9 @@
 use clap::Parser;
 
 use agentkeys_gateway::cli::{
-    AuditCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
+    AuditCommand, AwsCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
 };
-use agentkeys_gateway::commands::{self, Globals, agents};
+use agentkeys_gateway::commands::{self, Globals, agents, aws};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -14,6 +14,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let json = cli.json;
+    if let Command::Run(args) = &cli.command {
+        return run_command(&cli, args);
+    }
     let result = match &cli.command {
         Command::Login(_)
         | Command::Whoami
@@ -23,7 +26,9 @@ fn main() -> std::process::ExitCode {
         | Command::Link(_)
         | Command::Sign(_)
         | Command::Pair(_)
-        | Command::Device(_) => client_command(&cli),
+        | Command::Device(_)
+        | Command::Oidc(_)
+        | Command::Aws(_) => client_command(&cli),
         _ => server_command(cli, json),
     };
     match result {
@@ -33,6 +38,25 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `agentkeys run`: the child's exit code is ours.
+fn run_command(cli: &Cli, args: &agentkeys_gateway::cli::RunArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("agentkeys: error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async { aws::run(&Globals::from_cli(cli)?, args).await });
+    result.unwrap_or_else(|err| {
+        eprintln!("agentkeys: error: {err:#}");
+        std::process::ExitCode::FAILURE
+    })
 }
 
 /// Commands that talk to a gateway (or read a stopped server's store) on a small runtime.
@@ -64,6 +88,10 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             Command::Sign(command) => agents::sign(&Globals::from_cli(cli)?, command).await,
             Command::Pair(command) => agents::pair(&Globals::from_cli(cli)?, command).await,
             Command::Device(command) => agents::device(&Globals::from_cli(cli)?, command).await,
+            Command::Oidc(command) => aws::oidc(&Globals::from_cli(cli)?, command).await,
+            Command::Aws(AwsCommand::Credentials { role_arn, assume }) => {
+                aws::aws_credentials(&Globals::from_cli(cli)?, role_arn, assume).await
+            }
             _ => Ok(()),
         }
     })

@@ -2,6 +2,8 @@
 //! wallet, whoami, profiles, global flags on either side of the subcommand, and
 //! `audit verify` through the admin socket and offline after the store file was edited.
 
+mod common;
+
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -13,35 +15,8 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::WalletKey;
 use agentkeys_gateway::config::{Config, Layer};
 use agentkeys_gateway::serve;
+use common::{Output, agentkeys, json};
 use serde_json::Value;
-
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn agentkeys(home: &Path, connect: &str, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args(args)
-        .env_clear()
-        .env("HOME", home)
-        .env("AGENTKEYS_CONNECT", connect)
-        .env("AGENTKEYS_LOG", "warn")
-        .output()
-        .await
-        .expect("runs");
-    Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn json(out: &Output) -> Value {
-    assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    serde_json::from_str(out.stdout.trim()).expect("JSON output")
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -273,6 +248,7 @@ async fn agentkeys_with_stdin(home: &Path, connect: &str, args: &[&str], input: 
     let out = child.wait_with_output().await.expect("exits");
     Output {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

@@ -472,7 +472,11 @@ async fn openapi_describes_every_route_and_its_answers() {
         ("/v1/pairing/poll", "post", &["200", "401", "404", "410"]),
         ("/.well-known/openid-configuration", "get", &["200"]),
         ("/.well-known/jwks.json", "get", &["200"]),
-        ("/v1/oidc/token", "post", &["200", "400", "401", "403", "503"]),
+        (
+            "/v1/oidc/token",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
     ];
     for (path, method, statuses) in expected {
         let responses = &doc["paths"][path][method]["responses"];

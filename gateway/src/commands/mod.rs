@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 
 pub mod agents;
+pub mod aws;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
 use crate::http::session::{SessionResponse, Whoami};
 use crate::http::wallet::VerifyRequest;

@@ -295,3 +295,35 @@ impl ChildServer {
 pub fn client_for(base: &str) -> agentkeys_gateway::client::Client {
     agentkeys_gateway::client::Client::new(PUBLIC_URL, device()).connecting_to(base)
 }
+
+pub struct Output {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `agentkeys` binary with `HOME` and the connect address set, nothing else.
+pub async fn agentkeys(home: &Path, connect: &str, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("AGENTKEYS_CONNECT", connect)
+        .env("AGENTKEYS_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+    Output {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The JSON a successful run printed.
+pub fn json(out: &Output) -> Value {
+    assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    serde_json::from_str(out.stdout.trim()).expect("JSON output")
+}
