@@ -81,7 +81,12 @@ async fn credentials_and_run_through_sts() {
         ],
     )
     .await;
-    assert_eq!(out.code, Some(7), "the child's exit code comes back: {}", out.stderr);
+    assert_eq!(
+        out.code,
+        Some(7),
+        "the child's exit code comes back: {}",
+        out.stderr
+    );
     let token = json(&agentkeys(h, &connect, &["oidc", "token", "--json"]).await);
     assert_eq!(token["audience"], "sts.amazonaws.com");
     let out = agentkeys(
