@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::rotation::Rotator;
+
 /// The socket's file name inside the data dir.
 pub const SOCKET: &str = "admin.sock";
 
@@ -52,6 +54,12 @@ pub enum AdminRequest {
     },
     /// Verify the audit log (chains, signatures, and against the last verified run).
     AuditVerify,
+    /// OIDC key rotation: `rotate-oidc` publishes the next key, `status` shows the state.
+    Keys {
+        /// rotate-oidc or status.
+        #[arg(value_enum)]
+        action: KeysAction,
+    },
     /// Manage the registration allow-list (used when `registration = "allowlist"`).
     Allow {
         /// add, remove or list.
@@ -60,6 +68,16 @@ pub enum AdminRequest {
         /// An EVM address (`0x…`) or an email address.
         entry: Option<String>,
     },
+}
+
+/// What `admin keys` does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeysAction {
+    /// Publish the next OIDC key; it signs after the switch delay, the old one retires later.
+    RotateOidc,
+    /// The rotation state (applies due steps first).
+    Status,
 }
 
 /// What `admin allow` does.
@@ -84,7 +102,12 @@ fn omni(text: &str) -> Result<Omni, Value> {
 }
 
 /// Answers one request.
-pub async fn handle(runtime: &Runtime, data_dir: &Path, request: AdminRequest) -> Value {
+pub async fn handle(
+    runtime: &Runtime,
+    data_dir: &Path,
+    rotator: &Rotator,
+    request: AdminRequest,
+) -> Value {
     let result = match request {
         AdminRequest::Masters { after, limit } => {
             masters(runtime, after.as_deref(), limit.unwrap_or(100).min(1000))
@@ -95,6 +118,7 @@ pub async fn handle(runtime: &Runtime, data_dir: &Path, request: AdminRequest) -
             omni(&o).map(|o| json!({"ok": true, "lifted": runtime.lift_quarantine(&o)}))
         }
         AdminRequest::Allow { action, entry } => allow(runtime, action, entry.as_deref()).await,
+        AdminRequest::Keys { action } => keys(rotator, action).await,
         AdminRequest::AuditVerify => {
             let paths = crate::audit::AuditPaths {
                 data_dir: data_dir.to_path_buf(),
@@ -144,6 +168,23 @@ fn status(runtime: &Runtime, text: &str) -> Result<Value, Value> {
             json!({"ok": true, "omni": o.to_string(), "status": "revoked",
             "revoked_by": by.to_string(), "revoked_at": agentkeys_actors::crypto::rfc3339::format(at.as_millis() as i64)}),
         ),
+    }
+}
+
+async fn keys(rotator: &Rotator, action: KeysAction) -> Result<Value, Value> {
+    let answer = match action {
+        KeysAction::RotateOidc => rotator.begin().await.map(|_| ()),
+        KeysAction::Status => Ok(()),
+    };
+    if let Err(e) = answer {
+        return Err(refuse("conflict", e.to_string()));
+    }
+    match rotator.status().await {
+        Ok(mut status) => {
+            status["ok"] = json!(true);
+            Ok(status)
+        }
+        Err(e) => Err(refuse("internal", e.to_string())),
     }
 }
 
@@ -221,6 +262,7 @@ async fn revoke(runtime: &Runtime, text: &str) -> Result<Value, Value> {
 pub async fn listen(
     data_dir: &Path,
     runtime: Runtime,
+    rotator: std::sync::Arc<Rotator>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join(SOCKET);
     if path.exists() {
@@ -242,8 +284,9 @@ pub async fn listen(
         while let Ok((stream, _)) = listener.accept().await {
             let runtime = runtime.clone();
             let data_dir = data_dir.clone();
+            let rotator = rotator.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, &runtime, &data_dir).await {
+                if let Err(e) = serve_connection(stream, &runtime, &data_dir, &rotator).await {
                     tracing::debug!(cause = %e, "admin connection ended");
                 }
             });
@@ -255,6 +298,7 @@ async fn serve_connection(
     stream: UnixStream,
     runtime: &Runtime,
     data_dir: &Path,
+    rotator: &Rotator,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -262,7 +306,7 @@ async fn serve_connection(
         let answer = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(request) => {
                 tracing::info!(request = %line, "admin request");
-                handle(runtime, data_dir, request).await
+                handle(runtime, data_dir, rotator, request).await
             }
             Err(e) => refuse("invalid_request", e.to_string()),
         };

@@ -426,6 +426,9 @@ pub struct ConfigArgs {
     /// [default: false].
     #[arg(long)]
     pub oidc_legacy_claims: Option<String>,
+    /// Seconds between publishing the next OIDC key and signing with it [default: 86400].
+    #[arg(long)]
+    pub oidc_switch_delay_seconds: Option<String>,
 }
 
 /// `agentkeys admin …`

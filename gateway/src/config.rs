@@ -68,10 +68,12 @@ pub struct Layer {
     pub trusted_proxies: Option<String>,
     /// OIDC tokens in upstream's claim shape (`true` | `false`).
     pub oidc_legacy_claims: Option<String>,
+    /// Seconds between publishing the next OIDC key and signing with it.
+    pub oidc_switch_delay_seconds: Option<String>,
 }
 
 /// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 13] = [
+const KEYS: [(&str, &str, bool); 14] = [
     ("listen", "AGENTKEYS_LISTEN", false),
     ("data_dir", "AGENTKEYS_DATA_DIR", false),
     ("public_url", "AGENTKEYS_PUBLIC_URL", false),
@@ -85,6 +87,11 @@ const KEYS: [(&str, &str, bool); 13] = [
     ("ses_endpoint", "AGENTKEYS_SES_ENDPOINT", false),
     ("trusted_proxies", "AGENTKEYS_TRUSTED_PROXIES", false),
     ("oidc_legacy_claims", "AGENTKEYS_OIDC_LEGACY_CLAIMS", false),
+    (
+        "oidc_switch_delay_seconds",
+        "AGENTKEYS_OIDC_SWITCH_DELAY_SECONDS",
+        false,
+    ),
 ];
 
 /// Variables read by the client commands, not by the server configuration.
@@ -112,6 +119,7 @@ impl Layer {
             "ses_endpoint" => self.ses_endpoint.as_ref(),
             "trusted_proxies" => self.trusted_proxies.as_ref(),
             "oidc_legacy_claims" => self.oidc_legacy_claims.as_ref(),
+            "oidc_switch_delay_seconds" => self.oidc_switch_delay_seconds.as_ref(),
             _ => None,
         }
     }
@@ -130,6 +138,7 @@ impl Layer {
             "ses_endpoint" => &mut self.ses_endpoint,
             "trusted_proxies" => &mut self.trusted_proxies,
             "oidc_legacy_claims" => &mut self.oidc_legacy_claims,
+            "oidc_switch_delay_seconds" => &mut self.oidc_switch_delay_seconds,
             _ => &mut self.k3_file,
         };
         *slot = Some(value);
@@ -258,11 +267,13 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// OIDC tokens in upstream's claim shape.
     pub oidc_legacy_claims: bool,
+    /// Seconds between publishing the next OIDC key and signing with it.
+    pub oidc_switch_delay_seconds: u64,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
 
-const DEFAULTS: [(&str, &str); 9] = [
+const DEFAULTS: [(&str, &str); 10] = [
     ("listen", "127.0.0.1:8090"),
     ("data_dir", "./agentkeys-data"),
     ("public_url", "http://127.0.0.1:8090"),
@@ -272,6 +283,7 @@ const DEFAULTS: [(&str, &str); 9] = [
     ("mail_from", "agentkeys@localhost"),
     ("ses_region", "us-east-1"),
     ("oidc_legacy_claims", "false"),
+    ("oidc_switch_delay_seconds", "86400"),
 ];
 
 impl Config {
@@ -350,6 +362,14 @@ impl Config {
                 origin("oidc_legacy_claims")
             ),
         };
+        let oidc_switch_delay_seconds: u64 = value("oidc_switch_delay_seconds")
+            .parse()
+            .with_context(|| {
+                format!(
+                    "oidc_switch_delay_seconds ({}) must be a number of seconds",
+                    origin("oidc_switch_delay_seconds")
+                )
+            })?;
         let registration_origin = origin("registration");
         let mailer = match value("mailer") {
             "log" => MailerConfig::Log {
@@ -413,6 +433,7 @@ impl Config {
             mailer,
             trusted_proxies,
             oidc_legacy_claims,
+            oidc_switch_delay_seconds,
             sources,
         })
     }
@@ -495,6 +516,7 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         ses_endpoint: args.ses_endpoint.clone(),
         trusted_proxies: args.trusted_proxies.clone(),
         oidc_legacy_claims: args.oidc_legacy_claims.clone(),
+        oidc_switch_delay_seconds: args.oidc_switch_delay_seconds.clone(),
     };
     Config::resolve(&file, &env, &flags)
 }

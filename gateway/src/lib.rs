@@ -12,4 +12,5 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod mail;
+pub mod rotation;
 pub mod serve;

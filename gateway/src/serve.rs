@@ -181,6 +181,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let mailer = crate::mail::Mailer::new(&config.mailer).await;
     mailer.refresh_readiness().await;
     let mailer_check = tokio::spawn(check_mailer_every_minute(mailer.clone()));
+    let rotator = Arc::new(crate::rotation::Rotator::load(
+        signer.clone(),
+        runtime.store().clone(),
+        runtime.clock().clone(),
+        Duration::from_secs(config.oidc_switch_delay_seconds),
+    )?);
+    rotator.tick().await?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         stopping: stopping_rx,
@@ -196,6 +203,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         event_streams: Arc::new(http::events::StreamCounts::default()),
         pairings: Arc::new(http::pairing::Pairings::default()),
         oidc_legacy_claims: config.oidc_legacy_claims,
+        rotator: rotator.clone(),
         runtime: runtime.clone(),
         signer,
         public_url: config.public_url.clone(),
@@ -206,7 +214,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         siwe_chains: Arc::from([1u64]),
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
-    let admin = crate::admin::listen(&config.data_dir, runtime.clone()).await?;
+    let admin = crate::admin::listen(&config.data_dir, runtime.clone(), rotator).await?;
     let public =
         Listener::spawn(config.listen, http::router(state.clone(), metrics.clone())).await?;
     let metrics = match config.metrics_listen {

@@ -94,6 +94,37 @@ fn thumbprint(pair: &EcdsaKeyPair) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// Generates a P-256 key and writes it to `dir` (0600, named by a hash of its kid).
+pub(crate) fn create_key(dir: &Path) -> Result<P256Key, SignerError> {
+    let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .map_err(|_| SignerError::Internal("P-256 key generation failed"))?;
+    let key = P256Key::from_pkcs8(der.as_ref())?;
+    write_secret(&key_path(dir, key.kid()), der.as_ref())?;
+    Ok(key)
+}
+
+/// Where the key `kid` of the set in `dir` lives.
+pub(crate) fn key_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!(
+        "{}.pk8",
+        hex::encode(Sha256::digest(kid.as_bytes()))
+    ))
+}
+
+/// Moves the key `kid` out of the set in `dir` into `dir/retired/` (kept, never loaded again).
+pub(crate) fn retire_key_file(dir: &Path, kid: &str) -> Result<(), SignerError> {
+    let from = key_path(dir, kid);
+    let retired = dir.join("retired");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&retired)
+        .map_err(|e| SignerError::KeyFile(format!("{}: {e}", retired.display())))?;
+    let to = retired.join(from.file_name().unwrap_or_default());
+    fs::rename(&from, &to)
+        .map_err(|e| SignerError::KeyFile(format!("cannot retire {}: {e}", from.display())))
+}
+
 /// Verifies an ES256 signature (`r || s`, 64 bytes) with a public P-256 JWK.
 pub fn verify_es256(jwk: &Value, message: &[u8], signature: &[u8]) -> bool {
     let coordinate = |name: &str| {
@@ -223,16 +254,7 @@ pub(crate) fn load_or_create_set(dir: &Path, create: bool) -> Result<Vec<P256Key
         return Ok(Vec::new());
     }
     if files.is_empty() {
-        let der =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| SignerError::Internal("P-256 key generation failed"))?;
-        let key = P256Key::from_pkcs8(der.as_ref())?;
-        let path = dir.join(format!(
-            "{}.pk8",
-            hex::encode(Sha256::digest(key.kid().as_bytes()))
-        ));
-        write_secret(&path, der.as_ref())?;
-        return Ok(vec![key]);
+        return Ok(vec![create_key(dir)?]);
     }
     files.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     files

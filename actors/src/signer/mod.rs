@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
 use agentkeys_runtime::store::HeadSigner;
@@ -78,6 +78,10 @@ impl KeySet {
     fn current(&self) -> &P256Key {
         &self.keys[self.current]
     }
+
+    fn position(&self, kid: &str) -> Option<usize> {
+        self.keys.iter().position(|k| k.kid() == kid)
+    }
 }
 
 /// The signing kid of each key set, as recorded in the store (the rotation state).
@@ -114,9 +118,10 @@ pub struct SignerState {
     k3: MasterSecret,
     client_id: String,
     siwe_domain: String,
-    session: KeySet,
-    oidc: KeySet,
-    audit: KeySet,
+    keys_dir: PathBuf,
+    session: RwLock<KeySet>,
+    oidc: RwLock<KeySet>,
+    audit: RwLock<KeySet>,
     wallets: Mutex<HashMap<Omni, Arc<WalletKey>>>,
     replaced: AtomicU64,
     threads: usize,
@@ -150,12 +155,28 @@ impl SignerState {
         Ok(wallet)
     }
 
-    pub(crate) fn set(&self, name: KeySetName) -> &KeySet {
+    fn lock(&self, name: KeySetName) -> &RwLock<KeySet> {
         match name {
             KeySetName::Session => &self.session,
             KeySetName::Oidc => &self.oidc,
             KeySetName::Audit => &self.audit,
         }
+    }
+
+    pub(crate) fn set(&self, name: KeySetName) -> std::sync::RwLockReadGuard<'_, KeySet> {
+        self.lock(name).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_mut(&self, name: KeySetName) -> std::sync::RwLockWriteGuard<'_, KeySet> {
+        self.lock(name).write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir(&self, name: KeySetName) -> PathBuf {
+        self.keys_dir.join(match name {
+            KeySetName::Session => "session",
+            KeySetName::Oidc => "oidc",
+            KeySetName::Audit => "audit",
+        })
     }
 }
 
@@ -220,7 +241,8 @@ impl HeadSigner for AuditHeadSigner {
         if !message.starts_with(HEAD_LABEL) {
             return Err("the audit key signs only audit chain heads".into());
         }
-        let key = self.state.audit.current();
+        let set = self.state.set(KeySetName::Audit);
+        let key = set.current();
         key.sign(message)
             .map(|signature| (key.kid().to_string(), signature))
             .map_err(|e| e.to_string())
@@ -240,9 +262,19 @@ pub fn start(
         k3,
         client_id: config.client_id,
         siwe_domain: config.siwe_domain,
-        session: KeySet::load(&dir.join("session"), recorded.get(KeySetName::Session))?,
-        oidc: KeySet::load(&dir.join("oidc"), recorded.get(KeySetName::Oidc))?,
-        audit: KeySet::load(&dir.join("audit"), recorded.get(KeySetName::Audit))?,
+        keys_dir: dir.clone(),
+        session: RwLock::new(KeySet::load(
+            &dir.join("session"),
+            recorded.get(KeySetName::Session),
+        )?),
+        oidc: RwLock::new(KeySet::load(
+            &dir.join("oidc"),
+            recorded.get(KeySetName::Oidc),
+        )?),
+        audit: RwLock::new(KeySet::load(
+            &dir.join("audit"),
+            recorded.get(KeySetName::Audit),
+        )?),
         wallets: Mutex::new(HashMap::new()),
         replaced: AtomicU64::new(0),
         threads: config.threads.max(1),
@@ -358,9 +390,9 @@ impl SignerHandle {
     /// The signing kid of each set (to record in the store).
     pub fn current_kids(&self) -> CurrentKids {
         CurrentKids {
-            session: Some(self.state.session.current().kid().to_string()),
-            oidc: Some(self.state.oidc.current().kid().to_string()),
-            audit: Some(self.state.audit.current().kid().to_string()),
+            session: Some(self.current_kid(KeySetName::Session)),
+            oidc: Some(self.current_kid(KeySetName::Oidc)),
+            audit: Some(self.current_kid(KeySetName::Audit)),
         }
     }
 
@@ -376,6 +408,47 @@ impl SignerHandle {
         Arc::new(AuditHeadSigner {
             state: self.state.clone(),
         })
+    }
+
+    /// The signing kid of `set`.
+    pub fn current_kid(&self, set: KeySetName) -> String {
+        self.state.set(set).current().kid().to_string()
+    }
+
+    /// Adds a new key to `set` (published from now on, not yet signing); returns its kid.
+    pub fn add_key(&self, set: KeySetName) -> Result<String, SignerError> {
+        let key = keys::create_key(&self.state.dir(set))?;
+        let kid = key.kid().to_string();
+        self.state.set_mut(set).keys.push(key);
+        Ok(kid)
+    }
+
+    /// Makes `kid` the signing key of `set`.
+    pub fn use_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
+        let mut keys = self.state.set_mut(set);
+        let position = keys
+            .position(kid)
+            .ok_or_else(|| SignerError::KeyFile(format!("no key {kid} in the set")))?;
+        keys.current = position;
+        Ok(())
+    }
+
+    /// Removes `kid` from `set` (no longer published or usable) and moves its file to
+    /// `retired/`. The signing key cannot be retired.
+    pub fn retire_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
+        let mut keys = self.state.set_mut(set);
+        let position = keys
+            .position(kid)
+            .ok_or_else(|| SignerError::KeyFile(format!("no key {kid} in the set")))?;
+        if position == keys.current {
+            return Err(SignerError::KeyFile(format!("{kid} is the signing key")));
+        }
+        keys::retire_key_file(&self.state.dir(set), kid)?;
+        keys.keys.remove(position);
+        if keys.current > position {
+            keys.current -= 1;
+        }
+        Ok(())
     }
 
     /// The public JWKs of a key set, the signing key first (never private parts).

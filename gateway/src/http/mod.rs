@@ -89,6 +89,8 @@ pub struct AppState {
     pub event_streams: Arc<events::StreamCounts>,
     /// OIDC tokens in upstream's claim shape.
     pub oidc_legacy_claims: bool,
+    /// OIDC key rotation.
+    pub rotator: Arc<crate::rotation::Rotator>,
     /// Pending pairing requests.
     pub pairings: Arc<pairing::Pairings>,
     /// Becomes `true` when the server stops: event streams end so the drain need not wait.

@@ -36,6 +36,13 @@ pub const MAX_TOKEN_CHARS: usize = 20_000;
 /// How long clients may cache discovery and keys.
 pub const CACHE_SECONDS: u64 = 300;
 
+/// Applies due rotation steps (a failure is logged; the next request retries).
+async fn advance_rotation(state: &AppState) {
+    if let Err(e) = state.rotator.tick().await {
+        tracing::error!(cause = %e, "oidc key rotation step failed");
+    }
+}
+
 fn cached(body: Value) -> Response {
     let mut response = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={CACHE_SECONDS}")) {
@@ -64,6 +71,7 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oidc",
     responses((status = 200, description = "JWK set", content_type = "application/json")))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
+    advance_rotation(&state).await;
     cached(json!({ "keys": state.signer.public_jwks(KeySetName::Oidc) }))
 }
 
@@ -174,6 +182,7 @@ pub async fn token(
         ));
     }
     let Authorized { guard, .. } = require_scope(&state, &auth, &needed).await?;
+    advance_rotation(&state).await;
     let account = state
         .signer
         .account(auth.master, auth.claims.agentkeys.path.clone())

@@ -1,0 +1,215 @@
+//! OIDC key rotation (DESIGN §4, §12) as a state machine persisted in the store and driven by
+//! the injected clock:
+//!
+//! 1. `agentkeys admin keys rotate-oidc` adds the next key to the set: it is **published** in
+//!    the JWKS at once, while the current key keeps signing.
+//! 2. After `switch_delay` (default 24 h: relying parties such as AWS refresh their copy of the
+//!    JWKS in the meantime) the next key **signs**.
+//! 3. After the longest token lifetime (3,600 s) plus the verifiers' cache period (the JWKS is
+//!    served with `max-age=300`), the old key is **retired**: removed from the JWKS and moved to
+//!    `keys/oidc/retired/`.
+//!
+//! The state (`keys.oidc.rotation` in the store's meta table, JSON) and the signing kid
+//! (`keys.oidc.current`) are written before the signer changes, and steps are re-applied at
+//! start, so a crash between them repeats a step rather than skipping it. The machine advances
+//! whenever the JWKS or a token is served, or the admin asks for the state: no timer, so tests
+//! drive it with a manual clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentkeys_actors::signer::{CurrentKids, KeySetName, SignerHandle};
+use agentkeys_runtime::Clock;
+use agentkeys_runtime::store::Storage;
+use serde::{Deserialize, Serialize};
+
+/// The store's meta name of the rotation state.
+pub const META: &str = "keys.oidc.rotation";
+/// Longest OIDC token lifetime.
+pub const MAX_TOKEN: Duration = Duration::from_secs(3600);
+/// How long verifiers may cache the JWKS.
+pub const VERIFIER_CACHE: Duration = Duration::from_secs(300);
+
+/// Persisted rotation state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationState {
+    /// The published key that starts signing at `switch_at` (ms).
+    pub next: Option<Pending>,
+    /// Old keys still published until `at` (ms).
+    pub retiring: Vec<Pending>,
+}
+
+/// A key and when its next step is due (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The key.
+    pub kid: String,
+    /// When.
+    pub at: u64,
+}
+
+/// What a step did, for logs and the admin answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// `kid` now signs.
+    Switched {
+        /// The key.
+        kid: String,
+    },
+    /// `kid` left the JWKS.
+    Retired {
+        /// The key.
+        kid: String,
+    },
+}
+
+/// Why a rotation request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// A rotation is already under way.
+    #[error("a rotation is in progress (key {0} signs from its switch time); wait for it")]
+    InProgress(String),
+    /// The signer or the store failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The rotation driver.
+pub struct Rotator {
+    signer: SignerHandle,
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    switch_delay: Duration,
+    state: Mutex<RotationState>,
+}
+
+impl std::fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rotator")
+            .field("switch_delay", &self.switch_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> RotationError {
+    RotationError::Failed(e.to_string())
+}
+
+impl Rotator {
+    /// Loads the persisted state (a missing one is empty).
+    pub fn load(
+        signer: SignerHandle,
+        store: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        switch_delay: Duration,
+    ) -> Result<Self, RotationError> {
+        let state = match store.meta(META).map_err(failed)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(failed)?,
+            None => RotationState::default(),
+        };
+        Ok(Self {
+            signer,
+            store,
+            clock,
+            switch_delay,
+            state: Mutex::new(state),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RotationState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn persist(&self, state: &RotationState) -> Result<(), RotationError> {
+        let bytes = serde_json::to_vec(state).map_err(failed)?;
+        self.store.set_meta(META, bytes).await.map_err(failed)
+    }
+
+    /// Step 1: publishes a new key that signs after the switch delay.
+    pub async fn begin(&self) -> Result<RotationState, RotationError> {
+        if let Some(next) = self.lock().next.clone() {
+            return Err(RotationError::InProgress(next.kid));
+        }
+        let kid = self.signer.add_key(KeySetName::Oidc).map_err(failed)?;
+        let at = self.clock.now().as_millis() + duration_ms(self.switch_delay);
+        let mut state = self.lock().clone();
+        state.next = Some(Pending { kid, at });
+        self.persist(&state).await?;
+        *self.lock() = state.clone();
+        tracing::info!(kid = ?state.next.as_ref().map(|n| &n.kid), "oidc key published; it signs after the switch delay");
+        Ok(state)
+    }
+
+    /// Applies every step that is due at the clock's now; returns them.
+    pub async fn tick(&self) -> Result<Vec<Step>, RotationError> {
+        let now = self.clock.now().as_millis();
+        let mut steps = Vec::new();
+        let mut state = self.lock().clone();
+        if let Some(next) = state.next.clone().filter(|n| n.at <= now) {
+            let old = self.signer.current_kid(KeySetName::Oidc);
+            state.next = None;
+            if old != next.kid {
+                state.retiring.push(Pending {
+                    kid: old,
+                    at: now + duration_ms(MAX_TOKEN + VERIFIER_CACHE),
+                });
+            }
+            self.record_current(&next.kid).await?;
+            self.persist(&state).await?;
+            self.signer
+                .use_key(KeySetName::Oidc, &next.kid)
+                .map_err(failed)?;
+            steps.push(Step::Switched { kid: next.kid });
+        }
+        let (due, kept): (Vec<Pending>, Vec<Pending>) =
+            state.retiring.drain(..).partition(|r| r.at <= now);
+        state.retiring = kept;
+        if !due.is_empty() {
+            self.persist(&state).await?;
+            for old in due {
+                // Already retired by an earlier, interrupted tick: nothing left to do.
+                if self.signer.retire_key(KeySetName::Oidc, &old.kid).is_ok() {
+                    steps.push(Step::Retired { kid: old.kid });
+                }
+            }
+        }
+        *self.lock() = state;
+        for step in &steps {
+            tracing::info!(?step, "oidc key rotation step");
+        }
+        Ok(steps)
+    }
+
+    async fn record_current(&self, kid: &str) -> Result<(), RotationError> {
+        let (_, name) = CurrentKids::META_NAMES
+            .iter()
+            .find(|(set, _)| *set == KeySetName::Oidc)
+            .ok_or_else(|| failed("no meta name for the OIDC set"))?;
+        self.store
+            .set_meta(name, kid.as_bytes().to_vec())
+            .await
+            .map_err(failed)
+    }
+
+    /// The state, after applying what is due.
+    pub async fn status(&self) -> Result<serde_json::Value, RotationError> {
+        let steps = self.tick().await?;
+        let state = self.lock().clone();
+        Ok(serde_json::json!({
+            "signing": self.signer.current_kid(KeySetName::Oidc),
+            "published": self.signer.public_jwks(KeySetName::Oidc).iter().filter_map(|k| k["kid"].as_str().map(String::from)).collect::<Vec<_>>(),
+            "next": state.next.map(|n| serde_json::json!({"kid": n.kid, "signs_from": rfc(n.at)})),
+            "retiring": state.retiring.iter().map(|r| serde_json::json!({"kid": r.kid, "retired_at": rfc(r.at)})).collect::<Vec<_>>(),
+            "steps": steps,
+        }))
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn rfc(ms: u64) -> String {
+    agentkeys_actors::crypto::rfc3339::format(i64::try_from(ms).unwrap_or(i64::MAX))
+}
