@@ -4,46 +4,16 @@
 
 mod common;
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::time::Duration;
-
-use agentkeys_gateway::config::{Config, Layer};
-use agentkeys_gateway::serve;
-use common::{Moto, agentkeys, json};
+use common::{CliStack, Moto, agentkeys, json};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/agentkeys-test";
 
 #[actix::test]
 async fn credentials_and_run_through_sts() {
     let moto = Moto::start().await;
-    let data = tempfile::tempdir().expect("tempdir");
-    let home = tempfile::tempdir().expect("tempdir");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.path().display().to_string()),
-        ..Layer::default()
-    };
-    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
-    let server = serve::start(config).await.expect("starts");
-    let connect = format!("http://{}", server.local_addr());
-    let h = home.path();
-    let key_file = h.join("wallet.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, format!("0x{}\n", "55".repeat(32)).as_bytes())
-        })
-        .expect("key file");
-    let key_path = key_file.display().to_string();
-    assert!(
-        agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path])
-            .await
-            .ok
-    );
+    let stack = CliStack::start().await;
+    stack.login(0x55).await;
+    let (h, connect) = (stack.home.path(), stack.connect.clone());
 
     let creds = json(
         &agentkeys(
@@ -96,5 +66,5 @@ async fn credentials_and_run_through_sts() {
     )
     .await;
     assert!(!out.ok && out.stderr.contains("900"), "{}", out.stderr);
-    server.stop(Duration::from_secs(5)).await.expect("stops");
+    stack.stop().await;
 }

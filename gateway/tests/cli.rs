@@ -15,7 +15,7 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::WalletKey;
 use agentkeys_gateway::config::{Config, Layer};
 use agentkeys_gateway::serve;
-use common::{Output, agentkeys, json};
+use common::{CliStack, Output, agentkeys, json};
 use serde_json::Value;
 
 fn mode(path: &Path) -> u32 {
@@ -256,34 +256,9 @@ async fn agentkeys_with_stdin(home: &Path, connect: &str, args: &[&str], input: 
 
 #[actix::test]
 async fn agents_link_sign_scopes_audit_and_revoke_through_the_binary() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let home = tempfile::tempdir().expect("tempdir");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.path().display().to_string()),
-        ..Layer::default()
-    };
-    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
-    let server = serve::start(config).await.expect("starts");
-    let connect = format!("http://{}", server.local_addr());
-    let h = home.path();
-    let key_file = h.join("wallet.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, format!("0x{}\n", "77".repeat(32)).as_bytes())
-        })
-        .expect("key file");
-    let key_path = key_file.display().to_string();
-    assert!(
-        agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path])
-            .await
-            .ok
-    );
+    let stack = CliStack::start().await;
+    stack.login(0x77).await;
+    let (h, connect) = (stack.home.path(), stack.connect.clone());
 
     let created = json(
         &agentkeys(
@@ -397,39 +372,14 @@ async fn agents_link_sign_scopes_audit_and_revoke_through_the_binary() {
         "{}",
         out.stderr
     );
-    server.stop(Duration::from_secs(5)).await.expect("stops");
+    stack.stop().await;
 }
 
 #[actix::test]
 async fn pairing_between_two_profiles() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let home = tempfile::tempdir().expect("tempdir");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.path().display().to_string()),
-        ..Layer::default()
-    };
-    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
-    let server = serve::start(config).await.expect("starts");
-    let connect = format!("http://{}", server.local_addr());
-    let h = home.path();
-    let key_file = h.join("wallet.key");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, format!("0x{}\n", "66".repeat(32)).as_bytes())
-        })
-        .expect("key file");
-    let key_path = key_file.display().to_string();
-    assert!(
-        agentkeys(h, &connect, &["login", "wallet", "--key-file", &key_path])
-            .await
-            .ok
-    );
+    let stack = CliStack::start().await;
+    stack.login(0x77).await;
+    let (h, connect) = (stack.home.path(), stack.connect.clone());
 
     // The agent's machine (profile "worker") asks; it shows a code and its fingerprint.
     let out = agentkeys(
@@ -489,5 +439,5 @@ async fn pairing_between_two_profiles() {
     assert_eq!(me["path"], "//worker");
     let devices = json(&agentkeys(h, &connect, &["device", "list", "//worker", "--json"]).await);
     assert_eq!(devices["devices"].as_array().expect("list").len(), 1);
-    server.stop(Duration::from_secs(5)).await.expect("stops");
+    stack.stop().await;
 }

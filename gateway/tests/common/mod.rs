@@ -327,3 +327,70 @@ pub fn json(out: &Output) -> Value {
     assert!(out.ok, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
     serde_json::from_str(out.stdout.trim()).expect("JSON output")
 }
+
+/// A server for tests of the `agentkeys` binary, which talks to it from a throwaway home.
+pub struct CliStack {
+    pub server: serve::Server,
+    pub connect: String,
+    pub data: tempfile::TempDir,
+    pub home: tempfile::TempDir,
+}
+
+impl CliStack {
+    /// Starts a server on loopback (log mailer, dev mode) with its own data dir.
+    pub async fn start() -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let home = tempfile::tempdir().expect("tempdir");
+        let flags = Layer {
+            listen: Some("127.0.0.1:0".into()),
+            metrics_listen: Some("off".into()),
+            data_dir: Some(data.path().display().to_string()),
+            ..Layer::default()
+        };
+        let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+        let server = serve::start(config).await.expect("server starts");
+        let connect = format!("http://{}", server.local_addr());
+        Self {
+            server,
+            connect,
+            data,
+            home,
+        }
+    }
+
+    /// Runs the binary.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        agentkeys(self.home.path(), &self.connect, args).await
+    }
+
+    /// Writes a 0600 key file holding 32 bytes of `byte` and logs in with it (default profile);
+    /// returns the wallet.
+    pub async fn login(&self, byte: u8) -> WalletKey {
+        use std::os::unix::fs::OpenOptionsExt;
+        let key_file = self.home.path().join(format!("wallet-{byte}.key"));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("0x{}\n", hex::encode([byte; 32])).as_bytes(),
+                )
+            })
+            .expect("key file");
+        let path = key_file.display().to_string();
+        let out = self.run(&["login", "wallet", "--key-file", &path]).await;
+        assert!(out.ok, "{}", out.stderr);
+        WalletKey::from_secret(&[byte; 32]).expect("valid key")
+    }
+
+    /// Stops the server.
+    pub async fn stop(self) {
+        self.server
+            .stop(std::time::Duration::from_secs(5))
+            .await
+            .expect("stops");
+    }
+}
