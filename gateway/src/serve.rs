@@ -197,11 +197,17 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         registration: config.registration,
         client_id: config.client_id.clone(),
         mailer: mailer.clone(),
-        email_logins: Arc::new(http::email::EmailLogins::default()),
+        email_logins: Arc::new(http::email::EmailLogins::new(
+            http::email::EMAIL_CAP,
+            "email logins",
+        )),
         rate_limits: Arc::new(http::ratelimit::RateLimits::default()),
         trusted_proxies: config.trusted_proxies.clone().into(),
         event_streams: Arc::new(http::events::StreamCounts::default()),
-        pairings: Arc::new(http::pairing::Pairings::default()),
+        pairings: Arc::new(http::pairing::Pairings::new(
+            http::pairing::PAIRING_CAP,
+            "pairing requests",
+        )),
         oidc_legacy_claims: config.oidc_legacy_claims,
         rotator: rotator.clone(),
         runtime: runtime.clone(),
@@ -210,7 +216,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         domain: config.domain.clone(),
         clock: runtime.clock().clone(),
         dpop: Arc::new(DpopVerifier::new(DPOP_SKEW_SECONDS, DPOP_REPLAY_CAPACITY)),
-        challenges: Arc::new(http::wallet::Challenges::default()),
+        challenges: Arc::new(http::wallet::Challenges::new(
+            http::wallet::CHALLENGE_CAP,
+            "login challenges",
+        )),
         siwe_chains: Arc::from([1u64]),
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());

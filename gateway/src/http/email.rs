@@ -13,9 +13,6 @@
 //!    the requester's key; `GET /v1/auth/email/status/{request_id}`, polled with the same key,
 //!    then answers the session.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use agentkeys_actors::crypto::omni::{Identity, identity_omni, master_omni};
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_runtime::store::{LoggedIn, Login};
@@ -32,6 +29,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, TokenlessDpop};
+use super::pending::{Expiring, PendingMap};
 use super::ratelimit::ClientIp;
 use super::session::{SessionResponse, issue};
 use super::wallet::login_error;
@@ -64,8 +62,9 @@ enum State_ {
     Failed(ErrorCode, String),
 }
 
+/// One pending email login.
 #[derive(Debug, Clone)]
-struct Pending {
+pub struct Pending {
     email: String,
     jkt: String,
     token_hash: [u8; 32],
@@ -78,48 +77,11 @@ struct Pending {
 }
 
 /// Pending email logins, by request id and by token hash.
-#[derive(Debug, Default)]
-pub struct EmailLogins {
-    inner: Mutex<Maps>,
-}
+pub type EmailLogins = PendingMap<[u8; 32], Pending>;
 
-#[derive(Debug, Default)]
-struct Maps {
-    by_id: HashMap<String, Pending>,
-    id_of_token: HashMap<[u8; 32], String>,
-}
-
-impl EmailLogins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn insert(&self, id: String, pending: Pending, now: i64) -> Result<(), ApiError> {
-        let mut maps = self.lock();
-        if maps.by_id.len() >= EMAIL_CAP {
-            maps.by_id.retain(|_, p| p.expires_at > now);
-            let Maps { by_id, id_of_token } = &mut *maps;
-            id_of_token.retain(|_, id| by_id.contains_key(id));
-        }
-        if maps.by_id.len() >= EMAIL_CAP {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                "too many email logins pending; retry shortly",
-            ));
-        }
-        maps.id_of_token.insert(pending.token_hash, id.clone());
-        maps.by_id.insert(id, pending);
-        Ok(())
-    }
-
-    /// Pending requests.
-    pub fn len(&self) -> usize {
-        self.lock().by_id.len()
-    }
-
-    /// Whether none is pending.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+impl Expiring for Pending {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
     }
 }
 
@@ -245,11 +207,12 @@ pub async fn request(
         requester: format!("{}, {user_agent}", client.0.0),
         request_id: request_id.clone(),
     };
+    let token_hash = pending.token_hash;
     state
         .email_logins
-        .insert(request_id.clone(), pending, now)?;
+        .insert(request_id.clone(), token_hash, pending, now)?;
     if let Err(e) = state.mailer.send(&message).await {
-        state.email_logins.lock().by_id.remove(&request_id);
+        state.email_logins.lock().remove(&request_id, &token_hash);
         return Err(ApiError::new(
             ErrorCode::Busy,
             "the sign-in link could not be sent; retry later",
@@ -319,7 +282,7 @@ pub async fn verify(
     }
     let outcome = login(&state, &pending).await;
     let mut maps = state.email_logins.lock();
-    let Some(slot) = maps.by_id.get_mut(&id) else {
+    let Some(slot) = maps.get_mut(&id) else {
         return Err(expired("this sign-in request expired; start again"));
     };
     match outcome {
@@ -350,13 +313,13 @@ fn take_for_verify(
     now: i64,
 ) -> Result<(String, Pending), ApiError> {
     let mut maps = state.email_logins.lock();
-    let Some(id) = maps.id_of_token.get(token_hash).cloned() else {
+    let Some(id) = maps.id_of(token_hash) else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             "this sign-in link is unknown; ask for a new one",
         ));
     };
-    let Some(pending) = maps.by_id.get_mut(&id) else {
+    let Some(pending) = maps.get_mut(&id) else {
         return Err(expired("this sign-in request expired; start again"));
     };
     if pending.expires_at <= now {
@@ -449,8 +412,7 @@ pub async fn status(
     let now = state.now_seconds();
     let found = {
         let maps = state.email_logins.lock();
-        maps.by_id
-            .get(&request_id)
+        maps.get(&request_id)
             .filter(|p| p.jkt == proof.jkt)
             .map(|p| (p.state.clone(), p.expires_at))
     };

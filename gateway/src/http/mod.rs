@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod openapi;
 pub mod pairing;
+pub mod pending;
 pub mod ratelimit;
 pub mod request_id;
 pub mod session;

@@ -11,9 +11,6 @@
 //! 3. `POST /v1/pairing/poll {request_id}` (DPoP proof by the requesting key): `pending`, then
 //!    `claimed` with the session.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use agentkeys_actors::crypto::omni::{child_omni, validate_label};
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_actors::scope;
@@ -29,6 +26,7 @@ use super::authz::{not_found, require_scope, target};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated, TokenlessDpop};
 use super::links::{code_hash, normalize};
+use super::pending::{Expiring, PendingMap};
 use super::session::{SessionResponse, issue};
 use crate::auth::session::{NewSession, Role};
 
@@ -37,38 +35,40 @@ pub const PAIRING_TTL_SECONDS: i64 = 600;
 /// Most pending pairing requests.
 pub const PAIRING_CAP: usize = 10_000;
 
+/// Where a pairing request stands.
 #[derive(Debug, Clone)]
-enum Claim {
+pub enum Claim {
+    /// Waiting for a claim.
     Pending,
     /// A claim is being written.
     Claiming,
+    /// Claimed: the agent and the binding the session names.
     Claimed {
+        /// The agent.
         omni: Omni,
+        /// Its master.
         master: Omni,
+        /// Its path.
         path: String,
+        /// The binding.
         bid: u64,
     },
 }
 
+/// One pairing request.
 #[derive(Debug, Clone)]
-struct Request {
+pub struct Request {
     jkt: String,
     expires_at: i64,
     claim: Claim,
 }
 
-/// Requests by id, and request ids by code hash.
-type PairingMaps = (HashMap<String, Request>, HashMap<[u8; 32], String>);
-
 /// Pending pairing requests, by request id and by code hash.
-#[derive(Debug, Default)]
-pub struct Pairings {
-    inner: Mutex<PairingMaps>,
-}
+pub type Pairings = PendingMap<[u8; 32], Request>;
 
-impl Pairings {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PairingMaps> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+impl Expiring for Request {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
     }
 }
 
@@ -118,30 +118,16 @@ pub async fn request(
     aws_lc_rs::rand::fill(&mut id).map_err(|_| ApiError::internal("random generator failed"))?;
     let request_id = hex::encode(id);
     let expires_at = now + PAIRING_TTL_SECONDS;
-    {
-        let mut maps = state.pairings.lock();
-        if maps.0.len() >= PAIRING_CAP {
-            maps.0.retain(|_, r| r.expires_at > now);
-            let (by_id, by_code) = &mut *maps;
-            by_code.retain(|_, id| by_id.contains_key(id));
-        }
-        if maps.0.len() >= PAIRING_CAP {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                "too many pairings pending; retry shortly",
-            ));
-        }
-        let hash = code_hash(&code);
-        maps.1.insert(hash, request_id.clone());
-        maps.0.insert(
-            request_id.clone(),
-            Request {
-                jkt: proof.jkt.clone(),
-                expires_at,
-                claim: Claim::Pending,
-            },
-        );
-    }
+    state.pairings.insert(
+        request_id.clone(),
+        code_hash(&code),
+        Request {
+            jkt: proof.jkt.clone(),
+            expires_at,
+            claim: Claim::Pending,
+        },
+        now,
+    )?;
     Ok(Json(PairingStarted {
         request_id,
         code: super::links::dashed(&code),
@@ -216,11 +202,9 @@ pub async fn claim(
     let (request_id, request) = {
         let mut maps = state.pairings.lock();
         let id = maps
-            .1
-            .get(&code_hash(&code))
-            .cloned()
+            .id_of(&code_hash(&code))
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such pairing code"))?;
-        let request = maps.0.get_mut(&id).ok_or_else(not_found)?;
+        let request = maps.get_mut(&id).ok_or_else(not_found)?;
         if request.expires_at <= now {
             return Err(ApiError::new(
                 ErrorCode::Expired,
@@ -239,7 +223,7 @@ pub async fn claim(
     };
     let outcome = bind(&state, &auth, &parent, &body.label, scopes, &request.jkt).await;
     let mut maps = state.pairings.lock();
-    let Some(slot) = maps.0.get_mut(&request_id) else {
+    let Some(slot) = maps.get_mut(&request_id) else {
         return Err(ApiError::new(ErrorCode::Expired, "this pairing expired"));
     };
     match outcome {
@@ -354,8 +338,7 @@ pub async fn poll(
     let now = state.now_seconds();
     let found = {
         let maps = state.pairings.lock();
-        maps.0
-            .get(&body.request_id)
+        maps.get(&body.request_id)
             .filter(|r| r.jkt == proof.jkt)
             .map(|r| (r.claim.clone(), r.expires_at))
     };

@@ -2,9 +2,6 @@
 //! caller's device key (jkt), the address and the chain. Challenges live in memory with a TTL
 //! and a global cap.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use agentkeys_actors::crypto::eip191::Signature;
 use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::rfc3339;
@@ -18,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, TokenlessDpop};
+use super::pending::{Expiring, PendingMap};
 use super::session::{SessionResponse, issue};
 use crate::auth::session::{NewSession, Role};
 
@@ -46,15 +44,12 @@ pub struct Challenge {
 }
 
 /// Outstanding challenges by request id and by nonce (single use: taken by the verify step).
-#[derive(Debug, Default)]
-pub struct Challenges {
-    inner: Mutex<ChallengeMaps>,
-}
+pub type Challenges = PendingMap<String, Challenge>;
 
-#[derive(Debug, Default)]
-struct ChallengeMaps {
-    by_id: HashMap<String, Challenge>,
-    id_of_nonce: HashMap<String, String>,
+impl Expiring for Challenge {
+    fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
 }
 
 /// How a verify request names its challenge.
@@ -75,70 +70,34 @@ pub enum ChallengeRefusal {
     OtherKey,
 }
 
-impl Challenges {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ChallengeMaps> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+/// Takes the challenge named by `key` if it was issued to `jkt` and is live at `now` (single
+/// use). A challenge of another key is left in place, so nobody can burn it.
+pub fn take_challenge(
+    challenges: &Challenges,
+    key: ChallengeKey<'_>,
+    jkt: &str,
+    now: i64,
+) -> Result<Challenge, ChallengeRefusal> {
+    let mut entries = challenges.lock();
+    let id = match key {
+        ChallengeKey::RequestId(id) => id.to_string(),
+        ChallengeKey::Nonce(nonce) => entries
+            .id_of(&nonce.to_string())
+            .ok_or(ChallengeRefusal::Unknown)?,
+    };
+    let challenge = entries.get(&id).ok_or(ChallengeRefusal::Unknown)?;
+    if challenge.jkt != jkt {
+        return Err(ChallengeRefusal::OtherKey);
     }
-
-    fn insert(&self, request_id: String, challenge: Challenge, now: i64) -> Result<(), ApiError> {
-        let mut maps = self.lock();
-        if maps.by_id.len() >= CHALLENGE_CAP {
-            maps.by_id.retain(|_, c| c.expires_at > now);
-            let ChallengeMaps { by_id, id_of_nonce } = &mut *maps;
-            id_of_nonce.retain(|_, id| by_id.contains_key(id));
-        }
-        if maps.by_id.len() >= CHALLENGE_CAP {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                "too many login challenges outstanding; retry shortly",
-            ));
-        }
-        maps.id_of_nonce
-            .insert(challenge.nonce.clone(), request_id.clone());
-        maps.by_id.insert(request_id, challenge);
-        Ok(())
-    }
-
-    /// Takes the challenge named by `key` if it was issued to `jkt` and is live at `now`
-    /// (single use). A challenge of another key is left in place, so nobody can burn it.
-    pub fn take(
-        &self,
-        key: ChallengeKey<'_>,
-        jkt: &str,
-        now: i64,
-    ) -> Result<Challenge, ChallengeRefusal> {
-        let mut maps = self.lock();
-        let id = match key {
-            ChallengeKey::RequestId(id) => id.to_string(),
-            ChallengeKey::Nonce(nonce) => maps
-                .id_of_nonce
-                .get(nonce)
-                .cloned()
-                .ok_or(ChallengeRefusal::Unknown)?,
-        };
-        let challenge = maps.by_id.get(&id).ok_or(ChallengeRefusal::Unknown)?;
-        if challenge.jkt != jkt {
-            return Err(ChallengeRefusal::OtherKey);
-        }
-        let nonce = challenge.nonce.clone();
-        maps.id_of_nonce.remove(&nonce);
-        let challenge = maps.by_id.remove(&id).ok_or(ChallengeRefusal::Unknown)?;
-        // An expired challenge is dropped as well; either way it is gone.
-        if challenge.expires_at > now {
-            Ok(challenge)
-        } else {
-            Err(ChallengeRefusal::Unknown)
-        }
-    }
-
-    /// Outstanding challenges.
-    pub fn len(&self) -> usize {
-        self.lock().by_id.len()
-    }
-
-    /// Whether none is outstanding.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    let nonce = challenge.nonce.clone();
+    let challenge = entries
+        .remove(&id, &nonce)
+        .ok_or(ChallengeRefusal::Unknown)?;
+    // An expired challenge is dropped as well; either way it is gone.
+    if challenge.expires_at > now {
+        Ok(challenge)
+    } else {
+        Err(ChallengeRefusal::Unknown)
     }
 }
 
@@ -236,6 +195,7 @@ pub async fn start(
     .to_text();
     state.challenges.insert(
         request_id.clone(),
+        nonce.clone(),
         Challenge {
             jkt: proof.jkt,
             address,
@@ -287,17 +247,14 @@ fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Addre
     let now_ms = state.clock.now().as_millis() as i64;
     let now = now_ms / 1000;
     let taken = |key| {
-        state
-            .challenges
-            .take(key, jkt, now)
-            .map_err(|refusal| match refusal {
-                ChallengeRefusal::Unknown => invalid_siwe(
-                    "the nonce is unknown, used or expired; start again with wallet/start",
-                ),
-                ChallengeRefusal::OtherKey => invalid_siwe(
-                    "the nonce was issued to another device key; start again with wallet/start",
-                ),
-            })
+        take_challenge(&state.challenges, key, jkt, now).map_err(|refusal| match refusal {
+            ChallengeRefusal::Unknown => {
+                invalid_siwe("the nonce is unknown, used or expired; start again with wallet/start")
+            }
+            ChallengeRefusal::OtherKey => invalid_siwe(
+                "the nonce was issued to another device key; start again with wallet/start",
+            ),
+        })
     };
     let (challenge, text) = match (&body.message, &body.request_id) {
         (Some(text), None) => {
