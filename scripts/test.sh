@@ -20,7 +20,7 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "python test peers: moto_server (tests/python/requirements.txt, hash-pinned)"
+step "python test tools: moto_server and shellcheck (tests/python/requirements.txt, hash-pinned)"
 venv=target/pyvenv
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
@@ -32,6 +32,9 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want
   echo "$want" > "$stamp"
 fi
 export MOTO_SERVER="$PWD/$venv/bin/moto_server"
+
+step "shellcheck: the scripts and deploy/setup-host.sh"
+"$venv/bin/shellcheck" scripts/*.sh deploy/setup-host.sh .ci/run
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
