@@ -1,10 +1,11 @@
 //! The agent actor: one per agent (any depth below a master).
 //!
 //! **Owns** the agent's record (omni, path, stored scopes, status) and a cache of its device
-//! bindings ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]); an
-//! [`Authorize`](crate::principal::Authorize) checks the lineage (revoked index) and the
-//! effective scopes — the intersection along the lineage, read from the runtime's scope index at
-//! check time — and returns the [`LiveProof`](agentkeys_runtime::LiveProof) the signer needs.
+//! bindings ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]); a
+//! [`CheckSession`](crate::principal::CheckSession) checks the lineage (revoked index) and the
+//! binding, and answers the effective scopes — the intersection along the lineage, read from the
+//! runtime's scope index at check time — with the [`LiveProof`](agentkeys_runtime::LiveProof)
+//! the signer needs.
 //! Signing itself runs in the signer pool, outside this mailbox, so many signatures per agent
 //! can be in flight and a slow one never blocks the next check. **Restart policy**: supervised;
 //! a crash drops the actor and the next message activates it from the store. **Lost on

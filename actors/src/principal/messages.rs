@@ -23,6 +23,10 @@ pub struct SessionCheck {
     pub record: ActorRecord,
     /// The lineage check's proof (what the signer takes).
     pub proof: LiveProof,
+    /// For the re-check just before a reply.
+    pub guard: LineageGuard,
+    /// Effective scopes now (`None`: a master, every scope).
+    pub scopes: Option<BTreeSet<String>>,
 }
 
 /// Why a session is refused by the actor.
@@ -53,34 +57,6 @@ pub struct PrincipalView {
     pub bindings: Vec<DeviceBinding>,
     /// Effective scopes (`None`: a master, every scope).
     pub scopes: Option<BTreeSet<String>>,
-}
-
-/// May this actor use `scope` now? Checks the lineage, then the effective scopes.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<Authorized, AuthorizeError>")]
-pub struct Authorize {
-    /// The scope the operation needs (e.g. `sign:eip191`).
-    pub scope: String,
-}
-
-/// A granted [`Authorize`].
-#[derive(Debug)]
-pub struct Authorized {
-    /// What the signer takes.
-    pub proof: LiveProof,
-    /// For the re-check just before the reply.
-    pub guard: LineageGuard,
-}
-
-/// Why [`Authorize`] refused.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AuthorizeError {
-    /// The effective scopes lack it.
-    #[error("the actor's effective scopes do not include {0}")]
-    ScopeDenied(String),
-    /// Revoked, unavailable, or the store failed.
-    #[error(transparent)]
-    Call(#[from] CallError),
 }
 
 /// Re-reads the bindings from the store (sent after a binding changed).

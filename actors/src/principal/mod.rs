@@ -1,6 +1,7 @@
 //! What master and agent actors share: the record, the lineage guard, a cache of the device
-//! bindings, and the handlers of [`CheckSession`], [`Describe`], [`ReloadBindings`] and
-//! [`Authorize`] (generated for each actor type by [`principal_handlers!`]).
+//! bindings, and the handlers of [`CheckSession`] (which also answers the effective scopes, so
+//! a signed request needs one mailbox round trip), [`Describe`] and [`ReloadBindings`]
+//! (generated for each actor type by [`principal_handlers!`]).
 //!
 //! The bindings cache is loaded at activation; an unknown binding id triggers one reload
 //! (binding ids only grow, so a miss can only mean "newer"), and whoever deletes a binding sends
@@ -15,8 +16,7 @@ use agentkeys_runtime::store::{ActorRecord, DeviceBinding, Storage};
 use agentkeys_runtime::{Activation, CallError, LineageGuard};
 
 pub use messages::{
-    Authorize, AuthorizeError, Authorized, CheckSession, Describe, PrincipalView, ReloadBindings,
-    SessionCheck, SessionError,
+    CheckSession, Describe, PrincipalView, ReloadBindings, SessionCheck, SessionError,
 };
 
 /// The state both actor types hold.
@@ -77,6 +77,8 @@ impl PrincipalCore {
             Some(b) if b.is_live() && b.jkt == msg.jkt => Ok(SessionCheck {
                 record: self.record.clone(),
                 proof,
+                guard: self.guard.clone(),
+                scopes: self.guard.effective_scopes().map_err(SessionError::Call)?,
             }),
             Some(b) if b.is_live() => Err(SessionError::WrongKey),
             _ => Err(SessionError::BindingRevoked),
@@ -94,20 +96,6 @@ impl PrincipalCore {
             record,
             bindings: self.bindings.values().cloned().collect(),
             scopes: self.guard.effective_scopes()?,
-        })
-    }
-
-    /// [`Authorize`]: lineage live, then the effective scopes.
-    pub fn authorize(&self, msg: &Authorize) -> Result<Authorized, AuthorizeError> {
-        let proof = self.guard.check()?;
-        if let Some(scopes) = self.guard.effective_scopes()?
-            && !scopes.contains(&msg.scope)
-        {
-            return Err(AuthorizeError::ScopeDenied(msg.scope.clone()));
-        }
-        Ok(Authorized {
-            proof,
-            guard: self.guard.clone(),
         })
     }
 }
@@ -149,18 +137,6 @@ macro_rules! principal_handlers {
                 _ctx: &mut ::actix::Context<Self>,
             ) -> Self::Result {
                 self.core.reload()
-            }
-        }
-
-        impl ::actix::Handler<$crate::principal::Authorize> for $actor {
-            type Result = Result<$crate::principal::Authorized, $crate::principal::AuthorizeError>;
-
-            fn handle(
-                &mut self,
-                msg: $crate::principal::Authorize,
-                _ctx: &mut ::actix::Context<Self>,
-            ) -> Self::Result {
-                self.core.authorize(&msg)
             }
         }
 

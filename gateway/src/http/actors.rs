@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::authz::{Relation, ancestor_only, not_found, require_scope, target};
+use super::authz::{Relation, ancestor_only, not_found, target};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
@@ -136,7 +136,7 @@ pub async fn create(
     let scopes = scope::normalize(&body.scopes).map_err(invalid_scopes)?;
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
     let parent = target(&state, &auth, &parent_text)?;
-    require_scope(&state, &auth, scope::ACTORS_CREATE).await?;
+    auth.require_scope(scope::ACTORS_CREATE)?;
     let master = parent.lineage.records()[0].omni;
     let omni = child_omni(&parent.omni, &body.label).map_err(ApiError::internal)?;
     let path = format!("{}//{}", parent.lineage.actor().path, body.label);

@@ -8,10 +8,12 @@
 //! | issue link codes, delete devices | for itself | yes | 404 |
 //! | sign, mint OIDC tokens | with the scope | no: act as yourself | — |
 //!
+//! Scopes are checked against the effective scopes the actor answered with the session check
+//! ([`Authenticated::require_scope`]), so no request makes a second trip to the actor.
+//!
 //! A target in another tree (or a descendant acting upward, or an unknown omni) always answers
 //! 404: omnis are derivable, so 403 would confirm that a label exists.
 
-use agentkeys_actors::principal::{Authorize, AuthorizeError};
 use agentkeys_runtime::Omni;
 use agentkeys_runtime::store::Lineage;
 
@@ -71,28 +73,4 @@ pub fn ancestor_only(target: &Target, what: &str) -> Result<(), ApiError> {
             format!("an actor cannot {what} itself; ask an ancestor"),
         )),
     }
-}
-
-/// Whether the caller holds `scope` now (lineage checked too); masters hold every scope.
-pub async fn require_scope(
-    state: &AppState,
-    auth: &Authenticated,
-    scope: &str,
-) -> Result<agentkeys_actors::principal::Authorized, ApiError> {
-    let answer = state
-        .principal(
-            auth.role(),
-            auth.omni,
-            Authorize {
-                scope: scope.to_string(),
-            },
-        )
-        .await?;
-    answer.map_err(|e| match e {
-        AuthorizeError::ScopeDenied(scope) => ApiError::new(
-            ErrorCode::ScopeDenied,
-            format!("this actor's effective scopes lack {scope}; ask an ancestor to grant it"),
-        ),
-        AuthorizeError::Call(e) => e.into(),
-    })
 }

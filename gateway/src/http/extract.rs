@@ -9,7 +9,9 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use agentkeys_actors::principal::{CheckSession, SessionError};
 use agentkeys_runtime::store::ActorRecord;
-use agentkeys_runtime::{LiveProof, Omni};
+use std::collections::BTreeSet;
+
+use agentkeys_runtime::{LineageGuard, LiveProof, Omni};
 
 use crate::auth::dpop::{DpopError, ProofRequest, VerifiedProof};
 use crate::auth::session::{Role, SessionClaims};
@@ -133,14 +135,38 @@ pub struct Authenticated {
     pub master: Omni,
     /// The actor's record as its actor holds it.
     pub record: ActorRecord,
-    /// The lineage check's proof.
-    pub live: LiveProof,
+    /// The lineage check's proof, until a signing route takes it.
+    live: Option<LiveProof>,
+    /// For the re-check just before a reply.
+    pub guard: LineageGuard,
+    /// Effective scopes at the check (`None`: a master, every scope).
+    pub scopes: Option<BTreeSet<String>>,
 }
 
 impl Authenticated {
     /// Master or agent.
     pub fn role(&self) -> Role {
         self.claims.agentkeys.role
+    }
+
+    /// `scope_denied` unless the caller's effective scopes include `scope` (masters hold all).
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        match &self.scopes {
+            Some(scopes) if !scopes.contains(scope) => Err(ApiError::new(
+                ErrorCode::ScopeDenied,
+                format!("this actor's effective scopes lack {scope}; ask an ancestor to grant it"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks `scope` and hands out the lineage proof the signer takes (once per request).
+    pub fn signing_proof(&mut self, scope: &str) -> Result<LiveProof, ApiError> {
+        self.require_scope(scope)?;
+        match self.live.take() {
+            Some(proof) => Ok(proof),
+            None => Ok(self.guard.check()?),
+        }
     }
 }
 
@@ -210,7 +236,9 @@ pub async fn authorize(
         omni,
         master,
         record: check.record,
-        live: check.proof,
+        live: Some(check.proof),
+        guard: check.guard,
+        scopes: check.scopes,
     })
 }
 

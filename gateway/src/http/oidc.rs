@@ -11,7 +11,6 @@
 //! two upstream claims are repeated at the top level, so existing trust policies keep working.
 
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::principal::Authorized;
 use agentkeys_actors::scope;
 use agentkeys_actors::signer::KeySetName;
 use agentkeys_runtime::store::audit::op;
@@ -23,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::authz::require_scope;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
@@ -181,7 +179,7 @@ pub async fn token(
             format!("ttl_seconds must be between {} and {}", TTL.1, TTL.2),
         ));
     }
-    let Authorized { guard, .. } = require_scope(&state, &auth, &needed).await?;
+    auth.require_scope(&needed)?;
     advance_rotation(&state).await;
     let account = state
         .signer
@@ -198,7 +196,7 @@ pub async fn token(
     if jwt.len() > MAX_TOKEN_CHARS {
         return Err(ApiError::internal("token over the AWS size limit"));
     }
-    super::sign::audited(&state, &auth, &guard, op::OIDC_TOKEN, jwt.as_bytes()).await?;
+    super::sign::audited(&state, &auth, op::OIDC_TOKEN, jwt.as_bytes()).await?;
     Ok(Json(TokenResponse {
         jwt,
         expiration: rfc3339::format((now + i64::try_from(ttl).unwrap_or(3600)) * 1000),

@@ -22,7 +22,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::authz::{not_found, require_scope, target};
+use super::authz::{not_found, target};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated, TokenlessDpop};
 use super::links::{code_hash, normalize};
@@ -196,7 +196,7 @@ pub async fn claim(
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "not a pairing code"))?;
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
     let parent = target(&state, &auth, &parent_text)?;
-    require_scope(&state, &auth, scope::ACTORS_CREATE).await?;
+    auth.require_scope(scope::ACTORS_CREATE)?;
     let now = state.now_seconds();
     // Take the request (one claim per code); it is put back if the claim fails.
     let (request_id, request) = {

@@ -9,7 +9,6 @@
 use agentkeys_actors::crypto::eip712::TypedData;
 use agentkeys_actors::crypto::omni::{Identity, identity_omni};
 use agentkeys_actors::crypto::tx::TxRequest;
-use agentkeys_actors::principal::Authorized;
 use agentkeys_actors::scope;
 use agentkeys_runtime::store::audit::{self, op};
 use agentkeys_runtime::store::{AuditEntry, Origin, WriteError};
@@ -19,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
-use super::authz::require_scope;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
@@ -27,7 +25,6 @@ use super::extract::{ApiJson, Authenticated};
 pub(super) async fn audited(
     state: &AppState,
     auth: &Authenticated,
-    guard: &agentkeys_runtime::LineageGuard,
     code: u16,
     signed: &[u8],
 ) -> Result<(), ApiError> {
@@ -51,7 +48,7 @@ pub(super) async fn audited(
             WriteError::Store(e) => ApiError::from(e),
             WriteError::Rejected(never) => match never {},
         })?;
-    guard.check()?;
+    auth.guard.check()?;
     Ok(())
 }
 
@@ -130,7 +127,7 @@ fn signing_omni(
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn eip191(
     State(state): State<AppState>,
-    auth: Authenticated,
+    mut auth: Authenticated,
     ApiJson(body): ApiJson<Eip191Request>,
 ) -> Result<Json<SignatureResponse>, ApiError> {
     let message = match (body.message, body.message_hex) {
@@ -144,10 +141,10 @@ pub async fn eip191(
         }
     };
     let omni = signing_omni(&state, &auth, body.wallet.as_deref())?;
-    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_EIP191).await?;
+    let proof = auth.signing_proof(scope::SIGN_EIP191)?;
     let digest_input = message.clone();
     let signed = state.signer.sign_eip191(omni, message, proof).await?;
-    audited(&state, &auth, &guard, op::SIGN_EIP191, &digest_input).await?;
+    audited(&state, &auth, op::SIGN_EIP191, &digest_input).await?;
     Ok(Json(SignatureResponse {
         signature: signed.signature.to_hex(),
         address: signed.address.to_checksum(),
@@ -188,17 +185,17 @@ pub struct TypedSignatureResponse {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn eip712(
     State(state): State<AppState>,
-    auth: Authenticated,
+    mut auth: Authenticated,
     ApiJson(body): ApiJson<Eip712Request>,
 ) -> Result<Json<TypedSignatureResponse>, ApiError> {
     TypedData::from_json(body.typed_data.clone())
         .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
-    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_EIP712).await?;
+    let proof = auth.signing_proof(scope::SIGN_EIP712)?;
     let signed = state
         .signer
         .sign_typed_data(auth.omni, body.typed_data, proof)
         .await?;
-    audited(&state, &auth, &guard, op::SIGN_EIP712, &signed.digest).await?;
+    audited(&state, &auth, op::SIGN_EIP712, &signed.digest).await?;
     Ok(Json(TypedSignatureResponse {
         signature: signed.signature.to_hex(),
         address: signed.address.to_checksum(),
@@ -240,18 +237,17 @@ pub struct SignedTxResponse {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn transaction(
     State(state): State<AppState>,
-    auth: Authenticated,
+    mut auth: Authenticated,
     ApiJson(body): ApiJson<TxSignRequest>,
 ) -> Result<Json<SignedTxResponse>, ApiError> {
     let request = TxRequest::from_json(body.tx.clone())
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-    let Authorized { proof, guard } =
-        require_scope(&state, &auth, &scope::sign_tx(request.chain_id)).await?;
+    let proof = auth.signing_proof(&scope::sign_tx(request.chain_id))?;
     let signed = state
         .signer
         .sign_transaction(auth.omni, body.tx, proof)
         .await?;
-    audited(&state, &auth, &guard, op::SIGN_TX, &signed.raw).await?;
+    audited(&state, &auth, op::SIGN_TX, &signed.raw).await?;
     Ok(Json(SignedTxResponse {
         raw: format!("0x{}", hex::encode(&signed.raw)),
         hash: format!("0x{}", hex::encode(signed.hash)),
@@ -293,17 +289,17 @@ pub struct Sr25519Response {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn sr25519(
     State(state): State<AppState>,
-    auth: Authenticated,
+    mut auth: Authenticated,
     ApiJson(body): ApiJson<Sr25519Request>,
 ) -> Result<Json<Sr25519Response>, ApiError> {
     let message = hex_bytes(&body.message_hex, "message_hex")?;
-    let Authorized { proof, guard } = require_scope(&state, &auth, scope::SIGN_SR25519).await?;
+    let proof = auth.signing_proof(scope::SIGN_SR25519)?;
     let path = auth.claims.agentkeys.path.clone();
     let signature = state
         .signer
         .sign_sr25519(auth.master, path.clone(), message.clone(), proof)
         .await?;
-    audited(&state, &auth, &guard, op::SIGN_SR25519, &message).await?;
+    audited(&state, &auth, op::SIGN_SR25519, &message).await?;
     let account = state.signer.account(auth.master, path).await?;
     Ok(Json(Sr25519Response {
         signature: format!("0x{}", hex::encode(signature)),

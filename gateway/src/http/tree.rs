@@ -41,32 +41,42 @@ pub struct TreePage {
     pub next_cursor: Option<String>,
 }
 
-/// A position: the labels and omnis from the root down, with the status inherited there.
+/// A position: one node from the root down, read once, with the status inherited there.
+#[derive(Clone)]
 struct Frame {
     label: String,
     omni: Omni,
     status: Status,
+    scopes: Vec<String>,
+    path: String,
 }
 
-fn own_status(
+/// Reads the node `omni` (one store read) below a node whose status is `inherited`.
+fn frame(
     state: &AppState,
-    omni: &Omni,
+    label: String,
+    omni: Omni,
     inherited: Status,
-) -> Result<(Status, Vec<String>, String), ApiError> {
+) -> Result<Frame, ApiError> {
     let record = state
         .runtime
         .store()
-        .actor(omni)?
+        .actor(&omni)?
         .ok_or_else(|| ApiError::internal("a child entry without its record"))?;
     let status = match (inherited, record.revoked_at()) {
-        (Status::Active, Some(at)) => Status::Revoked { by: *omni, at },
+        (Status::Active, Some(at)) => Status::Revoked { by: omni, at },
         (status, _) => status,
     };
-    Ok((status, record.scopes, record.path))
+    Ok(Frame {
+        label,
+        omni,
+        status,
+        scopes: record.scopes,
+        path: record.path,
+    })
 }
 
-fn entry(state: &AppState, frame: &Frame, depth: usize) -> Result<TreeEntry, ApiError> {
-    let (_, scopes, path) = own_status(state, &frame.omni, Status::Active)?;
+fn entry(state: &AppState, frame: &Frame, depth: usize) -> TreeEntry {
     let (status, revoked_at) = match frame.status {
         Status::Revoked { at, .. } => (
             "revoked",
@@ -77,15 +87,15 @@ fn entry(state: &AppState, frame: &Frame, depth: usize) -> Result<TreeEntry, Api
         Status::Active if state.runtime.is_quarantined(&frame.omni) => ("quarantined", None),
         Status::Active => ("active", None),
     };
-    Ok(TreeEntry {
+    TreeEntry {
         omni: frame.omni.to_string(),
         label: frame.label.clone(),
-        path,
+        path: frame.path.clone(),
         depth,
         status: status.into(),
         revoked_at,
-        scopes,
-    })
+        scopes: frame.scopes.clone(),
+    }
 }
 
 /// Moves `stack` to the next node in depth-first order; `false` when the walk is done.
@@ -95,12 +105,8 @@ fn advance(state: &AppState, stack: &mut Vec<Frame>) -> Result<bool, ApiError> {
         return Ok(false);
     };
     if let Some(child) = store.children(&top.omni, None, 1)?.into_iter().next() {
-        let (status, _, _) = own_status(state, &child.omni, top.status)?;
-        stack.push(Frame {
-            label: child.label,
-            omni: child.omni,
-            status,
-        });
+        let next = frame(state, child.label, child.omni, top.status)?;
+        stack.push(next);
         return Ok(true);
     }
     while stack.len() > 1 {
@@ -113,12 +119,8 @@ fn advance(state: &AppState, stack: &mut Vec<Frame>) -> Result<bool, ApiError> {
             .into_iter()
             .next()
         {
-            let (status, _, _) = own_status(state, &next.omni, parent.status)?;
-            stack.push(Frame {
-                label: next.label,
-                omni: next.omni,
-                status,
-            });
+            let next = frame(state, next.label, next.omni, parent.status)?;
+            stack.push(next);
             return Ok(true);
         }
     }
@@ -126,10 +128,13 @@ fn advance(state: &AppState, stack: &mut Vec<Frame>) -> Result<bool, ApiError> {
 }
 
 fn root_frame(lineage: &Lineage) -> Frame {
+    let record = lineage.actor();
     Frame {
-        label: lineage.actor().label.clone(),
-        omni: lineage.actor().omni,
+        label: record.label.clone(),
+        omni: record.omni,
         status: lineage.status(),
+        scopes: record.scopes.clone(),
+        path: record.path.clone(),
     }
 }
 
@@ -144,7 +149,7 @@ pub fn page(
     let mut stack = vec![root_frame(lineage)];
     let mut entries = Vec::new();
     match cursor {
-        None => entries.push(entry(state, &stack[0], 0)?),
+        None => entries.push(entry(state, &stack[0], 0)),
         Some(path) => {
             let bad = || {
                 ApiError::new(
@@ -163,31 +168,21 @@ pub fn page(
             for label in labels {
                 let parent = stack.last().ok_or_else(bad)?;
                 let omni = child_omni(&parent.omni, label).map_err(|_| bad())?;
-                let (status, _, _) = own_status(state, &omni, parent.status).map_err(|_| bad())?;
-                stack.push(Frame {
-                    label: label.to_string(),
-                    omni,
-                    status,
-                });
+                let next =
+                    frame(state, label.to_string(), omni, parent.status).map_err(|_| bad())?;
+                stack.push(next);
             }
         }
     }
     while entries.len() < limit && advance(state, &mut stack)? {
         let depth = stack.len() - 1;
         if let Some(frame) = stack.last() {
-            entries.push(entry(state, frame, depth)?);
+            entries.push(entry(state, frame, depth));
         }
     }
     let more = entries.len() == limit && {
         // Peek without moving: is there a node after the last entry?
-        let mut probe: Vec<Frame> = stack
-            .iter()
-            .map(|f| Frame {
-                label: f.label.clone(),
-                omni: f.omni,
-                status: f.status,
-            })
-            .collect();
+        let mut probe = stack.clone();
         advance(state, &mut probe)?
     };
     let next_cursor = more.then(|| {
