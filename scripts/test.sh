@@ -20,17 +20,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "python test tools: moto_server and shellcheck (tests/python/requirements.txt, hash-pinned)"
+step "python test tools: moto_server, shellcheck and schemathesis (tests/python/requirements.txt, hash-pinned)"
+bash scripts/pyvenv.sh
 venv=target/pyvenv
-stamp="$venv/.requirements.sha256"
-want=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
-if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes \
-    -r tests/python/requirements.txt
-  echo "$want" > "$stamp"
-fi
 export MOTO_SERVER="$PWD/$venv/bin/moto_server"
 
 step "shellcheck: the scripts and deploy/setup-host.sh"

@@ -148,7 +148,12 @@ impl Layer {
     pub fn from_toml(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        Self::from_toml_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses TOML text (unknown keys are errors).
+    pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
     }
 
     /// The `AGENTKEYS_*` variables of `vars`; an unknown one is an error.

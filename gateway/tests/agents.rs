@@ -488,3 +488,35 @@ async fn sixteen_clients_redeem_one_code_and_exactly_one_binds() {
         .await
         .expect("stops");
 }
+
+/// Malformed path and query parameters get the error envelope (found by the API fuzzing:
+/// axum's own rejections were text/plain).
+#[actix::test]
+async fn malformed_parameters_get_the_error_envelope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 32).await;
+    let omni = alice.omni.clone();
+    for path in [
+        format!("/v1/actors/{omni}/tree?limit=-1"),
+        format!("/v1/actors/{omni}/tree?limit=x"),
+        "/v1/audit?limit=-1".to_string(),
+        "/v1/audit?after=z".to_string(),
+    ] {
+        // `send` parses the body as JSON: a text/plain answer fails here.
+        let answer = alice.call(&stack, "GET", &path, None).await;
+        assert_eq!(error(&answer), (400, "invalid_request"), "{path}");
+    }
+    let answer = alice
+        .call(&stack, "DELETE", &format!("/v1/actors/{omni}/devices/-1"), None)
+        .await;
+    assert_eq!(error(&answer), (400, "invalid_request"));
+    // Nothing changed: the caller's binding still works.
+    let (status, _) = alice.call(&stack, "GET", "/v1/whoami", None).await;
+    assert_eq!(status, 200);
+    stack
+        .server
+        .stop(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}

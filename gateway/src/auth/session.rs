@@ -180,8 +180,12 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// Verifies against the K1 public keys of `signer`; `issuer` is the public URL.
     pub fn new(issuer: &str, signer: &SignerHandle) -> Self {
-        let keys = signer
-            .public_jwks(KeySetName::Session)
+        Self::from_jwks(issuer, signer.public_jwks(KeySetName::Session))
+    }
+
+    /// Verifies against the given public JWKs (those without a usable `kid` are skipped).
+    pub fn from_jwks(issuer: &str, jwks: Vec<serde_json::Value>) -> Self {
+        let keys = jwks
             .into_iter()
             .filter_map(|jwk| {
                 let kid = jwk.get("kid")?.as_str()?.to_string();

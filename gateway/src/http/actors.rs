@@ -9,14 +9,14 @@ use agentkeys_runtime::store::{
 };
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::authz::{Relation, ancestor_only, not_found, target};
 use super::error::{ApiError, ErrorCode};
-use super::extract::{ApiJson, Authenticated};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 
 /// An actor as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -205,7 +205,7 @@ pub async fn create(
 pub async fn show(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
+    ApiPath(omni): ApiPath<String>,
 ) -> Result<Json<ActorView>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     let master = target.lineage.records()[0].omni;
@@ -241,7 +241,7 @@ pub struct ScopesRequest {
 pub async fn set_scopes(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
+    ApiPath(omni): ApiPath<String>,
     ApiJson(body): ApiJson<ScopesRequest>,
 ) -> Result<Json<ActorView>, ApiError> {
     let target = target(&state, &auth, &omni)?;
@@ -323,7 +323,7 @@ pub struct RevokeResponse {
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
+    ApiPath(omni): ApiPath<String>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     ancestor_only(&target, "revoke")?;
@@ -379,8 +379,8 @@ pub struct TreeQuery {
 pub async fn tree(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
-    Query(query): Query<TreeQuery>,
+    ApiPath(omni): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TreeQuery>,
 ) -> Result<Json<super::tree::TreePage>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);

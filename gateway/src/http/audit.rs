@@ -8,13 +8,13 @@ use agentkeys_runtime::Omni;
 use agentkeys_runtime::store::AuditRow;
 use agentkeys_runtime::store::audit::{op, outcome};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::authz::target;
 use super::error::ApiError;
-use super::extract::Authenticated;
+use super::extract::{ApiQuery, Authenticated};
 
 /// `?actor=&after=&limit=`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -127,7 +127,7 @@ pub fn row_view(row: &AuditRow) -> AuditRowView {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let only = match &query.actor {
         Some(omni) => Some(target(&state, &auth, omni)?.omni),

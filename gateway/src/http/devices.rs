@@ -8,13 +8,13 @@ use agentkeys_runtime::store::{
     ActorKind, BindingError, DeleteDevice, DeviceBinding, Origin, WriteError,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::authz::{not_found, target};
 use super::error::{ApiError, ErrorCode};
-use super::extract::Authenticated;
+use super::extract::{ApiPath, Authenticated};
 use crate::auth::session::Role;
 
 fn time(at: Timestamp) -> String {
@@ -75,7 +75,7 @@ pub struct DeviceList {
 pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
+    ApiPath(omni): ApiPath<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     let devices = state.runtime.store().devices(&target.omni)?;
@@ -112,7 +112,7 @@ pub struct DeletedDevice {
 pub async fn delete(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path((omni, binding_id)): Path<(String, u64)>,
+    ApiPath((omni, binding_id)): ApiPath<(String, u64)>,
 ) -> Result<Json<DeletedDevice>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     let deleted = state

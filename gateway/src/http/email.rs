@@ -17,7 +17,7 @@ use agentkeys_actors::crypto::omni::{Identity, identity_omni, master_omni};
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_runtime::store::{LoggedIn, Login};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use super::extract::{ApiJson, TokenlessDpop};
+use super::extract::{ApiJson, ApiPath, TokenlessDpop};
 use super::pending::{Expiring, PendingMap};
 use super::ratelimit::ClientIp;
 use super::session::{SessionResponse, issue};
@@ -381,7 +381,7 @@ async fn login(state: &AppState, pending: &Pending) -> Result<LoggedIn, ApiError
 }
 
 /// The state of a request, for the device key that made it.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct EmailStatus {
     /// `pending` or `verified`.
     pub status: String,
@@ -389,6 +389,8 @@ pub struct EmailStatus {
     #[serde(flatten)]
     pub session: Option<SessionResponse>,
 }
+
+super::openapi::status_or_session_schema!(EmailStatus, "pending", "verified");
 
 /// Polled by the requesting device key: `pending`, then `verified` with a session.
 #[utoipa::path(get, path = "/v1/auth/email/status/{request_id}", tag = "login",
@@ -407,7 +409,7 @@ pub struct EmailStatus {
 pub async fn status(
     State(state): State<AppState>,
     TokenlessDpop(proof): TokenlessDpop,
-    Path(request_id): Path<String>,
+    ApiPath(request_id): ApiPath<String>,
 ) -> Result<Json<EmailStatus>, ApiError> {
     let now = state.now_seconds();
     let found = {

@@ -11,7 +11,7 @@ use agentkeys_actors::crypto::rfc3339;
 use agentkeys_runtime::Timestamp;
 use agentkeys_runtime::store::{ActorKind, IssueLinkCode, Origin, RedeemLinkCode, Redemption};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +19,7 @@ use super::AppState;
 use super::actors::link_error;
 use super::authz::target;
 use super::error::{ApiError, ErrorCode};
-use super::extract::{ApiJson, Authenticated, TokenlessDpop};
+use super::extract::{ApiJson, ApiPath, Authenticated, TokenlessDpop};
 use super::session::{SessionResponse, issue};
 use crate::auth::session::{NewSession, Role};
 
@@ -110,7 +110,7 @@ pub struct LinkCode {
 pub async fn issue_code(
     State(state): State<AppState>,
     auth: Authenticated,
-    Path(omni): Path<String>,
+    ApiPath(omni): ApiPath<String>,
     ApiJson(body): ApiJson<IssueRequest>,
 ) -> Result<Json<LinkCode>, ApiError> {
     let target = target(&state, &auth, &omni)?;

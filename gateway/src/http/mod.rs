@@ -139,7 +139,7 @@ impl AppState {
 
 /// The public router; `metrics` collects its request metrics.
 pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
-    let (routes, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(wallet::start))
@@ -172,6 +172,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(email::status))
         .routes(routes!(email::landing))
         .split_for_parts();
+    openapi::add_shared_responses(&mut api);
     let api = Arc::new(api);
     routes
         .route(

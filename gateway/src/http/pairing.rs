@@ -309,7 +309,7 @@ pub struct PollRequest {
 }
 
 /// The state of a pairing, for the key that asked.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PairingStatus {
     /// `pending` or `claimed`.
     pub status: String,
@@ -317,6 +317,8 @@ pub struct PairingStatus {
     #[serde(flatten)]
     pub session: Option<SessionResponse>,
 }
+
+super::openapi::status_or_session_schema!(PairingStatus, "pending", "claimed");
 
 /// Polled by the requesting key: `pending`, then `claimed` with the agent's session.
 #[utoipa::path(post, path = "/v1/pairing/poll", tag = "pairing",

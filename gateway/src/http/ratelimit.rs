@@ -31,6 +31,13 @@ pub const MAX_TRACKED: usize = 100_000;
 /// Path prefixes of the routes that take no session.
 const UNAUTHENTICATED: [&str; 4] = ["/v1/auth/", "/auth/", "/v1/link/", "/v1/pairing/"];
 
+/// Whether `path` is one of the rate-limited routes that take no session.
+pub fn is_unauthenticated(path: &str) -> bool {
+    UNAUTHENTICATED
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -131,7 +138,7 @@ pub async fn limit(State(state): State<AppState>, mut request: Request, next: Ne
     let ip = client_ip(peer(&request), request.headers(), &state.trusted_proxies);
     request.extensions_mut().insert(ClientIp(ip));
     let path = request.uri().path();
-    if UNAUTHENTICATED.iter().any(|p| path.starts_with(p)) {
+    if is_unauthenticated(path) {
         let now = state.clock.now().as_millis();
         if let Err(wait) = state.rate_limits.take_ip(ip, now) {
             return ApiError::new(

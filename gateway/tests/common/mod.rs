@@ -252,16 +252,20 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub async fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_on(data_dir, "127.0.0.1:0", args, env).await
+    }
+
+    /// As [`ChildServer::spawn`], listening on `listen`.
+    pub async fn spawn_on(
+        data_dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"));
         command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "off",
-            ])
+            .args(["serve", "--listen", listen, "--metrics-listen", "off"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)

@@ -104,12 +104,22 @@ impl RedbStore {
     }
 
     /// Verifies the audit log of a store file no process has open (`agentkeys audit verify`).
+    /// A file left by a crash is repaired first, as the server's next start would (redb's
+    /// repair rebuilds its allocator state from the last durable commit; committed data is not
+    /// changed); a file a running server holds is refused.
     pub fn verify_file(
         path: &Path,
         check: audit::HeadCheck<'_>,
         last: &[ChainMark],
     ) -> Result<AuditReport, StoreError> {
-        let db = redb::ReadOnlyDatabase::open(path).map_err(StoreError::from_redb)?;
+        let db = match redb::ReadOnlyDatabase::open(path) {
+            Err(redb::DatabaseError::RepairAborted) => {
+                drop(Database::open(path).map_err(StoreError::from_redb)?);
+                redb::ReadOnlyDatabase::open(path)
+            }
+            other => other,
+        }
+        .map_err(StoreError::from_redb)?;
         let txn = db.begin_read().map_err(StoreError::from_redb)?;
         audit::verify(&txn, check, last)
     }
