@@ -4,8 +4,7 @@
 # target/fuzz-corpus/<target> (not committed). Prints each target's execution count.
 # A crash stops the run and leaves its input under fuzz/artifacts/<target>/.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-# Needs cargo-fuzz (installed here, pinned, when missing) and a nightly toolchain, or the
-# stable one with RUSTC_BOOTSTRAP=1 (set here when no nightly is installed).
+# Needs cargo-fuzz (installed here, pinned, when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
@@ -14,9 +13,11 @@ root="$PWD"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz --version 0.13.2
 fi
+# The project's own (stable) toolchain, allowed the nightly flags cargo-fuzz passes
+# (-Zsanitizer=address and friends); FUZZ_TOOLCHAIN=+nightly uses a nightly one instead.
 toolchain=()
-if cargo +nightly --version >/dev/null 2>&1; then
-  toolchain=(+nightly)
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+  toolchain=("$FUZZ_TOOLCHAIN")
 else
   export RUSTC_BOOTSTRAP=1
 fi

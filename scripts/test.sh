@@ -49,3 +49,9 @@ cargo build -q --locked -p agentkeys-gateway --bin agentkeys
   npm ci --no-audit --no-fund --silent
   INTEROP_OUTPUTS=../../target/interop-outputs.json AGENTKEYS_BIN=../../target/debug/agentkeys node --test
 )
+
+step "API fuzzing: schemathesis against /openapi.json, every case signed (scripts/apifuzz.sh)"
+bash scripts/apifuzz.sh
+
+step "fuzzing: every cargo-fuzz target for 30 s from the committed seeds (scripts/fuzz.sh)"
+FUZZ_BUILD=--dev bash scripts/fuzz.sh 30

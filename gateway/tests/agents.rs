@@ -508,7 +508,12 @@ async fn malformed_parameters_get_the_error_envelope() {
         assert_eq!(error(&answer), (400, "invalid_request"), "{path}");
     }
     let answer = alice
-        .call(&stack, "DELETE", &format!("/v1/actors/{omni}/devices/-1"), None)
+        .call(
+            &stack,
+            "DELETE",
+            &format!("/v1/actors/{omni}/devices/-1"),
+            None,
+        )
         .await;
     assert_eq!(error(&answer), (400, "invalid_request"));
     // Nothing changed: the caller's binding still works.

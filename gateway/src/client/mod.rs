@@ -77,6 +77,11 @@ impl Client {
         self
     }
 
+    /// The device key (e.g. to sign proofs ahead of time).
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+
     /// The device key's thumbprint.
     pub fn jkt(&self) -> String {
         self.key.thumbprint()

@@ -1,0 +1,548 @@
+//! HTTP load benchmark (`cargo bench -p agentkeys-gateway --bench http`): the release
+//! `agentkeys serve` as a child process on loopback, driven by this process.
+//!
+//! - Signed EIP-191 requests with DPoP from several agents (each its own linked device key and
+//!   session) at several concurrency levels; every proof is generated before the timed run, so
+//!   the client spends its time on HTTP only. req/s, p50, p99.
+//! - In the same run, the crypto floor: one ES256 verify (the DPoP proof, as the server checks
+//!   it) + one secp256k1 EIP-191 signature, in a tight loop on the server's cores; the ratio of
+//!   the server's rate to it.
+//! - Revocation commit latency while the highest concurrency level runs; link-code redemption
+//!   latency and wallet (SIWE) login latency, unloaded.
+//!
+//! With two or more CPUs and `taskset` present, the server (and the floor) run on the last CPU
+//! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
+//! float over every core and the floor counts every core).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agentkeys_actors::crypto::eip191::sign_message;
+use agentkeys_actors::crypto::wallet::WalletKey;
+use agentkeys_gateway::client::{Client, DeviceKey};
+use agentkeys_gateway::http::session::SessionResponse;
+use agentkeys_gateway::http::wallet::VerifyRequest;
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+const PUBLIC_URL: &str = "http://127.0.0.1:8090";
+const AGENTS: usize = 8;
+const SPARE: usize = 5;
+const LEVELS: [usize; 4] = [1, 4, 16, 64];
+const RUNS: usize = 3;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The CPU the server and the floor run on, when pinning.
+fn pinning() -> Option<usize> {
+    let wanted = std::env::var("LOADBENCH_PIN").map_or(true, |v| v != "0");
+    let taskset = std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (wanted && taskset && cpus() >= 2).then(|| cpus() - 1)
+}
+
+fn pinned(cpu: Option<usize>, program: &Path) -> tokio::process::Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(program);
+            c
+        }
+        None => tokio::process::Command::new(program),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+// ---- the crypto floor (run in a child process on the server's cores) -------------------------
+
+fn floor_child(threads: usize) {
+    let per_thread: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(floor_rate)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("floor thread"))
+            .collect()
+    });
+    println!("{}", per_thread.iter().sum::<f64>());
+}
+
+/// Operations per second of one ES256 verify (jsonwebtoken, as the DPoP check) plus one
+/// EIP-191 signature with a cached wallet key: median of 7 batches.
+fn floor_rate() -> f64 {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let key = DeviceKey::generate().expect("key");
+    let proof = key
+        .proof(
+            "POST",
+            "http://x/v1/sign/eip191",
+            now(),
+            Some("token"),
+            None,
+        )
+        .expect("proof");
+    let header: Value = {
+        use base64::Engine;
+        let head = proof.split('.').next().expect("header");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(head)
+            .expect("b64");
+        serde_json::from_slice(&bytes).expect("json")
+    };
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(header["jwk"].clone()).expect("jwk");
+    let decoding = DecodingKey::from_jwk(&jwk).expect("key");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let wallet = WalletKey::from_secret(&[9u8; 32]).expect("wallet");
+    let mut batches = Vec::new();
+    for _ in 0..7 {
+        let n = 400;
+        let start = Instant::now();
+        for i in 0..n {
+            let claims = jsonwebtoken::decode::<Value>(&proof, &decoding, &validation)
+                .expect("verifies")
+                .claims;
+            std::hint::black_box(claims);
+            let sig = sign_message(&wallet, format!("hello {i}").as_bytes());
+            std::hint::black_box(sig);
+        }
+        batches.push(f64::from(n) / start.elapsed().as_secs_f64());
+    }
+    batches.sort_by(f64::total_cmp);
+    batches[batches.len() / 2]
+}
+
+// ---- the server -------------------------------------------------------------------------------
+
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+}
+
+async fn start_server(data: &Path, cpu: Option<usize>) -> Server {
+    let mut command = pinned(cpu, Path::new(env!("CARGO_BIN_EXE_agentkeys")));
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env_clear()
+        .env("HOME", data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("agentkeys serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if let Some(addr) = line.strip_prefix("agentkeys listening on ") {
+            return Server {
+                child,
+                base: addr.trim().to_string(),
+            };
+        }
+    }
+    panic!("agentkeys serve exited before listening");
+}
+
+struct Principal {
+    client: Client,
+    token: String,
+}
+
+async fn login(base: &str, owner: &WalletKey) -> (Principal, Duration) {
+    let client = Client::new(PUBLIC_URL, DeviceKey::generate().expect("key")).connecting_to(base);
+    let start = Instant::now();
+    let challenge = client
+        .wallet_start(&owner.address().to_string(), 1)
+        .await
+        .expect("wallet start");
+    let signature = sign_message(owner, challenge.message.as_bytes());
+    let session = client
+        .wallet_verify(&VerifyRequest {
+            message: None,
+            request_id: Some(challenge.request_id),
+            signature: signature.to_hex(),
+        })
+        .await
+        .expect("login");
+    let took = start.elapsed();
+    (
+        Principal {
+            client,
+            token: session.session_jwt,
+        },
+        took,
+    )
+}
+
+async fn create_agent(master: &Principal, label: &str) -> String {
+    let actor: Value = master
+        .client
+        .post(
+            "/v1/actors",
+            &json!({"label": label, "scopes": ["sign:eip191"]}),
+            Some(&master.token),
+        )
+        .await
+        .expect("create");
+    actor["omni"].as_str().expect("omni").to_string()
+}
+
+/// Issues a link code for `omni` and redeems it with a new key: the agent's principal and the
+/// redemption's latency.
+async fn link(base: &str, master: &Principal, omni: &str) -> (Principal, Duration) {
+    let issued: Value = master
+        .client
+        .post(
+            &format!("/v1/actors/{omni}/link-codes"),
+            &json!({}),
+            Some(&master.token),
+        )
+        .await
+        .expect("link code");
+    let client = Client::new(PUBLIC_URL, DeviceKey::generate().expect("key")).connecting_to(base);
+    let start = Instant::now();
+    let session: SessionResponse = client
+        .post("/v1/link/redeem", &json!({"code": issued["code"]}), None)
+        .await
+        .expect("redeem");
+    let took = start.elapsed();
+    (
+        Principal {
+            client,
+            token: session.session_jwt,
+        },
+        took,
+    )
+}
+
+// ---- the load ---------------------------------------------------------------------------------
+
+struct Prepared {
+    token: String,
+    proof: String,
+    body: Vec<u8>,
+}
+
+fn prepare(agents: &[Principal], n: usize, salt: usize) -> Vec<Prepared> {
+    let url = format!("{PUBLIC_URL}/v1/sign/eip191");
+    let at = now();
+    (0..n)
+        .map(|i| {
+            let agent = &agents[i % agents.len()];
+            Prepared {
+                token: agent.token.clone(),
+                proof: agent
+                    .client
+                    .key()
+                    .proof("POST", &url, at, Some(&agent.token), None)
+                    .expect("proof"),
+                body: serde_json::to_vec(&json!({"message": format!("load {salt} {i}")}))
+                    .expect("json"),
+            }
+        })
+        .collect()
+}
+
+struct RunResult {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// Sends every prepared request with `concurrency` in flight; `progress` counts completions.
+async fn run(
+    http: &reqwest::Client,
+    base: &str,
+    requests: Vec<Prepared>,
+    concurrency: usize,
+    progress: Arc<AtomicUsize>,
+) -> RunResult {
+    let n = requests.len();
+    let requests = Arc::new(requests);
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{base}/v1/sign/eip191");
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, requests, next, url, progress) = (
+                http.clone(),
+                requests.clone(),
+                next.clone(),
+                url.clone(),
+                progress.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(r) = requests.get(i) else { break };
+                    let sent = Instant::now();
+                    let response = http
+                        .post(&url)
+                        .header("authorization", format!("DPoP {}", r.token))
+                        .header("dpop", &r.proof)
+                        .header("content-type", "application/json")
+                        .body(r.body.clone())
+                        .send()
+                        .await;
+                    let ok = match response {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            let _ = resp.bytes().await;
+                            status.is_success()
+                        }
+                        Err(_) => false,
+                    };
+                    latencies.push(sent.elapsed());
+                    if !ok {
+                        errors += 1;
+                    }
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.expect("load task");
+        latencies.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed();
+    latencies.sort();
+    RunResult {
+        rate: n as f64 / wall.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        errors,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-child") {
+        let threads = args.get(i + 1).and_then(|t| t.parse().ok()).unwrap_or(1);
+        floor_child(threads);
+        return;
+    }
+    let total = cpus();
+    let cpu = pinning();
+    if cpu.is_some() {
+        // This client (every thread it will start) on CPU 0.
+        let pid = std::process::id().to_string();
+        let status = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &pid])
+            .stdout(Stdio::null())
+            .status()
+            .expect("taskset");
+        assert!(status.success(), "taskset failed");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(if cpu.is_some() { 1 } else { total })
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench(cpu, total));
+}
+
+async fn bench(cpu: Option<usize>, total: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("0700");
+    }
+    let mut server = start_server(&data, cpu).await;
+    let base = server.base.clone();
+    match cpu {
+        Some(c) => println!("server and floor pinned to CPU {c}, client to CPU 0 ({total} CPUs)"),
+        None => println!("unpinned: server, client and floor share {total} CPUs"),
+    }
+
+    // Logins (each a new device key and binding for the same wallet). The unauthenticated
+    // routes share a per-IP budget of 60 requests (then 1/s): 21 logins (42 requests) and 16
+    // redemptions stay inside it.
+    let owner = WalletKey::from_secret(&[0x42; 32]).expect("wallet");
+    let mut login_times = Vec::new();
+    let (master, _) = login(&base, &owner).await;
+    for _ in 0..20 {
+        login_times.push(login(&base, &owner).await.1);
+    }
+    login_times.sort();
+
+    // Agents, and link redemptions (the first binding of each agent carries the load).
+    let mut agents = Vec::new();
+    let mut redeem_times = Vec::new();
+    for a in 0..AGENTS {
+        let omni = create_agent(&master, &format!("load-{a}")).await;
+        let (agent, took) = link(&base, &master, &omni).await;
+        redeem_times.push(took);
+        redeem_times.push(link(&base, &master, &omni).await.1);
+        agents.push(agent);
+    }
+    redeem_times.sort();
+    let mut spares = Vec::new();
+    for s in 0..SPARE {
+        spares.push(create_agent(&master, &format!("spare-{s}")).await);
+    }
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("http client");
+    // Warm-up.
+    let warm = run(
+        &http,
+        &base,
+        prepare(&agents, 500, 0),
+        16,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    assert_eq!(warm.errors, 0, "warm-up requests failed");
+
+    // The floor is measured before and after each level (the machine is shared: its speed
+    // drifts); each level's ratio uses the mean of the two measurements around it.
+    let mut floor_before = floor(cpu, total).await;
+    println!(
+        "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
+    );
+    println!(
+        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut salt = 1;
+    for level in LEVELS {
+        let n = if level == 1 { 1_000 } else { 4_000 };
+        let mut results = Vec::new();
+        for _ in 0..RUNS {
+            let requests = prepare(&agents, n, salt);
+            salt += 1;
+            let r = run(&http, &base, requests, level, Arc::new(AtomicUsize::new(0))).await;
+            assert_eq!(r.errors, 0, "requests failed at {level} in flight");
+            results.push(r);
+        }
+        results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let m = &results[results.len() / 2];
+        let floor_after = floor(cpu, total).await;
+        let floor = f64::midpoint(floor_before, floor_after);
+        println!(
+            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} |",
+            m.rate,
+            ms(m.p50),
+            ms(m.p99),
+            m.rate / floor
+        );
+        floor_before = floor_after;
+    }
+
+    // Revocations while the top level runs: one each time another 1,000 requests complete.
+    let top = *LEVELS.last().expect("levels");
+    let progress = Arc::new(AtomicUsize::new(0));
+    let requests = prepare(&agents, 8_000, salt);
+    let load = {
+        let (http, base, progress) = (http.clone(), base.clone(), progress.clone());
+        tokio::spawn(async move { run(&http, &base, requests, top, progress).await })
+    };
+    let mut revoke_times = Vec::new();
+    let mut commit_ms = Vec::new();
+    for (i, omni) in spares.iter().enumerate() {
+        while progress.load(Ordering::Relaxed) < (i + 1) * 1_000 {
+            tokio::task::yield_now().await;
+        }
+        let start = Instant::now();
+        let answer: Value = master
+            .client
+            .post(
+                &format!("/v1/actors/{omni}/revoke"),
+                &json!({}),
+                Some(&master.token),
+            )
+            .await
+            .expect("revoke");
+        revoke_times.push(start.elapsed());
+        commit_ms.push(answer["commit_ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    let loaded = load.await.expect("load");
+    assert_eq!(loaded.errors, 0, "requests failed during revocations");
+    revoke_times.sort();
+    commit_ms.sort_by(f64::total_cmp);
+
+    println!(
+        "\nrevocation under load ({top} in flight, {:.0} req/s meanwhile): request p50 {} (max {}), \
+         server-reported commit p50 {:.2} ms (max {:.2} ms), {} revocations",
+        loaded.rate,
+        ms(percentile(&revoke_times, 0.5)),
+        ms(*revoke_times.last().expect("some")),
+        commit_ms[commit_ms.len() / 2],
+        commit_ms[commit_ms.len() - 1],
+        revoke_times.len(),
+    );
+    println!(
+        "link-code redemption, unloaded: p50 {}, max {} ({} redemptions)",
+        ms(percentile(&redeem_times, 0.5)),
+        ms(percentile(&redeem_times, 1.0)),
+        redeem_times.len()
+    );
+    println!(
+        "wallet login (start + client signature + verify), unloaded: p50 {}, max {} ({} logins)",
+        ms(percentile(&login_times, 0.5)),
+        ms(percentile(&login_times, 1.0)),
+        login_times.len()
+    );
+    let _ = server.child.kill().await;
+}
+
+async fn floor(cpu: Option<usize>, total: usize) -> f64 {
+    let threads = if cpu.is_some() { 1 } else { total };
+    let exe = std::env::current_exe().expect("own path");
+    let out = pinned(cpu, &exe)
+        .arg("--floor-child")
+        .arg(threads.to_string())
+        .output()
+        .await
+        .expect("floor child");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("floor rate")
+}
