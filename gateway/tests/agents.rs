@@ -525,3 +525,29 @@ async fn malformed_parameters_get_the_error_envelope() {
         .await
         .expect("stops");
 }
+
+/// At most 16 link codes outstanding per actor: the 17th is `rate_limited` (a quota of the
+/// caller's, not an overloaded server), and issuing works again once one expires.
+#[actix::test]
+async fn outstanding_link_codes_are_capped_per_actor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 33).await;
+    let path = format!("/v1/actors/{}/link-codes", alice.omni);
+    for ttl in [60].into_iter().chain(std::iter::repeat_n(600, 15)) {
+        let (status, body) = alice
+            .call(&stack, "POST", &path, Some(json!({"ttl_seconds": ttl})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let refused = alice.call(&stack, "POST", &path, Some(json!({}))).await;
+    assert_eq!(error(&refused), (429, "rate_limited"));
+    stack.clock.advance(Duration::from_secs(61));
+    let (status, body) = alice.call(&stack, "POST", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "the expired code no longer counts: {body}");
+    stack
+        .server
+        .stop(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}

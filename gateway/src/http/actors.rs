@@ -276,10 +276,13 @@ pub fn link_error(e: WriteError<LinkError>) -> ApiError {
             ErrorCode::ActorRevoked,
             "this actor or one of its ancestors was revoked",
         ),
-        WriteError::Rejected(LinkError::TooMany) => ApiError::new(
-            ErrorCode::Busy,
-            "too many link codes are outstanding for this actor; let some expire",
-        ),
+        WriteError::Rejected(LinkError::TooMany { retry_after_ms }) => ApiError::new(
+            ErrorCode::RateLimited,
+            "too many link codes are outstanding for this actor; retry when one expires",
+        )
+        .retry_after(std::time::Duration::from_millis(
+            retry_after_ms.saturating_add(999),
+        )),
         WriteError::Rejected(LinkError::Collision) => {
             ApiError::new(ErrorCode::Busy, "retry").retry_after(std::time::Duration::from_secs(1))
         }

@@ -105,7 +105,8 @@ pub struct LinkCode {
         (status = 400, description = "invalid_request: ttl out of range", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
         (status = 404, description = "not_found (also other trees)", body = super::openapi::ErrorEnvelope),
-        (status = 503, description = "busy: too many outstanding codes", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited: 16 codes outstanding for this actor (Retry-After: until the earliest expires)", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn issue_code(
     State(state): State<AppState>,

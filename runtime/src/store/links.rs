@@ -110,9 +110,12 @@ pub enum LinkError {
         /// When.
         at: Timestamp,
     },
-    /// Too many outstanding codes for this actor.
+    /// Too many outstanding codes for this actor; the earliest expires in `retry_after_ms`.
     #[error("too many link codes are outstanding for this actor")]
-    TooMany,
+    TooMany {
+        /// Milliseconds until the earliest outstanding code expires.
+        retry_after_ms: u64,
+    },
     /// The code is already issued (a random collision; issue another).
     #[error("the code exists")]
     Collision,
@@ -154,18 +157,23 @@ impl Mutation for IssueLinkCode {
             .open_table(LINK_CODES_BY_ACTOR)
             .map_err(StoreError::from_redb)?;
         let o = self.omni.as_bytes();
-        let mut outstanding = 0;
+        let now = self.at.as_millis();
+        let (mut outstanding, mut earliest) = (0, u64::MAX);
         for entry in by_actor
             .range((o, &[0u8; 32])..=(o, &[0xffu8; 32]))
             .map_err(StoreError::from_redb)?
         {
             let (_, expires) = entry.map_err(StoreError::from_redb)?;
-            if expires.value() > self.at.as_millis() {
+            let expires = expires.value();
+            if expires > now {
                 outstanding += 1;
+                earliest = earliest.min(expires);
             }
         }
         if outstanding >= self.cap {
-            return Ok(Err(LinkError::TooMany));
+            return Ok(Err(LinkError::TooMany {
+                retry_after_ms: earliest.saturating_sub(now),
+            }));
         }
         let master = lineage.records()[0].omni;
         Ok(Ok((self, master)))
