@@ -399,7 +399,7 @@ async fn work(
                 assert!(
                     matches!(
                         code.as_str(),
-                        "actor_revoked" | "not_found" | "label_revoked"
+                        "actor_revoked" | "not_found" | "label_revoked" | "rate_limited"
                     ),
                     "unexpected refusal under load: {code}: {message}"
                 );
