@@ -14,6 +14,7 @@ bin="$PWD/target/debug/agentkeys"
 
 work=$(mktemp -d)
 server=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   rm -rf "$work"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds target/pyvenv from tests/python/requirements.txt (hash-pinned: moto_server,
-# shellcheck, schemathesis); rebuilt only when the requirements change.
+# the shellcheck binary and schemathesis); rebuilt only when the requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyvenv
