@@ -24,7 +24,6 @@ use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_actors::crypto::wallet::WalletKey;
 use agentkeys_gateway::client::{Client, DeviceKey};
 use agentkeys_gateway::http::session::SessionResponse;
-use agentkeys_gateway::http::wallet::VerifyRequest;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -185,19 +184,7 @@ struct Principal {
 async fn login(base: &str, owner: &WalletKey) -> (Principal, Duration) {
     let client = Client::new(PUBLIC_URL, DeviceKey::generate().expect("key")).connecting_to(base);
     let start = Instant::now();
-    let challenge = client
-        .wallet_start(&owner.address().to_string(), 1)
-        .await
-        .expect("wallet start");
-    let signature = sign_message(owner, challenge.message.as_bytes());
-    let session = client
-        .wallet_verify(&VerifyRequest {
-            message: None,
-            request_id: Some(challenge.request_id),
-            signature: signature.to_hex(),
-        })
-        .await
-        .expect("login");
+    let session = client.wallet_login(owner, 1).await.expect("login");
     let took = start.elapsed();
     (
         Principal {

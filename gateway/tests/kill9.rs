@@ -20,10 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_gateway::client::{Client, ClientError, DeviceKey};
 use agentkeys_gateway::http::session::SessionResponse;
-use agentkeys_gateway::http::wallet::VerifyRequest;
 use common::{ChildServer, PUBLIC_URL, wallet};
 use serde_json::{Value, json};
 
@@ -106,20 +104,7 @@ fn connect(base: &str) -> Client {
 
 async fn login(base: &str) -> Master {
     let client = connect(base);
-    let owner = wallet(0x5a);
-    let challenge = client
-        .wallet_start(&owner.address().to_string(), 1)
-        .await
-        .expect("wallet start");
-    let signature = sign_message(&owner, challenge.message.as_bytes());
-    let session = client
-        .wallet_verify(&VerifyRequest {
-            message: None,
-            request_id: Some(challenge.request_id),
-            signature: signature.to_hex(),
-        })
-        .await
-        .expect("login");
+    let session = client.wallet_login(&wallet(0x5a), 1).await.expect("login");
     Master {
         client: Arc::new(client),
         token: session.session_jwt,

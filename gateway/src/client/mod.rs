@@ -6,6 +6,8 @@ pub mod device;
 
 use std::sync::Mutex;
 
+use agentkeys_actors::crypto::eip191::sign_message;
+use agentkeys_actors::crypto::wallet::WalletKey;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -226,6 +228,34 @@ impl Client {
     /// `GET /v1/whoami`.
     pub async fn whoami(&self, token: &str) -> Result<Whoami, ClientError> {
         self.get("/v1/whoami", Some(token)).await
+    }
+
+    /// Starts a SIWE login for `wallet` and signs the server's message with it: the request
+    /// for [`Client::wallet_verify`].
+    pub async fn wallet_signed_challenge(
+        &self,
+        wallet: &WalletKey,
+        chain_id: u64,
+    ) -> Result<VerifyRequest, ClientError> {
+        let challenge = self
+            .wallet_start(&wallet.address().to_string(), chain_id)
+            .await?;
+        let signature = sign_message(wallet, challenge.message.as_bytes());
+        Ok(VerifyRequest {
+            message: None,
+            request_id: Some(challenge.request_id),
+            signature: signature.to_hex(),
+        })
+    }
+
+    /// A whole wallet login with a key held here: start, sign, verify.
+    pub async fn wallet_login(
+        &self,
+        wallet: &WalletKey,
+        chain_id: u64,
+    ) -> Result<SessionResponse, ClientError> {
+        let request = self.wallet_signed_challenge(wallet, chain_id).await?;
+        self.wallet_verify(&request).await
     }
 
     /// `POST /v1/auth/wallet/start`.

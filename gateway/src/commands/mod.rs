@@ -5,7 +5,6 @@
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_actors::crypto::wallet::WalletKey;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -220,16 +219,10 @@ pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::
     let pending_path = globals.profile.join("pending-login.json");
     let request = if let Some(key_file) = &args.key_file {
         let wallet = read_wallet_key(key_file)?;
-        let challenge = client
-            .wallet_start(&wallet.address().to_string(), args.chain_id)
+        client
+            .wallet_signed_challenge(&wallet, args.chain_id)
             .await
-            .map_err(explain)?;
-        let signature = sign_message(&wallet, challenge.message.as_bytes());
-        VerifyRequest {
-            message: None,
-            request_id: Some(challenge.request_id),
-            signature: signature.to_hex(),
-        }
+            .map_err(explain)?
     } else if args.print_message {
         let address = args.address.as_deref().unwrap_or_default();
         let challenge = client
