@@ -4,6 +4,7 @@
 
 use agentkeys_fuzz::{ACCESS_TOKEN, NOW, PUBLIC_URL, ath, public_jwk, sign_jws};
 use agentkeys_gateway::auth::dpop::{DpopVerifier, ProofRequest};
+use agentkeys_gateway::auth::replay::Partition;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             sign_jws(rest, claims.to_string().as_bytes())
         }
     };
-    let verifier = DpopVerifier::new(60, 64);
+    let verifier = DpopVerifier::new(60);
     let request = ProofRequest {
         method: "POST",
         public_url: PUBLIC_URL,
@@ -35,10 +36,17 @@ fuzz_target!(|data: &[u8]| {
         now: NOW,
     };
     if let Ok(verified) = verifier.verify(&proof, &request) {
-        assert!((verified.iat - NOW).abs() <= 60, "iat outside the window");
         assert!(
-            verifier.verify(&proof, &request).is_err(),
-            "the same proof was accepted twice"
+            verified.iat.checked_sub(NOW).is_some_and(|d| d.abs() <= 60),
+            "iat outside the window"
+        );
+        let quota = verifier.quota(10, 10);
+        let me = Partition::Binding(1);
+        assert!(verifier.record(&verified, me, quota, NOW).is_ok());
+        let again = verifier.verify(&proof, &request).expect("verifies again");
+        assert!(
+            verifier.record(&again, Partition::Binding(2), quota, NOW).is_err(),
+            "the same proof was recorded twice"
         );
     }
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use agentkeys_fuzz::{NOW, PUBLIC_URL, public_jwk, sign_jws};
-use agentkeys_gateway::auth::session::Sessions;
+use agentkeys_gateway::auth::session::{Lifetimes, Sessions};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -27,7 +27,15 @@ fuzz_target!(|data: &[u8]| {
             sign_jws(rest, claims.to_string().as_bytes())
         }
     };
-    let sessions = Sessions::from_jwks(PUBLIC_URL, vec![public_jwk(Some("k1"))]);
+    let sessions = Sessions::from_jwks(
+        PUBLIC_URL,
+        vec![public_jwk(Some("k1"))],
+        Lifetimes {
+            ttl: 900,
+            refresh_max_age: 30 * 86_400,
+            skew: 60,
+        },
+    );
     if let Ok(claims) = sessions.verify(&token, NOW) {
         assert!(claims.exp > NOW, "an expired token verified");
         assert_eq!(claims.iss, PUBLIC_URL);

@@ -429,6 +429,10 @@ pub struct ConfigArgs {
     /// Seconds between publishing the next OIDC key and signing with it [default: 86400].
     #[arg(long)]
     pub oidc_switch_delay_seconds: Option<String>,
+    /// Any configuration key, as KEY=VALUE (repeatable); the keys and their types are in
+    /// docs/configuration.md, e.g. `--set siwe_chains=1,84532 --set dpop_skew_seconds=30`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// `agentkeys admin …`

@@ -2,17 +2,23 @@
 //! variables, then command-line flags — merged here in code (never through `set_var`),
 //! validated once into [`Config`], passed down by value.
 //!
-//! Only keys whose feature exists are accepted; an unknown key in the file, an unknown
-//! `AGENTKEYS_*` variable or a bad value is an error that names the key and its source.
+//! One table, [`KEYS`], names every key with its environment variable, its type and its
+//! default; the TOML file, the environment and the flags (`--set KEY=VALUE`, plus a named flag
+//! for the common keys) all go through it. Values are typed: a boolean is a TOML boolean, a
+//! number a TOML integer, a duration an integer of seconds or a string with a unit (`90s`,
+//! `15m`, `1h`, `30d`), a list a TOML array (or a comma-separated string in the environment
+//! and on the command line). An unknown key in the file, an unknown `AGENTKEYS_*` variable
+//! that neither the server nor the CLI reads, or a bad value is an error that names the key
+//! and its source.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use agentkeys_runtime::store::Registration;
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
 
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,110 +44,250 @@ impl fmt::Display for Source {
     }
 }
 
-/// The raw values of one source (every key optional).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    /// Public listener address.
-    pub listen: Option<String>,
-    /// Data directory.
-    pub data_dir: Option<String>,
-    /// The URL clients use.
-    pub public_url: Option<String>,
-    /// The deployment's client id (part of every omni).
-    pub client_id: Option<String>,
-    /// The K3 file.
-    pub k3_file: Option<String>,
-    /// The Prometheus listener (`off` disables it).
-    pub metrics_listen: Option<String>,
-    /// Who may create a master: `open`, `allowlist` or `closed`.
-    pub registration: Option<String>,
-    /// How magic links are sent: `log` (outbox files) or `ses`.
-    pub mailer: Option<String>,
-    /// The sender address of magic links.
-    pub mail_from: Option<String>,
-    /// The SES region.
-    pub ses_region: Option<String>,
-    /// An SES endpoint URL (tests, VPC endpoints).
-    pub ses_endpoint: Option<String>,
-    /// Proxies whose `X-Forwarded-For` is believed (comma-separated IPs or CIDRs).
-    pub trusted_proxies: Option<String>,
-    /// OIDC tokens in upstream's claim shape (`true` | `false`).
-    pub oidc_legacy_claims: Option<String>,
-    /// Seconds between publishing the next OIDC key and signing with it.
-    pub oidc_switch_delay_seconds: Option<String>,
+/// The type of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// A non-negative integer.
+    Integer,
+    /// Seconds: an integer, or a string with a unit (`s`, `m`, `h`, `d`).
+    Seconds,
+    /// A list: a TOML array, or comma-separated text.
+    List,
 }
 
-/// The accepted keys, their environment variables, and whether a value is secret.
-const KEYS: [(&str, &str, bool); 14] = [
-    ("listen", "AGENTKEYS_LISTEN", false),
-    ("data_dir", "AGENTKEYS_DATA_DIR", false),
-    ("public_url", "AGENTKEYS_PUBLIC_URL", false),
-    ("client_id", "AGENTKEYS_CLIENT_ID", false),
-    ("k3_file", "AGENTKEYS_K3_FILE", false),
-    ("metrics_listen", "AGENTKEYS_METRICS_LISTEN", false),
-    ("registration", "AGENTKEYS_REGISTRATION", false),
-    ("mailer", "AGENTKEYS_MAILER", false),
-    ("mail_from", "AGENTKEYS_MAIL_FROM", false),
-    ("ses_region", "AGENTKEYS_SES_REGION", false),
-    ("ses_endpoint", "AGENTKEYS_SES_ENDPOINT", false),
-    ("trusted_proxies", "AGENTKEYS_TRUSTED_PROXIES", false),
-    ("oidc_legacy_claims", "AGENTKEYS_OIDC_LEGACY_CLAIMS", false),
-    (
+impl Kind {
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Text => "a string",
+            Kind::Bool => "a boolean (true or false)",
+            Kind::Integer => "a non-negative integer",
+            Kind::Seconds => "a duration (seconds, or a string such as \"90s\", \"15m\", \"1h\")",
+            Kind::List => "a list",
+        }
+    }
+}
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// The TOML name (also the name after `--set`).
+    pub name: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The value's type.
+    pub kind: Kind,
+    /// The embedded default, as text (`None`: computed or absent).
+    pub default: Option<&'static str>,
+}
+
+const fn key(
+    name: &'static str,
+    env: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+) -> Key {
+    Key {
+        name,
+        env,
+        kind,
+        default,
+    }
+}
+
+/// Every key the server reads (docs/configuration.md has the meanings).
+pub const KEYS: [Key; 27] = [
+    key(
+        "listen",
+        "AGENTKEYS_LISTEN",
+        Kind::Text,
+        Some("127.0.0.1:8090"),
+    ),
+    key(
+        "data_dir",
+        "AGENTKEYS_DATA_DIR",
+        Kind::Text,
+        Some("./agentkeys-data"),
+    ),
+    key(
+        "public_url",
+        "AGENTKEYS_PUBLIC_URL",
+        Kind::Text,
+        Some("http://127.0.0.1:8090"),
+    ),
+    key(
+        "client_id",
+        "AGENTKEYS_CLIENT_ID",
+        Kind::Text,
+        Some("agentkeys"),
+    ),
+    key("k3_file", "AGENTKEYS_K3_FILE", Kind::Text, None),
+    key(
+        "metrics_listen",
+        "AGENTKEYS_METRICS_LISTEN",
+        Kind::Text,
+        Some("127.0.0.1:9464"),
+    ),
+    key("registration", "AGENTKEYS_REGISTRATION", Kind::Text, None),
+    key("mailer", "AGENTKEYS_MAILER", Kind::Text, Some("log")),
+    key(
+        "mail_from",
+        "AGENTKEYS_MAIL_FROM",
+        Kind::Text,
+        Some("agentkeys@localhost"),
+    ),
+    key(
+        "ses_region",
+        "AGENTKEYS_SES_REGION",
+        Kind::Text,
+        Some("us-east-1"),
+    ),
+    key("ses_endpoint", "AGENTKEYS_SES_ENDPOINT", Kind::Text, None),
+    key(
+        "trusted_proxies",
+        "AGENTKEYS_TRUSTED_PROXIES",
+        Kind::List,
+        Some(""),
+    ),
+    key(
+        "oidc_legacy_claims",
+        "AGENTKEYS_OIDC_LEGACY_CLAIMS",
+        Kind::Bool,
+        Some("false"),
+    ),
+    key(
         "oidc_switch_delay_seconds",
         "AGENTKEYS_OIDC_SWITCH_DELAY_SECONDS",
-        false,
+        Kind::Seconds,
+        Some("86400"),
+    ),
+    key(
+        "siwe_chains",
+        "AGENTKEYS_SIWE_CHAINS",
+        Kind::List,
+        Some("1"),
+    ),
+    key(
+        "session_ttl_seconds",
+        "AGENTKEYS_SESSION_TTL_SECONDS",
+        Kind::Seconds,
+        Some("900"),
+    ),
+    key(
+        "refresh_max_age_seconds",
+        "AGENTKEYS_REFRESH_MAX_AGE_SECONDS",
+        Kind::Seconds,
+        Some("2592000"),
+    ),
+    key(
+        "dpop_skew_seconds",
+        "AGENTKEYS_DPOP_SKEW_SECONDS",
+        Kind::Seconds,
+        Some("60"),
+    ),
+    key(
+        "binding_rate_per_second",
+        "AGENTKEYS_BINDING_RATE_PER_SECOND",
+        Kind::Integer,
+        Some("20000"),
+    ),
+    key(
+        "binding_burst",
+        "AGENTKEYS_BINDING_BURST",
+        Kind::Integer,
+        Some("20000"),
+    ),
+    key(
+        "ip_rate_per_second",
+        "AGENTKEYS_IP_RATE_PER_SECOND",
+        Kind::Integer,
+        Some("1"),
+    ),
+    key("ip_burst", "AGENTKEYS_IP_BURST", Kind::Integer, Some("60")),
+    key(
+        "email_links_per_hour",
+        "AGENTKEYS_EMAIL_LINKS_PER_HOUR",
+        Kind::Integer,
+        Some("5"),
+    ),
+    key(
+        "email_links_per_hour_ceiling",
+        "AGENTKEYS_EMAIL_LINKS_PER_HOUR_CEILING",
+        Kind::Integer,
+        Some("20"),
+    ),
+    key(
+        "pending_per_client",
+        "AGENTKEYS_PENDING_PER_CLIENT",
+        Kind::Integer,
+        Some("16"),
+    ),
+    key(
+        "pending_cap",
+        "AGENTKEYS_PENDING_CAP",
+        Kind::Integer,
+        Some("10000"),
+    ),
+    key(
+        "request_timeout_seconds",
+        "AGENTKEYS_REQUEST_TIMEOUT_SECONDS",
+        Kind::Seconds,
+        Some("30"),
     ),
 ];
 
-/// Variables read by the client commands, not by the server configuration.
-const CLIENT_VARS: [&str; 5] = [
+/// Variables read by the client commands (the CLI), not by the server configuration.
+pub const CLIENT_VARS: [&str; 6] = [
     "AGENTKEYS_CONFIG",
     "AGENTKEYS_PROFILE",
     "AGENTKEYS_GATEWAY",
     "AGENTKEYS_CONNECT",
     "AGENTKEYS_LOG",
+    "AGENTKEYS_STS_ENDPOINT",
 ];
 
+fn find_key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+fn known_names() -> String {
+    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// The raw values of one source, as canonical text by key name (every key optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layer {
+    values: BTreeMap<&'static str, String>,
+}
+
 impl Layer {
-    fn get(&self, key: &str) -> Option<&String> {
-        match key {
-            "listen" => self.listen.as_ref(),
-            "data_dir" => self.data_dir.as_ref(),
-            "public_url" => self.public_url.as_ref(),
-            "client_id" => self.client_id.as_ref(),
-            "k3_file" => self.k3_file.as_ref(),
-            "metrics_listen" => self.metrics_listen.as_ref(),
-            "registration" => self.registration.as_ref(),
-            "mailer" => self.mailer.as_ref(),
-            "mail_from" => self.mail_from.as_ref(),
-            "ses_region" => self.ses_region.as_ref(),
-            "ses_endpoint" => self.ses_endpoint.as_ref(),
-            "trusted_proxies" => self.trusted_proxies.as_ref(),
-            "oidc_legacy_claims" => self.oidc_legacy_claims.as_ref(),
-            "oidc_switch_delay_seconds" => self.oidc_switch_delay_seconds.as_ref(),
-            _ => None,
+    /// `self` with `name` set to `value` (text as on the command line). Unknown names are a
+    /// programming error in the caller; they are refused by [`Layer::set`].
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        if let Err(e) = self.set(name, value.into()) {
+            debug_assert!(false, "{e}");
         }
+        self
     }
 
-    fn set(&mut self, key: &str, value: String) {
-        let slot = match key {
-            "listen" => &mut self.listen,
-            "data_dir" => &mut self.data_dir,
-            "public_url" => &mut self.public_url,
-            "client_id" => &mut self.client_id,
-            "metrics_listen" => &mut self.metrics_listen,
-            "registration" => &mut self.registration,
-            "mailer" => &mut self.mailer,
-            "mail_from" => &mut self.mail_from,
-            "ses_region" => &mut self.ses_region,
-            "ses_endpoint" => &mut self.ses_endpoint,
-            "trusted_proxies" => &mut self.trusted_proxies,
-            "oidc_legacy_claims" => &mut self.oidc_legacy_claims,
-            "oidc_switch_delay_seconds" => &mut self.oidc_switch_delay_seconds,
-            _ => &mut self.k3_file,
-        };
-        *slot = Some(value);
+    /// Sets `name` from text (environment and flags).
+    pub fn set(&mut self, name: &str, value: String) -> anyhow::Result<()> {
+        let key = find_key(name).with_context(|| {
+            format!(
+                "unknown configuration key {name:?}; the keys are {}",
+                known_names()
+            )
+        })?;
+        self.values.insert(key.name, value);
+        Ok(())
+    }
+
+    /// The text of `name`, if this layer sets it.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.values.get(name)
     }
 
     /// Parses a TOML file.
@@ -151,31 +297,62 @@ impl Layer {
         Self::from_toml_str(&text).with_context(|| format!("config file {}", path.display()))
     }
 
-    /// Parses TOML text (unknown keys are errors).
+    /// Parses TOML text: unknown keys and values of the wrong type are errors.
     pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        let table: toml::Table = toml::from_str(text)?;
+        let mut layer = Layer::default();
+        for (name, value) in table {
+            let key = find_key(&name)
+                .with_context(|| format!("unknown key {name:?}; the keys are {}", known_names()))?;
+            let text = toml_text(key, &value)
+                .with_context(|| format!("{name} (file) must be {}", key.kind.expected()))?;
+            layer.values.insert(key.name, text);
+        }
+        Ok(layer)
     }
 
-    /// The `AGENTKEYS_*` variables of `vars`; an unknown one is an error.
+    /// The `AGENTKEYS_*` variables of `vars`; one that neither the server nor the CLI reads is
+    /// an error.
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let mut layer = Layer::default();
         for (name, value) in vars {
             if !name.starts_with("AGENTKEYS_") || CLIENT_VARS.contains(&name.as_str()) {
                 continue;
             }
-            let Some((key, _, _)) = KEYS.iter().find(|(_, var, _)| *var == name) else {
-                let known: Vec<_> = KEYS.iter().map(|(_, v, _)| *v).collect();
+            let Some(key) = KEYS.iter().find(|k| k.env == name) else {
+                let known: Vec<_> = KEYS.iter().map(|k| k.env).chain(CLIENT_VARS).collect();
                 bail!(
-                    "unknown environment variable {name}; the server reads {}",
+                    "unknown environment variable {name}; AgentKeys reads {}",
                     known.join(", ")
                 );
             };
-            layer.set(key, value);
+            layer.values.insert(key.name, value);
         }
         Ok(layer)
     }
 }
 
+/// A TOML value as the canonical text of its key's type, or `None` if the type is wrong.
+fn toml_text(key: &Key, value: &toml::Value) -> Option<String> {
+    use toml::Value as V;
+    match (key.kind, value) {
+        (Kind::Text, V::String(s)) => Some(s.clone()),
+        (Kind::Bool, V::Boolean(b)) => Some(b.to_string()),
+        (Kind::Integer | Kind::Seconds, V::Integer(n)) if *n >= 0 => Some(n.to_string()),
+        (Kind::Seconds, V::String(s)) => Some(s.clone()),
+        (Kind::List, V::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                V::String(s) if !s.contains(',') => Some(s.clone()),
+                V::Integer(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|items| items.join(",")),
+        (Kind::List, V::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
 /// How magic links are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailerConfig {
@@ -245,6 +422,51 @@ impl IpNet {
     }
 }
 
+/// The limits that keep one client from taking what others need (docs/security.md, "Denial of
+/// service"), and the lifetimes of sessions and proofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Session token lifetime.
+    pub session_ttl_seconds: i64,
+    /// How old (by `iat`) a session may be and still be refreshed.
+    pub refresh_max_age_seconds: i64,
+    /// Allowed clock difference of DPoP proofs and tokens.
+    pub dpop_skew_seconds: i64,
+    /// Sustained authenticated requests per second per device binding.
+    pub binding_rate_per_second: u64,
+    /// Authenticated requests a binding may burst.
+    pub binding_burst: u64,
+    /// Sustained requests per second per client address on the routes without a session.
+    pub ip_rate_per_second: u64,
+    /// Requests a client address may burst on those routes.
+    pub ip_burst: u64,
+    /// Magic links per hour for one address asked by one client.
+    pub email_links_per_hour: u64,
+    /// Magic links per hour for one address, all clients together.
+    pub email_links_per_hour_ceiling: u64,
+    /// Outstanding logins and pairings per client (address or DPoP key) and kind.
+    pub pending_per_client: u64,
+    /// Outstanding logins and pairings of one kind, all clients together.
+    pub pending_cap: u64,
+    /// Longest a request may run.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_defaults()
+    }
+}
+
+impl Limits {
+    /// The embedded defaults.
+    pub fn from_defaults() -> Self {
+        Config::resolve(&Layer::default(), &Layer::default(), &Layer::default())
+            .map(|c| c.limits)
+            .expect("the embedded defaults are valid (checked by the defaults test)")
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -274,61 +496,139 @@ pub struct Config {
     pub oidc_legacy_claims: bool,
     /// Seconds between publishing the next OIDC key and signing with it.
     pub oidc_switch_delay_seconds: u64,
+    /// Chain ids accepted in SIWE messages.
+    pub siwe_chains: Vec<u64>,
+    /// Lifetimes and per-client limits.
+    pub limits: Limits,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
 
-const DEFAULTS: [(&str, &str); 10] = [
-    ("listen", "127.0.0.1:8090"),
-    ("data_dir", "./agentkeys-data"),
-    ("public_url", "http://127.0.0.1:8090"),
-    ("client_id", "agentkeys"),
-    ("metrics_listen", "127.0.0.1:9464"),
-    ("mailer", "log"),
-    ("mail_from", "agentkeys@localhost"),
-    ("ses_region", "us-east-1"),
-    ("oidc_legacy_claims", "false"),
-    ("oidc_switch_delay_seconds", "86400"),
-];
+/// Reads typed values of the merged layers; errors name the key and its source.
+struct Values {
+    sources: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl Values {
+    fn text(&self, key: &str) -> &str {
+        self.sources
+            .get(key)
+            .map(|(v, _)| v.as_str())
+            .unwrap_or_default()
+    }
+
+    fn origin(&self, key: &str) -> Source {
+        self.sources.get(key).map_or(Source::Default, |(_, s)| *s)
+    }
+
+    fn bool(&self, key: &str) -> anyhow::Result<bool> {
+        match self.text(key) {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => bail!(
+                "{key} ({}) must be true or false, not {other:?}",
+                self.origin(key)
+            ),
+        }
+    }
+
+    fn integer(&self, key: &str, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<u64> {
+        let n: u64 = self.text(key).trim().parse().with_context(|| {
+            format!(
+                "{key} ({}) must be a non-negative integer",
+                self.origin(key)
+            )
+        })?;
+        if !range.contains(&n) {
+            bail!(
+                "{key} ({}) must be between {} and {}, not {n}",
+                self.origin(key),
+                range.start(),
+                range.end()
+            );
+        }
+        Ok(n)
+    }
+
+    fn seconds(&self, key: &str, range: std::ops::RangeInclusive<u64>) -> anyhow::Result<u64> {
+        let n = parse_seconds(self.text(key)).with_context(|| {
+            format!(
+                "{key} ({}) must be {}",
+                self.origin(key),
+                Kind::Seconds.expected()
+            )
+        })?;
+        if !range.contains(&n) {
+            bail!(
+                "{key} ({}) must be between {} and {} seconds, not {n}",
+                self.origin(key),
+                range.start(),
+                range.end()
+            );
+        }
+        Ok(n)
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.text(key)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+/// `90`, `90s`, `15m`, `1h`, `30d` → seconds.
+pub fn parse_seconds(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+fn secs(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 impl Config {
     /// Merges the layers (later wins) and validates every value once.
     pub fn resolve(file: &Layer, env: &Layer, flags: &Layer) -> anyhow::Result<Self> {
         let mut sources = BTreeMap::new();
-        for (key, _, _) in KEYS {
-            let default = DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| ((*v).to_string(), Source::Default));
+        for key in KEYS {
             let chosen = [
                 (flags, Source::Flag),
                 (env, Source::Env),
                 (file, Source::File),
             ]
             .into_iter()
-            .find_map(|(layer, source)| layer.get(key).map(|v| (v.clone(), source)))
-            .or(default);
+            .find_map(|(layer, source)| layer.get(key.name).map(|v| (v.clone(), source)))
+            .or(key.default.map(|v| (v.to_string(), Source::Default)));
             if let Some(value) = chosen {
-                sources.insert(key, value);
+                sources.insert(key.name, value);
             }
         }
-        let value = |key: &str| {
-            sources
-                .get(key)
-                .map(|(v, _)| v.as_str())
-                .unwrap_or_default()
-        };
-        let origin = |key: &str| sources.get(key).map_or(Source::Default, |(_, s)| *s);
-        let listen: SocketAddr = value("listen").parse().with_context(|| {
+        let v = Values { sources };
+        let listen: SocketAddr = v.text("listen").parse().with_context(|| {
             format!(
                 "listen ({}) must be an address like 127.0.0.1:8090",
-                origin("listen")
+                v.origin("listen")
             )
         })?;
-        let data_dir = PathBuf::from(value("data_dir"));
-        let (public_url, domain, dev_mode) = parse_public_url(value("public_url"))
-            .with_context(|| format!("public_url ({})", origin("public_url")))?;
-        let client_id = value("client_id").to_string();
+        let data_dir = PathBuf::from(v.text("data_dir"));
+        let (public_url, domain, dev_mode) = parse_public_url(v.text("public_url"))
+            .with_context(|| format!("public_url ({})", v.origin("public_url")))?;
+        let client_id = v.text("client_id").to_string();
         if client_id.is_empty()
             || !client_id
                 .bytes()
@@ -336,19 +636,19 @@ impl Config {
         {
             bail!(
                 "client_id ({}) must be letters, digits, '-', '_' or '.'; it is part of every omni (default agentkeys)",
-                origin("client_id")
+                v.origin("client_id")
             );
         }
-        let metrics_listen = match value("metrics_listen") {
+        let metrics_listen = match v.text("metrics_listen") {
             "off" => None,
             addr => Some(addr.parse::<SocketAddr>().with_context(|| {
                 format!(
                     "metrics_listen ({}) must be an address like 127.0.0.1:9464, or off",
-                    origin("metrics_listen")
+                    v.origin("metrics_listen")
                 )
             })?),
         };
-        let registration = match sources.get("registration").map(|(v, _)| v.as_str()) {
+        let registration = match v.sources.get("registration").map(|(s, _)| s.as_str()) {
             None if dev_mode => Registration::Open,
             None => Registration::Allowlist,
             Some("open") => Registration::Open,
@@ -356,68 +656,87 @@ impl Config {
             Some("closed") => Registration::Closed,
             Some(other) => bail!(
                 "registration ({}) must be open, allowlist or closed, not {other:?}",
-                origin("registration")
+                v.origin("registration")
             ),
         };
-        let oidc_legacy_claims = match value("oidc_legacy_claims") {
-            "true" => true,
-            "false" => false,
-            other => bail!(
-                "oidc_legacy_claims ({}) must be true or false, not {other:?}",
-                origin("oidc_legacy_claims")
-            ),
-        };
-        let oidc_switch_delay_seconds: u64 = value("oidc_switch_delay_seconds")
-            .parse()
-            .with_context(|| {
-                format!(
-                    "oidc_switch_delay_seconds ({}) must be a number of seconds",
-                    origin("oidc_switch_delay_seconds")
-                )
-            })?;
-        let registration_origin = origin("registration");
-        let mailer = match value("mailer") {
+        let mailer = match v.text("mailer") {
             "log" => MailerConfig::Log {
                 outbox: data_dir.join("outbox"),
-                from: value("mail_from").to_string(),
+                from: v.text("mail_from").to_string(),
             },
             "ses" => MailerConfig::Ses {
-                from: value("mail_from").to_string(),
-                region: value("ses_region").to_string(),
-                endpoint: sources.get("ses_endpoint").map(|(v, _)| v.clone()),
+                from: v.text("mail_from").to_string(),
+                region: v.text("ses_region").to_string(),
+                endpoint: v.sources.get("ses_endpoint").map(|(s, _)| s.clone()),
             },
             other => bail!(
                 "mailer ({}) must be log or ses, not {other:?}",
-                origin("mailer")
+                v.origin("mailer")
             ),
         };
-        if !value("mail_from").contains('@') {
+        if !v.text("mail_from").contains('@') {
             bail!(
                 "mail_from ({}) must be an email address",
-                origin("mail_from")
+                v.origin("mail_from")
             );
         }
-        let trusted_proxies = value("trusted_proxies")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        let trusted_proxies = v
+            .list("trusted_proxies")
+            .iter()
             .map(|s| {
                 s.parse::<IpNet>().with_context(|| {
                     format!(
                         "trusted_proxies ({}): {s:?} is not an IP address or CIDR",
-                        origin("trusted_proxies")
+                        v.origin("trusted_proxies")
                     )
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let k3_file = match sources.get("k3_file") {
+        let siwe_chains = v
+            .list("siwe_chains")
+            .iter()
+            .map(|s| s.parse::<u64>().ok().filter(|n| *n > 0))
+            .collect::<Option<Vec<_>>>()
+            .filter(|chains| !chains.is_empty())
+            .with_context(|| {
+                format!(
+                    "siwe_chains ({}) must be a non-empty list of EIP-155 chain ids, e.g. [1, 84532]",
+                    v.origin("siwe_chains")
+                )
+            })?;
+        let limits = Limits {
+            session_ttl_seconds: secs(v.seconds("session_ttl_seconds", 60..=86_400)?),
+            refresh_max_age_seconds: secs(v.seconds("refresh_max_age_seconds", 0..=366 * 86_400)?),
+            dpop_skew_seconds: secs(v.seconds("dpop_skew_seconds", 1..=600)?),
+            binding_rate_per_second: v.integer("binding_rate_per_second", 1..=1_000_000)?,
+            binding_burst: v.integer("binding_burst", 1..=10_000_000)?,
+            ip_rate_per_second: v.integer("ip_rate_per_second", 1..=1_000_000)?,
+            ip_burst: v.integer("ip_burst", 1..=10_000_000)?,
+            email_links_per_hour: v.integer("email_links_per_hour", 1..=1000)?,
+            email_links_per_hour_ceiling: v.integer("email_links_per_hour_ceiling", 1..=10_000)?,
+            pending_per_client: v.integer("pending_per_client", 1..=10_000)?,
+            pending_cap: v.integer("pending_cap", 1..=10_000_000)?,
+            request_timeout_seconds: v.seconds("request_timeout_seconds", 1..=3600)?,
+        };
+        if limits.email_links_per_hour > limits.email_links_per_hour_ceiling {
+            bail!(
+                "email_links_per_hour ({}) must not exceed email_links_per_hour_ceiling ({})",
+                v.origin("email_links_per_hour"),
+                v.origin("email_links_per_hour_ceiling")
+            );
+        }
+        let oidc_legacy_claims = v.bool("oidc_legacy_claims")?;
+        let oidc_switch_delay_seconds = v.seconds("oidc_switch_delay_seconds", 0..=365 * 86_400)?;
+        let k3_file = match v.sources.get("k3_file") {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
         };
-        sources.insert(
-            "k3_file",
-            (k3_file.display().to_string(), origin("k3_file")),
-        );
+        let Values { mut sources } = v;
+        let k3_origin = sources.get("k3_file").map_or(Source::Default, |(_, s)| *s);
+        sources.insert("k3_file", (k3_file.display().to_string(), k3_origin));
+        let registration_origin = sources
+            .get("registration")
+            .map_or(Source::Default, |(_, s)| *s);
         sources.insert(
             "registration",
             (
@@ -439,17 +758,18 @@ impl Config {
             trusted_proxies,
             oidc_legacy_claims,
             oidc_switch_delay_seconds,
+            siwe_chains,
+            limits,
             sources,
         })
     }
 
-    /// `key = value  (source)` lines, secrets redacted.
+    /// `key = value  (source)` lines.
     pub fn show(&self) -> String {
         let mut out = String::new();
-        for (key, _, secret) in KEYS {
-            if let Some((value, source)) = self.sources.get(key) {
-                let shown = if secret { "<redacted>" } else { value.as_str() };
-                out.push_str(&format!("{key} = {shown:?}  # {source}\n"));
+        for key in KEYS {
+            if let Some((value, source)) = self.sources.get(key.name) {
+                out.push_str(&format!("{} = {value:?}  # {source}\n", key.name));
             }
         }
         out
@@ -458,20 +778,20 @@ impl Config {
     /// The same as JSON: `{key: {value, source}}`.
     pub fn show_json(&self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
-        for (key, _, secret) in KEYS {
-            if let Some((value, source)) = self.sources.get(key) {
-                let shown = if secret {
-                    "<redacted>".to_string()
-                } else {
-                    value.clone()
-                };
+        for key in KEYS {
+            if let Some((value, source)) = self.sources.get(key.name) {
                 map.insert(
-                    key.to_string(),
-                    serde_json::json!({"value": shown, "source": source.to_string()}),
+                    key.name.to_string(),
+                    serde_json::json!({"value": value, "source": source.to_string()}),
                 );
             }
         }
         serde_json::Value::Object(map)
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.limits.request_timeout_seconds)
     }
 }
 
@@ -495,6 +815,41 @@ fn parse_public_url(raw: &str) -> anyhow::Result<(String, String, bool)> {
     Ok((url, domain, dev_mode))
 }
 
+/// The flags of a command as a layer: the named flags, then every `--set KEY=VALUE`.
+pub fn flag_layer(args: &crate::cli::ConfigArgs) -> anyhow::Result<Layer> {
+    let mut flags = Layer::default();
+    let named = [
+        ("listen", &args.listen),
+        ("data_dir", &args.data_dir),
+        ("public_url", &args.public_url),
+        ("client_id", &args.client_id),
+        ("k3_file", &args.k3_file),
+        ("metrics_listen", &args.metrics_listen),
+        ("registration", &args.registration),
+        ("mailer", &args.mailer),
+        ("mail_from", &args.mail_from),
+        ("ses_region", &args.ses_region),
+        ("ses_endpoint", &args.ses_endpoint),
+        ("trusted_proxies", &args.trusted_proxies),
+        ("oidc_legacy_claims", &args.oidc_legacy_claims),
+        ("oidc_switch_delay_seconds", &args.oidc_switch_delay_seconds),
+    ];
+    for (name, value) in named {
+        if let Some(value) = value {
+            flags.set(name, value.clone())?;
+        }
+    }
+    for pair in &args.set {
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?}: write KEY=VALUE"))?;
+        flags
+            .set(name.trim(), value.to_string())
+            .with_context(|| format!("--set {pair:?}"))?;
+    }
+    Ok(flags)
+}
+
 /// Resolves the configuration of a command: `--config` (or `AGENTKEYS_CONFIG`), the process
 /// environment, then the flags.
 pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
@@ -507,104 +862,8 @@ pub fn load(args: &crate::cli::ConfigArgs) -> anyhow::Result<Config> {
         None => Layer::default(),
     };
     let env = Layer::from_env(std::env::vars())?;
-    let flags = Layer {
-        listen: args.listen.clone(),
-        data_dir: args.data_dir.clone(),
-        public_url: args.public_url.clone(),
-        client_id: args.client_id.clone(),
-        k3_file: args.k3_file.clone(),
-        metrics_listen: args.metrics_listen.clone(),
-        registration: args.registration.clone(),
-        mailer: args.mailer.clone(),
-        mail_from: args.mail_from.clone(),
-        ses_region: args.ses_region.clone(),
-        ses_endpoint: args.ses_endpoint.clone(),
-        trusted_proxies: args.trusted_proxies.clone(),
-        oidc_legacy_claims: args.oidc_legacy_claims.clone(),
-        oidc_switch_delay_seconds: args.oidc_switch_delay_seconds.clone(),
-    };
-    Config::resolve(&file, &env, &flags)
+    Config::resolve(&file, &env, &flag_layer(args)?)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Layer {
-        Layer::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .expect("known vars")
-    }
-
-    #[test]
-    fn defaults_then_file_then_env_then_flags() {
-        let file: Layer = toml::from_str(
-            "listen = \"127.0.0.1:1000\"\nclient_id = \"fromfile\"\ndata_dir = \"/srv/ak\"",
-        )
-        .expect("toml");
-        let env = env(&[
-            ("AGENTKEYS_LISTEN", "127.0.0.1:2000"),
-            ("PATH", "/bin"),
-            ("AGENTKEYS_PROFILE", "p"),
-        ]);
-        let flags = Layer {
-            listen: Some("127.0.0.1:3000".into()),
-            ..Layer::default()
-        };
-        let c = Config::resolve(&file, &env, &flags).expect("valid");
-        assert_eq!(c.listen.port(), 3000);
-        assert_eq!(c.sources["listen"].1, Source::Flag);
-        assert_eq!(c.client_id, "fromfile");
-        assert_eq!(c.sources["client_id"].1, Source::File);
-        assert_eq!(c.public_url, "http://127.0.0.1:8090");
-        assert_eq!(c.sources["public_url"].1, Source::Default);
-        assert!(c.dev_mode);
-        assert_eq!(c.k3_file, PathBuf::from("/srv/ak/keys/k3.key"));
-        let shown = c.show();
-        assert!(
-            shown.contains("listen = \"127.0.0.1:3000\"  # flag"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("client_id = \"fromfile\"  # file"),
-            "{shown}"
-        );
-        assert_eq!(c.show_json()["data_dir"]["source"], "file");
-    }
-
-    #[test]
-    fn unknown_keys_and_variables_are_errors() {
-        let err = toml::from_str::<Layer>("listn = \"x\"").expect_err("unknown key");
-        assert!(err.to_string().contains("listn"), "{err}");
-        let err = Layer::from_env([("AGENTKEYS_LISTN".to_string(), "x".to_string())])
-            .expect_err("unknown var");
-        assert!(err.to_string().contains("AGENTKEYS_LISTN"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key_and_source() {
-        let flags = Layer {
-            public_url: Some("ftp://x".into()),
-            ..Layer::default()
-        };
-        let err =
-            Config::resolve(&Layer::default(), &Layer::default(), &flags).expect_err("bad url");
-        assert!(format!("{err:#}").contains("public_url (flag)"), "{err:#}");
-        let env = env(&[("AGENTKEYS_LISTEN", "nowhere")]);
-        let err =
-            Config::resolve(&Layer::default(), &env, &Layer::default()).expect_err("bad listen");
-        assert!(format!("{err:#}").contains("listen (env)"), "{err:#}");
-        let file: Layer = toml::from_str("client_id = \"a b\"").expect("toml");
-        let err = Config::resolve(&file, &Layer::default(), &Layer::default())
-            .expect_err("bad client_id");
-        assert!(format!("{err:#}").contains("client_id (file)"), "{err:#}");
-        let flags = Layer {
-            public_url: Some("https://keys.example.com/".into()),
-            ..Layer::default()
-        };
-        let c = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("valid");
-        assert_eq!(
-            (c.public_url.as_str(), c.domain.as_str(), c.dev_mode),
-            ("https://keys.example.com", "keys.example.com", false)
-        );
-    }
-}
+mod tests;

@@ -16,17 +16,12 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 use crate::auth::dpop::DpopVerifier;
-use crate::auth::session::Sessions;
+use crate::auth::session::{Lifetimes, Sessions};
 use crate::config::Config;
 use crate::http::{self, AppState};
 
 /// How long shutdown waits for requests and calls in flight.
 pub const DRAIN: Duration = Duration::from_secs(10);
-
-/// Allowed clock difference of DPoP proofs.
-pub const DPOP_SKEW_SECONDS: i64 = 60;
-/// Live DPoP proofs remembered for replay detection (fail closed beyond).
-pub const DPOP_REPLAY_CAPACITY: usize = 200_000;
 
 /// The file name of the store inside the data dir.
 pub const STORE_FILE: &str = "agentkeys.redb";
@@ -191,21 +186,25 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         stopping: stopping_rx,
-        sessions: Arc::new(Sessions::new(&config.public_url, &signer)),
+        sessions: Arc::new(Sessions::new(
+            &config.public_url,
+            &signer,
+            Lifetimes::of(&config.limits),
+        )),
         masters: Registry::new(&runtime),
         agents: Registry::new(&runtime),
         registration: config.registration,
         client_id: config.client_id.clone(),
         mailer: mailer.clone(),
         email_logins: Arc::new(http::email::EmailLogins::new(
-            http::email::EMAIL_CAP,
+            &config.limits,
             "email logins",
         )),
-        rate_limits: Arc::new(http::ratelimit::RateLimits::default()),
+        rate_limits: Arc::new(http::ratelimit::RateLimits::new(&config.limits)),
         trusted_proxies: config.trusted_proxies.clone().into(),
         event_streams: Arc::new(http::events::StreamCounts::default()),
         pairings: Arc::new(http::pairing::Pairings::new(
-            http::pairing::PAIRING_CAP,
+            &config.limits,
             "pairing requests",
         )),
         oidc_legacy_claims: config.oidc_legacy_claims,
@@ -215,12 +214,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         public_url: config.public_url.clone(),
         domain: config.domain.clone(),
         clock: runtime.clock().clone(),
-        dpop: Arc::new(DpopVerifier::new(DPOP_SKEW_SECONDS, DPOP_REPLAY_CAPACITY)),
+        dpop: Arc::new(DpopVerifier::new(config.limits.dpop_skew_seconds)),
         challenges: Arc::new(http::wallet::Challenges::new(
-            http::wallet::CHALLENGE_CAP,
+            &config.limits,
             "login challenges",
         )),
-        siwe_chains: Arc::from([1u64]),
+        siwe_chains: config.siwe_chains.clone().into(),
+        limits: config.limits,
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
     let admin = crate::admin::listen(&config.data_dir, runtime.clone(), rotator).await?;

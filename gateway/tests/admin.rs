@@ -34,12 +34,10 @@ async fn admin(data: &std::path::Path, args: &[&str]) -> (bool, Value, String) {
 async fn the_host_administrator_lists_inspects_and_revokes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.display().to_string()),
-        ..Layer::default()
-    };
+    let flags = Layer::default()
+        .with("listen", "127.0.0.1:0")
+        .with("metrics_listen", "off")
+        .with("data_dir", data.display().to_string());
     let server = serve::start(
         Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config"),
     )

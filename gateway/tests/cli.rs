@@ -30,12 +30,10 @@ fn mode(path: &Path) -> u32 {
 async fn login_whoami_profiles_and_audit_verify_through_the_binary() {
     let data = tempfile::tempdir().expect("tempdir");
     let home = tempfile::tempdir().expect("tempdir");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.path().display().to_string()),
-        ..Layer::default()
-    };
+    let flags = Layer::default()
+        .with("listen", "127.0.0.1:0")
+        .with("metrics_listen", "off")
+        .with("data_dir", data.path().display().to_string());
     let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
     let server = serve::start(config).await.expect("starts");
     let connect = format!("http://{}", server.local_addr());
@@ -160,12 +158,10 @@ async fn login_email_shows_the_code_polls_and_stores_the_session() {
     use tokio::io::AsyncBufReadExt;
     let data = tempfile::tempdir().expect("tempdir");
     let home = tempfile::tempdir().expect("tempdir");
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("off".into()),
-        data_dir: Some(data.path().display().to_string()),
-        ..Layer::default()
-    };
+    let flags = Layer::default()
+        .with("listen", "127.0.0.1:0")
+        .with("metrics_listen", "off")
+        .with("data_dir", data.path().display().to_string());
     let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
     let server = serve::start(config).await.expect("starts");
     let connect = format!("http://{}", server.local_addr());

@@ -3,7 +3,8 @@
 
 mod common;
 
-use agentkeys_gateway::auth::dpop::{DpopError, DpopVerifier, ProofRequest};
+use agentkeys_gateway::auth::dpop::{DpopError, DpopVerifier, ProofRequest, VerifiedProof};
+use agentkeys_gateway::auth::replay::{Partition, Quota};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use common::Client;
@@ -16,6 +17,21 @@ const NOW: i64 = 1_800_000_000;
 fn vectors() -> Value {
     let path = format!("{}/tests/vectors/dpop.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json")
+}
+
+/// Verifies and records, as the extractors do, charged to one binding with a large quota.
+fn accept(
+    verifier: &DpopVerifier,
+    proof: &str,
+    req: &ProofRequest<'_>,
+) -> Result<VerifiedProof, DpopError> {
+    let verified = verifier.verify(proof, req)?;
+    let quota = Quota {
+        soft: 1000,
+        hard: 2000,
+    };
+    verifier.record(&verified, Partition::Binding(1), quota, req.now)?;
+    Ok(verified)
 }
 
 fn request<'a>(
@@ -38,7 +54,7 @@ fn request<'a>(
 fn proofs_from_npm_dpop_are_accepted_once() {
     let v = vectors();
     assert_eq!(v["public_url"], URL);
-    let verifier = DpopVerifier::new(60, 1000);
+    let verifier = DpopVerifier::new(60);
     for vector in v["vectors"].as_array().expect("vectors") {
         let name = vector["name"].as_str().expect("name");
         let iat = vector["iat"].as_i64().expect("iat");
@@ -49,16 +65,14 @@ fn proofs_from_npm_dpop_are_accepted_once() {
             iat + 5,
         );
         let proof = vector["proof"].as_str().expect("proof");
-        let verified = verifier
-            .verify(proof, &req)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let verified = accept(&verifier, proof, &req).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             verified.jkt,
             v["jkt"].as_str().expect("jkt"),
             "{name}: RFC 7638 thumbprints agree"
         );
         assert_eq!(
-            verifier.verify(proof, &req),
+            accept(&verifier, proof, &req),
             Err(DpopError::Replayed),
             "{name}"
         );
@@ -71,12 +85,12 @@ fn claims(jti: &str, method: &str, path: &str, iat: i64) -> Value {
 
 #[test]
 fn every_rule_refuses_its_violation() {
-    let verifier = DpopVerifier::new(60, 1000);
+    let verifier = DpopVerifier::new(60);
     let client = Client::new();
     let get = |token| request("GET", "/v1/whoami", token, NOW);
 
     let ok = client.proof(claims("j1", "GET", "/v1/whoami", NOW));
-    assert!(verifier.verify(&ok, &get(None)).is_ok());
+    assert!(accept(&verifier, &ok, &get(None)).is_ok());
 
     let cases: Vec<(&str, String, DpopError)> = vec![
         ("not a jwt", "abc".into(), DpopError::Malformed),
@@ -106,7 +120,11 @@ fn every_rule_refuses_its_violation() {
         ("replay", ok.clone(), DpopError::Replayed),
     ];
     for (name, proof, expected) in cases {
-        assert_eq!(verifier.verify(&proof, &get(None)), Err(expected), "{name}");
+        assert_eq!(
+            accept(&verifier, &proof, &get(None)),
+            Err(expected),
+            "{name}"
+        );
     }
 
     // ath is required exactly when a token is presented, and must be the token's hash.
@@ -114,41 +132,97 @@ fn every_rule_refuses_its_violation() {
     let ath = B64.encode(Sha256::digest(token.as_bytes()));
     let missing = client.proof(claims("t1", "GET", "/v1/whoami", NOW));
     assert_eq!(
-        verifier.verify(&missing, &get(Some(token))),
+        accept(&verifier, &missing, &get(Some(token))),
         Err(DpopError::TokenHash)
     );
     let wrong = client.proof(json!({"jti": "t2", "htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW, "ath": B64.encode(Sha256::digest(b"other"))}));
     assert_eq!(
-        verifier.verify(&wrong, &get(Some(token))),
+        accept(&verifier, &wrong, &get(Some(token))),
         Err(DpopError::TokenHash)
     );
     let right = client.proof(json!({"jti": "t3", "htm": "GET", "htu": format!("{URL}/v1/whoami"), "iat": NOW, "ath": ath}));
-    assert!(verifier.verify(&right, &get(Some(token))).is_ok());
+    assert!(accept(&verifier, &right, &get(Some(token))).is_ok());
 }
 
 #[test]
-fn nonces_are_demanded_when_required_and_a_full_cache_fails_closed() {
-    let verifier = DpopVerifier::new(60, 2);
+fn nonces_are_demanded_when_required_and_near_a_clients_quota() {
+    let verifier = DpopVerifier::new(60);
     let client = Client::new();
     let mut req = request("POST", "/v1/session/refresh", None, NOW);
     req.require_nonce = true;
     let without = client.proof(claims("n1", "POST", "/v1/session/refresh", NOW));
-    assert_eq!(verifier.verify(&without, &req), Err(DpopError::UseNonce));
+    assert_eq!(
+        accept(&verifier, &without, &req).err(),
+        Some(DpopError::UseNonce)
+    );
     let nonce = verifier.nonce(NOW);
     let with = client.proof(json!({"jti": "n2", "htm": "POST", "htu": format!("{URL}/v1/session/refresh"), "iat": NOW, "nonce": nonce}));
-    assert!(verifier.verify(&with, &req).is_ok());
+    assert!(accept(&verifier, &with, &req).is_ok());
     let stale = client.proof(json!({"jti": "n3", "htm": "POST", "htu": format!("{URL}/v1/session/refresh"), "iat": NOW, "nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}));
-    assert_eq!(verifier.verify(&stale, &req), Err(DpopError::UseNonce));
+    assert_eq!(
+        accept(&verifier, &stale, &req).err(),
+        Some(DpopError::UseNonce)
+    );
 
+    // A client at its quota is asked for a nonce; other clients are not affected.
+    let quota = Quota { soft: 1, hard: 2 };
     let get = request("GET", "/v1/whoami", None, NOW);
-    assert!(
-        verifier
-            .verify(&client.proof(claims("f1", "GET", "/v1/whoami", NOW)), &get)
-            .is_ok()
+    let me = Partition::Binding(7);
+    let record = |jti: &str, nonce: Option<&str>, who: Partition| {
+        let mut c = claims(jti, "GET", "/v1/whoami", NOW);
+        if let Some(n) = nonce {
+            c["nonce"] = json!(n);
+        }
+        let verified = verifier.verify(&client.proof(c), &get)?;
+        verifier.record(&verified, who, quota, NOW)
+    };
+    assert_eq!(record("f1", None, me), Ok(()));
+    assert_eq!(
+        record("f2", None, me),
+        Err(DpopError::UseNonce),
+        "at the quota: a nonce"
     );
     assert_eq!(
-        verifier.verify(&client.proof(claims("f2", "GET", "/v1/whoami", NOW)), &get),
-        Err(DpopError::Busy),
-        "capacity 2 reached: fail closed"
+        record("f3", None, Partition::Binding(8)),
+        Ok(()),
+        "another client"
     );
+    let nonce = verifier.nonce(NOW);
+    assert_eq!(record("f4", Some(&nonce), me), Ok(()), "with the nonce");
+    assert!(
+        matches!(
+            record("f5", Some(&nonce), me),
+            Err(DpopError::TooMany { .. })
+        ),
+        "past twice the quota: only this client slows down"
+    );
+    assert_eq!(verifier.recorded(me), 2);
+}
+
+#[test]
+fn iat_at_the_extremes_is_refused_without_overflow() {
+    let verifier = DpopVerifier::new(60);
+    let client = Client::new();
+    let get = request("GET", "/v1/whoami", None, NOW);
+    for iat in [
+        i64::MIN,
+        i64::MIN + NOW,
+        i64::MIN + 1,
+        i64::MAX,
+        i64::MAX - NOW,
+        -NOW,
+        0,
+    ] {
+        let proof = client.proof(claims(&format!("x{iat}"), "GET", "/v1/whoami", iat));
+        assert_eq!(
+            verifier.verify(&proof, &get),
+            Err(DpopError::Time),
+            "iat {iat}"
+        );
+    }
+    // The edges of the window are inclusive.
+    for iat in [NOW - 60, NOW + 60] {
+        let proof = client.proof(claims(&format!("e{iat}"), "GET", "/v1/whoami", iat));
+        assert!(verifier.verify(&proof, &get).is_ok(), "iat {iat}");
+    }
 }

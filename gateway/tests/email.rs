@@ -342,10 +342,7 @@ async fn per_ip_limits_believe_forwarding_headers_only_from_trusted_proxies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let proxied = start_with(
         dir.path(),
-        Layer {
-            trusted_proxies: Some("127.0.0.1".into()),
-            ..Layer::default()
-        },
+        Layer::default().with("trusted_proxies", "127.0.0.1"),
     )
     .await;
     assert_eq!(burst(&proxied, "203.0.113.1").await, 60);

@@ -22,12 +22,10 @@ fn now() -> i64 {
 }
 
 async fn start(dir: &std::path::Path) -> (serve::Server, String) {
-    let flags = Layer {
-        listen: Some("127.0.0.1:0".into()),
-        metrics_listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.display().to_string()),
-        ..Layer::default()
-    };
+    let flags = Layer::default()
+        .with("listen", "127.0.0.1:0")
+        .with("metrics_listen", "127.0.0.1:0")
+        .with("data_dir", dir.display().to_string());
     let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
     let server = serve::start(config).await.expect("server starts");
     let base = format!("http://{}", server.local_addr());

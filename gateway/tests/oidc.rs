@@ -199,10 +199,7 @@ async fn legacy_claims_keep_upstream_trust_policies_working() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = start_with(
         dir.path(),
-        Layer {
-            oidc_legacy_claims: Some("true".into()),
-            ..Layer::default()
-        },
+        Layer::default().with("oidc_legacy_claims", "true"),
     )
     .await;
     let key = device();

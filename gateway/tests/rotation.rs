@@ -54,10 +54,7 @@ fn verifies(jwt: &str, keys: &[Value]) -> bool {
 }
 
 fn layer() -> Layer {
-    Layer {
-        oidc_switch_delay_seconds: Some("3600".into()),
-        ..Layer::default()
-    }
+    Layer::default().with("oidc_switch_delay_seconds", "3600")
 }
 
 #[actix::test]

@@ -3,7 +3,9 @@
 //! `jku`/`x5u`/`kid` in the header); signature; `htm`; `htu` equal to the configured public URL
 //! plus the route path (never built from `Host`; query and fragment ignored as the RFC says);
 //! `iat` within ±skew; `ath` present exactly when a token is presented; the nonce when one is
-//! required; `jti` at most 64 bytes and `(jti, jkt)` unseen.
+//! required; `jti` at most 64 bytes. Verifying records nothing: the caller records `(jti, jkt)`
+//! with [`DpopVerifier::record`] once the request has passed its rate limit and, with a token,
+//! once the token is verified and bound to this key (see `replay`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,7 +17,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::nonce::NonceIssuer;
-use super::replay::{ReplayCache, ReplayError};
+use super::replay::{Partition, Quota, ReplayCache, ReplayError};
+
+/// How long a server nonce is accepted: its window and the next (so 15–30 s).
+pub const NONCE_WINDOW_SECONDS: i64 = 15;
 
 /// Longest accepted `jti`.
 pub const MAX_JTI: usize = 64;
@@ -59,9 +64,12 @@ pub enum DpopError {
     /// A server nonce is required and missing or stale (`use_dpop_nonce` + a fresh `DPoP-Nonce`).
     #[error("a fresh DPoP-Nonce is required")]
     UseNonce,
-    /// The replay cache is full: fail closed (503, or demand a nonce).
-    #[error("the server cannot record more DPoP proofs now")]
-    Busy,
+    /// This client recorded too many proofs (its replay partition is full even with nonces).
+    #[error("this client sent too many DPoP proofs; slow down")]
+    TooMany {
+        /// Seconds until room frees up.
+        retry_after: i64,
+    },
 }
 
 /// What a verified proof establishes.
@@ -73,6 +81,8 @@ pub struct VerifiedProof {
     pub jti: String,
     /// The proof's `iat`.
     pub iat: i64,
+    /// When the proof's server nonce stops being accepted, if it carries a valid one.
+    pub nonce_expires: Option<i64>,
 }
 
 /// The request a proof must match.
@@ -111,14 +121,47 @@ pub struct DpopVerifier {
 }
 
 impl DpopVerifier {
-    /// A verifier allowing `skew_seconds` of clock difference, recording at most
-    /// `replay_capacity` live proofs.
-    pub fn new(skew_seconds: i64, replay_capacity: usize) -> Self {
+    /// A verifier allowing `skew_seconds` of clock difference.
+    pub fn new(skew_seconds: i64) -> Self {
         Self {
             skew: skew_seconds,
-            replay: ReplayCache::new(replay_capacity, skew_seconds),
-            nonces: NonceIssuer::new(300),
+            replay: ReplayCache::new(skew_seconds),
+            nonces: NonceIssuer::new(NONCE_WINDOW_SECONDS),
         }
+    }
+
+    /// The replay quota of a client limited to `rate` per second with `burst`.
+    pub fn quota(&self, rate: u64, burst: u64) -> Quota {
+        self.replay.quota(rate, burst)
+    }
+
+    /// Records a verified proof, charged to `partition`: a replay, a full partition (demand a
+    /// nonce) or an exhausted one (slow down) is refused.
+    pub fn record(
+        &self,
+        proof: &VerifiedProof,
+        partition: Partition,
+        quota: Quota,
+        now: i64,
+    ) -> Result<(), DpopError> {
+        self.replay
+            .record(
+                (&proof.jti, &proof.jkt, proof.iat),
+                proof.nonce_expires,
+                partition,
+                quota,
+                now,
+            )
+            .map_err(|e| match e {
+                ReplayError::Replayed => DpopError::Replayed,
+                ReplayError::NonceRequired => DpopError::UseNonce,
+                ReplayError::Full { retry_after } => DpopError::TooMany { retry_after },
+            })
+    }
+
+    /// Live recorded proofs of `partition` (for tests and metrics).
+    pub fn recorded(&self, partition: Partition) -> usize {
+        self.replay.used(partition)
     }
 
     /// A fresh `DPoP-Nonce` value.
@@ -126,8 +169,8 @@ impl DpopVerifier {
         self.nonces.issue(now)
     }
 
-    /// Runs every check of the module documentation, in an order that does the cheap ones
-    /// before the signature and records the proof last.
+    /// Runs every check of the module documentation, the cheap ones before the signature.
+    /// Records nothing.
     pub fn verify(&self, proof: &str, req: &ProofRequest<'_>) -> Result<VerifiedProof, DpopError> {
         let header = decode_segment(proof.split('.').next().unwrap_or_default())?;
         if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
@@ -169,7 +212,9 @@ impl DpopVerifier {
             return Err(DpopError::Url);
         }
         let iat = claims.iat.ok_or(DpopError::Time)?;
-        if (iat - req.now).abs() > self.skew {
+        // Checked: an `iat` near i64::MIN or MAX must not wrap into the window.
+        let off = req.now.checked_sub(iat).map(i64::unsigned_abs);
+        if off.is_none_or(|off| off > self.skew.unsigned_abs()) {
             return Err(DpopError::Time);
         }
         match (req.access_token, claims.ath.as_deref()) {
@@ -182,12 +227,11 @@ impl DpopVerifier {
             }
             _ => return Err(DpopError::TokenHash),
         }
-        if req.require_nonce
-            && !claims
-                .nonce
-                .as_deref()
-                .is_some_and(|n| self.nonces.is_valid(n, req.now))
-        {
+        let nonce_expires = claims
+            .nonce
+            .as_deref()
+            .and_then(|n| self.nonces.expires(n, req.now));
+        if req.require_nonce && nonce_expires.is_none() {
             return Err(DpopError::UseNonce);
         }
         let jti = claims
@@ -197,11 +241,12 @@ impl DpopVerifier {
         let jkt = jwk
             .thumbprint(ThumbprintHash::SHA256)
             .map_err(|_| DpopError::Key)?;
-        match self.replay.check_and_insert(&jti, &jkt, iat, req.now) {
-            Ok(()) => Ok(VerifiedProof { jkt, jti, iat }),
-            Err(ReplayError::Replayed) => Err(DpopError::Replayed),
-            Err(ReplayError::Full) => Err(DpopError::Busy),
-        }
+        Ok(VerifiedProof {
+            jkt,
+            jti,
+            iat,
+            nonce_expires,
+        })
     }
 }
 

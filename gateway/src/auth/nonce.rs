@@ -54,18 +54,22 @@ impl NonceIssuer {
 
     /// Whether `nonce` was issued by this process for the current or the previous window.
     pub fn is_valid(&self, nonce: &str, now: i64) -> bool {
-        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
-            return false;
-        };
+        self.expires(nonce, now).is_some()
+    }
+
+    /// If `nonce` is valid at `now`, the last second it is accepted.
+    pub fn expires(&self, nonce: &str, now: i64) -> Option<i64> {
+        let raw = URL_SAFE_NO_PAD.decode(nonce).ok()?;
         if raw.len() != 24 {
-            return false;
+            return None;
         }
         let mut w = [0u8; 8];
         w.copy_from_slice(&raw[..8]);
         let window = i64::from_be_bytes(w);
         let current = now.div_euclid(self.window);
-        (window == current || window == current - 1)
-            && bool::from(self.mac(window)[..16].ct_eq(&raw[8..]))
+        let fresh = window == current || Some(window) == current.checked_sub(1);
+        (fresh && bool::from(self.mac(window)[..16].ct_eq(&raw[8..])))
+            .then(|| (window + 2) * self.window - 1)
     }
 }
 
@@ -85,6 +89,12 @@ mod tests {
             "another process's secret"
         );
         assert!(!issuer.is_valid("garbage", 1000));
+        assert_eq!(
+            issuer.expires(&n, 1000),
+            Some(1499),
+            "windows 900.. and 1200.."
+        );
+        assert_eq!(issuer.expires(&n, i64::MIN), None);
         let mut forged = URL_SAFE_NO_PAD.decode(&n).expect("b64");
         forged[23] ^= 1;
         assert!(!issuer.is_valid(&URL_SAFE_NO_PAD.encode(forged), 1000));

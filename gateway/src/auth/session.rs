@@ -23,14 +23,31 @@ use sha2::{Digest, Sha256};
 
 /// The fixed audience of session tokens.
 pub const SESSION_AUDIENCE: &str = "agentkeys";
-/// Session token lifetime.
-pub const SESSION_TTL_SECONDS: i64 = 900;
-/// How old (by `iat`) a token may be and still be refreshed.
-pub const REFRESH_MAX_AGE_SECONDS: i64 = 30 * 24 * 3600;
 /// Verified tokens remembered.
 pub const VERIFIED_CACHE: usize = 100_000;
-/// Allowed clock difference for `iat` / `nbf`.
-pub const TOKEN_SKEW_SECONDS: i64 = 60;
+
+/// How long tokens live and how much clock difference they tolerate (configuration keys
+/// `session_ttl_seconds`, `refresh_max_age_seconds`, `dpop_skew_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Session token lifetime.
+    pub ttl: i64,
+    /// How old (by `iat`) a token may be and still be refreshed.
+    pub refresh_max_age: i64,
+    /// Allowed clock difference for `iat` / `nbf`.
+    pub skew: i64,
+}
+
+impl Lifetimes {
+    /// The lifetimes of a configuration's limits.
+    pub fn of(limits: &crate::config::Limits) -> Self {
+        Self {
+            ttl: limits.session_ttl_seconds,
+            refresh_max_age: limits.refresh_max_age_seconds,
+            skew: limits.dpop_skew_seconds,
+        }
+    }
+}
 
 /// The role of the token's actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +181,7 @@ pub struct NewSession {
 /// Mints and verifies session tokens.
 pub struct Sessions {
     issuer: String,
+    lifetimes: Lifetimes,
     keys: HashMap<String, DecodingKey>,
     verified: Mutex<HashMap<[u8; 32], SessionClaims>>,
 }
@@ -179,12 +197,12 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     /// Verifies against the K1 public keys of `signer`; `issuer` is the public URL.
-    pub fn new(issuer: &str, signer: &SignerHandle) -> Self {
-        Self::from_jwks(issuer, signer.public_jwks(KeySetName::Session))
+    pub fn new(issuer: &str, signer: &SignerHandle, lifetimes: Lifetimes) -> Self {
+        Self::from_jwks(issuer, signer.public_jwks(KeySetName::Session), lifetimes)
     }
 
     /// Verifies against the given public JWKs (those without a usable `kid` are skipped).
-    pub fn from_jwks(issuer: &str, jwks: Vec<serde_json::Value>) -> Self {
+    pub fn from_jwks(issuer: &str, jwks: Vec<serde_json::Value>, lifetimes: Lifetimes) -> Self {
         let keys = jwks
             .into_iter()
             .filter_map(|jwk| {
@@ -195,6 +213,7 @@ impl Sessions {
             .collect();
         Self {
             issuer: issuer.to_string(),
+            lifetimes,
             keys,
             verified: Mutex::new(HashMap::new()),
         }
@@ -209,7 +228,7 @@ impl Sessions {
     ) -> Result<(String, i64), SignerError> {
         let mut jti = [0u8; 16];
         aws_lc_rs::rand::fill(&mut jti).map_err(|_| SignerError::Internal("random failed"))?;
-        let exp = now + SESSION_TTL_SECONDS;
+        let exp = now.saturating_add(self.lifetimes.ttl);
         let claims = SessionClaims {
             iss: self.issuer.clone(),
             sub: format!("agentkeys:actor:{}", session.omni),
@@ -243,20 +262,21 @@ impl Sessions {
         if claims.exp <= now {
             return Err(TokenError::Expired);
         }
-        if claims.nbf > now + TOKEN_SKEW_SECONDS || claims.iat > now + TOKEN_SKEW_SECONDS {
+        let latest = now.saturating_add(self.lifetimes.skew);
+        if claims.nbf > latest || claims.iat > latest {
             return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }
 
     /// Verifies a token presented for refresh: it may have expired, but it must have been
-    /// issued at most [`REFRESH_MAX_AGE_SECONDS`] ago.
+    /// issued at most `refresh_max_age` ago.
     pub fn verify_for_refresh(&self, token: &str, now: i64) -> Result<SessionClaims, TokenError> {
         let claims = self.verify_signed(token)?;
-        if claims.iat > now + TOKEN_SKEW_SECONDS {
+        if claims.iat > now.saturating_add(self.lifetimes.skew) {
             return Err(TokenError::NotYetValid);
         }
-        if claims.iat < now - REFRESH_MAX_AGE_SECONDS {
+        if claims.iat < now.saturating_sub(self.lifetimes.refresh_max_age) {
             return Err(TokenError::TooOld);
         }
         Ok(claims)

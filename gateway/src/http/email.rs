@@ -6,7 +6,8 @@
 //!    `{request_id, confirm_code, expires_at}`; the CLI shows the code.
 //! 2. The link opens `GET /auth/email/landing`: a page with no third-party assets that reads the
 //!    token from the fragment (never sent in a GET, so link scanners consume nothing), shows the
-//!    requester's IP address and user agent, and asks for the code. Redemption is only by
+//!    requester's IP address and a short description of its browser and system (never the raw
+//!    `User-Agent`, which the requester chose), and asks for the code. Redemption is only by
 //!    `POST /v1/auth/email/verify {token, confirm_code}`; the same POST without a code shows
 //!    the request and changes nothing.
 //! 3. The first verified login creates the master (anchor wallet `W(identity omni)`) and binds
@@ -38,8 +39,6 @@ use crate::mail::MagicLink;
 
 /// How long a request may be confirmed.
 pub const EMAIL_TTL_SECONDS: i64 = 600;
-/// Most pending requests.
-pub const EMAIL_CAP: usize = 10_000;
 /// Wrong confirm codes before a request is dropped.
 pub const MAX_CODE_ATTEMPTS: u32 = 5;
 /// Characters of a confirm code (Crockford base32: 30 bits).
@@ -165,17 +164,17 @@ pub struct EmailStarted {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn request(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, by): TokenlessDpop,
     client: axum::Extension<ClientIp>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<Json<EmailStarted>, ApiError> {
     let email = normalize_email(&body.email)?;
     let now_ms = state.clock.now().as_millis();
-    if let Err(wait) = state.rate_limits.take_email(&email, now_ms) {
+    if let Err(wait) = state.rate_limits.emails.take(&email, client.0.0, now_ms) {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
-            "five sign-in links per hour per address; wait before asking again",
+            "too many sign-in links for this address in the last hour; wait before asking again",
         )
         .retry_after(wait));
     }
@@ -183,13 +182,11 @@ pub async fn request(
     let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let request_id = hex::encode(random_bytes::<16>()?);
     let code = confirm_code()?;
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown")
-        .chars()
-        .take(200)
-        .collect::<String>();
+    let user_agent = super::useragent::describe(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let pending = Pending {
         email: email.clone(),
         jkt: proof.jkt,
@@ -210,7 +207,7 @@ pub async fn request(
     let token_hash = pending.token_hash;
     state
         .email_logins
-        .insert(request_id.clone(), token_hash, pending, now)?;
+        .insert(request_id.clone(), token_hash, pending, &by, now)?;
     if let Err(e) = state.mailer.send(&message).await {
         state.email_logins.lock().remove(&request_id, &token_hash);
         return Err(ApiError::new(
@@ -408,7 +405,7 @@ super::openapi::status_or_session_schema!(EmailStatus, "pending", "verified");
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn status(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, _): TokenlessDpop,
     ApiPath(request_id): ApiPath<String>,
 ) -> Result<Json<EmailStatus>, ApiError> {
     let now = state.now_seconds();

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 
 use agentkeys_runtime::{LineageGuard, LiveProof, Omni};
 
+use super::pending::Requester;
 use crate::auth::dpop::{DpopError, ProofRequest, VerifiedProof};
+use crate::auth::replay::Partition;
 use crate::auth::session::{Role, SessionClaims};
 
 /// A JSON body (`Content-Type: application/json`, at most 1 MiB).
@@ -81,9 +83,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// A verified DPoP proof on a request without an access token (login, redeem, pairing): the
-/// key that starts a flow must be the key that finishes it.
+/// key that starts a flow must be the key that finishes it. Recorded against the client's
+/// address, after the address's rate limit (the middleware).
 #[derive(Debug)]
-pub struct TokenlessDpop(pub VerifiedProof);
+pub struct TokenlessDpop(pub VerifiedProof, pub Requester);
 
 impl FromRequestParts<AppState> for TokenlessDpop {
     type Rejection = ApiError;
@@ -92,8 +95,62 @@ impl FromRequestParts<AppState> for TokenlessDpop {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        verify_proof(parts, state, None, false).map(Self)
+        let proof = verify_proof(parts, state, None, false)?;
+        let ip = parts
+            .extensions
+            .get::<super::ratelimit::ClientIp>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0);
+        let limits = &state.limits;
+        let quota = state.dpop.quota(limits.ip_rate_per_second, limits.ip_burst);
+        let now = state.now_seconds();
+        state
+            .dpop
+            .record(
+                &proof,
+                Partition::Address(super::ratelimit::client_key(ip)),
+                quota,
+                now,
+            )
+            .map_err(|e| dpop_error(e, state, now))?;
+        let by = Requester {
+            ip,
+            jkt: proof.jkt.clone(),
+        };
+        Ok(Self(proof, by))
     }
+}
+
+/// After the token is verified: the proof must be by the token's key (`cnf.jkt`); then the
+/// binding's rate limit; only then is the proof recorded, against the binding. So a junk token
+/// records nothing, and one binding cannot use the room of another.
+pub fn bind_and_record(
+    state: &AppState,
+    proof: &VerifiedProof,
+    claims: &SessionClaims,
+) -> Result<(), ApiError> {
+    if !constant_time_eq(proof.jkt.as_bytes(), claims.cnf.jkt.as_bytes()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidDpopProof,
+            "the DPoP proof is signed by a key other than the one this token is bound to",
+        ));
+    }
+    let now_ms = state.clock.now().as_millis();
+    if let Err(wait) = state.rate_limits.bindings.take(claims.bid, now_ms) {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "this device sent more requests than binding_rate_per_second allows; wait and retry",
+        )
+        .retry_after(wait));
+    }
+    let limits = &state.limits;
+    let quota = state
+        .dpop
+        .quota(limits.binding_rate_per_second, limits.binding_burst);
+    let now = state.now_seconds();
+    state
+        .dpop
+        .record(proof, Partition::Binding(claims.bid), quota, now)
+        .map_err(|e| dpop_error(e, state, now))
 }
 
 /// Verifies the request's single DPoP header against the method, `public_url` + path, the
@@ -213,22 +270,13 @@ impl FromRequestParts<AppState> for Authenticated {
             .sessions
             .verify(&token, state.now_seconds())
             .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
-        authorize(state, claims, &proof).await
+        bind_and_record(state, &proof, &claims)?;
+        authorize(state, claims).await
     }
 }
 
-/// The checks after the token: proof key = `cnf.jkt`, then the actor's own checks.
-pub async fn authorize(
-    state: &AppState,
-    claims: SessionClaims,
-    proof: &VerifiedProof,
-) -> Result<Authenticated, ApiError> {
-    if !constant_time_eq(proof.jkt.as_bytes(), claims.cnf.jkt.as_bytes()) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidDpopProof,
-            "the DPoP proof is signed by a key other than the one this token is bound to",
-        ));
-    }
+/// The actor's own checks, after [`bind_and_record`]: role, binding and lineage.
+async fn authorize(state: &AppState, claims: SessionClaims) -> Result<Authenticated, ApiError> {
     let invalid =
         |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
     let omni = claims.omni().map_err(invalid)?;
@@ -282,7 +330,8 @@ pub fn dpop_error(e: DpopError, state: &AppState, now: i64) -> ApiError {
     match e {
         DpopError::UseNonce => ApiError::new(ErrorCode::UseDpopNonce, e.to_string())
             .with_dpop_nonce(state.dpop.nonce(now)),
-        DpopError::Busy => ApiError::new(ErrorCode::Busy, e.to_string()),
+        DpopError::TooMany { retry_after } => ApiError::new(ErrorCode::RateLimited, e.to_string())
+            .retry_after(std::time::Duration::from_secs(retry_after.unsigned_abs())),
         other => ApiError::new(ErrorCode::InvalidDpopProof, other.to_string()),
     }
 }

@@ -180,7 +180,7 @@ pub struct RedeemRequest {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn redeem(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, _): TokenlessDpop,
     ApiJson(body): ApiJson<RedeemRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let code = normalize(&body.code).ok_or_else(|| {

@@ -21,6 +21,7 @@ pub mod request_id;
 pub mod session;
 pub mod sign;
 pub mod tree;
+pub mod useragent;
 pub mod wallet;
 
 use std::sync::Arc;
@@ -46,8 +47,6 @@ use error::{ApiError, ErrorCode};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1 << 20;
-/// Longest a request may run.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -94,6 +93,8 @@ pub struct AppState {
     pub rotator: Arc<crate::rotation::Rotator>,
     /// Pending pairing requests.
     pub pairings: Arc<pairing::Pairings>,
+    /// Lifetimes and per-client limits.
+    pub limits: crate::config::Limits,
     /// Becomes `true` when the server stops: event streams end so the drain need not wait.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -187,7 +188,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
             ratelimit::limit,
         ))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(middleware::from_fn(timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
@@ -203,12 +204,17 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn timeout(request: Request, next: Next) -> Response {
+async fn timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     // Event streams live as long as their token; they end themselves.
     if request.uri().path() == "/v1/events" {
         return next.run(request).await;
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let limit = Duration::from_secs(state.limits.request_timeout_seconds);
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => axum::response::IntoResponse::into_response(
             ApiError::new(ErrorCode::Busy, "the request took too long; retry")

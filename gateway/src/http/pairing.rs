@@ -32,8 +32,6 @@ use crate::auth::session::{NewSession, Role};
 
 /// How long a pairing request may be claimed.
 pub const PAIRING_TTL_SECONDS: i64 = 600;
-/// Most pending pairing requests.
-pub const PAIRING_CAP: usize = 10_000;
 
 /// Where a pairing request stands.
 #[derive(Debug, Clone)]
@@ -110,7 +108,7 @@ pub struct PairingStarted {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn request(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, by): TokenlessDpop,
 ) -> Result<Json<PairingStarted>, ApiError> {
     let now = state.now_seconds();
     let code = super::links::new_code()?;
@@ -126,6 +124,7 @@ pub async fn request(
             expires_at,
             claim: Claim::Pending,
         },
+        &by,
         now,
     )?;
     Ok(Json(PairingStarted {
@@ -334,7 +333,7 @@ super::openapi::status_or_session_schema!(PairingStatus, "pending", "claimed");
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn poll(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, _): TokenlessDpop,
     ApiJson(body): ApiJson<PollRequest>,
 ) -> Result<Json<PairingStatus>, ApiError> {
     let now = state.now_seconds();

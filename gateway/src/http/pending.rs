@@ -1,14 +1,29 @@
 //! Short-lived anonymous state (DESIGN §6): SIWE challenges, email logins, pairing requests.
 //! In memory, never in redb: entries by id plus an index by a secret-derived key (a nonce, a
-//! token hash, a code hash), each with its own expiry, under a global cap. When the cap is
-//! reached, expired entries are dropped first; if it is still full, new entries are refused
-//! (503 `busy`) rather than evicting live ones.
+//! token hash, a code hash), each with its own expiry.
+//!
+//! Expired entries are kept [`GRACE_SECONDS`] longer, so a late poll is told `expired` rather
+//! than `not_found`; they count against no quota.
+//!
+//! Fair by construction: every entry is charged to the client that asked for it — its address
+//! (IPv6 by /64) and its DPoP key — and each of those may hold at most `pending_per_client`
+//! outstanding entries of a kind (beyond: 429 `rate_limited` until its oldest one expires).
+//! At the global cap (`pending_cap`), expired entries go first; if the map is still full, the
+//! oldest entry of the client address holding the most is evicted, so a new client always
+//! gets in and only the heaviest client loses anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::error::{ApiError, ErrorCode};
+use super::ratelimit::client_key;
+use crate::config::Limits;
+
+/// How long an expired entry is kept to answer `expired`.
+pub const GRACE_SECONDS: i64 = 600;
 
 /// What the map needs of an entry.
 pub trait Expiring {
@@ -16,14 +31,52 @@ pub trait Expiring {
     fn expires_at(&self) -> i64;
 }
 
-/// The two maps, under one lock.
-#[derive(Debug)]
-pub struct Entries<K, V> {
-    by_id: HashMap<String, V>,
-    id_of: HashMap<K, String>,
+/// Who asked for an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    /// The client's address (IPv6 by /64).
+    Address(IpAddr),
+    /// The client's DPoP key thumbprint.
+    Key(String),
 }
 
-impl<K: Hash + Eq, V> Entries<K, V> {
+/// The requester of a new entry: its address and its DPoP key.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    /// The client address (as the rate limiter sees it).
+    pub ip: IpAddr,
+    /// The DPoP key thumbprint.
+    pub jkt: String,
+}
+
+impl Requester {
+    fn clients(&self) -> [Client; 2] {
+        [
+            Client::Address(client_key(self.ip)),
+            Client::Key(self.jkt.clone()),
+        ]
+    }
+}
+
+#[derive(Debug)]
+struct Slot<K, V> {
+    value: V,
+    key: K,
+    clients: [Client; 2],
+}
+
+/// The maps, under one lock.
+#[derive(Debug)]
+pub struct Entries<K, V> {
+    by_id: HashMap<String, Slot<K, V>>,
+    id_of: HashMap<K, String>,
+    /// Outstanding entries per client, by expiry.
+    by_client: HashMap<Client, BTreeSet<(i64, String)>>,
+    /// Every entry by expiry.
+    by_expiry: BTreeSet<(i64, String)>,
+}
+
+impl<K: Hash + Eq + Clone, V: Expiring> Entries<K, V> {
     /// The id an index key names.
     pub fn id_of(&self, key: &K) -> Option<String> {
         self.id_of.get(key).cloned()
@@ -31,18 +84,59 @@ impl<K: Hash + Eq, V> Entries<K, V> {
 
     /// An entry by id.
     pub fn get(&self, id: &str) -> Option<&V> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|s| &s.value)
     }
 
     /// An entry by id, to change it.
     pub fn get_mut(&mut self, id: &str) -> Option<&mut V> {
-        self.by_id.get_mut(id)
+        self.by_id.get_mut(id).map(|s| &mut s.value)
     }
 
     /// Removes an entry and its index key.
     pub fn remove(&mut self, id: &str, key: &K) -> Option<V> {
-        self.id_of.remove(key);
-        self.by_id.remove(id)
+        let slot = self.by_id.get(id)?;
+        if slot.key != *key {
+            self.id_of.remove(key);
+        }
+        self.take(id)
+    }
+
+    /// Removes an entry with everything that indexes it.
+    fn take(&mut self, id: &str) -> Option<V> {
+        let slot = self.by_id.remove(id)?;
+        self.id_of.remove(&slot.key);
+        let at = (slot.value.expires_at(), id.to_string());
+        self.by_expiry.remove(&at);
+        for client in &slot.clients {
+            if let Some(set) = self.by_client.get_mut(client) {
+                set.remove(&at);
+                if set.is_empty() {
+                    self.by_client.remove(client);
+                }
+            }
+        }
+        Some(slot.value)
+    }
+
+    /// Drops every entry dead at `now`.
+    fn purge(&mut self, now: i64) {
+        while let Some((at, id)) = self.by_expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.take(&id);
+        }
+    }
+
+    /// Evicts the oldest entry of the client address holding the most; `false` if none.
+    fn evict_from_heaviest(&mut self) -> bool {
+        let heaviest = self
+            .by_client
+            .iter()
+            .filter(|(c, _)| matches!(c, Client::Address(_)))
+            .max_by_key(|(_, set)| set.len())
+            .and_then(|(_, set)| set.first().map(|(_, id)| id.clone()));
+        heaviest.is_some_and(|id| self.take(&id).is_some())
     }
 
     /// Entries held.
@@ -61,43 +155,98 @@ impl<K: Hash + Eq, V> Entries<K, V> {
 pub struct PendingMap<K, V> {
     inner: Mutex<Entries<K, V>>,
     cap: usize,
+    per_client: usize,
     what: &'static str,
 }
 
-impl<K: Hash + Eq, V: Expiring> PendingMap<K, V> {
-    /// An empty map of at most `cap` entries of `what` (for the refusal message).
-    pub fn new(cap: usize, what: &'static str) -> Self {
+impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
+    /// An empty map of `what` (for messages) with the caps of `limits`.
+    pub fn new(limits: &Limits, what: &'static str) -> Self {
+        Self::with_caps(
+            usize::try_from(limits.pending_cap).unwrap_or(usize::MAX),
+            usize::try_from(limits.pending_per_client).unwrap_or(usize::MAX),
+            what,
+        )
+    }
+
+    /// An empty map of at most `cap` entries, `per_client` per client.
+    pub fn with_caps(cap: usize, per_client: usize, what: &'static str) -> Self {
         Self {
             inner: Mutex::new(Entries {
                 by_id: HashMap::new(),
                 id_of: HashMap::new(),
+                by_client: HashMap::new(),
+                by_expiry: BTreeSet::new(),
             }),
-            cap,
+            cap: cap.max(1),
+            per_client: per_client.max(1),
             what,
         }
     }
 
-    /// Locks both maps.
+    /// Locks the maps.
     pub fn lock(&self) -> MutexGuard<'_, Entries<K, V>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an entry under `id`, indexed by `key`; refuses when full of live entries.
-    pub fn insert(&self, id: String, key: K, value: V, now: i64) -> Result<(), ApiError> {
+    /// Adds an entry under `id`, indexed by `key`, charged to `by`: refused when that client
+    /// already holds its share; at the global cap the heaviest client loses its oldest entry.
+    pub fn insert(
+        &self,
+        id: String,
+        key: K,
+        value: V,
+        by: &Requester,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let mut entries = self.lock();
-        if entries.by_id.len() >= self.cap {
-            let Entries { by_id, id_of } = &mut *entries;
-            by_id.retain(|_, v| v.expires_at() > now);
-            id_of.retain(|_, id| by_id.contains_key(id));
+        entries.purge(now.saturating_sub(GRACE_SECONDS));
+        let clients = by.clients();
+        for client in &clients {
+            let Some(set) = entries.by_client.get(client) else {
+                continue;
+            };
+            let live = set
+                .range((now.saturating_add(1), String::new())..)
+                .map(|(at, _)| *at);
+            let oldest = live.clone().next().unwrap_or(now);
+            let held = live.count();
+            if held >= self.per_client {
+                let wait = u64::try_from(oldest.saturating_sub(now))
+                    .unwrap_or(0)
+                    .max(1);
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "this client has {held} {} outstanding; finish or let one expire first",
+                        self.what
+                    ),
+                )
+                .retry_after(Duration::from_secs(wait)));
+            }
         }
         if entries.by_id.len() >= self.cap {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                format!("too many {} outstanding; retry shortly", self.what),
-            ));
+            entries.purge(now);
         }
-        entries.id_of.insert(key, id.clone());
-        entries.by_id.insert(id, value);
+        while entries.by_id.len() >= self.cap && entries.evict_from_heaviest() {}
+        let at = (value.expires_at(), id.clone());
+        for client in &clients {
+            entries
+                .by_client
+                .entry(client.clone())
+                .or_default()
+                .insert(at.clone());
+        }
+        entries.by_expiry.insert(at);
+        entries.id_of.insert(key.clone(), id.clone());
+        entries.by_id.insert(
+            id,
+            Slot {
+                value,
+                key,
+                clients,
+            },
+        );
         Ok(())
     }
 
@@ -124,18 +273,85 @@ mod tests {
         }
     }
 
+    fn from(ip: [u8; 4], jkt: &str) -> Requester {
+        Requester {
+            ip: IpAddr::from(ip),
+            jkt: jkt.into(),
+        }
+    }
+
     #[test]
-    fn full_of_live_entries_refuses_and_expired_ones_make_room() {
-        let map: PendingMap<u8, Entry> = PendingMap::new(2, "things");
-        map.insert("a".into(), 1, Entry(100), 0).expect("room");
-        map.insert("b".into(), 2, Entry(10), 0).expect("room");
-        let refused = map.insert("c".into(), 3, Entry(100), 5).expect_err("full");
-        assert_eq!(refused.code(), ErrorCode::Busy);
-        map.insert("c".into(), 3, Entry(100), 10)
-            .expect("b expired");
+    fn each_client_holds_at_most_its_share() {
+        let map: PendingMap<u8, Entry> = PendingMap::with_caps(100, 2, "things");
+        let a = from([192, 0, 2, 1], "ka");
+        map.insert("1".into(), 1, Entry(100), &a, 0).expect("room");
+        map.insert("2".into(), 2, Entry(50), &from([192, 0, 2, 1], "kb"), 0)
+            .expect("room");
+        let refused = map
+            .insert("3".into(), 3, Entry(100), &from([192, 0, 2, 1], "kc"), 0)
+            .expect_err("the address holds two");
+        assert_eq!(refused.code(), ErrorCode::RateLimited);
+        // The same key from another address is refused too once it holds two.
+        map.insert("4".into(), 4, Entry(100), &from([192, 0, 2, 9], "ka"), 0)
+            .expect("room");
+        let refused = map
+            .insert("5".into(), 5, Entry(100), &from([192, 0, 2, 8], "ka"), 0)
+            .expect_err("the key holds two");
+        assert_eq!(refused.code(), ErrorCode::RateLimited);
+        // Expired entries stop counting, and are kept a while to answer `expired`.
+        map.insert("6".into(), 6, Entry(100), &from([192, 0, 2, 1], "kd"), 51)
+            .expect("2 expired");
+        assert!(map.lock().get("2").is_some());
+        map.insert(
+            "7".into(),
+            7,
+            Entry(1000),
+            &from([192, 0, 2, 7], "ke"),
+            50 + GRACE_SECONDS,
+        )
+        .expect("room");
         let entries = map.lock();
-        assert_eq!(entries.id_of(&3).as_deref(), Some("c"));
-        assert!(entries.id_of(&2).is_none() && entries.get("b").is_none());
-        assert_eq!(entries.len(), 2);
+        assert!(entries.get("2").is_none() && entries.id_of(&2).is_none());
+        assert_eq!(entries.len(), 4);
+    }
+
+    #[test]
+    fn at_the_cap_the_heaviest_client_makes_room() {
+        let map: PendingMap<u8, Entry> = PendingMap::with_caps(4, 3, "things");
+        for (i, jkt) in ["a", "b", "c"].iter().enumerate() {
+            let id = u8::try_from(i).expect("small");
+            map.insert(
+                id.to_string(),
+                id,
+                Entry(100 + i64::from(id)),
+                &from([10, 0, 0, 1], jkt),
+                0,
+            )
+            .expect("room");
+        }
+        map.insert("7".into(), 7, Entry(100), &from([10, 0, 0, 2], "d"), 0)
+            .expect("room");
+        // Full: a newcomer gets in, and the heavy client loses its oldest entry.
+        map.insert("8".into(), 8, Entry(100), &from([10, 0, 0, 3], "e"), 0)
+            .expect("a newcomer is never refused at the cap");
+        let entries = map.lock();
+        assert_eq!(entries.len(), 4);
+        assert!(
+            entries.get("0").is_none(),
+            "the heaviest client's oldest went"
+        );
+        assert!(entries.get("7").is_some() && entries.get("8").is_some());
+        assert_eq!(entries.id_of(&0), None);
+    }
+
+    #[test]
+    fn remove_clears_every_index() {
+        let map: PendingMap<u8, Entry> = PendingMap::with_caps(10, 1, "things");
+        let a = from([192, 0, 2, 1], "ka");
+        map.insert("1".into(), 1, Entry(100), &a, 0).expect("room");
+        assert!(map.lock().remove("1", &1).is_some());
+        map.insert("2".into(), 2, Entry(100), &a, 0)
+            .expect("the share is free again");
+        assert_eq!(map.len(), 1);
     }
 }

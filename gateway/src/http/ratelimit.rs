@@ -6,6 +6,7 @@
 //! client wrote further left are never believed).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,15 +18,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use crate::config::IpNet;
+use crate::config::{IpNet, Limits};
 
-/// Requests a client IP may burst.
-pub const IP_BURST: f64 = 60.0;
-/// Sustained requests per second per client IP.
-pub const IP_PER_SECOND: f64 = 1.0;
-/// Magic links per email address per hour.
-pub const EMAIL_PER_HOUR: usize = 5;
-/// Clients tracked at most (idle ones are forgotten first).
+/// Clients tracked at most per table (idle ones are forgotten first).
 pub const MAX_TRACKED: usize = 100_000;
 
 /// Path prefixes of the routes that take no session.
@@ -38,66 +33,156 @@ pub fn is_unauthenticated(path: &str) -> bool {
         .any(|prefix| path.starts_with(prefix))
 }
 
+/// The unit a per-client quota counts: an IPv4 address, or the /64 of an IPv6 address (one
+/// host usually holds a whole /64). IPv4-mapped IPv6 addresses count as IPv4.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at_ms: u64,
 }
 
-/// The limiter's state.
-#[derive(Debug, Default)]
-pub struct RateLimits {
-    ips: Mutex<HashMap<IpAddr, Bucket>>,
-    emails: Mutex<HashMap<String, VecDeque<u64>>>,
+/// Token buckets by client: `burst` requests at once, `rate` per second sustained, on the
+/// injected clock; at most [`MAX_TRACKED`] clients (full buckets carry no information and are
+/// forgotten first).
+#[derive(Debug)]
+pub struct TokenBuckets<K> {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl RateLimits {
-    /// Takes one token for `ip` at `now_ms`; `Err(wait)` when the bucket is empty.
-    pub fn take_ip(&self, ip: IpAddr, now_ms: u64) -> Result<(), Duration> {
-        let mut ips = self.ips.lock().unwrap_or_else(|p| p.into_inner());
-        if ips.len() >= MAX_TRACKED && !ips.contains_key(&ip) {
-            // Full buckets carry no information: forget them first.
-            ips.retain(|_, b| refill(*b, now_ms).tokens < IP_BURST);
+impl<K: Hash + Eq + Copy> TokenBuckets<K> {
+    /// Buckets of `burst` tokens refilled at `rate` per second.
+    pub fn new(rate: u64, burst: u64) -> Self {
+        Self {
+            rate: rate as f64,
+            burst: burst as f64,
+            buckets: Mutex::new(HashMap::new()),
         }
-        let bucket = ips.entry(ip).or_insert(Bucket {
-            tokens: IP_BURST,
+    }
+
+    fn refill(&self, bucket: Bucket, now_ms: u64) -> Bucket {
+        let elapsed = now_ms.saturating_sub(bucket.at_ms) as f64 / 1000.0;
+        Bucket {
+            tokens: (bucket.tokens + elapsed * self.rate).min(self.burst),
+            at_ms: now_ms.max(bucket.at_ms),
+        }
+    }
+
+    /// Takes one token for `client` at `now_ms`; `Err(wait)` when its bucket is empty.
+    pub fn take(&self, client: K, now_ms: u64) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
+            buckets.retain(|_, b| self.refill(*b, now_ms).tokens < self.burst);
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket {
+            tokens: self.burst,
             at_ms: now_ms,
         });
-        let mut refilled = refill(*bucket, now_ms);
+        let mut refilled = self.refill(*bucket, now_ms);
         if refilled.tokens < 1.0 {
-            let wait = (1.0 - refilled.tokens) / IP_PER_SECOND;
+            let wait = (1.0 - refilled.tokens) / self.rate;
             return Err(Duration::from_secs_f64(wait.max(1.0)));
         }
         refilled.tokens -= 1.0;
         *bucket = refilled;
         Ok(())
     }
+}
 
-    /// Records one magic link for `email`; `Err(wait)` after [`EMAIL_PER_HOUR`] in an hour.
-    pub fn take_email(&self, email: &str, now_ms: u64) -> Result<(), Duration> {
-        const HOUR_MS: u64 = 3_600_000;
-        let mut emails = self.emails.lock().unwrap_or_else(|p| p.into_inner());
-        if emails.len() >= MAX_TRACKED && !emails.contains_key(email) {
-            emails.retain(|_, sent| sent.back().is_some_and(|t| now_ms < t + HOUR_MS));
+/// Magic links per address: a share per requesting client under a ceiling per address, both
+/// over a sliding hour.
+#[derive(Debug)]
+pub struct EmailQuota {
+    per_client: usize,
+    ceiling: usize,
+    sent: Mutex<HashMap<String, VecDeque<(u64, IpAddr)>>>,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl EmailQuota {
+    /// `per_client` links per hour per (address, client), `ceiling` per address.
+    pub fn new(per_client: u64, ceiling: u64) -> Self {
+        Self {
+            per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
+            ceiling: usize::try_from(ceiling).unwrap_or(usize::MAX),
+            sent: Mutex::new(HashMap::new()),
         }
-        let sent = emails.entry(email.to_string()).or_default();
-        while sent.front().is_some_and(|t| now_ms >= t + HOUR_MS) {
-            sent.pop_front();
+    }
+
+    /// Records one link for `email` asked by `client`; `Err(wait)` when the client's share or
+    /// the address's ceiling is spent.
+    pub fn take(&self, email: &str, client: IpAddr, now_ms: u64) -> Result<(), Duration> {
+        let client = client_key(client);
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.len() >= MAX_TRACKED && !sent.contains_key(email) {
+            sent.retain(|_, links| links.back().is_some_and(|(t, _)| now_ms < t + HOUR_MS));
         }
-        if sent.len() >= EMAIL_PER_HOUR {
-            let oldest = sent.front().copied().unwrap_or(now_ms);
-            return Err(Duration::from_millis(oldest + HOUR_MS - now_ms));
+        let links = sent.entry(email.to_string()).or_default();
+        while links.front().is_some_and(|(t, _)| now_ms >= t + HOUR_MS) {
+            links.pop_front();
         }
-        sent.push_back(now_ms);
+        let wait_for = |t: u64| Duration::from_millis(t + HOUR_MS - now_ms);
+        let mine: Vec<u64> = links
+            .iter()
+            .filter(|(_, c)| *c == client)
+            .map(|(t, _)| *t)
+            .collect();
+        if mine.len() >= self.per_client {
+            return Err(wait_for(mine[mine.len() - self.per_client]));
+        }
+        if links.len() >= self.ceiling {
+            return Err(wait_for(links[links.len() - self.ceiling].0));
+        }
+        links.push_back((now_ms, client));
         Ok(())
     }
 }
 
-fn refill(bucket: Bucket, now_ms: u64) -> Bucket {
-    let elapsed = now_ms.saturating_sub(bucket.at_ms) as f64 / 1000.0;
-    Bucket {
-        tokens: (bucket.tokens + elapsed * IP_PER_SECOND).min(IP_BURST),
-        at_ms: now_ms.max(bucket.at_ms),
+/// The limiter's state.
+#[derive(Debug)]
+pub struct RateLimits {
+    /// Requests of the routes without a session, per client address.
+    pub ips: TokenBuckets<IpAddr>,
+    /// Authenticated requests per device binding.
+    pub bindings: TokenBuckets<u64>,
+    /// Magic links.
+    pub emails: EmailQuota,
+}
+
+impl RateLimits {
+    /// The limits of the configuration.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            ips: TokenBuckets::new(limits.ip_rate_per_second, limits.ip_burst),
+            bindings: TokenBuckets::new(limits.binding_rate_per_second, limits.binding_burst),
+            emails: EmailQuota::new(
+                limits.email_links_per_hour,
+                limits.email_links_per_hour_ceiling,
+            ),
+        }
+    }
+
+    /// Takes one token for the client address `ip` (IPv6 by /64).
+    pub fn take_ip(&self, ip: IpAddr, now_ms: u64) -> Result<(), Duration> {
+        self.ips.take(client_key(ip), now_ms)
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self::new(&Limits::default())
     }
 }
 
@@ -171,17 +256,53 @@ mod tests {
     }
 
     #[test]
-    fn five_links_per_address_per_hour() {
+    fn an_ipv6_client_is_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(
+            client_key(mapped),
+            "192.0.2.7".parse::<IpAddr>().expect("ip")
+        );
         let limits = RateLimits::default();
-        for i in 0..5 {
-            assert!(limits.take_email("a@example.com", i * 1000).is_ok());
+        for _ in 0..60 {
+            assert!(limits.take_ip(a, 0).is_ok());
         }
-        let wait = limits
-            .take_email("a@example.com", 10_000)
-            .expect_err("sixth");
+        assert!(limits.take_ip(b, 0).is_err(), "same /64, same bucket");
+        assert!(limits.take_ip(other, 0).is_ok());
+    }
+
+    #[test]
+    fn each_client_spends_its_own_share_of_an_address_under_a_ceiling() {
+        let quota = EmailQuota::new(5, 20);
+        let client = |n: u8| IpAddr::from([198, 51, 100, n]);
+        for i in 0..5 {
+            assert!(quota.take("a@example.com", client(1), i * 1000).is_ok());
+        }
+        let wait = quota
+            .take("a@example.com", client(1), 10_000)
+            .expect_err("sixth by the same client");
         assert_eq!(wait, Duration::from_millis(3_600_000 - 10_000));
-        assert!(limits.take_email("b@example.com", 10_000).is_ok());
-        assert!(limits.take_email("a@example.com", 3_600_000).is_ok());
+        // Another client still has its own share for that address.
+        assert!(quota.take("a@example.com", client(2), 10_000).is_ok());
+        assert!(quota.take("b@example.com", client(1), 10_000).is_ok());
+        // The ceiling: 20 per address per hour, whoever asks.
+        for n in 2..5 {
+            for _ in 0..5 {
+                let _ = quota.take("a@example.com", client(n), 20_000);
+            }
+        }
+        assert!(
+            quota.take("a@example.com", client(9), 20_000).is_err(),
+            "ceiling"
+        );
+        assert!(
+            quota.take("a@example.com", client(1), 3_600_000).is_ok(),
+            "an hour later"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use super::extract::{Authenticated, dpop_token, verify_proof};
+use super::extract::{Authenticated, bind_and_record, dpop_token, verify_proof};
 use crate::auth::session::{NewSession, Role};
 
 /// A session: what logins, refresh and (later) link redemption return.
@@ -68,12 +68,7 @@ impl axum::extract::FromRequestParts<AppState> for RefreshAuth {
             .sessions
             .verify_for_refresh(&token, state.now_seconds())
             .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
-        if proof.jkt != claims.cnf.jkt {
-            return Err(ApiError::new(
-                ErrorCode::InvalidDpopProof,
-                "the DPoP proof is signed by a key other than the one this token is bound to",
-            ));
-        }
+        bind_and_record(state, &proof, &claims)?;
         Ok(Self {
             claims,
             jkt: proof.jkt,

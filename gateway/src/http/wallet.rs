@@ -23,8 +23,6 @@ use crate::auth::session::{NewSession, Role};
 pub const CHALLENGE_TTL_SECONDS: i64 = 600;
 /// Allowed clock difference for SIWE `Issued At` / `Not Before`.
 pub const SIWE_SKEW_MS: i64 = 60_000;
-/// Most outstanding challenges.
-pub const CHALLENGE_CAP: usize = 10_000;
 
 /// An issued challenge.
 #[derive(Debug, Clone)]
@@ -149,11 +147,12 @@ fn random_alphanumeric(n: usize) -> Result<String, ApiError> {
         (status = 401, description = "invalid_dpop_proof", body = super::openapi::ErrorEnvelope),
         (status = 413, description = "payload_too_large", body = super::openapi::ErrorEnvelope),
         (status = 415, description = "unsupported_media_type", body = super::openapi::ErrorEnvelope),
-        (status = 503, description = "busy: too many challenges or DPoP proofs outstanding", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited: too many requests or challenges outstanding from this client", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn start(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, by): TokenlessDpop,
     ApiJson(body): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
     let address: Address = body.address.parse().map_err(|_| {
@@ -204,6 +203,7 @@ pub async fn start(
             nonce: nonce.clone(),
             expires_at,
         },
+        &by,
         now,
     )?;
     Ok(Json(StartResponse {
@@ -315,7 +315,7 @@ fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Addre
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn verify(
     State(state): State<AppState>,
-    TokenlessDpop(proof): TokenlessDpop,
+    TokenlessDpop(proof, _): TokenlessDpop,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let address = check_siwe(&state, &body, &proof.jkt)?;

@@ -69,19 +69,20 @@ fn real_now() -> Timestamp {
 pub async fn start(dir: &Path, registration: Option<&str>) -> Stack {
     start_with(
         dir,
-        Layer {
-            registration: registration.map(String::from),
-            ..Layer::default()
+        match registration {
+            Some(r) => Layer::default().with("registration", r),
+            None => Layer::default(),
         },
     )
     .await
 }
 
 /// A stack with extra configuration (`listen`, `metrics_listen` and `data_dir` are set here).
-pub async fn start_with(dir: &Path, mut flags: Layer) -> Stack {
-    flags.listen = Some("127.0.0.1:0".into());
-    flags.metrics_listen = Some("off".into());
-    flags.data_dir = Some(dir.display().to_string());
+pub async fn start_with(dir: &Path, flags: Layer) -> Stack {
+    let flags = flags
+        .with("listen", "127.0.0.1:0")
+        .with("metrics_listen", "off")
+        .with("data_dir", dir.display().to_string());
     let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
     let clock = ManualClock::new(real_now());
     let server = serve::start_with_clock(config, Arc::new(clock.clone()))
@@ -345,12 +346,10 @@ impl CliStack {
     pub async fn start() -> Self {
         let data = tempfile::tempdir().expect("tempdir");
         let home = tempfile::tempdir().expect("tempdir");
-        let flags = Layer {
-            listen: Some("127.0.0.1:0".into()),
-            metrics_listen: Some("off".into()),
-            data_dir: Some(data.path().display().to_string()),
-            ..Layer::default()
-        };
+        let flags = Layer::default()
+            .with("listen", "127.0.0.1:0")
+            .with("metrics_listen", "off")
+            .with("data_dir", data.path().display().to_string());
         let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
         let server = serve::start(config).await.expect("server starts");
         let connect = format!("http://{}", server.local_addr());
