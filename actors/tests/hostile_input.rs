@@ -45,3 +45,28 @@ proptest! {
         }
     }
 }
+
+/// The amplification of the availability report: `typeHash` is computed once per type per
+/// document, and the document's total work is bounded, so it is refused by the dry run before
+/// any hashing.
+#[test]
+fn eip712_work_is_bounded_per_document() {
+    use agentkeys_actors::crypto::eip712::{MAX_HASHED_BYTES, TypedDataError};
+    let attack = agentkeys_tests::eip712_closure_document(59, 1024);
+    assert!(
+        serde_json::to_vec(&attack).expect("json").len() < 1 << 20,
+        "fits in a body"
+    );
+    let td = TypedData::from_json(attack).expect("parses");
+    assert!(matches!(td.check_work(), Err(TypedDataError::Limit(_))));
+    assert!(matches!(td.hash(), Err(TypedDataError::Limit(_))));
+
+    // A smaller document of the same shape is fine: each type is encoded once.
+    let td =
+        TypedData::from_json(agentkeys_tests::eip712_closure_document(4, 1024)).expect("parses");
+    let work = td.check_work().expect("within the limits");
+    assert!(work < MAX_HASHED_BYTES);
+    let hashed = td.hash().expect("hashes");
+    let again = td.hash().expect("hashes");
+    assert_eq!(hashed, again, "deterministic");
+}

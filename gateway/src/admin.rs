@@ -123,8 +123,15 @@ pub async fn handle(
             let paths = crate::audit::AuditPaths {
                 data_dir: data_dir.to_path_buf(),
             };
-            crate::audit::verify_running(runtime.store().as_ref(), &paths)
-                .map_err(|e| refuse("internal", format!("{e:#}")))
+            // A walk of every chain: on a blocking thread, never on a tokio worker that serves
+            // requests.
+            let store = runtime.store().clone();
+            tokio::task::spawn_blocking(move || {
+                crate::audit::verify_running(store.as_ref(), &paths)
+            })
+            .await
+            .map_err(|e| refuse("internal", format!("the verification task failed: {e}")))
+            .and_then(|r| r.map_err(|e| refuse("internal", format!("{e:#}"))))
         }
     };
     result.unwrap_or_else(|refusal| refusal)

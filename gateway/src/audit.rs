@@ -24,8 +24,20 @@ struct Mark {
 }
 
 fn read_marks(path: &Path) -> anyhow::Result<Vec<ChainMark>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
+    // Only a missing file means "no earlier run"; any other read error would silently turn
+    // off the detection of a chain cut back to an older signed head.
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot read the audit marks {}; fix its permissions (it must stay, or \
+                     truncation of the log cannot be detected)",
+                    path.display()
+                )
+            });
+        }
     };
     let marks: Vec<Mark> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a marks file; move it away", path.display()))?;
@@ -123,4 +135,23 @@ pub fn verify_offline(paths: &AuditPaths) -> anyhow::Result<Value> {
             )
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_marks;
+
+    #[test]
+    fn a_missing_marks_file_is_a_first_run_and_an_unreadable_one_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit-marks.json");
+        assert!(read_marks(&path).expect("missing: no marks").is_empty());
+        // A directory in its place cannot be read: verification must not go on without it.
+        std::fs::create_dir(&path).expect("dir");
+        let err = read_marks(&path).expect_err("unreadable");
+        assert!(
+            format!("{err:#}").contains("cannot read the audit marks"),
+            "{err:#}"
+        );
+    }
 }

@@ -79,6 +79,14 @@ pub enum Command {
     Aws(AwsCommand),
     /// Run a command with AWS credentials of the logged-in actor in its environment.
     Run(RunArgs),
+    /// Forget this profile's session (the device key stays, so the next login reuses its
+    /// binding).
+    Logout,
+    /// Print a shell completion script: `agentkeys completions bash > /etc/bash_completion.d/agentkeys`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `agentkeys oidc …`
@@ -223,13 +231,19 @@ pub enum AgentCommand {
         /// The actor.
         target: Target,
     },
-    /// Show, or with --set replace, an actor's stored scopes.
+    /// Show an actor's stored scopes; --set replaces them, --add and --remove change them.
     Scopes {
         /// The actor.
         target: Target,
         /// The new set (repeat; give --set with no value to clear).
-        #[arg(long = "set", num_args = 0..)]
+        #[arg(long = "set", num_args = 0.., conflicts_with_all = ["add", "remove"])]
         set: Option<Vec<String>>,
+        /// Scopes to add to the stored set (repeat).
+        #[arg(long = "add")]
+        add: Vec<String>,
+        /// Scopes to remove from the stored set (repeat).
+        #[arg(long = "remove")]
+        remove: Vec<String>,
     },
 }
 

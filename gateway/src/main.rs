@@ -13,11 +13,65 @@ use agentkeys_gateway::serve;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let json = cli.json;
     if let Command::Run(args) = &cli.command {
         return run_command(&cli, args);
     }
-    let result = match &cli.command {
+    let json = cli.json;
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => fail(&err, json),
+    }
+}
+
+/// Reports a failure (the error envelope on stdout with `--json`, a message on stderr) and
+/// returns its exit code: 1 local, 3 refused by the server, 4 server or network trouble.
+fn fail(err: &anyhow::Error, json: bool) -> std::process::ExitCode {
+    if json {
+        println!("{}", commands::error_envelope(err));
+    }
+    eprintln!("agentkeys: error: {err:#}");
+    std::process::ExitCode::from(commands::exit_code(err))
+}
+
+/// `agentkeys run`: the child's exit code is ours.
+fn run_command(cli: &Cli, args: &agentkeys_gateway::cli::RunArgs) -> std::process::ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async { aws::run(&Globals::from_cli(cli)?, args).await })
+        });
+    result.unwrap_or_else(|err| fail(&err, cli.json))
+}
+
+/// Every command but `run`; the match is exhaustive, so a new command cannot be forgotten.
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match &cli.command {
+        Command::Serve(args) => config::load(args).and_then(serve::run),
+        Command::Config(ConfigCommand::Show { args }) => config::load(args).map(|c| {
+            if json {
+                println!("{}", c.show_json());
+            } else {
+                print!("{}", c.show());
+            }
+        }),
+        Command::Config(ConfigCommand::Check(args)) => config::load(args).map(|c| {
+            println!(
+                "configuration is valid (public_url {}, dev mode: {})",
+                c.public_url, c.dev_mode
+            );
+        }),
+        Command::Admin(args) => admin(args),
+        Command::Keys(KeysCommand::Init(args)) => keys::init((**args).clone()),
+        Command::Keys(KeysCommand::Derive(args)) => keys::derive(args.clone(), json),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "agentkeys", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Logout => commands::logout(&Globals::from_cli(&cli)?),
         Command::Login(_)
         | Command::Whoami
         | Command::Audit(_)
@@ -28,35 +82,9 @@ fn main() -> std::process::ExitCode {
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
-        | Command::Aws(_) => client_command(&cli),
-        _ => server_command(cli, json),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("agentkeys: error: {err:#}");
-            std::process::ExitCode::FAILURE
-        }
+        | Command::Aws(_)
+        | Command::Run(_) => client_command(&cli),
     }
-}
-
-/// `agentkeys run`: the child's exit code is ours.
-fn run_command(cli: &Cli, args: &agentkeys_gateway::cli::RunArgs) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("agentkeys: error: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async { aws::run(&Globals::from_cli(cli)?, args).await });
-    result.unwrap_or_else(|err| {
-        eprintln!("agentkeys: error: {err:#}");
-        std::process::ExitCode::FAILURE
-    })
 }
 
 /// Commands that talk to a gateway (or read a stopped server's store) on a small runtime.
@@ -92,32 +120,9 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             Command::Aws(AwsCommand::Credentials { role_arn, assume }) => {
                 aws::aws_credentials(&Globals::from_cli(cli)?, role_arn, assume).await
             }
-            _ => Ok(()),
+            other => anyhow::bail!("internal: {other:?} is not a client command"),
         }
     })
-}
-
-fn server_command(cli: Cli, json: bool) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve(args) => config::load(&args).and_then(serve::run),
-        Command::Config(ConfigCommand::Show { args }) => config::load(&args).map(|c| {
-            if json {
-                println!("{}", c.show_json());
-            } else {
-                print!("{}", c.show());
-            }
-        }),
-        Command::Config(ConfigCommand::Check(args)) => config::load(&args).map(|c| {
-            println!(
-                "configuration is valid (public_url {}, dev mode: {})",
-                c.public_url, c.dev_mode
-            );
-        }),
-        Command::Admin(args) => admin(args),
-        Command::Keys(KeysCommand::Init(args)) => keys::init(*args),
-        Command::Keys(KeysCommand::Derive(args)) => keys::derive(args, json),
-        _ => client_command(&cli),
-    }
 }
 
 fn init_tracing(verbose: u8) {
@@ -135,7 +140,7 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn admin(args: agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
+fn admin(args: &agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
     let config = config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -82,6 +82,9 @@ pub struct Rotator {
     clock: Arc<dyn Clock>,
     switch_delay: Duration,
     state: Mutex<RotationState>,
+    /// Held across each read-modify-write of the state (begin, tick), so two concurrent
+    /// requests cannot interleave and lose a key being retired.
+    steps: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Rotator {
@@ -114,6 +117,7 @@ impl Rotator {
             clock,
             switch_delay,
             state: Mutex::new(state),
+            steps: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -128,6 +132,7 @@ impl Rotator {
 
     /// Step 1: publishes a new key that signs after the switch delay.
     pub async fn begin(&self) -> Result<RotationState, RotationError> {
+        let _step = self.steps.lock().await;
         if let Some(next) = self.lock().next.clone() {
             return Err(RotationError::InProgress(next.kid));
         }
@@ -143,6 +148,10 @@ impl Rotator {
 
     /// Applies every step that is due at the clock's now; returns them.
     pub async fn tick(&self) -> Result<Vec<Step>, RotationError> {
+        if !self.due() {
+            return Ok(Vec::new());
+        }
+        let _step = self.steps.lock().await;
         let now = self.clock.now().as_millis();
         let mut steps = Vec::new();
         let mut state = self.lock().clone();
@@ -179,6 +188,15 @@ impl Rotator {
             tracing::info!(?step, "oidc key rotation step");
         }
         Ok(steps)
+    }
+
+    /// Whether a step is due (a cheap check without the step lock: every JWKS and token
+    /// request asks).
+    fn due(&self) -> bool {
+        let now = self.clock.now().as_millis();
+        let state = self.lock();
+        state.next.as_ref().is_some_and(|n| n.at <= now)
+            || state.retiring.iter().any(|r| r.at <= now)
     }
 
     async fn record_current(&self, kid: &str) -> Result<(), RotationError> {

@@ -437,3 +437,92 @@ async fn pairing_between_two_profiles() {
     assert_eq!(devices["devices"].as_array().expect("list").len(), 1);
     stack.stop().await;
 }
+
+#[actix::test]
+async fn exit_codes_json_errors_completions_logout_and_scope_edits() {
+    let stack = CliStack::start().await;
+    // Local: no session yet.
+    let out = stack.run(&["whoami"]).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let out = stack.run(&["whoami", "--json"]).await;
+    let envelope: Value = serde_json::from_str(out.stdout.trim()).expect("envelope on stdout");
+    assert_eq!(envelope["error"], "local_error");
+    // Usage: clap's own code; an unknown command never exits 0.
+    assert_eq!(stack.run(&["no-such-command"]).await.code, Some(2));
+
+    stack.login(0x55).await;
+    let created = json(
+        &stack
+            .run(&["agent", "create", "bot", "--scope", "sign:eip191", "--json"])
+            .await,
+    );
+    assert_eq!(created["path"], "//bot");
+    // Scope edits keep the rest of the set.
+    let scopes = json(
+        &stack
+            .run(&[
+                "agent",
+                "scopes",
+                "//bot",
+                "--add",
+                "sign:eip712",
+                "--add",
+                "sign:eip191",
+                "--json",
+            ])
+            .await,
+    );
+    assert_eq!(
+        scopes["scopes"],
+        serde_json::json!(["sign:eip191", "sign:eip712"])
+    );
+    let scopes = json(
+        &stack
+            .run(&[
+                "agent",
+                "scopes",
+                "//bot",
+                "--remove",
+                "sign:eip191",
+                "--json",
+            ])
+            .await,
+    );
+    assert_eq!(scopes["scopes"], serde_json::json!(["sign:eip712"]));
+
+    // Refused by the server: 3, and the server's envelope with --json.
+    let out = stack.run(&["agent", "show", "//nobody", "--json"]).await;
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    let envelope: Value = serde_json::from_str(out.stdout.trim()).expect("envelope on stdout");
+    assert_eq!(envelope["error"], "not_found");
+    assert!(
+        envelope["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+
+    // Unreachable: 4.
+    let unreachable = agentkeys(
+        stack.home.path(),
+        "http://127.0.0.1:9",
+        &["whoami", "--json"],
+    )
+    .await;
+    assert_eq!(unreachable.code, Some(4), "{}", unreachable.stderr);
+    let envelope: Value = serde_json::from_str(unreachable.stdout.trim()).expect("envelope");
+    assert_eq!(envelope["error"], "unreachable");
+
+    // Completions and logout.
+    let out = stack.run(&["completions", "bash"]).await;
+    assert!(out.ok && out.stdout.contains("agentkeys"), "{}", out.stderr);
+    let out = json(&stack.run(&["logout", "--json"]).await);
+    assert_eq!(out["logged_out"], true);
+    assert_eq!(
+        stack.run(&["whoami"]).await.code,
+        Some(1),
+        "the session is gone"
+    );
+    let out = json(&stack.run(&["logout", "--json"]).await);
+    assert_eq!(out["logged_out"], false);
+    stack.stop().await;
+}

@@ -95,3 +95,49 @@ fn check_refuses_unknown_keys_variables_and_bad_values() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("dev mode: true"));
 }
+
+#[test]
+fn typed_values_from_the_docs_are_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("agentkeys.toml");
+    // docs/aws.md and docs/migration.md tell operators to write `oidc_legacy_claims = true`;
+    // upstream deployments use Base Sepolia.
+    std::fs::write(
+        &file,
+        "oidc_legacy_claims = true\nsiwe_chains = [1, 84532]\nsession_ttl_seconds = \"30m\"\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    // A shell that exports the CLI's own variable can still run the server commands.
+    let out = agentkeys(
+        &[
+            "config",
+            "show",
+            "--json",
+            "--config",
+            path,
+            "--set",
+            "dpop_skew_seconds=30",
+        ],
+        &[("AGENTKEYS_STS_ENDPOINT", "http://127.0.0.1:5000")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["oidc_legacy_claims"]["value"], "true");
+    assert_eq!(json["siwe_chains"]["value"], "1,84532");
+    assert_eq!(json["session_ttl_seconds"]["value"], "30m");
+    assert_eq!(json["dpop_skew_seconds"]["source"], "flag");
+
+    std::fs::write(&file, "oidc_legacy_claims = \"true\"\n").expect("write");
+    let out = agentkeys(&["config", "check", "--config", path], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("oidc_legacy_claims (file) must be a boolean"),
+        "{err}"
+    );
+
+    let out = agentkeys(&["config", "check"], &[("AGENTKEYS_NOT_A_KEY", "1")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AGENTKEYS_NOT_A_KEY"));
+}

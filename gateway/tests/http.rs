@@ -297,6 +297,36 @@ async fn metrics_are_served_on_their_own_listener() {
         !text.contains("raw-path-marker"),
         "raw paths never become labels"
     );
+
+    // Invented methods (any token is a valid HTTP method) become one label, `other`.
+    for i in 0..50 {
+        let method = format!("INVENTED{i}{}", "X".repeat(2000));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a token");
+        http.request(method, format!("{base}/v1/whoami"))
+            .send()
+            .await
+            .expect("sent");
+    }
+    let grown = http
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(!grown.contains("INVENTED"), "methods are not labels");
+    assert!(
+        grown.contains(
+            "agentkeys_http_requests_total{method=\"other\",route=\"/v1/whoami\",status=\"405\"} 50"
+        ),
+        "{grown}"
+    );
+    assert!(
+        grown.len() < text.len() + 4096,
+        "bounded: {} bytes",
+        grown.len()
+    );
     server
         .stop(std::time::Duration::from_secs(5))
         .await

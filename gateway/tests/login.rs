@@ -509,3 +509,44 @@ async fn closed_and_allowlist_registration_refuse_new_masters() {
         .await
         .expect("stops");
 }
+
+#[actix::test]
+async fn siwe_chains_are_configurable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = common::start_with(
+        dir.path(),
+        agentkeys_gateway::config::Layer::default().with("siwe_chains", "1,84532"),
+    )
+    .await;
+    let key = common::device();
+    let address = common::wallet(3).address().to_string();
+    let (status, challenge) = stack
+        .call(
+            &key,
+            "POST",
+            "/v1/auth/wallet/start",
+            Some(&json!({"address": address, "chain_id": 84532})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{challenge}");
+    assert!(
+        challenge["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Chain ID: 84532"))
+    );
+    let (status, body) = stack
+        .call(
+            &key,
+            "POST",
+            "/v1/auth/wallet/start",
+            Some(&json!({"address": address, "chain_id": 5})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_siwe")),
+        "{body}"
+    );
+}

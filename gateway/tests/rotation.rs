@@ -109,6 +109,10 @@ async fn publish_then_switch_then_retire() {
     stack.clock.advance(Duration::from_secs(3599));
     assert_eq!(kid_of(&mint().await), old);
     stack.clock.advance(Duration::from_secs(1));
+    // Many requests apply the due step at once: the steps are serialized, so none of them
+    // loses the old key's retirement (it must still leave the JWKS below).
+    let concurrent = futures_util::future::join_all((0..16).map(|_| published(&stack))).await;
+    assert!(concurrent.iter().all(|keys| keys.len() == 2));
     let switched = mint().await;
     assert_eq!(kid_of(&switched), new);
     let keys = published(&stack).await;

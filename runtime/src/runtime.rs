@@ -180,18 +180,25 @@ impl Runtime {
     }
 
     pub(crate) fn register_set(&self, set: Weak<dyn ActiveSet>) {
-        if let Ok(mut sets) = self.inner.sets.write() {
-            sets.retain(|s| s.strong_count() > 0);
-            sets.push(set);
-        }
+        // A poisoned lock still holds a consistent list (a push or a retain); dropping the
+        // registry instead would leave its actors out of every revocation.
+        let mut sets = self
+            .inner
+            .sets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sets.retain(|s| s.strong_count() > 0);
+        sets.push(set);
     }
 
     fn sets(&self) -> Vec<Arc<dyn ActiveSet>> {
         self.inner
             .sets
             .read()
-            .map(|sets| sets.iter().filter_map(Weak::upgrade).collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Reads an actor's lineage from the store and records its revoked ancestors in the index.
@@ -432,12 +439,10 @@ impl Runtime {
             tracing::error!(cause = %e, "final group commit failed");
         }
         let stopped_actors = self.stop_leaf_first(drain).await;
-        let owned = self
-            .inner
-            .owned
-            .lock()
-            .map(|mut owned| std::mem::take(&mut *owned))
-            .unwrap_or_default();
+        let owned = self.inner.owned.lock().map_or_else(
+            |poisoned| std::mem::take(&mut *poisoned.into_inner()),
+            |mut owned| std::mem::take(&mut *owned),
+        );
         for arbiter in &owned {
             arbiter.stop();
         }

@@ -266,3 +266,21 @@ impl SignerStack {
             .expect("created");
     }
 }
+
+/// An EIP-712 document of the availability report's amplification shape: `rows` × `per_row`
+/// instances of a struct whose dependency closure is 60 types of 64 fields.
+pub fn eip712_closure_document(rows: usize, per_row: usize) -> serde_json::Value {
+    use serde_json::json;
+    let mut types = serde_json::Map::new();
+    for t in 0..60 {
+        let fields: Vec<_> = (0..64)
+            .map(|f| json!({"name": format!("f{f}"), "type": format!("T{}[]", (t + f) % 60)}))
+            .collect();
+        types.insert(format!("T{t}"), json!(fields));
+    }
+    types.insert("S".into(), json!([{"name": "x", "type": "T0[]"}]));
+    types.insert("M".into(), json!([{"name": "a", "type": "S[][]"}]));
+    let row: Vec<_> = (0..per_row).map(|_| json!({"x": []})).collect();
+    let rows: Vec<_> = (0..rows).map(|_| json!(row)).collect();
+    json!({"types": types, "primaryType": "M", "domain": {"name": "x"}, "message": {"a": rows}})
+}

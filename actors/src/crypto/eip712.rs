@@ -5,8 +5,15 @@
 //! (a key the signature does not cover would mislead the signer); numbers must fit their type;
 //! `bytesN` values must be exactly N bytes. Recursive types are allowed (type encoding is
 //! cycle-safe; values are bounded by depth).
+//!
+//! Work is bounded per document, not per value: each struct type's `typeHash` is computed once
+//! per document, and a document may feed at most [`MAX_HASHED_BYTES`] to Keccak over at most
+//! [`MAX_VALUES`] encoded values. [`TypedData::check_work`] measures both without hashing, so
+//! the gateway refuses an oversized document before it reaches a signer thread.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,6 +30,11 @@ pub const MAX_TYPES: usize = 64;
 pub const MAX_FIELDS: usize = 64;
 /// Longest array.
 pub const MAX_ARRAY_LEN: usize = 1024;
+/// Most bytes one document feeds to Keccak (struct and array encodings, strings, bytes,
+/// type encodings).
+pub const MAX_HASHED_BYTES: u64 = 4 << 20;
+/// Most values (atomic, struct or array) one document encodes.
+pub const MAX_VALUES: u64 = 100_000;
 
 /// One field of a struct type.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,16 +116,7 @@ impl TypedData {
     /// Validates and hashes the document.
     pub fn hash(&self) -> Result<TypedDataHash, TypedDataError> {
         let types = self.checked_types()?;
-        let encoder = Encoder { types: &types };
-        let domain_separator = encoder.hash_struct(DOMAIN, &self.domain, "domain", 0)?;
-        let message_hash = if self.primary_type == DOMAIN {
-            None
-        } else {
-            if !types.contains_key(self.primary_type.as_str()) {
-                return Err(TypedDataError::Type(self.primary_type.clone()));
-            }
-            Some(encoder.hash_struct(&self.primary_type, &self.message, "message", 0)?)
-        };
+        let (domain_separator, message_hash) = self.encode(&Encoder::new(&types, true))?;
         let mut preimage = Vec::with_capacity(66);
         preimage.extend_from_slice(&labels::EIP712_PREFIX);
         preimage.extend_from_slice(&domain_separator);
@@ -125,6 +128,34 @@ impl TypedData {
             message_hash,
             digest: keccak256(&preimage),
         })
+    }
+
+    /// Validates the document's types and shape and measures its work without hashing: the
+    /// bytes it would feed to Keccak, or `Limit` past [`MAX_HASHED_BYTES`] or [`MAX_VALUES`].
+    /// Atomic values are checked only by [`TypedData::hash`].
+    pub fn check_work(&self) -> Result<u64, TypedDataError> {
+        let types = self.checked_types()?;
+        let encoder = Encoder::new(&types, false);
+        self.encode(&encoder)?;
+        Ok(encoder.hashed.get())
+    }
+
+    /// `hashStruct` of the domain and of the message (none when the primary type is the
+    /// domain).
+    fn encode(
+        &self,
+        encoder: &Encoder<'_>,
+    ) -> Result<([u8; 32], Option<[u8; 32]>), TypedDataError> {
+        let domain = encoder.hash_struct(DOMAIN, &self.domain, &Path::Root("domain"), 0)?;
+        if self.primary_type == DOMAIN {
+            return Ok((domain, None));
+        }
+        if !encoder.types.contains_key(self.primary_type.as_str()) {
+            return Err(TypedDataError::Type(self.primary_type.clone()));
+        }
+        let message =
+            encoder.hash_struct(&self.primary_type, &self.message, &Path::Root("message"), 0)?;
+        Ok((domain, Some(message)))
     }
 
     /// The struct types, with `EIP712Domain` derived from the domain when absent; checks limits,
@@ -236,11 +267,81 @@ fn is_atomic_or_dynamic(kind: &str) -> bool {
         || bytes_len(kind).is_some()
 }
 
-struct Encoder<'a> {
-    types: &'a Types<'a>,
+/// Where a value is, built only when an error names it.
+enum Path<'a> {
+    Root(&'static str),
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
 }
 
-impl Encoder<'_> {
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+/// Encodes one document: type hashes memoized, work counted against the limits; hashes only
+/// when `hashing` (a dry run measures the same work without Keccak).
+struct Encoder<'a> {
+    types: &'a Types<'a>,
+    hashing: bool,
+    type_hashes: RefCell<HashMap<&'a str, [u8; 32]>>,
+    hashed: Cell<u64>,
+    values: Cell<u64>,
+}
+
+impl<'a> Encoder<'a> {
+    fn new(types: &'a Types<'a>, hashing: bool) -> Self {
+        Self {
+            types,
+            hashing,
+            type_hashes: RefCell::new(HashMap::new()),
+            hashed: Cell::new(0),
+            values: Cell::new(0),
+        }
+    }
+
+    /// Keccak of `data`, counted against [`MAX_HASHED_BYTES`].
+    fn keccak(&self, data: &[u8]) -> Result<[u8; 32], TypedDataError> {
+        let total = self
+            .hashed
+            .get()
+            .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+        if total > MAX_HASHED_BYTES {
+            return Err(TypedDataError::Limit("more than 4 MiB to hash"));
+        }
+        self.hashed.set(total);
+        Ok(if self.hashing {
+            keccak256(data)
+        } else {
+            [0; 32]
+        })
+    }
+
+    /// Counts one encoded value against [`MAX_VALUES`].
+    fn count_value(&self) -> Result<(), TypedDataError> {
+        let n = self.values.get() + 1;
+        if n > MAX_VALUES {
+            return Err(TypedDataError::Limit("more than 100000 values"));
+        }
+        self.values.set(n);
+        Ok(())
+    }
+
+    /// `typeHash` of a struct type, computed once per document.
+    fn type_hash(&self, name: &'a str) -> Result<[u8; 32], TypedDataError> {
+        if let Some(h) = self.type_hashes.borrow().get(name) {
+            return Ok(*h);
+        }
+        let h = self.keccak(self.encode_type(name).as_bytes())?;
+        self.type_hashes.borrow_mut().insert(name, h);
+        Ok(h)
+    }
+
     /// `encodeType`: the primary type then its dependencies in name order (cycle-safe).
     fn encode_type(&self, primary: &str) -> String {
         let mut deps = BTreeSet::new();
@@ -269,37 +370,47 @@ impl Encoder<'_> {
         &self,
         name: &str,
         value: &Value,
-        path: &str,
+        path: &Path<'_>,
         depth: usize,
     ) -> Result<[u8; 32], TypedDataError> {
         // Depth is checked by `encode_value`, the only recursive caller.
-        let fields = &self.types[name];
+        let (name, fields) = self
+            .types
+            .get_key_value(name)
+            .ok_or_else(|| TypedDataError::Type(name.to_string()))?;
         let object = value
             .as_object()
             .ok_or_else(|| bad(path, "expected an object"))?;
-        if let Some(extra) = object.keys().find(|k| !fields.iter().any(|(n, _)| n == k)) {
-            return Err(bad(&format!("{path}.{extra}"), "not a field of the type"));
+        // Field names are unique and every one must be present: then a longer object has a
+        // key the signature would not cover (found only on that error path).
+        if object.len() > fields.len() {
+            let extra = object
+                .keys()
+                .find(|k| !fields.iter().any(|(n, _)| n == k))
+                .map_or("?", String::as_str);
+            return Err(bad(&Path::Field(path, extra), "not a field of the type"));
         }
         let mut data = Vec::with_capacity(32 * (fields.len() + 1));
-        data.extend_from_slice(&keccak256(self.encode_type(name).as_bytes()));
+        data.extend_from_slice(&self.type_hash(name)?);
         for (field, kind) in fields {
-            let at = format!("{path}.{field}");
+            let at = Path::Field(path, field);
             let v = object.get(*field).ok_or_else(|| bad(&at, "missing"))?;
             data.extend_from_slice(&self.encode_value(kind, v, &at, depth + 1)?);
         }
-        Ok(keccak256(&data))
+        self.keccak(&data)
     }
 
     fn encode_value(
         &self,
         kind: &str,
         value: &Value,
-        path: &str,
+        path: &Path<'_>,
         depth: usize,
     ) -> Result<[u8; 32], TypedDataError> {
         if depth > MAX_DEPTH {
             return Err(TypedDataError::Limit("nesting deeper than 16"));
         }
+        self.count_value()?;
         if let Some(open) = kind.rfind('[') {
             let (inner, suffix) = kind.split_at(open);
             let items = value
@@ -320,36 +431,49 @@ impl Encoder<'_> {
                 data.extend_from_slice(&self.encode_value(
                     inner,
                     item,
-                    &format!("{path}[{i}]"),
+                    &Path::Index(path, i),
                     depth + 1,
                 )?);
             }
-            return Ok(keccak256(&data));
+            return self.keccak(&data);
         }
         if self.types.contains_key(kind) {
             return self.hash_struct(kind, value, path, depth);
         }
-        encode_atomic(kind, value, path)
+        match kind {
+            "string" => {
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| bad(path, "expected a string"))?;
+                self.keccak(s.as_bytes())
+            }
+            "bytes" if !self.hashing => {
+                let hex = value.as_str().map_or(0, str::len);
+                self.keccak(&vec![0; hex / 2])
+            }
+            "bytes" => self.keccak(&hex_value(value, path)?),
+            // The dry run measures work; the values themselves are checked when hashing.
+            _ if !self.hashing => Ok([0; 32]),
+            _ => encode_atomic(kind, value, path),
+        }
     }
 }
 
-fn bad(path: &str, reason: &str) -> TypedDataError {
+fn bad(path: &dyn fmt::Display, reason: &str) -> TypedDataError {
     TypedDataError::Value {
         field: path.to_string(),
         reason: reason.to_string(),
     }
 }
 
-fn encode_atomic(kind: &str, value: &Value, path: &str) -> Result<[u8; 32], TypedDataError> {
+/// The fixed-size types (strings and dynamic bytes are hashed by the encoder).
+fn encode_atomic(
+    kind: &str,
+    value: &Value,
+    path: &dyn fmt::Display,
+) -> Result<[u8; 32], TypedDataError> {
     let mut out = [0u8; 32];
     match kind {
-        "string" => {
-            let s = value
-                .as_str()
-                .ok_or_else(|| bad(path, "expected a string"))?;
-            return Ok(keccak256(s.as_bytes()));
-        }
-        "bytes" => return Ok(keccak256(&hex_value(value, path)?)),
         "bool" => {
             out[31] = u8::from(
                 value
@@ -405,7 +529,7 @@ fn encode_atomic(kind: &str, value: &Value, path: &str) -> Result<[u8; 32], Type
     Ok(out)
 }
 
-fn hex_value(value: &Value, path: &str) -> Result<Vec<u8>, TypedDataError> {
+fn hex_value(value: &Value, path: &dyn fmt::Display) -> Result<Vec<u8>, TypedDataError> {
     let s = value
         .as_str()
         .ok_or_else(|| bad(path, "expected 0x-prefixed hex"))?;
@@ -535,7 +659,7 @@ mod tests {
 
     #[test]
     fn integers_respect_their_width() {
-        let enc = |kind: &str, v: Value| encode_atomic(kind, &v, "x");
+        let enc = |kind: &str, v: Value| encode_atomic(kind, &v, &"x");
         assert!(enc("uint8", json!(255)).is_ok());
         assert!(enc("uint8", json!(256)).is_err());
         assert!(enc("uint8", json!(-1)).is_err());

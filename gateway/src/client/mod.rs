@@ -24,6 +24,8 @@ pub enum ClientError {
     /// The server answered with the error envelope.
     #[error("{code}: {message} (request {request_id})")]
     Api {
+        /// The HTTP status.
+        status: u16,
         /// The stable error code.
         code: String,
         /// The server's message.
@@ -41,6 +43,28 @@ pub enum ClientError {
         /// What failed.
         cause: String,
     },
+}
+
+impl ClientError {
+    /// The error envelope (`{error, message, request_id}`) as the CLI prints it with `--json`.
+    pub fn envelope(&self) -> serde_json::Value {
+        match self {
+            ClientError::Api {
+                code,
+                message,
+                request_id,
+                ..
+            } => serde_json::json!({"error": code, "message": message, "request_id": request_id}),
+            ClientError::Transport { .. } => {
+                serde_json::json!({"error": "unreachable", "message": self.to_string()})
+            }
+        }
+    }
+
+    /// Whether the server refused the request (4xx) rather than failed (5xx) or was not reached.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Api { status, .. } if *status < 500)
+    }
 }
 
 /// A client for one gateway with one device key.
@@ -183,6 +207,7 @@ impl Client {
                 continue;
             }
             return Err(ClientError::Api {
+                status: status.as_u16(),
                 code,
                 message: body["message"].as_str().unwrap_or_default().to_string(),
                 request_id: body["request_id"].as_str().unwrap_or_default().to_string(),

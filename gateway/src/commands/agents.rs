@@ -132,8 +132,13 @@ pub async fn agent(globals: &Globals, command: &AgentCommand) -> anyhow::Result<
                 .await
                 .map_err(explain)?;
             print(globals, &receipt, |r| {
+                let more = if r["revoked_more"].as_bool() == Some(true) {
+                    " or more"
+                } else {
+                    ""
+                };
                 format!(
-                    "revoked {} actor(s) under {} at {} (commit {:.2} ms, {} stopped)",
+                    "revoked {}{more} actor(s) under {} at {} (commit {:.2} ms, {} stopped)",
                     r["revoked"],
                     omni,
                     r["revoked_at"].as_str().unwrap_or(""),
@@ -142,21 +147,32 @@ pub async fn agent(globals: &Globals, command: &AgentCommand) -> anyhow::Result<
                 )
             });
         }
-        AgentCommand::Scopes { target, set } => {
+        AgentCommand::Scopes {
+            target,
+            set,
+            add,
+            remove,
+        } => {
             let omni = resolve(&stored, Some(target))?;
-            let shown: Value = match set {
+            let path = format!("/v1/actors/{omni}");
+            let new_set = match set {
+                Some(scopes) => Some(scopes.clone()),
+                None if add.is_empty() && remove.is_empty() => None,
+                None => {
+                    let current: Value = client.get(&path, Some(token)).await.map_err(explain)?;
+                    Some(changed_scopes(&current["scopes"], add, remove))
+                }
+            };
+            let shown: Value = match new_set {
                 Some(scopes) => client
                     .put(
-                        &format!("/v1/actors/{omni}/scopes"),
+                        &format!("{path}/scopes"),
                         &json!({ "scopes": scopes }),
                         token,
                     )
                     .await
                     .map_err(explain)?,
-                None => client
-                    .get(&format!("/v1/actors/{omni}"), Some(token))
-                    .await
-                    .map_err(explain)?,
+                None => client.get(&path, Some(token)).await.map_err(explain)?,
             };
             print(
                 globals,
@@ -564,4 +580,45 @@ pub async fn device(globals: &Globals, command: &crate::cli::DeviceCommand) -> a
         }
     }
     Ok(())
+}
+
+/// The stored scopes with `add` added and `remove` removed (order kept, no duplicates).
+fn changed_scopes(current: &Value, add: &[String], remove: &[String]) -> Vec<String> {
+    let mut scopes: Vec<String> = current
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    for scope in add {
+        if !scopes.contains(scope) {
+            scopes.push(scope.clone());
+        }
+    }
+    scopes.retain(|s| !remove.contains(s));
+    scopes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_scopes;
+    use serde_json::json;
+
+    #[test]
+    fn add_and_remove_change_the_stored_set() {
+        let current = json!(["sign:eip191", "sign:eip712"]);
+        let add = [
+            "oidc:sts.amazonaws.com".to_string(),
+            "sign:eip191".to_string(),
+        ];
+        let remove = ["sign:eip712".to_string()];
+        assert_eq!(
+            changed_scopes(&current, &add, &remove),
+            ["sign:eip191", "oidc:sts.amazonaws.com"]
+        );
+        assert!(changed_scopes(&json!(null), &[], &[]).is_empty());
+    }
 }

@@ -124,6 +124,28 @@ pub(crate) fn save_session(
     Ok(stored)
 }
 
+/// A failed call with what to do about it; the CLI's exit code and `--json` envelope come
+/// from the client error inside.
+#[derive(Debug)]
+pub struct Explained {
+    /// The failure.
+    pub error: ClientError,
+    /// What to do (may be empty).
+    pub fix: &'static str,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.fix.is_empty() {
+            write!(f, "{}", self.error)
+        } else {
+            write!(f, "{}\n  fix: {}", self.error, self.fix)
+        }
+    }
+}
+
+impl std::error::Error for Explained {}
+
 /// Maps a client error to a message that names the fix.
 pub(crate) fn explain(e: ClientError) -> anyhow::Error {
     let fix = match &e {
@@ -135,7 +157,7 @@ pub(crate) fn explain(e: ClientError) -> anyhow::Error {
             "managed_wallet" => "log in with your own wallet, not one AgentKeys manages",
             "invalid_siwe" => "start the login again",
             "expired" => "start again (ask for a new code)",
-            "scope_denied" => "ask an ancestor to grant the scope (agent scopes TARGET --set …)",
+            "scope_denied" => "ask an ancestor to grant the scope (agent scopes TARGET --add …)",
             "not_found" => "check the omni or path: only your own subtree is visible",
             "label_taken" => "choose another label, or repeat with the same scopes",
             "label_revoked" => "a revoked label is spent; choose another",
@@ -147,10 +169,36 @@ pub(crate) fn explain(e: ClientError) -> anyhow::Error {
         },
         ClientError::Transport { .. } => "",
     };
-    if fix.is_empty() {
-        anyhow::anyhow!("{e}")
-    } else {
-        anyhow::anyhow!("{e}\n  fix: {fix}")
+    anyhow::Error::new(Explained { error: e, fix })
+}
+
+/// The client error behind a CLI failure, if the failure was a call.
+pub fn client_error(err: &anyhow::Error) -> Option<&ClientError> {
+    err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<Explained>()
+            .map(|e| &e.error)
+            .or_else(|| cause.downcast_ref::<ClientError>())
+    })
+}
+
+/// The exit code of a failure: 3 refused by the server (4xx), 4 server or network trouble
+/// (5xx, unreachable), 1 anything local (no session, unreadable file). Usage errors exit 2
+/// from clap before a command runs.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    match client_error(err) {
+        Some(e) if e.is_refusal() => 3,
+        Some(_) => 4,
+        None => 1,
+    }
+}
+
+/// What `--json` prints on stdout for a failure: the server's envelope, or one of the same
+/// shape (`unreachable`, `local_error`).
+pub fn error_envelope(err: &anyhow::Error) -> serde_json::Value {
+    match client_error(err) {
+        Some(e) => e.envelope(),
+        None => serde_json::json!({"error": "local_error", "message": format!("{err:#}")}),
     }
 }
 
@@ -328,6 +376,26 @@ pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Re
             stored.session.expires_at,
             globals.profile.display()
         );
+    }
+    Ok(())
+}
+
+/// `agentkeys logout`: removes the profile's session file. The device key stays (a new login
+/// reuses its binding); the token itself stays valid until it expires, at most
+/// `session_ttl_seconds` — to stop a device now, delete its binding (`device revoke`).
+pub fn logout(globals: &Globals) -> anyhow::Result<()> {
+    let path = globals.profile.join("session.json");
+    let removed = match std::fs::remove_file(&path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    };
+    if globals.json {
+        println!("{}", serde_json::json!({ "logged_out": removed }));
+    } else if removed {
+        println!("logged out (profile {})", globals.profile.display());
+    } else {
+        println!("no session in profile {}", globals.profile.display());
     }
     Ok(())
 }

@@ -299,8 +299,12 @@ pub struct RevokeResponse {
     pub revoked_at: String,
     /// `false` if it was already revoked.
     pub new: bool,
-    /// Actors of the subtree now revoked (itself included).
+    /// Actors of the subtree now revoked (itself included), counted up to
+    /// [`REVOKE_COUNT_LIMIT`].
     pub revoked: u64,
+    /// The subtree has more actors than `revoked` counts (all of them are revoked; the tree
+    /// route pages through them).
+    pub revoked_more: bool,
     /// Active actors of the subtree stopped.
     pub stopped: usize,
     /// Device bindings of the actor tombstoned (descendants die with their lineage).
@@ -308,6 +312,9 @@ pub struct RevokeResponse {
     /// From submission to the durable commit, milliseconds.
     pub commit_ms: f64,
 }
+
+/// Descendants counted in a revocation's answer (the revocation itself covers all of them).
+pub const REVOKE_COUNT_LIMIT: u64 = 1000;
 
 /// Revokes an actor and its whole subtree at once, durably (an ancestor only; masters only
 /// through the host's admin socket).
@@ -344,12 +351,13 @@ pub async fn revoke(
             WriteError::Rejected(_) => not_found(),
             WriteError::Store(e) => e.into(),
         })?;
-    let revoked = super::tree::count(&state, &target.omni)?;
+    let (revoked, revoked_more) = super::tree::count(&state, &target.omni, REVOKE_COUNT_LIMIT)?;
     Ok(Json(RevokeResponse {
         omni: target.omni.to_string(),
         revoked_at: time(receipt.revoked_at),
         new: receipt.new,
         revoked,
+        revoked_more,
         stopped: receipt.stopped,
         bindings_tombstoned: receipt.bindings_tombstoned,
         commit_ms: receipt.commit_time.as_secs_f64() * 1000.0,

@@ -108,25 +108,24 @@ struct Follower {
 }
 
 impl Follower {
-    fn visible(&mut self, row: &AuditRow) -> bool {
+    /// Whether the caller may see `row`; a store error is an error, never "not visible".
+    fn visible(&mut self, row: &AuditRow) -> Result<bool, agentkeys_runtime::store::StoreError> {
         let Some(target) = row.entry.target else {
-            return false;
+            return Ok(false);
         };
         if self.caller == self.master || target == self.caller {
-            return true;
+            return Ok(true);
         }
         if let Some(known) = self.inside.get(&target) {
-            return *known;
+            return Ok(*known);
         }
         let inside = self
             .state
             .runtime
-            .lineage(&target)
-            .ok()
-            .flatten()
+            .lineage(&target)?
             .is_some_and(|l| l.omnis().contains(&self.caller));
         self.inside.insert(target, inside);
-        inside
+        Ok(inside)
     }
 
     /// Whether `row` revokes the caller's lineage or deletes its binding.
@@ -139,6 +138,11 @@ impl Follower {
             }
             _ => None,
         }
+    }
+
+    fn store_failed(&mut self, e: &agentkeys_runtime::store::StoreError) {
+        tracing::error!(cause = %e, "event stream cannot read the store; closing it");
+        self.dying = Some("store_error");
     }
 
     /// Why the stream must end now, if it must.
@@ -170,22 +174,34 @@ impl Follower {
         }
     }
 
+    /// Reads the rows after the last one sent. A store error ends the stream (`store_error`)
+    /// before the row it could not judge, so the client resumes from there with
+    /// `Last-Event-ID` and no event is skipped.
     fn read(&mut self) {
-        let Ok(rows) = self
+        let rows = match self
             .state
             .runtime
             .store()
             .audit_rows(&self.master, self.after, 256)
-        else {
-            return;
+        {
+            Ok(rows) => rows,
+            Err(e) => return self.store_failed(&e),
         };
         for row in rows {
+            let visible = if is_event(row.entry.op) {
+                match self.visible(&row) {
+                    Ok(v) => v,
+                    Err(e) => return self.store_failed(&e),
+                }
+            } else {
+                false
+            };
             self.after = row.chain_seq;
             // The row is the proof of a committed change: no need to wait for the indexes.
             if let Some(reason) = self.kills_caller(&row) {
                 self.dying = Some(reason);
             }
-            if is_event(row.entry.op) && self.visible(&row) {
+            if visible {
                 let view = super::audit::row_view(&row);
                 let data = serde_json::to_string(&view).unwrap_or_default();
                 self.pending.push_back(

@@ -1,6 +1,7 @@
 //! Prometheus text metrics, served on `metrics_listen` (not on the public listener): request
 //! counts by route, method and status, latency histograms by route and method, active actors,
-//! revocations, store commits and signer replacements.
+//! revocations, store commits and signer replacements. Every label comes from a fixed set
+//! (routes of the router, standard methods, status codes), so no client can grow them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,14 +57,36 @@ impl HttpMetrics {
     }
 }
 
-/// Middleware: measures every request; the route label is the matched route pattern (never
-/// the raw path, so omnis do not explode the label set), `unmatched` otherwise.
+/// The method label: one of the standard methods, or `other` (a client may send any token as
+/// a method; it must not become a label).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, label)| label)
+}
+
+/// Middleware: measures every request. Labels are bounded by construction: the route is the
+/// matched route pattern (never the raw path, so omnis do not explode the label set) or
+/// `unmatched`, the method one of nine standard names or `other`, the status a `u16`.
 pub async fn track(
     State(metrics): State<Arc<HttpMetrics>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method()).to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -187,10 +187,23 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
             state.clone(),
             ratelimit::limit,
         ))
+        .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
+}
+
+/// `Cache-Control: no-store` on every answer that does not set its own (RFC 6749 §5.1: token
+/// responses must not be cached; nothing else a key broker answers should be either). The
+/// discovery document and the JWKS set their own `max-age`.
+async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn not_found() -> ApiError {

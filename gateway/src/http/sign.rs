@@ -170,7 +170,8 @@ pub struct TypedSignatureResponse {
     pub digest: String,
 }
 
-/// EIP-712 v4 with the caller's wallet (`sign:eip712`); validated here before the signer.
+/// EIP-712 v4 with the caller's wallet (`sign:eip712`); validated and its work measured here
+/// before the signer (at most 100,000 values and 4 MiB hashed per document).
 #[utoipa::path(post, path = "/v1/sign/eip712", tag = "sign",
     params(
         ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
@@ -188,7 +189,10 @@ pub async fn eip712(
     mut auth: Authenticated,
     ApiJson(body): ApiJson<Eip712Request>,
 ) -> Result<Json<TypedSignatureResponse>, ApiError> {
+    // The same walk as the signer's, without hashing: an oversized document never reaches a
+    // signer thread.
     TypedData::from_json(body.typed_data.clone())
+        .and_then(|td| td.check_work())
         .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
     let proof = auth.signing_proof(scope::SIGN_EIP712)?;
     let signed = state

@@ -199,16 +199,21 @@ pub fn page(
     })
 }
 
-/// Actors in the subtree of `root`, itself included (at most 1,000,000 are counted).
-pub fn count(state: &AppState, root: &Omni) -> Result<u64, ApiError> {
+/// Actors in the subtree of `root`, itself included, counting at most `limit`: the count and
+/// whether the subtree has more. Bounded, so an answer never waits for a walk that grows
+/// with the subtree.
+pub fn count(state: &AppState, root: &Omni, limit: u64) -> Result<(u64, bool), ApiError> {
     let lineage = state
         .runtime
         .lineage(root)?
         .ok_or_else(|| ApiError::internal("revoked actor vanished"))?;
     let mut stack = vec![root_frame(&lineage)];
     let mut n = 1;
-    while n < 1_000_000 && advance(state, &mut stack)? {
+    while n < limit {
+        if !advance(state, &mut stack)? {
+            return Ok((n, false));
+        }
         n += 1;
     }
-    Ok(n)
+    Ok((n, advance(state, &mut stack)?))
 }
