@@ -10,6 +10,12 @@
 //! - Revocation commit latency while the highest concurrency level runs; link-code redemption
 //!   latency and wallet (SIWE) login latency, unloaded.
 //!
+//! - With `LOADBENCH_SOAK_SECONDS=600`, instead of the levels: a soak of that length at the
+//!   highest concurrency, every proof made just before its request (so every `iat` is
+//!   current), while a second client floods `GET /v1/whoami` with a junk token and fresh proofs
+//!   (the replay-cache lock-out of the availability report). Honest throughput, p50/p99, the
+//!   error count (must be 0), the flood's answers, and the server's RSS every 10 s.
+//!
 //! With two or more CPUs and `taskset` present, the server (and the floor) run on the last CPU
 //! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
 //! float over every core and the floor counts every core).
@@ -427,6 +433,17 @@ async fn bench(cpu: Option<usize>, total: usize) {
     .await;
     assert_eq!(warm.errors, 0, "warm-up requests failed");
 
+    if let Some(seconds) = std::env::var("LOADBENCH_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+    {
+        let pid = server.child.id().expect("server pid");
+        soak(&http, &base, agents, pid, Duration::from_secs(seconds)).await;
+        let _ = server.child.kill().await;
+        return;
+    }
+
     // The floor is measured before and after each level (the machine is shared: its speed
     // drifts); each level's ratio uses the mean of the two measurements around it.
     let mut floor_before = floor(cpu, total).await;
@@ -532,4 +549,167 @@ async fn floor(cpu: Option<usize>, total: usize) -> f64 {
         .trim()
         .parse()
         .expect("floor rate")
+}
+
+// ---- the soak ---------------------------------------------------------------------------------
+
+/// Resident memory of `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds this process has used (user + system).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn soak(
+    http: &reqwest::Client,
+    base: &str,
+    agents: Vec<Principal>,
+    pid: u32,
+    length: Duration,
+) {
+    const SIGNERS: usize = 64;
+    const FLOODERS: usize = 8;
+    let agents = Arc::new(agents);
+    let deadline = Instant::now() + length;
+    let cpu_start = own_cpu_seconds();
+    let started = Instant::now();
+    let signers: Vec<_> = (0..SIGNERS)
+        .map(|t| {
+            let (http, agents) = (http.clone(), agents.clone());
+            let url = format!("{base}/v1/sign/eip191");
+            let htu = format!("{PUBLIC_URL}/v1/sign/eip191");
+            tokio::spawn(async move {
+                let (mut latencies, mut errors, mut i) = (Vec::new(), 0usize, 0usize);
+                while Instant::now() < deadline {
+                    let agent = &agents[(t + i) % agents.len()];
+                    i += 1;
+                    let proof = agent
+                        .client
+                        .key()
+                        .proof("POST", &htu, now(), Some(&agent.token), None)
+                        .expect("proof");
+                    let body = format!("{{\"message\":\"soak {t} {i}\"}}");
+                    let sent = Instant::now();
+                    let ok = match http
+                        .post(&url)
+                        .header("authorization", format!("DPoP {}", agent.token))
+                        .header("dpop", proof)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            let status = r.status();
+                            let _ = r.bytes().await;
+                            status.is_success()
+                        }
+                        Err(_) => false,
+                    };
+                    latencies.push(sent.elapsed());
+                    errors += usize::from(!ok);
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let flooders: Vec<_> = (0..FLOODERS)
+        .map(|_| {
+            let http = http.clone();
+            let url = format!("{base}/v1/whoami");
+            let htu = format!("{PUBLIC_URL}/v1/whoami");
+            tokio::spawn(async move {
+                let key = DeviceKey::generate().expect("key");
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                while Instant::now() < deadline {
+                    let proof = key
+                        .proof("GET", &htu, now(), Some("x"), None)
+                        .expect("proof");
+                    let status = match http
+                        .get(&url)
+                        .header("authorization", "DPoP x")
+                        .header("dpop", proof)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    };
+                    *statuses.entry(status).or_default() += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut rss = vec![rss_kib(pid)];
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(10).min(deadline - Instant::now())).await;
+        rss.push(rss_kib(pid));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in signers {
+        let (l, e) = task.await.expect("signer");
+        latencies.extend(l);
+        errors += e;
+    }
+    let mut flood = std::collections::BTreeMap::<u16, usize>::new();
+    for task in flooders {
+        for (status, n) in task.await.expect("flooder") {
+            *flood.entry(status).or_default() += n;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let client_cpu = (own_cpu_seconds() - cpu_start) / wall;
+    latencies.sort();
+    let flood_total: usize = flood.values().sum();
+    // Proofs stay recorded for a minute: compare from the second minute on.
+    let (first, last) = (rss[12.min(rss.len() - 1)], *rss.last().expect("sampled"));
+    let max = rss.iter().copied().max().unwrap_or(0);
+    println!(
+        "\nsoak, {:.0} s: honest signed EIP-191 {} requests = {:.0} req/s ({SIGNERS} in flight, fresh proofs), \
+         p50 {}, p99 {}, errors {errors}",
+        wall,
+        latencies.len(),
+        latencies.len() as f64 / wall,
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+    );
+    println!(
+        "flood: {flood_total} junk-token requests = {:.0} req/s ({FLOODERS} in flight), answers {flood:?}",
+        flood_total as f64 / wall
+    );
+    println!(
+        "server RSS: {} MiB after 2 min, {} MiB at the end, max {} MiB (samples every 10 s: {:?} KiB)",
+        first / 1024,
+        last / 1024,
+        max / 1024,
+        rss
+    );
+    println!("client CPU share (of one core): {client_cpu:.2}");
 }

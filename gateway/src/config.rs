@@ -192,13 +192,13 @@ pub const KEYS: [Key; 27] = [
         "binding_rate_per_second",
         "AGENTKEYS_BINDING_RATE_PER_SECOND",
         Kind::Integer,
-        Some("20000"),
+        Some("10000"),
     ),
     key(
         "binding_burst",
         "AGENTKEYS_BINDING_BURST",
         Kind::Integer,
-        Some("20000"),
+        Some("10000"),
     ),
     key(
         "ip_rate_per_second",

@@ -267,8 +267,12 @@ async fn a_tree_of_agents_signs_narrows_and_is_revoked() {
     let (status, receipt) = alice.call(&stack, "POST", &revoke_ops, None).await;
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(
-        (receipt["new"].as_bool(), receipt["revoked"].as_u64()),
-        (Some(true), Some(2))
+        (
+            receipt["new"].as_bool(),
+            receipt["revoked"].as_u64(),
+            receipt["revoked_more"].as_bool()
+        ),
+        (Some(true), Some(2), Some(false))
     );
     assert_eq!(
         error(&sign(&stack, &bot_agent, "after").await),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentkeys_gateway::client::DeviceKey;
 use agentkeys_gateway::config::Layer;
-use common::{PUBLIC_URL, Stack, device, start, start_with, wallet};
+use common::{PUBLIC_URL, Stack, answer, device, start, start_with, wallet};
 use serde_json::{Value, json};
 
 /// A logged-in master: its device key and session token.
@@ -303,15 +303,12 @@ async fn a_few_addresses_cannot_fill_the_pending_logins() {
     // completes the login.
     let (status, challenge, key) = start_login(&stack, "198.51.100.7", 5).await;
     assert_eq!(status, 200, "{challenge}");
-    let text = challenge["message"].as_str().expect("message");
-    let signature =
-        agentkeys_actors::crypto::eip191::sign_message(&wallet(5), text.as_bytes()).to_hex();
     let (status, session) = stack
         .call(
             &key,
             "POST",
             "/v1/auth/wallet/verify",
-            Some(&json!({"request_id": challenge["request_id"], "signature": signature})),
+            Some(&answer(&challenge, &wallet(5))),
             None,
         )
         .await;
@@ -400,9 +397,6 @@ async fn token_answers_are_not_cached() {
     let stack = start(dir.path(), None).await;
     let key = device();
     let challenge = stack.challenge(&key, &wallet(1)).await;
-    let text = challenge["message"].as_str().expect("message");
-    let signature =
-        agentkeys_actors::crypto::eip191::sign_message(&wallet(1), text.as_bytes()).to_hex();
     let url = format!("{PUBLIC_URL}/v1/auth/wallet/verify");
     let proof = key
         .proof("POST", &url, stack.now(), None, None)
@@ -412,7 +406,7 @@ async fn token_answers_are_not_cached() {
         "POST",
         "/v1/auth/wallet/verify",
         &[("dpop", proof)],
-        Some(&json!({"request_id": challenge["request_id"], "signature": signature})),
+        Some(&answer(&challenge, &wallet(1))),
     )
     .await;
     assert_eq!(status, 200, "{session}");

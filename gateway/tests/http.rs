@@ -258,14 +258,16 @@ async fn metrics_are_served_on_their_own_listener() {
         .expect("sent");
     assert_eq!(public.status(), 404);
     let metrics_addr = server.metrics_addr().expect("metrics enabled");
-    let text = http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = || async {
+        http.get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let text = metrics().await;
     assert!(
         text.contains(
             "agentkeys_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 3"
@@ -307,14 +309,7 @@ async fn metrics_are_served_on_their_own_listener() {
             .await
             .expect("sent");
     }
-    let grown = http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let grown = metrics().await;
     assert!(!grown.contains("INVENTED"), "methods are not labels");
     assert!(
         grown.contains(

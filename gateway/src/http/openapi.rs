@@ -28,7 +28,8 @@ pub struct ApiDoc;
 
 /// Adds the answers every handler shares through its extractors and middleware, where the
 /// handler's annotation does not list them: 400 for malformed path or query parameters and
-/// bodies, 413 and 415 for bodies, 429 for the rate-limited unauthenticated routes. Run once on
+/// bodies, 413 and 415 for bodies, 429 for the rate limits (per address without a session,
+/// per device binding with one). Run once on
 /// the generated document (the API fuzzing of `scripts/apifuzz.sh` holds every answer to it).
 pub fn add_shared_responses(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -46,7 +47,8 @@ pub fn add_shared_responses(api: &mut utoipa::openapi::OpenApi) {
         )
     };
     for (path, item) in &mut api.paths.paths {
-        let limited = super::ratelimit::is_unauthenticated(path);
+        // Per address on the routes without a session, per device binding on the others.
+        let limited = super::ratelimit::is_unauthenticated(path) || path.starts_with("/v1/");
         let operations = [
             item.get.as_mut(),
             item.put.as_mut(),
@@ -76,7 +78,7 @@ pub fn add_shared_responses(api: &mut utoipa::openapi::OpenApi) {
             if limited {
                 add(
                     "429",
-                    "rate_limited: too many requests from this client address (Retry-After)",
+                    "rate_limited: too many requests from this client address or device binding (Retry-After)",
                 );
             }
         }

@@ -173,17 +173,22 @@ impl Stack {
     /// A complete login: challenge, sign the server's message, verify.
     pub async fn login(&self, key: &DeviceKey, wallet: &WalletKey) -> (u16, Value) {
         let challenge = self.challenge(key, wallet).await;
-        let text = challenge["message"].as_str().expect("message");
-        let signature = sign_message(wallet, text.as_bytes()).to_hex();
         self.call(
             key,
             "POST",
             "/v1/auth/wallet/verify",
-            Some(&json!({"request_id": challenge["request_id"], "signature": signature})),
+            Some(&answer(&challenge, wallet)),
             None,
         )
         .await
     }
+}
+
+/// The `wallet/verify` body answering `challenge` with `wallet`'s signature of its message.
+pub fn answer(challenge: &Value, wallet: &WalletKey) -> Value {
+    let text = challenge["message"].as_str().expect("message");
+    let signature = sign_message(wallet, text.as_bytes()).to_hex();
+    json!({"request_id": challenge["request_id"], "signature": signature})
 }
 
 pub fn wallet(seed: u8) -> WalletKey {
