@@ -99,7 +99,7 @@ const fn key(
 }
 
 /// Every key the server reads (docs/configuration.md has the meanings).
-pub const KEYS: [Key; 27] = [
+pub const KEYS: [Key; 28] = [
     key(
         "listen",
         "AGENTKEYS_LISTEN",
@@ -230,6 +230,12 @@ pub const KEYS: [Key; 27] = [
         "AGENTKEYS_PENDING_CAP",
         Kind::Integer,
         Some("10000"),
+    ),
+    key(
+        "store_cache_mib",
+        "AGENTKEYS_STORE_CACHE_MIB",
+        Kind::Integer,
+        Some("64"),
     ),
     key(
         "request_timeout_seconds",
@@ -450,6 +456,8 @@ pub struct Limits {
     pub pending_cap: u64,
     /// Longest a request may run.
     pub request_timeout_seconds: u64,
+    /// The store's page cache, MiB (bounds the memory the store uses).
+    pub store_cache_mib: u64,
 }
 
 impl Default for Limits {
@@ -717,6 +725,7 @@ impl Config {
             pending_per_client: v.integer("pending_per_client", 1..=10_000)?,
             pending_cap: v.integer("pending_cap", 1..=10_000_000)?,
             request_timeout_seconds: v.seconds("request_timeout_seconds", 1..=3600)?,
+            store_cache_mib: v.integer("store_cache_mib", 1..=65_536)?,
         };
         if limits.email_links_per_hour > limits.email_links_per_hour_ceiling {
             bail!(

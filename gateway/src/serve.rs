@@ -151,6 +151,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let options = StoreOptions {
         client_id: config.client_id.clone(),
         key_fingerprint: Some(k3.fingerprint().0.to_vec()),
+        cache_bytes: usize::try_from(config.limits.store_cache_mib << 20).unwrap_or(usize::MAX),
         ..StoreOptions::default()
     };
     let store = RedbStore::open(&store_path, &options, clock.now())

@@ -1,5 +1,7 @@
-//! Rate limits of the unauthenticated routes (DESIGN §10): a token bucket per client IP and a
-//! sliding hour per email address, both on the injected clock, both bounded in memory.
+//! Rate limits (DESIGN §10; docs/security.md, "Denial of service"): a token bucket per client
+//! address on the routes without a session, a token bucket per device binding on the others,
+//! and magic links per email address (a share per requesting client under a ceiling, over a
+//! sliding hour). All on the injected clock, all bounded in memory.
 //!
 //! The client IP is the TCP peer, unless the peer is one of `trusted_proxies`: then it is the
 //! right-most address of `X-Forwarded-For` that is not itself a trusted proxy (addresses a

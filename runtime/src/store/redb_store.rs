@@ -42,7 +42,14 @@ pub struct StoreOptions {
     /// The fingerprint of the master secret the store's derived data belongs to: recorded when
     /// first given, refused when it differs later (`None`: not checked).
     pub key_fingerprint: Option<Vec<u8>>,
+    /// redb's page cache, bytes. redb's own default (1 GiB) lets the process grow with every
+    /// page written — every audit row — until it reaches that size.
+    pub cache_bytes: usize,
 }
+
+/// The default page cache: the hot records (actors, bindings, indexes) of a large deployment
+/// fit; audit rows are written once and rarely read back.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -50,6 +57,7 @@ impl Default for StoreOptions {
             client_id: "agentkeys".into(),
             quick_repair: false,
             key_fingerprint: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -71,6 +79,7 @@ impl RedbStore {
     /// Opens (or creates) the store at `path`, checks schema and `client_id`, starts the writer.
     pub fn open(path: &Path, options: &StoreOptions, now: Timestamp) -> Result<Self, StoreError> {
         let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(StoreError::from_redb)?;
         let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
