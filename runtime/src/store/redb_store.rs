@@ -49,7 +49,7 @@ pub struct StoreOptions {
 
 /// The default page cache: the hot records (actors, bindings, indexes) of a large deployment
 /// fit; audit rows are written once and rarely read back.
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
