@@ -277,6 +277,32 @@ struct RunResult {
     errors: usize,
 }
 
+/// One signed request; whether it succeeded (the body is read to the end).
+async fn sign_once(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    proof: &str,
+    body: Vec<u8>,
+) -> bool {
+    let response = http
+        .post(url)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(resp) => {
+            let status = resp.status();
+            let _ = resp.bytes().await;
+            status.is_success()
+        }
+        Err(_) => false,
+    }
+}
+
 /// Sends every prepared request with `concurrency` in flight; `progress` counts completions.
 async fn run(
     http: &reqwest::Client,
@@ -306,22 +332,7 @@ async fn run(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(r) = requests.get(i) else { break };
                     let sent = Instant::now();
-                    let response = http
-                        .post(&url)
-                        .header("authorization", format!("DPoP {}", r.token))
-                        .header("dpop", &r.proof)
-                        .header("content-type", "application/json")
-                        .body(r.body.clone())
-                        .send()
-                        .await;
-                    let ok = match response {
-                        Ok(resp) => {
-                            let status = resp.status();
-                            let _ = resp.bytes().await;
-                            status.is_success()
-                        }
-                        Err(_) => false,
-                    };
+                    let ok = sign_once(&http, &url, &r.token, &r.proof, r.body.clone()).await;
                     latencies.push(sent.elapsed());
                     if !ok {
                         errors += 1;
@@ -611,22 +622,7 @@ async fn soak(
                         .expect("proof");
                     let body = format!("{{\"message\":\"soak {t} {i}\"}}");
                     let sent = Instant::now();
-                    let ok = match http
-                        .post(&url)
-                        .header("authorization", format!("DPoP {}", agent.token))
-                        .header("dpop", proof)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                    {
-                        Ok(r) => {
-                            let status = r.status();
-                            let _ = r.bytes().await;
-                            status.is_success()
-                        }
-                        Err(_) => false,
-                    };
+                    let ok = sign_once(&http, &url, &agent.token, &proof, body.into_bytes()).await;
                     latencies.push(sent.elapsed());
                     errors += usize::from(!ok);
                 }
