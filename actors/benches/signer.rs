@@ -156,28 +156,28 @@ fn main() {
         let h_eip191 = handle(|_| {
             let (s, p) = (signer.clone(), runtime.check_live(&agent).unwrap());
             async move {
-                s.sign_eip191(agent, b"hello agentkeys".to_vec(), p).await.unwrap();
+                s.sign_eip191(b"hello agentkeys".to_vec(), p).await.unwrap();
             }
         })
         .await;
         let h_eip712 = handle(|_| {
             let (s, p) = (signer.clone(), runtime.check_live(&agent).unwrap());
             async move {
-                s.sign_typed_data(agent, mail(), p).await.unwrap();
+                s.sign_typed_data(mail(), p).await.unwrap();
             }
         })
         .await;
         let h_tx = handle(|_| {
             let (s, p) = (signer.clone(), runtime.check_live(&agent).unwrap());
             async move {
-                s.sign_transaction(agent, tx(), p).await.unwrap();
+                s.sign_transaction(tx(), p).await.unwrap();
             }
         })
         .await;
         let h_sr = handle(|_| {
             let (s, p) = (signer.clone(), runtime.check_live(&agent).unwrap());
             async move {
-                s.sign_sr25519(master, "//hermes".into(), b"remark".to_vec(), p).await.unwrap();
+                s.sign_sr25519("//hermes".into(), b"remark".to_vec(), p).await.unwrap();
             }
         })
         .await;
@@ -201,7 +201,7 @@ fn main() {
                 actix::spawn(async move {
                     for _ in 0..n / 64 {
                         let p = r.check_live(&agent).unwrap();
-                        s.sign_eip191(agent, b"hello agentkeys".to_vec(), p).await.unwrap();
+                        s.sign_eip191(b"hello agentkeys".to_vec(), p).await.unwrap();
                     }
                 })
             })

@@ -47,7 +47,7 @@ async fn signing_needs_a_live_lineage_and_signatures_verify() {
     let proof = s.runtime.check_live(&s.agent).expect("live");
     let sig = s
         .signer
-        .sign_eip191(s.agent, b"hello".to_vec(), proof)
+        .sign_eip191(b"hello".to_vec(), proof)
         .await
         .expect("signed");
     assert_eq!(sig.address, account.wallet);
@@ -63,7 +63,7 @@ async fn signing_needs_a_live_lineage_and_signatures_verify() {
     let proof = s.runtime.check_live(&s.agent).expect("live");
     let signed = s
         .signer
-        .sign_typed_data(s.agent, typed, proof)
+        .sign_typed_data(typed, proof)
         .await
         .expect("signed");
     assert_eq!(
@@ -75,18 +75,14 @@ async fn signing_needs_a_live_lineage_and_signatures_verify() {
     let tx = json!({"chain_id": 1, "nonce": 0, "gas_limit": 21000, "max_fee_per_gas": "30000000000",
                     "max_priority_fee_per_gas": "1000000000", "to": "0x1111111111111111111111111111111111111111", "value": "1"});
     let proof = s.runtime.check_live(&s.agent).expect("live");
-    let signed_tx = s
-        .signer
-        .sign_transaction(s.agent, tx, proof)
-        .await
-        .expect("signed");
+    let signed_tx = s.signer.sign_transaction(tx, proof).await.expect("signed");
     assert_eq!(signed_tx.from, account.wallet);
     assert_eq!(signed_tx.raw[0], 0x02);
 
     let proof = s.runtime.check_live(&s.agent).expect("live");
     let sr_sig = s
         .signer
-        .sign_sr25519(s.master, "//hermes".into(), b"remark".to_vec(), proof)
+        .sign_sr25519("//hermes".into(), b"remark".to_vec(), proof)
         .await
         .expect("signed");
     assert!(sr25519::verify(&account.sr25519_public, b"remark", &sr_sig));
@@ -105,16 +101,14 @@ async fn bad_input_is_refused_with_clear_errors() {
     let siwe = "127.0.0.1:8090 wants you to sign in with your Ethereum account:\n0x0000000000000000000000000000000000000000\n";
     let proof = s.runtime.check_live(&s.agent).expect("live");
     assert_eq!(
-        s.signer
-            .sign_eip191(s.agent, siwe.as_bytes().to_vec(), proof)
-            .await,
+        s.signer.sign_eip191(siwe.as_bytes().to_vec(), proof).await,
         Err(SignerError::ManagedWalletLogin)
     );
     let other = siwe.replace("127.0.0.1:8090", "app.example.com");
     let proof = s.runtime.check_live(&s.agent).expect("live");
     assert!(
         s.signer
-            .sign_eip191(s.agent, other.into_bytes(), proof)
+            .sign_eip191(other.into_bytes(), proof)
             .await
             .is_ok(),
         "other domains are plain text"
@@ -124,17 +118,13 @@ async fn bad_input_is_refused_with_clear_errors() {
     let err = s
         .signer
         .sign_typed_data(
-            s.agent,
             json!({"types": {}, "primaryType": "X", "domain": {}}),
             proof,
         )
         .await;
     assert!(matches!(err, Err(SignerError::TypedData(_))), "{err:?}");
     let proof = s.runtime.check_live(&s.agent).expect("live");
-    let err = s
-        .signer
-        .sign_transaction(s.agent, json!({"nonce": 0}), proof)
-        .await;
+    let err = s.signer.sign_transaction(json!({"nonce": 0}), proof).await;
     assert!(matches!(err, Err(SignerError::Tx(_))), "{err:?}");
     assert!(matches!(
         s.signer.account(s.master, "//0xbad".into()).await,
@@ -206,7 +196,7 @@ async fn a_panicking_signer_thread_is_replaced_and_reported() {
     for _ in 0..4 {
         let proof = s.runtime.check_live(&s.agent).expect("live");
         s.signer
-            .sign_eip191(s.agent, b"after".to_vec(), proof)
+            .sign_eip191(b"after".to_vec(), proof)
             .await
             .expect("still signing");
     }

@@ -185,6 +185,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     )?);
     rotator.tick().await?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let principal_deps = agentkeys_actors::principal::PrincipalDeps {
+        signer: signer.clone(),
+    };
     let state = AppState {
         stopping: stopping_rx,
         sessions: Arc::new(Sessions::new(
@@ -192,8 +195,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             &signer,
             Lifetimes::of(&config.limits),
         )),
-        masters: Registry::new(&runtime),
-        agents: Registry::new(&runtime),
+        masters: Registry::new(&runtime, principal_deps.clone()),
+        agents: Registry::new(&runtime, principal_deps),
         registration: config.registration,
         client_id: config.client_id.clone(),
         mailer: mailer.clone(),

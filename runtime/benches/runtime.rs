@@ -85,11 +85,13 @@ impl Actor for BenchAgent {
 }
 
 impl VirtualActor for BenchAgent {
+    type Deps = ();
+
     fn accepts(_kind: ActorKind) -> bool {
         true
     }
 
-    fn activate(a: Activation, _ctx: &mut Context<Self>) -> Self {
+    fn activate(a: Activation, _deps: (), _ctx: &mut Context<Self>) -> Self {
         let record = a.lineage.actor();
         let binding = |n: u8| Binding {
             _id: [n; 16],
@@ -282,7 +284,7 @@ async fn activation() {
     let ops: Vec<_> = children(&master, "a", n);
     create_all(&store, ops, 256).await;
     let runtime = start(store);
-    let registry = Registry::<BenchAgent>::new(&runtime);
+    let registry = Registry::<BenchAgent>::new(&runtime, ());
     let mut cold = Vec::with_capacity(n);
     for i in 0..n {
         let target = omni(Some(&master), &format!("a{i}"));
@@ -353,7 +355,7 @@ async fn memory() {
         .collect();
     create_all(&store, ops, 1024).await;
     let runtime = start(store);
-    let registry = Registry::<BenchAgent>::new(&runtime);
+    let registry = Registry::<BenchAgent>::new(&runtime, ());
     // Warm up allocator pools and the arbiters with a first batch, then measure the rest.
     let target = |i: usize| {
         omni(
@@ -389,7 +391,7 @@ async fn revoke() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), false);
     let runtime = start(store.clone());
-    let registry = Registry::<BenchAgent>::new(&runtime);
+    let registry = Registry::<BenchAgent>::new(&runtime, ());
     let master = omni(None, "m");
     store.create_actor(op(None, "m")).await.unwrap();
     // Start from a store of realistic size so that every subtree size meets a B-tree of about

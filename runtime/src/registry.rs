@@ -27,11 +27,15 @@ use crate::supervision::Supervised;
 
 /// An actor type the registry can activate from its stored record.
 pub trait VirtualActor: Actor<Context = Context<Self>> {
+    /// What every actor of this type is built with besides its record (e.g. the signer's
+    /// handle); given once to [`Registry::new`].
+    type Deps: Clone + Send + Sync + 'static;
+
     /// Whether records of this kind are activated as this type.
     fn accepts(kind: ActorKind) -> bool;
 
     /// Builds the actor on its arbiter. Runs inside the actor's context.
-    fn activate(activation: Activation, ctx: &mut Context<Self>) -> Self;
+    fn activate(activation: Activation, deps: Self::Deps, ctx: &mut Context<Self>) -> Self;
 }
 
 /// Everything an actor gets when it is activated.
@@ -42,6 +46,32 @@ pub struct Activation {
     pub guard: LineageGuard,
     /// The store, for the actor's own rows (e.g. device bindings).
     pub store: Arc<dyn crate::store::Storage>,
+    /// The runtime's clock.
+    pub clock: Arc<dyn crate::Clock>,
+    /// The actor's own entry of the runtime's scope index (only its owner may change it).
+    pub scopes: ScopeSlot,
+}
+
+/// The one entry of the runtime's scope index that an actor owns: handed to it at activation,
+/// so the stored scopes and the index change in the same mailbox turn of the same actor.
+pub struct ScopeSlot {
+    omni: Omni,
+    runtime: Runtime,
+}
+
+impl std::fmt::Debug for ScopeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeSlot")
+            .field("omni", &self.omni.short())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScopeSlot {
+    /// Records the scopes just committed for the owning actor.
+    pub fn set(&self, scopes: Vec<String>) {
+        self.runtime.scopes().set(self.omni, scopes);
+    }
 }
 
 impl std::fmt::Debug for Activation {
@@ -77,7 +107,10 @@ impl LineageGuard {
     /// [`LiveProof`] (the only way to obtain one). O(depth).
     pub fn check(&self) -> Result<LiveProof, CallError> {
         match self.runtime.revoked().first_revoked(&self.chain) {
-            None => Ok(LiveProof { _sealed: () }),
+            None => Ok(LiveProof {
+                omni: self.omni(),
+                master: self.chain[0],
+            }),
             Some((by, at)) => Err(CallError::Revoked { by, at }),
         }
     }
@@ -85,6 +118,11 @@ impl LineageGuard {
     /// The omnis from the master down to this actor.
     pub fn chain(&self) -> &[Omni] {
         &self.chain
+    }
+
+    /// The guarded actor (the last of its chain).
+    pub fn omni(&self) -> Omni {
+        self.chain[self.chain.len() - 1]
     }
 
     /// The actor's effective scopes now: `None` for a master (every scope), else the
@@ -108,11 +146,25 @@ impl LineageGuard {
     }
 }
 
-/// Proof that an actor's lineage was found live by [`LineageGuard::check`]. It cannot be built
-/// anywhere else, so an API that takes one (the signer's) cannot be reached without the check.
+/// Proof that one actor's lineage was found live by [`LineageGuard::check`]. It cannot be built
+/// anywhere else, so an API that takes one (the signer's) cannot be reached without the check;
+/// and it names its actor, so a proof for one actor cannot sign for another.
 #[derive(Debug)]
 pub struct LiveProof {
-    _sealed: (),
+    omni: Omni,
+    master: Omni,
+}
+
+impl LiveProof {
+    /// The actor whose lineage was checked.
+    pub fn omni(&self) -> Omni {
+        self.omni
+    }
+
+    /// Its master (the root of the checked lineage).
+    pub fn master(&self) -> Omni {
+        self.master
+    }
 }
 
 /// Why a call to an actor failed.
@@ -158,7 +210,7 @@ struct Live<A: VirtualActor> {
     lifecycle: Arc<Lifecycle>,
     crashed: AtomicBool,
     last_used: AtomicU64,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl<A: VirtualActor> Drop for Live<A> {
@@ -171,8 +223,7 @@ impl<A: VirtualActor> Drop for Live<A> {
 impl<A: VirtualActor> Live<A> {
     /// The actor's omni (the last of its chain).
     fn omni(&self) -> Omni {
-        let chain = self.guard.chain();
-        chain[chain.len() - 1]
+        self.guard.omni()
     }
 
     /// Its parent's omni, `None` for a master.
@@ -275,6 +326,7 @@ impl<A: VirtualActor> State<A> {
 
 struct Inner<A: VirtualActor> {
     runtime: Runtime,
+    deps: A::Deps,
     state: RwLock<State<A>>,
 }
 
@@ -346,25 +398,31 @@ impl<A: VirtualActor> Clone for ActorHandle<A> {
     }
 }
 
-/// Counts one call against the actor's mailbox bound and the runtime's drain.
-struct InFlight<'a> {
-    actor: &'a AtomicUsize,
-    runtime: &'a Runtime,
+/// Counts one call against the actor's mailbox bound and the runtime's drain, from its
+/// admission until the actor has finished handling it (the guard travels in the envelope), so
+/// an actor is never passivated with a message queued or a turn in progress, even when its
+/// caller has gone.
+pub(crate) struct InFlight {
+    actor: Arc<AtomicUsize>,
+    runtime: Runtime,
 }
 
-impl<'a> InFlight<'a> {
-    fn enter(actor: &'a AtomicUsize, runtime: &'a Runtime) -> Result<Self, CallError> {
+impl InFlight {
+    fn enter(actor: &Arc<AtomicUsize>, runtime: &Runtime) -> Result<Self, CallError> {
         let capacity = runtime.config().mailbox_capacity;
         if actor.fetch_add(1, Ordering::AcqRel) >= capacity {
             actor.fetch_sub(1, Ordering::AcqRel);
             return Err(CallError::Busy);
         }
         runtime.call_started();
-        Ok(Self { actor, runtime })
+        Ok(Self {
+            actor: actor.clone(),
+            runtime: runtime.clone(),
+        })
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.actor.fetch_sub(1, Ordering::AcqRel);
         self.runtime.call_finished();
@@ -392,11 +450,11 @@ impl<A: VirtualActor> ActorHandle<A> {
     {
         let live = &self.live;
         let runtime = &live.guard.runtime;
-        let _in_flight = InFlight::enter(&live.in_flight, runtime)?;
+        let in_flight = InFlight::enter(&live.in_flight, runtime)?;
         let now = runtime.clock().now();
         live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
         live.guard.check()?;
-        let (envelope, answer) = Supervised::new(msg);
+        let (envelope, answer) = Supervised::new(msg, in_flight);
         live.addr.do_send(envelope);
         match answer.await {
             Ok(Ok(value)) => {
@@ -426,10 +484,11 @@ impl<A: VirtualActor> ActorHandle<A> {
 }
 
 impl<A: VirtualActor> Registry<A> {
-    /// A registry of actors of type `A` on `runtime`.
-    pub fn new(runtime: &Runtime) -> Self {
+    /// A registry of actors of type `A` on `runtime`; every activation gets a clone of `deps`.
+    pub fn new(runtime: &Runtime, deps: A::Deps) -> Self {
         let inner = Arc::new(Inner {
             runtime: runtime.clone(),
+            deps,
             state: RwLock::new(State {
                 slots: HashMap::new(),
                 below: HashMap::new(),
@@ -529,11 +588,17 @@ impl<A: VirtualActor> Registry<A> {
             lineage,
             guard: guard.clone(),
             store: runtime.store().clone(),
+            clock: runtime.clock().clone(),
+            scopes: ScopeSlot {
+                omni,
+                runtime: runtime.clone(),
+            },
         };
+        let deps = self.inner.deps.clone();
         let addr = A::start_in_arbiter(runtime.arbiter_for(&omni), move |ctx| {
             // Stops the actor on the runtime's request, independently of its mailbox.
             lifeline.attach(ctx);
-            A::activate(activation, ctx)
+            A::activate(activation, deps, ctx)
         });
         let live = Arc::new(Live {
             addr,
@@ -542,7 +607,7 @@ impl<A: VirtualActor> Registry<A> {
             lifecycle,
             crashed: AtomicBool::new(false),
             last_used: AtomicU64::new(runtime.clock().now().as_millis()),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         });
         self.inner.write().register(live.clone());
         // Re-check after registering: a revocation that committed before we registered is in

@@ -230,17 +230,6 @@ impl Runtime {
         &self.inner.scopes
     }
 
-    /// Sets an agent's stored scopes durably, then updates the index before answering, so no
-    /// check that starts after the answer sees the old scopes.
-    pub async fn set_scopes(
-        &self,
-        op: crate::store::SetScopes,
-    ) -> Result<crate::store::ActorRecord, WriteError<crate::store::LinkError>> {
-        let record = self.inner.store.set_scopes(op).await?;
-        self.inner.scopes.set(record.omni, record.scopes.clone());
-        Ok(record)
-    }
-
     /// Creates an actor durably. Runs to completion even if the returned future is dropped.
     pub async fn create(&self, op: CreateActor) -> Result<Created, WriteError<CreateError>> {
         self.inner.store.create_actor(op).await

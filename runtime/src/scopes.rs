@@ -4,10 +4,9 @@
 //! descendant at once.
 //!
 //! Filled lazily from every lineage the runtime reads (an entry is only inserted if absent, so a
-//! stale read never overwrites a newer value) and replaced by [`Runtime::set_scopes`] after its
-//! commit. The runtime knows no scope grammar: scopes are opaque strings here.
-//!
-//! [`Runtime::set_scopes`]: crate::Runtime::set_scopes
+//! stale read never overwrites a newer value) and replaced by the owning actor, through its
+//! [`ScopeSlot`](crate::ScopeSlot), in the mailbox turn that committed the change. The runtime
+//! knows no scope grammar: scopes are opaque strings here.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -33,8 +32,8 @@ impl ScopeIndex {
         }
     }
 
-    /// Replaces the scopes of `omni` (after a committed change).
-    pub fn set(&self, omni: Omni, scopes: Vec<String>) {
+    /// Replaces the scopes of `omni` (after a committed change; only through its actor's slot).
+    pub(crate) fn set(&self, omni: Omni, scopes: Vec<String>) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.insert(omni, scopes.into());
     }

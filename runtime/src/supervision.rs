@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
 use crate::omni::Omni;
-use crate::registry::{CallError, VirtualActor};
+use crate::registry::{CallError, InFlight, VirtualActor};
 
 /// Restart policy (defaults: 5 restarts in 10 s, then 60 s of quarantine).
 #[derive(Debug, Clone)]
@@ -232,7 +232,20 @@ impl Supervisor {
 /// `Handler<Supervised<M>>` for every message the actor handles.
 pub struct Supervised<M: Message> {
     msg: M,
-    reply: oneshot::Sender<Result<M::Result, Crashed>>,
+    reply: Reply<M::Result>,
+}
+
+/// Where the answer goes, with the call's in-flight count: both are released only when the
+/// actor has finished the message (answered, or dropped it unhandled).
+struct Reply<T> {
+    tx: oneshot::Sender<Result<T, Crashed>>,
+    _in_flight: InFlight,
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: Result<T, Crashed>) {
+        let _ = self.tx.send(value);
+    }
 }
 
 /// The handler panicked; the actor is being stopped.
@@ -248,8 +261,15 @@ where
     M: Message + Send + 'static,
     M::Result: Send,
 {
-    pub(crate) fn new(msg: M) -> (Self, oneshot::Receiver<Result<M::Result, Crashed>>) {
-        let (reply, rx) = oneshot::channel();
+    pub(crate) fn new(
+        msg: M,
+        in_flight: InFlight,
+    ) -> (Self, oneshot::Receiver<Result<M::Result, Crashed>>) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply {
+            tx,
+            _in_flight: in_flight,
+        };
         (Self { msg, reply }, rx)
     }
 
@@ -267,18 +287,16 @@ where
             response.handle(ctx, Some(tx));
         }));
         if outcome.is_err() {
-            let _ = reply.send(Err(Crashed));
+            reply.send(Err(Crashed));
             ctx.stop();
             return;
         }
         match rx.try_recv() {
-            Ok(value) => {
-                let _ = reply.send(Ok(value));
-            }
+            Ok(value) => reply.send(Ok(value)),
             Err(oneshot::error::TryRecvError::Empty) => {
                 ctx.spawn(wrap_future::<_, A>(rx).map(move |value, _, _| {
                     if let Ok(value) = value {
-                        let _ = reply.send(Ok(value));
+                        reply.send(Ok(value));
                     }
                 }));
             }

@@ -14,7 +14,7 @@ async fn concurrent_first_requests_activate_once() {
     let store = open_store(dir.path());
     let clock = ManualClock::new(T0);
     let runtime = start_runtime(store.clone(), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
+    let registry = Registry::<Probe>::new(&runtime, ());
     let master = omni_of(None, "once-master");
     let agent = omni_of(Some(&master), "once");
     runtime
@@ -114,7 +114,7 @@ async fn boot_reads_nothing_until_an_actor_is_addressed() {
 
     let clock = ManualClock::new(T0);
     let runtime = start_runtime(open_store(dir.path()), &clock);
-    let registry = Registry::<Probe>::new(&runtime);
+    let registry = Registry::<Probe>::new(&runtime, ());
     assert_eq!(runtime.active_actors(), 0);
     assert!(runtime.revoked().is_empty());
     let n7 = omni_of(Some(&master), "n7");

@@ -80,7 +80,7 @@ impl System {
     fn open(dir: tempfile::TempDir, clock: ManualClock) -> Self {
         let store = open_store(dir.path());
         let runtime = start_runtime(store.clone(), &clock);
-        let registry = Registry::new(&runtime);
+        let registry = Registry::new(&runtime, ());
         Self {
             dir,
             store,

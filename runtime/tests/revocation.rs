@@ -149,7 +149,7 @@ async fn revocation_survives_a_restart() {
     runtime.shutdown(DRAIN).await;
 
     let runtime = start_runtime(open_store(fx.dir.path()), clock);
-    let registry = Registry::<Probe>::new(&runtime);
+    let registry = Registry::<Probe>::new(&runtime, ());
     assert!(runtime.revoked().is_empty(), "the index fills lazily");
     assert!(matches!(
         registry.call(leaves[2], Ping).await,

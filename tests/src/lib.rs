@@ -49,7 +49,7 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new(T0);
         let runtime = start_runtime(open_store(dir.path()), &clock);
-        let registry = Registry::new(&runtime);
+        let registry = Registry::new(&runtime, ());
         Self {
             dir,
             clock,
@@ -129,11 +129,13 @@ impl Actor for Probe {
 }
 
 impl VirtualActor for Probe {
+    type Deps = ();
+
     fn accepts(_kind: ActorKind) -> bool {
         true
     }
 
-    fn activate(activation: Activation, _ctx: &mut Context<Self>) -> Self {
+    fn activate(activation: Activation, _deps: (), _ctx: &mut Context<Self>) -> Self {
         let omni = activation.lineage.actor().omni;
         *ACTIVATIONS
             .lock()

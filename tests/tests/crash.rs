@@ -104,7 +104,7 @@ fn verify(dir: &std::path::Path, acked: &Acked) {
     actix::System::new().block_on(async {
         let clock = ManualClock::new(T0);
         let runtime = start_runtime(open_store(dir), &clock);
-        let registry = Registry::<Probe>::new(&runtime);
+        let registry = Registry::<Probe>::new(&runtime, ());
         let store = runtime.store().clone();
         for (omni, placement) in &acked.creates {
             let record = store

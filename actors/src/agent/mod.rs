@@ -16,7 +16,7 @@ use actix::{Actor, Context};
 use agentkeys_runtime::store::ActorKind;
 use agentkeys_runtime::{Activation, VirtualActor};
 
-use crate::principal::PrincipalCore;
+use crate::principal::{PrincipalCore, PrincipalDeps};
 
 /// One agent on the runtime.
 #[derive(Debug)]
@@ -29,13 +29,15 @@ impl Actor for AgentActor {
 }
 
 impl VirtualActor for AgentActor {
+    type Deps = PrincipalDeps;
+
     fn accepts(kind: ActorKind) -> bool {
         kind == ActorKind::Agent
     }
 
-    fn activate(activation: Activation, _ctx: &mut Context<Self>) -> Self {
+    fn activate(activation: Activation, deps: PrincipalDeps, _ctx: &mut Context<Self>) -> Self {
         AgentActor {
-            core: PrincipalCore::activate(activation),
+            core: PrincipalCore::activate(activation, deps),
         }
     }
 }

@@ -11,7 +11,7 @@ use actix::{Actor, Context};
 use agentkeys_runtime::store::ActorKind;
 use agentkeys_runtime::{Activation, VirtualActor};
 
-use crate::principal::PrincipalCore;
+use crate::principal::{PrincipalCore, PrincipalDeps};
 
 /// One master account on the runtime.
 #[derive(Debug)]
@@ -24,13 +24,15 @@ impl Actor for MasterActor {
 }
 
 impl VirtualActor for MasterActor {
+    type Deps = PrincipalDeps;
+
     fn accepts(kind: ActorKind) -> bool {
         kind == ActorKind::Master
     }
 
-    fn activate(activation: Activation, _ctx: &mut Context<Self>) -> Self {
+    fn activate(activation: Activation, deps: PrincipalDeps, _ctx: &mut Context<Self>) -> Self {
         MasterActor {
-            core: PrincipalCore::activate(activation),
+            core: PrincipalCore::activate(activation, deps),
         }
     }
 }

@@ -1,10 +1,14 @@
-//! Messages every principal (master or agent actor) takes.
+//! Messages every principal (master or agent actor) takes: the session check and description
+//! it answers from memory, and the changes to the state it owns.
 
 use actix::Message;
-use agentkeys_runtime::store::{ActorRecord, DeviceBinding};
+use agentkeys_runtime::store::{ActorRecord, DeviceBinding, Origin};
+use agentkeys_runtime::{Omni, Timestamp};
 use std::collections::BTreeSet;
 
 use agentkeys_runtime::{CallError, LineageGuard, LiveProof};
+
+use super::PrincipalError;
 
 /// Is the binding `bid` live and bound to `jkt`, and is the master's lineage live?
 #[derive(Debug, Clone, Message)]
@@ -59,7 +63,98 @@ pub struct PrincipalView {
     pub scopes: Option<BTreeSet<String>>,
 }
 
-/// Re-reads the bindings from the store (sent after a binding changed).
+/// Creates a child of this actor (or finds it: the same label with the same scopes is the same
+/// actor), optionally binding a device key to it in the same transaction (a pairing claim).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), CallError>")]
-pub struct ReloadBindings;
+#[rtype(result = "Result<ChildCreated, PrincipalError>")]
+pub struct CreateChild {
+    /// The child's label (`^[a-z0-9-]{1,32}$`, not starting with `0x`).
+    pub label: String,
+    /// Scopes to store on a new child (validated and sorted here).
+    pub scopes: Vec<String>,
+    /// A device key to bind to the child.
+    pub device: Option<NewDevice>,
+    /// Who asked.
+    pub origin: Origin,
+}
+
+/// A device key to bind.
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    /// RFC 7638 thumbprint of the key.
+    pub jkt: String,
+    /// The binding's name for people.
+    pub label: String,
+}
+
+/// What [`CreateChild`] did.
+#[derive(Debug, Clone)]
+pub struct ChildCreated {
+    /// The child as stored.
+    pub record: ActorRecord,
+    /// The tree's master.
+    pub master: Omni,
+    /// `false` when the child existed (an idempotent retry, or a pairing onto a live label).
+    pub new: bool,
+    /// The binding made, if a device was asked for.
+    pub binding: Option<DeviceBinding>,
+}
+
+/// Replaces the scopes stored on this agent; its effective scopes and its whole subtree's
+/// narrow before the answer.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ActorRecord, PrincipalError>")]
+pub struct SetScopes {
+    /// The new set (validated and sorted here).
+    pub scopes: Vec<String>,
+    /// Who asked.
+    pub origin: Origin,
+}
+
+/// Issues a one-time link code for this actor; the store keeps only its hash.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Timestamp, PrincipalError>")]
+pub struct IssueLinkCode {
+    /// SHA-256 of the normalized code.
+    pub hash: [u8; 32],
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// Most codes outstanding for this actor.
+    pub cap: usize,
+    /// Who asked.
+    pub origin: Origin,
+}
+
+/// Binds a device key to this actor by redeeming one of its link codes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BoundDevice, PrincipalError>")]
+pub struct BindDevice {
+    /// SHA-256 of the normalized code.
+    pub hash: [u8; 32],
+    /// The key to bind.
+    pub device: NewDevice,
+    /// The request id for the audit rows.
+    pub request_id: String,
+}
+
+/// A device key bound to an actor.
+#[derive(Debug, Clone)]
+pub struct BoundDevice {
+    /// The actor.
+    pub record: ActorRecord,
+    /// Its master.
+    pub master: Omni,
+    /// The binding (the earlier one when the same key redeemed the code before).
+    pub binding: DeviceBinding,
+}
+
+/// Deletes (tombstones) one of this actor's device bindings; its tokens stop working before
+/// the answer. Idempotent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<DeviceBinding, PrincipalError>")]
+pub struct DeleteBinding {
+    /// The binding.
+    pub bid: u64,
+    /// Who asked.
+    pub origin: Origin,
+}

@@ -1,29 +1,65 @@
-//! What master and agent actors share: the record, the lineage guard, a cache of the device
-//! bindings, and the handlers of [`CheckSession`] (which also answers the effective scopes, so
-//! a signed request needs one mailbox round trip), [`Describe`] and [`ReloadBindings`]
-//! (generated for each actor type by [`principal_handlers!`]).
+//! What master and agent actors share: the state each owns and the handlers of every message
+//! that reads or changes it (generated for each actor type by [`principal_handlers!`]).
 //!
-//! The bindings cache is loaded at activation; an unknown binding id triggers one reload
-//! (binding ids only grow, so a miss can only mean "newer"), and whoever deletes a binding sends
-//! [`ReloadBindings`] before answering.
+//! **State** ([`PrincipalCore`]): the actor's record (omni, path, stored scopes), its entry of
+//! the runtime's scope index, and its device bindings. **Reads**: [`CheckSession`] (binding live
+//! and of this key, lineage live; answers the effective scopes, so a signed request needs one
+//! mailbox round trip) and [`Describe`]. **Changes**: [`CreateChild`], [`SetScopes`],
+//! [`IssueLinkCode`], [`BindDevice`], [`DeleteBinding`].
+//!
+//! Every change is submitted to the store's writer inside the handler, so it runs even if the
+//! caller goes away. A change that alters the actor's memory ([`SetScopes`], [`BindDevice`],
+//! [`DeleteBinding`]) answers with an atomic future: the actor handles no other message until
+//! the commit has returned and its memory is updated, and this does not depend on the caller
+//! still waiting (the runtime counts the call in flight until the turn ends, so the actor is not
+//! passivated in between). Memory and store cannot drift apart.
+//!
+//! The bindings are loaded at activation; an unknown binding id triggers one reload (binding
+//! ids only grow, so a miss can only mean "newer", e.g. a login's new binding).
 
+mod error;
 mod messages;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use agentkeys_runtime::store::{ActorRecord, DeviceBinding, Storage};
-use agentkeys_runtime::{Activation, CallError, LineageGuard};
-
-pub use messages::{
-    CheckSession, Describe, PrincipalView, ReloadBindings, SessionCheck, SessionError,
+use actix::fut::{ActorFutureExt, wrap_future};
+use actix::{Actor, AtomicResponse, Context};
+use agentkeys_runtime::store::{
+    self, ActorKind, ActorRecord, CreateActor, CreateAndBind, DeleteDevice, DeviceBinding,
+    RedeemLinkCode, Redemption, Storage,
 };
+use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, Timestamp};
+
+pub use error::PrincipalError;
+pub use messages::{
+    BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding, Describe,
+    IssueLinkCode, NewDevice, PrincipalView, SessionCheck, SessionError, SetScopes,
+};
+
+use crate::crypto::omni::{child_omni, validate_label};
+use crate::signer::SignerHandle;
+
+/// What every principal is built with besides its record.
+#[derive(Debug, Clone)]
+pub struct PrincipalDeps {
+    /// Derives a new child's wallet (public data only).
+    pub signer: SignerHandle,
+}
+
+/// A change submitted to the store; resolves after its commit.
+pub type Change<T> = Pin<Box<dyn Future<Output = Result<T, PrincipalError>>>>;
 
 /// The state both actor types hold.
 pub struct PrincipalCore {
     record: ActorRecord,
     guard: LineageGuard,
     store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    scopes: ScopeSlot,
+    signer: SignerHandle,
     bindings: BTreeMap<u64, DeviceBinding>,
 }
 
@@ -36,27 +72,57 @@ impl std::fmt::Debug for PrincipalCore {
     }
 }
 
+/// An actor built on a [`PrincipalCore`].
+pub trait Principal: Actor<Context = Context<Self>> {
+    /// Its core.
+    fn core(&mut self) -> &mut PrincipalCore;
+}
+
+/// The answer to a change of the actor's memory: `change` is already submitted; `finish` applies
+/// it to memory after the commit, in the same mailbox turn.
+pub fn in_turn<A, W, T>(
+    change: Change<W>,
+    finish: fn(&mut PrincipalCore, W) -> T,
+) -> AtomicResponse<A, Result<T, PrincipalError>>
+where
+    A: Principal,
+    W: 'static,
+    T: 'static,
+{
+    AtomicResponse::new(Box::pin(
+        wrap_future::<_, A>(change)
+            .map(move |result, act, _| result.map(|w| finish(act.core(), w))),
+    ))
+}
+
+fn refused<T: 'static>(e: impl Into<PrincipalError>) -> Change<T> {
+    let e = e.into();
+    Box::pin(async move { Err(e) })
+}
+
 impl PrincipalCore {
     /// From an activation; loads the bindings (a failed read leaves the cache empty, and the
     /// first check reloads).
-    pub fn activate(activation: Activation) -> Self {
+    pub fn activate(activation: Activation, deps: PrincipalDeps) -> Self {
         let mut core = Self {
             record: activation.lineage.actor().clone(),
             guard: activation.guard,
             store: activation.store,
+            clock: activation.clock,
+            scopes: activation.scopes,
+            signer: deps.signer,
             bindings: BTreeMap::new(),
         };
         let _ = core.reload();
         core
     }
 
-    /// The actor's record as activated.
+    /// The actor's record (as of its last change).
     pub fn record(&self) -> &ActorRecord {
         &self.record
     }
 
-    /// Re-reads the bindings from the store.
-    pub fn reload(&mut self) -> Result<(), CallError> {
+    fn reload(&mut self) -> Result<(), CallError> {
         let bindings = self.store.devices(&self.record.omni)?;
         self.bindings = bindings.into_iter().map(|b| (b.bid, b)).collect();
         Ok(())
@@ -67,6 +133,10 @@ impl PrincipalCore {
             self.reload()?;
         }
         Ok(self.bindings.get(&bid))
+    }
+
+    fn master(&self) -> agentkeys_runtime::Omni {
+        self.guard.chain()[0]
     }
 
     /// [`CheckSession`]: lineage live, binding live and of this key.
@@ -85,18 +155,164 @@ impl PrincipalCore {
         }
     }
 
-    /// [`Describe`]: the stored record as it is now, the bindings, the effective scopes.
+    /// [`Describe`]: the record, the bindings, the effective scopes.
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
         self.guard.check()?;
-        let record = self
-            .store
-            .actor(&self.record.omni)?
-            .unwrap_or_else(|| self.record.clone());
         Ok(PrincipalView {
-            record,
+            record: self.record.clone(),
             bindings: self.bindings.values().cloned().collect(),
             scopes: self.guard.effective_scopes()?,
         })
+    }
+
+    /// [`CreateChild`]: derives the child's omni and wallet, then creates it (and binds the
+    /// device, if any) in one transaction. The parent's memory does not change.
+    pub fn create_child(&self, msg: CreateChild) -> Change<ChildCreated> {
+        if let Err(e) = self.guard.check() {
+            return refused(e);
+        }
+        if let Err(e) = validate_label(&msg.label) {
+            return refused(PrincipalError::InvalidLabel(e.to_string()));
+        }
+        let scopes = match crate::scope::normalize(&msg.scopes) {
+            Ok(scopes) => scopes,
+            Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
+        };
+        let omni = match child_omni(&self.record.omni, &msg.label) {
+            Ok(omni) => omni,
+            Err(e) => return refused(PrincipalError::InvalidLabel(e.to_string())),
+        };
+        let master = self.master();
+        let path = format!("{}//{}", self.record.path, msg.label);
+        let parent = self.record.omni;
+        let (store, signer, now) = (self.store.clone(), self.signer.clone(), self.clock.now());
+        Box::pin(async move {
+            let wallet = signer.account(master, path).await?.wallet;
+            let create = CreateActor {
+                omni,
+                parent: Some(parent),
+                label: msg.label,
+                created_at: now,
+                wallet: Some(wallet.0),
+                origin: msg.origin,
+                scopes,
+            };
+            match msg.device {
+                None => {
+                    let created = store.create_actor(create).await?;
+                    Ok(ChildCreated {
+                        record: created.record,
+                        master,
+                        new: created.new,
+                        binding: None,
+                    })
+                }
+                Some(device) => {
+                    let bound = store
+                        .create_and_bind(CreateAndBind {
+                            create,
+                            jkt: device.jkt,
+                            device_label: device.label,
+                        })
+                        .await?;
+                    Ok(ChildCreated {
+                        record: bound.record,
+                        master: bound.master,
+                        new: bound.created,
+                        binding: Some(bound.binding),
+                    })
+                }
+            }
+        })
+    }
+
+    /// [`SetScopes`], first half: validates and submits.
+    pub fn set_scopes(&self, msg: SetScopes) -> Change<ActorRecord> {
+        if self.record.kind == ActorKind::Master {
+            return refused(PrincipalError::NotFound);
+        }
+        let scopes = match crate::scope::normalize(&msg.scopes) {
+            Ok(scopes) => scopes,
+            Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
+        };
+        let write = self.store.set_scopes(store::SetScopes {
+            omni: self.record.omni,
+            scopes,
+            origin: msg.origin,
+            at: self.clock.now(),
+        });
+        Box::pin(async move { Ok(write.await?) })
+    }
+
+    /// [`SetScopes`], second half, after the commit: the record and the scope index.
+    pub fn scopes_set(&mut self, record: ActorRecord) -> ActorRecord {
+        self.scopes.set(record.scopes.clone());
+        self.record = record.clone();
+        record
+    }
+
+    /// [`IssueLinkCode`]: the store keeps the hash; the actor's memory does not change.
+    pub fn issue_link_code(&self, msg: IssueLinkCode) -> Change<Timestamp> {
+        let write = self.store.issue_link_code(store::IssueLinkCode {
+            omni: self.record.omni,
+            hash: msg.hash,
+            at: self.clock.now(),
+            expires_at: msg.expires_at,
+            cap: msg.cap,
+            origin: msg.origin,
+        });
+        Box::pin(async move { Ok(write.await?) })
+    }
+
+    /// [`BindDevice`], first half: consumes the code and binds the key in one transaction.
+    pub fn bind_device(&self, msg: BindDevice) -> Change<BoundDevice> {
+        let write = self.store.redeem_link_code(RedeemLinkCode {
+            omni: self.record.omni,
+            hash: msg.hash,
+            jkt: msg.device.jkt,
+            device_label: msg.device.label,
+            at: self.clock.now(),
+            request_id: msg.request_id,
+        });
+        Box::pin(async move {
+            match write.await? {
+                Redemption::Bound {
+                    record,
+                    master,
+                    binding,
+                    ..
+                } => Ok(BoundDevice {
+                    record: *record,
+                    master,
+                    binding: *binding,
+                }),
+                Redemption::UsedByOther { omni, .. } => Err(PrincipalError::CodeUsed { omni }),
+            }
+        })
+    }
+
+    /// [`BindDevice`], second half: the new binding joins the cache.
+    pub fn device_bound(&mut self, bound: BoundDevice) -> BoundDevice {
+        self.bindings
+            .insert(bound.binding.bid, bound.binding.clone());
+        bound
+    }
+
+    /// [`DeleteBinding`], first half: the tombstone.
+    pub fn delete_binding(&self, msg: DeleteBinding) -> Change<DeviceBinding> {
+        let write = self.store.delete_device(DeleteDevice {
+            omni: self.record.omni,
+            bid: msg.bid,
+            origin: msg.origin,
+            at: self.clock.now(),
+        });
+        Box::pin(async move { Ok(write.await?.binding) })
+    }
+
+    /// [`DeleteBinding`], second half: the cache holds the tombstone.
+    pub fn binding_deleted(&mut self, binding: DeviceBinding) -> DeviceBinding {
+        self.bindings.insert(binding.bid, binding.clone());
+        binding
     }
 }
 
@@ -104,6 +320,12 @@ impl PrincipalCore {
 #[macro_export]
 macro_rules! principal_handlers {
     ($actor:ty) => {
+        impl $crate::principal::Principal for $actor {
+            fn core(&mut self) -> &mut $crate::principal::PrincipalCore {
+                &mut self.core
+            }
+        }
+
         impl ::actix::Handler<$crate::principal::CheckSession> for $actor {
             type Result = Result<$crate::principal::SessionCheck, $crate::principal::SessionError>;
 
@@ -128,18 +350,41 @@ macro_rules! principal_handlers {
             }
         }
 
-        impl ::actix::Handler<$crate::principal::ReloadBindings> for $actor {
-            type Result = Result<(), ::agentkeys_runtime::CallError>;
+        $crate::principal_handlers!(@detached $actor, CreateChild, $crate::principal::ChildCreated, create_child);
+        $crate::principal_handlers!(@detached $actor, IssueLinkCode, ::agentkeys_runtime::Timestamp, issue_link_code);
+        $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
+        $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
+        $crate::principal_handlers!(@in_turn $actor, DeleteBinding, ::agentkeys_runtime::store::DeviceBinding, delete_binding, binding_deleted);
+
+        ::agentkeys_runtime::supervised!($actor);
+    };
+    (@detached $actor:ty, $msg:ident, $out:ty, $start:ident) => {
+        impl ::actix::Handler<$crate::principal::$msg> for $actor {
+            type Result = ::actix::ResponseFuture<Result<$out, $crate::principal::PrincipalError>>;
 
             fn handle(
                 &mut self,
-                _msg: $crate::principal::ReloadBindings,
+                msg: $crate::principal::$msg,
                 _ctx: &mut ::actix::Context<Self>,
             ) -> Self::Result {
-                self.core.reload()
+                self.core.$start(msg)
             }
         }
+    };
+    (@in_turn $actor:ty, $msg:ident, $out:ty, $start:ident, $finish:ident) => {
+        impl ::actix::Handler<$crate::principal::$msg> for $actor {
+            type Result = ::actix::AtomicResponse<Self, Result<$out, $crate::principal::PrincipalError>>;
 
-        ::agentkeys_runtime::supervised!($actor);
+            fn handle(
+                &mut self,
+                msg: $crate::principal::$msg,
+                _ctx: &mut ::actix::Context<Self>,
+            ) -> Self::Result {
+                $crate::principal::in_turn(
+                    self.core.$start(msg),
+                    $crate::principal::PrincipalCore::$finish,
+                )
+            }
+        }
     };
 }

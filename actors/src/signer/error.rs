@@ -34,6 +34,9 @@ pub enum SignerError {
     /// The transaction is invalid.
     #[error(transparent)]
     Tx(#[from] TxError),
+    /// The proof does not allow this key (a proof names the one actor it was made for).
+    #[error("not authorized: {0}")]
+    NotAuthorized(&'static str),
     /// A signer thread panicked while serving this request; it was replaced.
     #[error("the signer failed on this request; retry")]
     Unavailable,

@@ -8,6 +8,7 @@ use super::{SignerActor, SignerError};
 use crate::crypto::account::{self, Account};
 use crate::crypto::eip191::{self, Signature};
 use crate::crypto::eip712::TypedData;
+use crate::crypto::omni::{Identity, identity_omni, master_omni, path_omni};
 use crate::crypto::siwe::is_siwe_for;
 use crate::crypto::sr25519;
 use crate::crypto::tx::{SignedTx, TxRequest};
@@ -58,11 +59,23 @@ pub struct SignedMessage {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SignedMessage, SignerError>")]
 pub struct SignEip191 {
-    /// Whose wallet signs.
-    pub omni: Omni,
     /// The message bytes.
     pub message: Vec<u8>,
-    /// The lineage check's proof.
+    /// The lineage check's proof; its actor's wallet signs.
+    pub proof: LiveProof,
+}
+
+/// EIP-191 personal_sign with the anchor wallet `W(identity omni)` of an email-login master.
+/// Authorized here, by derivation: the proof must be for the master whose omni derives from
+/// that anchor wallet.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<SignedMessage, SignerError>")]
+pub struct SignEip191AsAnchor {
+    /// The master's login email (its identity).
+    pub email: String,
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// The master's lineage proof.
     pub proof: LiveProof,
 }
 
@@ -70,11 +83,9 @@ pub struct SignEip191 {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SignedTypedData, SignerError>")]
 pub struct SignTypedData {
-    /// Whose wallet signs.
-    pub omni: Omni,
     /// The `eth_signTypedData_v4` document.
     pub typed: Value,
-    /// The lineage check's proof.
+    /// The lineage check's proof; its actor's wallet signs.
     pub proof: LiveProof,
 }
 
@@ -82,11 +93,9 @@ pub struct SignTypedData {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SignedTx, SignerError>")]
 pub struct SignTransaction {
-    /// Whose wallet signs.
-    pub omni: Omni,
     /// The transaction request.
     pub tx: Value,
-    /// The lineage check's proof.
+    /// The lineage check's proof; its actor's wallet signs.
     pub proof: LiveProof,
 }
 
@@ -94,9 +103,8 @@ pub struct SignTransaction {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<[u8; 64], SignerError>")]
 pub struct SignSr25519 {
-    /// The master whose root seed the path starts from.
-    pub master: Omni,
-    /// `""` or `//a//b`.
+    /// The proof's actor's path under its master (`""` or `//a//b`); it must derive to the
+    /// proof's omni.
     pub path: String,
     /// The message bytes.
     pub message: Vec<u8>,
@@ -126,20 +134,46 @@ impl Handler<DeriveAccount> for SignerActor {
     }
 }
 
+fn personal_sign(
+    state: &super::SignerState,
+    wallet: &Omni,
+    message: &[u8],
+) -> Result<SignedMessage, SignerError> {
+    let text = std::str::from_utf8(message).ok();
+    if text.is_some_and(|t| is_siwe_for(t, &state.siwe_domain)) {
+        return Err(SignerError::ManagedWalletLogin);
+    }
+    let wallet = state.wallet(wallet)?;
+    Ok(SignedMessage {
+        signature: eip191::sign_message(&wallet, message),
+        address: wallet.address(),
+    })
+}
+
 impl Handler<SignEip191> for SignerActor {
     type Result = Result<SignedMessage, SignerError>;
 
     fn handle(&mut self, msg: SignEip191, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
-            let text = std::str::from_utf8(&msg.message).ok();
-            if text.is_some_and(|t| is_siwe_for(t, &state.siwe_domain)) {
-                return Err(SignerError::ManagedWalletLogin);
+            personal_sign(state, &msg.proof.omni(), &msg.message)
+        })
+    }
+}
+
+impl Handler<SignEip191AsAnchor> for SignerActor {
+    type Result = Result<SignedMessage, SignerError>;
+
+    fn handle(&mut self, msg: SignEip191AsAnchor, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let identity = identity_omni(&state.client_id, Identity::Email(&msg.email))?;
+            let anchor = state.wallet(&identity)?.address();
+            let master = master_omni(&state.client_id, &anchor.to_string())?;
+            if msg.proof.omni() != msg.proof.master() || master != msg.proof.omni() {
+                return Err(SignerError::NotAuthorized(
+                    "only an email-login master signs with its own anchor wallet",
+                ));
             }
-            let wallet = state.wallet(&msg.omni)?;
-            Ok(SignedMessage {
-                signature: eip191::sign_message(&wallet, &msg.message),
-                address: wallet.address(),
-            })
+            personal_sign(state, &identity, &msg.message)
         })
     }
 }
@@ -150,7 +184,7 @@ impl Handler<SignTypedData> for SignerActor {
     fn handle(&mut self, msg: SignTypedData, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
             let digest = TypedData::from_json(msg.typed)?.hash()?.digest;
-            let wallet = state.wallet(&msg.omni)?;
+            let wallet = state.wallet(&msg.proof.omni())?;
             Ok(SignedTypedData {
                 signature: eip191::sign_hash(&wallet, &digest),
                 digest,
@@ -165,7 +199,7 @@ impl Handler<SignTransaction> for SignerActor {
 
     fn handle(&mut self, msg: SignTransaction, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
-            let wallet = state.wallet(&msg.omni)?;
+            let wallet = state.wallet(&msg.proof.omni())?;
             Ok(TxRequest::from_json(msg.tx)?.sign(&wallet)?)
         })
     }
@@ -176,7 +210,13 @@ impl Handler<SignSr25519> for SignerActor {
 
     fn handle(&mut self, msg: SignSr25519, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
-            Ok(sr25519::derive_actor(&state.k3, &msg.master, &msg.path)?.sign(&msg.message))
+            let master = msg.proof.master();
+            if path_omni(&master, &msg.path)? != msg.proof.omni() {
+                return Err(SignerError::NotAuthorized(
+                    "the path is not the path of the proof's actor",
+                ));
+            }
+            Ok(sr25519::derive_actor(&state.k3, &master, &msg.path)?.sign(&msg.message))
         })
     }
 }

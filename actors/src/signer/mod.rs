@@ -317,54 +317,58 @@ impl SignerHandle {
         self.ask(messages::DeriveAccount { master, path }).await?
     }
 
-    /// EIP-191 `personal_sign` with the wallet of `omni`. Refuses EIP-4361 text for this
+    /// EIP-191 `personal_sign` with the wallet of the proof's actor. Refuses EIP-4361 text for this
     /// gateway's domain.
     pub async fn sign_eip191(
         &self,
-        omni: Omni,
         message: Vec<u8>,
         proof: LiveProof,
     ) -> Result<SignedMessage, SignerError> {
-        self.ask(messages::SignEip191 {
-            omni,
+        self.ask(messages::SignEip191 { message, proof }).await?
+    }
+
+    /// EIP-191 `personal_sign` with the anchor wallet of the email-login master `proof` names
+    /// (refused for anyone else).
+    pub async fn sign_eip191_as_anchor(
+        &self,
+        email: String,
+        message: Vec<u8>,
+        proof: LiveProof,
+    ) -> Result<SignedMessage, SignerError> {
+        self.ask(messages::SignEip191AsAnchor {
+            email,
             message,
             proof,
         })
         .await?
     }
 
-    /// EIP-712 v4 with the wallet of `omni`; returns the signature and the digest.
+    /// EIP-712 v4 with the wallet of the proof's actor; returns the signature and the digest.
     pub async fn sign_typed_data(
         &self,
-        omni: Omni,
         typed: Value,
         proof: LiveProof,
     ) -> Result<SignedTypedData, SignerError> {
-        self.ask(messages::SignTypedData { omni, typed, proof })
-            .await?
+        self.ask(messages::SignTypedData { typed, proof }).await?
     }
 
-    /// Signs a transaction request with the wallet of `omni`.
+    /// Signs a transaction request with the wallet of the proof's actor.
     pub async fn sign_transaction(
         &self,
-        omni: Omni,
         tx: Value,
         proof: LiveProof,
     ) -> Result<crate::crypto::tx::SignedTx, SignerError> {
-        self.ask(messages::SignTransaction { omni, tx, proof })
-            .await?
+        self.ask(messages::SignTransaction { tx, proof }).await?
     }
 
-    /// sr25519 in the Substrate context with the key at `path` under `master`.
+    /// sr25519 in the Substrate context with the proof's actor's key (`path` must be its path).
     pub async fn sign_sr25519(
         &self,
-        master: Omni,
         path: String,
         message: Vec<u8>,
         proof: LiveProof,
     ) -> Result<[u8; 64], SignerError> {
         self.ask(messages::SignSr25519 {
-            master,
             path,
             message,
             proof,

@@ -60,6 +60,14 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role of a stored actor.
+    pub fn of(kind: agentkeys_runtime::store::ActorKind) -> Self {
+        match kind {
+            agentkeys_runtime::store::ActorKind::Master => Role::Master,
+            agentkeys_runtime::store::ActorKind::Agent => Role::Agent,
+        }
+    }
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {

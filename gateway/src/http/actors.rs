@@ -1,12 +1,9 @@
 //! Agents: create, read, tree, scopes, revoke (DESIGN §9, §11). Authorization: [`super::authz`].
 
-use agentkeys_actors::crypto::omni::{child_omni, validate_label};
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::principal::{CreateChild, SetScopes};
 use agentkeys_actors::scope;
-use agentkeys_runtime::store::{
-    ActorKind, ActorRecord, CreateActor, CreateError, LinkError, Origin, SetScopes, Status,
-    WriteError,
-};
+use agentkeys_runtime::store::{ActorKind, ActorRecord, Origin, Status, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
 use axum::extract::State;
@@ -15,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::authz::{Relation, ancestor_only, not_found, target};
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
+use crate::auth::session::Role;
 
 /// An actor as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -106,10 +104,6 @@ pub struct CreateRequest {
     pub scopes: Vec<String>,
 }
 
-fn invalid_scopes(e: scope::ScopeError) -> ApiError {
-    ApiError::new(ErrorCode::InvalidRequest, e.to_string())
-}
-
 /// Creates a child; the same (parent, label, scopes) again answers 200 with the existing actor.
 #[utoipa::path(post, path = "/v1/actors", tag = "actors",
     params(
@@ -131,57 +125,19 @@ pub async fn create(
     auth: Authenticated,
     ApiJson(body): ApiJson<CreateRequest>,
 ) -> Result<(StatusCode, Json<ActorView>), ApiError> {
-    validate_label(&body.label)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidLabel, e.to_string()))?;
-    let scopes = scope::normalize(&body.scopes).map_err(invalid_scopes)?;
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
     let parent = target(&state, &auth, &parent_text)?;
     auth.require_scope(scope::ACTORS_CREATE)?;
-    let master = parent.lineage.records()[0].omni;
-    let omni = child_omni(&parent.omni, &body.label).map_err(ApiError::internal)?;
-    let path = format!("{}//{}", parent.lineage.actor().path, body.label);
-    let wallet = state.signer.account(master, path).await?.wallet;
+    let create = CreateChild {
+        label: body.label,
+        scopes: body.scopes,
+        device: None,
+        origin: Origin::from(&auth),
+    };
     let created = state
-        .runtime
-        .create(CreateActor {
-            omni,
-            parent: Some(parent.omni),
-            label: body.label.clone(),
-            created_at: state.clock.now(),
-            wallet: Some(wallet.0),
-            origin: Origin {
-                actor: Some(auth.omni),
-                request_id: state.request_id(),
-            },
-            scopes,
-        })
-        .await
-        .map_err(|e| match e {
-            WriteError::Rejected(CreateError::LabelTaken | CreateError::OmniTaken) => {
-                ApiError::new(
-                    ErrorCode::LabelTaken,
-                    "this label is taken under that parent (with other scopes); choose another",
-                )
-            }
-            WriteError::Rejected(CreateError::Revoked { .. }) => ApiError::new(
-                ErrorCode::LabelRevoked,
-                "an actor with this label was revoked here; a revoked label is spent",
-            ),
-            WriteError::Rejected(CreateError::ParentRevoked { .. }) => ApiError::new(
-                ErrorCode::ActorRevoked,
-                "the parent (or one of its ancestors) is revoked",
-            ),
-            WriteError::Rejected(CreateError::ParentNotFound) => not_found(),
-            WriteError::Rejected(CreateError::TooDeep) => ApiError::new(
-                ErrorCode::InvalidRequest,
-                "trees are limited to 16 levels below the master",
-            ),
-            WriteError::Rejected(CreateError::InvalidLabel) => {
-                ApiError::new(ErrorCode::InvalidLabel, "invalid label")
-            }
-            WriteError::Store(e) => e.into(),
-        })?;
-    let shown = view(&state, &created.record, master, Status::Active).await?;
+        .principal(Role::of(parent.kind()), parent.omni, create)
+        .await??;
+    let shown = view(&state, &created.record, created.master, Status::Active).await?;
     let status = if created.new {
         StatusCode::CREATED
     } else {
@@ -246,48 +202,15 @@ pub async fn set_scopes(
 ) -> Result<Json<ActorView>, ApiError> {
     let target = target(&state, &auth, &omni)?;
     ancestor_only(&target, "set the scopes of")?;
-    let scopes = scope::normalize(&body.scopes).map_err(invalid_scopes)?;
+    let set = SetScopes {
+        scopes: body.scopes,
+        origin: Origin::from(&auth),
+    };
     let record = state
-        .runtime
-        .set_scopes(SetScopes {
-            omni: target.omni,
-            scopes,
-            origin: Origin {
-                actor: Some(auth.omni),
-                request_id: state.request_id(),
-            },
-            at: state.clock.now(),
-        })
-        .await
-        .map_err(link_error)?;
+        .principal(Role::of(target.kind()), target.omni, set)
+        .await??;
     let master = target.lineage.records()[0].omni;
     Ok(Json(view(&state, &record, master, Status::Active).await?))
-}
-
-/// Maps the store's refusals shared by link codes and scopes.
-pub fn link_error(e: WriteError<LinkError>) -> ApiError {
-    match e {
-        WriteError::Rejected(LinkError::NotFound) => not_found(),
-        WriteError::Rejected(LinkError::Expired) => ApiError::new(
-            ErrorCode::Expired,
-            "the link code expired; ask for a new one",
-        ),
-        WriteError::Rejected(LinkError::Revoked { .. }) => ApiError::new(
-            ErrorCode::ActorRevoked,
-            "this actor or one of its ancestors was revoked",
-        ),
-        WriteError::Rejected(LinkError::TooMany { retry_after_ms }) => ApiError::new(
-            ErrorCode::RateLimited,
-            "too many link codes are outstanding for this actor; retry when one expires",
-        )
-        .retry_after(std::time::Duration::from_millis(
-            retry_after_ms.saturating_add(999),
-        )),
-        WriteError::Rejected(LinkError::Collision) => {
-            ApiError::new(ErrorCode::Busy, "retry").retry_after(std::time::Duration::from_secs(1))
-        }
-        WriteError::Store(e) => e.into(),
-    }
 }
 
 /// What a revocation did.
@@ -341,10 +264,7 @@ pub async fn revoke(
         .runtime
         .revoke_as(
             target.omni,
-            Origin {
-                actor: Some(auth.omni),
-                request_id: state.request_id(),
-            },
+            Origin::from(&auth),
         )
         .await
         .map_err(|e| match e {

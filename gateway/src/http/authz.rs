@@ -41,6 +41,13 @@ pub struct Target {
     pub relation: Relation,
 }
 
+impl Target {
+    /// Master or agent.
+    pub fn kind(&self) -> agentkeys_runtime::store::ActorKind {
+        self.lineage.actor().kind
+    }
+}
+
 /// 404 for anything the caller may not see.
 pub fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such actor in your tree")

@@ -2,18 +2,16 @@
 //! once). The actor itself or an ancestor; anyone else gets 404.
 
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::principal::ReloadBindings;
+use agentkeys_actors::principal::DeleteBinding;
 use agentkeys_runtime::Timestamp;
-use agentkeys_runtime::store::{
-    ActorKind, BindingError, DeleteDevice, DeviceBinding, Origin, WriteError,
-};
+use agentkeys_runtime::store::{DeviceBinding, Origin};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::authz::{not_found, target};
-use super::error::{ApiError, ErrorCode};
+use super::authz::target;
+use super::error::ApiError;
 use super::extract::{ApiPath, Authenticated};
 use crate::auth::session::Role;
 
@@ -115,42 +113,16 @@ pub async fn delete(
     ApiPath((omni, binding_id)): ApiPath<(String, u64)>,
 ) -> Result<Json<DeletedDevice>, ApiError> {
     let target = target(&state, &auth, &omni)?;
+    let delete = DeleteBinding {
+        bid: binding_id,
+        origin: Origin::from(&auth),
+    };
     let deleted = state
-        .runtime
-        .store()
-        .delete_device(DeleteDevice {
-            omni: target.omni,
-            bid: binding_id,
-            origin: Origin {
-                actor: Some(auth.omni),
-                request_id: state.request_id(),
-            },
-            at: state.clock.now(),
-        })
-        .await
-        .map_err(|e| match e {
-            WriteError::Rejected(BindingError::Revoked { .. }) => ApiError::new(
-                ErrorCode::ActorRevoked,
-                "this actor or one of its ancestors was revoked",
-            ),
-            WriteError::Rejected(_) => not_found(),
-            WriteError::Store(e) => e.into(),
-        })?;
-    // The actor's cache must drop the binding before we answer: no later request may use it.
-    let role = match target.lineage.actor().kind {
-        ActorKind::Master => Role::Master,
-        ActorKind::Agent => Role::Agent,
-    };
-    let active = match role {
-        Role::Master => state.masters.is_active(&target.omni),
-        Role::Agent => state.agents.is_active(&target.omni),
-    };
-    if active {
-        state.principal(role, target.omni, ReloadBindings).await??;
-    }
+        .principal(Role::of(target.kind()), target.omni, delete)
+        .await??;
     Ok(Json(DeletedDevice {
         omni: target.omni.to_string(),
         binding_id,
-        deleted_at: deleted.binding.tombstoned_at.map(time).unwrap_or_default(),
+        deleted_at: deleted.tombstoned_at.map(time).unwrap_or_default(),
     }))
 }

@@ -240,6 +240,51 @@ impl From<agentkeys_runtime::CallError> for ApiError {
     }
 }
 
+impl From<agentkeys_actors::principal::PrincipalError> for ApiError {
+    fn from(e: agentkeys_actors::principal::PrincipalError) -> Self {
+        use agentkeys_actors::principal::PrincipalError as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidLabel(_) => ApiError::new(ErrorCode::InvalidLabel, message),
+            E::InvalidScopes(_) => ApiError::new(ErrorCode::InvalidRequest, message),
+            E::NotFound | E::NoSuchBinding => super::authz::not_found(),
+            E::NoSuchCode => ApiError::new(ErrorCode::NotFound, message),
+            E::Revoked { .. } => ApiError::new(
+                ErrorCode::ActorRevoked,
+                "this actor or one of its ancestors was revoked",
+            ),
+            E::LabelTaken => ApiError::new(
+                ErrorCode::LabelTaken,
+                "this label is taken under that parent (with other scopes); choose another",
+            ),
+            E::LabelRevoked => ApiError::new(ErrorCode::LabelRevoked, message),
+            E::TooDeep => ApiError::new(ErrorCode::InvalidRequest, message),
+            E::Expired => ApiError::new(
+                ErrorCode::Expired,
+                "the link code expired; ask for a new one",
+            ),
+            E::TooManyCodes { retry_after_ms } => ApiError::new(
+                ErrorCode::RateLimited,
+                "too many link codes are outstanding for this actor; retry when one expires",
+            )
+            .retry_after(Duration::from_millis(retry_after_ms.saturating_add(999))),
+            E::Collision => {
+                ApiError::new(ErrorCode::Busy, "retry").retry_after(Duration::from_secs(1))
+            }
+            E::CodeUsed { omni } => {
+                tracing::warn!(actor = %omni, "a used link code was presented by another device key");
+                ApiError::new(
+                    ErrorCode::LinkCodeUsed,
+                    "this link code was already used by another device; ask for a new one",
+                )
+            }
+            E::Signer(e) => e.into(),
+            E::Call(e) => e.into(),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<agentkeys_actors::signer::SignerError> for ApiError {
     fn from(e: agentkeys_actors::signer::SignerError) -> Self {
         use agentkeys_actors::signer::SignerError;
@@ -248,7 +293,7 @@ impl From<agentkeys_actors::signer::SignerError> for ApiError {
                 ErrorCode::SignerUnavailable,
                 "the signer is unavailable; retry",
             ),
-            SignerError::ManagedWalletLogin => {
+            SignerError::ManagedWalletLogin | SignerError::NotAuthorized(_) => {
                 ApiError::new(ErrorCode::InvalidRequest, e.to_string())
             }
             SignerError::Path(_) => ApiError::new(ErrorCode::InvalidLabel, e.to_string()),

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use agentkeys_actors::principal::{CheckSession, SessionError};
-use agentkeys_runtime::store::ActorRecord;
+use agentkeys_runtime::store::{ActorRecord, Origin};
 use std::collections::BTreeSet;
 
 use agentkeys_runtime::{LineageGuard, LiveProof, Omni};
@@ -253,6 +253,16 @@ impl Authenticated {
         match self.live.take() {
             Some(proof) => Ok(proof),
             None => Ok(self.guard.check()?),
+        }
+    }
+}
+
+impl From<&Authenticated> for Origin {
+    /// The caller and the current request, for the audit row of a change it asks for.
+    fn from(auth: &Authenticated) -> Self {
+        Origin {
+            actor: Some(auth.omni),
+            request_id: super::request_id::current().unwrap_or_default(),
         }
     }
 }

@@ -8,15 +8,15 @@
 //! for the same binding; another key after use gets 409 `link_code_used` and leaves an alert row.
 
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::principal::{BindDevice, IssueLinkCode, NewDevice, PrincipalError};
 use agentkeys_runtime::Timestamp;
-use agentkeys_runtime::store::{ActorKind, IssueLinkCode, Origin, RedeemLinkCode, Redemption};
+use agentkeys_runtime::store::Origin;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::actors::link_error;
 use super::authz::target;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, Authenticated, TokenlessDpop};
@@ -125,25 +125,17 @@ pub async fn issue_code(
             ),
         ));
     }
-    let now = state.clock.now();
-    let expires_at = Timestamp::from_millis(now.as_millis() + ttl * 1000);
+    let expires_at = Timestamp::from_millis(state.clock.now().as_millis() + ttl * 1000);
     let code = new_code()?;
+    let issue = IssueLinkCode {
+        hash: code_hash(&code),
+        expires_at,
+        cap: MAX_OUTSTANDING,
+        origin: Origin::from(&auth),
+    };
     state
-        .runtime
-        .store()
-        .issue_link_code(IssueLinkCode {
-            omni: target.omni,
-            hash: code_hash(&code),
-            at: now,
-            expires_at,
-            cap: MAX_OUTSTANDING,
-            origin: Origin {
-                actor: Some(auth.omni),
-                request_id: state.request_id(),
-            },
-        })
-        .await
-        .map_err(link_error)?;
+        .principal(Role::of(target.kind()), target.omni, issue)
+        .await??;
     Ok(Json(LinkCode {
         code: dashed(&code),
         expires_at: rfc3339::format(i64::try_from(expires_at.as_millis()).unwrap_or(i64::MAX)),
@@ -196,49 +188,34 @@ pub async fn redeem(
             "label must be 1 to 64 printable characters",
         ));
     }
-    let redemption = state
+    let no_such_code = || ApiError::new(ErrorCode::NotFound, "no such link code");
+    let hash = code_hash(&code);
+    let owner = state
         .runtime
         .store()
-        .redeem_link_code(RedeemLinkCode {
-            hash: code_hash(&code),
+        .link_code_owner(&hash)?
+        .ok_or_else(no_such_code)?;
+    let lineage = state.runtime.lineage(&owner)?.ok_or_else(no_such_code)?;
+    let role = Role::of(lineage.actor().kind);
+    let bind = BindDevice {
+        hash,
+        device: NewDevice {
             jkt: proof.jkt.clone(),
-            device_label: label,
-            at: state.clock.now(),
-            request_id: state.request_id(),
-        })
-        .await
-        .map_err(|e| match e {
-            agentkeys_runtime::store::WriteError::Rejected(
-                agentkeys_runtime::store::LinkError::NotFound,
-            ) => ApiError::new(ErrorCode::NotFound, "no such link code"),
-            other => link_error(other),
-        })?;
-    let (record, master, binding) = match redemption {
-        Redemption::Bound {
-            record,
-            master,
-            binding,
-            ..
-        } => (record, master, binding),
-        Redemption::UsedByOther { omni, .. } => {
-            tracing::warn!(actor = %omni, "a used link code was presented by another device key");
-            return Err(ApiError::new(
-                ErrorCode::LinkCodeUsed,
-                "this link code was already used by another device; ask for a new one",
-            ));
-        }
+            label,
+        },
+        request_id: state.request_id(),
     };
-    let role = match record.kind {
-        ActorKind::Master => Role::Master,
-        ActorKind::Agent => Role::Agent,
+    let bound = match state.principal(role, owner, bind).await? {
+        Err(PrincipalError::NotFound) => return Err(no_such_code()),
+        other => other?,
     };
     let session = NewSession {
-        omni: record.omni,
+        omni: bound.record.omni,
         role,
-        master,
-        path: record.path.clone(),
+        master: bound.master,
+        path: bound.record.path.clone(),
         jkt: proof.jkt,
-        bid: binding.bid,
+        bid: bound.binding.bid,
     };
     Ok(Json(issue(&state, session).await?))
 }

@@ -11,11 +11,11 @@
 //! 3. `POST /v1/pairing/poll {request_id}` (DPoP proof by the requesting key): `pending`, then
 //!    `claimed` with the session.
 
-use agentkeys_actors::crypto::omni::{child_omni, validate_label};
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::principal::{ChildCreated, CreateChild, NewDevice};
 use agentkeys_actors::scope;
 use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::{CreateActor, CreateAndBind, CreateError, Origin, WriteError};
+use agentkeys_runtime::store::Origin;
 use axum::Json;
 use axum::extract::State;
 use base64::Engine;
@@ -187,10 +187,6 @@ pub async fn claim(
     auth: Authenticated,
     ApiJson(body): ApiJson<ClaimRequest>,
 ) -> Result<Json<Claimed>, ApiError> {
-    validate_label(&body.label)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidLabel, e.to_string()))?;
-    let scopes = scope::normalize(&body.scopes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     let code = normalize(&body.code)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "not a pairing code"))?;
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
@@ -220,83 +216,71 @@ pub async fn claim(
         request.claim = Claim::Claiming;
         (id, copy)
     };
-    let outcome = bind(&state, &auth, &parent, &body.label, scopes, &request.jkt).await;
+    let create = CreateChild {
+        label: body.label,
+        scopes: body.scopes,
+        device: Some(NewDevice {
+            jkt: request.jkt.clone(),
+            label: "pairing".into(),
+        }),
+        origin: Origin::from(&auth),
+    };
+    // The claim and the pairing's state change together on a task of their own: a caller that
+    // hangs up cannot leave the pairing `Claiming` with the binding committed.
+    let claim = tokio::spawn(async move {
+        let outcome = state
+            .principal(Role::of(parent.kind()), parent.omni, create)
+            .await
+            .map_err(ApiError::from)
+            .and_then(|created| created.map_err(ApiError::from));
+        settle(&state, &request_id, &request.jkt, outcome)
+    });
+    claim
+        .await
+        .map_err(|_| ApiError::internal("the pairing claim task failed"))?
+}
+
+/// Records a claim's outcome in the pairing: claimed, or pending again after a failure.
+fn settle(
+    state: &AppState,
+    request_id: &str,
+    jkt: &str,
+    outcome: Result<ChildCreated, ApiError>,
+) -> Result<Json<Claimed>, ApiError> {
     let mut maps = state.pairings.lock();
-    let Some(slot) = maps.get_mut(&request_id) else {
+    let Some(slot) = maps.get_mut(request_id) else {
         return Err(ApiError::new(ErrorCode::Expired, "this pairing expired"));
     };
-    match outcome {
-        Ok(bound) => {
-            slot.claim = Claim::Claimed {
-                omni: bound.record.omni,
-                master: bound.master,
-                path: bound.record.path.clone(),
-                bid: bound.binding.bid,
-            };
-            Ok(Json(Claimed {
-                omni: bound.record.omni.to_string(),
-                path: bound.record.path,
-                fingerprint: fingerprint(&request.jkt),
-                binding_id: bound.binding.bid,
-                created: bound.created,
-            }))
+    let created = match outcome {
+        Ok(ChildCreated {
+            binding: Some(binding),
+            record,
+            master,
+            new,
+        }) => (record, master, binding, new),
+        Ok(_) => {
+            slot.claim = Claim::Pending;
+            return Err(ApiError::internal("the claim bound no device"));
         }
         Err(e) => {
             slot.claim = Claim::Pending;
-            Err(e)
+            return Err(e);
         }
-    }
-}
-
-async fn bind(
-    state: &AppState,
-    auth: &Authenticated,
-    parent: &super::authz::Target,
-    label: &str,
-    scopes: Vec<String>,
-    jkt: &str,
-) -> Result<agentkeys_runtime::store::CreatedAndBound, ApiError> {
-    let master = parent.lineage.records()[0].omni;
-    let omni = child_omni(&parent.omni, label).map_err(ApiError::internal)?;
-    let path = format!("{}//{}", parent.lineage.actor().path, label);
-    let wallet = state.signer.account(master, path).await?.wallet;
-    state
-        .runtime
-        .store()
-        .create_and_bind(CreateAndBind {
-            create: CreateActor {
-                omni,
-                parent: Some(parent.omni),
-                label: label.to_string(),
-                created_at: state.clock.now(),
-                wallet: Some(wallet.0),
-                origin: Origin {
-                    actor: Some(auth.omni),
-                    request_id: state.request_id(),
-                },
-                scopes,
-            },
-            jkt: jkt.to_string(),
-            device_label: "pairing".into(),
-        })
-        .await
-        .map_err(|e| match e {
-            WriteError::Rejected(CreateError::Revoked { .. }) => ApiError::new(
-                ErrorCode::LabelRevoked,
-                "an agent with this label was revoked here; a revoked label is spent",
-            ),
-            WriteError::Rejected(CreateError::ParentRevoked { .. }) => {
-                ApiError::new(ErrorCode::ActorRevoked, "the parent is revoked")
-            }
-            WriteError::Rejected(CreateError::LabelTaken | CreateError::OmniTaken) => {
-                ApiError::new(ErrorCode::LabelTaken, "this label is taken")
-            }
-            WriteError::Rejected(CreateError::ParentNotFound) => not_found(),
-            WriteError::Rejected(_) => {
-                ApiError::new(ErrorCode::InvalidRequest, "cannot create this agent")
-            }
-            WriteError::Store(e) => e.into(),
-        })
+    };
+    let (record, master, binding, new) = created;
+    slot.claim = Claim::Claimed {
+        omni: record.omni,
+        master,
+        path: record.path.clone(),
+        bid: binding.bid,
+    };
+    Ok(Json(Claimed {
+        omni: record.omni.to_string(),
+        path: record.path,
+        fingerprint: fingerprint(jkt),
+        binding_id: binding.bid,
+        created: new,
+    }))
 }
 
 /// `POST /v1/pairing/poll` body.

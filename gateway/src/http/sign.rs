@@ -7,7 +7,6 @@
 //! before its audit row is durable, nor after the actor's revocation returned.
 
 use agentkeys_actors::crypto::eip712::TypedData;
-use agentkeys_actors::crypto::omni::{Identity, identity_omni};
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::scope;
 use agentkeys_runtime::store::audit::{self, op};
@@ -84,27 +83,23 @@ fn hex_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
         })
 }
 
-/// The omni whose wallet signs: the caller's, or an email master's anchor wallet on request.
-fn signing_omni(
+/// Which wallet signs an EIP-191 message: the caller's own (`None`), or, for an email-login
+/// master, its anchor wallet (`Some(email)`; the signer checks the anchor belongs to the proof's
+/// master).
+fn anchor_email(
     state: &AppState,
     auth: &Authenticated,
     wallet: Option<&str>,
-) -> Result<agentkeys_runtime::Omni, ApiError> {
+) -> Result<Option<String>, ApiError> {
     match wallet {
-        None | Some("actor") => Ok(auth.omni),
-        Some("anchor") => {
-            let identity = state.runtime.store().identity_of(&auth.master)?;
-            match identity {
-                Some((kind, email)) if kind == "email" && auth.omni == auth.master => {
-                    identity_omni(&state.client_id, Identity::Email(&email))
-                        .map_err(ApiError::internal)
-                }
-                _ => Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    "only an email-login master has an anchor wallet to sign with",
-                )),
-            }
-        }
+        None | Some("actor") => Ok(None),
+        Some("anchor") => match state.runtime.store().identity_of(&auth.master)? {
+            Some((kind, email)) if kind == "email" && auth.omni == auth.master => Ok(Some(email)),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "only an email-login master has an anchor wallet to sign with",
+            )),
+        },
         Some(_) => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "wallet is actor or anchor",
@@ -140,10 +135,18 @@ pub async fn eip191(
             ));
         }
     };
-    let omni = signing_omni(&state, &auth, body.wallet.as_deref())?;
+    let anchor = anchor_email(&state, &auth, body.wallet.as_deref())?;
     let proof = auth.signing_proof(scope::SIGN_EIP191)?;
     let digest_input = message.clone();
-    let signed = state.signer.sign_eip191(omni, message, proof).await?;
+    let signed = match anchor {
+        None => state.signer.sign_eip191(message, proof).await?,
+        Some(email) => {
+            state
+                .signer
+                .sign_eip191_as_anchor(email, message, proof)
+                .await?
+        }
+    };
     audited(&state, &auth, op::SIGN_EIP191, &digest_input).await?;
     Ok(Json(SignatureResponse {
         signature: signed.signature.to_hex(),
@@ -197,7 +200,7 @@ pub async fn eip712(
     let proof = auth.signing_proof(scope::SIGN_EIP712)?;
     let signed = state
         .signer
-        .sign_typed_data(auth.omni, body.typed_data, proof)
+        .sign_typed_data(body.typed_data, proof)
         .await?;
     audited(&state, &auth, op::SIGN_EIP712, &signed.digest).await?;
     Ok(Json(TypedSignatureResponse {
@@ -249,7 +252,7 @@ pub async fn transaction(
     let proof = auth.signing_proof(&scope::sign_tx(request.chain_id))?;
     let signed = state
         .signer
-        .sign_transaction(auth.omni, body.tx, proof)
+        .sign_transaction(body.tx, proof)
         .await?;
     audited(&state, &auth, op::SIGN_TX, &signed.raw).await?;
     Ok(Json(SignedTxResponse {
@@ -301,7 +304,7 @@ pub async fn sr25519(
     let path = auth.claims.agentkeys.path.clone();
     let signature = state
         .signer
-        .sign_sr25519(auth.master, path.clone(), message.clone(), proof)
+        .sign_sr25519(path.clone(), message.clone(), proof)
         .await?;
     audited(&state, &auth, op::SIGN_SR25519, &message).await?;
     let account = state.signer.account(auth.master, path).await?;

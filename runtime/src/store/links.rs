@@ -121,6 +121,18 @@ pub enum LinkError {
     Collision,
 }
 
+/// The actor a link code was issued for, if the code exists.
+pub(crate) fn code_owner(
+    codes: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    hash: &[u8; 32],
+) -> Result<Option<Omni>, StoreError> {
+    codes
+        .get(hash)
+        .map_err(StoreError::from_redb)?
+        .map(|v| LinkCode::decode(v.value()).map(|code| code.omni))
+        .transpose()
+}
+
 fn live_lineage(
     view: &WriteTransaction,
     omni: &Omni,
@@ -228,6 +240,8 @@ impl Mutation for IssueLinkCode {
 /// Redeem a link code with a device key.
 #[derive(Debug, Clone)]
 pub struct RedeemLinkCode {
+    /// The actor redeeming it (its owner): a code of another actor is `NotFound`.
+    pub omni: Omni,
     /// SHA-256 of the normalized code.
     pub hash: [u8; 32],
     /// The redeeming key.
@@ -283,6 +297,7 @@ impl Mutation for RedeemLinkCode {
             .map_err(StoreError::from_redb)?
             .map(|v| LinkCode::decode(v.value()))
             .transpose()?
+            .filter(|code| code.omni == self.omni)
         else {
             return Ok(Err(LinkError::NotFound));
         };

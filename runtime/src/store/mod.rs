@@ -203,6 +203,9 @@ pub trait Storage: Send + Sync + 'static {
     /// One device binding (live or tombstoned).
     fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError>;
 
+    /// The actor a link code (SHA-256 of the normalized code) was issued for.
+    fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError>;
+
     /// Every device binding of an actor, in binding order.
     fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError>;
 

@@ -405,6 +405,14 @@ impl Storage for RedbStore {
         devices::read_binding(&table, omni, bid)
     }
 
+    fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn
+            .open_table(super::links::LINK_CODES)
+            .map_err(StoreError::from_redb)?;
+        super::links::code_owner(&table, hash)
+    }
+
     fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;

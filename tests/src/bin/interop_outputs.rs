@@ -49,7 +49,7 @@ async fn produce() -> Value {
     let message = "hello from hermes\nline two";
     let proof = runtime.check_live(&hermes).expect("live");
     let eip191 = signer
-        .sign_eip191(hermes, message.as_bytes().to_vec(), proof)
+        .sign_eip191(message.as_bytes().to_vec(), proof)
         .await
         .expect("eip191");
 
@@ -69,7 +69,7 @@ async fn produce() -> Value {
     });
     let proof = runtime.check_live(&bot).expect("live");
     let eip712 = signer
-        .sign_typed_data(bot, typed.clone(), proof)
+        .sign_typed_data(typed.clone(), proof)
         .await
         .expect("eip712");
 
@@ -87,7 +87,7 @@ async fn produce() -> Value {
     ] {
         let proof = runtime.check_live(&hermes).expect("live");
         let signed = signer
-            .sign_transaction(hermes, tx.clone(), proof)
+            .sign_transaction(tx.clone(), proof)
             .await
             .expect("tx");
         txs.push(json!({"request": tx, "raw": format!("0x{}", hex::encode(&signed.raw)),
@@ -97,7 +97,7 @@ async fn produce() -> Value {
     let sr_message = b"agentkeys sr25519 interop";
     let proof = runtime.check_live(&bot).expect("live");
     let sr = signer
-        .sign_sr25519(master, "//ops//bot-1".into(), sr_message.to_vec(), proof)
+        .sign_sr25519("//ops//bot-1".into(), sr_message.to_vec(), proof)
         .await
         .expect("sr25519");
 
