@@ -8,70 +8,8 @@ use std::time::Duration;
 
 use agentkeys_actors::crypto::eip191::{Signature, hash_message, recover};
 use agentkeys_gateway::client::DeviceKey;
-use common::{Stack, device, start, wallet};
+use common::{Stack, Who, device, link, master, start};
 use serde_json::{Value, json};
-
-/// A logged-in principal: its device key and session.
-struct Who {
-    key: DeviceKey,
-    token: String,
-    omni: String,
-}
-
-impl Who {
-    async fn call(
-        &self,
-        stack: &Stack,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        stack
-            .call(&self.key, method, path, body.as_ref(), Some(&self.token))
-            .await
-    }
-}
-
-async fn master(stack: &Stack, seed: u8) -> Who {
-    let key = device();
-    let (status, session) = stack.login(&key, &wallet(seed)).await;
-    assert_eq!(status, 200, "{session}");
-    Who {
-        key,
-        token: session["session_jwt"].as_str().expect("token").into(),
-        omni: session["omni"].as_str().expect("omni").into(),
-    }
-}
-
-/// Issues a link code for `omni` as `issuer`, redeems it with a fresh key.
-async fn link(stack: &Stack, issuer: &Who, omni: &str) -> Who {
-    let (status, code) = issuer
-        .call(
-            stack,
-            "POST",
-            &format!("/v1/actors/{omni}/link-codes"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, 200, "{code}");
-    let key = device();
-    let (status, session) = stack
-        .call(
-            &key,
-            "POST",
-            "/v1/link/redeem",
-            Some(&json!({"code": code["code"]})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{session}");
-    assert_eq!(session["role"], "agent");
-    Who {
-        key,
-        token: session["session_jwt"].as_str().expect("token").into(),
-        omni: session["omni"].as_str().expect("omni").into(),
-    }
-}
 
 async fn create(
     stack: &Stack,

@@ -211,7 +211,11 @@ impl Handler<SignSr25519> for SignerActor {
     fn handle(&mut self, msg: SignSr25519, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
             let master = msg.proof.master();
-            if path_omni(&master, &msg.path)? != msg.proof.omni() {
+            let omni = match msg.path.as_str() {
+                "" => master,
+                path => path_omni(&master, path)?,
+            };
+            if omni != msg.proof.omni() {
                 return Err(SignerError::NotAuthorized(
                     "the path is not the path of the proof's actor",
                 ));

@@ -262,10 +262,7 @@ pub async fn revoke(
     ancestor_only(&target, "revoke")?;
     let receipt = state
         .runtime
-        .revoke_as(
-            target.omni,
-            Origin::from(&auth),
-        )
+        .revoke_as(target.omni, Origin::from(&auth))
         .await
         .map_err(|e| match e {
             WriteError::Rejected(_) => not_found(),

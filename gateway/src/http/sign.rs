@@ -198,10 +198,7 @@ pub async fn eip712(
         .and_then(|td| td.check_work())
         .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
     let proof = auth.signing_proof(scope::SIGN_EIP712)?;
-    let signed = state
-        .signer
-        .sign_typed_data(body.typed_data, proof)
-        .await?;
+    let signed = state.signer.sign_typed_data(body.typed_data, proof).await?;
     audited(&state, &auth, op::SIGN_EIP712, &signed.digest).await?;
     Ok(Json(TypedSignatureResponse {
         signature: signed.signature.to_hex(),
@@ -250,10 +247,7 @@ pub async fn transaction(
     let request = TxRequest::from_json(body.tx.clone())
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     let proof = auth.signing_proof(&scope::sign_tx(request.chain_id))?;
-    let signed = state
-        .signer
-        .sign_transaction(body.tx, proof)
-        .await?;
+    let signed = state.signer.sign_transaction(body.tx, proof).await?;
     audited(&state, &auth, op::SIGN_TX, &signed.raw).await?;
     Ok(Json(SignedTxResponse {
         raw: format!("0x{}", hex::encode(&signed.raw)),

@@ -402,3 +402,56 @@ impl CliStack {
             .expect("stops");
     }
 }
+
+/// A logged-in principal: its device key and session.
+pub struct Who {
+    pub key: DeviceKey,
+    pub token: String,
+    pub omni: String,
+}
+
+impl Who {
+    /// From a session answer (login, redemption, claimed pairing).
+    pub fn from_session(key: DeviceKey, session: &Value) -> Self {
+        Who {
+            key,
+            token: session["session_jwt"].as_str().expect("token").into(),
+            omni: session["omni"].as_str().expect("omni").into(),
+        }
+    }
+
+    /// A request with this principal's session and a fresh proof.
+    pub async fn call(
+        &self,
+        stack: &Stack,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        stack
+            .call(&self.key, method, path, body.as_ref(), Some(&self.token))
+            .await
+    }
+}
+
+/// A master logged in with wallet `seed` and a fresh device key.
+pub async fn master(stack: &Stack, seed: u8) -> Who {
+    let key = device();
+    let (status, session) = stack.login(&key, &wallet(seed)).await;
+    assert_eq!(status, 200, "{session}");
+    Who::from_session(key, &session)
+}
+
+/// Issues a link code for `omni` as `issuer` and redeems it with a fresh device key.
+pub async fn link(stack: &Stack, issuer: &Who, omni: &str) -> Who {
+    let path = format!("/v1/actors/{omni}/link-codes");
+    let (status, code) = issuer.call(stack, "POST", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "{code}");
+    let key = device();
+    let body = json!({"code": code["code"]});
+    let (status, session) = stack
+        .call(&key, "POST", "/v1/link/redeem", Some(&body), None)
+        .await;
+    assert_eq!(status, 200, "{session}");
+    Who::from_session(key, &session)
+}

@@ -1,0 +1,210 @@
+//! The principal actors own their state: a change sent to an actor completes — store and memory
+//! together — even when its caller drops the call right after sending it; a lineage proof signs
+//! only for the actor it names.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use agentkeys_actors::agent::AgentActor;
+use agentkeys_actors::crypto::secret::MasterSecret;
+use agentkeys_actors::master::MasterActor;
+use agentkeys_actors::principal::{
+    CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, SessionError,
+    SetScopes,
+};
+use agentkeys_actors::signer::SignerError;
+use agentkeys_runtime::store::Origin;
+use agentkeys_runtime::{Omni, Registry};
+use agentkeys_tests::SignerStack;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    stack: SignerStack,
+    masters: Registry<MasterActor>,
+    agents: Registry<AgentActor>,
+    master: Omni,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k3 = MasterSecret::from_bytes(core::array::from_fn(|i| i as u8));
+    let stack = SignerStack::start(dir.path(), k3, 1);
+    let master = Omni::from_bytes([0x4d; 32]);
+    stack.create(master, None, "").await;
+    let deps = PrincipalDeps {
+        signer: stack.signer.clone(),
+    };
+    Setup {
+        masters: Registry::new(&stack.runtime, deps.clone()),
+        agents: Registry::new(&stack.runtime, deps),
+        _dir: dir,
+        stack,
+        master,
+    }
+}
+
+fn scopes(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Creates `bot` under the master (through the master's actor) with a device bound to it.
+async fn bot(s: &Setup, list: &[&str]) -> (Omni, u64) {
+    let create = CreateChild {
+        label: "bot".into(),
+        scopes: scopes(list),
+        device: Some(NewDevice {
+            jkt: "key-1".into(),
+            label: "laptop".into(),
+        }),
+        origin: Origin::default(),
+    };
+    let created = s
+        .masters
+        .call(s.master, create)
+        .await
+        .expect("delivered")
+        .expect("created");
+    assert!(created.new);
+    let binding = created.binding.expect("bound");
+    (created.record.omni, binding.bid)
+}
+
+/// Sends `msg` and drops the call as soon as it is in the actor's mailbox.
+async fn send_and_hang_up<M>(registry: &Registry<AgentActor>, omni: Omni, msg: M)
+where
+    AgentActor: actix::Handler<agentkeys_runtime::Supervised<M>>,
+    M: actix::Message + Clone + Send + 'static,
+    M::Result: Send,
+{
+    let call = registry.call(omni, msg);
+    assert!(
+        actix::clock::timeout(Duration::ZERO, call).await.is_err(),
+        "the call was still waiting when it was dropped"
+    );
+}
+
+#[actix::test]
+async fn a_scope_change_completes_when_its_caller_drops_the_call() {
+    let s = setup().await;
+    let (omni, bid) = bot(&s, &["sign:eip191", "sign:eip712"]).await;
+    let check = CheckSession {
+        bid,
+        jkt: "key-1".into(),
+    };
+    let before = s.agents.call(omni, check.clone()).await.expect("call");
+    assert_eq!(before.expect("live").scopes.map(|s| s.len()), Some(2));
+
+    let narrow = SetScopes {
+        scopes: scopes(&["sign:eip712"]),
+        origin: Origin::default(),
+    };
+    send_and_hang_up(&s.agents, omni, narrow).await;
+
+    // The next message is handled after the change's turn: store and memory agree.
+    let view = s
+        .agents
+        .call(omni, Describe)
+        .await
+        .expect("call")
+        .expect("view");
+    let narrowed: BTreeSet<String> = ["sign:eip712".to_string()].into();
+    assert_eq!(view.scopes, Some(narrowed.clone()));
+    assert_eq!(view.record.scopes, scopes(&["sign:eip712"]));
+    let stored = s.stack.runtime.store().actor(&omni).expect("read");
+    assert_eq!(stored.expect("exists").scopes, scopes(&["sign:eip712"]));
+    let after = s
+        .agents
+        .call(omni, check)
+        .await
+        .expect("call")
+        .expect("live");
+    assert_eq!(after.scopes, Some(narrowed));
+}
+
+#[actix::test]
+async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
+    let s = setup().await;
+    let (omni, bid) = bot(&s, &["sign:eip191"]).await;
+    let check = CheckSession {
+        bid,
+        jkt: "key-1".into(),
+    };
+    assert!(
+        s.agents
+            .call(omni, check.clone())
+            .await
+            .expect("call")
+            .is_ok()
+    );
+
+    let delete = DeleteBinding {
+        bid,
+        origin: Origin::default(),
+    };
+    send_and_hang_up(&s.agents, omni, delete).await;
+
+    let refused = s.agents.call(omni, check).await.expect("call");
+    assert!(
+        matches!(refused, Err(SessionError::BindingRevoked)),
+        "{refused:?}"
+    );
+    let stored = s.stack.runtime.store().device(&omni, bid).expect("read");
+    assert!(stored.expect("exists").tombstoned_at.is_some());
+}
+
+#[actix::test]
+async fn a_proof_signs_only_for_the_actor_it_names() {
+    let s = setup().await;
+    let (omni, _) = bot(&s, &["sign:sr25519"]).await;
+    let proof = s.stack.runtime.check_live(&omni).expect("live");
+    assert_eq!(proof.omni(), omni);
+    assert_eq!(proof.master(), s.master);
+    let other_path = s
+        .stack
+        .signer
+        .sign_sr25519(String::new(), b"x".to_vec(), proof)
+        .await;
+    assert!(
+        matches!(other_path, Err(SignerError::NotAuthorized(_))),
+        "the master's key with the agent's proof: {other_path:?}"
+    );
+    let proof = s.stack.runtime.check_live(&omni).expect("live");
+    let own = s
+        .stack
+        .signer
+        .sign_sr25519("//bot".into(), b"x".to_vec(), proof)
+        .await;
+    assert!(own.is_ok(), "{own:?}");
+    let proof = s.stack.runtime.check_live(&s.master).expect("live");
+    let masters_own = s
+        .stack
+        .signer
+        .sign_sr25519(String::new(), b"x".to_vec(), proof)
+        .await;
+    assert!(
+        masters_own.is_ok(),
+        "a master's path is empty: {masters_own:?}"
+    );
+
+    // An agent's proof, or a master that is not the anchor's, cannot use an anchor wallet.
+    let proof = s.stack.runtime.check_live(&omni).expect("live");
+    let anchor = s
+        .stack
+        .signer
+        .sign_eip191_as_anchor("a@example.com".into(), b"x".to_vec(), proof)
+        .await;
+    assert!(
+        matches!(anchor, Err(SignerError::NotAuthorized(_))),
+        "{anchor:?}"
+    );
+    let proof = s.stack.runtime.check_live(&s.master).expect("live");
+    let anchor = s
+        .stack
+        .signer
+        .sign_eip191_as_anchor("a@example.com".into(), b"x".to_vec(), proof)
+        .await;
+    assert!(
+        matches!(anchor, Err(SignerError::NotAuthorized(_))),
+        "{anchor:?}"
+    );
+}
