@@ -380,51 +380,31 @@ pub enum MailerConfig {
     },
 }
 
-/// An IP network: an address and a prefix length (`10.0.0.0/8`, `127.0.0.1` = /32).
+/// An IP network (`10.0.0.0/8`; a bare address is its own /32 or /128), on `ipnet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: std::net::IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl std::str::FromStr for IpNet {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<std::net::IpAddr>()?, Some(p.parse::<u8>()?)),
-            None => (s.parse::<std::net::IpAddr>()?, None),
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => ipnet::IpNet::from(s.parse::<std::net::IpAddr>()?),
         };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        anyhow::ensure!(prefix <= max, "prefix /{prefix} is too long");
-        Ok(Self { addr, prefix })
+        Ok(Self(net))
     }
 }
 
 impl IpNet {
-    /// Whether `ip` is inside this network.
+    /// Whether `ip` is inside this network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 

@@ -286,12 +286,17 @@ async fn metrics_are_served_on_their_own_listener() {
         ),
         "{text}"
     );
-    assert!(text.contains("agentkeys_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=\"+Inf\"} 3"), "{text}");
+    assert!(text.contains("agentkeys_http_request_duration_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/healthz\"} 3"), "{text}");
     for name in [
         "agentkeys_active_actors 0",
         "agentkeys_revocations_total 0",
         "agentkeys_signer_replaced_total 0",
         "agentkeys_store_commits_total",
+        "agentkeys_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "# EOF",
     ] {
         assert!(text.contains(name), "{name} in {text}");
     }

@@ -130,15 +130,15 @@ impl DeviceKey {
         json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
     }
 
-    /// RFC 7638 thumbprint (the `jkt` the server binds).
+    /// RFC 7638 thumbprint (the `jkt` the server binds), as the server computes it.
     pub fn thumbprint(&self) -> String {
-        let jwk = self.public_jwk();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["x"].as_str().unwrap_or_default(),
-            jwk["y"].as_str().unwrap_or_default()
-        );
-        B64.encode(Sha256::digest(canonical.as_bytes()))
+        serde_json::from_value::<jsonwebtoken::jwk::Jwk>(self.public_jwk())
+            .ok()
+            .and_then(|jwk| {
+                jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                    .ok()
+            })
+            .unwrap_or_default()
     }
 
     /// A DPoP proof for `method` on `htu`, with `ath` when a token is sent and the server's

@@ -44,8 +44,6 @@ pub const MAX_CODE_ATTEMPTS: u32 = 5;
 /// Characters of a confirm code (Crockford base32: 30 bits).
 pub const CONFIRM_CODE_LEN: usize = 6;
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
 /// Where a request stands.
 #[derive(Debug, Clone)]
 enum State_ {
@@ -91,25 +89,13 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
 }
 
 fn confirm_code() -> Result<String, ApiError> {
-    let bytes = random_bytes::<CONFIRM_CODE_LEN>()?;
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(CROCKFORD[usize::from(b & 31)]))
-        .collect())
+    super::crockford::random(CONFIRM_CODE_LEN)
 }
 
 /// A typed confirm code in its canonical form: case, dashes and spaces ignored, `I`/`L` read as
 /// `1` and `O` as `0` (Crockford).
 pub fn normalize_code(typed: &str) -> String {
-    typed
-        .chars()
-        .filter(|c| !matches!(c, '-' | ' '))
-        .map(|c| match c.to_ascii_uppercase() {
-            'I' | 'L' => '1',
-            'O' => '0',
-            other => other,
-        })
-        .collect()
+    super::crockford::normalize(typed)
 }
 
 /// Trims and lowercases an email address; refuses what is not one.

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::authz::target;
+use super::crockford;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, Authenticated, TokenlessDpop};
 use super::session::{SessionResponse, issue};
@@ -32,20 +33,10 @@ pub const MAX_OUTSTANDING: usize = 16;
 /// Characters of a code (5 bits each: 100 bits).
 pub const CODE_CHARS: usize = 20;
 
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
 /// The canonical form of a typed code, or `None` if it cannot be one.
 pub fn normalize(typed: &str) -> Option<String> {
-    let code: String = typed
-        .chars()
-        .filter(|c| !matches!(c, '-' | ' ' | '\t'))
-        .map(|c| match c.to_ascii_uppercase() {
-            'I' | 'L' => '1',
-            'O' => '0',
-            other => other,
-        })
-        .collect();
-    (code.len() == CODE_CHARS && code.bytes().all(|b| CROCKFORD.contains(&b))).then_some(code)
+    let code = crockford::normalize(typed);
+    crockford::is_code(&code, CODE_CHARS).then_some(code)
 }
 
 /// SHA-256 of a normalized code: what the store keeps.
@@ -55,22 +46,10 @@ pub fn code_hash(normalized: &str) -> [u8; 32] {
 
 /// A fresh 100-bit code (20 Crockford base32 characters).
 pub fn new_code() -> Result<String, ApiError> {
-    let mut bytes = [0u8; CODE_CHARS];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("random generator failed"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| char::from(CROCKFORD[usize::from(b & 31)]))
-        .collect())
+    crockford::random(CODE_CHARS)
 }
 
-/// A code as shown: dashed groups of four.
-pub fn dashed(code: &str) -> String {
-    code.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join("-")
-}
+pub use super::crockford::dashed;
 
 /// `POST /v1/actors/{omni}/link-codes` body.
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]

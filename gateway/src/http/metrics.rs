@@ -3,9 +3,7 @@
 //! revocations, store commits and signer replacements. Every label comes from a fixed set
 //! (routes of the router, standard methods, status codes), so no client can grow them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -13,6 +11,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
 use super::AppState;
 
@@ -21,39 +27,47 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
 }
 
-/// Request metrics, shared by the middleware and the exporter.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+/// Request metrics, shared by the middleware and the exporter: atomic counters and histograms
+/// per label set (one map lookup under a read lock per request, no global mutex).
+#[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(BUCKETS)),
+        }
+    }
 }
 
 impl HttpMetrics {
-    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        if let Ok(mut requests) = self.requests.lock() {
-            *requests
-                .entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
-        }
-        if let Ok(mut latency) = self.latency.lock() {
-            let h = latency
-                .entry((method.to_string(), route.to_string()))
-                .or_default();
-            h.count += 1;
-            h.sum += seconds;
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    h.buckets[i] += 1;
-                }
-            }
-        }
+    fn record(&self, method: &'static str, route: String, status: u16, seconds: f64) {
+        let labels = RouteLabels { method, route };
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: labels.route,
+                status,
+            })
+            .inc();
     }
 }
 
@@ -86,7 +100,7 @@ pub async fn track(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = method_label(request.method()).to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -94,112 +108,115 @@ pub async fn track(
     let started = Instant::now();
     let response = next.run(request).await;
     metrics.record(
-        &method,
-        &route,
+        method,
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
 }
 
-fn render(state: &AppState, metrics: &HttpMetrics) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "# HELP agentkeys_http_requests_total HTTP requests by route, method and status.\n",
-    );
-    out.push_str("# TYPE agentkeys_http_requests_total counter\n");
-    if let Ok(requests) = metrics.requests.lock() {
-        for ((method, route, status), n) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "agentkeys_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-    }
-    out.push_str("# HELP agentkeys_http_request_duration_seconds HTTP request latency by route and method.\n");
-    out.push_str("# TYPE agentkeys_http_request_duration_seconds histogram\n");
-    if let Ok(latency) = metrics.latency.lock() {
-        for ((method, route), h) in latency.iter() {
-            let labels = format!("method=\"{method}\",route=\"{route}\"");
-            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
-                let _ = writeln!(
-                    out,
-                    "agentkeys_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "agentkeys_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "agentkeys_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "agentkeys_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
-        }
-    }
-    let runtime = &state.runtime;
-    let gauges: [(&str, &str, &str, u64); 5] = [
-        (
+/// What the runtime, the store, the signer and the process report at scrape time.
+#[derive(Debug)]
+struct Snapshot {
+    state: AppState,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let runtime = &self.state.runtime;
+        let writer = runtime.store().writer_counts();
+        let active = i64::try_from(runtime.active_actors()).unwrap_or(i64::MAX);
+        gauge(
+            &mut encoder,
             "agentkeys_active_actors",
-            "gauge",
-            "Actors active in memory.",
-            runtime.active_actors() as u64,
-        ),
-        (
-            "agentkeys_revocations_total",
-            "counter",
-            "Revocations committed by this process.",
-            runtime.revocations(),
-        ),
-        (
-            "agentkeys_store_commits_total",
-            "counter",
-            "Group commits of the store.",
-            runtime.store().writer_counts().commits,
-        ),
-        (
-            "agentkeys_store_writes_total",
-            "counter",
-            "Writes answered by the store writer.",
-            runtime.store().writer_counts().writes,
-        ),
-        (
-            "agentkeys_signer_replaced_total",
-            "counter",
-            "Signer instances replaced after a panic.",
-            state.signer.health().replaced,
-        ),
-    ];
-    for (name, kind, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+            "Actors active in memory",
+            active,
+        )?;
+        let counters = [
+            (
+                "agentkeys_revocations",
+                "Revocations committed by this process",
+                runtime.revocations(),
+            ),
+            (
+                "agentkeys_store_commits",
+                "Group commits of the store",
+                writer.commits,
+            ),
+            (
+                "agentkeys_store_writes",
+                "Writes answered by the store writer",
+                writer.writes,
+            ),
+            (
+                "agentkeys_signer_replaced",
+                "Signer instances replaced after a panic",
+                self.state.signer.health().replaced,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        super::process::encode(&mut encoder)
     }
-    out
+}
+
+/// One gauge read at scrape time.
+pub(super) fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// Every metric of this process, in one registry.
+fn registry(state: AppState, metrics: &Arc<HttpMetrics>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "agentkeys_http_requests",
+        "HTTP requests by route, method and status",
+        metrics.requests.clone(),
+    );
+    registry.register(
+        "agentkeys_http_request_duration_seconds",
+        "HTTP request latency by route and method",
+        metrics.latency.clone(),
+    );
+    registry.register(
+        "agentkeys_build",
+        "The running build",
+        Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register_collector(Box::new(Snapshot { state }));
+    registry
 }
 
 /// The metrics listener's router: `GET /metrics`.
 pub fn router(state: AppState, metrics: Arc<HttpMetrics>) -> Router {
+    let registry = Arc::new(registry(state, &metrics));
     Router::new().route(
         "/metrics",
-        get(move || {
-            let text = render(&state, &metrics);
-            async move {
-                (
+        get(move || async move {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                Ok(()) => Ok((
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
                     text,
-                )
+                )),
+                Err(_) => Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
             }
         }),
     )

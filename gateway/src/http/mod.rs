@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod audit;
 pub mod authz;
+pub mod crockford;
 pub mod devices;
 pub mod email;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod pairing;
 pub mod pending;
+mod process;
 pub mod ratelimit;
 pub mod request_id;
 pub mod session;
