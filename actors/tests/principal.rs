@@ -12,7 +12,7 @@ use agentkeys_actors::principal::{
     CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, SessionError,
     SetScopes,
 };
-use agentkeys_actors::signer::SignerError;
+use agentkeys_actors::signer::{KeySetName, SignerError};
 use agentkeys_runtime::store::Origin;
 use agentkeys_runtime::{Omni, Registry};
 use agentkeys_tests::SignerStack;
@@ -207,4 +207,54 @@ async fn a_proof_signs_only_for_the_actor_it_names() {
         matches!(anchor, Err(SignerError::NotAuthorized(_))),
         "{anchor:?}"
     );
+}
+
+#[actix::test]
+async fn the_audit_key_signs_heads_through_messages_and_nothing_else() {
+    let s = setup().await;
+    let heads = s.stack.signer.audit_head_signer();
+    // The store's writer is a plain thread that blocks on the answer; so is this one (the
+    // actix thread keeps running, as it does in the server).
+    let thread = std::thread::spawn(move || {
+        let mut head = agentkeys_runtime::store::audit::HEAD_LABEL.to_vec();
+        head.extend_from_slice(b"a chain head");
+        (heads.sign_head(&head), heads.sign_head(b"a wallet message"))
+    });
+    let finished = agentkeys_tests::wait_until(|| thread.is_finished(), Duration::from_secs(10));
+    assert!(finished.await, "the head signer answered");
+    let signed = thread.join().expect("thread");
+    let (kid, signature) = signed.0.expect("a head is signed");
+    assert_eq!(kid, s.stack.signer.current_kid(KeySetName::Audit));
+    assert_eq!(signature.len(), 64);
+    assert!(signed.1.is_err(), "anything else is refused");
+
+    // Key management runs on the signer's threads: add, switch, retire.
+    let kid = s
+        .stack
+        .signer
+        .add_key(KeySetName::Oidc)
+        .await
+        .expect("added");
+    let old = s.stack.signer.current_kid(KeySetName::Oidc);
+    assert!(
+        s.stack
+            .signer
+            .retire_key(KeySetName::Oidc, &old)
+            .await
+            .is_err(),
+        "the signing key stays"
+    );
+    s.stack
+        .signer
+        .use_key(KeySetName::Oidc, &kid)
+        .await
+        .expect("switched");
+    s.stack
+        .signer
+        .retire_key(KeySetName::Oidc, &old)
+        .await
+        .expect("retired");
+    let published = s.stack.signer.public_jwks(KeySetName::Oidc);
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0]["kid"], kid.as_str());
 }

@@ -10,6 +10,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use agentkeys_actors::signer::KeySetName;
 use agentkeys_runtime::store::{Origin, SetAllowed, Status, WriteError};
 use agentkeys_runtime::{Omni, Runtime};
 use anyhow::Context as _;
@@ -126,8 +127,9 @@ pub async fn handle(
             // A walk of every chain: on a blocking thread, never on a tokio worker that serves
             // requests.
             let store = runtime.store().clone();
+            let audit_keys = rotator.signer().public_jwks(KeySetName::Audit);
             tokio::task::spawn_blocking(move || {
-                crate::audit::verify_running(store.as_ref(), &paths)
+                crate::audit::verify_running(store.as_ref(), &audit_keys, &paths)
             })
             .await
             .map_err(|e| refuse("internal", format!("the verification task failed: {e}")))

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use agentkeys_actors::signer::keys::{load_set, verify_es256};
+use agentkeys_actors::signer::keys::verify_es256;
+use agentkeys_actors::signer::public_jwks_on_disk;
 use agentkeys_runtime::Omni;
 use agentkeys_runtime::store::{AuditReport, ChainMark, RedbStore, Storage};
 use anyhow::Context as _;
@@ -90,16 +91,13 @@ impl AuditPaths {
 /// is intact. Returns the answer printed by the CLI.
 fn verify_with(
     paths: &AuditPaths,
+    audit_keys: &[Value],
     run: impl FnOnce(&dyn Fn(&str, &[u8], &[u8]) -> bool, &[ChainMark]) -> anyhow::Result<AuditReport>,
 ) -> anyhow::Result<Value> {
-    let keys = load_set(&paths.data_dir.join("keys").join("audit"))?;
-    let jwks: Vec<(String, Value)> = keys
-        .iter()
-        .map(|k| (k.kid().to_string(), k.public_jwk()))
-        .collect();
     let check = |kid: &str, message: &[u8], signature: &[u8]| {
-        jwks.iter()
-            .any(|(k, jwk)| k == kid && verify_es256(jwk, message, signature))
+        audit_keys
+            .iter()
+            .any(|jwk| jwk["kid"] == kid && verify_es256(jwk, message, signature))
     };
     let last = read_marks(&paths.marks())?;
     let report = run(&check, &last)?;
@@ -114,9 +112,15 @@ fn verify_with(
     }))
 }
 
-/// In the server: verify the open store.
-pub fn verify_running(store: &dyn Storage, paths: &AuditPaths) -> anyhow::Result<Value> {
-    verify_with(paths, |check, last| Ok(store.verify_audit(check, last)?))
+/// In the server: verify the open store against the public audit keys the signer publishes.
+pub fn verify_running(
+    store: &dyn Storage,
+    audit_keys: &[Value],
+    paths: &AuditPaths,
+) -> anyhow::Result<Value> {
+    verify_with(paths, audit_keys, |check, last| {
+        Ok(store.verify_audit(check, last)?)
+    })
 }
 
 /// Offline: verify the store file of a stopped server.
@@ -127,7 +131,9 @@ pub fn verify_offline(paths: &AuditPaths) -> anyhow::Result<Value> {
         "no store at {}; give the server's --data-dir",
         file.display()
     );
-    verify_with(paths, |check, last| {
+    let keys_dir = paths.data_dir.join("keys").join("audit");
+    let audit_keys = public_jwks_on_disk(&keys_dir)?;
+    verify_with(paths, &audit_keys, |check, last| {
         RedbStore::verify_file(&file, check, last).with_context(|| {
             format!(
                 "cannot read {}; if the server runs, its admin socket must be reachable",

@@ -121,6 +121,11 @@ impl Rotator {
         })
     }
 
+    /// The signer whose keys it rotates.
+    pub fn signer(&self) -> &SignerHandle {
+        &self.signer
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RotationState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -136,7 +141,11 @@ impl Rotator {
         if let Some(next) = self.lock().next.clone() {
             return Err(RotationError::InProgress(next.kid));
         }
-        let kid = self.signer.add_key(KeySetName::Oidc).map_err(failed)?;
+        let kid = self
+            .signer
+            .add_key(KeySetName::Oidc)
+            .await
+            .map_err(failed)?;
         let at = self.clock.now().as_millis() + duration_ms(self.switch_delay);
         let mut state = self.lock().clone();
         state.next = Some(Pending { kid, at });
@@ -168,6 +177,7 @@ impl Rotator {
             self.persist(&state).await?;
             self.signer
                 .use_key(KeySetName::Oidc, &next.kid)
+                .await
                 .map_err(failed)?;
             steps.push(Step::Switched { kid: next.kid });
         }
@@ -178,7 +188,12 @@ impl Rotator {
             self.persist(&state).await?;
             for old in due {
                 // Already retired by an earlier, interrupted tick: nothing left to do.
-                if self.signer.retire_key(KeySetName::Oidc, &old.kid).is_ok() {
+                if self
+                    .signer
+                    .retire_key(KeySetName::Oidc, &old.kid)
+                    .await
+                    .is_ok()
+                {
                     steps.push(Step::Retired { kid: old.kid });
                 }
             }

@@ -13,6 +13,7 @@ use crate::crypto::siwe::is_siwe_for;
 use crate::crypto::sr25519;
 use crate::crypto::tx::{SignedTx, TxRequest};
 use crate::crypto::wallet::Address;
+use agentkeys_runtime::store::audit::HEAD_LABEL;
 
 /// Which P-256 key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +235,116 @@ impl Handler<SignJwt> for SignerActor {
                 .set(msg.set)
                 .current()
                 .sign_jwt(msg.header, &msg.claims)
+        })
+    }
+}
+
+/// Signs one audit chain head with the audit key; the answer goes to `reply` (the store's
+/// writer thread waits on it). Only messages carrying the audit-head label are signed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SignAuditHead {
+    /// The head message (starts with the audit-head label).
+    pub message: Vec<u8>,
+    /// Where the kid and signature go.
+    pub reply: std::sync::mpsc::SyncSender<Result<(String, Vec<u8>), SignerError>>,
+}
+
+impl Handler<SignAuditHead> for SignerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignAuditHead, ctx: &mut SyncContext<Self>) {
+        let signed = self.guarded(ctx, |state| {
+            if !msg.message.starts_with(HEAD_LABEL) {
+                return Err(SignerError::NotAuthorized(
+                    "the audit key signs only audit chain heads",
+                ));
+            }
+            let set = state.set(KeySetName::Audit);
+            let key = set.current();
+            let signature = key.sign(&msg.message)?;
+            Ok((key.kid().to_string(), signature))
+        });
+        let _ = msg.reply.send(signed);
+    }
+}
+
+/// Adds a new key to a set (published, not yet signing).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<String, SignerError>")]
+pub struct AddKey {
+    /// The set.
+    pub set: KeySetName,
+}
+
+impl Handler<AddKey> for SignerActor {
+    type Result = Result<String, SignerError>;
+
+    fn handle(&mut self, msg: AddKey, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let key = super::keys::create_key(&state.dir(msg.set))?;
+            let kid = key.kid().to_string();
+            state.set_mut(msg.set).keys.push(key);
+            Ok(kid)
+        })
+    }
+}
+
+/// Makes a key of a set the signing key.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), SignerError>")]
+pub struct UseKey {
+    /// The set.
+    pub set: KeySetName,
+    /// The key.
+    pub kid: String,
+}
+
+impl Handler<UseKey> for SignerActor {
+    type Result = Result<(), SignerError>;
+
+    fn handle(&mut self, msg: UseKey, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let mut keys = state.set_mut(msg.set);
+            keys.current = keys
+                .position(&msg.kid)
+                .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
+            Ok(())
+        })
+    }
+}
+
+/// Removes a key from a set and moves its file to `retired/` (not the signing key).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), SignerError>")]
+pub struct RetireKey {
+    /// The set.
+    pub set: KeySetName,
+    /// The key.
+    pub kid: String,
+}
+
+impl Handler<RetireKey> for SignerActor {
+    type Result = Result<(), SignerError>;
+
+    fn handle(&mut self, msg: RetireKey, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let mut keys = state.set_mut(msg.set);
+            let position = keys
+                .position(&msg.kid)
+                .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
+            if position == keys.current {
+                return Err(SignerError::KeyFile(format!(
+                    "{} is the signing key",
+                    msg.kid
+                )));
+            }
+            super::keys::retire_key_file(&state.dir(msg.set), &msg.kid)?;
+            keys.keys.remove(position);
+            if keys.current > position {
+                keys.current -= 1;
+            }
+            Ok(())
         })
     }
 }

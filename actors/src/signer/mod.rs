@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
 use agentkeys_runtime::store::HeadSigner;
-use agentkeys_runtime::store::audit::HEAD_LABEL;
 use agentkeys_runtime::{LiveProof, Omni};
 use serde_json::Value;
 
@@ -222,6 +221,8 @@ pub struct SignerHealth {
 #[derive(Clone)]
 pub struct SignerHandle {
     addr: Addr<SignerActor>,
+    /// One thread of its own for audit heads, so a commit never queues behind wallet signatures.
+    heads: Addr<SignerActor>,
     state: Arc<SignerState>,
 }
 
@@ -231,22 +232,38 @@ impl std::fmt::Debug for SignerHandle {
     }
 }
 
-/// Signs audit chain heads (see [`SignerHandle::audit_head_signer`]).
+/// How long the store's writer waits for a head signature before failing its batch.
+const HEAD_SIGNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the store's writer holds to sign audit chain heads: the address of the signer's
+/// audit-head thread, never the key (see [`SignerHandle::audit_head_signer`]).
 struct AuditHeadSigner {
-    state: Arc<SignerState>,
+    heads: Addr<SignerActor>,
 }
 
 impl HeadSigner for AuditHeadSigner {
     fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
-        if !message.starts_with(HEAD_LABEL) {
-            return Err("the audit key signs only audit chain heads".into());
+        // The writer is a plain thread: it sends, then blocks on the answer.
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.heads.do_send(messages::SignAuditHead {
+            message: message.to_vec(),
+            reply,
+        });
+        match answer.recv_timeout(HEAD_SIGNING_TIMEOUT) {
+            Ok(signed) => signed.map_err(|e| e.to_string()),
+            Err(_) => Err("the signer did not sign the audit head in time".into()),
         }
-        let set = self.state.set(KeySetName::Audit);
-        let key = set.current();
-        key.sign(message)
-            .map(|signature| (key.kid().to_string(), signature))
-            .map_err(|e| e.to_string())
     }
+}
+
+/// The public JWKs of the key set stored in `dir`, for checking signatures offline (when no
+/// signer runs, e.g. `agentkeys audit verify` on a stopped server). The private parts are read
+/// and dropped here; only public keys leave this module.
+pub fn public_jwks_on_disk(dir: &std::path::Path) -> Result<Vec<Value>, SignerError> {
+    Ok(keys::load_set(dir)?
+        .iter()
+        .map(P256Key::public_jwk)
+        .collect())
 }
 
 /// Starts the signer pool with `k3` (already checked against the store's fingerprint) and the
@@ -283,7 +300,11 @@ pub fn start(
     let addr = SyncArbiter::start(state.threads, move || SignerActor {
         state: shared.clone(),
     });
-    Ok(SignerHandle { addr, state })
+    let shared = state.clone();
+    let heads = SyncArbiter::start(1, move || SignerActor {
+        state: shared.clone(),
+    });
+    Ok(SignerHandle { addr, heads, state })
 }
 
 impl SignerHandle {
@@ -406,11 +427,11 @@ impl SignerHandle {
         self.ask(messages::InjectPanic).await?
     }
 
-    /// The capability the store's writer uses to sign audit chain heads with the audit key.
-    /// It signs only messages carrying the audit-head label; the key stays in this module.
+    /// The capability the store's writer uses to sign audit chain heads: it sends each head to
+    /// the signer's audit-head thread, which signs only messages carrying the audit-head label.
     pub fn audit_head_signer(&self) -> Arc<dyn HeadSigner> {
         Arc::new(AuditHeadSigner {
-            state: self.state.clone(),
+            heads: self.heads.clone(),
         })
     }
 
@@ -420,39 +441,27 @@ impl SignerHandle {
     }
 
     /// Adds a new key to `set` (published from now on, not yet signing); returns its kid.
-    pub fn add_key(&self, set: KeySetName) -> Result<String, SignerError> {
-        let key = keys::create_key(&self.state.dir(set))?;
-        let kid = key.kid().to_string();
-        self.state.set_mut(set).keys.push(key);
-        Ok(kid)
+    pub async fn add_key(&self, set: KeySetName) -> Result<String, SignerError> {
+        self.ask(messages::AddKey { set }).await?
     }
 
     /// Makes `kid` the signing key of `set`.
-    pub fn use_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
-        let mut keys = self.state.set_mut(set);
-        let position = keys
-            .position(kid)
-            .ok_or_else(|| SignerError::KeyFile(format!("no key {kid} in the set")))?;
-        keys.current = position;
-        Ok(())
+    pub async fn use_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
+        self.ask(messages::UseKey {
+            set,
+            kid: kid.to_string(),
+        })
+        .await?
     }
 
     /// Removes `kid` from `set` (no longer published or usable) and moves its file to
     /// `retired/`. The signing key cannot be retired.
-    pub fn retire_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
-        let mut keys = self.state.set_mut(set);
-        let position = keys
-            .position(kid)
-            .ok_or_else(|| SignerError::KeyFile(format!("no key {kid} in the set")))?;
-        if position == keys.current {
-            return Err(SignerError::KeyFile(format!("{kid} is the signing key")));
-        }
-        keys::retire_key_file(&self.state.dir(set), kid)?;
-        keys.keys.remove(position);
-        if keys.current > position {
-            keys.current -= 1;
-        }
-        Ok(())
+    pub async fn retire_key(&self, set: KeySetName, kid: &str) -> Result<(), SignerError> {
+        self.ask(messages::RetireKey {
+            set,
+            kid: kid.to_string(),
+        })
+        .await?
     }
 
     /// The public JWKs of a key set, the signing key first (never private parts).
