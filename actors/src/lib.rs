@@ -1,8 +1,11 @@
-//! AgentKeys domain layer: derivations of identifiers and, as the product grows, the master,
-//! agent, signer and mailer actors on top of `agentkeys-runtime`.
+//! AgentKeys domain layer on top of `agentkeys-runtime`: derivations of identifiers and
+//! signatures (`crypto`), the domain ledger in the runtime's store (`ledger`), the master and
+//! agent actors that own their state (`principal`, `master`, `agent`), and the signer pool that
+//! holds every key (`signer`).
 
 pub mod agent;
 pub mod crypto;
+pub mod ledger;
 pub mod master;
 pub mod principal;
 pub mod scope;

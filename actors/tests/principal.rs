@@ -33,6 +33,7 @@ async fn setup() -> Setup {
     stack.create(master, None, "").await;
     let deps = PrincipalDeps {
         signer: stack.signer.clone(),
+        ledger: stack.ledger.clone(),
     };
     Setup {
         masters: Registry::new(&stack.runtime, deps.clone()),
@@ -148,7 +149,7 @@ async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
         matches!(refused, Err(SessionError::BindingRevoked)),
         "{refused:?}"
     );
-    let stored = s.stack.runtime.store().device(&omni, bid).expect("read");
+    let stored = s.stack.ledger.device(&omni, bid).expect("read");
     assert!(stored.expect("exists").tombstoned_at.is_some());
 }
 
@@ -216,7 +217,7 @@ async fn the_audit_key_signs_heads_through_messages_and_nothing_else() {
     // The store's writer is a plain thread that blocks on the answer; so is this one (the
     // actix thread keeps running, as it does in the server).
     let thread = std::thread::spawn(move || {
-        let mut head = agentkeys_runtime::store::audit::HEAD_LABEL.to_vec();
+        let mut head = agentkeys_actors::ledger::audit::HEAD_LABEL.to_vec();
         head.extend_from_slice(b"a chain head");
         (heads.sign_head(&head), heads.sign_head(b"a wallet message"))
     });

@@ -10,8 +10,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use agentkeys_actors::ledger::Ledger;
+use agentkeys_actors::ledger::SetAllowed;
 use agentkeys_actors::signer::KeySetName;
-use agentkeys_runtime::store::{Origin, SetAllowed, Status, WriteError};
+use agentkeys_runtime::store::{Origin, Status, WriteError};
 use agentkeys_runtime::{Omni, Runtime};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -105,6 +107,7 @@ fn omni(text: &str) -> Result<Omni, Value> {
 /// Answers one request.
 pub async fn handle(
     runtime: &Runtime,
+    ledger: &Ledger,
     data_dir: &Path,
     rotator: &Rotator,
     request: AdminRequest,
@@ -114,11 +117,13 @@ pub async fn handle(
             masters(runtime, after.as_deref(), limit.unwrap_or(100).min(1000))
         }
         AdminRequest::Status { omni: o } => status(runtime, &o),
-        AdminRequest::Revoke { omni: o } => revoke(runtime, &o).await,
+        AdminRequest::Revoke { omni: o } => revoke(runtime, ledger, &o).await,
         AdminRequest::LiftQuarantine { omni: o } => {
             omni(&o).map(|o| json!({"ok": true, "lifted": runtime.lift_quarantine(&o)}))
         }
-        AdminRequest::Allow { action, entry } => allow(runtime, action, entry.as_deref()).await,
+        AdminRequest::Allow { action, entry } => {
+            allow(runtime, ledger, action, entry.as_deref()).await
+        }
         AdminRequest::Keys { action } => keys(rotator, action).await,
         AdminRequest::AuditVerify => {
             let paths = crate::audit::AuditPaths {
@@ -126,10 +131,10 @@ pub async fn handle(
             };
             // A walk of every chain: on a blocking thread, never on a tokio worker that serves
             // requests.
-            let store = runtime.store().clone();
+            let ledger = ledger.clone();
             let audit_keys = rotator.signer().public_jwks(KeySetName::Audit);
             tokio::task::spawn_blocking(move || {
-                crate::audit::verify_running(store.as_ref(), &audit_keys, &paths)
+                crate::audit::verify_running(&ledger, &audit_keys, &paths)
             })
             .await
             .map_err(|e| refuse("internal", format!("the verification task failed: {e}")))
@@ -218,10 +223,11 @@ pub fn allow_entry(text: &str) -> Result<String, String> {
 
 async fn allow(
     runtime: &Runtime,
+    ledger: &Ledger,
     action: AllowAction,
     entry: Option<&str>,
 ) -> Result<Value, Value> {
-    let store = runtime.store();
+    let store = ledger;
     let allowed = match (action, entry) {
         (AllowAction::List, _) => {
             let list = store
@@ -250,13 +256,13 @@ async fn allow(
     Ok(json!({"ok": true, "entry": entry, "allowed": allowed, "changed": changed}))
 }
 
-async fn revoke(runtime: &Runtime, text: &str) -> Result<Value, Value> {
+async fn revoke(runtime: &Runtime, ledger: &Ledger, text: &str) -> Result<Value, Value> {
     let o = omni(text)?;
     let origin = Origin {
         actor: None,
         request_id: format!("admin-{}", runtime.clock().now().as_millis()),
     };
-    match runtime.revoke_as(o, origin).await {
+    match ledger.revoke(runtime, o, origin).await {
         Ok(r) => Ok(
             json!({"ok": true, "omni": o.to_string(), "new": r.new, "stopped": r.stopped,
             "revoked_at": agentkeys_actors::crypto::rfc3339::format(r.revoked_at.as_millis() as i64),
@@ -271,6 +277,7 @@ async fn revoke(runtime: &Runtime, text: &str) -> Result<Value, Value> {
 pub async fn listen(
     data_dir: &Path,
     runtime: Runtime,
+    ledger: Ledger,
     rotator: std::sync::Arc<Rotator>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join(SOCKET);
@@ -292,10 +299,12 @@ pub async fn listen(
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let runtime = runtime.clone();
+            let ledger = ledger.clone();
             let data_dir = data_dir.clone();
             let rotator = rotator.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(stream, &runtime, &data_dir, &rotator).await {
+                let serving = serve_connection(stream, &runtime, &ledger, &data_dir, &rotator);
+                if let Err(e) = serving.await {
                     tracing::debug!(cause = %e, "admin connection ended");
                 }
             });
@@ -306,6 +315,7 @@ pub async fn listen(
 async fn serve_connection(
     stream: UnixStream,
     runtime: &Runtime,
+    ledger: &Ledger,
     data_dir: &Path,
     rotator: &Rotator,
 ) -> std::io::Result<()> {
@@ -315,7 +325,7 @@ async fn serve_connection(
         let answer = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(request) => {
                 tracing::info!(request = %line, "admin request");
-                handle(runtime, data_dir, rotator, request).await
+                handle(runtime, ledger, data_dir, rotator, request).await
             }
             Err(e) => refuse("invalid_request", e.to_string()),
         };

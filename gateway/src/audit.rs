@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use agentkeys_actors::ledger::Ledger;
+use agentkeys_actors::ledger::{AuditReport, ChainMark};
 use agentkeys_actors::signer::keys::verify_es256;
 use agentkeys_actors::signer::public_jwks_on_disk;
 use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::{AuditReport, ChainMark, RedbStore, Storage};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -114,12 +115,12 @@ fn verify_with(
 
 /// In the server: verify the open store against the public audit keys the signer publishes.
 pub fn verify_running(
-    store: &dyn Storage,
+    ledger: &Ledger,
     audit_keys: &[Value],
     paths: &AuditPaths,
 ) -> anyhow::Result<Value> {
     verify_with(paths, audit_keys, |check, last| {
-        Ok(store.verify_audit(check, last)?)
+        Ok(ledger.verify_audit(check, last)?)
     })
 }
 
@@ -134,7 +135,7 @@ pub fn verify_offline(paths: &AuditPaths) -> anyhow::Result<Value> {
     let keys_dir = paths.data_dir.join("keys").join("audit");
     let audit_keys = public_jwks_on_disk(&keys_dir)?;
     verify_with(paths, &audit_keys, |check, last| {
-        RedbStore::verify_file(&file, check, last).with_context(|| {
+        Ledger::verify_file(&file, check, last).with_context(|| {
             format!(
                 "cannot read {}; if the server runs, its admin socket must be reachable",
                 file.display()

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentkeys_runtime::store::Registration;
+use agentkeys_actors::ledger::Registration;
 use anyhow::{Context as _, bail};
 
 /// Where a value came from.

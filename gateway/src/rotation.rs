@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use agentkeys_actors::signer::{CurrentKids, KeySetName, SignerHandle};
 use agentkeys_runtime::Clock;
-use agentkeys_runtime::store::Storage;
+use agentkeys_runtime::store::RedbStore;
+
 use serde::{Deserialize, Serialize};
 
 /// The store's meta name of the rotation state.
@@ -78,7 +79,7 @@ pub enum RotationError {
 /// The rotation driver.
 pub struct Rotator {
     signer: SignerHandle,
-    store: Arc<dyn Storage>,
+    store: Arc<RedbStore>,
     clock: Arc<dyn Clock>,
     switch_delay: Duration,
     state: Mutex<RotationState>,
@@ -103,7 +104,7 @@ impl Rotator {
     /// Loads the persisted state (a missing one is empty).
     pub fn load(
         signer: SignerHandle,
-        store: Arc<dyn Storage>,
+        store: Arc<RedbStore>,
         clock: Arc<dyn Clock>,
         switch_delay: Duration,
     ) -> Result<Self, RotationError> {

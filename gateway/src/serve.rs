@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentkeys_actors::ledger::{self, Ledger};
 use agentkeys_actors::signer::{self, CurrentKids, KeySetName, SignerConfig, keys};
-use agentkeys_runtime::store::{RedbStore, Storage, StoreOptions};
+use agentkeys_runtime::store::{RedbStore, StoreOptions};
 use agentkeys_runtime::{Clock, Registry, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
@@ -36,6 +37,7 @@ pub struct Server {
     mailer_check: tokio::task::JoinHandle<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     runtime: Runtime,
+    ledger: Ledger,
 }
 
 impl Server {
@@ -54,6 +56,11 @@ impl Server {
         &self.runtime
     }
 
+    /// The domain ledger behind the server.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     /// Graceful stop: stop accepting, drain in-flight requests for at most `drain`, then the
     /// runtime's shutdown (drain calls, final group commit, actors deepest first, close store).
     pub async fn stop(self, drain: Duration) -> anyhow::Result<()> {
@@ -66,7 +73,7 @@ impl Server {
         self.admin.abort();
         self.supervision_audit.abort();
         self.mailer_check.abort();
-        if let Err(e) = self.runtime.audit_supervision().await {
+        if let Err(e) = self.ledger.audit_supervision(&self.runtime).await {
             tracing::error!(cause = %e, "cannot audit the last supervision events");
         }
         let _ = std::fs::remove_file(&self.admin_socket);
@@ -152,12 +159,15 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         client_id: config.client_id.clone(),
         key_fingerprint: Some(k3.fingerprint().0.to_vec()),
         cache_bytes: usize::try_from(config.limits.store_cache_mib << 20).unwrap_or(usize::MAX),
+        prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
     let store = RedbStore::open(&store_path, &options, clock.now())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let recorded = recorded_kids(&store)?;
-    let runtime = Runtime::start(Arc::new(store), clock, RuntimeConfig::default())?;
+    let store = Arc::new(store);
+    let ledger = Ledger::new(store.clone());
+    let runtime = Runtime::start(store, clock, RuntimeConfig::default())?;
     let signer = signer::start(
         SignerConfig {
             keys_dir: config.data_dir.join("keys"),
@@ -169,8 +179,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         &recorded,
     )?;
     record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
-    runtime
-        .store()
+    ledger
         .set_head_signer(signer.audit_head_signer())
         .await
         .map_err(|e| anyhow::anyhow!("cannot sign pending audit heads: {e}"))?;
@@ -187,6 +196,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let principal_deps = agentkeys_actors::principal::PrincipalDeps {
         signer: signer.clone(),
+        ledger: ledger.clone(),
     };
     let state = AppState {
         stopping: stopping_rx,
@@ -195,6 +205,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             &signer,
             Lifetimes::of(&config.limits),
         )),
+        ledger: ledger.clone(),
         masters: Registry::new(&runtime, principal_deps.clone()),
         agents: Registry::new(&runtime, principal_deps),
         registration: config.registration,
@@ -227,7 +238,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         limits: config.limits,
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
-    let admin = crate::admin::listen(&config.data_dir, runtime.clone(), rotator).await?;
+    let admin =
+        crate::admin::listen(&config.data_dir, runtime.clone(), ledger.clone(), rotator).await?;
     let public =
         Listener::spawn(config.listen, http::router(state.clone(), metrics.clone())).await?;
     let metrics = match config.metrics_listen {
@@ -241,7 +253,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         data_dir = %config.data_dir.display(),
         "listening"
     );
-    let supervision_audit = tokio::spawn(audit_supervision_every_second(runtime.clone()));
+    let supervision_audit = tokio::spawn(audit_supervision_every_second(
+        runtime.clone(),
+        ledger.clone(),
+    ));
     Ok(Server {
         public,
         metrics,
@@ -251,6 +266,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         stopping,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
+        ledger,
     })
 }
 
@@ -265,11 +281,11 @@ async fn check_mailer_every_minute(mailer: crate::mail::Mailer) {
 }
 
 /// Writes the audit rows of quarantines (and lifts) as they happen.
-async fn audit_supervision_every_second(runtime: Runtime) {
+async fn audit_supervision_every_second(runtime: Runtime, ledger: Ledger) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Err(e) = runtime.audit_supervision().await {
+        if let Err(e) = ledger.audit_supervision(&runtime).await {
             tracing::error!(cause = %e, "cannot audit supervision events");
         }
     }
@@ -293,7 +309,7 @@ fn recorded_kids(store: &RedbStore) -> anyhow::Result<CurrentKids> {
 
 /// Records the signing kids the first time (the rotation state lives in the store).
 async fn record_kids(
-    store: &dyn Storage,
+    store: &RedbStore,
     recorded: &CurrentKids,
     current: &CurrentKids,
 ) -> anyhow::Result<()> {

@@ -67,7 +67,6 @@ async fn the_host_administrator_lists_inspects_and_revokes() {
                 parent,
                 label: label.into(),
                 created_at: t,
-                wallet: None,
                 origin: Default::default(),
                 scopes: Vec::new(),
             })

@@ -388,12 +388,11 @@ async fn sixteen_clients_redeem_one_code_and_exactly_one_binds() {
     let master: agentkeys_runtime::Omni = alice.omni.parse().expect("omni");
     let alerts = stack
         .server
-        .runtime()
-        .store()
+        .ledger()
         .audit_rows(&master, 0, 1000)
         .expect("rows")
         .iter()
-        .filter(|r| r.entry.op == agentkeys_runtime::store::audit::op::LINK_CODE_REUSE)
+        .filter(|r| r.entry.op == agentkeys_actors::ledger::audit::op::LINK_CODE_REUSE)
         .count();
     assert_eq!(alerts, 15);
     // Unknown and expired codes.

@@ -177,8 +177,7 @@ async fn magic_link_login_creates_the_email_master() {
     assert!(
         stack
             .server
-            .runtime()
-            .store()
+            .ledger()
             .is_managed_wallet(&anchor.0)
             .expect("read")
     );

@@ -92,8 +92,7 @@ async fn wallet_login_creates_the_master_and_a_bound_session() {
     // The audit chain holds create, device add, login, login, refresh, all signed.
     let rows = stack
         .server
-        .runtime()
-        .store()
+        .ledger()
         .audit_rows(&master, 0, 100)
         .expect("rows");
     assert_eq!(rows.len(), 5);
@@ -106,8 +105,7 @@ async fn wallet_login_creates_the_master_and_a_bound_session() {
     };
     let report = stack
         .server
-        .runtime()
-        .store()
+        .ledger()
         .verify_audit(&check, &[])
         .expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);

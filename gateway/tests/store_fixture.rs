@@ -79,7 +79,9 @@ async fn write_the_fixture() {
     let (status, _) = agent.call(&stack, "POST", "/v1/actors", Some(body)).await;
     assert_eq!(status, 201);
     let body = json!({"message": "written before the split"});
-    let (status, _) = agent.call(&stack, "POST", "/v1/sign/eip191", Some(body)).await;
+    let (status, _) = agent
+        .call(&stack, "POST", "/v1/sign/eip191", Some(body))
+        .await;
     assert_eq!(status, 200);
     let (status, gone) = boss
         .call(&stack, "POST", "/v1/actors", Some(json!({"label": "gone"})))
@@ -112,7 +114,10 @@ async fn a_store_written_by_an_earlier_build_opens_unchanged() {
     .expect("json");
     let stack = start(dir.path(), None).await;
     let boss = master(&stack, 77).await;
-    assert_eq!(boss.omni, expected["master"], "the same wallet is the same master");
+    assert_eq!(
+        boss.omni, expected["master"],
+        "the same wallet is the same master"
+    );
     let ops = expected["ops"]["omni"].as_str().expect("omni");
     let mut now = describe(&stack, &boss, ops).await;
     let audit = get(&stack, &boss, "/v1/audit?limit=1000").await;

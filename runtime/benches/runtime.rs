@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Message};
-use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, Storage, StoreOptions};
+use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, StoreOptions};
 use agentkeys_runtime::{
     Activation, Clock, LineageGuard, Omni, Registry, Runtime, RuntimeConfig, SystemClock,
     Timestamp, VirtualActor,

@@ -45,7 +45,7 @@ pub struct Activation {
     /// The check it runs before replying.
     pub guard: LineageGuard,
     /// The store, for the actor's own rows (e.g. device bindings).
-    pub store: Arc<dyn crate::store::Storage>,
+    pub store: Arc<crate::store::RedbStore>,
     /// The runtime's clock.
     pub clock: Arc<dyn crate::Clock>,
     /// The actor's own entry of the runtime's scope index (only its owner may change it).

@@ -10,10 +10,9 @@ use tokio::sync::{Notify, oneshot};
 use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
-use crate::store::audit::op;
 use crate::store::{
-    AuditEntry, CreateActor, CreateError, Created, Lineage, Origin, RevokeActor, RevokeError,
-    Status, Storage, StoreError, WriteError,
+    CreateActor, CreateError, Created, Lineage, Mutation, Origin, RedbStore, Revocation,
+    RevokeActor, RevokeError, Status, StoreError, WriteError,
 };
 use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
 
@@ -85,7 +84,7 @@ pub struct Runtime {
 }
 
 struct Inner {
-    store: Arc<dyn Storage>,
+    store: Arc<RedbStore>,
     clock: Arc<dyn Clock>,
     revoked: crate::RevokedIndex,
     scopes: crate::ScopeIndex,
@@ -120,7 +119,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts the arbiters. Must run inside an actix `System` (e.g. in `System::block_on`).
     pub fn start(
-        store: Arc<dyn Storage>,
+        store: Arc<RedbStore>,
         clock: Arc<dyn Clock>,
         config: RuntimeConfig,
     ) -> Result<Self, RuntimeError> {
@@ -151,7 +150,7 @@ impl Runtime {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn Storage> {
+    pub fn store(&self) -> &Arc<RedbStore> {
         &self.inner.store
     }
 
@@ -240,22 +239,37 @@ impl Runtime {
         self.revoke_as(omni, Origin::default()).await
     }
 
-    /// Revokes `omni` and so its whole subtree; `origin` goes into the audit row.
-    ///
-    /// Order: one durable write (the marker on `omni`), then the index entry, then every active
-    /// actor of the subtree is told to stop, then the answer. The work runs on a detached task:
-    /// dropping the returned future does not stop it, and repeating it is harmless.
+    /// Revokes `omni` and so its whole subtree, writing the marker alone (see
+    /// [`Self::revoke_with`]).
     pub async fn revoke_as(
         &self,
         omni: Omni,
         origin: Origin,
     ) -> Result<RevocationReceipt, WriteError<RevokeError>> {
+        self.revoke_with(omni, origin, |op| op).await
+    }
+
+    /// Revokes `omni` and so its whole subtree; `wrap` lets a higher layer add its own effects
+    /// to the marker's transaction (the ledger tombstones bindings and writes the audit row).
+    ///
+    /// Order: one durable write (the marker on `omni`), then the index entry, then every active
+    /// actor of the subtree is told to stop, then the answer. The work runs on a detached task:
+    /// dropping the returned future does not stop it, and repeating it is harmless.
+    pub async fn revoke_with<M>(
+        &self,
+        omni: Omni,
+        origin: Origin,
+        wrap: impl FnOnce(RevokeActor) -> M,
+    ) -> Result<RevocationReceipt, WriteError<RevokeError>>
+    where
+        M: Mutation<Output = Revocation, Rejection = RevokeError>,
+    {
         let started = Instant::now();
-        let pending = self.inner.store.revoke_actor(RevokeActor {
+        let pending = self.inner.store.submit(wrap(RevokeActor {
             omni,
             at: self.inner.clock.now(),
             origin,
-        });
+        }));
         let runtime = self.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -334,47 +348,6 @@ impl Runtime {
         self.inner
             .supervisor
             .is_quarantined(omni, self.inner.clock.now())
-    }
-
-    /// Drains the supervision events and writes an audit row, in the actor's master's chain,
-    /// for every quarantine and every early lift (restarts are only logged). Returns the rows
-    /// written. The gateway calls it every second; tests call it directly.
-    pub async fn audit_supervision(&self) -> Result<usize, StoreError> {
-        let (events, dropped) = self.drain_supervision_events();
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "supervision events were dropped before being audited"
-            );
-        }
-        let mut pending = Vec::new();
-        for event in events {
-            let (omni, code, at) = match event {
-                SupervisionEvent::Quarantined { omni, at, .. } => (omni, op::QUARANTINE, at),
-                SupervisionEvent::QuarantineLifted { omni, at } => {
-                    (omni, op::QUARANTINE_LIFTED, at)
-                }
-                SupervisionEvent::Restarting { .. } => continue,
-            };
-            let Some(lineage) = self.lineage(&omni)? else {
-                continue;
-            };
-            let origin = Origin {
-                actor: None,
-                request_id: "supervisor".into(),
-            };
-            let master = lineage.records()[0].omni;
-            let entry = AuditEntry::done(master, origin, code, omni, [0; 32], at);
-            pending.push(self.inner.store.append_audit(entry));
-        }
-        let written = pending.len();
-        for write in pending {
-            write.await.map_err(|e| match e {
-                WriteError::Store(e) => e,
-                WriteError::Rejected(never) => match never {},
-            })?;
-        }
-        Ok(written)
     }
 
     /// Ends a quarantine early (host administrator); `false` if `omni` was not quarantined.

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use agentkeys_runtime::store::Storage;
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
 use agentkeys_tests::{
     DRAIN, Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::sync::mpsc;
 
-use agentkeys_runtime::store::{CreateError, Mutation, Storage, StoreError, WriteError};
+use agentkeys_runtime::store::{CreateError, Mutation, StoreError, WriteError};
 use agentkeys_tests::{create, omni_of, open_store};
 use redb::WriteTransaction;
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use agentkeys_runtime::store::{CreateError, RedbStore, Status, Storage, WriteError};
+use agentkeys_runtime::store::{CreateError, RedbStore, Status, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime, Timestamp};
 use agentkeys_tests::{DRAIN, Ping, Probe, T0, create, omni_of, open_store, start_runtime};
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentkeys_runtime::store::{Status, audit::op};
+use agentkeys_runtime::store::Status;
 use agentkeys_runtime::{CallError, Omni, Runtime, SupervisionEvent};
 use agentkeys_tests::{
     DRAIN, Fixture, Hold, MAILBOX, Panic, Ping, activations, create, omni_of, wait_until,
@@ -85,27 +85,12 @@ async fn a_panic_restarts_only_that_actor_after_its_backoff() {
     runtime.shutdown(DRAIN).await;
 }
 
-/// Crashes `omni` until it is quarantined (6 crashes within the window).
-async fn crash_into_quarantine(fx: &Fixture, omni: Omni) {
-    for crash in 1..=6 {
-        let answer = fx.registry.call(omni, Panic).await;
-        let quarantined = crash == 6;
-        assert!(
-            matches!(answer, Err(CallError::Unavailable { quarantined: q, .. }) if q == quarantined),
-            "crash {crash}: {answer:?}"
-        );
-        if !quarantined {
-            fx.clock.advance(Duration::from_millis(100 << (crash - 1)));
-        }
-    }
-}
-
 #[actix::test]
 async fn intensity_exceeded_quarantines_until_the_cool_down_ends() {
     let fx = Fixture::new();
     let (runtime, registry, clock) = (&fx.runtime, &fx.registry, &fx.clock);
     let (master, a, _) = same_arbiter_pair(runtime, "quarantine-master").await;
-    crash_into_quarantine(&fx, a).await;
+    fx.crash_into_quarantine(a).await;
     assert!(runtime.is_quarantined(&a));
     let (events, _) = runtime.drain_supervision_events();
     assert!(matches!(
@@ -129,20 +114,24 @@ async fn a_quarantine_can_be_lifted_early() {
     let fx = Fixture::new();
     let (runtime, registry) = (&fx.runtime, &fx.registry);
     let (master, a, _) = same_arbiter_pair(runtime, "lift-master").await;
-    crash_into_quarantine(&fx, a).await;
+    fx.crash_into_quarantine(a).await;
     assert!(runtime.lift_quarantine(&a));
     assert!(!runtime.lift_quarantine(&a), "lifting twice finds nothing");
     assert_eq!(registry.call(a, Ping).await.expect("a").expect("live"), a);
-    // The quarantine and its lift are audited in the master's chain (restarts are not).
-    assert_eq!(runtime.audit_supervision().await.expect("audited"), 2);
-    let rows = runtime.store().audit_rows(&master, 0, 100).expect("rows");
-    let ops: Vec<_> = rows
+    // The quarantine and its lift are events for the audit layer (restarts are only logged).
+    let (events, dropped) = runtime.drain_supervision_events();
+    assert_eq!(dropped, 0);
+    let kinds: Vec<_> = events
         .iter()
-        .filter(|r| r.entry.target == Some(a) && r.entry.op >= op::QUARANTINE)
-        .map(|r| r.entry.op)
+        .filter_map(|e| match e {
+            SupervisionEvent::Quarantined { omni, parent, .. } if *omni == a => {
+                Some(("quarantined", *parent))
+            }
+            SupervisionEvent::QuarantineLifted { omni, .. } if *omni == a => Some(("lifted", None)),
+            _ => None,
+        })
         .collect();
-    assert_eq!(ops, [op::QUARANTINE, op::QUARANTINE_LIFTED]);
-    assert_eq!(runtime.audit_supervision().await.expect("nothing new"), 0);
+    assert_eq!(kinds, [("quarantined", Some(master)), ("lifted", None)]);
     runtime.shutdown(DRAIN).await;
 }
 
@@ -151,7 +140,7 @@ async fn revoking_a_quarantined_actor_works() {
     let fx = Fixture::new();
     let (runtime, registry) = (&fx.runtime, &fx.registry);
     let (_, a, _) = same_arbiter_pair(runtime, "rq-master").await;
-    crash_into_quarantine(&fx, a).await;
+    fx.crash_into_quarantine(a).await;
     let receipt = runtime.revoke(a).await.expect("revoked while quarantined");
     assert!(receipt.new);
     assert!(matches!(runtime.status(&a), Ok(Some(Status::Revoked { by, .. })) if by == a));

@@ -44,6 +44,23 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Crashes `omni`'s actor until the default restart intensity (5 in 10 s) is exceeded,
+    /// waiting out each backoff on the manual clock; the sixth crash quarantines it.
+    pub async fn crash_into_quarantine(&self, omni: Omni) {
+        for crash in 1..=6 {
+            let answer = self.registry.call(omni, Panic).await;
+            let quarantined = crash == 6;
+            assert!(
+                matches!(answer, Err(CallError::Unavailable { quarantined: q, .. }) if q == quarantined),
+                "crash {crash}: {answer:?}"
+            );
+            if !quarantined {
+                self.clock
+                    .advance(Duration::from_millis(100 << (crash - 1)));
+            }
+        }
+    }
+
     /// Starts everything; must run inside an actix `System`.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -99,7 +116,6 @@ pub fn create(parent: Option<&Omni>, label: &str) -> CreateActor {
             String::new()
         },
         created_at: T0,
-        wallet: None,
         origin: Default::default(),
         scopes: Vec::new(),
     }
@@ -215,6 +231,8 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool, limit: Duration) -> bool
 pub struct SignerStack {
     /// The runtime over the store.
     pub runtime: Runtime,
+    /// The domain ledger in the same store.
+    pub ledger: agentkeys_actors::ledger::Ledger,
     /// The signer pool.
     pub signer: agentkeys_actors::signer::SignerHandle,
 }
@@ -228,16 +246,19 @@ impl SignerStack {
     ) -> Self {
         let options = StoreOptions {
             key_fingerprint: Some(k3.fingerprint().0.to_vec()),
+            prepare: vec![agentkeys_actors::ledger::create_tables],
             ..StoreOptions::default()
         };
-        let store =
-            RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens");
+        let store = Arc::new(
+            RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens"),
+        );
+        let ledger = agentkeys_actors::ledger::Ledger::new(store.clone());
         let config = RuntimeConfig {
             arbiters: 1,
             ..RuntimeConfig::default()
         };
-        let runtime = Runtime::start(Arc::new(store), Arc::new(ManualClock::new(T0)), config)
-            .expect("inside a System");
+        let runtime =
+            Runtime::start(store, Arc::new(ManualClock::new(T0)), config).expect("inside a System");
         let signer = agentkeys_actors::signer::start(
             agentkeys_actors::signer::SignerConfig {
                 keys_dir: dir.join("keys"),
@@ -249,7 +270,11 @@ impl SignerStack {
             &agentkeys_actors::signer::CurrentKids::default(),
         )
         .expect("signer starts");
-        Self { runtime, signer }
+        Self {
+            runtime,
+            ledger,
+            signer,
+        }
     }
 
     /// Creates an actor (a master when `parent` is `None`) with a given omni.
@@ -260,7 +285,6 @@ impl SignerStack {
                 parent,
                 label: label.to_string(),
                 created_at: T0,
-                wallet: None,
                 origin: Default::default(),
                 scopes: Vec::new(),
             })

@@ -1,7 +1,9 @@
 //! Why a principal refused a change (one enum for every message the principals take, so the
 //! gateway maps each refusal to its API code in one place).
 
-use agentkeys_runtime::store::{BindingError, CreateError, LinkError, StoreError, WriteError};
+use agentkeys_runtime::store::{CreateError, StoreError, WriteError};
+
+use crate::ledger::{BindingError, LinkError};
 use agentkeys_runtime::{CallError, Omni, Timestamp};
 
 use crate::signer::SignerError;

@@ -2,7 +2,9 @@
 //! it answers from memory, and the changes to the state it owns.
 
 use actix::Message;
-use agentkeys_runtime::store::{ActorRecord, DeviceBinding, Origin};
+use agentkeys_runtime::store::{ActorRecord, Origin};
+
+use crate::ledger::DeviceBinding;
 use agentkeys_runtime::{Omni, Timestamp};
 use std::collections::BTreeSet;
 

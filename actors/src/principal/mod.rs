@@ -27,10 +27,7 @@ use std::sync::Arc;
 
 use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, AtomicResponse, Context};
-use agentkeys_runtime::store::{
-    self, ActorKind, ActorRecord, CreateActor, CreateAndBind, DeleteDevice, DeviceBinding,
-    RedeemLinkCode, Redemption, Storage,
-};
+use agentkeys_runtime::store::{ActorKind, ActorRecord, CreateActor};
 use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, Timestamp};
 
 pub use error::PrincipalError;
@@ -40,6 +37,9 @@ pub use messages::{
 };
 
 use crate::crypto::omni::{child_omni, validate_label};
+use crate::ledger::{
+    self, CreateAndBind, DeleteDevice, DeviceBinding, Ledger, NewActor, RedeemLinkCode, Redemption,
+};
 use crate::signer::SignerHandle;
 
 /// What every principal is built with besides its record.
@@ -47,6 +47,8 @@ use crate::signer::SignerHandle;
 pub struct PrincipalDeps {
     /// Derives a new child's wallet (public data only).
     pub signer: SignerHandle,
+    /// Where bindings, link codes and audit rows are written.
+    pub ledger: Ledger,
 }
 
 /// A change submitted to the store; resolves after its commit.
@@ -56,7 +58,7 @@ pub type Change<T> = Pin<Box<dyn Future<Output = Result<T, PrincipalError>>>>;
 pub struct PrincipalCore {
     record: ActorRecord,
     guard: LineageGuard,
-    store: Arc<dyn Storage>,
+    ledger: Ledger,
     clock: Arc<dyn Clock>,
     scopes: ScopeSlot,
     signer: SignerHandle,
@@ -107,7 +109,7 @@ impl PrincipalCore {
         let mut core = Self {
             record: activation.lineage.actor().clone(),
             guard: activation.guard,
-            store: activation.store,
+            ledger: deps.ledger,
             clock: activation.clock,
             scopes: activation.scopes,
             signer: deps.signer,
@@ -123,7 +125,7 @@ impl PrincipalCore {
     }
 
     fn reload(&mut self) -> Result<(), CallError> {
-        let bindings = self.store.devices(&self.record.omni)?;
+        let bindings = self.ledger.devices(&self.record.omni)?;
         self.bindings = bindings.into_iter().map(|b| (b.bid, b)).collect();
         Ok(())
     }
@@ -185,21 +187,23 @@ impl PrincipalCore {
         let master = self.master();
         let path = format!("{}//{}", self.record.path, msg.label);
         let parent = self.record.omni;
-        let (store, signer, now) = (self.store.clone(), self.signer.clone(), self.clock.now());
+        let (ledger, signer, now) = (self.ledger.clone(), self.signer.clone(), self.clock.now());
         Box::pin(async move {
             let wallet = signer.account(master, path).await?.wallet;
-            let create = CreateActor {
-                omni,
-                parent: Some(parent),
-                label: msg.label,
-                created_at: now,
+            let create = NewActor {
+                actor: CreateActor {
+                    omni,
+                    parent: Some(parent),
+                    label: msg.label,
+                    created_at: now,
+                    origin: msg.origin,
+                    scopes,
+                },
                 wallet: Some(wallet.0),
-                origin: msg.origin,
-                scopes,
             };
             match msg.device {
                 None => {
-                    let created = store.create_actor(create).await?;
+                    let created = ledger.create(create).await?;
                     Ok(ChildCreated {
                         record: created.record,
                         master,
@@ -208,7 +212,7 @@ impl PrincipalCore {
                     })
                 }
                 Some(device) => {
-                    let bound = store
+                    let bound = ledger
                         .create_and_bind(CreateAndBind {
                             create,
                             jkt: device.jkt,
@@ -235,7 +239,7 @@ impl PrincipalCore {
             Ok(scopes) => scopes,
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
-        let write = self.store.set_scopes(store::SetScopes {
+        let write = self.ledger.set_scopes(ledger::SetScopes {
             omni: self.record.omni,
             scopes,
             origin: msg.origin,
@@ -253,7 +257,7 @@ impl PrincipalCore {
 
     /// [`IssueLinkCode`]: the store keeps the hash; the actor's memory does not change.
     pub fn issue_link_code(&self, msg: IssueLinkCode) -> Change<Timestamp> {
-        let write = self.store.issue_link_code(store::IssueLinkCode {
+        let write = self.ledger.issue_link_code(ledger::IssueLinkCode {
             omni: self.record.omni,
             hash: msg.hash,
             at: self.clock.now(),
@@ -266,7 +270,7 @@ impl PrincipalCore {
 
     /// [`BindDevice`], first half: consumes the code and binds the key in one transaction.
     pub fn bind_device(&self, msg: BindDevice) -> Change<BoundDevice> {
-        let write = self.store.redeem_link_code(RedeemLinkCode {
+        let write = self.ledger.redeem_link_code(RedeemLinkCode {
             omni: self.record.omni,
             hash: msg.hash,
             jkt: msg.device.jkt,
@@ -300,7 +304,7 @@ impl PrincipalCore {
 
     /// [`DeleteBinding`], first half: the tombstone.
     pub fn delete_binding(&self, msg: DeleteBinding) -> Change<DeviceBinding> {
-        let write = self.store.delete_device(DeleteDevice {
+        let write = self.ledger.delete_device(DeleteDevice {
             omni: self.record.omni,
             bid: msg.bid,
             origin: msg.origin,
@@ -354,7 +358,7 @@ macro_rules! principal_handlers {
         $crate::principal_handlers!(@detached $actor, IssueLinkCode, ::agentkeys_runtime::Timestamp, issue_link_code);
         $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
         $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
-        $crate::principal_handlers!(@in_turn $actor, DeleteBinding, ::agentkeys_runtime::store::DeviceBinding, delete_binding, binding_deleted);
+        $crate::principal_handlers!(@in_turn $actor, DeleteBinding, $crate::ledger::DeviceBinding, delete_binding, binding_deleted);
 
         ::agentkeys_runtime::supervised!($actor);
     };

@@ -13,7 +13,7 @@ use crate::crypto::siwe::is_siwe_for;
 use crate::crypto::sr25519;
 use crate::crypto::tx::{SignedTx, TxRequest};
 use crate::crypto::wallet::Address;
-use agentkeys_runtime::store::audit::HEAD_LABEL;
+use crate::ledger::audit::HEAD_LABEL;
 
 /// Which P-256 key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

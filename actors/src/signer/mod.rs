@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::ledger::HeadSigner;
 use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
-use agentkeys_runtime::store::HeadSigner;
 use agentkeys_runtime::{LiveProof, Omni};
 use serde_json::Value;
 

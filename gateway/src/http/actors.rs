@@ -261,8 +261,8 @@ pub async fn revoke(
     let target = target(&state, &auth, &omni)?;
     ancestor_only(&target, "revoke")?;
     let receipt = state
-        .runtime
-        .revoke_as(target.omni, Origin::from(&auth))
+        .ledger
+        .revoke(&state.runtime, target.omni, Origin::from(&auth))
         .await
         .map_err(|e| match e {
             WriteError::Rejected(_) => not_found(),

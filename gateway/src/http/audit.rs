@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::ledger::AuditRow;
+use agentkeys_actors::ledger::audit::{op, outcome};
 use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::AuditRow;
-use agentkeys_runtime::store::audit::{op, outcome};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -135,7 +135,7 @@ pub async fn list(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut after = query.after.unwrap_or(0);
-    let store = state.runtime.store();
+    let store = &state.ledger;
     let mut in_subtree: HashMap<Omni, bool> = HashMap::new();
     let mut rows = Vec::new();
     let mut end = false;

@@ -2,9 +2,10 @@
 //! once). The actor itself or an ancestor; anyone else gets 404.
 
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::ledger::DeviceBinding;
 use agentkeys_actors::principal::DeleteBinding;
 use agentkeys_runtime::Timestamp;
-use agentkeys_runtime::store::{DeviceBinding, Origin};
+use agentkeys_runtime::store::Origin;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ pub async fn list(
     ApiPath(omni): ApiPath<String>,
 ) -> Result<Json<DeviceList>, ApiError> {
     let target = target(&state, &auth, &omni)?;
-    let devices = state.runtime.store().devices(&target.omni)?;
+    let devices = state.ledger.devices(&target.omni)?;
     Ok(Json(DeviceList {
         omni: target.omni.to_string(),
         devices: devices.iter().map(DeviceView::from).collect(),

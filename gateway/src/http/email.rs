@@ -16,7 +16,7 @@
 
 use agentkeys_actors::crypto::omni::{Identity, identity_omni, master_omni};
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_runtime::store::{LoggedIn, Login};
+use agentkeys_actors::ledger::{LoggedIn, Login};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -341,8 +341,7 @@ async fn login(state: &AppState, pending: &Pending) -> Result<LoggedIn, ApiError
     let master = master_omni(&state.client_id, &anchor.to_string()).map_err(ApiError::internal)?;
     let wallet = state.signer.account(master, String::new()).await?.wallet;
     let logged_in = state
-        .runtime
-        .store()
+        .ledger
         .login(Login {
             master,
             wallet: wallet.0,

@@ -13,10 +13,10 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentkeys_actors::ledger::AuditRow;
+use agentkeys_actors::ledger::audit::op;
 use agentkeys_actors::principal::CheckSession;
 use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::AuditRow;
-use agentkeys_runtime::store::audit::op;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -178,12 +178,7 @@ impl Follower {
     /// before the row it could not judge, so the client resumes from there with
     /// `Last-Event-ID` and no event is skipped.
     fn read(&mut self) {
-        let rows = match self
-            .state
-            .runtime
-            .store()
-            .audit_rows(&self.master, self.after, 256)
-        {
+        let rows = match self.state.ledger.audit_rows(&self.master, self.after, 256) {
             Ok(rows) => rows,
             Err(e) => return self.store_failed(&e),
         };
@@ -296,9 +291,9 @@ pub async fn events(
         .unwrap_or_default();
     let follower = Follower {
         lineage,
-        key_hash: agentkeys_runtime::store::audit::detail_hash(auth.claims.cnf.jkt.as_bytes()),
+        key_hash: agentkeys_actors::ledger::audit::detail_hash(auth.claims.cnf.jkt.as_bytes()),
         dying: None,
-        watch: state.runtime.store().audit_watch(),
+        watch: state.ledger.audit_watch(),
         caller: auth.omni,
         role: auth.role(),
         master: auth.master,

@@ -170,8 +170,7 @@ pub async fn redeem(
     let no_such_code = || ApiError::new(ErrorCode::NotFound, "no such link code");
     let hash = code_hash(&code);
     let owner = state
-        .runtime
-        .store()
+        .ledger
         .link_code_owner(&hash)?
         .ok_or_else(no_such_code)?;
     let lineage = state.runtime.lineage(&owner)?.ok_or_else(no_such_code)?;

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkeys_actors::agent::AgentActor;
+use agentkeys_actors::ledger::Registration;
 use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::signer::SignerHandle;
-use agentkeys_runtime::store::Registration;
 use agentkeys_runtime::{Clock, Registry, Runtime};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -57,6 +57,8 @@ pub struct AppState {
     pub runtime: Runtime,
     /// The signer pool.
     pub signer: SignerHandle,
+    /// The domain ledger (reads of devices and audit pages, logins).
+    pub ledger: agentkeys_actors::ledger::Ledger,
     /// The configured public URL.
     pub public_url: String,
     /// host[:port] of the public URL.

@@ -11,9 +11,9 @@
 //! two upstream claims are repeated at the top level, so existing trust policies keep working.
 
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::ledger::audit::op;
 use agentkeys_actors::scope;
 use agentkeys_actors::signer::KeySetName;
-use agentkeys_runtime::store::audit::op;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};

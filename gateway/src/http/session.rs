@@ -2,8 +2,9 @@
 
 use agentkeys_actors::crypto::omni::{Identity as IdentityKind, identity_omni};
 use agentkeys_actors::crypto::rfc3339;
+use agentkeys_actors::ledger::{BindingError, RefreshSession};
 use agentkeys_actors::principal::Describe;
-use agentkeys_runtime::store::{ActorKind, BindingError, RefreshSession, WriteError};
+use agentkeys_runtime::store::{ActorKind, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
 use axum::extract::State;
@@ -95,8 +96,7 @@ pub async fn refresh(
         |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
     let omni = auth.claims.omni().map_err(invalid)?;
     let used = state
-        .runtime
-        .store()
+        .ledger
         .refresh_session(RefreshSession {
             omni,
             bid: auth.claims.bid,
@@ -200,7 +200,7 @@ pub async fn whoami(
         .signer
         .account(auth.master, view.record.path.clone())
         .await?;
-    let identity = state.runtime.store().identity_of(&auth.master)?;
+    let identity = state.ledger.identity_of(&auth.master)?;
     let anchor_wallet = match &identity {
         Some((kind, value)) if kind == "evm" => Some(value.clone()),
         Some((kind, value)) if kind == "email" => {

@@ -8,9 +8,10 @@
 
 use agentkeys_actors::crypto::eip712::TypedData;
 use agentkeys_actors::crypto::tx::TxRequest;
+use agentkeys_actors::ledger::AuditEntry;
+use agentkeys_actors::ledger::audit::{self, op};
 use agentkeys_actors::scope;
-use agentkeys_runtime::store::audit::{self, op};
-use agentkeys_runtime::store::{AuditEntry, Origin, WriteError};
+use agentkeys_runtime::store::{Origin, WriteError};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,7 @@ pub(super) async fn audited(
         state.clock.now(),
     );
     state
-        .runtime
-        .store()
+        .ledger
         .append_audit(entry)
         .await
         .map_err(|e| match e {
@@ -93,7 +93,7 @@ fn anchor_email(
 ) -> Result<Option<String>, ApiError> {
     match wallet {
         None | Some("actor") => Ok(None),
-        Some("anchor") => match state.runtime.store().identity_of(&auth.master)? {
+        Some("anchor") => match state.ledger.identity_of(&auth.master)? {
             Some((kind, email)) if kind == "email" && auth.omni == auth.master => Ok(Some(email)),
             _ => Err(ApiError::new(
                 ErrorCode::InvalidRequest,

@@ -7,7 +7,8 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_actors::crypto::siwe::{SiweExpectations, SiweMessage};
 use agentkeys_actors::crypto::wallet::Address;
-use agentkeys_runtime::store::{Login, LoginError, WriteError};
+use agentkeys_actors::ledger::{Login, LoginError};
+use agentkeys_runtime::store::WriteError;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -334,12 +335,7 @@ pub async fn verify(
         request_id: state.request_id(),
         at: state.clock.now(),
     };
-    let logged_in = state
-        .runtime
-        .store()
-        .login(login)
-        .await
-        .map_err(login_error)?;
+    let logged_in = state.ledger.login(login).await.map_err(login_error)?;
     if logged_in.new_master {
         tracing::info!(master = %master, "new master registered by wallet login");
     }

@@ -5,14 +5,14 @@ use super::DecodeError;
 use crate::omni::Omni;
 
 /// Appends a `u16` length and the bytes (callers bound lengths far below `u16::MAX`).
-pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&bytes[..usize::from(len)]);
 }
 
 /// Appends `0`, or `1` and the omni.
-pub(crate) fn put_omni(out: &mut Vec<u8>, omni: Option<&Omni>) {
+pub fn put_omni(out: &mut Vec<u8>, omni: Option<&Omni>) {
     match omni {
         None => out.push(0),
         Some(o) => {
@@ -23,13 +23,14 @@ pub(crate) fn put_omni(out: &mut Vec<u8>, omni: Option<&Omni>) {
 }
 
 /// A cursor over an encoding; every read is bounds-checked.
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     bytes: &'a [u8],
-    pub(crate) pos: usize,
+    pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    /// A cursor at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, pos: 0 }
     }
 
@@ -46,37 +47,44 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+    /// The next `N` bytes.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let at = self.pos;
         self.take(N)?
             .try_into()
             .map_err(|_| DecodeError::Malformed(at))
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
+    /// The next byte.
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16, DecodeError> {
+    /// The next big-endian `u16`.
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
+    /// The next big-endian `u64`.
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    /// The next length-prefixed byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u16()?;
         self.take(usize::from(len))
     }
 
-    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+    /// The next length-prefixed UTF-8 string.
+    pub fn string(&mut self) -> Result<String, DecodeError> {
         let at = self.pos;
         let raw = self.bytes()?;
         String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Malformed(at))
     }
 
-    pub(crate) fn omni(&mut self) -> Result<Option<Omni>, DecodeError> {
+    /// The next optional omni (flag byte, then 32 bytes).
+    pub fn omni(&mut self) -> Result<Option<Omni>, DecodeError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(Omni::from_bytes(self.array()?))),
@@ -84,8 +92,13 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// How many bytes were read (for error positions).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// `Err` unless every byte was read.
-    pub(crate) fn finish(&self) -> Result<(), DecodeError> {
+    pub fn finish(&self) -> Result<(), DecodeError> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {

@@ -1,6 +1,6 @@
 //! Durable state: one redb file, versioned records, and the group-commit writer.
 //!
-//! Tables (all keys fixed here; values are versioned encodings):
+//! The runtime's tables (all keys fixed here; values are versioned encodings):
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -8,18 +8,15 @@
 //! | `children` | (parent omni, label) | child omni |
 //! | `masters` | master omni | created_at (ms) |
 //! | `meta` | name | bytes (`schema_version` u32 BE, `client_id` UTF-8, `created_at` u64 BE) |
-//! | `devices`, `device_keys`, `counters` | see [`devices`] | device bindings |
-//! | `identities`, `managed_wallets`, `allowlist` | see [`accounts`] | logins |
-//! | `audit`, `audit_chain`, `audit_heads`, `audit_unsigned` | see [`audit`] | the audit log |
 //!
-//! Every operation of [`Storage`] is one transaction: reads take one read transaction, writes
-//! go through the group-commit [`writer`] and share a write transaction with their batch.
+//! Higher layers keep their own tables in the same file (the domain ledger of
+//! `agentkeys-actors`: devices, identities, link codes, the audit log). They create them when the
+//! store opens ([`StoreOptions::prepare`]), read them through [`RedbStore::read`], write them with
+//! their own [`Mutation`]s through [`RedbStore::submit`] — in the same group commit as the
+//! tree's writes — and may run a [`BatchHook`] around every batch. Every read is one read
+//! transaction; every write shares a write transaction with its batch.
 
-pub mod accounts;
-pub mod audit;
-pub mod devices;
-mod encoding;
-pub mod links;
+pub mod encoding;
 mod mutations;
 mod record;
 mod redb_store;
@@ -27,19 +24,13 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use accounts::{
-    AppendAudit, BindingError, BindingInUse, DeleteDevice, LoggedIn, Login, LoginError,
-    RefreshSession, Registration, SetAllowed,
+pub use mutations::{
+    CreateActor, CreateError, CreatePlan, Created, Revocation, RevokeActor, RevokeError,
+    RevokePlan, insert_record,
 };
-pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner, Origin};
-pub use devices::DeviceBinding;
-pub use links::{
-    CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
-};
-pub use mutations::{CreateActor, CreateError, Created, Revocation, RevokeActor, RevokeError};
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
-pub use redb_store::{RedbStore, StoreOptions};
-pub use writer::{Mutation, PendingWrite, WriteError, WriterCounts};
+pub use redb_store::{ACTORS, RedbStore, StoreOptions, TablePreparer, read_lineage, read_record};
+pub use writer::{BatchHook, Mutation, PendingWrite, WriteError, WriterCounts};
 
 use crate::clock::Timestamp;
 use crate::omni::Omni;
@@ -99,7 +90,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn from_redb(e: impl Into<redb::Error>) -> Self {
+    /// Wraps an error of the storage engine.
+    pub fn from_redb(e: impl Into<redb::Error>) -> Self {
         StoreError::Io(Arc::new(e.into()))
     }
 }
@@ -142,7 +134,8 @@ pub struct Lineage {
 }
 
 impl Lineage {
-    pub(crate) fn new(records: Vec<ActorRecord>) -> Self {
+    /// A lineage from its records, root first (at least one).
+    pub fn new(records: Vec<ActorRecord>) -> Self {
         debug_assert!(!records.is_empty());
         Self { records }
     }
@@ -172,126 +165,11 @@ impl Lineage {
     }
 }
 
-/// Durable storage of the actor tree. Every method is exactly one transaction.
-///
-/// Writes are submitted to the group-commit writer and answered after the fsync'd commit that
-/// holds them; dropping the returned [`PendingWrite`] does not cancel the write.
-pub trait Storage: Send + Sync + 'static {
-    /// One actor's record.
-    fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError>;
-
-    /// The records from the master down to `omni`, read in one snapshot.
-    fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError>;
-
-    /// Children of `parent` in label order, starting after `after`, at most `limit`.
-    fn children(
-        &self,
-        parent: &Omni,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ChildEntry>, StoreError>;
-
-    /// Masters in omni order, starting after `after`, at most `limit`.
-    fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError>;
-
-    /// Creates an actor (idempotent for the same omni, parent and label).
-    fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError>;
-
-    /// Writes the durable revocation marker on one actor (idempotent).
-    fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError>;
-
-    /// One device binding (live or tombstoned).
-    fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError>;
-
-    /// The actor a link code (SHA-256 of the normalized code) was issued for.
-    fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError>;
-
-    /// Every device binding of an actor, in binding order.
-    fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError>;
-
-    /// Whether `address` is the managed (or anchor) wallet of an actor here.
-    fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError>;
-
-    /// The identity (`type`, `value`) a master was created with.
-    fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError>;
-
-    /// The registration allow-list, sorted.
-    fn allowlist(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Rows of `master`'s audit chain after position `after`, at most `limit`.
-    fn audit_rows(
-        &self,
-        master: &Omni,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditRow>, StoreError>;
-
-    /// The head of `master`'s audit chain.
-    fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError>;
-
-    /// Verifies the whole audit log in one snapshot (see [`audit::verify`]).
-    fn verify_audit(
-        &self,
-        check: audit::HeadCheck<'_>,
-        last: &[ChainMark],
-    ) -> Result<AuditReport, StoreError>;
-
-    /// Logs in (creating the master the first time) and binds the device key.
-    fn login(&self, op: Login) -> PendingWrite<LoggedIn, LoginError>;
-
-    /// Checks a binding for a session refresh and records its use.
-    fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError>;
-
-    /// Issues a link code.
-    fn issue_link_code(&self, op: IssueLinkCode) -> PendingWrite<Timestamp, LinkError>;
-
-    /// Redeems a link code.
-    fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError>;
-
-    /// Creates an actor (or finds its live label) and binds a device key, in one transaction.
-    fn create_and_bind(&self, op: CreateAndBind) -> PendingWrite<CreatedAndBound, CreateError>;
-
-    /// Sets an agent's stored scopes.
-    fn set_scopes(&self, op: SetScopes) -> PendingWrite<ActorRecord, LinkError>;
-
-    /// Tombstones a device binding.
-    fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError>;
-
-    /// Appends one audit row; answers its global sequence after the commit.
-    fn append_audit(&self, entry: AuditEntry) -> PendingWrite<u64, std::convert::Infallible>;
-
-    /// Adds or removes a registration allow-list entry.
-    fn set_allowed(&self, op: SetAllowed) -> PendingWrite<bool, std::convert::Infallible>;
-
-    /// Installs the audit head signer and signs heads left unsigned before it ran.
-    fn set_head_signer(
-        &self,
-        signer: Arc<dyn HeadSigner>,
-    ) -> PendingWrite<(), std::convert::Infallible>;
-
-    /// A receiver that changes after every commit that appended audit rows (event streams
-    /// wait on it, then read the rows).
-    fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64>;
-
-    /// Reads a value of the meta table.
-    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Writes a value of the meta table (e.g. key rotation state); the store's own names
-    /// (`schema_version`, `client_id`, `created_at`, `k3_fingerprint`) are refused.
-    fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError>;
-
-    /// Resolves once every write submitted before it has committed (an empty batch member).
-    fn flush(&self) -> PendingWrite<(), std::convert::Infallible>;
-
-    /// Reads the meta table in one transaction: proves the file is readable.
-    fn check(&self) -> Result<(), StoreError>;
-
-    /// Whether the writer thread is alive.
-    fn writer_running(&self) -> bool;
-
-    /// Writer counters.
-    fn writer_counts(&self) -> WriterCounts;
-
-    /// Commits what was submitted, stops the writer; later writes fail with `Closed`.
-    fn close(&self);
+/// Who asked and under which request; every change that writes an audit row carries one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The acting actor; `None` for the host admin or the system itself.
+    pub actor: Option<Omni>,
+    /// The request id (HTTP `x-request-id` or the admin command's id).
+    pub request_id: String,
 }

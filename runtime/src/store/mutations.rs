@@ -2,12 +2,11 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::accounts::MANAGED_WALLETS;
-use super::audit::{self, AuditEntry, Origin, op};
-use super::devices;
 use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
 use super::writer::Mutation;
-use super::{ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Status, StoreError, StoredStatus};
+use super::{
+    ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Origin, Status, StoreError, StoredStatus,
+};
 use crate::clock::Timestamp;
 use crate::omni::Omni;
 
@@ -22,9 +21,7 @@ pub struct CreateActor {
     pub label: String,
     /// The creation time to record.
     pub created_at: Timestamp,
-    /// The actor's managed wallet address, indexed so it can never log in (`None`: not indexed).
-    pub wallet: Option<[u8; 20]>,
-    /// Who asked (for the audit row).
+    /// Who asked (for a higher layer's audit row).
     pub origin: Origin,
     /// The scopes stored on the new actor (an existing actor must have the same).
     pub scopes: Vec<String>,
@@ -77,14 +74,12 @@ pub enum CreateError {
 /// The plan a create's check produced.
 #[derive(Debug)]
 pub enum CreatePlan {
-    /// Insert this record (and its children entry) and audit it in `master`'s chain.
+    /// Insert this record (and its children or masters entry).
     Insert {
         /// The new record.
         record: ActorRecord,
         /// The tree's master.
         master: Omni,
-        /// Its managed wallet, to index.
-        wallet: Option<[u8; 20]>,
         /// Who asked.
         origin: Origin,
     },
@@ -179,37 +174,17 @@ impl Mutation for CreateActor {
     }
 
     fn apply(plan: CreatePlan, txn: &WriteTransaction) -> Result<Created, StoreError> {
-        let (record, master, wallet, origin) = match plan {
+        let record = match plan {
             CreatePlan::Existing(record) => return Ok(Created { record, new: false }),
-            CreatePlan::Insert {
-                record,
-                master,
-                wallet,
-                origin,
-            } => (record, master, wallet, origin),
+            CreatePlan::Insert { record, .. } => record,
         };
-        insert_record(txn, &record, wallet)?;
-        audit::append(
-            txn,
-            &AuditEntry::done(
-                master,
-                origin,
-                op::ACTOR_CREATE,
-                record.omni,
-                [0; 32],
-                record.created_at,
-            ),
-        )?;
+        insert_record(txn, &record)?;
         Ok(Created { record, new: true })
     }
 }
 
-/// Writes a new record with its `children` or `masters` entry and its managed-wallet index.
-pub(crate) fn insert_record(
-    txn: &WriteTransaction,
-    record: &ActorRecord,
-    wallet: Option<[u8; 20]>,
-) -> Result<(), StoreError> {
+/// Writes a new record with its `children` or `masters` entry.
+pub fn insert_record(txn: &WriteTransaction, record: &ActorRecord) -> Result<(), StoreError> {
     txn.open_table(ACTORS)
         .map_err(StoreError::from_redb)?
         .insert(record.omni.as_bytes(), record.encode().as_slice())
@@ -226,12 +201,6 @@ pub(crate) fn insert_record(
         txn.open_table(MASTERS)
             .map_err(StoreError::from_redb)?
             .insert(record.omni.as_bytes(), record.created_at.as_millis())
-            .map_err(StoreError::from_redb)?;
-    }
-    if let Some(wallet) = &wallet {
-        txn.open_table(MANAGED_WALLETS)
-            .map_err(StoreError::from_redb)?
-            .insert(wallet, record.omni.as_bytes())
             .map_err(StoreError::from_redb)?;
     }
     Ok(())
@@ -251,21 +220,21 @@ impl CreateActor {
                 scopes: self.scopes,
             },
             master,
-            wallet: self.wallet,
             origin: self.origin,
         }
     }
 }
 
-/// Write the durable revocation marker on one actor, tombstone its device bindings and audit
-/// it, in one transaction. O(1) in the size of its subtree.
+/// Write the durable revocation marker on one actor, in one transaction. O(1) in the size of
+/// its subtree. A higher layer wraps it to add its own effects to the same transaction (the
+/// ledger tombstones the actor's device bindings and audits it).
 #[derive(Debug, Clone)]
 pub struct RevokeActor {
     /// The actor to revoke.
     pub omni: Omni,
     /// The time to record.
     pub at: Timestamp,
-    /// Who asked (for the audit row).
+    /// Who asked (for a higher layer's audit row).
     pub origin: Origin,
 }
 
@@ -278,7 +247,8 @@ pub struct Revocation {
     pub revoked_at: Timestamp,
     /// `false` when the marker already existed (idempotent retry).
     pub new: bool,
-    /// Device bindings of the actor itself tombstoned by this revocation.
+    /// Device bindings of the actor itself tombstoned by this revocation (set by the layer
+    /// that owns bindings; 0 for the bare tree).
     pub bindings_tombstoned: usize,
 }
 
@@ -290,12 +260,15 @@ pub enum RevokeError {
     NotFound,
 }
 
-#[doc(hidden)]
+/// What a revocation's check decided.
 #[derive(Debug)]
 pub struct RevokePlan {
-    revocation: Revocation,
-    master: Omni,
-    origin: Origin,
+    /// The marker (already present when `revocation.new` is `false`).
+    pub revocation: Revocation,
+    /// The tree's master.
+    pub master: Omni,
+    /// Who asked.
+    pub origin: Origin,
 }
 
 impl Mutation for RevokeActor {
@@ -335,26 +308,13 @@ impl Mutation for RevokeActor {
     }
 
     fn apply(plan: RevokePlan, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
-        let mut revocation = plan.revocation;
+        let revocation = plan.revocation;
         if revocation.new {
             let record = &revocation.record;
             let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
             actors
                 .insert(record.omni.as_bytes(), record.encode().as_slice())
                 .map_err(StoreError::from_redb)?;
-            revocation.bindings_tombstoned =
-                devices::tombstone_all(txn, &record.omni, revocation.revoked_at)?;
-            audit::append(
-                txn,
-                &AuditEntry::done(
-                    plan.master,
-                    plan.origin,
-                    op::ACTOR_REVOKE,
-                    record.omni,
-                    [0; 32],
-                    revocation.revoked_at,
-                ),
-            )?;
         }
         Ok(revocation)
     }

@@ -121,20 +121,20 @@ impl ActorRecord {
         let kind = match r.u8()? {
             0 => ActorKind::Master,
             1 => ActorKind::Agent,
-            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+            _ => return Err(DecodeError::Malformed(r.position() - 1)),
         };
         let status = match r.u8()? {
             0 => StoredStatus::Active,
             1 => StoredStatus::Revoked {
                 at: Timestamp::from_millis(r.u64()?),
             },
-            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+            _ => return Err(DecodeError::Malformed(r.position() - 1)),
         };
         let created_at = Timestamp::from_millis(r.u64()?);
         let parent = match r.u8()? {
             0 => None,
             1 => Some(Omni::from_bytes(r.array()?)),
-            _ => return Err(DecodeError::Malformed(r.pos - 1)),
+            _ => return Err(DecodeError::Malformed(r.position() - 1)),
         };
         let label = r.string()?;
         let path = r.string()?;

@@ -1,4 +1,4 @@
-//! The redb implementation of [`Storage`].
+//! The redb store: the runtime's tables, meta, and the entry points of higher layers.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -6,22 +6,16 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::accounts::{ALLOWLIST, IDENTITIES, MANAGED_WALLETS, MASTER_IDENTITIES};
-use super::audit::{self, AUDIT, AUDIT_CHAIN, AUDIT_HEADS, AUDIT_UNSIGNED};
-use super::devices::{self, COUNTERS, DEVICE_KEYS, DEVICES};
-use super::writer::{Mutation, PendingWrite, Writer, WriterCounts};
+use super::writer::{BatchHook, Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
-    ActorRecord, AppendAudit, AuditEntry, AuditReport, AuditRow, BindingError, BindingInUse,
-    ChainHead, ChainMark, ChildEntry, CreateActor, CreateAndBind, CreateError, Created,
-    CreatedAndBound, DeleteDevice, DeviceBinding, HeadSigner, IssueLinkCode, Lineage, LinkError,
-    LoggedIn, Login, LoginError, MAX_DEPTH, MetaError, RedeemLinkCode, Redemption, RefreshSession,
-    Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, SetAllowed, SetScopes, Storage,
-    StoreError,
+    ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, MetaError,
+    Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, StoreError,
 };
 use crate::clock::Timestamp;
 use crate::omni::Omni;
 
-pub(crate) const ACTORS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("actors");
+/// The actor records (higher layers read lineages inside their own mutations).
+pub const ACTORS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("actors");
 pub(crate) const CHILDREN: TableDefinition<(&[u8; 32], &str), &[u8; 32]> =
     TableDefinition::new("children");
 pub(crate) const MASTERS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("masters");
@@ -45,7 +39,13 @@ pub struct StoreOptions {
     /// redb's page cache, bytes. redb's own default (1 GiB) lets the process grow with every
     /// page written — every audit row — until it reaches that size.
     pub cache_bytes: usize,
+    /// Run in the opening write transaction: higher layers create their tables here, so read
+    /// transactions always find them.
+    pub prepare: Vec<TablePreparer>,
 }
+
+/// Creates a higher layer's tables (see [`StoreOptions::prepare`]).
+pub type TablePreparer = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// The default page cache: the hot records (actors, bindings, indexes) of a large deployment
 /// fit; audit rows are written once and rarely read back.
@@ -58,6 +58,7 @@ impl Default for StoreOptions {
             quick_repair: false,
             key_fingerprint: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            prepare: Vec::new(),
         }
     }
 }
@@ -89,7 +90,9 @@ impl RedbStore {
             txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
             txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
             txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
-            create_tables(&txn)?;
+            for prepare in &options.prepare {
+                prepare(&txn)?;
+            }
         }
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
@@ -108,58 +111,24 @@ impl RedbStore {
             .ok_or(StoreError::Closed)
     }
 
-    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+    /// A read transaction (one snapshot) for a higher layer's reads.
+    pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.db()?.begin_read().map_err(StoreError::from_redb)
     }
 
-    /// Verifies the audit log of a store file no process has open (`agentkeys audit verify`).
-    /// A file left by a crash is repaired first, as the server's next start would (redb's
-    /// repair rebuilds its allocator state from the last durable commit; committed data is not
-    /// changed); a file a running server holds is refused.
-    pub fn verify_file(
-        path: &Path,
-        check: audit::HeadCheck<'_>,
-        last: &[ChainMark],
-    ) -> Result<AuditReport, StoreError> {
-        let db = match redb::ReadOnlyDatabase::open(path) {
-            Err(redb::DatabaseError::RepairAborted) => {
-                drop(Database::open(path).map_err(StoreError::from_redb)?);
-                redb::ReadOnlyDatabase::open(path)
-            }
-            other => other,
-        }
-        .map_err(StoreError::from_redb)?;
-        let txn = db.begin_read().map_err(StoreError::from_redb)?;
-        audit::verify(&txn, check, last)
+    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.read()
+    }
+
+    /// Installs the hook run around every batch (once; `false` if one was installed already).
+    pub fn set_batch_hook(&self, hook: std::sync::Arc<dyn BatchHook>) -> bool {
+        self.writer.set_hook(hook)
     }
 
     /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
         self.writer.submit(op)
     }
-}
-
-/// Creates the tables of the higher layers so read transactions always find them.
-fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
-    txn.open_table(DEVICE_KEYS).map_err(StoreError::from_redb)?;
-    txn.open_table(COUNTERS).map_err(StoreError::from_redb)?;
-    txn.open_table(IDENTITIES).map_err(StoreError::from_redb)?;
-    txn.open_table(MANAGED_WALLETS)
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
-    txn.open_table(MASTER_IDENTITIES)
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(super::links::LINK_CODES)
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(super::links::LINK_CODES_BY_ACTOR)
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT_UNSIGNED)
-        .map_err(StoreError::from_redb)?;
-    Ok(())
 }
 
 fn init_or_check_meta(
@@ -260,11 +229,8 @@ impl Mutation for SetMeta {
     }
 }
 
-/// A no-op write: answered after the commit of its batch, so after every earlier write. With
-/// `sign_heads`, the writer also signs every audit head left unsigned in that batch.
-struct Flush {
-    sign_heads: bool,
-}
+/// A no-op write: answered after the commit of its batch, so after every earlier write.
+struct Flush;
 
 impl Mutation for Flush {
     type Plan = ();
@@ -275,9 +241,6 @@ impl Mutation for Flush {
         self,
         _view: &WriteTransaction,
     ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
-        if self.sign_heads {
-            audit::mark_appended();
-        }
         Ok(Ok(()))
     }
 
@@ -287,7 +250,7 @@ impl Mutation for Flush {
 }
 
 /// Reads one record from any readable `actors` table (a snapshot or the batch's view).
-pub(crate) fn read_record(
+pub fn read_record(
     actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     omni: &Omni,
 ) -> Result<Option<ActorRecord>, StoreError> {
@@ -300,7 +263,7 @@ pub(crate) fn read_record(
 }
 
 /// Walks from `omni` up to its master (at most `MAX_DEPTH + 1` records), root first.
-pub(crate) fn read_lineage(
+pub fn read_lineage(
     actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     omni: &Omni,
 ) -> Result<Option<Lineage>, StoreError> {
@@ -326,20 +289,26 @@ pub(crate) fn read_lineage(
     Ok(Some(Lineage::new(chain)))
 }
 
-impl Storage for RedbStore {
-    fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
+// The runtime's reads and writes; every method is exactly one transaction. Writes are
+// answered after the fsync'd commit that holds them; dropping a `PendingWrite` does not cancel
+// the write.
+impl RedbStore {
+    /// One actor's record.
+    pub fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
         let txn = self.read_txn()?;
         let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
         read_record(&actors, omni)
     }
 
-    fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
+    /// The records from the master down to `omni`, read in one snapshot.
+    pub fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
         let txn = self.read_txn()?;
         let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
         read_lineage(&actors, omni)
     }
 
-    fn children(
+    /// Children of `parent` in label order, starting after `after`, at most `limit`.
+    pub fn children(
         &self,
         parent: &Omni,
         after: Option<&str>,
@@ -373,7 +342,8 @@ impl Storage for RedbStore {
         Ok(out)
     }
 
-    fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError> {
+    /// Masters in omni order, starting after `after`, at most `limit`.
+    pub fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
         let start = match after {
@@ -391,166 +361,40 @@ impl Storage for RedbStore {
         Ok(out)
     }
 
-    fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError> {
+    /// Creates an actor (idempotent for the same omni, parent, label and scopes).
+    pub fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError> {
         self.writer.submit(op)
     }
 
-    fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
+    /// Writes the durable revocation marker on one actor (idempotent).
+    pub fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
         self.writer.submit(op)
     }
 
-    fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
-        devices::read_binding(&table, omni, bid)
-    }
-
-    fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn
-            .open_table(super::links::LINK_CODES)
-            .map_err(StoreError::from_redb)?;
-        super::links::code_owner(&table, hash)
-    }
-
-    fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
-        devices::read_bindings(&table, omni)
-    }
-
-    fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn
-            .open_table(MANAGED_WALLETS)
-            .map_err(StoreError::from_redb)?;
-        Ok(table.get(address).map_err(StoreError::from_redb)?.is_some())
-    }
-
-    fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn
-            .open_table(MASTER_IDENTITIES)
-            .map_err(StoreError::from_redb)?;
-        let value = table
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?;
-        Ok(value.and_then(|v| {
-            v.value()
-                .split_once(':')
-                .map(|(t, v)| (t.to_owned(), v.to_owned()))
-        }))
-    }
-
-    fn allowlist(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.read_txn()?;
-        let table = txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (key, _) = entry.map_err(StoreError::from_redb)?;
-            out.push(key.value().to_owned());
-        }
-        Ok(out)
-    }
-
-    fn audit_rows(
-        &self,
-        master: &Omni,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditRow>, StoreError> {
-        let txn = self.read_txn()?;
-        let chain = txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
-        let rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
-        audit::chain_rows(&chain, &rows, master, after, limit)
-    }
-
-    fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError> {
-        let txn = self.read_txn()?;
-        let heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
-        let value = heads
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?;
-        value
-            .map(|v| ChainHead::decode(*master, v.value()))
-            .transpose()
-    }
-
-    fn verify_audit(
-        &self,
-        check: audit::HeadCheck<'_>,
-        last: &[ChainMark],
-    ) -> Result<AuditReport, StoreError> {
-        audit::verify(&self.read_txn()?, check, last)
-    }
-
-    fn login(&self, op: Login) -> PendingWrite<LoggedIn, LoginError> {
-        self.writer.submit(op)
-    }
-
-    fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError> {
-        self.writer.submit(op)
-    }
-
-    fn issue_link_code(&self, op: IssueLinkCode) -> PendingWrite<Timestamp, LinkError> {
-        self.writer.submit(op)
-    }
-
-    fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError> {
-        self.writer.submit(op)
-    }
-
-    fn create_and_bind(&self, op: CreateAndBind) -> PendingWrite<CreatedAndBound, CreateError> {
-        self.writer.submit(op)
-    }
-
-    fn set_scopes(&self, op: SetScopes) -> PendingWrite<ActorRecord, LinkError> {
-        self.writer.submit(op)
-    }
-
-    fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError> {
-        self.writer.submit(op)
-    }
-
-    fn append_audit(&self, entry: AuditEntry) -> PendingWrite<u64, std::convert::Infallible> {
-        self.writer.submit(AppendAudit(entry))
-    }
-
-    fn set_allowed(&self, op: SetAllowed) -> PendingWrite<bool, std::convert::Infallible> {
-        self.writer.submit(op)
-    }
-
-    fn set_head_signer(
-        &self,
-        signer: Arc<dyn HeadSigner>,
-    ) -> PendingWrite<(), std::convert::Infallible> {
-        self.writer.set_head_signer(signer);
-        self.writer.submit(Flush { sign_heads: true })
-    }
-
-    fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.writer.audit_watch()
-    }
-
-    fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Reads a value of the meta table.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read_txn()?;
         let table = txn.open_table(META).map_err(StoreError::from_redb)?;
         let value = table.get(name).map_err(StoreError::from_redb)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError> {
+    /// Writes a value of the meta table (e.g. key rotation state); the store's own names
+    /// (`schema_version`, `client_id`, `created_at`, `k3_fingerprint`) are refused.
+    pub fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError> {
         self.writer.submit(SetMeta {
             name: name.to_string(),
             value,
         })
     }
 
-    fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
-        self.writer.submit(Flush { sign_heads: false })
+    /// Resolves once every write submitted before it has committed (an empty batch member).
+    pub fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
+        self.writer.submit(Flush)
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    /// Reads the meta table in one transaction: proves the file is readable.
+    pub fn check(&self) -> Result<(), StoreError> {
         let txn = self.read_txn()?;
         let meta = txn.open_table(META).map_err(StoreError::from_redb)?;
         meta.get(META_SCHEMA)
@@ -559,15 +403,18 @@ impl Storage for RedbStore {
             .ok_or_else(|| StoreError::Corrupt("meta schema_version missing".into()))
     }
 
-    fn writer_running(&self) -> bool {
+    /// Whether the writer thread is alive.
+    pub fn writer_running(&self) -> bool {
         self.writer.is_running()
     }
 
-    fn writer_counts(&self) -> WriterCounts {
+    /// Writer counters.
+    pub fn writer_counts(&self) -> WriterCounts {
         self.writer.stats()
     }
 
-    fn close(&self) {
+    /// Commits what was submitted, stops the writer; later writes fail with `Closed`.
+    pub fn close(&self) {
         self.writer.close();
         if let Ok(mut db) = self.db.write() {
             db.take();

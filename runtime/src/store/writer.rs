@@ -22,11 +22,19 @@ use redb::{Database, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::audit::{self, HeadSigner};
 
-/// The audit head signer, set once the signer runs (heads appended before stay unsigned until
-/// the next batch that touches their chain).
-pub(crate) type HeadSignerSlot = Arc<std::sync::OnceLock<Arc<dyn HeadSigner>>>;
+/// What a higher layer runs around every batch, in the writer thread (e.g. the audit log signs
+/// the heads of the chains the batch appended to, then wakes its readers).
+pub trait BatchHook: Send + Sync + 'static {
+    /// Before the batch's first write.
+    fn batch_started(&self);
+    /// After the batch's writes, before its commit; an error fails the whole batch.
+    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    /// After the batch committed.
+    fn committed(&self);
+}
+
+type HookSlot = Arc<std::sync::OnceLock<Arc<dyn BatchHook>>>;
 
 /// The most writes folded into one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
@@ -153,8 +161,7 @@ pub(crate) struct Writer {
     tx: std::sync::Mutex<Option<mpsc::Sender<Command>>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
-    head_signer: HeadSignerSlot,
-    audit_commits: Arc<tokio::sync::watch::Sender<u64>>,
+    hook: HookSlot,
 }
 
 impl Writer {
@@ -162,18 +169,15 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
-        let head_signer = HeadSignerSlot::default();
-        let thread_signer = head_signer.clone();
-        let audit_commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let thread_commits = audit_commits.clone();
+        let hook = HookSlot::default();
+        let thread_hook = hook.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
             .spawn(move || {
                 let batch = BatchEnv {
                     db: &db,
                     quick_repair,
-                    head_signer: &thread_signer,
-                    audit_commits: &thread_commits,
+                    hook: &thread_hook,
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
@@ -182,19 +186,13 @@ impl Writer {
             tx: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
-            head_signer,
-            audit_commits,
+            hook,
         })
     }
 
-    /// Changes after every commit that appended audit rows.
-    pub(crate) fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.audit_commits.subscribe()
-    }
-
-    /// Sets the audit head signer (once; later calls are ignored).
-    pub(crate) fn set_head_signer(&self, signer: Arc<dyn HeadSigner>) {
-        let _ = self.head_signer.set(signer);
+    /// Installs the batch hook (once; `false` if one was installed already).
+    pub(crate) fn set_hook(&self, hook: Arc<dyn BatchHook>) -> bool {
+        self.hook.set(hook).is_ok()
     }
 
     pub(crate) fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
@@ -240,8 +238,7 @@ impl Writer {
 struct BatchEnv<'a> {
     db: &'a Database,
     quick_repair: bool,
-    head_signer: &'a HeadSignerSlot,
-    audit_commits: &'a tokio::sync::watch::Sender<u64>,
+    hook: &'a HookSlot,
 }
 
 fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
@@ -293,11 +290,15 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, stats: &Writer
 fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
     let mut txn = env.db.begin_write().map_err(StoreError::from_redb)?;
     txn.set_quick_repair(env.quick_repair);
-    audit::take_appended();
+    let hook = env.hook.get();
+    if let Some(hook) = hook {
+        hook.batch_started();
+    }
     let mut outcome = batch.iter_mut().try_for_each(|job| job.run(&txn));
-    let appended = outcome.is_ok() && audit::take_appended();
-    if appended && let Some(signer) = env.head_signer.get() {
-        outcome = audit::sign_heads(&txn, signer.as_ref());
+    if outcome.is_ok()
+        && let Some(hook) = hook
+    {
+        outcome = hook.before_commit(&txn);
     }
     if let Err(e) = outcome {
         // Dropping an uncommitted transaction aborts it; abort explicitly to surface errors.
@@ -307,9 +308,8 @@ fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), Store
         return Err(e);
     }
     txn.commit().map_err(StoreError::from_redb)?;
-    if appended {
-        // Wakes event streams: new audit rows are readable now.
-        env.audit_commits.send_modify(|n| *n += 1);
+    if let Some(hook) = hook {
+        hook.committed();
     }
     Ok(())
 }

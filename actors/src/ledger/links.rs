@@ -12,12 +12,12 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEntry, Origin, op, outcome};
 use super::devices::{self, DeviceBinding};
-use super::encoding::{Reader, put_bytes};
-use super::redb_store::{ACTORS, read_lineage};
-use super::writer::Mutation;
-use super::{ActorRecord, DecodeError, Status, StoreError};
-use crate::clock::Timestamp;
-use crate::omni::Omni;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::Mutation;
+use agentkeys_runtime::store::encoding::{Reader, put_bytes};
+use agentkeys_runtime::store::{ACTORS, read_lineage};
+use agentkeys_runtime::store::{ActorRecord, DecodeError, Status, StoreError};
 
 pub(crate) const LINK_CODES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("link_codes");
 pub(crate) const LINK_CODES_BY_ACTOR: TableDefinition<(&[u8; 32], &[u8; 32]), u64> =
@@ -67,7 +67,7 @@ impl LinkCode {
                 used: match r.u8()? {
                     0 => None,
                     1 => Some((r.string()?, r.u64()?, Timestamp::from_millis(r.u64()?))),
-                    _ => return Err(DecodeError::Malformed(r.pos - 1)),
+                    _ => return Err(DecodeError::Malformed(r.position() - 1)),
                 },
             };
             r.finish().map(|()| code)
@@ -136,7 +136,7 @@ pub(crate) fn code_owner(
 fn live_lineage(
     view: &WriteTransaction,
     omni: &Omni,
-) -> Result<Result<super::Lineage, LinkError>, StoreError> {
+) -> Result<Result<agentkeys_runtime::store::Lineage, LinkError>, StoreError> {
     let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
     Ok(match read_lineage(&actors, omni)? {
         None => Err(LinkError::NotFound),
@@ -454,7 +454,7 @@ impl Mutation for SetScopes {
 #[derive(Debug, Clone)]
 pub struct CreateAndBind {
     /// The actor to create (its scopes are ignored when the label exists and is live).
-    pub create: super::CreateActor,
+    pub create: super::NewActor,
     /// The key to bind.
     pub jkt: String,
     /// The binding's label.
@@ -477,32 +477,35 @@ pub struct CreatedAndBound {
 #[doc(hidden)]
 #[derive(Debug)]
 pub enum CreateAndBindPlan {
-    Create(super::mutations::CreatePlan, CreateAndBind),
+    Create(super::NewActorPlan, CreateAndBind),
     Existing(ActorRecord, Omni, CreateAndBind),
 }
 
 impl Mutation for CreateAndBind {
     type Plan = CreateAndBindPlan;
     type Output = CreatedAndBound;
-    type Rejection = super::CreateError;
+    type Rejection = agentkeys_runtime::store::CreateError;
 
     fn check(
         self,
         view: &WriteTransaction,
-    ) -> Result<Result<CreateAndBindPlan, super::CreateError>, StoreError> {
+    ) -> Result<Result<CreateAndBindPlan, agentkeys_runtime::store::CreateError>, StoreError> {
         let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
-        if let Some(lineage) = read_lineage(&actors, &self.create.omni)? {
+        let create = &self.create.actor;
+        if let Some(lineage) = read_lineage(&actors, &create.omni)? {
             let record = lineage.actor().clone();
-            if record.parent == self.create.parent && record.label == self.create.label {
+            if record.parent == create.parent && record.label == create.label {
                 return Ok(match lineage.status() {
                     Status::Active => {
                         let master = lineage.records()[0].omni;
                         Ok(CreateAndBindPlan::Existing(record, master, self))
                     }
                     Status::Revoked { by, at } if by == record.omni => {
-                        Err(super::CreateError::Revoked { at })
+                        Err(agentkeys_runtime::store::CreateError::Revoked { at })
                     }
-                    Status::Revoked { by, at } => Err(super::CreateError::ParentRevoked { by, at }),
+                    Status::Revoked { by, at } => {
+                        Err(agentkeys_runtime::store::CreateError::ParentRevoked { by, at })
+                    }
                 });
             }
         }
@@ -520,8 +523,8 @@ impl Mutation for CreateAndBind {
         let (record, master, op, created) = match plan {
             CreateAndBindPlan::Existing(record, master, op) => (record, master, op, false),
             CreateAndBindPlan::Create(plan, op) => {
-                let master = plan.master().unwrap_or(op.create.omni);
-                let created = super::CreateActor::apply(plan, txn)?;
+                let master = plan.master().unwrap_or(op.create.actor.omni);
+                let created = super::NewActor::apply(plan, txn)?;
                 (created.record, master, op, created.new)
             }
         };
@@ -534,17 +537,17 @@ impl Mutation for CreateAndBind {
                     &omni,
                     &op.jkt,
                     &op.device_label,
-                    op.create.created_at,
+                    op.create.actor.created_at,
                 )?;
                 audit::append(
                     txn,
                     &AuditEntry::done(
                         master,
-                        op.create.origin.clone(),
+                        op.create.actor.origin.clone(),
                         op::DEVICE_ADD,
                         omni,
                         audit::detail_hash(op.jkt.as_bytes()),
-                        op.create.created_at,
+                        op.create.actor.created_at,
                     ),
                 )?;
                 binding

@@ -27,10 +27,11 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 
-use super::encoding::{Reader, put_bytes, put_omni};
-use super::{DecodeError, StoreError};
-use crate::clock::Timestamp;
-use crate::omni::Omni;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::Timestamp;
+pub use agentkeys_runtime::store::Origin;
+use agentkeys_runtime::store::encoding::{Reader, put_bytes, put_omni};
+use agentkeys_runtime::store::{DecodeError, StoreError};
 
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub(crate) const AUDIT_CHAIN: TableDefinition<(&[u8; 32], u64), u64> =
@@ -89,15 +90,6 @@ pub mod outcome {
     pub const OK: u8 = 0;
     /// It was refused (the row records an attempt, e.g. a reused link code).
     pub const REFUSED: u8 = 1;
-}
-
-/// Who asked and under which request; every mutation that writes a row carries one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Origin {
-    /// The acting actor; `None` for the host admin or the system itself.
-    pub actor: Option<Omni>,
-    /// The request id (HTTP `x-request-id` or the admin command's id).
-    pub request_id: String,
 }
 
 /// A row to append (the store assigns the sequences, the time comes from the caller).

@@ -15,10 +15,10 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::encoding::{Reader, put_bytes};
-use super::{DecodeError, StoreError};
-use crate::clock::Timestamp;
-use crate::omni::Omni;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::encoding::{Reader, put_bytes};
+use agentkeys_runtime::store::{DecodeError, StoreError};
 
 pub(crate) const DEVICES: TableDefinition<(&[u8; 32], u64), &[u8]> =
     TableDefinition::new("devices");
@@ -90,7 +90,7 @@ impl DeviceBinding {
                 tombstoned_at: match r.u8()? {
                     0 => None,
                     1 => Some(Timestamp::from_millis(r.u64()?)),
-                    _ => return Err(DecodeError::Malformed(r.pos - 1)),
+                    _ => return Err(DecodeError::Malformed(r.position() - 1)),
                 },
             };
             r.finish().map(|()| binding)

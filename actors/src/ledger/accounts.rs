@@ -12,12 +12,12 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEntry, Origin, op};
 use super::devices::{self, DeviceBinding};
-use super::mutations::insert_record;
-use super::redb_store::{ACTORS, read_lineage, read_record};
-use super::writer::Mutation;
-use super::{ActorKind, ActorRecord, Status, StoreError, StoredStatus};
-use crate::clock::Timestamp;
-use crate::omni::Omni;
+use agentkeys_runtime::Omni;
+use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::Mutation;
+use agentkeys_runtime::store::insert_record;
+use agentkeys_runtime::store::{ACTORS, read_lineage, read_record};
+use agentkeys_runtime::store::{ActorKind, ActorRecord, Status, StoreError, StoredStatus};
 
 pub(crate) const IDENTITIES: TableDefinition<(&str, &str), &[u8; 32]> =
     TableDefinition::new("identities");
@@ -172,7 +172,8 @@ impl Mutation for Login {
                     created_at: op.at,
                     scopes: Vec::new(),
                 };
-                insert_record(txn, &record, Some(op.wallet))?;
+                insert_record(txn, &record)?;
+                index_wallet(txn, &op.wallet, &record.omni)?;
                 index_identity(txn, &op)?;
                 audit::append(txn, &entry(op::ACTOR_CREATE, [0; 32]))?;
                 record
@@ -195,6 +196,19 @@ impl Mutation for Login {
             new_binding,
         })
     }
+}
+
+/// Indexes an actor's managed wallet, so that wallet can never log in.
+pub(crate) fn index_wallet(
+    txn: &WriteTransaction,
+    wallet: &[u8; 20],
+    omni: &Omni,
+) -> Result<(), StoreError> {
+    txn.open_table(MANAGED_WALLETS)
+        .map_err(StoreError::from_redb)?
+        .insert(wallet, omni.as_bytes())
+        .map_err(StoreError::from_redb)?;
+    Ok(())
 }
 
 fn index_identity(txn: &WriteTransaction, op: &Login) -> Result<(), StoreError> {

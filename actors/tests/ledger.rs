@@ -1,15 +1,16 @@
-//! Logins, device bindings and the audit chain at the store level, including tampering with
-//! the store file the way someone with write access to the disk would.
+//! The domain ledger in the runtime's store: logins, device bindings and the audit chain,
+//! including tampering with the store file the way someone with write access to the disk would.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use agentkeys_runtime::store::{
-    BindingError, ChainMark, DeleteDevice, HeadSigner, Login, LoginError, Origin, RedbStore,
-    RefreshSession, Registration, RevokeActor, SetAllowed, Storage, WriteError, audit,
+use agentkeys_actors::ledger::{
+    self, BindingError, ChainMark, DeleteDevice, HeadSigner, Ledger, Login, LoginError,
+    RefreshSession, Registration, Revoke, SetAllowed, audit,
 };
+use agentkeys_runtime::store::{Origin, RedbStore, RevokeActor, StoreOptions, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
-use agentkeys_tests::{T0, omni_of, open_store};
+use agentkeys_tests::{T0, omni_of};
 use redb::{ReadableTable, TableDefinition};
 
 /// A stand-in for the audit key: a keyed SHA-256 (the real one is ES256 in the signer).
@@ -48,13 +49,18 @@ fn at(ms: u64) -> Timestamp {
     Timestamp::from_millis(T0.as_millis() + ms)
 }
 
-async fn signed_store(dir: &Path) -> Arc<RedbStore> {
-    let store = open_store(dir);
-    store
+async fn signed_store(dir: &Path) -> Ledger {
+    let options = StoreOptions {
+        prepare: vec![ledger::create_tables],
+        ..StoreOptions::default()
+    };
+    let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
+    let ledger = Ledger::new(Arc::new(store));
+    ledger
         .set_head_signer(Arc::new(TestSigner))
         .await
         .expect("signer installed");
-    store
+    ledger
 }
 
 #[tokio::test]
@@ -119,7 +125,7 @@ async fn registration_policy_and_managed_wallets_refuse_without_writing() {
         refused,
         Err(WriteError::Rejected(LoginError::RegistrationClosed))
     ));
-    assert!(store.actor(&master).expect("read").is_none());
+    assert!(store.store().actor(&master).expect("read").is_none());
     let entry = format!("0x{}", "ab".repeat(20));
     store
         .set_allowed(SetAllowed {
@@ -144,6 +150,7 @@ async fn registration_policy_and_managed_wallets_refuse_without_writing() {
     ));
     assert!(
         store
+            .store()
             .actor(&omni_of(None, "carol"))
             .expect("read")
             .is_none()
@@ -199,11 +206,12 @@ async fn revocation_and_deletion_kill_bindings_for_refresh() {
         .expect("relogin");
     assert!(again.new_binding && again.binding.bid != a.binding.bid);
     let revoked = store
-        .revoke_actor(RevokeActor {
+        .store()
+        .submit(Revoke(RevokeActor {
             omni: master,
             at: at(3_000),
             origin: Origin::default(),
-        })
+        }))
         .await
         .expect("revoked");
     assert_eq!(revoked.bindings_tombstoned, 2);
@@ -243,7 +251,7 @@ async fn written_store(dir: &Path) -> (std::path::PathBuf, Vec<ChainMark>) {
     }
     let report = store.verify_audit(&check, &[]).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    store.close();
+    store.store().close();
     (dir.join("agentkeys.redb"), report.marks)
 }
 
@@ -255,7 +263,7 @@ fn edit(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
 }
 
 fn problems(path: &Path, marks: &[ChainMark]) -> Vec<String> {
-    RedbStore::verify_file(path, &check, marks)
+    Ledger::verify_file(path, &check, marks)
         .expect("verify")
         .problems
 }
@@ -310,7 +318,7 @@ async fn verify_detects_truncation_even_with_an_older_valid_head() {
         .await
         .expect("login");
     let marks = store.verify_audit(&check, &[]).expect("verify").marks;
-    store.close();
+    store.store().close();
     let path = dir.path().join("agentkeys.redb");
     edit(&path, |txn| {
         let mut rows = txn.open_table(AUDIT).expect("rows");
@@ -335,7 +343,7 @@ async fn verify_detects_truncation_even_with_an_older_valid_head() {
     assert!(found.iter().any(|p| p.contains("truncated")), "{found:?}");
 }
 
-fn read_head(store: &RedbStore, master: &Omni) -> Vec<u8> {
+fn read_head(store: &Ledger, master: &Omni) -> Vec<u8> {
     let head = store.audit_head(master).expect("read").expect("head");
     assert_eq!(head.length, 3);
     head.encode()

@@ -1,0 +1,315 @@
+//! The domain ledger: the durable state of AgentKeys beyond the bare actor tree — device
+//! bindings, identities and managed wallets, the registration allow-list, link codes, and the
+//! audit chains with their hashing and signed heads.
+//!
+//! It lives in the runtime's redb file, on top of the runtime's group-commit writer: every
+//! change here is a [`Mutation`] submitted through [`RedbStore::submit`], so a change and its
+//! audit row share one transaction with whatever else the batch holds, and the record layouts
+//! are the ones earlier builds wrote. The tables are created when the store opens
+//! ([`create_tables`] in [`StoreOptions::prepare`](agentkeys_runtime::store::StoreOptions)).
+//!
+//! [`Ledger`] is the one entry point: the actors write through it, the gateway reads pages
+//! (devices, audit rows) and records logins through it.
+
+pub mod accounts;
+pub mod audit;
+pub mod devices;
+pub mod links;
+mod tree;
+
+use std::sync::Arc;
+
+use agentkeys_runtime::store::{
+    Mutation, Origin, PendingWrite, RedbStore, RevokeError, StoreError, WriteError,
+};
+use agentkeys_runtime::{Omni, RevocationReceipt, Runtime};
+use redb::{ReadableTable, WriteTransaction};
+
+pub use accounts::{
+    AppendAudit, BindingError, BindingInUse, DeleteDevice, LoggedIn, Login, LoginError,
+    RefreshSession, Registration, SetAllowed,
+};
+pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner};
+pub use devices::DeviceBinding;
+pub use links::{
+    CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
+};
+pub use tree::{NewActor, NewActorPlan, Revoke};
+
+use tree::AuditHook;
+
+/// Creates the ledger's tables (run when the store opens, so reads always find them).
+pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let open = |r: Result<(), redb::TableError>| r.map_err(StoreError::from_redb);
+    open(txn.open_table(devices::DEVICES).map(drop))?;
+    open(txn.open_table(devices::DEVICE_KEYS).map(drop))?;
+    open(txn.open_table(devices::COUNTERS).map(drop))?;
+    open(txn.open_table(accounts::IDENTITIES).map(drop))?;
+    open(txn.open_table(accounts::MANAGED_WALLETS).map(drop))?;
+    open(txn.open_table(accounts::ALLOWLIST).map(drop))?;
+    open(txn.open_table(accounts::MASTER_IDENTITIES).map(drop))?;
+    open(txn.open_table(links::LINK_CODES).map(drop))?;
+    open(txn.open_table(links::LINK_CODES_BY_ACTOR).map(drop))?;
+    open(txn.open_table(audit::AUDIT).map(drop))?;
+    open(txn.open_table(audit::AUDIT_CHAIN).map(drop))?;
+    open(txn.open_table(audit::AUDIT_HEADS).map(drop))?;
+    open(txn.open_table(audit::AUDIT_UNSIGNED).map(drop))?;
+    Ok(())
+}
+
+/// The ledger over one store; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<RedbStore>,
+    audit: Arc<AuditHook>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// The ledger of `store` (opened with [`create_tables`]); installs the audit log's batch
+    /// hook (head signing once a signer is set, and the wake-up of event streams).
+    pub fn new(store: Arc<RedbStore>) -> Self {
+        let audit = Arc::new(AuditHook::default());
+        if !store.set_batch_hook(audit.clone()) {
+            tracing::error!("the store already had a batch hook; audit heads stay unsigned");
+        }
+        Self { store, audit }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<RedbStore> {
+        &self.store
+    }
+
+    fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
+        self.store.submit(op)
+    }
+
+    /// Creates an actor with its ledger effects (managed-wallet index, audit row).
+    pub fn create(
+        &self,
+        op: NewActor,
+    ) -> PendingWrite<agentkeys_runtime::store::Created, agentkeys_runtime::store::CreateError>
+    {
+        self.submit(op)
+    }
+
+    /// Revokes `omni` (and so its subtree) through the runtime, tombstoning its bindings and
+    /// auditing it in the same transaction as the marker.
+    pub async fn revoke(
+        &self,
+        runtime: &Runtime,
+        omni: Omni,
+        origin: Origin,
+    ) -> Result<RevocationReceipt, WriteError<RevokeError>> {
+        runtime.revoke_with(omni, origin, Revoke).await
+    }
+
+    /// One device binding (live or tombstoned).
+    pub fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(devices::DEVICES)
+            .map_err(StoreError::from_redb)?;
+        devices::read_binding(&table, omni, bid)
+    }
+
+    /// Every device binding of an actor, in binding order.
+    pub fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(devices::DEVICES)
+            .map_err(StoreError::from_redb)?;
+        devices::read_bindings(&table, omni)
+    }
+
+    /// The actor a link code (SHA-256 of the normalized code) was issued for.
+    pub fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(links::LINK_CODES)
+            .map_err(StoreError::from_redb)?;
+        links::code_owner(&table, hash)
+    }
+
+    /// Whether `address` is the managed (or anchor) wallet of an actor here.
+    pub fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(accounts::MANAGED_WALLETS)
+            .map_err(StoreError::from_redb)?;
+        Ok(table.get(address).map_err(StoreError::from_redb)?.is_some())
+    }
+
+    /// The identity (`type`, `value`) a master was created with.
+    pub fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(accounts::MASTER_IDENTITIES)
+            .map_err(StoreError::from_redb)?;
+        let value = table
+            .get(master.as_bytes())
+            .map_err(StoreError::from_redb)?;
+        Ok(value.and_then(|v| {
+            v.value()
+                .split_once(':')
+                .map(|(t, v)| (t.to_owned(), v.to_owned()))
+        }))
+    }
+
+    /// The registration allow-list, sorted.
+    pub fn allowlist(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(accounts::ALLOWLIST)
+            .map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(StoreError::from_redb)? {
+            let (key, _) = entry.map_err(StoreError::from_redb)?;
+            out.push(key.value().to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Rows of `master`'s audit chain after position `after`, at most `limit`.
+    pub fn audit_rows(
+        &self,
+        master: &Omni,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let txn = self.store.read()?;
+        let chain = txn
+            .open_table(audit::AUDIT_CHAIN)
+            .map_err(StoreError::from_redb)?;
+        let rows = txn
+            .open_table(audit::AUDIT)
+            .map_err(StoreError::from_redb)?;
+        audit::chain_rows(&chain, &rows, master, after, limit)
+    }
+
+    /// The head of `master`'s audit chain.
+    pub fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError> {
+        let txn = self.store.read()?;
+        let heads = txn
+            .open_table(audit::AUDIT_HEADS)
+            .map_err(StoreError::from_redb)?;
+        let value = heads
+            .get(master.as_bytes())
+            .map_err(StoreError::from_redb)?;
+        value
+            .map(|v| ChainHead::decode(*master, v.value()))
+            .transpose()
+    }
+
+    /// Verifies the whole audit log in one snapshot (see [`audit::verify`]).
+    pub fn verify_audit(
+        &self,
+        check: audit::HeadCheck<'_>,
+        last: &[ChainMark],
+    ) -> Result<AuditReport, StoreError> {
+        audit::verify(&self.store.read()?, check, last)
+    }
+
+    /// Verifies the audit log of a store file no process has open (`agentkeys audit verify`).
+    /// A file left by a crash is repaired first, as the server's next start would (redb's
+    /// repair rebuilds its allocator state from the last durable commit; committed data is not
+    /// changed); a file a running server holds is refused.
+    pub fn verify_file(
+        path: &std::path::Path,
+        check: audit::HeadCheck<'_>,
+        last: &[ChainMark],
+    ) -> Result<AuditReport, StoreError> {
+        let db = match redb::ReadOnlyDatabase::open(path) {
+            Err(redb::DatabaseError::RepairAborted) => {
+                drop(redb::Database::open(path).map_err(StoreError::from_redb)?);
+                redb::ReadOnlyDatabase::open(path)
+            }
+            other => other,
+        }
+        .map_err(StoreError::from_redb)?;
+        let txn = redb::ReadableDatabase::begin_read(&db).map_err(StoreError::from_redb)?;
+        audit::verify(&txn, check, last)
+    }
+
+    /// Logs in (creating the master the first time) and binds the device key.
+    pub fn login(&self, op: Login) -> PendingWrite<LoggedIn, LoginError> {
+        self.submit(op)
+    }
+
+    /// Checks a binding for a session refresh and records its use.
+    pub fn refresh_session(&self, op: RefreshSession) -> PendingWrite<BindingInUse, BindingError> {
+        self.submit(op)
+    }
+
+    /// Issues a link code.
+    pub fn issue_link_code(
+        &self,
+        op: IssueLinkCode,
+    ) -> PendingWrite<agentkeys_runtime::Timestamp, LinkError> {
+        self.submit(op)
+    }
+
+    /// Redeems a link code.
+    pub fn redeem_link_code(&self, op: RedeemLinkCode) -> PendingWrite<Redemption, LinkError> {
+        self.submit(op)
+    }
+
+    /// Creates an actor (or finds its live label) and binds a device key, in one transaction.
+    pub fn create_and_bind(
+        &self,
+        op: CreateAndBind,
+    ) -> PendingWrite<CreatedAndBound, agentkeys_runtime::store::CreateError> {
+        self.submit(op)
+    }
+
+    /// Sets an agent's stored scopes.
+    pub fn set_scopes(
+        &self,
+        op: SetScopes,
+    ) -> PendingWrite<agentkeys_runtime::store::ActorRecord, LinkError> {
+        self.submit(op)
+    }
+
+    /// Tombstones a device binding.
+    pub fn delete_device(&self, op: DeleteDevice) -> PendingWrite<BindingInUse, BindingError> {
+        self.submit(op)
+    }
+
+    /// Appends one audit row; answers its global sequence after the commit.
+    pub fn append_audit(&self, entry: AuditEntry) -> PendingWrite<u64, std::convert::Infallible> {
+        self.submit(AppendAudit(entry))
+    }
+
+    /// Adds or removes a registration allow-list entry.
+    pub fn set_allowed(&self, op: SetAllowed) -> PendingWrite<bool, std::convert::Infallible> {
+        self.submit(op)
+    }
+
+    /// Installs the audit head signer and signs heads left unsigned before it ran.
+    pub fn set_head_signer(
+        &self,
+        signer: Arc<dyn HeadSigner>,
+    ) -> PendingWrite<(), std::convert::Infallible> {
+        self.audit.set_signer(signer);
+        self.submit(tree::SignPendingHeads)
+    }
+
+    /// A receiver that changes after every commit that appended audit rows (event streams
+    /// wait on it, then read the rows).
+    pub fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.audit.watch()
+    }
+
+    /// Drains the runtime's supervision events and writes an audit row, in the actor's master's
+    /// chain, for every quarantine and every early lift (restarts are only logged). Returns the
+    /// rows written. The gateway calls it every second; tests call it directly.
+    pub async fn audit_supervision(&self, runtime: &Runtime) -> Result<usize, StoreError> {
+        tree::audit_supervision(self, runtime).await
+    }
+}

@@ -1,0 +1,239 @@
+//! The ledger's effects on the runtime's tree writes (a create indexes the managed wallet and
+//! is audited; a revocation tombstones the actor's bindings and is audited, in the marker's
+//! transaction), and the audit log's batch hook.
+
+use std::sync::{Arc, OnceLock};
+
+use agentkeys_runtime::store::{
+    BatchHook, CreateActor, CreateError, CreatePlan, Created, Mutation, Origin, Revocation,
+    RevokeActor, RevokeError, RevokePlan, StoreError, WriteError,
+};
+use agentkeys_runtime::{Runtime, SupervisionEvent};
+use redb::WriteTransaction;
+
+use super::audit::{self, AuditEntry, HeadSigner, op};
+use super::{Ledger, accounts, devices};
+
+/// A create with its ledger effects: the managed wallet is indexed (it can never log in) and
+/// an `actor.create` row joins the master's chain.
+#[derive(Debug, Clone)]
+pub struct NewActor {
+    /// The tree write.
+    pub actor: CreateActor,
+    /// The actor's managed wallet address (`None`: not indexed).
+    pub wallet: Option<[u8; 20]>,
+}
+
+/// What a [`NewActor`]'s check decided.
+#[derive(Debug)]
+pub struct NewActorPlan {
+    plan: CreatePlan,
+    wallet: Option<[u8; 20]>,
+}
+
+impl NewActorPlan {
+    /// The master of the tree the plan writes into (`None` for an existing actor).
+    pub fn master(&self) -> Option<agentkeys_runtime::Omni> {
+        self.plan.master()
+    }
+}
+
+impl Mutation for NewActor {
+    type Plan = NewActorPlan;
+    type Output = Created;
+    type Rejection = CreateError;
+
+    fn check(
+        self,
+        view: &WriteTransaction,
+    ) -> Result<Result<NewActorPlan, CreateError>, StoreError> {
+        let wallet = self.wallet;
+        Ok(self
+            .actor
+            .check(view)?
+            .map(|plan| NewActorPlan { plan, wallet }))
+    }
+
+    fn apply(plan: NewActorPlan, txn: &WriteTransaction) -> Result<Created, StoreError> {
+        let effects = match &plan.plan {
+            CreatePlan::Insert { master, origin, .. } => Some((*master, origin.clone())),
+            CreatePlan::Existing(_) => None,
+        };
+        let created = CreateActor::apply(plan.plan, txn)?;
+        if let Some((master, origin)) = effects {
+            let record = &created.record;
+            if let Some(wallet) = &plan.wallet {
+                accounts::index_wallet(txn, wallet, &record.omni)?;
+            }
+            let row = AuditEntry::done(
+                master,
+                origin,
+                op::ACTOR_CREATE,
+                record.omni,
+                [0; 32],
+                record.created_at,
+            );
+            audit::append(txn, &row)?;
+        }
+        Ok(created)
+    }
+}
+
+/// A revocation with its ledger effects: the actor's device bindings are tombstoned and an
+/// `actor.revoke` row joins the master's chain, in the marker's transaction.
+#[derive(Debug, Clone)]
+pub struct Revoke(pub RevokeActor);
+
+impl Mutation for Revoke {
+    type Plan = RevokePlan;
+    type Output = Revocation;
+    type Rejection = RevokeError;
+
+    fn check(self, view: &WriteTransaction) -> Result<Result<RevokePlan, RevokeError>, StoreError> {
+        self.0.check(view)
+    }
+
+    fn apply(plan: RevokePlan, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
+        let (master, origin) = (plan.master, plan.origin.clone());
+        let mut revocation = RevokeActor::apply(plan, txn)?;
+        if revocation.new {
+            let omni = revocation.record.omni;
+            revocation.bindings_tombstoned =
+                devices::tombstone_all(txn, &omni, revocation.revoked_at)?;
+            let row = AuditEntry::done(
+                master,
+                origin,
+                op::ACTOR_REVOKE,
+                omni,
+                [0; 32],
+                revocation.revoked_at,
+            );
+            audit::append(txn, &row)?;
+        }
+        Ok(revocation)
+    }
+}
+
+/// The audit log's part of every batch: heads of the chains the batch appended to are signed
+/// before the commit (once a signer is set), and event streams are woken after it.
+pub(super) struct AuditHook {
+    signer: OnceLock<Arc<dyn HeadSigner>>,
+    commits: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for AuditHook {
+    fn default() -> Self {
+        Self {
+            signer: OnceLock::new(),
+            commits: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuditHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditHook").finish_non_exhaustive()
+    }
+}
+
+impl AuditHook {
+    pub(super) fn set_signer(&self, signer: Arc<dyn HeadSigner>) {
+        let _ = self.signer.set(signer);
+    }
+
+    pub(super) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+}
+
+thread_local! {
+    /// Whether the batch on this (writer) thread appended rows; read after its commit.
+    static SIGNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl BatchHook for AuditHook {
+    fn batch_started(&self) {
+        audit::take_appended();
+        SIGNAL.with(|s| s.set(false));
+    }
+
+    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if !audit::take_appended() {
+            return Ok(());
+        }
+        SIGNAL.with(|s| s.set(true));
+        match self.signer.get() {
+            Some(signer) => audit::sign_heads(txn, signer.as_ref()),
+            // Heads stay in the unsigned set until a batch runs with a signer.
+            None => Ok(()),
+        }
+    }
+
+    fn committed(&self) {
+        if SIGNAL.with(|s| s.replace(false)) {
+            // New audit rows are readable now.
+            self.commits.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// A no-op write that makes its batch sign every head left unsigned.
+pub(super) struct SignPendingHeads;
+
+impl Mutation for SignPendingHeads {
+    type Plan = ();
+    type Output = ();
+    type Rejection = std::convert::Infallible;
+
+    fn check(
+        self,
+        _view: &WriteTransaction,
+    ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
+        audit::mark_appended();
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// See [`Ledger::audit_supervision`].
+pub(super) async fn audit_supervision(
+    ledger: &Ledger,
+    runtime: &Runtime,
+) -> Result<usize, StoreError> {
+    let (events, dropped) = runtime.drain_supervision_events();
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "supervision events were dropped before being audited"
+        );
+    }
+    let mut pending = Vec::new();
+    for event in events {
+        let (omni, code, at) = match event {
+            SupervisionEvent::Quarantined { omni, at, .. } => (omni, op::QUARANTINE, at),
+            SupervisionEvent::QuarantineLifted { omni, at } => (omni, op::QUARANTINE_LIFTED, at),
+            SupervisionEvent::Restarting { .. } => continue,
+        };
+        let Some(lineage) = runtime.lineage(&omni)? else {
+            continue;
+        };
+        let origin = Origin {
+            actor: None,
+            request_id: "supervisor".into(),
+        };
+        let master = lineage.records()[0].omni;
+        let entry = AuditEntry::done(master, origin, code, omni, [0; 32], at);
+        pending.push(ledger.append_audit(entry));
+    }
+    let written = pending.len();
+    for write in pending {
+        write.await.map_err(|e| match e {
+            WriteError::Store(e) => e,
+            WriteError::Rejected(never) => match never {},
+        })?;
+    }
+    Ok(written)
+}
