@@ -143,7 +143,9 @@ impl Handler<Ping> for RawActor {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-use agentkeys_tests::{create as op, omni_of as omni};
+#[path = "../tests/kit/mod.rs"]
+mod kit;
+use kit::{create as op, omni_of as omni};
 
 /// A fresh store holding one master: (its directory, the store, the master's omni).
 async fn store_with_master(quick_repair: bool) -> (tempfile::TempDir, Arc<RedbStore>, Omni) {

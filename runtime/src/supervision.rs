@@ -239,12 +239,16 @@ pub struct Supervised<M: Message> {
 /// actor has finished the message (answered, or dropped it unhandled).
 struct Reply<T> {
     tx: oneshot::Sender<Result<T, Crashed>>,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl<T> Reply<T> {
     fn send(self, value: Result<T, Crashed>) {
-        let _ = self.tx.send(value);
+        // The call leaves the count before its caller can wake and send the next one, so a
+        // caller that keeps one call in flight never sees its own previous call as `Busy`.
+        let Self { tx, in_flight } = self;
+        drop(in_flight);
+        let _ = tx.send(value);
     }
 }
 
@@ -266,10 +270,7 @@ where
         in_flight: InFlight,
     ) -> (Self, oneshot::Receiver<Result<M::Result, Crashed>>) {
         let (tx, rx) = oneshot::channel();
-        let reply = Reply {
-            tx,
-            _in_flight: in_flight,
-        };
+        let reply = Reply { tx, in_flight };
         (Self { msg, reply }, rx)
     }
 

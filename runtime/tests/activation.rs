@@ -1,9 +1,11 @@
 //! Virtual activation: on first message, exactly once, passivation, no scan at boot.
 
+mod kit;
+
 use std::time::Duration;
 
 use agentkeys_runtime::{CallError, Clock, ManualClock, Registry};
-use agentkeys_tests::{
+use kit::{
     DRAIN, Fixture, Ping, Probe, T0, activations, create, omni_of, open_store, start_runtime,
 };
 

@@ -1,10 +1,12 @@
 //! Group commit: batching, per-write conditions inside a batch, whole-batch failure, durability.
 
+mod kit;
+
 use std::convert::Infallible;
 use std::sync::mpsc;
 
 use agentkeys_runtime::store::{CreateError, Mutation, StoreError, WriteError};
-use agentkeys_tests::{create, omni_of, open_store};
+use kit::{create, omni_of, open_store};
 use redb::WriteTransaction;
 
 /// Holds the writer inside a batch until released, so later writes queue up behind it.

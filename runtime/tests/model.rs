@@ -2,12 +2,14 @@
 //! `BTreeMap` reference. Invariants: no revoked actor is active; descendants of revoked actors
 //! report revoked (by the revoked ancestor nearest the root); labels are unique per parent.
 
+mod kit;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use agentkeys_runtime::store::{CreateError, RedbStore, Status, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime, Timestamp};
-use agentkeys_tests::{DRAIN, Ping, Probe, T0, create, omni_of, open_store, start_runtime};
+use kit::{DRAIN, Ping, Probe, T0, create, omni_of, open_store, start_runtime};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

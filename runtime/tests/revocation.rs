@@ -1,12 +1,14 @@
 //! Revocation: durable marker, index, subtree stop, computed status, races, restarts.
 
+mod kit;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentkeys_runtime::store::{CreateError, RevokeError, Status, WriteError};
 use agentkeys_runtime::{CallError, Omni, Registry, Runtime};
-use agentkeys_tests::{
+use kit::{
     DRAIN, Fixture, Ping, Probe, T0, create, omni_of, open_store, start_runtime, wait_until,
 };
 

@@ -2,14 +2,14 @@
 //! quarantine → `Unavailable` → cool-down ends it; lift; revoke works on a quarantined actor;
 //! `Busy` at capacity + 1; shutdown stops intake, drains, and stops actors deepest first.
 
+mod kit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentkeys_runtime::store::Status;
 use agentkeys_runtime::{CallError, Omni, Runtime, SupervisionEvent};
-use agentkeys_tests::{
-    DRAIN, Fixture, Hold, MAILBOX, Panic, Ping, activations, create, omni_of, wait_until,
-};
+use kit::{DRAIN, Fixture, Hold, MAILBOX, Panic, Ping, activations, create, omni_of, wait_until};
 use tokio::sync::Semaphore;
 
 /// Arbiter index as the runtime picks it with two arbiters.
