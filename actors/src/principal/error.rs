@@ -61,6 +61,12 @@ pub enum PrincipalError {
     /// No such device binding of this actor.
     #[error("no such device binding")]
     NoSuchBinding,
+    /// The binding was deleted.
+    #[error("the device binding was deleted")]
+    BindingDeleted,
+    /// The binding belongs to another device key.
+    #[error("the binding belongs to another device key")]
+    WrongKey,
     /// The signer could not derive the child's wallet.
     #[error(transparent)]
     Signer(#[from] SignerError),
@@ -111,7 +117,9 @@ impl From<WriteError<BindingError>> for PrincipalError {
             WriteError::Rejected(BindingError::Revoked { by, at }) => {
                 PrincipalError::Revoked { by, at }
             }
-            WriteError::Rejected(_) => PrincipalError::NoSuchBinding,
+            WriteError::Rejected(BindingError::Tombstoned) => PrincipalError::BindingDeleted,
+            WriteError::Rejected(BindingError::WrongKey) => PrincipalError::WrongKey,
+            WriteError::Rejected(BindingError::NotFound) => PrincipalError::NoSuchBinding,
             WriteError::Store(e) => e.into(),
         }
     }

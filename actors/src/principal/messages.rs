@@ -4,7 +4,7 @@
 use actix::Message;
 use agentkeys_runtime::store::{ActorRecord, Origin};
 
-use crate::ledger::DeviceBinding;
+use crate::ledger::{BindingInUse, DeviceBinding};
 use agentkeys_runtime::{Omni, Timestamp};
 use std::collections::BTreeSet;
 
@@ -159,4 +159,17 @@ pub struct DeleteBinding {
     pub bid: u64,
     /// Who asked.
     pub origin: Origin,
+}
+
+/// Records the use of a binding for a session refresh: the binding must be live and of this
+/// key, the lineage live. The cache keeps the new `last_used`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BindingInUse, PrincipalError>")]
+pub struct UseBinding {
+    /// The binding the old token named.
+    pub bid: u64,
+    /// The caller's key thumbprint.
+    pub jkt: String,
+    /// The request id for the audit row.
+    pub request_id: String,
 }

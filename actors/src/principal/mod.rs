@@ -5,11 +5,11 @@
 //! the runtime's scope index, and its device bindings. **Reads**: [`CheckSession`] (binding live
 //! and of this key, lineage live; answers the effective scopes, so a signed request needs one
 //! mailbox round trip) and [`Describe`]. **Changes**: [`CreateChild`], [`SetScopes`],
-//! [`IssueLinkCode`], [`BindDevice`], [`DeleteBinding`].
+//! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`].
 //!
 //! Every change is submitted to the store's writer inside the handler, so it runs even if the
 //! caller goes away. A change that alters the actor's memory ([`SetScopes`], [`BindDevice`],
-//! [`DeleteBinding`]) answers with an atomic future: the actor handles no other message until
+//! [`UseBinding`], [`DeleteBinding`]) answers with an atomic future: the actor handles no other message until
 //! the commit has returned and its memory is updated, and this does not depend on the caller
 //! still waiting (the runtime counts the call in flight until the turn ends, so the actor is not
 //! passivated in between). Memory and store cannot drift apart.
@@ -33,12 +33,13 @@ use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, T
 pub use error::PrincipalError;
 pub use messages::{
     BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding, Describe,
-    IssueLinkCode, NewDevice, PrincipalView, SessionCheck, SessionError, SetScopes,
+    IssueLinkCode, NewDevice, PrincipalView, SessionCheck, SessionError, SetScopes, UseBinding,
 };
 
 use crate::crypto::omni::{child_omni, validate_label};
 use crate::ledger::{
-    self, CreateAndBind, DeleteDevice, DeviceBinding, Ledger, NewActor, RedeemLinkCode, Redemption,
+    self, BindingInUse, CreateAndBind, DeleteDevice, DeviceBinding, Ledger, NewActor,
+    RedeemLinkCode, Redemption, RefreshSession,
 };
 use crate::signer::SignerHandle;
 
@@ -313,6 +314,24 @@ impl PrincipalCore {
         Box::pin(async move { Ok(write.await?.binding) })
     }
 
+    /// [`UseBinding`], first half: checks the binding and records its use.
+    pub fn use_binding(&self, msg: UseBinding) -> Change<BindingInUse> {
+        let write = self.ledger.refresh_session(RefreshSession {
+            omni: self.record.omni,
+            bid: msg.bid,
+            jkt: msg.jkt,
+            request_id: msg.request_id,
+            at: self.clock.now(),
+        });
+        Box::pin(async move { Ok(write.await?) })
+    }
+
+    /// [`UseBinding`], second half: the cache keeps the binding as used.
+    pub fn binding_used(&mut self, used: BindingInUse) -> BindingInUse {
+        self.bindings.insert(used.binding.bid, used.binding.clone());
+        used
+    }
+
     /// [`DeleteBinding`], second half: the cache holds the tombstone.
     pub fn binding_deleted(&mut self, binding: DeviceBinding) -> DeviceBinding {
         self.bindings.insert(binding.bid, binding.clone());
@@ -358,6 +377,7 @@ macro_rules! principal_handlers {
         $crate::principal_handlers!(@detached $actor, IssueLinkCode, ::agentkeys_runtime::Timestamp, issue_link_code);
         $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
         $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
+        $crate::principal_handlers!(@in_turn $actor, UseBinding, $crate::ledger::BindingInUse, use_binding, binding_used);
         $crate::principal_handlers!(@in_turn $actor, DeleteBinding, $crate::ledger::DeviceBinding, delete_binding, binding_deleted);
 
         ::agentkeys_runtime::supervised!($actor);

@@ -248,6 +248,14 @@ impl From<agentkeys_actors::principal::PrincipalError> for ApiError {
             E::InvalidLabel(_) => ApiError::new(ErrorCode::InvalidLabel, message),
             E::InvalidScopes(_) => ApiError::new(ErrorCode::InvalidRequest, message),
             E::NotFound | E::NoSuchBinding => super::authz::not_found(),
+            E::BindingDeleted => ApiError::new(
+                ErrorCode::BindingRevoked,
+                "this device's binding was deleted; link the device again",
+            ),
+            E::WrongKey => ApiError::new(
+                ErrorCode::InvalidToken,
+                "the token names no binding of this key",
+            ),
             E::NoSuchCode => ApiError::new(ErrorCode::NotFound, message),
             E::Revoked { .. } => ApiError::new(
                 ErrorCode::ActorRevoked,

@@ -2,9 +2,7 @@
 
 use agentkeys_actors::crypto::omni::{Identity as IdentityKind, identity_omni};
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::ledger::{BindingError, RefreshSession};
-use agentkeys_actors::principal::Describe;
-use agentkeys_runtime::store::{ActorKind, WriteError};
+use agentkeys_actors::principal::{Describe, PrincipalError, UseBinding};
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
 use axum::extract::State;
@@ -95,35 +93,25 @@ pub async fn refresh(
     let invalid =
         |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
     let omni = auth.claims.omni().map_err(invalid)?;
-    let used = state
-        .ledger
-        .refresh_session(RefreshSession {
-            omni,
-            bid: auth.claims.bid,
-            jkt: auth.jkt.clone(),
-            request_id: state.request_id(),
-            at: state.clock.now(),
-        })
-        .await
-        .map_err(|e| match e {
-            WriteError::Rejected(BindingError::Revoked { .. }) => ApiError::new(
-                ErrorCode::ActorRevoked,
-                "this actor or one of its ancestors was revoked",
-            ),
-            WriteError::Rejected(BindingError::Tombstoned) => ApiError::new(
-                ErrorCode::BindingRevoked,
-                "this device's binding was deleted; link the device again",
-            ),
-            WriteError::Rejected(BindingError::NotFound | BindingError::WrongKey) => ApiError::new(
-                ErrorCode::InvalidToken,
-                "the token names no binding of this key",
-            ),
-            WriteError::Store(e) => e.into(),
-        })?;
-    let role = match used.record.kind {
-        ActorKind::Master => Role::Master,
-        ActorKind::Agent => Role::Agent,
+    let role = auth.claims.agentkeys.role;
+    let use_binding = UseBinding {
+        bid: auth.claims.bid,
+        jkt: auth.jkt.clone(),
+        request_id: state.request_id(),
     };
+    let used = match state.principal(role, omni, use_binding).await? {
+        Err(PrincipalError::NoSuchBinding) => Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            "the token names no binding of this key",
+        )),
+        other => other.map_err(ApiError::from),
+    }?;
+    if Role::of(used.record.kind) != role {
+        return Err(ApiError::new(
+            ErrorCode::InvalidToken,
+            "the token's role does not match its actor",
+        ));
+    }
     let session = NewSession {
         omni,
         role,
