@@ -31,7 +31,6 @@ use agentkeys_actors::crypto::wallet::WalletKey;
 use agentkeys_gateway::client::{Client, DeviceKey};
 use agentkeys_gateway::http::session::SessionResponse;
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
 
 const PUBLIC_URL: &str = "http://127.0.0.1:8090";
 const AGENTS: usize = 8;
@@ -152,34 +151,12 @@ struct Server {
 
 async fn start_server(data: &Path, cpu: Option<usize>) -> Server {
     let mut command = pinned(cpu, Path::new(env!("CARGO_BIN_EXE_agentkeys")));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env_clear()
-        .env("HOME", data)
+    agentkeys_tests::child::serve(&mut command, data, "127.0.0.1:0")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+        .stderr(Stdio::null());
     let mut child = command.spawn().expect("agentkeys serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        if let Some(addr) = line.strip_prefix("agentkeys listening on ") {
-            return Server {
-                child,
-                base: addr.trim().to_string(),
-            };
-        }
-    }
-    panic!("agentkeys serve exited before listening");
+    let base = agentkeys_tests::child::listening(&mut child).await;
+    Server { child, base }
 }
 
 struct Principal {

@@ -20,40 +20,16 @@ struct Server {
 }
 
 async fn serve(data: &std::path::Path) -> Server {
-    use tokio::io::AsyncBufReadExt;
     let log = data.join("server.log");
     let file = std::fs::File::create(&log).expect("log file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-            "-vv",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .env_clear()
-        .env("HOME", data)
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"));
+    agentkeys_tests::child::serve(&mut command, data, "127.0.0.1:0")
+        .arg("-vv")
         .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(file)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        if let Some(addr) = line.strip_prefix("agentkeys listening on ") {
-            return Server {
-                child,
-                base: addr.trim().to_string(),
-                log,
-            };
-        }
-    }
-    panic!("the server exited before listening");
+        .stderr(file);
+    let mut child = command.spawn().expect("starts");
+    let base = agentkeys_tests::child::listening(&mut child).await;
+    Server { child, base, log }
 }
 
 fn client(base: &str) -> Client {

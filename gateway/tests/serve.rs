@@ -33,7 +33,7 @@ fn start(data_dir: &Path) -> Served {
     BufReader::new(stdout).read_line(&mut line).expect("a line");
     let base = line
         .trim()
-        .strip_prefix("agentkeys listening on ")
+        .strip_prefix(agentkeys_tests::child::LISTENING)
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
     Served { child, base }

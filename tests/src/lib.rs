@@ -96,3 +96,44 @@ pub fn eip712_closure_document(rows: usize, per_row: usize) -> serde_json::Value
     let rows: Vec<_> = (0..rows).map(|_| json!(row)).collect();
     json!({"types": types, "primaryType": "M", "domain": {"name": "x"}, "message": {"a": rows}})
 }
+
+/// `agentkeys serve` as a child process: the one way the test suites and benches start it.
+pub mod child {
+    use std::path::Path;
+
+    use tokio::io::AsyncBufReadExt;
+
+    /// What `agentkeys serve` prints on stdout once its public listener is bound, before the
+    /// address.
+    pub const LISTENING: &str = "agentkeys listening on ";
+
+    /// Adds `serve` on `listen` (metrics off) with `data_dir`, a clean environment whose `HOME`
+    /// is the data dir, stdout piped (for [`listening`]), killed when dropped. Callers add their
+    /// own flags, environment and stderr.
+    pub fn serve<'a>(
+        command: &'a mut tokio::process::Command,
+        data_dir: &Path,
+        listen: &str,
+    ) -> &'a mut tokio::process::Command {
+        command
+            .args(["serve", "--listen", listen, "--metrics-listen", "off"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_clear()
+            .env("HOME", data_dir)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+    }
+
+    /// Reads the child's stdout until the listening line; returns the address it names.
+    pub async fn listening(child: &mut tokio::process::Child) -> String {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if let Some(addr) = line.strip_prefix(LISTENING) {
+                return addr.trim().to_string();
+            }
+        }
+        panic!("agentkeys serve exited before listening");
+    }
+}

@@ -268,31 +268,14 @@ impl ChildServer {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"));
-        command
-            .args(["serve", "--listen", listen, "--metrics-listen", "off"])
-            .arg("--data-dir")
-            .arg(data_dir)
+        agentkeys_tests::child::serve(&mut command, data_dir, listen)
             .args(args)
-            .env_clear()
-            .env("HOME", data_dir)
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(std::process::Stdio::inherit());
         let mut child = command.spawn().expect("agentkeys serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        while let Some(line) = lines.next_line().await.expect("read") {
-            if let Some(addr) = line.strip_prefix("agentkeys listening on ") {
-                return Self {
-                    child,
-                    base: addr.trim().to_string(),
-                };
-            }
-        }
-        panic!("agentkeys serve exited before listening");
+        let base = agentkeys_tests::child::listening(&mut child).await;
+        Self { child, base }
     }
 
     /// SIGKILL and wait.
