@@ -38,6 +38,7 @@ pub struct Server {
     stopping: tokio::sync::watch::Sender<bool>,
     runtime: Runtime,
     ledger: Ledger,
+    app: axum::Router,
 }
 
 impl Server {
@@ -54,6 +55,12 @@ impl Server {
     /// The runtime behind the server.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// The public router with its state, for tests that call handlers without a socket
+    /// (`tower::ServiceExt::oneshot`).
+    pub fn app(&self) -> axum::Router {
+        self.app.clone()
     }
 
     /// The domain ledger behind the server.
@@ -240,8 +247,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
     let admin =
         crate::admin::listen(&config.data_dir, runtime.clone(), ledger.clone(), rotator).await?;
-    let public =
-        Listener::spawn(config.listen, http::router(state.clone(), metrics.clone())).await?;
+    let app = http::router(state.clone(), metrics.clone());
+    let public = Listener::spawn(config.listen, app.clone()).await?;
     let metrics = match config.metrics_listen {
         Some(addr) => Some(Listener::spawn(addr, http::metrics::router(state, metrics)).await?),
         None => None,
@@ -267,6 +274,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,
         ledger,
+        app,
     })
 }
 
