@@ -1,13 +1,13 @@
-//! Agent-initiated pairing end to end: two agent machines (two device keys), one master; a
-//! second claim of a code fails; a claim onto an existing label adds a binding; a deleted
-//! device's token fails at once.
+//! Agent-initiated pairing end to end: a machine pairs and gets its session; a second claim of
+//! a code fails; a claim onto an existing label adds a binding; a deleted device's token fails
+//! at once; an expired pairing is refused.
 
 mod common;
 
 use std::time::Duration;
 
 use agentkeys_gateway::client::DeviceKey;
-use common::{Stack, device, start, wallet};
+use common::{Stack, Who, device, master, start};
 use serde_json::{Value, json};
 
 async fn pair_request(stack: &Stack, key: &DeviceKey) -> Value {
@@ -30,31 +30,53 @@ async fn poll(stack: &Stack, key: &DeviceKey, request_id: &Value) -> (u16, Value
         .await
 }
 
+/// A paired machine: its key, the claim's answer and its session.
+struct Paired {
+    key: DeviceKey,
+    claimed: Value,
+    token: String,
+}
+
+async fn claim(stack: &Stack, boss: &Who, body: Value) -> (u16, Value) {
+    boss.call(stack, "POST", "/v1/pairing/claim", Some(body))
+        .await
+}
+
+/// A machine asks, `boss` claims it as `label`, the machine polls its session.
+async fn pair(stack: &Stack, boss: &Who, label: &str) -> Paired {
+    let key = device();
+    let started = pair_request(stack, &key).await;
+    let body = json!({"code": started["code"], "label": label, "scopes": ["sign:eip191"]});
+    let (status, claimed) = claim(stack, boss, body).await;
+    assert_eq!(status, 200, "{claimed}");
+    let (status, polled) = poll(stack, &key, &started["request_id"]).await;
+    assert_eq!(
+        (status, polled["status"].as_str()),
+        (200, Some("claimed")),
+        "{polled}"
+    );
+    let token = polled["session_jwt"].as_str().expect("session").to_string();
+    Paired {
+        key,
+        claimed,
+        token,
+    }
+}
+
 #[actix::test]
-async fn agents_pair_from_their_own_machines() {
+async fn a_claimed_pairing_gives_the_agent_its_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = start(dir.path(), None).await;
-    let master_key = device();
-    let (_, session) = stack.login(&master_key, &wallet(71)).await;
-    let token = session["session_jwt"].as_str().expect("token").to_string();
-    let claim = |body: Value| {
-        let (key, token) = (&master_key, token.clone());
-        let stack = &stack;
-        async move {
-            stack
-                .call(key, "POST", "/v1/pairing/claim", Some(&body), Some(&token))
-                .await
-        }
-    };
+    let boss = master(&stack, 71).await;
 
-    // Machine A asks; the code and fingerprint are shown there.
-    let machine_a = device();
-    let started = pair_request(&stack, &machine_a).await;
+    // The machine asks; the code and fingerprint are shown there.
+    let machine = device();
+    let started = pair_request(&stack, &machine).await;
     let code = started["code"].as_str().expect("code");
     assert_eq!(code.len(), 24, "100 bits in dashed groups");
     let fingerprint = started["fingerprint"].as_str().expect("fingerprint");
     assert_eq!(
-        poll(&stack, &machine_a, &started["request_id"]).await.1["status"],
+        poll(&stack, &machine, &started["request_id"]).await.1["status"],
         "pending"
     );
     assert_eq!(
@@ -64,99 +86,73 @@ async fn agents_pair_from_their_own_machines() {
     );
 
     // The master claims: the answer shows the same fingerprint to cross-check.
-    let (status, claimed) =
-        claim(json!({"code": code, "label": "worker", "scopes": ["sign:eip191"]})).await;
+    let body = json!({"code": code, "label": "worker", "scopes": ["sign:eip191"]});
+    let (status, claimed) = claim(&stack, &boss, body).await;
     assert_eq!(status, 200, "{claimed}");
     assert_eq!(claimed["fingerprint"], fingerprint);
     assert_eq!(claimed["created"], true);
     assert_eq!(claimed["path"], "//worker");
-    let (status, again) = claim(json!({"code": code, "label": "other"})).await;
+    let (status, again) = claim(&stack, &boss, json!({"code": code, "label": "other"})).await;
     assert_eq!(
         (status, again["error"].as_str()),
         (409, Some("link_code_used"))
     );
 
-    let (status, polled) = poll(&stack, &machine_a, &started["request_id"]).await;
+    let (status, polled) = poll(&stack, &machine, &started["request_id"]).await;
     assert_eq!(status, 200, "{polled}");
     assert_eq!(polled["status"], "claimed");
-    let token_a = polled["session_jwt"].as_str().expect("session").to_string();
-    let (status, signed) = stack
-        .call(
-            &machine_a,
-            "POST",
-            "/v1/sign/eip191",
-            Some(&json!({"message": "paired"})),
-            Some(&token_a),
-        )
+    let paired = Who::from_session(machine, &polled);
+    let body = json!({"message": "paired"});
+    let (status, signed) = paired
+        .call(&stack, "POST", "/v1/sign/eip191", Some(body))
         .await;
     assert_eq!(status, 200, "{signed}");
+}
 
-    // Machine B claims onto the existing label: one agent, two bindings.
-    let machine_b = device();
-    let started_b = pair_request(&stack, &machine_b).await;
-    let (status, claimed_b) = claim(json!({"code": started_b["code"], "label": "worker"})).await;
-    assert_eq!(status, 200, "{claimed_b}");
+#[actix::test]
+async fn a_second_machine_pairs_onto_the_label_and_is_deleted_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let boss = master(&stack, 72).await;
+    let a = pair(&stack, &boss, "worker").await;
+    let b = pair(&stack, &boss, "worker").await;
+    // One agent, two bindings.
     assert_eq!(
-        (claimed_b["created"].as_bool(), claimed_b["omni"].as_str()),
-        (Some(false), claimed["omni"].as_str())
+        (b.claimed["created"].as_bool(), b.claimed["omni"].as_str()),
+        (Some(false), a.claimed["omni"].as_str())
     );
-    let (_, polled_b) = poll(&stack, &machine_b, &started_b["request_id"]).await;
-    let token_b = polled_b["session_jwt"]
-        .as_str()
-        .expect("session")
-        .to_string();
-    let omni = claimed["omni"].as_str().expect("omni");
-    let (_, devices) = stack
-        .call(
-            &master_key,
-            "GET",
-            &format!("/v1/actors/{omni}/devices"),
-            None,
-            Some(&token),
-        )
-        .await;
+    let omni = a.claimed["omni"].as_str().expect("omni");
+    let path = format!("/v1/actors/{omni}/devices");
+    let (_, devices) = boss.call(&stack, "GET", &path, None).await;
     assert_eq!(devices["devices"].as_array().expect("list").len(), 2);
 
     // Deleting B's device kills B's token at once; A is untouched.
-    let bid = claimed_b["binding_id"].as_u64().expect("bid");
-    let (status, _) = stack
-        .call(
-            &master_key,
-            "DELETE",
-            &format!("/v1/actors/{omni}/devices/{bid}"),
-            None,
-            Some(&token),
-        )
-        .await;
-    assert_eq!(status, 200);
+    let bid = b.claimed["binding_id"].as_u64().expect("bid");
+    let path = format!("/v1/actors/{omni}/devices/{bid}");
+    assert_eq!(boss.call(&stack, "DELETE", &path, None).await.0, 200);
     let (status, body) = stack
-        .call(&machine_b, "GET", "/v1/whoami", None, Some(&token_b))
+        .call(&b.key, "GET", "/v1/whoami", None, Some(&b.token))
         .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("binding_revoked"))
     );
-    assert_eq!(
-        stack
-            .call(&machine_a, "GET", "/v1/whoami", None, Some(&token_a))
-            .await
-            .0,
-        200
-    );
+    let (status, _) = stack
+        .call(&a.key, "GET", "/v1/whoami", None, Some(&a.token))
+        .await;
+    assert_eq!(status, 200);
+}
 
-    // An expired pairing.
-    let machine_c = device();
-    let started_c = pair_request(&stack, &machine_c).await;
+#[actix::test]
+async fn an_expired_pairing_cannot_be_claimed_or_polled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let boss = master(&stack, 73).await;
+    let machine = device();
+    let started = pair_request(&stack, &machine).await;
     stack.clock.advance(Duration::from_secs(601));
-    let (status, body) = claim(json!({"code": started_c["code"], "label": "late"})).await;
+    let body = json!({"code": started["code"], "label": "late"});
+    let (status, body) = claim(&stack, &boss, body).await;
     assert_eq!((status, body["error"].as_str()), (410, Some("expired")));
-    assert_eq!(
-        poll(&stack, &machine_c, &started_c["request_id"]).await.0,
-        410
-    );
-    stack
-        .server
-        .stop(Duration::from_secs(5))
-        .await
-        .expect("stops");
+    assert_eq!(poll(&stack, &machine, &started["request_id"]).await.0, 410);
 }
