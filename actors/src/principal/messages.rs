@@ -173,3 +173,17 @@ pub struct UseBinding {
     /// The request id for the audit row.
     pub request_id: String,
 }
+
+/// Records an action this actor took outside its mailbox (a signature, an OIDC token) as a row
+/// of its master's audit chain; answers after the row's commit and a fresh lineage check, so
+/// nothing is handed out unaudited or after a revocation returned.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), PrincipalError>")]
+pub struct RecordAction {
+    /// The audit operation code.
+    pub op: u16,
+    /// SHA-256 of what was signed (never the content).
+    pub detail: [u8; 32],
+    /// Who asked.
+    pub origin: Origin,
+}

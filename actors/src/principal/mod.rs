@@ -5,7 +5,8 @@
 //! the runtime's scope index, and its device bindings. **Reads**: [`CheckSession`] (binding live
 //! and of this key, lineage live; answers the effective scopes, so a signed request needs one
 //! mailbox round trip) and [`Describe`]. **Changes**: [`CreateChild`], [`SetScopes`],
-//! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`].
+//! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`],
+//! and [`RecordAction`] (the audit row of a signature or token it obtained).
 //!
 //! Every change is submitted to the store's writer inside the handler, so it runs even if the
 //! caller goes away. A change that alters the actor's memory ([`SetScopes`], [`BindDevice`],
@@ -33,7 +34,8 @@ use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, T
 pub use error::PrincipalError;
 pub use messages::{
     BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding, Describe,
-    IssueLinkCode, NewDevice, PrincipalView, SessionCheck, SessionError, SetScopes, UseBinding,
+    IssueLinkCode, NewDevice, PrincipalView, RecordAction, SessionCheck, SessionError, SetScopes,
+    UseBinding,
 };
 
 use crate::crypto::omni::{child_omni, validate_label};
@@ -314,6 +316,28 @@ impl PrincipalCore {
         Box::pin(async move { Ok(write.await?.binding) })
     }
 
+    /// [`RecordAction`]: the row in the master's chain, then the lineage again.
+    pub fn record_action(&self, msg: RecordAction) -> Change<()> {
+        let row = ledger::AuditEntry::done(
+            self.master(),
+            msg.origin,
+            msg.op,
+            self.record.omni,
+            msg.detail,
+            self.clock.now(),
+        );
+        let write = self.ledger.append_audit(row);
+        let guard = self.guard.clone();
+        Box::pin(async move {
+            write.await.map_err(|e| match e {
+                agentkeys_runtime::store::WriteError::Store(e) => PrincipalError::Store(e),
+                agentkeys_runtime::store::WriteError::Rejected(never) => match never {},
+            })?;
+            guard.check()?;
+            Ok(())
+        })
+    }
+
     /// [`UseBinding`], first half: checks the binding and records its use.
     pub fn use_binding(&self, msg: UseBinding) -> Change<BindingInUse> {
         let write = self.ledger.refresh_session(RefreshSession {
@@ -375,6 +399,7 @@ macro_rules! principal_handlers {
 
         $crate::principal_handlers!(@detached $actor, CreateChild, $crate::principal::ChildCreated, create_child);
         $crate::principal_handlers!(@detached $actor, IssueLinkCode, ::agentkeys_runtime::Timestamp, issue_link_code);
+        $crate::principal_handlers!(@detached $actor, RecordAction, (), record_action);
         $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
         $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
         $crate::principal_handlers!(@in_turn $actor, UseBinding, $crate::ledger::BindingInUse, use_binding, binding_used);

@@ -2,16 +2,16 @@
 //!
 //! Each request: the actor authorizes (lineage live, effective scope) and returns the
 //! `LiveProof`; the signer pool signs (outside the actor's mailbox, so many signatures per
-//! agent can be in flight); the audit row (the message's SHA-256, never the message) is
-//! committed; the lineage is checked once more; then the reply. A signature is never returned
+//! agent can be in flight); the actor records the audit row (the message's SHA-256, never the
+//! message) and, after its commit, checks the lineage once more; then the reply. A signature is never returned
 //! before its audit row is durable, nor after the actor's revocation returned.
 
 use agentkeys_actors::crypto::eip712::TypedData;
 use agentkeys_actors::crypto::tx::TxRequest;
-use agentkeys_actors::ledger::AuditEntry;
 use agentkeys_actors::ledger::audit::{self, op};
+use agentkeys_actors::principal::RecordAction;
 use agentkeys_actors::scope;
-use agentkeys_runtime::store::{Origin, WriteError};
+use agentkeys_runtime::store::Origin;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -21,34 +21,20 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
-/// Commits the audit row of a signature (or token), then re-checks the lineage.
+/// Has the caller's actor record the signature (or token) in its master's audit chain; answers
+/// after that commit and a fresh lineage check.
 pub(super) async fn audited(
     state: &AppState,
     auth: &Authenticated,
     code: u16,
     signed: &[u8],
 ) -> Result<(), ApiError> {
-    let entry = AuditEntry::done(
-        auth.master,
-        Origin {
-            actor: Some(auth.omni),
-            request_id: state.request_id(),
-        },
-        code,
-        auth.omni,
-        audit::detail_hash(signed),
-        state.clock.now(),
-    );
-    state
-        .ledger
-        .append_audit(entry)
-        .await
-        .map_err(|e| match e {
-            WriteError::Store(e) => ApiError::from(e),
-            WriteError::Rejected(never) => match never {},
-        })?;
-    auth.guard.check()?;
-    Ok(())
+    let record = RecordAction {
+        op: code,
+        detail: audit::detail_hash(signed),
+        origin: Origin::from(auth),
+    };
+    Ok(state.principal(auth.role(), auth.omni, record).await??)
 }
 
 /// `POST /v1/sign/eip191` body.
