@@ -9,8 +9,8 @@ use agentkeys_actors::agent::AgentActor;
 use agentkeys_actors::crypto::secret::MasterSecret;
 use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::principal::{
-    CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, SessionError,
-    SetScopes,
+    CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, PrincipalError,
+    SessionError, SetScopes, UseBinding,
 };
 use agentkeys_actors::signer::{KeySetName, SignerError};
 use agentkeys_runtime::store::Origin;
@@ -70,6 +70,15 @@ async fn bot(s: &Setup, list: &[&str]) -> (Omni, u64) {
     (created.record.omni, binding.bid)
 }
 
+/// The agent's view, as its actor holds it.
+async fn describe(s: &Setup, omni: Omni) -> agentkeys_actors::principal::PrincipalView {
+    s.agents
+        .call(omni, Describe)
+        .await
+        .expect("call")
+        .expect("view")
+}
+
 /// Sends `msg` and drops the call as soon as it is in the actor's mailbox.
 async fn send_and_hang_up<M>(registry: &Registry<AgentActor>, omni: Omni, msg: M)
 where
@@ -102,12 +111,7 @@ async fn a_scope_change_completes_when_its_caller_drops_the_call() {
     send_and_hang_up(&s.agents, omni, narrow).await;
 
     // The next message is handled after the change's turn: store and memory agree.
-    let view = s
-        .agents
-        .call(omni, Describe)
-        .await
-        .expect("call")
-        .expect("view");
+    let view = describe(&s, omni).await;
     let narrowed: BTreeSet<String> = ["sign:eip712".to_string()].into();
     assert_eq!(view.scopes, Some(narrowed.clone()));
     assert_eq!(view.record.scopes, scopes(&["sign:eip712"]));
@@ -151,6 +155,44 @@ async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
     );
     let stored = s.stack.ledger.device(&omni, bid).expect("read");
     assert!(stored.expect("exists").tombstoned_at.is_some());
+}
+
+#[actix::test]
+async fn a_binding_use_is_cached_when_its_caller_drops_the_call() {
+    let s = setup().await;
+    let (omni, bid) = bot(&s, &["sign:eip191"]).await;
+    assert!(s.agents.call(omni, Describe).await.expect("call").is_ok());
+    s.stack.clock.advance(Duration::from_secs(60));
+
+    let used = UseBinding {
+        bid,
+        jkt: "key-1".into(),
+        request_id: "refresh".into(),
+    };
+    send_and_hang_up(&s.agents, omni, used).await;
+
+    let view = describe(&s, omni).await;
+    let cached = view.bindings.iter().find(|b| b.bid == bid).expect("cached");
+    let stored = s
+        .stack
+        .ledger
+        .device(&omni, bid)
+        .expect("read")
+        .expect("stored");
+    assert_eq!(cached.last_used, stored.last_used);
+    assert!(stored.last_used > stored.created_at, "the use was recorded");
+
+    // Another key cannot use the binding; nothing changes.
+    let other = UseBinding {
+        bid,
+        jkt: "key-2".into(),
+        request_id: "refresh".into(),
+    };
+    let refused = s.agents.call(omni, other).await.expect("call");
+    assert!(
+        matches!(refused, Err(PrincipalError::WrongKey)),
+        "{refused:?}"
+    );
 }
 
 #[actix::test]

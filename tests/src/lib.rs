@@ -19,6 +19,8 @@ pub struct SignerStack {
     pub runtime: Runtime,
     /// The domain ledger in the same store.
     pub ledger: agentkeys_actors::ledger::Ledger,
+    /// The clock the runtime reads (starts at [`T0`]).
+    pub clock: ManualClock,
     /// The signer pool.
     pub signer: agentkeys_actors::signer::SignerHandle,
 }
@@ -43,8 +45,9 @@ impl SignerStack {
             arbiters: 1,
             ..RuntimeConfig::default()
         };
+        let clock = ManualClock::new(T0);
         let runtime =
-            Runtime::start(store, Arc::new(ManualClock::new(T0)), config).expect("inside a System");
+            Runtime::start(store, Arc::new(clock.clone()), config).expect("inside a System");
         let signer = agentkeys_actors::signer::start(
             agentkeys_actors::signer::SignerConfig {
                 keys_dir: dir.join("keys"),
@@ -59,6 +62,7 @@ impl SignerStack {
         Self {
             runtime,
             ledger,
+            clock,
             signer,
         }
     }

@@ -3,7 +3,7 @@
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_actors::principal::{CreateChild, SetScopes};
 use agentkeys_actors::scope;
-use agentkeys_runtime::store::{ActorKind, ActorRecord, Origin, Status, WriteError};
+use agentkeys_runtime::store::{ActorKind, ActorRecord, Origin, Status};
 use agentkeys_runtime::{Omni, Timestamp};
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::authz::{Relation, ancestor_only, not_found, target};
+use super::authz::{Relation, ancestor_only, target};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 use crate::auth::session::Role;
@@ -263,11 +263,7 @@ pub async fn revoke(
     let receipt = state
         .ledger
         .revoke(&state.runtime, target.omni, Origin::from(&auth))
-        .await
-        .map_err(|e| match e {
-            WriteError::Rejected(_) => not_found(),
-            WriteError::Store(e) => e.into(),
-        })?;
+        .await?;
     let (revoked, revoked_more) = super::tree::count(&state, &target.omni, REVOKE_COUNT_LIMIT)?;
     Ok(Json(RevokeResponse {
         omni: target.omni.to_string(),

@@ -33,7 +33,6 @@ use super::extract::{ApiJson, ApiPath, TokenlessDpop};
 use super::pending::{Expiring, PendingMap};
 use super::ratelimit::ClientIp;
 use super::session::{SessionResponse, issue};
-use super::wallet::login_error;
 use crate::auth::session::{NewSession, Role};
 use crate::mail::MagicLink;
 
@@ -354,8 +353,7 @@ async fn login(state: &AppState, pending: &Pending) -> Result<LoggedIn, ApiError
             request_id: state.request_id(),
             at: state.clock.now(),
         })
-        .await
-        .map_err(login_error)?;
+        .await?;
     if logged_in.new_master {
         tracing::info!(master = %master, "new master registered by email login");
     }

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::request_id;
+use agentkeys_actors::ledger::LoginError;
+use agentkeys_runtime::store::{RevokeError, WriteError};
 
 /// The stable error codes of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +291,38 @@ impl From<agentkeys_actors::principal::PrincipalError> for ApiError {
             E::Signer(e) => e.into(),
             E::Call(e) => e.into(),
             E::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WriteError<LoginError>> for ApiError {
+    fn from(e: WriteError<LoginError>) -> Self {
+        match e {
+            WriteError::Rejected(LoginError::ManagedWallet) => ApiError::new(
+                ErrorCode::ManagedWallet,
+                "this address is a wallet managed by this gateway; managed wallets never log in",
+            ),
+            WriteError::Rejected(LoginError::RegistrationClosed) => ApiError::new(
+                ErrorCode::RegistrationClosed,
+                "registration is closed for this identity; ask the operator to add it with `agentkeys admin allow add`",
+            ),
+            WriteError::Rejected(LoginError::Revoked { .. }) => ApiError::new(
+                ErrorCode::ActorRevoked,
+                "this account was revoked by the operator",
+            ),
+            WriteError::Rejected(LoginError::NotMaster) => {
+                ApiError::internal("login omni names an agent")
+            }
+            WriteError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WriteError<RevokeError>> for ApiError {
+    fn from(e: WriteError<RevokeError>) -> Self {
+        match e {
+            WriteError::Rejected(RevokeError::NotFound) => super::authz::not_found(),
+            WriteError::Store(e) => e.into(),
         }
     }
 }

@@ -7,8 +7,7 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::rfc3339;
 use agentkeys_actors::crypto::siwe::{SiweExpectations, SiweMessage};
 use agentkeys_actors::crypto::wallet::Address;
-use agentkeys_actors::ledger::{Login, LoginError};
-use agentkeys_runtime::store::WriteError;
+use agentkeys_actors::ledger::Login;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -335,7 +334,7 @@ pub async fn verify(
         request_id: state.request_id(),
         at: state.clock.now(),
     };
-    let logged_in = state.ledger.login(login).await.map_err(login_error)?;
+    let logged_in = state.ledger.login(login).await?;
     if logged_in.new_master {
         tracing::info!(master = %master, "new master registered by wallet login");
     }
@@ -348,26 +347,4 @@ pub async fn verify(
         bid: logged_in.binding.bid,
     };
     Ok(Json(issue(&state, session).await?))
-}
-
-/// Maps a refused login to its code.
-pub fn login_error(e: WriteError<LoginError>) -> ApiError {
-    match e {
-        WriteError::Rejected(LoginError::ManagedWallet) => ApiError::new(
-            ErrorCode::ManagedWallet,
-            "this address is a wallet managed by this gateway; managed wallets never log in",
-        ),
-        WriteError::Rejected(LoginError::RegistrationClosed) => ApiError::new(
-            ErrorCode::RegistrationClosed,
-            "registration is closed for this identity; ask the operator to add it with `agentkeys admin allow add`",
-        ),
-        WriteError::Rejected(LoginError::Revoked { .. }) => ApiError::new(
-            ErrorCode::ActorRevoked,
-            "this account was revoked by the operator",
-        ),
-        WriteError::Rejected(LoginError::NotMaster) => {
-            ApiError::internal("login omni names an agent")
-        }
-        WriteError::Store(e) => e.into(),
-    }
 }
