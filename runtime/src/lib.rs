@@ -1,8 +1,10 @@
 //! The AgentKeys actor runtime.
 //!
-//! It owns the things every actor relies on and no actor may own: the redb [`store`] with its
-//! group-commit writer, the [`RevokedIndex`], the arbiters actors run on, virtual activation
-//! ([`Registry`]) and revocation ([`Runtime::revoke`]). It knows no crypto and no HTTP.
+//! It owns the things every actor relies on and no actor may own: the redb [`store`] (the actor
+//! tree, meta, and the group-commit writer that higher layers write their own tables through),
+//! the [`RevokedIndex`] and [`ScopeIndex`], the arbiters actors run on, virtual activation and
+//! supervision ([`Registry`]) and revocation ([`Runtime::revoke_with`]). It knows no crypto, no
+//! domain and no HTTP.
 //!
 //! The guarantees and their linearization points are written down in
 //! `docs/runtime-semantics.md`.

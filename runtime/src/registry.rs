@@ -44,7 +44,7 @@ pub struct Activation {
     pub lineage: Lineage,
     /// The check it runs before replying.
     pub guard: LineageGuard,
-    /// The store, for the actor's own rows (e.g. device bindings).
+    /// The store (the tree; a higher layer reaches its own tables through its own types).
     pub store: Arc<crate::store::RedbStore>,
     /// The runtime's clock.
     pub clock: Arc<dyn crate::Clock>,

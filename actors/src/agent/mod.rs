@@ -1,7 +1,9 @@
 //! The agent actor: one per agent (any depth below a master).
 //!
-//! **Owns** the agent's record (omni, path, stored scopes, status) and a cache of its device
-//! bindings ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]); a
+//! **Owns** the agent's record (omni, path, stored scopes, status), its entry of the runtime's
+//! scope index, its device bindings (cached; the ledger is the durable copy) and the link codes
+//! it issued ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]),
+//! including `SetScopes` from an ancestor, which narrows its whole subtree at once; a
 //! [`CheckSession`](crate::principal::CheckSession) checks the lineage (revoked index) and the
 //! binding, and answers the effective scopes — the intersection along the lineage, read from the
 //! runtime's scope index at check time — with the [`LiveProof`](agentkeys_runtime::LiveProof)

@@ -1,8 +1,10 @@
 //! The master actor: one per human account, the root of a tree.
 //!
-//! **Owns** the master's record and a cache of its device bindings ([`PrincipalCore`]; the store
-//! is the source of truth). **Takes** the principal messages ([`crate::principal`]): session
-//! checks, descriptions, binding reloads, authorizations (a master holds every scope).
+//! **Owns** the master's record, its device bindings (cached; the ledger is the durable copy)
+//! and the link codes it issued ([`PrincipalCore`]). **Takes** the principal messages
+//! ([`crate::principal`]): session checks and descriptions, and every change to that state —
+//! children it creates, link codes, device bindings (redeemed, used, deleted), the audit rows of
+//! what it signs. A master holds every scope and has no stored scopes to change.
 //! **Restart policy**: supervised by the runtime; a crash drops the actor and the next message
 //! activates it again from the store. **Lost on restart**: nothing; the cache is reloaded at
 //! activation.
