@@ -492,3 +492,53 @@ async fn outstanding_link_codes_are_capped_per_actor() {
         .await
         .expect("stops");
 }
+
+#[actix::test]
+async fn a_revocation_answer_counts_at_most_a_thousand_actors() {
+    use agentkeys_actors::ledger::NewActor;
+    use agentkeys_runtime::store::CreateActor;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let boss = master(&stack, 31).await;
+    let (status, team) = create(&stack, &boss, "team", None, &[]).await;
+    assert_eq!(status, 201, "{team}");
+    let team: agentkeys_runtime::Omni = team["omni"].as_str().expect("omni").parse().expect("omni");
+    // 1,000 children under the team, written through the ledger in one go (group commit).
+    let ledger = stack.server.ledger();
+    let writes: Vec<_> = (0..1000)
+        .map(|i| {
+            let label = format!("w{i}");
+            ledger.create(NewActor {
+                actor: CreateActor {
+                    omni: agentkeys_actors::crypto::omni::child_omni(&team, &label).expect("omni"),
+                    parent: Some(team),
+                    label,
+                    created_at: agentkeys_runtime::Clock::now(&stack.clock),
+                    origin: Default::default(),
+                    scopes: Vec::new(),
+                },
+                wallet: None,
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.expect("created");
+    }
+    let path = format!("/v1/actors/{team}/revoke");
+    let (status, receipt) = boss.call(&stack, "POST", &path, None).await;
+    assert_eq!(status, 200, "{receipt}");
+    // The team and 1,000 children: the answer counts 1,000 and says there are more.
+    assert_eq!(receipt["revoked"], 1000);
+    assert_eq!(receipt["revoked_more"], true);
+    let path = format!("/v1/actors/{team}/tree?limit=1000");
+    let (_, page) = boss.call(&stack, "GET", &path, None).await;
+    let entries = page["entries"].as_array().expect("entries");
+    assert!(
+        entries.iter().all(|e| e["status"] == "revoked"),
+        "every one is revoked"
+    );
+    assert!(
+        page["next_cursor"].is_string(),
+        "the tree pages on past 1,000"
+    );
+}
