@@ -200,56 +200,43 @@ async fn a_proof_signs_only_for_the_actor_it_names() {
     let s = setup().await;
     let (omni, _) = bot(&s, &["sign:sr25519"]).await;
     let proof = s.stack.runtime.check_live(&omni).expect("live");
-    assert_eq!(proof.omni(), omni);
-    assert_eq!(proof.master(), s.master);
-    let other_path = s
-        .stack
-        .signer
-        .sign_sr25519(String::new(), b"x".to_vec(), proof)
-        .await;
-    assert!(
-        matches!(other_path, Err(SignerError::NotAuthorized(_))),
-        "the master's key with the agent's proof: {other_path:?}"
-    );
-    let proof = s.stack.runtime.check_live(&omni).expect("live");
-    let own = s
-        .stack
-        .signer
-        .sign_sr25519("//bot".into(), b"x".to_vec(), proof)
-        .await;
-    assert!(own.is_ok(), "{own:?}");
-    let proof = s.stack.runtime.check_live(&s.master).expect("live");
-    let masters_own = s
-        .stack
-        .signer
-        .sign_sr25519(String::new(), b"x".to_vec(), proof)
-        .await;
-    assert!(
-        masters_own.is_ok(),
-        "a master's path is empty: {masters_own:?}"
-    );
-
+    assert_eq!((proof.omni(), proof.master()), (omni, s.master));
+    // (whose proof, which sr25519 path, allowed): a proof signs with its own actor's key only.
+    for (prover, path, allowed) in [
+        (omni, "", false),
+        (omni, "//bot", true),
+        (s.master, "", true),
+        (s.master, "//bot", false),
+    ] {
+        let proof = s.stack.runtime.check_live(&prover).expect("live");
+        let signed = s
+            .stack
+            .signer
+            .sign_sr25519(path.into(), b"x".to_vec(), proof)
+            .await;
+        match signed {
+            Ok(_) => assert!(
+                allowed,
+                "{path:?} signed with the proof of {}",
+                prover.short()
+            ),
+            Err(SignerError::NotAuthorized(_)) => assert!(!allowed, "{path:?} refused"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
     // An agent's proof, or a master that is not the anchor's, cannot use an anchor wallet.
-    let proof = s.stack.runtime.check_live(&omni).expect("live");
-    let anchor = s
-        .stack
-        .signer
-        .sign_eip191_as_anchor("a@example.com".into(), b"x".to_vec(), proof)
-        .await;
-    assert!(
-        matches!(anchor, Err(SignerError::NotAuthorized(_))),
-        "{anchor:?}"
-    );
-    let proof = s.stack.runtime.check_live(&s.master).expect("live");
-    let anchor = s
-        .stack
-        .signer
-        .sign_eip191_as_anchor("a@example.com".into(), b"x".to_vec(), proof)
-        .await;
-    assert!(
-        matches!(anchor, Err(SignerError::NotAuthorized(_))),
-        "{anchor:?}"
-    );
+    for prover in [omni, s.master] {
+        let proof = s.stack.runtime.check_live(&prover).expect("live");
+        let anchor = s
+            .stack
+            .signer
+            .sign_eip191_as_anchor("a@example.com".into(), b"x".to_vec(), proof)
+            .await;
+        assert!(
+            matches!(anchor, Err(SignerError::NotAuthorized(_))),
+            "{anchor:?}"
+        );
+    }
 }
 
 #[actix::test]

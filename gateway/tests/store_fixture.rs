@@ -2,8 +2,9 @@
 //! runtime crate) opens unchanged: the same master omni for the same wallet, the same tree,
 //! wallets, device bindings and audit chain, and the audit log verifies.
 //!
-//! The fixture in `tests/fixtures/store-v1/` was written by `write_the_fixture` (ignored; run it
-//! with `AGENTKEYS_WRITE_FIXTURE=<dir>` to write a new one).
+//! The fixture in `tests/fixtures/store-v1/` was written by `write_the_fixture`. That test is
+//! ignored because it writes a new fixture rather than checking one; `scripts/store-fixture.sh
+//! DIR` runs it.
 
 mod common;
 
@@ -65,7 +66,7 @@ async fn describe(stack: &Stack, boss: &common::Who, ops: &str) -> Value {
 }
 
 #[actix::test]
-#[ignore = "writes a new fixture into AGENTKEYS_WRITE_FIXTURE"]
+#[ignore = "writes a fixture instead of checking one: run by scripts/store-fixture.sh"]
 async fn write_the_fixture() {
     let dir = PathBuf::from(std::env::var("AGENTKEYS_WRITE_FIXTURE").expect("a target dir"));
     let stack = start(&dir, None).await;
