@@ -7,6 +7,7 @@ pub mod agent;
 pub mod crypto;
 pub mod ledger;
 pub mod master;
+pub mod policy;
 pub mod principal;
 pub mod scope;
 pub mod signer;

@@ -14,5 +14,5 @@ pub mod secret;
 pub mod siwe;
 pub mod sr25519;
 pub mod tx;
-mod uint;
+pub(crate) mod uint;
 pub mod wallet;
