@@ -8,6 +8,8 @@
 //! | `sign:tx:<chain_id>` | transactions for that chain (decimal, no leading zeros) |
 //! | `oidc:<audience>` | OIDC tokens for that audience (not `agentkeys`) |
 //! | `actors:create` | creating children |
+//! | `policy:set` | setting and removing the policies of descendants |
+//! | `approvals:decide` | approving or denying requests that a descendant's policy holds for a person |
 //!
 //! A master holds every scope. New agents hold none unless given. Effective scopes are the
 //! intersection of the stored scopes along the lineage, computed at check time.
@@ -20,6 +22,10 @@ pub const SIGN_EIP712: &str = "sign:eip712";
 pub const SIGN_SR25519: &str = "sign:sr25519";
 /// Creating children.
 pub const ACTORS_CREATE: &str = "actors:create";
+/// Setting descendants' policies.
+pub const POLICY_SET: &str = "policy:set";
+/// Deciding approvals held by descendants' policies.
+pub const APPROVALS_DECIDE: &str = "approvals:decide";
 /// Most scopes stored on one actor.
 pub const MAX_SCOPES: usize = 64;
 
@@ -36,7 +42,7 @@ pub fn oidc(audience: &str) -> String {
 /// Why a scope is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a scope; use sign:eip191, sign:eip712, sign:sr25519, sign:tx:<chain_id>, oidc:<audience> or actors:create"
+    "{0:?} is not a scope; use sign:eip191, sign:eip712, sign:sr25519, sign:tx:<chain_id>, oidc:<audience>, actors:create, policy:set or approvals:decide"
 )]
 pub struct ScopeError(pub String);
 
@@ -44,7 +50,8 @@ pub struct ScopeError(pub String);
 pub fn validate(scope: &str) -> Result<(), ScopeError> {
     let bad = || ScopeError(scope.chars().take(80).collect());
     match scope {
-        SIGN_EIP191 | SIGN_EIP712 | SIGN_SR25519 | ACTORS_CREATE => return Ok(()),
+        SIGN_EIP191 | SIGN_EIP712 | SIGN_SR25519 | ACTORS_CREATE | POLICY_SET
+        | APPROVALS_DECIDE => return Ok(()),
         _ => {}
     }
     if let Some(chain) = scope.strip_prefix("sign:tx:") {
@@ -94,6 +101,8 @@ mod tests {
             "sign:tx:8453",
             "oidc:sts.amazonaws.com",
             "actors:create",
+            "policy:set",
+            "approvals:decide",
         ] {
             assert_eq!(validate(good), Ok(()), "{good}");
         }

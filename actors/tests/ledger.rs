@@ -55,7 +55,7 @@ async fn signed_store(dir: &Path) -> Ledger {
         ..StoreOptions::default()
     };
     let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
-    let ledger = Ledger::new(Arc::new(store));
+    let ledger = Ledger::new(Arc::new(store)).expect("ledger");
     ledger
         .set_head_signer(Arc::new(TestSigner))
         .await
@@ -362,6 +362,7 @@ fn rows_round_trip_through_the_pinned_encoding() {
         outcome: audit::outcome::OK,
         detail: [7; 32],
         at: T0,
+        spend: Vec::new(),
     };
     let encoding = entry.encode(9, 4);
     assert_eq!(encoding[0], 1, "version byte");
@@ -373,4 +374,28 @@ fn rows_round_trip_through_the_pinned_encoding() {
     assert_eq!(row.entry, entry);
     assert_eq!(row.compute_hash(&[0; 32]), hash);
     assert!(audit::AuditRow::decode(&stored[..stored.len() - 1]).is_err());
+
+    // A row with a spend is version 2 and keeps it.
+    let spent = audit::AuditEntry {
+        spend: vec![
+            agentkeys_actors::policy::Spend {
+                asset: agentkeys_actors::policy::Asset::Native,
+                chain: 1,
+                amount: 21_000,
+            },
+            agentkeys_actors::policy::Spend {
+                asset: agentkeys_actors::policy::Asset::Token([0xab; 20]),
+                chain: 8453,
+                amount: u128::MAX,
+            },
+        ],
+        ..entry
+    };
+    let encoding = spent.encode(10, 5);
+    assert_eq!(encoding[0], 2, "version byte");
+    let stored = [encoding.as_slice(), &[0u8; 32]].concat();
+    assert_eq!(
+        audit::AuditRow::decode(&stored).expect("decodes").entry,
+        spent
+    );
 }

@@ -123,7 +123,7 @@ fn open(dir: &Path) -> Ledger {
         ..StoreOptions::default()
     };
     let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
-    Ledger::new(Arc::new(store))
+    Ledger::new(Arc::new(store)).expect("ledger")
 }
 
 fn at(step: usize) -> Timestamp {

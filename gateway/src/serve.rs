@@ -173,7 +173,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let recorded = recorded_kids(&store)?;
     let store = Arc::new(store);
-    let ledger = Ledger::new(store.clone());
+    let ledger = Ledger::new(store.clone()).context("cannot read the policies in the store")?;
     let runtime = Runtime::start(store, clock, RuntimeConfig::default())?;
     let signer = signer::start(
         SignerConfig {

@@ -40,7 +40,7 @@ impl SignerStack {
         let store = Arc::new(
             RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens"),
         );
-        let ledger = agentkeys_actors::ledger::Ledger::new(store.clone());
+        let ledger = agentkeys_actors::ledger::Ledger::new(store.clone()).expect("ledger");
         let config = RuntimeConfig {
             arbiters: 1,
             ..RuntimeConfig::default()

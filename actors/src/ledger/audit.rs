@@ -19,6 +19,11 @@
 //! [32] detail: SHA-256 of the signed message, the token or the binding key; zero if none
 //! ```
 //!
+//! A row that records a spend (a signature that moved value, docs/policies.md) is version 2:
+//! the same fields, then `u8 count` and per spend `u8 asset kind (0 native, 1 token)`, `[20]
+//! token` (kind 1 only), `u64 chain`, `u128 amount` (saturating). Rows without a spend stay
+//! version 1, byte for byte.
+//!
 //! `hash = SHA256(prev_hash || encoding)`, `prev_hash` of the first row = 32 zero bytes. The
 //! stored value is `encoding || hash`. After every batch that appended rows, each touched
 //! chain's head is signed: the message is `"agentkeys-audit-head-v1" || master || u64 length ||
@@ -41,8 +46,10 @@ pub(crate) const AUDIT_HEADS: TableDefinition<&[u8; 32], &[u8]> =
 pub(crate) const AUDIT_UNSIGNED: TableDefinition<&[u8; 32], ()> =
     TableDefinition::new("audit_unsigned");
 
-/// The version byte of rows written by this build.
+/// The version byte of rows without a spend.
 pub const AUDIT_ROW_VERSION: u8 = 1;
+/// The version byte of rows that record a spend.
+pub const AUDIT_ROW_VERSION_SPEND: u8 = 2;
 /// Domain separation of signed chain heads.
 pub const HEAD_LABEL: &[u8] = b"agentkeys-audit-head-v1";
 
@@ -82,6 +89,24 @@ pub mod op {
     pub const QUARANTINE: u16 = 60;
     /// A quarantine was lifted early by the host administrator.
     pub const QUARANTINE_LIFTED: u16 = 61;
+    /// A policy was set on an actor (detail: SHA-256 of the document).
+    pub const POLICY_SET: u16 = 70;
+    /// A policy was removed from an actor.
+    pub const POLICY_REMOVE: u16 = 71;
+    /// A signing request was refused by a policy rule (detail: the request's digest).
+    pub const POLICY_DENIED: u16 = 72;
+    /// A signing request was refused because a budget would be exceeded.
+    pub const BUDGET_EXCEEDED: u16 = 73;
+    /// A signing request was refused by a policy's rate limit.
+    pub const RATE_LIMITED: u16 = 74;
+    /// A signing request waits for a person (detail: the approval id).
+    pub const APPROVAL_REQUESTED: u16 = 75;
+    /// A person approved a request (detail: the approval id; the signature has its own row).
+    pub const APPROVAL_APPROVED: u16 = 76;
+    /// A person denied a request (detail: the approval id).
+    pub const APPROVAL_DENIED: u16 = 77;
+    /// An approval's webhook address was set (detail: SHA-256 of the URL).
+    pub const APPROVAL_WEBHOOK_SET: u16 = 78;
 }
 
 /// Outcome codes.
@@ -109,6 +134,8 @@ pub struct AuditEntry {
     pub detail: [u8; 32],
     /// When.
     pub at: Timestamp,
+    /// What a signature spent (empty for everything else).
+    pub spend: Vec<crate::policy::Spend>,
 }
 
 /// A stored row with its place in the chain.
@@ -205,13 +232,33 @@ impl AuditEntry {
             outcome: outcome::OK,
             detail,
             at,
+            spend: Vec::new(),
+        }
+    }
+
+    /// A row for a refused attempt (`outcome::REFUSED`).
+    pub fn refused(
+        master: Omni,
+        origin: Origin,
+        op: u16,
+        target: Omni,
+        detail: [u8; 32],
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            outcome: outcome::REFUSED,
+            ..Self::done(master, origin, op, target, detail, at)
         }
     }
 
     /// The pinned version-1 encoding, given the row's sequences.
     pub fn encode(&self, seq: u64, chain_seq: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(200 + self.origin.request_id.len());
-        out.push(AUDIT_ROW_VERSION);
+        out.push(if self.spend.is_empty() {
+            AUDIT_ROW_VERSION
+        } else {
+            AUDIT_ROW_VERSION_SPEND
+        });
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(self.master.as_bytes());
         out.extend_from_slice(&chain_seq.to_be_bytes());
@@ -224,6 +271,21 @@ impl AuditEntry {
         let id = &id[..id.len().min(usize::from(u16::MAX))];
         put_bytes(&mut out, id);
         out.extend_from_slice(&self.detail);
+        if !self.spend.is_empty() {
+            let spends = &self.spend[..self.spend.len().min(255)];
+            out.push(spends.len() as u8);
+            for s in spends {
+                match s.asset {
+                    crate::policy::Asset::Native => out.push(0),
+                    crate::policy::Asset::Token(addr) => {
+                        out.push(1);
+                        out.extend_from_slice(&addr);
+                    }
+                }
+                out.extend_from_slice(&s.chain.to_be_bytes());
+                out.extend_from_slice(&s.amount.to_be_bytes());
+            }
+        }
         out
     }
 }
@@ -236,7 +298,7 @@ impl AuditRow {
             let (body, hash) = bytes.split_at(split);
             let mut r = Reader::new(body);
             let version = r.u8()?;
-            if version != AUDIT_ROW_VERSION {
+            if version != AUDIT_ROW_VERSION && version != AUDIT_ROW_VERSION_SPEND {
                 return Err(DecodeError::Version(version));
             }
             let seq = r.u64()?;
@@ -249,6 +311,21 @@ impl AuditRow {
             let outcome = r.u8()?;
             let request_id = r.string()?;
             let detail = r.array()?;
+            let mut spend = Vec::new();
+            if version == AUDIT_ROW_VERSION_SPEND {
+                for _ in 0..r.u8()? {
+                    let asset = match r.u8()? {
+                        0 => crate::policy::Asset::Native,
+                        1 => crate::policy::Asset::Token(r.array()?),
+                        _ => return Err(DecodeError::Malformed(r.position())),
+                    };
+                    spend.push(crate::policy::Spend {
+                        asset,
+                        chain: r.u64()?,
+                        amount: u128::from_be_bytes(r.array()?),
+                    });
+                }
+            }
             r.finish()?;
             Ok(AuditRow {
                 seq,
@@ -261,6 +338,7 @@ impl AuditRow {
                     outcome,
                     detail,
                     at,
+                    spend,
                 },
                 hash: hash.try_into().map_err(|_| DecodeError::Malformed(split))?,
             })

@@ -12,9 +12,11 @@
 //! (devices, audit rows) and records logins through it.
 
 pub mod accounts;
+pub mod approvals;
 pub mod audit;
 pub mod devices;
 pub mod links;
+pub mod policies;
 mod tree;
 
 use std::sync::Arc;
@@ -33,6 +35,10 @@ pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSig
 pub use devices::DeviceBinding;
 pub use links::{
     CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
+};
+pub use policies::{
+    BudgetState, PolicyBook, PolicyChange, PolicyWriteError, RecordSigned, SetPolicy, Setter,
+    SpendCheck, SpendError, SpendRefusal,
 };
 pub use tree::{NewActor, NewActorPlan, Revoke};
 
@@ -54,6 +60,13 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     open(txn.open_table(audit::AUDIT_CHAIN).map(drop))?;
     open(txn.open_table(audit::AUDIT_HEADS).map(drop))?;
     open(txn.open_table(audit::AUDIT_UNSIGNED).map(drop))?;
+    open(txn.open_table(approvals::APPROVALS).map(drop))?;
+    open(txn.open_table(approvals::APPROVALS_PENDING).map(drop))?;
+    open(txn.open_table(policies::POLICIES).map(drop))?;
+    open(txn.open_table(policies::POLICY_VERSIONS).map(drop))?;
+    open(txn.open_table(policies::SPENDS).map(drop))?;
+    open(txn.open_table(policies::SPEND_DIGESTS).map(drop))?;
+    open(txn.open_table(policies::SPEND_DIGEST_EXPIRY).map(drop))?;
     Ok(())
 }
 
@@ -62,6 +75,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 pub struct Ledger {
     store: Arc<RedbStore>,
     audit: Arc<AuditHook>,
+    policies: Arc<PolicyBook>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -72,13 +86,137 @@ impl std::fmt::Debug for Ledger {
 
 impl Ledger {
     /// The ledger of `store` (opened with [`create_tables`]); installs the audit log's batch
-    /// hook (head signing once a signer is set, and the wake-up of event streams).
-    pub fn new(store: Arc<RedbStore>) -> Self {
+    /// hook (head signing once a signer is set, and the wake-up of event streams) and loads
+    /// every policy (a store whose policies cannot be read is refused: they would not apply).
+    pub fn new(store: Arc<RedbStore>) -> Result<Self, StoreError> {
+        let policies = Arc::new(PolicyBook::load(&store)?);
         let audit = Arc::new(AuditHook::default());
         if !store.set_batch_hook(audit.clone()) {
             tracing::error!("the store already had a batch hook; audit heads stay unsigned");
         }
-        Self { store, audit }
+        Ok(Self {
+            store,
+            audit,
+            policies,
+        })
+    }
+
+    /// Every policy, as the actors read them.
+    pub fn policies(&self) -> &Arc<PolicyBook> {
+        &self.policies
+    }
+
+    /// Sets or removes a policy; the book holds the change once this returns.
+    pub async fn set_policy(
+        &self,
+        op: SetPolicy,
+    ) -> Result<PolicyChange, WriteError<PolicyWriteError>> {
+        let change = self.submit(op).await?;
+        self.policies.apply(&change);
+        Ok(change)
+    }
+
+    /// Records a signature with its spend (see [`RecordSigned`]).
+    pub fn record_signed(
+        &self,
+        op: RecordSigned,
+    ) -> PendingWrite<Result<u64, SpendRefusal>, SpendError> {
+        self.submit(op)
+    }
+
+    /// Stores a pending approval.
+    pub fn request_approval(
+        &self,
+        op: approvals::RequestApproval,
+    ) -> PendingWrite<approvals::ApprovalRecord, approvals::ApprovalError> {
+        self.submit(op)
+    }
+
+    /// Decides a pending approval.
+    pub fn decide_approval(
+        &self,
+        op: approvals::DecideApproval,
+    ) -> PendingWrite<approvals::Decision, approvals::ApprovalError> {
+        self.submit(op)
+    }
+
+    /// One approval.
+    pub fn approval(&self, id: &[u8; 16]) -> Result<Option<approvals::ApprovalRecord>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(approvals::APPROVALS)
+            .map_err(StoreError::from_redb)?;
+        approvals::read(&table, id)
+    }
+
+    /// The pending approvals of `master`'s tree (at most [`approvals::MAX_PENDING_PER_TREE`]).
+    pub fn pending_approvals(
+        &self,
+        master: &Omni,
+    ) -> Result<Vec<approvals::ApprovalRecord>, StoreError> {
+        let txn = self.store.read()?;
+        let pending = txn
+            .open_table(approvals::APPROVALS_PENDING)
+            .map_err(StoreError::from_redb)?;
+        let table = txn
+            .open_table(approvals::APPROVALS)
+            .map_err(StoreError::from_redb)?;
+        let m = master.as_bytes();
+        let mut out = Vec::new();
+        for entry in pending
+            .range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))
+            .map_err(StoreError::from_redb)?
+            .take(approvals::MAX_PENDING_PER_TREE)
+        {
+            let (k, _) = entry.map_err(StoreError::from_redb)?;
+            if let Some(record) = approvals::read(&table, k.value().1)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-reads `chain`'s policies from the latest commit (after a [`SpendError::PolicyChanged`]).
+    pub fn refresh_policies(&self, chain: &[Omni]) -> Result<(), StoreError> {
+        self.policies.refresh(&self.store, chain)
+    }
+
+    /// The state of every budget and rate limit of `effective` at `now`.
+    pub fn budgets(
+        &self,
+        effective: &crate::policy::Effective,
+        now: agentkeys_runtime::Timestamp,
+    ) -> Result<Vec<BudgetState>, StoreError> {
+        let txn = self.store.read()?;
+        let spends = txn
+            .open_table(policies::SPENDS)
+            .map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for (owner, stored) in &effective.policies {
+            for b in &stored.policy.budgets {
+                out.push(policies::read_budget(
+                    &spends,
+                    owner,
+                    Some(b.asset),
+                    b.chain,
+                    b.window_seconds,
+                    b.max,
+                    now,
+                )?);
+            }
+            if let Some(rate) = stored.policy.rate {
+                out.push(policies::read_budget(
+                    &spends,
+                    owner,
+                    None,
+                    0,
+                    rate.window_seconds,
+                    u128::from(rate.max),
+                    now,
+                )?);
+            }
+        }
+        Ok(out)
     }
 
     /// The store underneath.

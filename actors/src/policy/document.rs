@@ -265,7 +265,7 @@ pub struct Policy {
     pub document: PolicyDocument,
     pub(crate) chains: Option<Vec<u64>>,
     pub(crate) tx: Option<CompiledTx>,
-    pub(crate) domains: Option<Option<Vec<(u64, [u8; 20])>>>,
+    pub(crate) domains: Option<Option<DomainList>>,
     pub(crate) messages: Option<MessageRules>,
     pub(crate) sr25519: bool,
     /// The budgets.
@@ -277,12 +277,17 @@ pub struct Policy {
     pub approval_ttl: u64,
 }
 
+/// Allowed EIP-712 domains: (chain id, verifying contract).
+pub(crate) type DomainList = Vec<(u64, [u8; 20])>;
+/// Allowed calls: (contract, selector).
+pub(crate) type CallList = Vec<([u8; 20], [u8; 4])>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CompiledTx {
     /// `None`: any.
     pub(crate) to: Option<Vec<[u8; 20]>>,
     /// `None`: no calldata; `Some(None)`: any.
-    pub(crate) calls: Option<Option<Vec<([u8; 20], [u8; 4])>>>,
+    pub(crate) calls: Option<Option<CallList>>,
     pub(crate) max_value: Option<u128>,
     pub(crate) unlimited_approvals: bool,
 }

@@ -67,6 +67,12 @@ pub enum PrincipalError {
     /// The binding belongs to another device key.
     #[error("the binding belongs to another device key")]
     WrongKey,
+    /// A budget or rate limit refused the signature (its refusal row was written).
+    #[error("refused by a budget or rate limit")]
+    Spend(Box<crate::ledger::SpendRefusal>),
+    /// A policy of the tree changed after the request was evaluated: evaluate it again.
+    #[error("a policy of this tree changed while the request was checked")]
+    PolicyChanged,
     /// The signer could not derive the child's wallet.
     #[error(transparent)]
     Signer(#[from] SignerError),

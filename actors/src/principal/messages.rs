@@ -33,7 +33,15 @@ pub struct SessionCheck {
     pub guard: LineageGuard,
     /// Effective scopes now (`None`: a master, every scope).
     pub scopes: Option<BTreeSet<String>>,
+    /// The policies on the lineage now (shared with every actor that inherits them).
+    pub policies: std::sync::Arc<crate::policy::Effective>,
 }
+
+/// The lineage check alone, without a session: what a signature made on the actor's behalf
+/// after a person approved it needs (the actor's scopes and policies are checked again).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<SessionCheck, CallError>")]
+pub struct Authorize;
 
 /// Why a session is refused by the actor.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -175,8 +183,9 @@ pub struct UseBinding {
 }
 
 /// Records an action this actor took outside its mailbox (a signature, an OIDC token) as a row
-/// of its master's audit chain; answers after the row's commit and a fresh lineage check, so
-/// nothing is handed out unaudited or after a revocation returned.
+/// of its master's audit chain, with its spend checked and counted against every budget on the
+/// lineage in the row's transaction; answers after the row's commit and a fresh lineage check,
+/// so nothing is handed out unaudited, over budget, or after a revocation returned.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), PrincipalError>")]
 pub struct RecordAction {
@@ -186,4 +195,8 @@ pub struct RecordAction {
     pub detail: [u8; 32],
     /// Who asked.
     pub origin: Origin,
+    /// What the signature spends (recorded in the row).
+    pub spend: Vec<crate::policy::Spend>,
+    /// The budgets and rate limits to check and count (`None`: no policy check, e.g. a token).
+    pub check: Option<crate::ledger::SpendCheck>,
 }

@@ -33,9 +33,9 @@ use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, T
 
 pub use error::PrincipalError;
 pub use messages::{
-    BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding, Describe,
-    IssueLinkCode, NewDevice, PrincipalView, RecordAction, SessionCheck, SessionError, SetScopes,
-    UseBinding,
+    Authorize, BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding,
+    Describe, IssueLinkCode, NewDevice, PrincipalView, RecordAction, SessionCheck, SessionError,
+    SetScopes, UseBinding,
 };
 
 use crate::crypto::omni::{child_omni, validate_label};
@@ -66,6 +66,7 @@ pub struct PrincipalCore {
     scopes: ScopeSlot,
     signer: SignerHandle,
     bindings: BTreeMap<u64, DeviceBinding>,
+    effective: Option<Arc<crate::policy::Effective>>,
 }
 
 impl std::fmt::Debug for PrincipalCore {
@@ -117,6 +118,7 @@ impl PrincipalCore {
             scopes: activation.scopes,
             signer: deps.signer,
             bindings: BTreeMap::new(),
+            effective: None,
         };
         let _ = core.reload();
         core
@@ -144,6 +146,33 @@ impl PrincipalCore {
         self.guard.chain()[0]
     }
 
+    /// The policies on the lineage: rebuilt from the shared book only when the tree's policy
+    /// version moved since the last request.
+    fn policies(&mut self) -> Arc<crate::policy::Effective> {
+        let book = self.ledger.policies();
+        let version = book.version(&self.master());
+        match &self.effective {
+            Some(e) if e.version == version => e.clone(),
+            _ => {
+                let e = Arc::new(book.effective(self.guard.chain()));
+                self.effective = Some(e.clone());
+                e
+            }
+        }
+    }
+
+    /// [`Authorize`]: the lineage check alone.
+    pub fn authorize(&mut self) -> Result<SessionCheck, CallError> {
+        let proof = self.guard.check()?;
+        Ok(SessionCheck {
+            record: self.record.clone(),
+            proof,
+            guard: self.guard.clone(),
+            scopes: self.guard.effective_scopes()?,
+            policies: self.policies(),
+        })
+    }
+
     /// [`CheckSession`]: lineage live, binding live and of this key.
     pub fn check_session(&mut self, msg: &CheckSession) -> Result<SessionCheck, SessionError> {
         let proof = self.guard.check().map_err(SessionError::Call)?;
@@ -154,6 +183,7 @@ impl PrincipalCore {
                 proof,
                 guard: self.guard.clone(),
                 scopes: self.guard.effective_scopes().map_err(SessionError::Call)?,
+                policies: self.policies(),
             }),
             Some(b) if b.is_live() => Err(SessionError::WrongKey),
             _ => Err(SessionError::BindingRevoked),
@@ -316,9 +346,10 @@ impl PrincipalCore {
         Box::pin(async move { Ok(write.await?.binding) })
     }
 
-    /// [`RecordAction`]: the row in the master's chain, then the lineage again.
+    /// [`RecordAction`]: the row in the master's chain with the spend counted, then the
+    /// lineage again.
     pub fn record_action(&self, msg: RecordAction) -> Change<()> {
-        let row = ledger::AuditEntry::done(
+        let mut entry = ledger::AuditEntry::done(
             self.master(),
             msg.origin,
             msg.op,
@@ -326,13 +357,22 @@ impl PrincipalCore {
             msg.detail,
             self.clock.now(),
         );
-        let write = self.ledger.append_audit(row);
+        entry.spend = msg.spend;
+        let write = self.ledger.record_signed(ledger::RecordSigned {
+            entry,
+            check: msg.check,
+        });
         let guard = self.guard.clone();
         Box::pin(async move {
-            write.await.map_err(|e| match e {
-                agentkeys_runtime::store::WriteError::Store(e) => PrincipalError::Store(e),
-                agentkeys_runtime::store::WriteError::Rejected(never) => match never {},
-            })?;
+            write
+                .await
+                .map_err(|e| match e {
+                    agentkeys_runtime::store::WriteError::Store(e) => PrincipalError::Store(e),
+                    agentkeys_runtime::store::WriteError::Rejected(
+                        ledger::SpendError::PolicyChanged,
+                    ) => PrincipalError::PolicyChanged,
+                })?
+                .map_err(|r| PrincipalError::Spend(Box::new(r)))?;
             guard.check()?;
             Ok(())
         })
@@ -382,6 +422,18 @@ macro_rules! principal_handlers {
                 _ctx: &mut ::actix::Context<Self>,
             ) -> Self::Result {
                 self.core.check_session(&msg)
+            }
+        }
+
+        impl ::actix::Handler<$crate::principal::Authorize> for $actor {
+            type Result = Result<$crate::principal::SessionCheck, ::agentkeys_runtime::CallError>;
+
+            fn handle(
+                &mut self,
+                _msg: $crate::principal::Authorize,
+                _ctx: &mut ::actix::Context<Self>,
+            ) -> Self::Result {
+                self.core.authorize()
             }
         }
 

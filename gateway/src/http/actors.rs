@@ -49,7 +49,7 @@ pub struct ActorView {
     pub created_at: String,
 }
 
-fn time(at: Timestamp) -> String {
+pub(super) fn time(at: Timestamp) -> String {
     rfc3339::format(i64::try_from(at.as_millis()).unwrap_or(i64::MAX))
 }
 

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InvalidSiwe,
     /// 400: the email confirmation code does not match.
     InvalidConfirmCode,
+    /// 400: a policy document is malformed or over a limit (the message names the field).
+    InvalidPolicy,
     /// 401: the session token is missing or invalid.
     InvalidToken,
     /// 401: the DPoP proof is missing or invalid.
@@ -43,6 +45,10 @@ pub enum ErrorCode {
     ManagedWallet,
     /// 403: registration is closed for this identity.
     RegistrationClosed,
+    /// 403: a policy rule refuses the request (`rule` names it).
+    PolicyDenied,
+    /// 403: a budget would be exceeded (the budget's state is in the body).
+    BudgetExceeded,
     /// 404: no such resource (also other trees).
     NotFound,
     /// 405: the route exists with another method.
@@ -53,6 +59,8 @@ pub enum ErrorCode {
     LabelRevoked,
     /// 409: the link code was used.
     LinkCodeUsed,
+    /// 409: the approval was already decided, expired or cancelled.
+    ApprovalNotPending,
     /// 410: expired.
     Expired,
     /// 413: the body is over 1 MiB.
@@ -73,12 +81,16 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::InvalidRequest,
         Self::InvalidLabel,
         Self::InvalidTypedData,
         Self::InvalidSiwe,
         Self::InvalidConfirmCode,
+        Self::InvalidPolicy,
+        Self::PolicyDenied,
+        Self::BudgetExceeded,
+        Self::ApprovalNotPending,
         Self::InvalidToken,
         Self::InvalidDpopProof,
         Self::UseDpopNonce,
@@ -110,6 +122,10 @@ impl ErrorCode {
             Self::InvalidTypedData => "invalid_typed_data",
             Self::InvalidSiwe => "invalid_siwe",
             Self::InvalidConfirmCode => "invalid_confirm_code",
+            Self::InvalidPolicy => "invalid_policy",
+            Self::PolicyDenied => "policy_denied",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::ApprovalNotPending => "approval_not_pending",
             Self::InvalidToken => "invalid_token",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
@@ -138,16 +154,17 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidLabel | InvalidTypedData | InvalidSiwe | InvalidConfirmCode => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidRequest | InvalidLabel | InvalidTypedData | InvalidSiwe | InvalidConfirmCode
+            | InvalidPolicy => StatusCode::BAD_REQUEST,
             InvalidToken | InvalidDpopProof | UseDpopNonce | ActorRevoked | BindingRevoked => {
                 StatusCode::UNAUTHORIZED
             }
-            ScopeDenied | ManagedWallet | RegistrationClosed => StatusCode::FORBIDDEN,
+            ScopeDenied | ManagedWallet | RegistrationClosed | PolicyDenied | BudgetExceeded => {
+                StatusCode::FORBIDDEN
+            }
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            LabelTaken | LabelRevoked | LinkCodeUsed => StatusCode::CONFLICT,
+            LabelTaken | LabelRevoked | LinkCodeUsed | ApprovalNotPending => StatusCode::CONFLICT,
             Expired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +184,7 @@ pub struct ApiError {
     retry_after: Option<Duration>,
     dpop_nonce: Option<String>,
     cause: Option<String>,
+    extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl ApiError {
@@ -178,7 +196,17 @@ impl ApiError {
             retry_after: None,
             dpop_nonce: None,
             cause: None,
+            extra: None,
         }
+    }
+
+    /// Adds fields to the envelope (e.g. the `rule` of `policy_denied`); the envelope's own
+    /// fields win over any of the same name.
+    pub fn with_fields(mut self, fields: serde_json::Value) -> Self {
+        if let serde_json::Value::Object(map) = fields {
+            self.extra.get_or_insert_with(Default::default).extend(map);
+        }
+        self
     }
 
     /// A 500 whose cause is logged only.
@@ -288,6 +316,11 @@ impl From<agentkeys_actors::principal::PrincipalError> for ApiError {
                     "this link code was already used by another device; ask for a new one",
                 )
             }
+            E::Spend(refusal) => super::policy::refusal(*refusal),
+            E::PolicyChanged => ApiError::new(
+                ErrorCode::Busy,
+                "a policy of this tree changed while the request was checked; retry",
+            ),
             E::Signer(e) => e.into(),
             E::Call(e) => e.into(),
             E::Store(e) => e.into(),
@@ -364,8 +397,11 @@ impl IntoResponse for ApiError {
         if let Some(cause) = &self.cause {
             tracing::error!(request_id = %request_id, code = self.code.as_str(), cause = %cause, "request failed");
         }
-        let body =
-            json!({"error": self.code.as_str(), "message": self.message, "request_id": request_id});
+        let mut body = self.extra.map(|b| *b).unwrap_or_default();
+        body.insert("error".into(), json!(self.code.as_str()));
+        body.insert("message".into(), json!(self.message));
+        body.insert("request_id".into(), json!(request_id));
+        let body = serde_json::Value::Object(body);
         let mut response = (self.code.status(), axum::Json(body)).into_response();
         let headers = response.headers_mut();
         let retry = self.retry_after.or(match self.code.status() {

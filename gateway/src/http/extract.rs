@@ -228,6 +228,8 @@ pub struct Authenticated {
     pub guard: LineageGuard,
     /// Effective scopes at the check (`None`: a master, every scope).
     pub scopes: Option<BTreeSet<String>>,
+    /// The policies on the lineage at the check.
+    pub policies: std::sync::Arc<agentkeys_actors::policy::Effective>,
 }
 
 impl Authenticated {
@@ -327,6 +329,7 @@ async fn authorize(state: &AppState, claims: SessionClaims) -> Result<Authentica
         live: Some(check.proof),
         guard: check.guard,
         scopes: check.scopes,
+        policies: check.policies,
     })
 }
 

@@ -2,6 +2,7 @@
 //! route; extractors whose rejections use the envelope.
 
 pub mod actors;
+pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod crockford;
@@ -17,6 +18,7 @@ pub mod oidc;
 pub mod openapi;
 pub mod pairing;
 pub mod pending;
+pub mod policy;
 mod process;
 pub mod ratelimit;
 pub mod request_id;
@@ -164,6 +166,12 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(sign::eip712))
         .routes(routes!(sign::transaction))
         .routes(routes!(sign::sr25519))
+        .routes(routes!(policy::put, policy::delete, policy::get))
+        .routes(routes!(policy::check))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::show))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
         .routes(routes!(audit::list))
         .routes(routes!(events::events))
         .routes(routes!(pairing::request))

@@ -1,17 +1,23 @@
 //! Signing (DESIGN §11): the caller signs as itself, with the scope the operation needs.
 //!
 //! Each request: the actor authorizes (lineage live, effective scope) and returns the
-//! `LiveProof`; the signer pool signs (outside the actor's mailbox, so many signatures per
-//! agent can be in flight); the actor records the audit row (the message's SHA-256, never the
-//! message) and, after its commit, checks the lineage once more; then the reply. A signature is never returned
-//! before its audit row is durable, nor after the actor's revocation returned.
+//! `LiveProof` with the policies on its lineage; the request is classified and evaluated
+//! against every policy (denied, waiting for a person's approval, or allowed); the signer pool
+//! signs (outside the actor's mailbox, so many signatures per agent can be in flight); the
+//! actor records the audit row (the message's SHA-256, never the message) with the spend,
+//! checked and counted against every budget on the lineage in the row's transaction, and,
+//! after its commit, checks the lineage once more; then the reply. A signature is never
+//! returned before its audit row and spend are durable, nor over a budget, nor after the
+//! actor's revocation returned.
 
 use agentkeys_actors::crypto::eip712::TypedData;
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::ledger::audit::{self, op};
+use agentkeys_actors::policy::{Operation, Verdict, classify, evaluate};
 use agentkeys_actors::principal::RecordAction;
 use agentkeys_actors::scope;
 use agentkeys_runtime::store::Origin;
+use agentkeys_runtime::{LiveProof, Omni};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -21,8 +27,8 @@ use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, Authenticated};
 
-/// Has the caller's actor record the signature (or token) in its master's audit chain; answers
-/// after that commit and a fresh lineage check.
+/// Has the caller's actor record a token it obtained (no policy applies to tokens) in its
+/// master's audit chain; answers after that commit and a fresh lineage check.
 pub(super) async fn audited(
     state: &AppState,
     auth: &Authenticated,
@@ -33,8 +39,301 @@ pub(super) async fn audited(
         op: code,
         detail: audit::detail_hash(signed),
         origin: Origin::from(auth),
+        spend: Vec::new(),
+        check: None,
     };
     Ok(state.principal(auth.role(), auth.omni, record).await??)
+}
+
+/// The four signing routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Route {
+    /// `/v1/sign/eip191`.
+    #[serde(rename = "/v1/sign/eip191")]
+    Eip191,
+    /// `/v1/sign/eip712`.
+    #[serde(rename = "/v1/sign/eip712")]
+    Eip712,
+    /// `/v1/sign/transaction`.
+    #[serde(rename = "/v1/sign/transaction")]
+    Transaction,
+    /// `/v1/sign/sr25519`.
+    #[serde(rename = "/v1/sign/sr25519")]
+    Sr25519,
+}
+
+impl Route {
+    /// The route's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Eip191 => "/v1/sign/eip191",
+            Route::Eip712 => "/v1/sign/eip712",
+            Route::Transaction => "/v1/sign/transaction",
+            Route::Sr25519 => "/v1/sign/sr25519",
+        }
+    }
+
+    fn code(self) -> u16 {
+        match self {
+            Route::Eip191 => op::SIGN_EIP191,
+            Route::Eip712 => op::SIGN_EIP712,
+            Route::Transaction => op::SIGN_TX,
+            Route::Sr25519 => op::SIGN_SR25519,
+        }
+    }
+}
+
+/// Who a signature is made for (the caller, or the requester of an approved request).
+#[derive(Debug, Clone)]
+pub struct Signatory {
+    /// The actor.
+    pub omni: Omni,
+    /// Its master.
+    pub master: Omni,
+    /// Its derivation path.
+    pub path: String,
+}
+
+/// A signing request, parsed and classified, not yet signed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The route.
+    pub route: Route,
+    /// The body as sent (kept with a pending approval).
+    pub body: Value,
+    /// The scope the route needs.
+    pub scope: String,
+    /// What it would do, as the policy sees it.
+    pub op: Operation,
+    /// The request's digest (refusal rows and approvals name it).
+    pub digest: [u8; 32],
+    /// A person approved it (its thresholds are decided).
+    pub approved: bool,
+    action: Action,
+}
+
+impl Prepared {
+    /// The audit operation code of the signature.
+    pub fn route_code(&self) -> u16 {
+        self.route.code()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Eip191 {
+        message: Vec<u8>,
+        anchor: Option<String>,
+    },
+    Eip712(Value),
+    Transaction(Value),
+    Sr25519(Vec<u8>),
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}
+
+/// Parses `body` for `route` (exactly as the route itself does) and classifies it.
+pub fn prepare(
+    state: &AppState,
+    who: &Signatory,
+    route: Route,
+    body: Value,
+) -> Result<Prepared, ApiError> {
+    let digest = audit::detail_hash(body.to_string().as_bytes());
+    let parse = |e: serde_json::Error| bad(e.to_string());
+    let (scope, op, action) = match route {
+        Route::Eip191 => {
+            let req: Eip191Request = serde_json::from_value(body.clone()).map_err(parse)?;
+            let (message, from_hex) = match (req.message, req.message_hex) {
+                (Some(text), None) => (text.into_bytes(), false),
+                (None, Some(hex)) => (hex_bytes(&hex, "message_hex")?, true),
+                _ => return Err(bad("give exactly one of message and message_hex")),
+            };
+            let anchor = anchor_email(state, who, req.wallet.as_deref())?;
+            (
+                scope::SIGN_EIP191.to_owned(),
+                classify::message(&message, from_hex),
+                Action::Eip191 { message, anchor },
+            )
+        }
+        Route::Eip712 => {
+            let req: Eip712Request = serde_json::from_value(body.clone()).map_err(parse)?;
+            // The same walk as the signer's, without hashing: an oversized document never
+            // reaches a signer thread.
+            TypedData::from_json(req.typed_data.clone())
+                .and_then(|td| td.check_work())
+                .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
+            (
+                scope::SIGN_EIP712.to_owned(),
+                classify::typed_data(&req.typed_data),
+                Action::Eip712(req.typed_data),
+            )
+        }
+        Route::Transaction => {
+            let req: TxSignRequest = serde_json::from_value(body.clone()).map_err(parse)?;
+            let request = TxRequest::from_json(req.tx.clone()).map_err(|e| bad(e.to_string()))?;
+            (
+                scope::sign_tx(request.chain_id),
+                classify::transaction(&request),
+                Action::Transaction(req.tx),
+            )
+        }
+        Route::Sr25519 => {
+            let req: Sr25519Request = serde_json::from_value(body.clone()).map_err(parse)?;
+            (
+                scope::SIGN_SR25519.to_owned(),
+                classify::sr25519(),
+                Action::Sr25519(hex_bytes(&req.message_hex, "message_hex")?),
+            )
+        }
+    };
+    Ok(Prepared {
+        route,
+        body,
+        scope,
+        op,
+        digest,
+        approved: false,
+        action,
+    })
+}
+
+/// Signs a prepared request with `proof`; answers the route's response body and the bytes
+/// whose SHA-256 goes into the audit row.
+pub async fn execute(
+    state: &AppState,
+    who: &Signatory,
+    action: &Prepared,
+    proof: LiveProof,
+) -> Result<(Value, Vec<u8>), ApiError> {
+    match &action.action {
+        Action::Eip191 { message, anchor } => {
+            let signed = match anchor {
+                None => state.signer.sign_eip191(message.clone(), proof).await?,
+                Some(email) => {
+                    state
+                        .signer
+                        .sign_eip191_as_anchor(email.clone(), message.clone(), proof)
+                        .await?
+                }
+            };
+            let body = SignatureResponse {
+                signature: signed.signature.to_hex(),
+                address: signed.address.to_checksum(),
+            };
+            Ok((
+                serde_json::to_value(&body).map_err(ApiError::internal)?,
+                message.clone(),
+            ))
+        }
+        Action::Eip712(typed) => {
+            let signed = state.signer.sign_typed_data(typed.clone(), proof).await?;
+            let body = TypedSignatureResponse {
+                signature: signed.signature.to_hex(),
+                address: signed.address.to_checksum(),
+                digest: format!("0x{}", hex::encode(signed.digest)),
+            };
+            Ok((
+                serde_json::to_value(&body).map_err(ApiError::internal)?,
+                signed.digest.to_vec(),
+            ))
+        }
+        Action::Transaction(tx) => {
+            let signed = state.signer.sign_transaction(tx.clone(), proof).await?;
+            let body = SignedTxResponse {
+                raw: format!("0x{}", hex::encode(&signed.raw)),
+                hash: format!("0x{}", hex::encode(signed.hash)),
+                address: signed.from.to_checksum(),
+            };
+            Ok((
+                serde_json::to_value(&body).map_err(ApiError::internal)?,
+                signed.raw,
+            ))
+        }
+        Action::Sr25519(message) => {
+            let signature = state
+                .signer
+                .sign_sr25519(who.path.clone(), message.clone(), proof)
+                .await?;
+            let account = state.signer.account(who.master, who.path.clone()).await?;
+            let body = Sr25519Response {
+                signature: format!("0x{}", hex::encode(signature)),
+                public: format!("0x{}", hex::encode(account.sr25519_public)),
+                ss58: account.ss58,
+            };
+            Ok((
+                serde_json::to_value(&body).map_err(ApiError::internal)?,
+                message.clone(),
+            ))
+        }
+    }
+}
+
+/// A signing route's answer: the signature, or 202 with the approval it waits for.
+#[derive(Debug)]
+pub enum Signed {
+    /// 200 with the route's body.
+    Done(Value),
+    /// 202 `{status: "approval_required", approval_id, expires_at}`.
+    Pending(super::approvals::PendingView),
+}
+
+impl axum::response::IntoResponse for Signed {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Signed::Done(v) => Json(v).into_response(),
+            Signed::Pending(p) => (axum::http::StatusCode::ACCEPTED, Json(p)).into_response(),
+        }
+    }
+}
+
+/// Everything a signing route does after parsing: scope, policy (deny, approval, or allow),
+/// the signature, and its audit row with the spend counted in one transaction.
+async fn sign_route(
+    state: &AppState,
+    auth: &mut Authenticated,
+    route: Route,
+    body: Value,
+) -> Result<Signed, ApiError> {
+    let who = Signatory {
+        omni: auth.omni,
+        master: auth.master,
+        path: auth.claims.agentkeys.path.clone(),
+    };
+    let prepared = prepare(state, &who, route, body)?;
+    let proof = auth.signing_proof(&prepared.scope)?;
+    let origin = Origin::from(&*auth);
+    let effective = auth.policies.clone();
+    let evaluation = evaluate(&effective, &prepared.op, false);
+    match &evaluation.verdict {
+        Verdict::Allowed => {}
+        Verdict::Denied { owner, rule } => {
+            return Err(super::policy::deny(state, &who, origin, &prepared, *owner, rule).await);
+        }
+        Verdict::Approval { owner, ttl_seconds } => {
+            let pending =
+                super::approvals::request(state, &who, origin, &prepared, *owner, *ttl_seconds)
+                    .await?;
+            return Ok(Signed::Pending(pending));
+        }
+    }
+    let (response, signed) = execute(state, &who, &prepared, proof).await?;
+    let chain = auth.guard.chain().to_vec();
+    super::policy::record(
+        state,
+        &who,
+        auth.role(),
+        origin,
+        &prepared,
+        &signed,
+        effective,
+        evaluation,
+        &chain,
+    )
+    .await?;
+    Ok(Signed::Done(response))
 }
 
 /// `POST /v1/sign/eip191` body.
@@ -74,13 +373,13 @@ fn hex_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
 /// master).
 fn anchor_email(
     state: &AppState,
-    auth: &Authenticated,
+    who: &Signatory,
     wallet: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
     match wallet {
         None | Some("actor") => Ok(None),
-        Some("anchor") => match state.ledger.identity_of(&auth.master)? {
-            Some((kind, email)) if kind == "email" && auth.omni == auth.master => Ok(Some(email)),
+        Some("anchor") => match state.ledger.identity_of(&who.master)? {
+            Some((kind, email)) if kind == "email" && who.omni == who.master => Ok(Some(email)),
             _ => Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "only an email-login master has an anchor wallet to sign with",
@@ -101,43 +400,20 @@ fn anchor_email(
     request_body = Eip191Request,
     responses(
         (status = 200, description = "signed", body = SignatureResponse),
+        (status = 202, description = "approval_required: a policy threshold needs a person; poll GET /v1/approvals/{id}", body = super::approvals::PendingView),
         (status = 400, description = "invalid_request: not exactly one of message and message_hex; a SIWE message for this gateway", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied, policy_denied (with rule), budget_exceeded (with the budget)", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited (also a policy's rate limit), with Retry-After", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn eip191(
     State(state): State<AppState>,
     mut auth: Authenticated,
     ApiJson(body): ApiJson<Eip191Request>,
-) -> Result<Json<SignatureResponse>, ApiError> {
-    let message = match (body.message, body.message_hex) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(hex)) => hex_bytes(&hex, "message_hex")?,
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "give exactly one of message and message_hex",
-            ));
-        }
-    };
-    let anchor = anchor_email(&state, &auth, body.wallet.as_deref())?;
-    let proof = auth.signing_proof(scope::SIGN_EIP191)?;
-    let digest_input = message.clone();
-    let signed = match anchor {
-        None => state.signer.sign_eip191(message, proof).await?,
-        Some(email) => {
-            state
-                .signer
-                .sign_eip191_as_anchor(email, message, proof)
-                .await?
-        }
-    };
-    audited(&state, &auth, op::SIGN_EIP191, &digest_input).await?;
-    Ok(Json(SignatureResponse {
-        signature: signed.signature.to_hex(),
-        address: signed.address.to_checksum(),
-    }))
+) -> Result<Signed, ApiError> {
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    sign_route(&state, &mut auth, Route::Eip191, body).await
 }
 
 /// `POST /v1/sign/eip712` body.
@@ -168,29 +444,20 @@ pub struct TypedSignatureResponse {
     request_body = Eip712Request,
     responses(
         (status = 200, description = "signed", body = TypedSignatureResponse),
+        (status = 202, description = "approval_required: a policy threshold needs a person; poll GET /v1/approvals/{id}", body = super::approvals::PendingView),
         (status = 400, description = "invalid_request, invalid_typed_data", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied, policy_denied (with rule), budget_exceeded (with the budget)", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited (also a policy's rate limit), with Retry-After", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn eip712(
     State(state): State<AppState>,
     mut auth: Authenticated,
     ApiJson(body): ApiJson<Eip712Request>,
-) -> Result<Json<TypedSignatureResponse>, ApiError> {
-    // The same walk as the signer's, without hashing: an oversized document never reaches a
-    // signer thread.
-    TypedData::from_json(body.typed_data.clone())
-        .and_then(|td| td.check_work())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidTypedData, e.to_string()))?;
-    let proof = auth.signing_proof(scope::SIGN_EIP712)?;
-    let signed = state.signer.sign_typed_data(body.typed_data, proof).await?;
-    audited(&state, &auth, op::SIGN_EIP712, &signed.digest).await?;
-    Ok(Json(TypedSignatureResponse {
-        signature: signed.signature.to_hex(),
-        address: signed.address.to_checksum(),
-        digest: format!("0x{}", hex::encode(signed.digest)),
-    }))
+) -> Result<Signed, ApiError> {
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    sign_route(&state, &mut auth, Route::Eip712, body).await
 }
 
 /// `POST /v1/sign/transaction` body.
@@ -220,26 +487,20 @@ pub struct SignedTxResponse {
     request_body = TxSignRequest,
     responses(
         (status = 200, description = "signed", body = SignedTxResponse),
+        (status = 202, description = "approval_required: a policy threshold needs a person; poll GET /v1/approvals/{id}", body = super::approvals::PendingView),
         (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied, policy_denied (with rule), budget_exceeded (with the budget)", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited (also a policy's rate limit), with Retry-After", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn transaction(
     State(state): State<AppState>,
     mut auth: Authenticated,
     ApiJson(body): ApiJson<TxSignRequest>,
-) -> Result<Json<SignedTxResponse>, ApiError> {
-    let request = TxRequest::from_json(body.tx.clone())
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-    let proof = auth.signing_proof(&scope::sign_tx(request.chain_id))?;
-    let signed = state.signer.sign_transaction(body.tx, proof).await?;
-    audited(&state, &auth, op::SIGN_TX, &signed.raw).await?;
-    Ok(Json(SignedTxResponse {
-        raw: format!("0x{}", hex::encode(&signed.raw)),
-        hash: format!("0x{}", hex::encode(signed.hash)),
-        address: signed.from.to_checksum(),
-    }))
+) -> Result<Signed, ApiError> {
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    sign_route(&state, &mut auth, Route::Transaction, body).await
 }
 
 /// `POST /v1/sign/sr25519` body.
@@ -269,28 +530,18 @@ pub struct Sr25519Response {
     request_body = Sr25519Request,
     responses(
         (status = 200, description = "signed", body = Sr25519Response),
+        (status = 202, description = "approval_required: a policy threshold needs a person; poll GET /v1/approvals/{id}", body = super::approvals::PendingView),
         (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
-        (status = 403, description = "scope_denied", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied, policy_denied (with rule), budget_exceeded (with the budget)", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited (also a policy's rate limit), with Retry-After", body = super::openapi::ErrorEnvelope),
         (status = 503, description = "busy, actor_unavailable, signer_unavailable", body = super::openapi::ErrorEnvelope),
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn sr25519(
     State(state): State<AppState>,
     mut auth: Authenticated,
     ApiJson(body): ApiJson<Sr25519Request>,
-) -> Result<Json<Sr25519Response>, ApiError> {
-    let message = hex_bytes(&body.message_hex, "message_hex")?;
-    let proof = auth.signing_proof(scope::SIGN_SR25519)?;
-    let path = auth.claims.agentkeys.path.clone();
-    let signature = state
-        .signer
-        .sign_sr25519(path.clone(), message.clone(), proof)
-        .await?;
-    audited(&state, &auth, op::SIGN_SR25519, &message).await?;
-    let account = state.signer.account(auth.master, path).await?;
-    Ok(Json(Sr25519Response {
-        signature: format!("0x{}", hex::encode(signature)),
-        public: format!("0x{}", hex::encode(account.sr25519_public)),
-        ss58: account.ss58,
-    }))
+) -> Result<Signed, ApiError> {
+    let body = serde_json::to_value(body).map_err(ApiError::internal)?;
+    sign_route(&state, &mut auth, Route::Sr25519, body).await
 }
