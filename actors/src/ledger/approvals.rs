@@ -66,6 +66,16 @@ pub struct SpendSummary {
     pub amount: String,
 }
 
+impl From<&crate::policy::Spend> for SpendSummary {
+    fn from(s: &crate::policy::Spend) -> Self {
+        SpendSummary {
+            asset: s.asset.name(),
+            chain: s.chain,
+            amount: s.amount.to_string(),
+        }
+    }
+}
+
 /// A stored approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {

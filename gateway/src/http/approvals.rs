@@ -145,16 +145,7 @@ pub async fn request(
         decided_by: None,
         decided_at: None,
         result: None,
-        spends: prepared
-            .op
-            .spends
-            .iter()
-            .map(|s| SpendSummary {
-                asset: s.asset.name(),
-                chain: s.chain,
-                amount: s.amount.to_string(),
-            })
-            .collect(),
+        spends: prepared.op.spends.iter().map(SpendSummary::from).collect(),
         recipient: prepared
             .op
             .recipient

@@ -52,6 +52,10 @@ pub struct AuditRowView {
     pub detail: String,
     /// The row's chain hash.
     pub hash: String,
+    /// What a signature spent (`asset`, `chain`, `amount`); absent when nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub spend: Vec<agentkeys_actors::ledger::approvals::SpendSummary>,
 }
 
 /// A page of rows.
@@ -85,6 +89,15 @@ pub fn operation_name(code: u16) -> &'static str {
         op::DEVICE_REVOKE => "device_revoke",
         op::QUARANTINE => "quarantine",
         op::QUARANTINE_LIFTED => "quarantine_lifted",
+        op::POLICY_SET => "policy_set",
+        op::POLICY_REMOVE => "policy_remove",
+        op::POLICY_DENIED => "policy_denied",
+        op::BUDGET_EXCEEDED => "budget_exceeded",
+        op::RATE_LIMITED => "rate_limited",
+        op::APPROVAL_REQUESTED => "approval_requested",
+        op::APPROVAL_APPROVED => "approval_approved",
+        op::APPROVAL_DENIED => "approval_denied",
+        op::APPROVAL_WEBHOOK_SET => "approval_webhook_set",
         _ => "unknown",
     }
 }
@@ -109,6 +122,11 @@ pub fn row_view(row: &AuditRow) -> AuditRowView {
         request_id: e.origin.request_id.clone(),
         detail: format!("0x{}", hex::encode(e.detail)),
         hash: format!("0x{}", hex::encode(row.hash)),
+        spend: e
+            .spend
+            .iter()
+            .map(agentkeys_actors::ledger::approvals::SpendSummary::from)
+            .collect(),
     }
 }
 
