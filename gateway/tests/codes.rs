@@ -75,11 +75,12 @@ async fn every_documented_code_is_provoked_or_named_unreachable() {
     provoke_request_errors(&stack, &mut seen).await;
     provoke_login_errors(&stack, dir.path(), &alice, &mut seen).await;
     provoke_email_errors(&stack, dir.path(), &mut seen).await;
+    provoke_policy_errors(&stack, &key, &token, &mut seen).await;
     provoke_agent_errors(&stack, &key, &token, &session, &mut seen).await;
     provoke_session_errors(&stack, &key, &token, &session, &mut seen).await;
 
     let documented = documented_codes();
-    assert_eq!(documented.len(), 26, "the table of docs/api.md");
+    assert_eq!(documented.len(), 30, "the table of docs/api.md");
     // Every mismatch is reported at once: one wrong code does not hide the others.
     let mut problems = Vec::new();
     for (code, status) in &documented {
@@ -362,4 +363,77 @@ async fn provoke_agent_errors(
     let (status, _) = call("POST", format!("/v1/actors/{ops_omni}/revoke"), json!({})).await;
     assert_eq!(status, 200);
     observe(seen, create("ops", json!(["sign:eip191"])).await).await;
+}
+
+async fn provoke_policy_errors(
+    stack: &Stack,
+    key: &agentkeys_gateway::client::DeviceKey,
+    token: &str,
+    seen: &mut BTreeMap<String, u16>,
+) {
+    let call = |method: &'static str, path: String, body: Value| async move {
+        stack
+            .call(key, method, &path, Some(&body), Some(token))
+            .await
+    };
+    let (status, pol) = call(
+        "POST",
+        "/v1/actors".into(),
+        json!({"label": "pol", "scopes": ["sign:eip191", "sign:tx:1"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{pol}");
+    let omni = pol["omni"].as_str().expect("omni").to_owned();
+    let policy_path = format!("/v1/actors/{omni}/policy");
+    observe(
+        seen,
+        call("PUT", policy_path.clone(), json!({"tx": {"too": "any"}})).await,
+    )
+    .await;
+    let policy = json!({"tx": {"to": "any"},
+        "budgets": [{"asset": "native", "chain": 1, "window_seconds": 60, "max": "1000"}],
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "500"}]}});
+    let (status, _) = call("PUT", policy_path, policy).await;
+    assert_eq!(status, 200);
+    let (_, code) = call("POST", format!("/v1/actors/{omni}/link-codes"), json!({})).await;
+    let agent_key = device();
+    let (status, session) = stack
+        .call(
+            &agent_key,
+            "POST",
+            "/v1/link/redeem",
+            Some(&json!({"code": code["code"]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let agent_token = session["session_jwt"].as_str().expect("token").to_owned();
+    let agent = |path: &'static str, body: Value| {
+        let (agent_key, agent_token) = (&agent_key, &agent_token);
+        async move {
+            stack
+                .call(agent_key, "POST", path, Some(&body), Some(agent_token))
+                .await
+        }
+    };
+    observe(
+        seen,
+        agent("/v1/sign/eip191", json!({"message": "hi"})).await,
+    )
+    .await;
+    let tx = |value: &str| {
+        json!({"tx": {"chain_id": 1, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
+            "value": value, "gas_limit": 21000, "max_fee_per_gas": 0}})
+    };
+    observe(seen, agent("/v1/sign/transaction", tx("2000")).await).await;
+    let (status, pending) = agent("/v1/sign/transaction", tx("600")).await;
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["approval_id"].as_str().expect("id").to_owned();
+    let (status, _) = call("POST", format!("/v1/approvals/{id}/deny"), json!({})).await;
+    assert_eq!(status, 200);
+    observe(
+        seen,
+        call("POST", format!("/v1/approvals/{id}/deny"), json!({})).await,
+    )
+    .await;
 }

@@ -283,3 +283,79 @@ async fn streams_per_actor_are_capped() {
         .await
         .expect("stops");
 }
+
+#[actix::test]
+async fn approval_requests_reach_those_who_may_decide_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 71).await;
+    let ops = agent(&stack, &alice, &alice.omni.clone(), "ops").await;
+    let (status, _) = call(
+        &stack,
+        &alice,
+        "PUT",
+        &format!("/v1/actors/{}/scopes", ops.omni),
+        json!({"scopes": ["actors:create", "sign:tx:1", "approvals:decide"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let bot = agent(&stack, &alice, &ops.omni.clone(), "bot").await;
+    call(
+        &stack,
+        &alice,
+        "PUT",
+        &format!("/v1/actors/{}/scopes", bot.omni),
+        json!({"scopes": ["sign:tx:1"]}),
+    )
+    .await;
+    // The threshold is in ops's own policy: only the master decides it.
+    let policy = json!({"tx": {"to": "any"},
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "1000"}]}});
+    let (status, _) = call(
+        &stack,
+        &alice,
+        "PUT",
+        &format!("/v1/actors/{}/policy", ops.omni),
+        policy,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let mut alice_stream = Stream::open(&stack, &alice, None).await.expect("opens");
+    let mut ops_stream = Stream::open(&stack, &ops, None).await.expect("opens");
+    let tx = json!({"tx": {"chain_id": 1, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
+        "value": "5000", "gas_limit": 21000, "max_fee_per_gas": 0}});
+    let (status, pending) = call(&stack, &bot, "POST", "/v1/sign/transaction", tx).await;
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["approval_id"].as_str().expect("id").to_owned();
+
+    let requested = alice_stream.until("approval_requested").await;
+    let approval = &requested.data["approval"];
+    assert_eq!(approval["id"], id.as_str());
+    assert_eq!(approval["agent"], bot.omni);
+    assert_eq!(approval["route"], "/v1/sign/transaction");
+    assert_eq!(
+        approval["recipient"],
+        "0x1111111111111111111111111111111111111111"
+    );
+    assert_eq!(approval["spends"][0]["amount"], "5000");
+
+    let (status, _) = call(
+        &stack,
+        &alice,
+        "POST",
+        &format!("/v1/approvals/{id}/deny"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // ops sees the decision about its subtree, never the request it may not decide.
+    loop {
+        let event = ops_stream.next().await.expect("open");
+        assert_ne!(event.event, "approval_requested", "{:?}", event.data);
+        if event.event == "approval_denied" {
+            assert_eq!(event.data["approval"]["status"], "denied");
+            break;
+        }
+    }
+}

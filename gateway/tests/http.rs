@@ -398,7 +398,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 31] = [
+    let expected: [(&str, &str, &[&str]); 37] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -472,22 +472,40 @@ async fn openapi_describes_every_route_and_its_answers() {
         (
             "/v1/sign/eip191",
             "post",
-            &["200", "400", "401", "403", "503"],
+            &["200", "202", "400", "401", "403", "429", "503"],
         ),
         (
             "/v1/sign/eip712",
             "post",
-            &["200", "400", "401", "403", "503"],
+            &["200", "202", "400", "401", "403", "429", "503"],
         ),
         (
             "/v1/sign/transaction",
             "post",
-            &["200", "400", "401", "403", "503"],
+            &["200", "202", "400", "401", "403", "429", "503"],
         ),
         (
             "/v1/sign/sr25519",
             "post",
-            &["200", "400", "401", "403", "503"],
+            &["200", "202", "400", "401", "403", "429", "503"],
+        ),
+        (
+            "/v1/actors/{omni}/policy",
+            "put",
+            &["200", "400", "401", "403", "404"],
+        ),
+        ("/v1/policy/check", "post", &["200", "400", "401"]),
+        ("/v1/approvals", "get", &["200", "400", "401"]),
+        ("/v1/approvals/{id}", "get", &["200", "401", "404"]),
+        (
+            "/v1/approvals/{id}/approve",
+            "post",
+            &["200", "401", "403", "404", "409", "429"],
+        ),
+        (
+            "/v1/approvals/{id}/deny",
+            "post",
+            &["200", "401", "403", "404", "409"],
         ),
         ("/v1/audit", "get", &["200", "401", "404"]),
         ("/v1/events", "get", &["200", "400", "401", "429"]),

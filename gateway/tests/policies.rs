@@ -512,6 +512,8 @@ async fn approvals_are_decided_above_the_policy_once() {
     );
     let id = pending(&stack, &bot, 1).await;
     assert_eq!(approval(&stack, &bot, &id).await["status"], "pending");
+    // A second request that fits the budget now (0.1 of 1 ETH is spent).
+    let late = pending(&stack, &bot, 2).await;
 
     // ops created bot, but the threshold is in ops's own policy: ops cannot decide it.
     let (_, listed) = ops
@@ -566,8 +568,8 @@ async fn approvals_are_decided_above_the_policy_once() {
     assert_eq!(error(&again), (409, "approval_not_pending".into()));
     assert_eq!(again.1["status"], "approved");
 
-    // Approving after the budget was spent elsewhere is refused (0.7 of 1 ETH is spent).
-    let late = pending(&stack, &bot, 2).await;
+    // Approving the second after the first spent the budget is refused (0.7 of 1 ETH is
+    // spent); it stays pending, and a new request that would not fit is refused at once.
     let refused = alice
         .call(
             &stack,
@@ -583,6 +585,8 @@ async fn approvals_are_decided_above_the_policy_once() {
         refused.1
     );
     assert_eq!(approval(&stack, &bot, &late).await["status"], "pending");
+    let over = sign_tx(&stack, &bot, tx(A, 6 * ETH / 10, 9)).await;
+    assert_eq!(error(&over), (403, "budget_exceeded".into()), "{}", over.1);
 
     // Denied.
     let (status, denied) = alice
@@ -655,7 +659,7 @@ async fn approvals_are_decided_above_the_policy_once() {
             count("approval_denied"),
             count("budget_exceeded")
         ),
-        (4, 1, 1, 1),
+        (4, 1, 1, 2),
         "{rows}"
     );
 }

@@ -1,5 +1,6 @@
 //! `GET /v1/events` (SSE, DESIGN §11): revocations (with the omnis), device changes, link-code
-//! alerts and quarantines of the caller's subtree, read from the audit log.
+//! alerts, quarantines and approval decisions of the caller's subtree, and the approval
+//! requests the caller may decide, read from the audit log.
 //!
 //! An event's `id` is the row's position in the master's audit chain; `Last-Event-ID` resumes
 //! after it. The stream wakes on every commit that appended audit rows (so a revocation reaches
@@ -83,6 +84,9 @@ fn is_event(code: u16) -> bool {
             | op::LINK_CODE_REUSE
             | op::QUARANTINE
             | op::QUARANTINE_LIFTED
+            | op::APPROVAL_REQUESTED
+            | op::APPROVAL_APPROVED
+            | op::APPROVAL_DENIED
     )
 }
 
@@ -102,6 +106,8 @@ struct Follower {
     lineage: Vec<Omni>,
     /// SHA-256 of the caller's key thumbprint (how device rows name a binding's key).
     key_hash: [u8; 32],
+    /// The caller holds `approvals:decide`.
+    decides: bool,
     dying: Option<&'static str>,
     done: bool,
     _slot: Slot,
@@ -113,6 +119,19 @@ impl Follower {
         let Some(target) = row.entry.target else {
             return Ok(false);
         };
+        if row.entry.op == op::APPROVAL_REQUESTED {
+            // Only to those who may decide it.
+            let Some(record) = self.approval(row)? else {
+                return Ok(false);
+            };
+            return Ok(self.decides
+                && record.owner != self.caller
+                && self
+                    .state
+                    .runtime
+                    .lineage(&record.owner)?
+                    .is_some_and(|l| l.omnis().contains(&self.caller)));
+        }
         if self.caller == self.master || target == self.caller {
             return Ok(true);
         }
@@ -126,6 +145,18 @@ impl Follower {
             .is_some_and(|l| l.omnis().contains(&self.caller));
         self.inside.insert(target, inside);
         Ok(inside)
+    }
+
+    /// The approval an approval row names.
+    fn approval(
+        &self,
+        row: &AuditRow,
+    ) -> Result<
+        Option<agentkeys_actors::ledger::approvals::ApprovalRecord>,
+        agentkeys_runtime::store::StoreError,
+    > {
+        let id: [u8; 16] = row.entry.detail[..16].try_into().unwrap_or([0; 16]);
+        self.state.ledger.approval(&id)
     }
 
     /// Whether `row` revokes the caller's lineage or deletes its binding.
@@ -197,8 +228,23 @@ impl Follower {
                 self.dying = Some(reason);
             }
             if visible {
-                let view = super::audit::row_view(&row);
-                let data = serde_json::to_string(&view).unwrap_or_default();
+                let mut data =
+                    serde_json::to_value(super::audit::row_view(&row)).unwrap_or_default();
+                if matches!(
+                    row.entry.op,
+                    op::APPROVAL_REQUESTED | op::APPROVAL_APPROVED | op::APPROVAL_DENIED
+                ) {
+                    let approval = match self.approval(&row) {
+                        Ok(a) => a,
+                        Err(e) => return self.store_failed(&e),
+                    };
+                    if let Some(a) = approval
+                        && let Ok(view) = super::approvals::view(&self.state, &a, false)
+                    {
+                        data["approval"] = serde_json::to_value(view).unwrap_or_default();
+                    }
+                }
+                let data = data.to_string();
                 self.pending.push_back(
                     Event::default()
                         .id(row.chain_seq.to_string())
@@ -254,7 +300,7 @@ impl Follower {
         ("DPoP" = String, Header, description = "a proof with ath"),
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses(
-        (status = 200, description = "server-sent events: actor_revoke, device_add, device_revoke, link_code_reuse, quarantine, quarantine_lifted, closed", content_type = "text/event-stream"),
+        (status = 200, description = "server-sent events: actor_revoke, device_add, device_revoke, link_code_reuse, quarantine, quarantine_lifted, approval_requested (to those who may decide it), approval_approved, approval_denied, closed", content_type = "text/event-stream"),
         (status = 400, description = "invalid_request: bad Last-Event-ID", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
         (status = 429, description = "rate_limited: too many open streams for this actor", body = super::openapi::ErrorEnvelope),
@@ -292,6 +338,9 @@ pub async fn events(
     let follower = Follower {
         lineage,
         key_hash: agentkeys_actors::ledger::audit::detail_hash(auth.claims.cnf.jkt.as_bytes()),
+        decides: auth
+            .require_scope(agentkeys_actors::scope::APPROVALS_DECIDE)
+            .is_ok(),
         dying: None,
         watch: state.ledger.audit_watch(),
         caller: auth.omni,

@@ -101,6 +101,67 @@ pub fn refusal(refusal: SpendRefusal) -> ApiError {
     }
 }
 
+/// Which budget or rate limit `evaluation` would break, given their `states` now (the writer
+/// decides for real; this is the read-only look of the check route and of a request about to
+/// wait for a person).
+pub fn over_limits(states: &[BudgetState], evaluation: &Evaluation) -> Option<SpendRefusal> {
+    for c in evaluation.charges.iter().filter(|c| c.amount > 0) {
+        let state = states.iter().find(|b| {
+            b.owner == c.owner
+                && b.asset == Some(c.budget.asset)
+                && b.chain == c.budget.chain
+                && b.window_seconds == c.budget.window_seconds
+        });
+        if let Some(b) = state
+            && b.spent.saturating_add(c.amount) > b.max
+        {
+            return Some(SpendRefusal::Budget(*b));
+        }
+    }
+    states
+        .iter()
+        .find(|b| b.asset.is_none() && b.spent >= b.max)
+        .map(|b| SpendRefusal::Rate(*b))
+}
+
+/// Refuses a request that waits for a person when a budget or rate limit would refuse it
+/// anyway (audited like the writer's refusals).
+pub async fn precheck(
+    state: &AppState,
+    who: &Signatory,
+    origin: &Origin,
+    prepared: &Prepared,
+    effective: &Effective,
+    evaluation: &Evaluation,
+) -> Result<(), ApiError> {
+    let states = state.ledger.budgets(effective, state.clock.now())?;
+    let Some(over) = over_limits(&states, evaluation) else {
+        return Ok(());
+    };
+    let code = match over {
+        SpendRefusal::Budget(_) => op::BUDGET_EXCEEDED,
+        SpendRefusal::Rate(_) => op::RATE_LIMITED,
+    };
+    let row = AuditEntry::refused(
+        who.master,
+        origin.clone(),
+        code,
+        who.omni,
+        prepared.digest,
+        state.clock.now(),
+    );
+    audit_row(state, row).await?;
+    Err(refusal(over))
+}
+
+async fn audit_row(state: &AppState, row: AuditEntry) -> Result<(), ApiError> {
+    state.ledger.append_audit(row).await.map_err(|e| match e {
+        WriteError::Store(e) => ApiError::from(e),
+        WriteError::Rejected(never) => match never {},
+    })?;
+    Ok(())
+}
+
 /// Audits a policy refusal and answers its error.
 pub async fn deny(
     state: &AppState,
@@ -118,11 +179,8 @@ pub async fn deny(
         prepared.digest,
         state.clock.now(),
     );
-    if let Err(e) = state.ledger.append_audit(row).await {
-        return ApiError::from(match e {
-            WriteError::Store(e) => e,
-            WriteError::Rejected(never) => match never {},
-        });
+    if let Err(e) = audit_row(state, row).await {
+        return e;
     }
     ApiError::new(
         ErrorCode::PolicyDenied,

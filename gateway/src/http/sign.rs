@@ -313,6 +313,8 @@ async fn sign_route(
             return Err(super::policy::deny(state, &who, origin, &prepared, *owner, rule).await);
         }
         Verdict::Approval { owner, ttl_seconds } => {
+            super::policy::precheck(state, &who, &origin, &prepared, &effective, &evaluation)
+                .await?;
             let pending =
                 super::approvals::request(state, &who, origin, &prepared, *owner, *ttl_seconds)
                     .await?;
