@@ -99,7 +99,7 @@ const fn key(
 }
 
 /// Every key the server reads (docs/configuration.md has the meanings).
-pub const KEYS: [Key; 28] = [
+pub const KEYS: [Key; 29] = [
     key(
         "listen",
         "AGENTKEYS_LISTEN",
@@ -242,6 +242,12 @@ pub const KEYS: [Key; 28] = [
         "AGENTKEYS_REQUEST_TIMEOUT_SECONDS",
         Kind::Seconds,
         Some("30"),
+    ),
+    key(
+        "webhook_backoff_ms",
+        "AGENTKEYS_WEBHOOK_BACKOFF_MS",
+        Kind::Integer,
+        Some("1000"),
     ),
 ];
 
@@ -438,6 +444,8 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     /// The store's page cache, MiB (bounds the memory the store uses).
     pub store_cache_mib: u64,
+    /// First wait before an approval webhook delivery is retried (doubles each time).
+    pub webhook_backoff_ms: u64,
 }
 
 impl Default for Limits {
@@ -706,6 +714,7 @@ impl Config {
             pending_cap: v.integer("pending_cap", 1..=10_000_000)?,
             request_timeout_seconds: v.seconds("request_timeout_seconds", 1..=3600)?,
             store_cache_mib: v.integer("store_cache_mib", 1..=65_536)?,
+            webhook_backoff_ms: v.integer("webhook_backoff_ms", 1..=600_000)?,
         };
         if limits.email_links_per_hour > limits.email_links_per_hour_ceiling {
             bail!(

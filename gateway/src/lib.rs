@@ -12,5 +12,6 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod mail;
+pub mod notify;
 pub mod rotation;
 pub mod serve;

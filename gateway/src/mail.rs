@@ -32,9 +32,29 @@ impl std::fmt::Debug for MagicLink {
     }
 }
 
-impl MagicLink {
-    fn subject(&self) -> &'static str {
-        "Your AgentKeys sign-in link"
+/// A message the mailers send.
+pub trait Mail: Send + Sync {
+    /// The recipient.
+    fn to(&self) -> &str;
+    /// The subject line.
+    fn subject(&self) -> String;
+    /// The plain-text body.
+    fn body(&self) -> String;
+    /// A unique name (the outbox file is named after it).
+    fn id(&self) -> &str;
+}
+
+impl Mail for MagicLink {
+    fn to(&self) -> &str {
+        &self.to
+    }
+
+    fn id(&self) -> &str {
+        &self.request_id
+    }
+
+    fn subject(&self) -> String {
+        "Your AgentKeys sign-in link".into()
     }
 
     fn body(&self) -> String {
@@ -147,8 +167,8 @@ impl Mailer {
         }
     }
 
-    /// Sends one magic link.
-    pub async fn send(&self, message: &MagicLink) -> Result<(), MailError> {
+    /// Sends one message.
+    pub async fn send(&self, message: &dyn Mail) -> Result<(), MailError> {
         match self {
             Mailer::Log { outbox, from } => write_outbox(outbox, from, message),
             Mailer::Ses(ses) => ses.send(message).await,
@@ -156,12 +176,12 @@ impl Mailer {
     }
 }
 
-fn write_outbox(outbox: &PathBuf, from: &str, message: &MagicLink) -> Result<(), MailError> {
+fn write_outbox(outbox: &PathBuf, from: &str, message: &dyn Mail) -> Result<(), MailError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(outbox)?;
-    let name = format!("{}.eml", message.request_id);
+    let name = format!("{}.eml", message.id());
     let path = outbox.join(&name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -171,17 +191,17 @@ fn write_outbox(outbox: &PathBuf, from: &str, message: &MagicLink) -> Result<(),
     write!(
         file,
         "From: {from}\nTo: {}\nSubject: {}\nContent-Type: text/plain; charset=utf-8\n\n{}",
-        message.to,
+        message.to(),
         message.subject(),
         message.body()
     )?;
     file.sync_all()?;
-    tracing::info!(to = %message.to, file = %path.display(), "log mailer: magic link written to the outbox");
+    tracing::info!(to = %message.to(), file = %path.display(), "log mailer: message written to the outbox");
     Ok(())
 }
 
 impl SesMailer {
-    async fn send(&self, message: &MagicLink) -> Result<(), MailError> {
+    async fn send(&self, message: &dyn Mail) -> Result<(), MailError> {
         use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
         let content = |text: &str| {
             Content::builder()
@@ -193,7 +213,7 @@ impl SesMailer {
         let email = EmailContent::builder()
             .simple(
                 Message::builder()
-                    .subject(content(message.subject())?)
+                    .subject(content(&message.subject())?)
                     .body(Body::builder().text(content(&message.body())?).build())
                     .build(),
             )
@@ -201,12 +221,12 @@ impl SesMailer {
         self.client
             .send_email()
             .from_email_address(&self.from)
-            .destination(Destination::builder().to_addresses(&message.to).build())
+            .destination(Destination::builder().to_addresses(message.to()).build())
             .content(email)
             .send()
             .await
             .map_err(|e| MailError::Ses(describe(&e)))?;
-        tracing::info!(to = %message.to, "ses mailer: magic link sent");
+        tracing::info!(to = %message.to(), "ses mailer: message sent");
         Ok(())
     }
 

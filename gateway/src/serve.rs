@@ -35,6 +35,7 @@ pub struct Server {
     admin_socket: std::path::PathBuf,
     supervision_audit: tokio::task::JoinHandle<()>,
     mailer_check: tokio::task::JoinHandle<()>,
+    notifier: tokio::task::JoinHandle<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     runtime: Runtime,
     ledger: Ledger,
@@ -80,6 +81,7 @@ impl Server {
         self.admin.abort();
         self.supervision_audit.abort();
         self.mailer_check.abort();
+        self.notifier.abort();
         if let Err(e) = self.ledger.audit_supervision(&self.runtime).await {
             tracing::error!(cause = %e, "cannot audit the last supervision events");
         }
@@ -193,6 +195,15 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let mailer = crate::mail::Mailer::new(&config.mailer).await;
     mailer.refresh_readiness().await;
     let mailer_check = tokio::spawn(check_mailer_every_minute(mailer.clone()));
+    let event_streams = Arc::new(http::events::StreamCounts::default());
+    let (notifier, notifier_task) = crate::notify::Notifier::start(
+        ledger.clone(),
+        signer.clone(),
+        mailer.clone(),
+        runtime.clock().clone(),
+        Duration::from_millis(config.limits.webhook_backoff_ms),
+        event_streams.clone(),
+    );
     let rotator = Arc::new(crate::rotation::Rotator::load(
         signer.clone(),
         runtime.store().clone(),
@@ -224,7 +235,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         )),
         rate_limits: Arc::new(http::ratelimit::RateLimits::new(&config.limits)),
         trusted_proxies: config.trusted_proxies.clone().into(),
-        event_streams: Arc::new(http::events::StreamCounts::default()),
+        event_streams,
+        notifier,
+        dev_mode: config.dev_mode,
         pairings: Arc::new(http::pairing::Pairings::new(
             &config.limits,
             "pairing requests",
@@ -270,6 +283,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         admin,
         supervision_audit,
         mailer_check,
+        notifier: notifier_task,
         stopping,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
         runtime,

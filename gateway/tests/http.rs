@@ -398,7 +398,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 37] = [
+    let expected: [(&str, &str, &[&str]); 38] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -496,6 +496,11 @@ async fn openapi_describes_every_route_and_its_answers() {
         ),
         ("/v1/policy/check", "post", &["200", "400", "401"]),
         ("/v1/approvals", "get", &["200", "400", "401"]),
+        (
+            "/v1/approvals/webhook",
+            "put",
+            &["200", "400", "401", "403"],
+        ),
         ("/v1/approvals/{id}", "get", &["200", "401", "404"]),
         (
             "/v1/approvals/{id}/approve",

@@ -537,11 +537,13 @@ async fn approvals_are_decided_above_the_policy_once() {
     let (_, listed) = alice
         .call(&stack, "GET", "/v1/approvals?state=pending", None)
         .await;
-    let first = &listed["approvals"][0];
-    assert_eq!(
-        (first["id"].as_str(), first["agent"].as_str()),
-        (Some(id.as_str()), Some(bot.omni.as_str()))
-    );
+    let first = listed["approvals"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|a| a["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(first["agent"], bot.omni);
     assert_eq!(first["spends"][0]["amount"], (6 * ETH / 10).to_string());
     let (status, decided) = alice
         .call(&stack, "POST", &format!("/v1/approvals/{id}/approve"), None)
@@ -662,4 +664,118 @@ async fn approvals_are_decided_above_the_policy_once() {
         (4, 1, 1, 2),
         "{rows}"
     );
+}
+
+#[actix::test]
+async fn the_webhook_is_signed_and_retried() {
+    use std::sync::{Arc, Mutex};
+    // A receiver that fails twice, then accepts.
+    let seen: Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push((headers, body));
+                    if seen.len() < 3 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start_with(dir.path(), Layer::default().with("webhook_backoff_ms", "1")).await;
+    let alice = master(&stack, 67).await;
+    let bot = agent(&stack, &alice, "bot", None).await;
+    let refused = bot
+        .call(
+            &stack,
+            "PUT",
+            "/v1/approvals/webhook",
+            Some(json!({"url": hook})),
+        )
+        .await;
+    assert_eq!(error(&refused), (403, "scope_denied".into()));
+    let bad = alice
+        .call(
+            &stack,
+            "PUT",
+            "/v1/approvals/webhook",
+            Some(json!({"url": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(error(&bad), (400, "invalid_request".into()));
+    let (status, set) = alice
+        .call(
+            &stack,
+            "PUT",
+            "/v1/approvals/webhook",
+            Some(json!({"url": hook})),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let secret = hex::decode(set["secret"].as_str().expect("secret")).expect("hex");
+    assert_eq!(secret.len(), 32);
+
+    let policy = json!({"tx": {"to": "any"},
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "0"}]}});
+    assert_eq!(set_policy(&stack, &alice, &bot, policy).await.0, 200);
+    let id = pending(&stack, &bot, 0).await;
+
+    let arrived = agentkeys_tests::wait_until(
+        || seen.lock().expect("lock").len() >= 3,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(arrived, "three deliveries");
+    let deliveries = seen.lock().expect("lock").clone();
+    assert_eq!(deliveries.len(), 3, "two failures, then success; no more");
+    let (headers, body) = &deliveries[2];
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .expect(name)
+            .to_owned()
+    };
+    let timestamp = header("agentkeys-timestamp");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    let expected = aws_lc_rs::hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+    assert_eq!(
+        header("agentkeys-signature"),
+        format!("v1={}", hex::encode(expected.as_ref()))
+    );
+    assert_eq!(
+        deliveries[0].1, *body,
+        "each retry sends the same signed body"
+    );
+    let event: Value = serde_json::from_str(body).expect("json");
+    assert_eq!(event["event"], "approval_requested");
+    assert_eq!(event["approval"]["id"], id.as_str());
+    assert_eq!(event["approval"]["agent"], bot.omni);
+    assert!(event["approval"].get("result").is_none());
+
+    // Setting it again rotates the key.
+    let (_, again) = alice
+        .call(
+            &stack,
+            "PUT",
+            "/v1/approvals/webhook",
+            Some(json!({"url": hook})),
+        )
+        .await;
+    assert_eq!(again["version"], 2);
+    assert_ne!(again["secret"], set["secret"]);
 }

@@ -33,6 +33,8 @@ pub const SR25519_ROOT_SALT: &[u8] = b"agentkeys-sr25519-v1";
 
 /// HKDF salt of the K3 fingerprint.
 pub const K3_FINGERPRINT_SALT: &[u8] = b"agentkeys-k3-fingerprint-v1";
+/// HKDF salt of a master's approval-webhook HMAC key (info: master omni ‖ u64 BE version).
+pub const WEBHOOK_SALT: &[u8] = b"agentkeys-approval-webhook-v1";
 
 /// EIP-191 version 0x45 prefix (`personal_sign`).
 pub const EIP191_PREFIX: &str = "\x19Ethereum Signed Message:\n";

@@ -42,6 +42,23 @@ impl MasterSecret {
         Ok(Self(out))
     }
 
+    /// The HMAC key of `master`'s approval webhook, version `version` (a new version per
+    /// `PUT /v1/approvals/webhook`, so setting it again rotates the key). Nothing is stored.
+    pub(crate) fn webhook_key(
+        &self,
+        master: &agentkeys_runtime::Omni,
+        version: u64,
+    ) -> Zeroizing<[u8; 32]> {
+        let mut info = [0u8; 40];
+        info[..32].copy_from_slice(master.as_bytes());
+        info[32..].copy_from_slice(&version.to_be_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 output length.
+        let _ =
+            Hkdf::<Sha256>::new(Some(labels::WEBHOOK_SALT), &self.0).expand(&info, out.as_mut());
+        out
+    }
+
     /// The file form (64 lowercase hex characters), in a zeroizing string.
     pub(crate) fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.0))

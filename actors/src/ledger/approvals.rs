@@ -20,6 +20,10 @@ pub(crate) const APPROVALS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition:
 pub(crate) const APPROVALS_PENDING: TableDefinition<(&[u8; 32], &[u8; 16]), u64> =
     TableDefinition::new("approvals_pending");
 
+/// master → u64 version ‖ URL (empty: removed). The HMAC key derives from K3 and the version.
+pub(crate) const APPROVAL_WEBHOOKS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("approval_webhooks");
+
 /// Most pending approvals per tree (a flood of requests above a threshold cannot grow the
 /// store without bound).
 pub const MAX_PENDING_PER_TREE: usize = 256;
@@ -405,5 +409,94 @@ impl Mutation for DecideApproval {
             ),
         )?;
         Ok(Decision::Decided(record))
+    }
+}
+
+/// A master's approval webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Where events are posted.
+    pub url: String,
+    /// The key version (each set bumps it, so the key rotates).
+    pub version: u64,
+}
+
+fn decode_webhook(bytes: &[u8]) -> Result<Webhook, StoreError> {
+    let (version, url) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt("approval webhook".into()))?;
+    Ok(Webhook {
+        version: u64::from_be_bytes(*version),
+        url: String::from_utf8(url.to_vec())
+            .map_err(|_| StoreError::Corrupt("approval webhook".into()))?,
+    })
+}
+
+/// Reads `master`'s webhook (`None`: none set).
+pub(crate) fn read_webhook(
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    master: &Omni,
+) -> Result<Option<Webhook>, StoreError> {
+    let found = table
+        .get(master.as_bytes())
+        .map_err(StoreError::from_redb)?
+        .map(|v| decode_webhook(v.value()))
+        .transpose()?;
+    Ok(found.filter(|w| !w.url.is_empty()))
+}
+
+/// Sets (or, with an empty URL, removes) a master's webhook; answers the new version.
+#[derive(Debug, Clone)]
+pub struct SetWebhook {
+    /// The master.
+    pub master: Omni,
+    /// The URL (validated by the caller), or empty.
+    pub url: String,
+    /// The request.
+    pub origin: Origin,
+    /// Now.
+    pub at: Timestamp,
+}
+
+impl Mutation for SetWebhook {
+    type Plan = SetWebhook;
+    type Output = u64;
+    type Rejection = std::convert::Infallible;
+
+    fn check(
+        self,
+        _view: &WriteTransaction,
+    ) -> Result<Result<Self, std::convert::Infallible>, StoreError> {
+        Ok(Ok(self))
+    }
+
+    fn apply(plan: Self, txn: &WriteTransaction) -> Result<u64, StoreError> {
+        let mut table = txn
+            .open_table(APPROVAL_WEBHOOKS)
+            .map_err(StoreError::from_redb)?;
+        let previous = table
+            .get(plan.master.as_bytes())
+            .map_err(StoreError::from_redb)?
+            .map(|v| decode_webhook(v.value()))
+            .transpose()?
+            .map_or(0, |w| w.version);
+        let version = previous + 1;
+        let mut value = version.to_be_bytes().to_vec();
+        value.extend_from_slice(plan.url.as_bytes());
+        table
+            .insert(plan.master.as_bytes(), value.as_slice())
+            .map_err(StoreError::from_redb)?;
+        audit::append(
+            txn,
+            &AuditEntry::done(
+                plan.master,
+                plan.origin,
+                op::APPROVAL_WEBHOOK_SET,
+                plan.master,
+                audit::detail_hash(plan.url.as_bytes()),
+                plan.at,
+            ),
+        )?;
+        Ok(version)
     }
 }

@@ -62,6 +62,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     open(txn.open_table(audit::AUDIT_UNSIGNED).map(drop))?;
     open(txn.open_table(approvals::APPROVALS).map(drop))?;
     open(txn.open_table(approvals::APPROVALS_PENDING).map(drop))?;
+    open(txn.open_table(approvals::APPROVAL_WEBHOOKS).map(drop))?;
     open(txn.open_table(policies::POLICIES).map(drop))?;
     open(txn.open_table(policies::POLICY_VERSIONS).map(drop))?;
     open(txn.open_table(policies::SPENDS).map(drop))?;
@@ -138,6 +139,23 @@ impl Ledger {
         op: approvals::DecideApproval,
     ) -> PendingWrite<approvals::Decision, approvals::ApprovalError> {
         self.submit(op)
+    }
+
+    /// Sets or removes a master's approval webhook.
+    pub fn set_webhook(
+        &self,
+        op: approvals::SetWebhook,
+    ) -> PendingWrite<u64, std::convert::Infallible> {
+        self.submit(op)
+    }
+
+    /// A master's approval webhook.
+    pub fn webhook(&self, master: &Omni) -> Result<Option<approvals::Webhook>, StoreError> {
+        let txn = self.store.read()?;
+        let table = txn
+            .open_table(approvals::APPROVAL_WEBHOOKS)
+            .map_err(StoreError::from_redb)?;
+        approvals::read_webhook(&table, master)
     }
 
     /// One approval.

@@ -362,3 +362,50 @@ impl Handler<InjectPanic> for SignerActor {
         self.guarded(ctx, |_| panic!("injected signer panic"))
     }
 }
+
+/// The HMAC key of a master's approval webhook (shown to the master once, when set).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<zeroize::Zeroizing<[u8; 32]>, SignerError>")]
+pub struct WebhookSecret {
+    /// The master.
+    pub master: Omni,
+    /// The webhook's version.
+    pub version: u64,
+}
+
+impl Handler<WebhookSecret> for SignerActor {
+    type Result = Result<zeroize::Zeroizing<[u8; 32]>, SignerError>;
+
+    fn handle(&mut self, msg: WebhookSecret, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            Ok(state.k3.webhook_key(&msg.master, msg.version))
+        })
+    }
+}
+
+/// HMAC-SHA256 of a webhook delivery with the master's webhook key (the key stays here).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<[u8; 32], SignerError>")]
+pub struct WebhookMac {
+    /// The master.
+    pub master: Omni,
+    /// The webhook's version.
+    pub version: u64,
+    /// What is authenticated.
+    pub message: Vec<u8>,
+}
+
+impl Handler<WebhookMac> for SignerActor {
+    type Result = Result<[u8; 32], SignerError>;
+
+    fn handle(&mut self, msg: WebhookMac, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let key = state.k3.webhook_key(&msg.master, msg.version);
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_ref());
+            let tag = aws_lc_rs::hmac::sign(&key, &msg.message);
+            let mut out = [0u8; 32];
+            out.copy_from_slice(tag.as_ref());
+            Ok(out)
+        })
+    }
+}

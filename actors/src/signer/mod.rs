@@ -333,6 +333,31 @@ impl SignerHandle {
         }
     }
 
+    /// The HMAC key of `master`'s approval webhook at `version` (shown once when it is set).
+    pub async fn webhook_secret(
+        &self,
+        master: Omni,
+        version: u64,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, SignerError> {
+        self.ask(messages::WebhookSecret { master, version })
+            .await?
+    }
+
+    /// HMAC-SHA256 of `message` with `master`'s webhook key at `version`.
+    pub async fn webhook_mac(
+        &self,
+        master: Omni,
+        version: u64,
+        message: Vec<u8>,
+    ) -> Result<[u8; 32], SignerError> {
+        self.ask(messages::WebhookMac {
+            master,
+            version,
+            message,
+        })
+        .await?
+    }
+
     /// Public identifiers of the actor at `path` under `master` (no proof needed: public data).
     pub async fn account(&self, master: Omni, path: String) -> Result<Account, SignerError> {
         self.ask(messages::DeriveAccount { master, path }).await?

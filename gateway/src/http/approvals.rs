@@ -159,6 +159,11 @@ pub async fn request(
             at: now,
         })
         .await?;
+    state.notifier.notify(crate::notify::Notice {
+        master: record.master,
+        event: "approval_requested",
+        approval: serde_json::to_value(view(state, &record, false)?).unwrap_or_default(),
+    });
     Ok(PendingView {
         status: "approval_required".into(),
         approval_id: record.id,
@@ -507,4 +512,99 @@ pub async fn deny(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     decide_route(&state, &auth, &id, false).await
+}
+
+/// `PUT /v1/approvals/webhook` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// `https://…` (`http://` only in dev mode); `null` removes the webhook.
+    pub url: Option<String>,
+}
+
+/// The webhook as set, with its key (shown this once).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookView {
+    /// The URL (`null`: removed).
+    pub url: Option<String>,
+    /// The key version (each set rotates the key).
+    pub version: u64,
+    /// The HMAC-SHA256 key, hex: `agentkeys-signature: v1=<hex HMAC of "<timestamp>.<body>">`.
+    /// Shown once; set the webhook again to rotate it.
+    pub secret: Option<String>,
+}
+
+/// Longest webhook URL.
+pub const MAX_WEBHOOK_URL: usize = 2048;
+
+/// Sets the master's approval webhook (masters only): events are POSTed there, signed, when
+/// nobody watches the master's event stream.
+#[utoipa::path(put, path = "/v1/approvals/webhook", tag = "approvals",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = WebhookRequest,
+    responses(
+        (status = 200, description = "set; the key is shown once", body = WebhookView),
+        (status = 400, description = "invalid_request: not an https URL", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 403, description = "scope_denied: not a master", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    super::extract::ApiJson(body): super::extract::ApiJson<WebhookRequest>,
+) -> Result<Json<WebhookView>, ApiError> {
+    if auth.omni != auth.master {
+        return Err(ApiError::new(
+            ErrorCode::ScopeDenied,
+            "only a master sets its approval webhook",
+        ));
+    }
+    if let Some(url) = &body.url {
+        let parsed = reqwest::Url::parse(url)
+            .ok()
+            .filter(|_| url.len() <= MAX_WEBHOOK_URL);
+        let ok = parsed.is_some_and(|u| {
+            u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && (u.scheme() == "https" || (u.scheme() == "http" && state.dev_mode))
+        });
+        if !ok {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the webhook must be an https URL without credentials (http only in dev mode), at most 2048 bytes",
+            ));
+        }
+    }
+    let version = state
+        .ledger
+        .set_webhook(approvals::SetWebhook {
+            master: auth.master,
+            url: body.url.clone().unwrap_or_default(),
+            origin: Origin::from(&auth),
+            at: state.clock.now(),
+        })
+        .await
+        .map_err(|e| match e {
+            WriteError::Store(e) => ApiError::from(e),
+            WriteError::Rejected(never) => match never {},
+        })?;
+    let secret = match &body.url {
+        Some(_) => Some(hex::encode(
+            state
+                .signer
+                .webhook_secret(auth.master, version)
+                .await?
+                .as_ref(),
+        )),
+        None => None,
+    };
+    Ok(Json(WebhookView {
+        url: body.url,
+        version,
+        secret,
+    }))
 }

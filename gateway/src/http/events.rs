@@ -59,6 +59,13 @@ impl Drop for Slot {
     }
 }
 
+impl crate::notify::Watching for StreamCounts {
+    fn watching(&self, master: &Omni) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(master).is_some_and(|n| *n > 0)
+    }
+}
+
 impl StreamCounts {
     fn take(self: &Arc<Self>, omni: Omni) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());

@@ -93,6 +93,10 @@ pub struct AppState {
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
     /// Open event streams per actor.
     pub event_streams: Arc<events::StreamCounts>,
+    /// The public URL is on loopback (plain-http webhooks allowed).
+    pub dev_mode: bool,
+    /// Approval notices (webhook, email) for masters nobody is watching.
+    pub notifier: crate::notify::Notifier,
     /// OIDC tokens in upstream's claim shape.
     pub oidc_legacy_claims: bool,
     /// OIDC key rotation.
@@ -169,6 +173,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(policy::put, policy::delete, policy::get))
         .routes(routes!(policy::check))
         .routes(routes!(approvals::list))
+        .routes(routes!(approvals::webhook))
         .routes(routes!(approvals::show))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
