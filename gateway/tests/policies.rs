@@ -295,6 +295,43 @@ async fn only_the_setter_or_above_changes_a_policy() {
     );
     assert_eq!(set_policy(&stack, &alice, &bot, open.clone()).await.0, 200);
 
+    // Scopes follow the same rule: narrowed by the master, bot's scopes can be narrowed
+    // further by ops but widened only by the master.
+    let scopes = |who: &'static str, list: Vec<&'static str>| {
+        let (ops, alice, bot) = (&ops, &alice, &bot);
+        let stack = &stack;
+        async move {
+            let by = if who == "ops" { ops } else { alice };
+            by.call(
+                stack,
+                "PUT",
+                &format!("/v1/actors/{}/scopes", bot.omni),
+                Some(json!({"scopes": list})),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        scopes("alice", vec!["sign:tx:1", "sign:eip191"]).await.0,
+        200
+    );
+    let widened = scopes("ops", vec!["sign:tx:1", "sign:eip191", "sign:eip712"]).await;
+    assert_eq!(
+        error(&widened),
+        (403, "scope_denied".into()),
+        "{}",
+        widened.1
+    );
+    assert_eq!(widened.1["set_by"], alice.omni);
+    assert_eq!(scopes("ops", vec!["sign:tx:1"]).await.0, 200);
+    let again = scopes("ops", vec!["sign:tx:1", "sign:eip191"]).await;
+    assert_eq!(
+        error(&again).0,
+        403,
+        "the master's narrowing still binds ops"
+    );
+    assert_eq!(scopes("alice", SCOPES.to_vec()).await.0, 200);
+
     // The actor itself reads its policy and what it inherits.
     assert_eq!(
         set_policy(&stack, &alice, &ops, json!({"messages": {"text": true}}))

@@ -119,6 +119,15 @@ pub enum LinkError {
     /// The code is already issued (a random collision; issue another).
     #[error("the code exists")]
     Collision,
+    /// The scopes were narrowed by an ancestor of the caller; only it or one above may widen
+    /// them.
+    #[error(
+        "these scopes were narrowed by an ancestor of yours; only it or one above it may widen them"
+    )]
+    SetAbove {
+        /// Who narrowed them last.
+        set_by: Omni,
+    },
 }
 
 /// The actor a link code was issued for, if the code exists.
@@ -414,8 +423,22 @@ pub struct SetScopes {
     pub at: Timestamp,
 }
 
+/// Who last set an agent's scopes (the setter rule: a narrowing by an ancestor is widened only
+/// by it or one above it).
+pub(crate) const SCOPES_SET_BY: TableDefinition<&[u8; 32], &[u8; 32]> =
+    TableDefinition::new("scopes_set_by");
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SetScopesPlan {
+    op: SetScopes,
+    record: ActorRecord,
+    master: Omni,
+    set_by: Option<Omni>,
+}
+
 impl Mutation for SetScopes {
-    type Plan = (SetScopes, ActorRecord, Omni);
+    type Plan = SetScopesPlan;
     type Output = ActorRecord;
     type Rejection = LinkError;
 
@@ -430,11 +453,60 @@ impl Mutation for SetScopes {
         }
         let record = lineage.actor().clone();
         let master = lineage.records()[0].omni;
-        Ok(Ok((self, record, master)))
+        let chain = lineage.omnis();
+        let depth = |o: &Omni| chain.iter().position(|c| c == o);
+        let previous = view
+            .open_table(SCOPES_SET_BY)
+            .map_err(StoreError::from_redb)?
+            .get(self.omni.as_bytes())
+            .map_err(StoreError::from_redb)?
+            .map(|v| Omni::from_bytes(*v.value()));
+        let caller = self.origin.actor;
+        // The higher of the caller and the previous setter stays recorded.
+        let set_by = match (
+            caller.and_then(|c| depth(&c)),
+            previous.and_then(|p| depth(&p)),
+        ) {
+            (Some(mine), Some(theirs)) if theirs < mine => {
+                let widens = self.scopes.iter().any(|s| !record.scopes.contains(s));
+                if widens {
+                    return Ok(Err(LinkError::SetAbove {
+                        set_by: chain[theirs],
+                    }));
+                }
+                previous
+            }
+            (Some(_), _) => caller,
+            // The host operator (no actor) is above everyone.
+            (None, _) => None,
+        };
+        Ok(Ok(SetScopesPlan {
+            op: self,
+            record,
+            master,
+            set_by,
+        }))
     }
 
     fn apply(plan: Self::Plan, txn: &WriteTransaction) -> Result<ActorRecord, StoreError> {
-        let (op, mut record, master) = plan;
+        let SetScopesPlan {
+            op,
+            mut record,
+            master,
+            set_by,
+        } = plan;
+        let mut setters = txn
+            .open_table(SCOPES_SET_BY)
+            .map_err(StoreError::from_redb)?;
+        match set_by {
+            Some(s) => setters
+                .insert(op.omni.as_bytes(), s.as_bytes())
+                .map_err(StoreError::from_redb)?,
+            None => setters
+                .remove(op.omni.as_bytes())
+                .map_err(StoreError::from_redb)?,
+        };
+        drop(setters);
         record.scopes = op.scopes;
         txn.open_table(ACTORS)
             .map_err(StoreError::from_redb)?

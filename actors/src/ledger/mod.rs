@@ -56,6 +56,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     open(txn.open_table(accounts::MASTER_IDENTITIES).map(drop))?;
     open(txn.open_table(links::LINK_CODES).map(drop))?;
     open(txn.open_table(links::LINK_CODES_BY_ACTOR).map(drop))?;
+    open(txn.open_table(links::SCOPES_SET_BY).map(drop))?;
     open(txn.open_table(audit::AUDIT).map(drop))?;
     open(txn.open_table(audit::AUDIT_CHAIN).map(drop))?;
     open(txn.open_table(audit::AUDIT_HEADS).map(drop))?;

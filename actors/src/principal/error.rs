@@ -67,6 +67,12 @@ pub enum PrincipalError {
     /// The binding belongs to another device key.
     #[error("the binding belongs to another device key")]
     WrongKey,
+    /// A setting made by an ancestor of the caller can be widened only by it or one above.
+    #[error("this was narrowed by an ancestor of yours; only it or one above it may widen it")]
+    SetAbove {
+        /// Who set it.
+        set_by: Omni,
+    },
     /// A budget or rate limit refused the signature (its refusal row was written).
     #[error("refused by a budget or rate limit")]
     Spend(Box<crate::ledger::SpendRefusal>),
@@ -111,6 +117,7 @@ impl From<WriteError<LinkError>> for PrincipalError {
                     PrincipalError::TooManyCodes { retry_after_ms }
                 }
                 LinkError::Collision => PrincipalError::Collision,
+                LinkError::SetAbove { set_by } => PrincipalError::SetAbove { set_by },
             },
             WriteError::Store(e) => e.into(),
         }

@@ -316,6 +316,8 @@ impl From<agentkeys_actors::principal::PrincipalError> for ApiError {
                     "this link code was already used by another device; ask for a new one",
                 )
             }
+            E::SetAbove { set_by } => ApiError::new(ErrorCode::ScopeDenied, message)
+                .with_fields(json!({"set_by": set_by.to_string()})),
             E::Spend(refusal) => super::policy::refusal(*refusal),
             E::PolicyChanged => ApiError::new(
                 ErrorCode::Busy,
