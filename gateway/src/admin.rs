@@ -4,7 +4,10 @@
 //!
 //! Requests: `{"op":"masters","after"?,"limit"?}`, `{"op":"status","omni"}`,
 //! `{"op":"revoke","omni"}` (any actor, masters included), `{"op":"lift-quarantine","omni"}`,
-//! `{"op":"allow","action":"add"|"remove"|"list","entry"?}` (the registration allow-list).
+//! `{"op":"allow","action":"add"|"remove"|"list","entry"?}` (the registration allow-list),
+//! `{"op":"policy","action":"set"|"show"|"remove","master","document"?}` (a master's own
+//! policy), `{"op":"approvals","action":"list"|"approve"|"deny","id"?}` (approvals held by
+//! masters' own policies).
 //! Answers: `{"ok":true,...}` or `{"ok":false,"error":"<code>","message":"..."}`.
 
 use std::os::unix::fs::PermissionsExt;
@@ -21,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::http::AppState;
 use crate::rotation::Rotator;
 
 /// The socket's file name inside the data dir.
@@ -63,6 +67,30 @@ pub enum AdminRequest {
         #[arg(value_enum)]
         action: KeysAction,
     },
+    /// A master's own policy (only the operator sets it): set --file, show, remove.
+    Policy {
+        /// set, show or remove.
+        #[arg(value_enum)]
+        action: PolicyAction,
+        /// The master's omni.
+        master: String,
+        /// The policy document, JSON or TOML (`set`; read by the client, sent as `document`).
+        #[arg(long)]
+        #[serde(skip)]
+        file: Option<PathBuf>,
+        /// The document as sent on the socket.
+        #[arg(skip)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        document: Option<Value>,
+    },
+    /// Approvals held by masters' own policies: list, approve ID, deny ID.
+    Approvals {
+        /// list, approve or deny.
+        #[arg(value_enum)]
+        action: ApprovalAction,
+        /// The approval (approve, deny).
+        id: Option<String>,
+    },
     /// Manage the registration allow-list (used when `registration = "allowlist"`).
     Allow {
         /// add, remove or list.
@@ -81,6 +109,45 @@ pub enum KeysAction {
     RotateOidc,
     /// The rotation state (applies due steps first).
     Status,
+}
+
+/// What `admin policy` does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    /// Set (or replace) the master's policy from --file.
+    Set,
+    /// Show it, what it spends, and its budgets.
+    Show,
+    /// Remove it.
+    Remove,
+}
+
+/// What `admin approvals` does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalAction {
+    /// Pending approvals held by masters' own policies.
+    List,
+    /// Approve one.
+    Approve,
+    /// Deny one.
+    Deny,
+}
+
+impl AdminRequest {
+    /// Reads what the client side must read before sending (a policy file).
+    pub fn prepare(mut self) -> anyhow::Result<Self> {
+        if let AdminRequest::Policy {
+            file: Some(path),
+            document,
+            ..
+        } = &mut self
+        {
+            *document = Some(crate::commands::read_document(path)?);
+        }
+        Ok(self)
+    }
 }
 
 /// What `admin allow` does.
@@ -105,13 +172,8 @@ fn omni(text: &str) -> Result<Omni, Value> {
 }
 
 /// Answers one request.
-pub async fn handle(
-    runtime: &Runtime,
-    ledger: &Ledger,
-    data_dir: &Path,
-    rotator: &Rotator,
-    request: AdminRequest,
-) -> Value {
+pub async fn handle(state: &AppState, data_dir: &Path, request: AdminRequest) -> Value {
+    let (runtime, ledger, rotator) = (&state.runtime, &state.ledger, state.rotator.as_ref());
     let result = match request {
         AdminRequest::Masters { after, limit } => {
             masters(runtime, after.as_deref(), limit.unwrap_or(100).min(1000))
@@ -125,6 +187,13 @@ pub async fn handle(
             allow(runtime, ledger, action, entry.as_deref()).await
         }
         AdminRequest::Keys { action } => keys(rotator, action).await,
+        AdminRequest::Policy {
+            action,
+            master,
+            document,
+            ..
+        } => policy(state, action, &master, document).await,
+        AdminRequest::Approvals { action, id } => approvals(state, action, id.as_deref()).await,
         AdminRequest::AuditVerify => {
             let paths = crate::audit::AuditPaths {
                 data_dir: data_dir.to_path_buf(),
@@ -142,6 +211,90 @@ pub async fn handle(
         }
     };
     result.unwrap_or_else(|refusal| refusal)
+}
+
+fn api_refusal(e: crate::http::error::ApiError) -> Value {
+    refuse(e.code().as_str(), e.message())
+}
+
+async fn policy(
+    state: &AppState,
+    action: PolicyAction,
+    master: &str,
+    document: Option<Value>,
+) -> Result<Value, Value> {
+    let master = omni(master)?;
+    let lineage = state
+        .runtime
+        .lineage(&master)
+        .map_err(|e| refuse("internal", e.to_string()))?
+        .filter(|l| l.records().len() == 1)
+        .ok_or_else(|| refuse("not_found", "no such master"))?;
+    let policy = match action {
+        PolicyAction::Show => None,
+        PolicyAction::Remove => Some(None),
+        PolicyAction::Set => {
+            let document = document.ok_or_else(|| refuse("invalid_request", "give --file"))?;
+            Some(Some(
+                crate::http::policy::parse(document.to_string().as_bytes()).map_err(api_refusal)?,
+            ))
+        }
+    };
+    if let Some(policy) = policy {
+        state
+            .ledger
+            .set_policy(agentkeys_actors::ledger::SetPolicy {
+                target: master,
+                policy,
+                by: agentkeys_actors::ledger::Setter::Operator,
+                origin: Origin {
+                    actor: None,
+                    request_id: "admin".into(),
+                },
+                at: state.clock.now(),
+            })
+            .await
+            .map_err(|e| api_refusal(e.into()))?;
+    }
+    let view = crate::http::policy::view(state, &lineage.omnis()).map_err(api_refusal)?;
+    Ok(json!({"ok": true, "policy": view}))
+}
+
+async fn approvals(
+    state: &AppState,
+    action: ApprovalAction,
+    id: Option<&str>,
+) -> Result<Value, Value> {
+    use crate::http::approvals::{Decider, decide, view};
+    let origin = Origin {
+        actor: None,
+        request_id: "admin".into(),
+    };
+    let decided = match (action, id) {
+        (ApprovalAction::List, _) => {
+            let pending = state
+                .ledger
+                .all_pending_approvals(1000)
+                .map_err(|e| refuse("internal", e.to_string()))?;
+            let mut out = Vec::new();
+            for record in pending.iter().filter(|r| r.owner == r.master) {
+                out.push(view(state, record, false).map_err(api_refusal)?);
+            }
+            return Ok(json!({"ok": true, "approvals": out}));
+        }
+        (_, None) => return Err(refuse("invalid_request", "give the approval id")),
+        (action, Some(id)) => decide(
+            state,
+            id,
+            Decider::Operator,
+            origin,
+            matches!(action, ApprovalAction::Approve),
+        )
+        .await
+        .map_err(api_refusal)?,
+    };
+    let shown = view(state, &decided, false).map_err(api_refusal)?;
+    Ok(json!({"ok": true, "approval": shown}))
 }
 
 fn masters(runtime: &Runtime, after: Option<&str>, limit: usize) -> Result<Value, Value> {
@@ -276,9 +429,7 @@ async fn revoke(runtime: &Runtime, ledger: &Ledger, text: &str) -> Result<Value,
 /// Binds the socket (replacing a stale one), restricts it to 0600, and serves until dropped.
 pub async fn listen(
     data_dir: &Path,
-    runtime: Runtime,
-    ledger: Ledger,
-    rotator: std::sync::Arc<Rotator>,
+    state: AppState,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let path = data_dir.join(SOCKET);
     if path.exists() {
@@ -298,12 +449,10 @@ pub async fn listen(
     let data_dir = data_dir.to_path_buf();
     Ok(tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let runtime = runtime.clone();
-            let ledger = ledger.clone();
+            let state = state.clone();
             let data_dir = data_dir.clone();
-            let rotator = rotator.clone();
             tokio::spawn(async move {
-                let serving = serve_connection(stream, &runtime, &ledger, &data_dir, &rotator);
+                let serving = serve_connection(stream, &state, &data_dir);
                 if let Err(e) = serving.await {
                     tracing::debug!(cause = %e, "admin connection ended");
                 }
@@ -314,10 +463,8 @@ pub async fn listen(
 
 async fn serve_connection(
     stream: UnixStream,
-    runtime: &Runtime,
-    ledger: &Ledger,
+    state: &AppState,
     data_dir: &Path,
-    rotator: &Rotator,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -325,7 +472,7 @@ async fn serve_connection(
         let answer = match serde_json::from_str::<AdminRequest>(&line) {
             Ok(request) => {
                 tracing::info!(request = %line, "admin request");
-                handle(runtime, ledger, data_dir, rotator, request).await
+                handle(state, data_dir, request).await
             }
             Err(e) => refuse("invalid_request", e.to_string()),
         };

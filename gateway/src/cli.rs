@@ -62,9 +62,12 @@ pub enum Command {
     LinkCode(LinkCodeCommand),
     /// On the agent's machine: redeem a link code (read from a prompt or stdin, never argv).
     Link(LinkArgs),
-    /// Sign as the logged-in actor.
+    /// Sign as the logged-in actor (a request a policy holds for a person waits for the
+    /// decision; --no-wait prints the approval id and exits).
+    Sign(SignArgs),
+    /// Approvals: list what you may decide, approve, deny; the master's webhook.
     #[command(subcommand)]
-    Sign(SignCommand),
+    Approvals(ApprovalsCommand),
     /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
     #[command(subcommand)]
     Pair(PairCommand),
@@ -231,6 +234,9 @@ pub enum AgentCommand {
         /// The actor.
         target: Target,
     },
+    /// An actor's signing policy: set --file (JSON or TOML), show, remove.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show an actor's stored scopes; --set replaces them, --add and --remove change them.
     Scopes {
         /// The actor.
@@ -245,6 +251,66 @@ pub enum AgentCommand {
         #[arg(long = "remove")]
         remove: Vec<String>,
     },
+}
+
+/// `agentkeys agent policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set (or replace) the policy of TARGET from a JSON or TOML file (docs/policies.md).
+    Set {
+        /// The actor (a strict descendant of yours).
+        target: Target,
+        /// The document: `.toml` is read as TOML, anything else as JSON (- for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// TARGET's policy, the policies it inherits, and every budget on its lineage.
+    Show {
+        /// The actor (default: yourself).
+        target: Option<Target>,
+    },
+    /// Remove the policy of TARGET.
+    Remove {
+        /// The actor.
+        target: Target,
+    },
+}
+
+/// `agentkeys approvals …`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending approvals you may decide.
+    List,
+    /// One approval (yours, or one you may decide).
+    Show {
+        /// The approval id.
+        id: String,
+    },
+    /// Approve: the request is signed now, within the budgets left now.
+    Approve {
+        /// The approval id.
+        id: String,
+    },
+    /// Deny.
+    Deny {
+        /// The approval id.
+        id: String,
+    },
+    /// The master's approval webhook.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+/// `agentkeys approvals webhook …`
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// POST approval requests to URL (https); prints the HMAC key once.
+    Set {
+        /// The URL.
+        url: String,
+    },
+    /// Stop posting.
+    Remove,
 }
 
 /// `agentkeys link-code …`
@@ -266,6 +332,18 @@ pub struct LinkArgs {
     /// A name for this device's binding.
     #[arg(long, default_value = "link")]
     pub label: String,
+}
+
+/// `agentkeys sign [--no-wait] …`
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// When a policy holds the request for a person: print the approval id and exit 0
+    /// instead of waiting for the decision.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// What to sign.
+    #[command(subcommand)]
+    pub command: SignCommand,
 }
 
 /// `agentkeys sign …`

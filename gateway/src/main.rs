@@ -5,7 +5,7 @@ use clap::Parser;
 use agentkeys_gateway::cli::{
     AuditCommand, AwsCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
 };
-use agentkeys_gateway::commands::{self, Globals, agents, aws};
+use agentkeys_gateway::commands::{self, Globals, agents, aws, policies};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -79,6 +79,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         | Command::LinkCode(_)
         | Command::Link(_)
         | Command::Sign(_)
+        | Command::Approvals(_)
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
@@ -113,7 +114,10 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 agents::link_code(&Globals::from_cli(cli)?, command).await
             }
             Command::Link(args) => agents::link(&Globals::from_cli(cli)?, args).await,
-            Command::Sign(command) => agents::sign(&Globals::from_cli(cli)?, command).await,
+            Command::Sign(args) => agents::sign(&Globals::from_cli(cli)?, args).await,
+            Command::Approvals(command) => {
+                policies::approvals(&Globals::from_cli(cli)?, command).await
+            }
             Command::Pair(command) => agents::pair(&Globals::from_cli(cli)?, command).await,
             Command::Device(command) => agents::device(&Globals::from_cli(cli)?, command).await,
             Command::Oidc(command) => aws::oidc(&Globals::from_cli(cli)?, command).await,
@@ -145,10 +149,8 @@ fn admin(args: &agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(agentkeys_gateway::admin::call(
-        &config.data_dir,
-        &args.command,
-    ))?;
+    let request = args.command.clone().prepare()?;
+    let answer = runtime.block_on(agentkeys_gateway::admin::call(&config.data_dir, &request))?;
     println!("{answer}");
     if answer["ok"] == serde_json::Value::Bool(true) {
         Ok(())

@@ -258,8 +258,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         limits: config.limits,
     };
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
-    let admin =
-        crate::admin::listen(&config.data_dir, runtime.clone(), ledger.clone(), rotator).await?;
+    let admin = crate::admin::listen(&config.data_dir, state.clone()).await?;
     let app = http::router(state.clone(), metrics.clone());
     let public = Listener::spawn(config.listen, app.clone()).await?;
     let metrics = match config.metrics_listen {

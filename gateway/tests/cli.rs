@@ -526,3 +526,137 @@ async fn exit_codes_json_errors_completions_logout_and_scope_edits() {
     assert_eq!(out["logged_out"], false);
     stack.stop().await;
 }
+
+#[actix::test]
+async fn policies_and_approvals_through_the_binary() {
+    let stack = CliStack::start().await;
+    stack.login(0x79).await;
+    let (h, connect) = (stack.home.path(), stack.connect.clone());
+    let created = json(
+        &agentkeys(
+            h,
+            &connect,
+            &["agent", "create", "ops", "--scope", "sign:tx:1", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(created["path"], "//ops");
+    let code = json(&agentkeys(h, &connect, &["link-code", "issue", "//ops", "--json"]).await);
+    let out = agentkeys_with_stdin(
+        h,
+        &connect,
+        &["--profile", "ops", "link"],
+        &format!("{}\n", code["code"].as_str().expect("code")),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+
+    // A TOML policy: any recipient, a person above 1000 wei.
+    let policy = h.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[tx]\nto = \"any\"\n\n[[approval.above]]\nasset = \"native\"\nchain = 1\namount = \"1000\"\n",
+    )
+    .expect("write");
+    let set = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "agent",
+                "policy",
+                "set",
+                "//ops",
+                "--file",
+                &policy.display().to_string(),
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(set["policy"]["tx"]["to"], "any", "{set}");
+    let shown = json(
+        &agentkeys(
+            h,
+            &connect,
+            &["--profile", "ops", "agent", "policy", "show", "--json"],
+        )
+        .await,
+    );
+    assert_eq!(shown["policy"], set["policy"]);
+
+    let tx = |nonce: u64| {
+        let path = h.join(format!("tx-{nonce}.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"chain_id": 1, "nonce": nonce, "to": "0x1111111111111111111111111111111111111111",
+                "value": "5000", "gas_limit": 21000, "max_fee_per_gas": 0, "max_priority_fee_per_gas": 0})
+            .to_string(),
+        )
+        .expect("write");
+        path.display().to_string()
+    };
+    // --no-wait: the id, exit 0.
+    let first = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "--profile",
+                "ops",
+                "sign",
+                "tx",
+                &tx(0),
+                "--no-wait",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let first_id = first["approval_id"].as_str().expect("id").to_owned();
+
+    // Waiting: the master approves while the agent's command waits, which then prints the
+    // signed transaction.
+    let waiting = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["--profile", "ops", "sign", "tx", &tx(1), "--json"])
+        .env_clear()
+        .env("HOME", h)
+        .env("AGENTKEYS_CONNECT", &connect)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let second_id = loop {
+        let listed = json(&agentkeys(h, &connect, &["approvals", "list", "--json"]).await);
+        let other = listed["approvals"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|a| a["id"].as_str())
+            .find(|id| *id != first_id)
+            .map(str::to_owned);
+        if let Some(id) = other {
+            break id;
+        }
+    };
+    let approved =
+        json(&agentkeys(h, &connect, &["approvals", "approve", &second_id, "--json"]).await);
+    assert_eq!(approved["status"], "approved");
+    let out = waiting.wait_with_output().await.expect("exits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        signed["raw"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("0x02")),
+        "{signed}"
+    );
+
+    let denied = json(&agentkeys(h, &connect, &["approvals", "deny", &first_id, "--json"]).await);
+    assert_eq!(denied["status"], "denied");
+    stack.stop().await;
+}

@@ -423,7 +423,7 @@ async fn provoke_policy_errors(
     .await;
     let tx = |value: &str| {
         json!({"tx": {"chain_id": 1, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
-            "value": value, "gas_limit": 21000, "max_fee_per_gas": 0}})
+            "value": value, "gas_limit": 21000, "max_fee_per_gas": 0, "max_priority_fee_per_gas": 0}})
     };
     observe(seen, agent("/v1/sign/transaction", tx("2000")).await).await;
     let (status, pending) = agent("/v1/sign/transaction", tx("600")).await;

@@ -324,7 +324,7 @@ async fn approval_requests_reach_those_who_may_decide_them() {
     let mut alice_stream = Stream::open(&stack, &alice, None).await.expect("opens");
     let mut ops_stream = Stream::open(&stack, &ops, None).await.expect("opens");
     let tx = json!({"tx": {"chain_id": 1, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
-        "value": "5000", "gas_limit": 21000, "max_fee_per_gas": 0}});
+        "value": "5000", "gas_limit": 21000, "max_fee_per_gas": 0, "max_priority_fee_per_gas": 0}});
     let (status, pending) = call(&stack, &bot, "POST", "/v1/sign/transaction", tx).await;
     assert_eq!(status, 202, "{pending}");
     let id = pending["approval_id"].as_str().expect("id").to_owned();

@@ -68,6 +68,14 @@ pub enum TxError {
     },
 }
 
+/// A transaction's fields encoded, and the hash its signature covers.
+struct Unsigned {
+    /// Type 2 (else legacy).
+    typed: bool,
+    hash: [u8; 32],
+    payload: Vec<u8>,
+}
+
 /// A signed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTx {
@@ -173,15 +181,21 @@ impl TxRequest {
         ])
     }
 
-    /// Signs with `key`.
-    pub fn sign(&self, key: &WalletKey) -> Result<SignedTx, TxError> {
+    /// Checks every field as signing would, without a key (a request held for approval is
+    /// checked before it waits).
+    pub fn check(&self) -> Result<(), TxError> {
+        self.unsigned().map(drop)
+    }
+
+    /// The fields' RLP payload and the hash to sign.
+    fn unsigned(&self) -> Result<Unsigned, TxError> {
         if self.chain_id == 0 {
             return Err(field("chain_id", "must be a positive chain id"));
         }
         let chain = uint::minimal(&self.chain_id.to_be_bytes()).to_vec();
         let nonce = Rlp::Bytes(int(&self.nonce, "nonce")?);
         let [gas_limit, to, value, data] = self.common()?;
-        let raw = match self.kind.unwrap_or(2) {
+        match self.kind.unwrap_or(2) {
             2 => {
                 if self.gas_price.is_some() {
                     return Err(field(
@@ -208,16 +222,14 @@ impl TxRequest {
                     data,
                     self.access_list()?,
                 ];
-                let mut payload = payload_of(&fields);
+                let payload = payload_of(&fields);
                 let mut preimage = vec![0x02];
                 preimage.extend(list(&payload));
-                let sig = sign_hash(key, &keccak256(&preimage));
-                // y parity as an RLP integer: 0 is the empty string, not a 0x00 byte.
-                Rlp::Bytes(uint::minimal(&[sig.0[64] - 27]).to_vec()).encode(&mut payload);
-                push_rs(&sig.0, &mut payload);
-                let mut raw = vec![0x02];
-                raw.extend(list(&payload));
-                raw
+                Ok(Unsigned {
+                    typed: true,
+                    hash: keccak256(&preimage),
+                    payload,
+                })
             }
             0 => {
                 if self.max_fee_per_gas.is_some()
@@ -241,7 +253,7 @@ impl TxRequest {
                     value,
                     data,
                 ];
-                let mut payload = payload_of(&fields);
+                let payload = payload_of(&fields);
                 // EIP-155: the signed preimage carries (chain_id, 0, 0).
                 let mut preimage = payload.clone();
                 for item in [
@@ -251,18 +263,39 @@ impl TxRequest {
                 ] {
                     item.encode(&mut preimage);
                 }
-                let sig = sign_hash(key, &keccak256(&list(&preimage)));
-                let v = u128::from(self.chain_id) * 2 + 35 + u128::from(sig.0[64] - 27);
-                Rlp::Bytes(uint::minimal(&v.to_be_bytes()).to_vec()).encode(&mut payload);
-                push_rs(&sig.0, &mut payload);
-                list(&payload)
+                Ok(Unsigned {
+                    typed: false,
+                    hash: keccak256(&list(&preimage)),
+                    payload,
+                })
             }
-            other => {
-                return Err(field(
-                    "type",
-                    format!("type {other} is not supported; use 2 or 0"),
-                ));
-            }
+            other => Err(field(
+                "type",
+                format!("type {other} is not supported; use 2 or 0"),
+            )),
+        }
+    }
+
+    /// Signs with `key`.
+    pub fn sign(&self, key: &WalletKey) -> Result<SignedTx, TxError> {
+        let Unsigned {
+            typed,
+            hash,
+            mut payload,
+        } = self.unsigned()?;
+        let sig = sign_hash(key, &hash);
+        let raw = if typed {
+            // y parity as an RLP integer: 0 is the empty string, not a 0x00 byte.
+            Rlp::Bytes(uint::minimal(&[sig.0[64] - 27]).to_vec()).encode(&mut payload);
+            push_rs(&sig.0, &mut payload);
+            let mut raw = vec![0x02];
+            raw.extend(list(&payload));
+            raw
+        } else {
+            let v = u128::from(self.chain_id) * 2 + 35 + u128::from(sig.0[64] - 27);
+            Rlp::Bytes(uint::minimal(&v.to_be_bytes()).to_vec()).encode(&mut payload);
+            push_rs(&sig.0, &mut payload);
+            list(&payload)
         };
         Ok(SignedTx {
             hash: keccak256(&raw),

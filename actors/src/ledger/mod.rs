@@ -195,6 +195,28 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Pending approvals of every tree, at most `limit` (the operator's list).
+    pub fn all_pending_approvals(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<approvals::ApprovalRecord>, StoreError> {
+        let txn = self.store.read()?;
+        let pending = txn
+            .open_table(approvals::APPROVALS_PENDING)
+            .map_err(StoreError::from_redb)?;
+        let table = txn
+            .open_table(approvals::APPROVALS)
+            .map_err(StoreError::from_redb)?;
+        let mut out = Vec::new();
+        for entry in pending.iter().map_err(StoreError::from_redb)?.take(limit) {
+            let (k, _) = entry.map_err(StoreError::from_redb)?;
+            if let Some(record) = approvals::read(&table, k.value().1)? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
     /// Re-reads `chain`'s policies from the latest commit (after a [`SpendError::PolicyChanged`]).
     pub fn refresh_policies(&self, chain: &[Omni]) -> Result<(), StoreError> {
         self.policies.refresh(&self.store, chain)

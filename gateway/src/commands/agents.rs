@@ -9,11 +9,11 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use super::{Globals, StoredSession, explain, save_session, session};
-use crate::cli::{AgentCommand, LinkArgs, LinkCodeCommand, SignCommand};
+use crate::cli::{AgentCommand, LinkArgs, LinkCodeCommand, SignArgs, SignCommand};
 use crate::client::Client;
 
 /// Resolves a target: an omni, or a path below the session's master (`//ops//bot-1`).
-fn resolve(stored: &StoredSession, target: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn resolve(stored: &StoredSession, target: Option<&str>) -> anyhow::Result<String> {
     let Some(target) = target else {
         return Ok(stored.session.omni.clone());
     };
@@ -80,6 +80,7 @@ pub async fn agent(globals: &Globals, command: &AgentCommand) -> anyhow::Result<
     let stored = session(globals, &client).await?;
     let token = stored.session.session_jwt.as_str();
     match command {
+        AgentCommand::Policy(command) => super::policies::policy(globals, command).await?,
         AgentCommand::Create {
             label,
             parent,
@@ -324,11 +325,11 @@ fn read_json(file: &Path) -> anyhow::Result<Value> {
 }
 
 /// `agentkeys sign …`.
-pub async fn sign(globals: &Globals, command: &SignCommand) -> anyhow::Result<()> {
+pub async fn sign(globals: &Globals, args: &SignArgs) -> anyhow::Result<()> {
     let client = globals.client()?;
     let stored = session(globals, &client).await?;
     let token = Some(stored.session.session_jwt.as_str());
-    let (path, body) = match command {
+    let (path, body) = match &args.command {
         SignCommand::Message { text, hex, anchor } => {
             let mut body = match (text, hex) {
                 (Some(text), None) => json!({ "message": text }),
@@ -346,7 +347,22 @@ pub async fn sign(globals: &Globals, command: &SignCommand) -> anyhow::Result<()
         SignCommand::Tx { file } => ("/v1/sign/transaction", json!({ "tx": read_json(file)? })),
         SignCommand::Sr25519 { hex } => ("/v1/sign/sr25519", json!({ "message_hex": hex })),
     };
-    let signed: Value = client.post(path, &body, token).await.map_err(explain)?;
+    let mut signed: Value = client.post(path, &body, token).await.map_err(explain)?;
+    if signed["status"] == "approval_required" {
+        let token = stored.session.session_jwt.as_str();
+        match super::policies::wait_for_approval(
+            &client,
+            token,
+            &signed,
+            args.no_wait,
+            globals.json,
+        )
+        .await?
+        {
+            Some(result) => signed = result,
+            None => return Ok(()),
+        }
+    }
     print(globals, &signed, |s| {
         let mut lines = Vec::new();
         for key in [

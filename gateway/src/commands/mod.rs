@@ -14,6 +14,7 @@ use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 
 pub mod agents;
 pub mod aws;
+pub mod policies;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
 use crate::http::session::{SessionResponse, Whoami};
 use crate::http::wallet::VerifyRequest;
@@ -82,6 +83,25 @@ struct PendingLogin {
     gateway: String,
     request_id: String,
     message: String,
+}
+
+/// Reads a JSON or TOML document (by extension; `-` is stdin, JSON).
+pub fn read_document(path: &Path) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read as _;
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    if path.extension().is_some_and(|e| e == "toml") {
+        let value: toml::Value =
+            toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+        Ok(serde_json::to_value(value)?)
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    }
 }
 
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

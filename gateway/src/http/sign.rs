@@ -173,7 +173,9 @@ pub fn prepare(
         }
         Route::Transaction => {
             let req: TxSignRequest = serde_json::from_value(body.clone()).map_err(parse)?;
-            let request = TxRequest::from_json(req.tx.clone()).map_err(|e| bad(e.to_string()))?;
+            let request = TxRequest::from_json(req.tx.clone())
+                .and_then(|r| r.check().map(|()| r))
+                .map_err(|e| bad(e.to_string()))?;
             (
                 scope::sign_tx(request.chain_id),
                 classify::transaction(&request),
