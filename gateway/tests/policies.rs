@@ -816,3 +816,76 @@ async fn the_webhook_is_signed_and_retried() {
     assert_eq!(again["version"], 2);
     assert_ne!(again["secret"], set["secret"]);
 }
+
+#[actix::test]
+async fn a_masters_own_policy_is_the_operators() {
+    use agentkeys_gateway::admin::{AdminRequest, ApprovalAction, PolicyAction, call};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 68).await;
+    let bot = agent(&stack, &alice, "bot", None).await;
+    let policy = json!({"tx": {"to": "any"},
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "1000"}]}});
+    let set = call(
+        dir.path(),
+        &AdminRequest::Policy {
+            action: PolicyAction::Set,
+            master: alice.omni.clone(),
+            file: None,
+            document: Some(policy),
+        },
+    )
+    .await
+    .expect("admin");
+    assert_eq!(
+        (set["ok"].as_bool(), set["policy"]["set_by"].as_str()),
+        (Some(true), Some("operator")),
+        "{set}"
+    );
+    // The master cannot lift it, nor decide what it holds.
+    let removed = alice
+        .call(
+            &stack,
+            "DELETE",
+            &format!("/v1/actors/{}/policy", alice.omni),
+            None,
+        )
+        .await;
+    assert_eq!(error(&removed).0, 403);
+    // It binds the whole tree: the agent's spend waits for the operator.
+    let id = pending(&stack, &bot, 0).await;
+    let (_, listed) = alice
+        .call(&stack, "GET", "/v1/approvals?state=pending", None)
+        .await;
+    assert_eq!(
+        listed["approvals"].as_array().map(Vec::len),
+        Some(0),
+        "{listed}"
+    );
+    let by_master = alice
+        .call(&stack, "POST", &format!("/v1/approvals/{id}/approve"), None)
+        .await;
+    assert_eq!(error(&by_master), (403, "scope_denied".into()));
+    let listed = call(
+        dir.path(),
+        &AdminRequest::Approvals {
+            action: ApprovalAction::List,
+            id: None,
+        },
+    )
+    .await
+    .expect("admin");
+    assert_eq!(listed["approvals"][0]["id"], id.as_str(), "{listed}");
+    let approved = call(
+        dir.path(),
+        &AdminRequest::Approvals {
+            action: ApprovalAction::Approve,
+            id: Some(id.clone()),
+        },
+    )
+    .await
+    .expect("admin");
+    assert_eq!(approved["approval"]["status"], "approved", "{approved}");
+    assert_eq!(approved["approval"]["decided_by"], "operator");
+    assert!(approval(&stack, &bot, &id).await["result"]["raw"].is_string());
+}
