@@ -71,3 +71,11 @@ test("@polkadot verifies the sr25519 signature with the key derived from 0x<root
   const tampered = Buffer.concat([message, Buffer.from("!")]);
   assert.equal(signatureVerify(tampered, "0x" + out.sr25519.signature, sr.pair.publicKey).isValid, false);
 });
+
+test("the committed policy vectors are what ethers builds and decodes today", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const here = new URL(".", import.meta.url).pathname;
+  const fresh = execFileSync(process.execPath, [`${here}gen-policy-vectors.mjs`], { encoding: "utf8" });
+  const committed = readFileSync(`${here}../../actors/tests/vectors/policy.json`, "utf8");
+  assert.deepEqual(JSON.parse(fresh), JSON.parse(committed));
+});
