@@ -10,6 +10,11 @@
 //! - Revocation commit latency while the highest concurrency level runs; link-code redemption
 //!   latency and wallet (SIWE) login latency, unloaded.
 //!
+//! - With `LOADBENCH_POLICY=1`, instead of the levels: signed transactions at 64 in flight by
+//!   agents at depth 3 (`//ops//team//bot-N`) with a budget on each of the three actors of
+//!   their lineage, against the same agents of a second tree without policies, alternated in
+//!   one run; the ratio of the two rates is the cost of the policy engine.
+//!
 //! - With `LOADBENCH_SOAK_SECONDS=600`, instead of the levels: a soak of that length at the
 //!   highest concurrency, every proof made just before its request (so every `iat` is
 //!   current), while a second client floods `GET /v1/whoami` with a junk token and fresh proofs
@@ -179,13 +184,22 @@ async fn login(base: &str, owner: &WalletKey) -> (Principal, Duration) {
 }
 
 async fn create_agent(master: &Principal, label: &str) -> String {
+    create_child(master, label, None, &["sign:eip191"]).await
+}
+
+async fn create_child(
+    master: &Principal,
+    label: &str,
+    parent: Option<&str>,
+    scopes: &[&str],
+) -> String {
+    let mut body = json!({"label": label, "scopes": scopes});
+    if let Some(parent) = parent {
+        body["parent"] = json!(parent);
+    }
     let actor: Value = master
         .client
-        .post(
-            "/v1/actors",
-            &json!({"label": label, "scopes": ["sign:eip191"]}),
-            Some(&master.token),
-        )
+        .post("/v1/actors", &body, Some(&master.token))
         .await
         .expect("create");
     actor["omni"].as_str().expect("omni").to_string()
@@ -227,8 +241,33 @@ struct Prepared {
     body: Vec<u8>,
 }
 
+const EIP191: &str = "/v1/sign/eip191";
+const TX: &str = "/v1/sign/transaction";
+
 fn prepare(agents: &[Principal], n: usize, salt: usize) -> Vec<Prepared> {
-    let url = format!("{PUBLIC_URL}/v1/sign/eip191");
+    prepare_on(
+        agents,
+        n,
+        EIP191,
+        |i| json!({"message": format!("load {salt} {i}")}),
+    )
+}
+
+/// Transactions of 1 gwei each, every one with its own nonce (so its own digest).
+fn prepare_tx(agents: &[Principal], n: usize, salt: usize) -> Vec<Prepared> {
+    prepare_on(agents, n, TX, |i| {
+        json!({"tx": {"chain_id": 1, "nonce": salt * 1_000_000 + i, "to": "0x1111111111111111111111111111111111111111",
+            "value": "1000000000", "gas_limit": 21000, "max_fee_per_gas": "1", "max_priority_fee_per_gas": "1"}})
+    })
+}
+
+fn prepare_on(
+    agents: &[Principal],
+    n: usize,
+    route: &str,
+    body: impl Fn(usize) -> Value,
+) -> Vec<Prepared> {
+    let url = format!("{PUBLIC_URL}{route}");
     let at = now();
     (0..n)
         .map(|i| {
@@ -240,8 +279,7 @@ fn prepare(agents: &[Principal], n: usize, salt: usize) -> Vec<Prepared> {
                     .key()
                     .proof("POST", &url, at, Some(&agent.token), None)
                     .expect("proof"),
-                body: serde_json::to_vec(&json!({"message": format!("load {salt} {i}")}))
-                    .expect("json"),
+                body: serde_json::to_vec(&body(i)).expect("json"),
             }
         })
         .collect()
@@ -288,10 +326,21 @@ async fn run(
     concurrency: usize,
     progress: Arc<AtomicUsize>,
 ) -> RunResult {
+    run_on(http, base, EIP191, requests, concurrency, progress).await
+}
+
+async fn run_on(
+    http: &reqwest::Client,
+    base: &str,
+    route: &str,
+    requests: Vec<Prepared>,
+    concurrency: usize,
+    progress: Arc<AtomicUsize>,
+) -> RunResult {
     let n = requests.len();
     let requests = Arc::new(requests);
     let next = Arc::new(AtomicUsize::new(0));
-    let url = format!("{base}/v1/sign/eip191");
+    let url = format!("{base}{route}");
     let start = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -377,6 +426,16 @@ async fn bench(cpu: Option<usize>, total: usize) {
     match cpu {
         Some(c) => println!("server and floor pinned to CPU {c}, client to CPU 0 ({total} CPUs)"),
         None => println!("unpinned: server, client and floor share {total} CPUs"),
+    }
+
+    if std::env::var("LOADBENCH_POLICY").is_ok_and(|v| v == "1") {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("http client");
+        policy_cost(&http, &base).await;
+        let _ = server.child.kill().await;
+        return;
     }
 
     // Logins (each a new device key and binding for the same wallet). The unauthenticated
@@ -522,6 +581,86 @@ async fn bench(cpu: Option<usize>, total: usize) {
         login_times.len()
     );
     let _ = server.child.kill().await;
+}
+
+/// Two trees of one master each: `//ops//team//bot-N` with a budget on ops, team and each bot
+/// (large enough never to refuse), and the same without policies. Transactions at 64 in
+/// flight, alternating between the trees; medians of each and their ratio.
+async fn policy_cost(http: &reqwest::Client, base: &str) {
+    const BOTS: usize = 4;
+    const ROUNDS: usize = 5;
+    const N: usize = 4_000;
+    let scopes = ["actors:create", "sign:tx:1"];
+    let budget = |max: &str| {
+        json!({"tx": {"to": "any"},
+            "budgets": [{"asset": "native", "chain": 1, "window_seconds": 86400, "max": max}]})
+    };
+    let mut trees = Vec::new();
+    for (seed, with_policy) in [(0x43u8, true), (0x44u8, false)] {
+        let owner = WalletKey::from_secret(&[seed; 32]).expect("wallet");
+        let (master, _) = login(base, &owner).await;
+        let ops = create_child(&master, "ops", None, &scopes).await;
+        let team = create_child(&master, "team", Some(&ops), &scopes).await;
+        let mut bots = Vec::new();
+        let mut owners = vec![ops.clone(), team.clone()];
+        for b in 0..BOTS {
+            let bot = create_child(&master, &format!("bot-{b}"), Some(&team), &scopes).await;
+            owners.push(bot.clone());
+            bots.push(link(base, &master, &bot).await.0);
+        }
+        if with_policy {
+            for omni in &owners {
+                let _: Value = master
+                    .client
+                    .put(
+                        &format!("/v1/actors/{omni}/policy"),
+                        &budget("1000000000000000000000000"),
+                        &master.token,
+                    )
+                    .await
+                    .expect("policy");
+            }
+        }
+        trees.push(bots);
+    }
+    let mut salt = 1;
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (t, bots) in trees.iter().enumerate() {
+            let requests = prepare_tx(bots, N, salt);
+            salt += 1;
+            let r = run_on(http, base, TX, requests, 64, Arc::new(AtomicUsize::new(0))).await;
+            assert_eq!(r.errors, 0, "transactions failed");
+            rates[t].push((r.rate, r.p50, r.p99));
+        }
+    }
+    for r in &mut rates {
+        r.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let median = |r: &[(f64, Duration, Duration)]| r[r.len() / 2];
+    let (with, without) = (median(&rates[0]), median(&rates[1]));
+    println!(
+        "
+signed transactions at 64 in flight, agents at depth 3 ({BOTS} bots), median of {ROUNDS} alternating runs of {N}:"
+    );
+    println!("| lineage | req/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    println!(
+        "| three budgets (ops, team, bot) | {:.0} | {} | {} |",
+        with.0,
+        ms(with.1),
+        ms(with.2)
+    );
+    println!(
+        "| no policy | {:.0} | {} | {} |",
+        without.0,
+        ms(without.1),
+        ms(without.2)
+    );
+    println!(
+        "cost of the policy engine: {:.1} % of throughput",
+        (1.0 - with.0 / without.0) * 100.0
+    );
 }
 
 async fn floor(cpu: Option<usize>, total: usize) -> f64 {
