@@ -128,6 +128,10 @@ pub struct CallRule {
     pub to: String,
     /// The 4-byte function selector, `0x` + 8 hex.
     pub selector: String,
+    /// For an ERC-20 `transfer`, `transferFrom`, `approve` or `increaseAllowance`: the only
+    /// recipients (or spenders) allowed (absent: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
 }
 
 /// `typed_data`.
@@ -279,8 +283,17 @@ pub struct Policy {
 
 /// Allowed EIP-712 domains: (chain id, verifying contract).
 pub(crate) type DomainList = Vec<(u64, [u8; 20])>;
-/// Allowed calls: (contract, selector).
-pub(crate) type CallList = Vec<([u8; 20], [u8; 4])>;
+/// One allowed call, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Call {
+    pub(crate) to: [u8; 20],
+    pub(crate) selector: [u8; 4],
+    /// `None`: any recipient.
+    pub(crate) recipients: Option<Vec<[u8; 20]>>,
+}
+
+/// Allowed calls.
+pub(crate) type CallList = Vec<Call>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CompiledTx {
@@ -373,9 +386,16 @@ impl Policy {
     pub fn compile(document: PolicyDocument) -> Result<Self, PolicyError> {
         let d = &document;
         let rules = d.chains.as_ref().map_or(0, Vec::len)
-            + d.tx
-                .as_ref()
-                .map_or(0, |t| list_len(&t.to) + list_len(&t.calls))
+            + d.tx.as_ref().map_or(0, |t| {
+                let recipients = match &t.calls {
+                    Some(AnyOr::List(v)) => v
+                        .iter()
+                        .map(|c| c.recipients.as_ref().map_or(0, Vec::len))
+                        .sum(),
+                    _ => 0,
+                };
+                list_len(&t.to) + list_len(&t.calls) + recipients
+            })
             + d.typed_data.as_ref().map_or(0, |t| match &t.domains {
                 AnyOr::List(v) => v.len(),
                 AnyOr::Any(_) => 0,
@@ -433,7 +453,27 @@ impl Policy {
                                             "expected 0x + 8 hex characters",
                                         )
                                     })?;
-                                Ok((to, selector))
+                                let recipients = match &c.recipients {
+                                    None => None,
+                                    Some(list) => Some(
+                                        list.iter()
+                                            .enumerate()
+                                            .map(|(j, a)| {
+                                                parse_address(a).ok_or_else(|| {
+                                                    bad(
+                                                        format!("tx.calls[{i}].recipients[{j}]"),
+                                                        "not an address",
+                                                    )
+                                                })
+                                            })
+                                            .collect::<Result<_, _>>()?,
+                                    ),
+                                };
+                                Ok(Call {
+                                    to,
+                                    selector,
+                                    recipients,
+                                })
                             })
                             .collect::<Result<_, PolicyError>>()?,
                     )),

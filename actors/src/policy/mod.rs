@@ -151,7 +151,14 @@ fn rule_of(policy: &Policy, op: &Operation) -> Option<&'static str> {
                     None => false,
                     Some(None) => true,
                     Some(Some(list)) => match (op.to, call) {
-                        (Some(to), Some(sel)) => list.contains(&(to, sel)),
+                        (Some(to), Some(sel)) => list.iter().any(|c| {
+                            c.to == to
+                                && c.selector == sel
+                                && c.recipients.as_ref().is_none_or(|allowed| {
+                                    op.recognized_token_op
+                                        && op.recipient.is_some_and(|r| allowed.contains(&r))
+                                })
+                        }),
                         _ => false,
                     },
                 };
@@ -355,6 +362,31 @@ mod tests {
         assert_eq!(e.charges.len(), 2);
         assert!(e.charges.iter().all(|c| c.amount == 11));
         assert_eq!(e.window_seconds(), 60);
+    }
+
+    #[test]
+    fn a_call_rule_can_name_the_recipients() {
+        let usdc = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
+        let policy = json!({"tx": {"to": [usdc], "calls": [{"to": usdc, "selector": "0xa9059cbb",
+            "recipients": ["0x1111111111111111111111111111111111111111"]}]}});
+        let transfer = |to: &str| {
+            let data = format!("0xa9059cbb{}{}{:064x}", "0".repeat(24), to, 5u64);
+            classify::transaction(
+                &crate::crypto::tx::TxRequest::from_json(
+                    json!({"chain_id": 1, "nonce": 0, "to": usdc, "data": data, "gas_limit": 1}),
+                )
+                .expect("tx"),
+            )
+        };
+        let e = effective(&[policy]);
+        assert_eq!(
+            evaluate(&e, &transfer(&"11".repeat(20)), false).verdict,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            rule(&evaluate(&e, &transfer(&"22".repeat(20)), false)),
+            Some("tx.calls")
+        );
     }
 
     #[test]
