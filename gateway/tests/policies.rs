@@ -379,36 +379,29 @@ async fn budgets_add_up_along_the_tree_and_hold_under_concurrency() {
         "budgets": [{"asset": "native", "chain": 1, "window_seconds": 7200, "max": ETH.to_string()}]});
     assert_eq!(set_policy(&stack, &alice, &ops, budget).await.0, 200);
 
-    // One spend, retried with the same digest: counted once.
-    assert_eq!(sign_tx(&stack, &bot1, tx(A, ETH / 10, 0)).await.0, 200);
-    assert_eq!(sign_tx(&stack, &bot1, tx(A, ETH / 10, 0)).await.0, 200);
-    let (_, shown) = alice
-        .call(
-            &stack,
-            "GET",
-            &format!("/v1/actors/{}/policy", ops.omni),
-            None,
-        )
-        .await;
-    assert_eq!(
-        shown["budgets"][0]["spent"],
-        (ETH / 10).to_string(),
-        "{shown}"
-    );
+    // bot-1 also has a budget of its own (never reached here): a spend counts on every level.
+    let own = json!({"tx": {"to": "any"},
+        "budgets": [{"asset": "native", "chain": 1, "window_seconds": 7200, "max": (100 * ETH).to_string()}]});
+    assert_eq!(set_policy(&stack, &ops, &bot1, own).await.0, 200);
 
-    // 64 concurrent spends of 0.1 ETH (fees included) by two bots against what is left.
-    let requests = (1..=64u64).map(|n| {
+    // 64 concurrent spends of 0.1 ETH (value + 21,000 × 1 gwei) by two bots against 1 ETH.
+    let requests = (0..64u64).map(|n| {
         let who = if n % 2 == 0 { &bot1 } else { &bot2 };
         let stack = &stack;
-        async move { sign_tx(stack, who, tx(A, ETH / 10, n)).await }
+        async move { (n, sign_tx(stack, who, tx(A, ETH / 10, n)).await) }
     });
     let answers = futures_util::future::join_all(requests).await;
-    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let ok: Vec<u64> = answers
+        .iter()
+        .filter(|(_, a)| a.0 == 200)
+        .map(|(n, _)| *n)
+        .collect();
     let over: Vec<&(u16, Value)> = answers
         .iter()
+        .map(|(_, a)| a)
         .filter(|a| error(a) == (403, "budget_exceeded".into()))
         .collect();
-    assert_eq!((ok, over.len()), (9, 55), "{answers:?}");
+    assert_eq!((ok.len(), over.len()), (10, 54), "{answers:?}");
     let refusal = &over[0].1;
     assert_eq!(refusal["owner"], ops.omni);
     assert_eq!(
@@ -418,6 +411,7 @@ async fn budgets_add_up_along_the_tree_and_hold_under_concurrency() {
     assert_eq!(refusal["remaining"], "0");
     assert!(refusal["frees_at"].is_string());
 
+    // bot-1 sees both budgets of its lineage: ops's full, its own holding its share.
     let (_, shown) = bot1
         .call(
             &stack,
@@ -426,12 +420,43 @@ async fn budgets_add_up_along_the_tree_and_hold_under_concurrency() {
             None,
         )
         .await;
-    let b = &shown["budgets"][0];
+    let budget_of = |owner: &str| {
+        shown["budgets"]
+            .as_array()
+            .expect("budgets")
+            .iter()
+            .find(|b| b["owner"] == owner)
+            .cloned()
+            .expect("budget")
+    };
+    let ops_budget = budget_of(&ops.omni);
     assert_eq!(
-        (b["spent"].as_str(), b["remaining"].as_str()),
+        (
+            ops_budget["spent"].as_str(),
+            ops_budget["remaining"].as_str()
+        ),
         (Some("1000000000000000000"), Some("0")),
         "{shown}"
     );
+    let bot1_share = ok.iter().filter(|n| *n % 2 == 0).count() as u128;
+    assert_eq!(
+        budget_of(&bot1.omni)["spent"],
+        (bot1_share * ETH / 10).to_string()
+    );
+
+    // An acknowledged request retried with the same digest is counted once: it is signed
+    // again though the budget is full, and nothing more is spent.
+    let (n, by) = (ok[0], if ok[0] % 2 == 0 { &bot1 } else { &bot2 });
+    assert_eq!(sign_tx(&stack, by, tx(A, ETH / 10, n)).await.0, 200);
+    let (_, shown) = alice
+        .call(
+            &stack,
+            "GET",
+            &format!("/v1/actors/{}/policy", ops.omni),
+            None,
+        )
+        .await;
+    assert_eq!(shown["budgets"][0]["spent"], ETH.to_string(), "{shown}");
 
     // Replacing the policy keeps what was spent; a restart too.
     let wider = json!({"tx": {"to": "any"},
