@@ -481,14 +481,13 @@ pub(crate) fn read_budget(
 }
 
 fn add_spend(
-    txn: &WriteTransaction,
+    spends: &mut redb::Table<'_, SpendKey, u128>,
     owner: &Omni,
     key: &[u8; 21],
     chain: u64,
     amount: u128,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut spends = txn.open_table(SPENDS).map_err(StoreError::from_redb)?;
     let o = owner.as_bytes();
     let now_s = seconds(now);
     for (level, width) in LEVELS.iter().enumerate() {
@@ -721,8 +720,11 @@ impl Mutation for RecordSigned {
                 adds,
                 digest,
             } => {
-                for (owner, key, chain, amount) in &adds {
-                    add_spend(txn, owner, key, *chain, *amount, entry.at)?;
+                if !adds.is_empty() {
+                    let mut spends = txn.open_table(SPENDS).map_err(StoreError::from_redb)?;
+                    for (owner, key, chain, amount) in &adds {
+                        add_spend(&mut spends, owner, key, *chain, *amount, entry.at)?;
+                    }
                 }
                 if let Some((actor, digest, until)) = digest {
                     remember_digest(txn, &actor, &digest, until, entry.at)?;

@@ -147,7 +147,7 @@ pub async fn precheck(
         origin.clone(),
         code,
         who.omni,
-        prepared.digest,
+        prepared.digest(),
         state.clock.now(),
     );
     audit_row(state, row).await?;
@@ -176,7 +176,7 @@ pub async fn deny(
         origin,
         op::POLICY_DENIED,
         who.omni,
-        prepared.digest,
+        prepared.digest(),
         state.clock.now(),
     );
     if let Err(e) = audit_row(state, row).await {

@@ -105,8 +105,6 @@ pub struct Prepared {
     pub scope: String,
     /// What it would do, as the policy sees it.
     pub op: Operation,
-    /// The request's digest (refusal rows and approvals name it).
-    pub digest: [u8; 32],
     /// A person approved it (its thresholds are decided).
     pub approved: bool,
     action: Action,
@@ -116,6 +114,11 @@ impl Prepared {
     /// The audit operation code of the signature.
     pub fn route_code(&self) -> u16 {
         self.route.code()
+    }
+
+    /// SHA-256 of the body as sent (a refusal's audit row names it; computed only then).
+    pub fn digest(&self) -> [u8; 32] {
+        audit::detail_hash(self.body.to_string().as_bytes())
     }
 }
 
@@ -141,7 +144,6 @@ pub fn prepare(
     route: Route,
     body: Value,
 ) -> Result<Prepared, ApiError> {
-    let digest = audit::detail_hash(body.to_string().as_bytes());
     let parse = |e: serde_json::Error| bad(e.to_string());
     let (scope, op, action) = match route {
         Route::Eip191 => {
@@ -196,7 +198,6 @@ pub fn prepare(
         body,
         scope,
         op,
-        digest,
         approved: false,
         action,
     })
