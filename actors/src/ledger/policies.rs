@@ -2,7 +2,7 @@
 //! and the spend counters every budget and rate limit reads (docs/policies.md).
 //!
 //! **Counters.** A spend is added, for each owner with a budget on that asset and chain, to
-//! three bucket series at once: 1 s, 1 min and 1 h buckets. A budget reads the series that fits
+//! three bucket series at once: 1 s, 1 min and 1 h buckets (kept for 2 min, 2 h and 31 days). A budget reads the series that fits
 //! its window (≤ 120 s: 1 s; ≤ 2 h: 1 min; longer: 1 h), so a check reads at most 745
 //! buckets (31 days) and usually 25–121. A bucket counts while any part of it lies inside the
 //! window, so a spend leaves the window between `window` and `window + granularity` after it
@@ -44,6 +44,8 @@ pub(crate) const SPEND_DIGEST_EXPIRY: TableDefinition<(u64, &[u8; 32], &[u8; 32]
 const RATE_KEY: [u8; 21] = [2; 21];
 /// Bucket widths of the three series, seconds.
 const LEVELS: [u64; 3] = [1, 60, 3600];
+/// The longest window each series serves (older buckets are pruned).
+const LEVEL_REACH: [u64; 3] = [120, 7200, crate::policy::document::MAX_WINDOW_SECONDS];
 /// Expired digests pruned per signature.
 const PRUNE_PER_WRITE: usize = 8;
 
@@ -503,8 +505,12 @@ fn add_spend(
                 current.saturating_add(amount),
             )
             .map_err(StoreError::from_redb)?;
-        // Buckets no window can reach any more.
-        let stale = now_s.saturating_sub(crate::policy::document::MAX_WINDOW_SECONDS + width);
+        if current != 0 {
+            continue;
+        }
+        // A new bucket: drop a few that no window of this series can reach any more (at most
+        // one bucket is created per width, so the series stays at its reach).
+        let stale = now_s.saturating_sub(LEVEL_REACH[usize::from(level)] + width);
         let old: Vec<u64> = spends
             .range((o, key, chain, level, 0)..(o, key, chain, level, stale))
             .map_err(StoreError::from_redb)?
