@@ -119,6 +119,24 @@ struct ApprovalMail {
     approval: Value,
 }
 
+/// An approval's spends for people: `5000 native on chain 1, 7 0xA0b8… on chain 1`.
+pub fn spends_text(spends: &Value) -> String {
+    spends
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} {} on chain {}",
+                s["amount"].as_str().unwrap_or("?"),
+                s["asset"].as_str().unwrap_or("?"),
+                s["chain"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Mail for ApprovalMail {
     fn to(&self) -> &str {
         &self.to
@@ -134,27 +152,12 @@ impl Mail for ApprovalMail {
 
     fn body(&self) -> String {
         let a = &self.approval;
-        let spends = a["spends"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .map(|s| {
-                        format!(
-                            "{} {} on chain {}",
-                            s["amount"].as_str().unwrap_or("?"),
-                            s["asset"].as_str().unwrap_or("?"),
-                            s["chain"]
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let spends = spends_text(&a["spends"]);
         format!(
             "Agent {} asked to sign through {} and a policy holds it for a person.\n\n\
              Spends: {}\nRecipient: {}\nExpires: {}\n\n\
-             Approve or deny it with `agentkeys approvals approve {}` (or `deny`), or in the \
-             console. Nothing in this message approves it.\n",
+             Approve or deny it with `agentkeys approvals approve {}` (or `deny`). \
+             Nothing in this message approves it.\n",
             a["agent"].as_str().unwrap_or("?"),
             a["route"].as_str().unwrap_or("?"),
             spends,

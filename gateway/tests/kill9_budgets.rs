@@ -8,13 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use agentkeys_gateway::client::{Client, DeviceKey};
-use common::{ChildServer, PUBLIC_URL, wallet};
+use common::{ChildServer, client_for as connect, wallet};
 use serde_json::{Value, json};
-
-fn connect(base: &str) -> Client {
-    Client::new(PUBLIC_URL, DeviceKey::generate().expect("key")).connecting_to(base)
-}
 
 #[actix::test]
 async fn spends_survive_kill_9_and_match_the_audit_rows() {

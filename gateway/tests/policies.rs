@@ -446,7 +446,14 @@ async fn budgets_add_up_along_the_tree_and_hold_under_concurrency() {
 
     // An acknowledged request retried with the same digest is counted once: it is signed
     // again though the budget is full, and nothing more is spent.
-    let (n, by) = (ok[0], if ok[0].is_multiple_of(2) { &bot1 } else { &bot2 });
+    let (n, by) = (
+        ok[0],
+        if ok[0].is_multiple_of(2) {
+            &bot1
+        } else {
+            &bot2
+        },
+    );
     assert_eq!(sign_tx(&stack, by, tx(A, ETH / 10, n)).await.0, 200);
     let (_, shown) = alice
         .call(

@@ -173,26 +173,11 @@ impl Ledger {
         &self,
         master: &Omni,
     ) -> Result<Vec<approvals::ApprovalRecord>, StoreError> {
-        let txn = self.store.read()?;
-        let pending = txn
-            .open_table(approvals::APPROVALS_PENDING)
-            .map_err(StoreError::from_redb)?;
-        let table = txn
-            .open_table(approvals::APPROVALS)
-            .map_err(StoreError::from_redb)?;
         let m = master.as_bytes();
-        let mut out = Vec::new();
-        for entry in pending
-            .range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))
-            .map_err(StoreError::from_redb)?
-            .take(approvals::MAX_PENDING_PER_TREE)
-        {
-            let (k, _) = entry.map_err(StoreError::from_redb)?;
-            if let Some(record) = approvals::read(&table, k.value().1)? {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        self.pending_in(
+            (m, &[0u8; 16])..=(m, &[0xffu8; 16]),
+            approvals::MAX_PENDING_PER_TREE,
+        )
     }
 
     /// Pending approvals of every tree, at most `limit` (the operator's list).
@@ -200,6 +185,17 @@ impl Ledger {
         &self,
         limit: usize,
     ) -> Result<Vec<approvals::ApprovalRecord>, StoreError> {
+        self.pending_in::<std::ops::RangeFull>(.., limit)
+    }
+
+    fn pending_in<'a, R>(
+        &self,
+        range: R,
+        limit: usize,
+    ) -> Result<Vec<approvals::ApprovalRecord>, StoreError>
+    where
+        R: std::ops::RangeBounds<(&'a [u8; 32], &'a [u8; 16])> + 'a,
+    {
         let txn = self.store.read()?;
         let pending = txn
             .open_table(approvals::APPROVALS_PENDING)
@@ -208,7 +204,11 @@ impl Ledger {
             .open_table(approvals::APPROVALS)
             .map_err(StoreError::from_redb)?;
         let mut out = Vec::new();
-        for entry in pending.iter().map_err(StoreError::from_redb)?.take(limit) {
+        for entry in pending
+            .range(range)
+            .map_err(StoreError::from_redb)?
+            .take(limit)
+        {
             let (k, _) = entry.map_err(StoreError::from_redb)?;
             if let Some(record) = approvals::read(&table, k.value().1)? {
                 out.push(record);

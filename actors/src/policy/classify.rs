@@ -178,15 +178,9 @@ pub fn typed_data(document: &Value) -> Operation {
         .unwrap_or("");
     let message = document.get("message").cloned().unwrap_or(Value::Null);
     let mut op = Operation {
-        kind: OpKind::TypedData,
         chain,
         to: contract,
-        call: None,
-        value: 0,
-        spends: Vec::new(),
-        unlimited: false,
-        recognized_token_op: false,
-        recipient: None,
+        ..Operation::bare(OpKind::TypedData)
     };
     let (Some(contract), Some(chain)) = (contract, chain) else {
         return op;
@@ -247,31 +241,35 @@ pub fn typed_data(document: &Value) -> Operation {
     op
 }
 
+impl Operation {
+    /// An operation of `kind` with no chain, counterparty or spend.
+    fn bare(kind: OpKind) -> Self {
+        Operation {
+            kind,
+            chain: None,
+            to: None,
+            call: None,
+            value: 0,
+            spends: Vec::new(),
+            unlimited: false,
+            recognized_token_op: false,
+            recipient: None,
+        }
+    }
+}
+
 /// An EIP-191 message.
 pub fn message(bytes: &[u8], from_hex: bool) -> Operation {
-    Operation {
-        kind: if from_hex && bytes.len() == 32 {
-            OpKind::RawHash
-        } else {
-            OpKind::Text
-        },
-        chain: None,
-        to: None,
-        call: None,
-        value: 0,
-        spends: Vec::new(),
-        unlimited: false,
-        recognized_token_op: false,
-        recipient: None,
-    }
+    Operation::bare(if from_hex && bytes.len() == 32 {
+        OpKind::RawHash
+    } else {
+        OpKind::Text
+    })
 }
 
 /// An sr25519 signature.
 pub fn sr25519() -> Operation {
-    Operation {
-        kind: OpKind::Sr25519,
-        ..message(&[], false)
-    }
+    Operation::bare(OpKind::Sr25519)
 }
 
 #[cfg(test)]

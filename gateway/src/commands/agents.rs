@@ -33,7 +33,7 @@ pub(crate) fn resolve(stored: &StoredSession, target: Option<&str>) -> anyhow::R
     Ok(omni.to_string())
 }
 
-fn print(globals: &Globals, value: &Value, text: impl FnOnce(&Value) -> String) {
+pub(crate) fn print(globals: &Globals, value: &Value, text: impl FnOnce(&Value) -> String) {
     if globals.json {
         println!("{value}");
     } else {

@@ -7,20 +7,13 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{Value, json};
 
+use super::agents::print;
 use super::{Globals, explain, read_document, session};
 use crate::cli::{ApprovalsCommand, PolicyCommand, WebhookCommand};
 use crate::client::Client;
 
 /// How often a waiting `sign` asks for its approval.
 const POLL: Duration = Duration::from_secs(2);
-
-fn print(globals: &Globals, value: &Value, text: impl FnOnce(&Value) -> String) {
-    if globals.json {
-        println!("{value}");
-    } else {
-        println!("{}", text(value));
-    }
-}
 
 fn budgets_text(view: &Value) -> String {
     let mut lines = Vec::new();
@@ -89,19 +82,6 @@ pub async fn policy(globals: &Globals, command: &PolicyCommand) -> anyhow::Resul
 }
 
 fn approval_text(a: &Value) -> String {
-    let spends: Vec<String> = a["spends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            format!(
-                "{} {} on chain {}",
-                s["amount"].as_str().unwrap_or("?"),
-                s["asset"].as_str().unwrap_or("?"),
-                s["chain"]
-            )
-        })
-        .collect();
     format!(
         "{}  {:<9} {} by {} → {} ({}) expires {}",
         a["id"].as_str().unwrap_or("?"),
@@ -109,7 +89,7 @@ fn approval_text(a: &Value) -> String {
         a["route"].as_str().unwrap_or("?"),
         a["agent"].as_str().map_or("?", |o| &o[..o.len().min(12)]),
         a["recipient"].as_str().unwrap_or("-"),
-        spends.join(", "),
+        crate::notify::spends_text(&a["spends"]),
         a["expires_at"].as_str().unwrap_or("?"),
     )
 }
