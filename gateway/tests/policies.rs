@@ -921,3 +921,32 @@ async fn a_masters_own_policy_is_the_operators() {
     assert_eq!(approved["approval"]["decided_by"], "operator");
     assert!(approval(&stack, &bot, &id).await["result"]["raw"].is_string());
 }
+
+#[actix::test]
+async fn a_pending_approval_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 69).await;
+    let bot = agent(&stack, &alice, "bot", None).await;
+    let policy = json!({"tx": {"to": "any"},
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "1000"}]}});
+    assert_eq!(set_policy(&stack, &alice, &bot, policy).await.0, 200);
+    let id = pending(&stack, &bot, 0).await;
+    stack
+        .server
+        .stop(Duration::from_secs(5))
+        .await
+        .expect("stops");
+
+    let stack = start(dir.path(), None).await;
+    assert_eq!(approval(&stack, &bot, &id).await["status"], "pending");
+    let (status, decided) = alice
+        .call(&stack, "POST", &format!("/v1/approvals/{id}/approve"), None)
+        .await;
+    assert_eq!(
+        (status, decided["status"].as_str()),
+        (200, Some("approved")),
+        "{decided}"
+    );
+    assert!(approval(&stack, &bot, &id).await["result"]["raw"].is_string());
+}

@@ -244,7 +244,7 @@ pub async fn record(
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyView {
     /// The actor's own policy (`null`: none).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub policy: Option<Value>,
     /// Who set it: an omni, `operator`, or `null`.
     pub set_by: Option<String>,
