@@ -355,3 +355,68 @@ async fn per_ip_limits_believe_forwarding_headers_only_from_trusted_proxies() {
         .await
         .expect("stops");
 }
+
+#[actix::test]
+async fn an_email_master_is_mailed_when_a_request_waits_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    // An email master.
+    let key = device();
+    let (_, started) = ask(&stack, &key, "carol@example.com").await;
+    let request_id = started["request_id"].as_str().expect("id").to_string();
+    let token = token_from_outbox(dir.path(), &request_id);
+    let verify = json!({"token": token, "confirm_code": code_of(&started)});
+    assert_eq!(post_verify(&stack, &verify).await.0, 200);
+    let (_, session) = poll(&stack, &key, &request_id).await;
+    let carol = common::Who::from_session(key, &session);
+    // Its agent, under a policy that asks above 1000 wei.
+    let (status, bot) = carol
+        .call(
+            &stack,
+            "POST",
+            "/v1/actors",
+            Some(json!({"label": "bot", "scopes": ["sign:tx:1"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bot}");
+    let bot = common::link(&stack, &carol, bot["omni"].as_str().expect("omni")).await;
+    let policy = json!({"tx": {"to": "any"},
+        "approval": {"above": [{"asset": "native", "chain": 1, "amount": "1000"}]}});
+    let (status, _) = carol
+        .call(
+            &stack,
+            "PUT",
+            &format!("/v1/actors/{}/policy", bot.omni),
+            Some(policy),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let tx = json!({"tx": {"chain_id": 1, "nonce": 0, "to": "0x1111111111111111111111111111111111111111",
+        "value": "5000", "gas_limit": 21000, "max_fee_per_gas": 0, "max_priority_fee_per_gas": 0}});
+    let (status, pending) = bot
+        .call(&stack, "POST", "/v1/sign/transaction", Some(tx))
+        .await;
+    assert_eq!(status, 202, "{pending}");
+    let id = pending["approval_id"].as_str().expect("id").to_string();
+
+    let mail_path = dir.path().join("outbox").join(format!("approval-{id}.eml"));
+    assert!(
+        agentkeys_tests::wait_until(|| mail_path.exists(), Duration::from_secs(10)).await,
+        "the approval mail is in the outbox"
+    );
+    let mail = std::fs::read_to_string(&mail_path).expect("mail");
+    assert!(
+        mail.starts_with("From: ") && mail.contains("To: carol@example.com"),
+        "{mail}"
+    );
+    assert!(mail.contains(&bot.omni), "{mail}");
+    assert!(
+        mail.contains(&format!("agentkeys approvals approve {id}")),
+        "{mail}"
+    );
+    assert!(mail.contains("5000 native on chain 1"), "{mail}");
+    assert!(
+        !mail.contains("http://") && !mail.contains("https://"),
+        "no link: {mail}"
+    );
+}
