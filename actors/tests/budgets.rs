@@ -104,7 +104,8 @@ async fn a_spend_leaves_the_window_after_it_never_before() {
             .await,
         Ok(Ok(_))
     ));
-    // A retry of an acknowledged digest is recorded again and counted once.
+    // A retry of an acknowledged digest is recorded again (a row without a spend) and counted
+    // once.
     assert!(matches!(
         ledger
             .record_signed(spend(owner, 12, 1, 60, 10, at(61)))
@@ -117,8 +118,20 @@ async fn a_spend_leaves_the_window_after_it_never_before() {
             .await,
         Ok(Err(SpendRefusal::Budget(_)))
     ));
+    // The signature rows' spends add up to what was counted: the retry's row has none.
+    let rows = ledger.audit_rows(&owner, 0, 100).expect("rows");
+    let signed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.entry.op == audit::op::SIGN_TX)
+        .collect();
+    assert_eq!(signed.len(), 12);
+    let total: u128 = signed
+        .iter()
+        .flat_map(|r| r.entry.spend.iter().map(|s| s.amount))
+        .sum();
+    assert_eq!(total, 11);
+    assert!(signed[11].entry.spend.is_empty());
 }
-
 #[tokio::test]
 async fn a_stale_policy_version_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");

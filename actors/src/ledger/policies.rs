@@ -625,6 +625,9 @@ impl RecordSigned {
             .map_err(StoreError::from_redb)?
             .is_some_and(|until| until.value() > now.as_millis());
         if retry {
+            // The same signature again: its row records no new spend (the first row did).
+            let mut entry = entry;
+            entry.spend.clear();
             return Ok(Ok(RecordPlan::Write {
                 entry,
                 adds: Vec::new(),
