@@ -544,6 +544,25 @@ pub struct SpendCheck {
     pub window_seconds: u64,
 }
 
+impl SpendCheck {
+    /// What `evaluation` (made against `effective`) asks the writer to check for the
+    /// signature whose digest is `digest`.
+    pub fn of(
+        effective: &crate::policy::Effective,
+        evaluation: &crate::policy::Evaluation,
+        digest: [u8; 32],
+    ) -> Self {
+        SpendCheck {
+            master: effective.master,
+            version: effective.version,
+            window_seconds: evaluation.window_seconds(),
+            charges: evaluation.charges.clone(),
+            rates: evaluation.rates.clone(),
+            digest,
+        }
+    }
+}
+
 /// Why a signature was refused by its counters (the refusal's audit row is written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpendRefusal {

@@ -321,14 +321,7 @@ pub async fn decide(
         entry.spend = prepared.op.spends.clone();
         let signed = RecordSigned {
             entry,
-            check: Some(SpendCheck {
-                master: effective.master,
-                version: effective.version,
-                window_seconds: evaluation.window_seconds(),
-                charges: evaluation.charges.clone(),
-                rates: evaluation.rates.clone(),
-                digest: detail,
-            }),
+            check: Some(SpendCheck::of(&effective, &evaluation, detail)),
         };
         let outcome = state
             .ledger

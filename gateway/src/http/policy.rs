@@ -206,14 +206,7 @@ pub async fn record(
 ) -> Result<(), ApiError> {
     let detail = audit::detail_hash(signed);
     for _ in 0..4 {
-        let check = SpendCheck {
-            master: effective.master,
-            version: effective.version,
-            window_seconds: evaluation.window_seconds(),
-            charges: evaluation.charges,
-            rates: evaluation.rates,
-            digest: detail,
-        };
+        let check = SpendCheck::of(&effective, &evaluation, detail);
         let msg = RecordAction {
             op: prepared.route_code(),
             detail,
