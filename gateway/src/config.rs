@@ -273,6 +273,8 @@ fn known_names() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Layer {
     values: BTreeMap<&'static str, String>,
+    /// `[[oidc_providers]]` (only a file sets them).
+    oidc_providers: Option<Vec<crate::openid::ProviderConfig>>,
 }
 
 impl Layer {
@@ -314,6 +316,10 @@ impl Layer {
         let table: toml::Table = toml::from_str(text)?;
         let mut layer = Layer::default();
         for (name, value) in table {
+            if name == "oidc_providers" {
+                layer.oidc_providers = Some(crate::openid::parse_file_tables(&value)?);
+                continue;
+            }
             let key = find_key(&name)
                 .with_context(|| format!("unknown key {name:?}; the keys are {}", known_names()))?;
             let text = toml_text(key, &value)
@@ -496,6 +502,8 @@ pub struct Config {
     pub siwe_chains: Vec<u64>,
     /// Lifetimes and per-client limits.
     pub limits: Limits,
+    /// OpenID providers users may log in with (`[[oidc_providers]]` in the file).
+    pub oidc_providers: Vec<crate::openid::ProviderConfig>,
     /// Each key's effective value and source, for `config show`.
     pub sources: BTreeMap<&'static str, (String, Source)>,
 }
@@ -729,6 +737,7 @@ impl Config {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
         };
+        let oidc_providers = file.oidc_providers.clone().unwrap_or_default();
         let Values { mut sources } = v;
         let k3_origin = sources.get("k3_file").map_or(Source::Default, |(_, s)| *s);
         sources.insert("k3_file", (k3_file.display().to_string(), k3_origin));
@@ -758,8 +767,17 @@ impl Config {
             oidc_switch_delay_seconds,
             siwe_chains,
             limits,
+            oidc_providers,
             sources,
         })
+    }
+
+    /// What is valid but probably not meant (printed by `config check`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.oidc_providers
+            .iter()
+            .flat_map(crate::openid::ProviderConfig::warnings)
+            .collect()
     }
 
     /// `key = value  (source)` lines.
@@ -769,6 +787,15 @@ impl Config {
             if let Some((value, source)) = self.sources.get(key.name) {
                 out.push_str(&format!("{} = {value:?}  # {source}\n", key.name));
             }
+        }
+        for p in &self.oidc_providers {
+            out.push_str(&format!(
+                "oidc_providers.{} = {{ issuer = {:?}, client_id = {:?}, identity_type = {:?} }}  # file\n",
+                p.name,
+                p.issuer,
+                p.client_id,
+                p.identity_type.as_str()
+            ));
         }
         out
     }
@@ -784,6 +811,21 @@ impl Config {
                 );
             }
         }
+        let providers: Vec<_> = self
+            .oidc_providers
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name, "issuer": p.issuer, "client_id": p.client_id,
+                    "identity_type": p.identity_type.as_str(),
+                    "client_secret_file": p.client_secret_file.display().to_string(),
+                })
+            })
+            .collect();
+        map.insert(
+            "oidc_providers".into(),
+            serde_json::json!({"value": providers, "source": "file"}),
+        );
         serde_json::Value::Object(map)
     }
 

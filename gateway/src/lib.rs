@@ -13,5 +13,6 @@ pub mod http;
 pub mod keys;
 pub mod mail;
 pub mod notify;
+pub mod openid;
 pub mod rotation;
 pub mod serve;

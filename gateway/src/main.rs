@@ -58,6 +58,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }),
         Command::Config(ConfigCommand::Check(args)) => config::load(args).map(|c| {
+            for warning in c.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "configuration is valid (public_url {}, dev mode: {})",
                 c.public_url, c.dev_mode

@@ -35,6 +35,7 @@ pub struct Server {
     admin_socket: std::path::PathBuf,
     supervision_audit: tokio::task::JoinHandle<()>,
     mailer_check: tokio::task::JoinHandle<()>,
+    provider_check: tokio::task::JoinHandle<()>,
     notifier: tokio::task::JoinHandle<()>,
     stopping: tokio::sync::watch::Sender<bool>,
     runtime: Runtime,
@@ -81,6 +82,7 @@ impl Server {
         self.admin.abort();
         self.supervision_audit.abort();
         self.mailer_check.abort();
+        self.provider_check.abort();
         self.notifier.abort();
         if let Err(e) = self.ledger.audit_supervision(&self.runtime).await {
             tracing::error!(cause = %e, "cannot audit the last supervision events");
@@ -192,6 +194,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .set_head_signer(signer.audit_head_signer())
         .await
         .map_err(|e| anyhow::anyhow!("cannot sign pending audit heads: {e}"))?;
+    let providers = Arc::new(crate::openid::Providers::load(&config.oidc_providers)?);
+    let provider_check = tokio::spawn(check_providers_every_five_minutes(
+        providers.clone(),
+        runtime.clock().clone(),
+    ));
     let mailer = crate::mail::Mailer::new(&config.mailer).await;
     mailer.refresh_readiness().await;
     let mailer_check = tokio::spawn(check_mailer_every_minute(mailer.clone()));
@@ -233,6 +240,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             &config.limits,
             "email logins",
         )),
+        oauth_logins: Arc::new(http::oauth2::OAuthLogins::new(
+            &config.limits,
+            "provider logins",
+        )),
+        providers: providers.clone(),
         rate_limits: Arc::new(http::ratelimit::RateLimits::new(&config.limits)),
         trusted_proxies: config.trusted_proxies.clone().into(),
         event_streams,
@@ -282,6 +294,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         admin,
         supervision_audit,
         mailer_check,
+        provider_check,
         notifier: notifier_task,
         stopping,
         admin_socket: config.data_dir.join(crate::admin::SOCKET),
@@ -289,6 +302,22 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         ledger,
         app,
     })
+}
+
+/// Fetches each OpenID provider's discovery document and keys every five minutes (for
+/// `/readyz`, information only; the keys are refreshed on demand as well).
+async fn check_providers_every_five_minutes(
+    providers: Arc<crate::openid::Providers>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        let now = i64::try_from(clock.now().as_millis() / 1000).unwrap_or(i64::MAX);
+        for provider in providers.iter() {
+            provider.check(now).await;
+        }
+    }
 }
 
 /// Re-checks the mailer's readiness (SES: the sender identity) every minute.

@@ -10,6 +10,12 @@ pub const IDENTITY_EVM: &str = "evm";
 /// Identity type of an email address (trimmed, lowercased).
 pub const IDENTITY_EMAIL: &str = "email";
 
+/// Identity type of a Google account (upstream's): the value is the ID token's `sub`.
+pub const IDENTITY_OAUTH2_GOOGLE: &str = "oauth2_google";
+
+/// Identity type of an account at any other OpenID provider: the value is `<issuer>#<sub>`.
+pub const IDENTITY_OIDC: &str = "oidc";
+
 /// Prefix of the HDKD child-omni hash.
 pub const HDKD_CHILD: &[u8] = b"agentkeys-hdkd-v1";
 

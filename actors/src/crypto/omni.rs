@@ -15,6 +15,59 @@ pub enum Identity<'a> {
     Evm(&'a str),
     /// An email address (trimmed and lowercased before hashing).
     Email(&'a str),
+    /// A Google account: the ID token's `sub` (upstream's `oauth2_google`), hashed as is.
+    OAuth2Google(&'a str),
+    /// An account at another OpenID provider: `<issuer>#<sub>`, hashed as is.
+    Oidc(&'a str),
+}
+
+/// Longest `sub` or `<issuer>#<sub>` value accepted as an identity.
+pub const MAX_SUBJECT_LEN: usize = 512;
+
+impl<'a> Identity<'a> {
+    /// Parses `type:value` (`evm:0x…`, `email:…`, `oauth2_google:<sub>`, `oidc:<issuer>#<sub>`).
+    pub fn parse(text: &'a str) -> Result<Self, OmniError> {
+        let (kind, value) = text.split_once(':').ok_or(OmniError::UnknownType)?;
+        Self::of(kind, value)
+    }
+
+    /// The identity of a stored (`type`, `value`) pair.
+    pub fn of(kind: &str, value: &'a str) -> Result<Self, OmniError> {
+        match kind {
+            labels::IDENTITY_EVM => Ok(Identity::Evm(value)),
+            labels::IDENTITY_EMAIL => Ok(Identity::Email(value)),
+            labels::IDENTITY_OAUTH2_GOOGLE => Ok(Identity::OAuth2Google(value)),
+            labels::IDENTITY_OIDC => Ok(Identity::Oidc(value)),
+            _ => Err(OmniError::UnknownType),
+        }
+    }
+
+    /// The type and the canonical value, as stored and hashed.
+    pub fn canonical(&self) -> Result<(&'static str, String), OmniError> {
+        match *self {
+            Identity::Evm(address) => Ok((labels::IDENTITY_EVM, normalize_address(address)?)),
+            Identity::Email(email) => Ok((labels::IDENTITY_EMAIL, normalize_email(email)?)),
+            Identity::OAuth2Google(sub) => Ok((labels::IDENTITY_OAUTH2_GOOGLE, subject(sub)?)),
+            Identity::Oidc(value) => {
+                let ok = value
+                    .split_once('#')
+                    .is_some_and(|(issuer, sub)| !issuer.is_empty() && !sub.is_empty());
+                if !ok {
+                    return Err(OmniError::InvalidSubject);
+                }
+                Ok((labels::IDENTITY_OIDC, subject(value)?))
+            }
+        }
+    }
+}
+
+/// A `sub` (or `<issuer>#<sub>`) as given: non-empty, at most [`MAX_SUBJECT_LEN`] bytes, no
+/// control characters. Never rewritten: providers compare it byte for byte.
+fn subject(value: &str) -> Result<String, OmniError> {
+    if value.is_empty() || value.len() > MAX_SUBJECT_LEN || value.chars().any(char::is_control) {
+        return Err(OmniError::InvalidSubject);
+    }
+    Ok(value.to_string())
 }
 
 /// Why a label or an identity value is refused.
@@ -29,6 +82,12 @@ pub enum OmniError {
     /// An email address needs one `@` with text on both sides.
     #[error("an email address needs text on both sides of one '@'")]
     InvalidEmail,
+    /// A subject is 1 to 512 bytes without control characters (`oidc`: `<issuer>#<sub>`).
+    #[error("an OpenID subject is 1 to 512 bytes without control characters; oidc values are <issuer>#<sub>")]
+    InvalidSubject,
+    /// The identity type is not one of evm, email, oauth2_google, oidc.
+    #[error("an identity is type:value with type evm, email, oauth2_google or oidc")]
+    UnknownType,
 }
 
 /// Checks an agent label: `^[a-z0-9-]{1,32}$`, not starting with `0x` (ambiguous in Substrate
@@ -69,10 +128,7 @@ fn normalize_email(email: &str) -> Result<String, OmniError> {
 
 /// `SHA256(client_id || type || value)` with the value in canonical form.
 pub fn identity_omni(client_id: &str, identity: Identity<'_>) -> Result<Omni, OmniError> {
-    let (kind, value) = match identity {
-        Identity::Evm(address) => (labels::IDENTITY_EVM, normalize_address(address)?),
-        Identity::Email(email) => (labels::IDENTITY_EMAIL, normalize_email(email)?),
-    };
+    let (kind, value) = identity.canonical()?;
     let mut hasher = Sha256::new();
     hasher.update(client_id.as_bytes());
     hasher.update(kind.as_bytes());

@@ -94,6 +94,9 @@ pub enum LoginError {
     /// The omni names an agent, not a master.
     #[error("the omni names an agent")]
     NotMaster,
+    /// The identity was unlinked from its master: it logs into nothing.
+    #[error("this identity was unlinked from its account")]
+    IdentityUnlinked,
 }
 
 #[doc(hidden)]
@@ -121,8 +124,17 @@ impl Mutation for Login {
                 return Ok(Err(LoginError::ManagedWallet));
             }
         }
+        // A linked identity logs into the master it is bound to, whatever it would derive.
+        let mut op = self;
+        match super::identities::standing(view, &op.identity.0, &op.identity.1)? {
+            super::identities::Standing::Unlinked(_) => {
+                return Ok(Err(LoginError::IdentityUnlinked));
+            }
+            super::identities::Standing::Bound(master) => op.master = master,
+            super::identities::Standing::Unbound => {}
+        }
         let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
-        let existing = read_record(&actors, &self.master)?;
+        let existing = read_record(&actors, &op.master)?;
         match &existing {
             Some(r) if r.kind != ActorKind::Master => return Ok(Err(LoginError::NotMaster)),
             Some(r) => {
@@ -131,12 +143,12 @@ impl Mutation for Login {
                 }
             }
             None => {
-                let allowed = match self.registration {
+                let allowed = match op.registration {
                     Registration::Open => true,
                     Registration::Closed => false,
                     Registration::Allowlist => {
                         let list = view.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
-                        list.get(self.identity.1.as_str())
+                        list.get(op.identity.1.as_str())
                             .map_err(StoreError::from_redb)?
                             .is_some()
                     }
@@ -146,7 +158,7 @@ impl Mutation for Login {
                 }
             }
         }
-        Ok(Ok(LoginPlan { op: self, existing }))
+        Ok(Ok(LoginPlan { op, existing }))
     }
 
     fn apply(plan: LoginPlan, txn: &WriteTransaction) -> Result<LoggedIn, StoreError> {

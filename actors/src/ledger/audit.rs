@@ -107,6 +107,10 @@ pub mod op {
     pub const APPROVAL_DENIED: u16 = 77;
     /// An approval's webhook address was set (detail: SHA-256 of the URL).
     pub const APPROVAL_WEBHOOK_SET: u16 = 78;
+    /// A login identity was linked to a master (detail: SHA-256 of `type:value`).
+    pub const IDENTITY_LINK: u16 = 80;
+    /// A login identity was unlinked and tombstoned (detail: SHA-256 of `type:value`).
+    pub const IDENTITY_UNLINK: u16 = 81;
 }
 
 /// Outcome codes.

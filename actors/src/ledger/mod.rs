@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod approvals;
 pub mod audit;
 pub mod devices;
+pub mod identities;
 pub mod links;
 pub mod policies;
 mod tree;
@@ -33,6 +34,7 @@ pub use accounts::{
 };
 pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSigner};
 pub use devices::DeviceBinding;
+pub use identities::{IdentityError, LinkIdentity, LinkedIdentity, UnlinkIdentity};
 pub use links::{
     CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
 };
@@ -54,6 +56,8 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     open(txn.open_table(accounts::MANAGED_WALLETS).map(drop))?;
     open(txn.open_table(accounts::ALLOWLIST).map(drop))?;
     open(txn.open_table(accounts::MASTER_IDENTITIES).map(drop))?;
+    open(txn.open_table(identities::IDENTITY_LINKS).map(drop))?;
+    open(txn.open_table(identities::IDENTITY_TOMBSTONES).map(drop))?;
     open(txn.open_table(links::LINK_CODES).map(drop))?;
     open(txn.open_table(links::LINK_CODES_BY_ACTOR).map(drop))?;
     open(txn.open_table(links::SCOPES_SET_BY).map(drop))?;
@@ -339,6 +343,25 @@ impl Ledger {
                 .split_once(':')
                 .map(|(t, v)| (t.to_owned(), v.to_owned()))
         }))
+    }
+
+    /// The identities that log into `master` now (the one it was created with first).
+    pub fn identities(
+        &self,
+        master: &Omni,
+        created_at: agentkeys_runtime::Timestamp,
+    ) -> Result<Vec<LinkedIdentity>, StoreError> {
+        identities::list(&self.store.read()?, master, created_at)
+    }
+
+    /// Links a proven identity to a master (`false`: it was linked already).
+    pub fn link_identity(&self, op: LinkIdentity) -> PendingWrite<bool, IdentityError> {
+        self.submit(op)
+    }
+
+    /// Unlinks and tombstones an identity (never the last one).
+    pub fn unlink_identity(&self, op: UnlinkIdentity) -> PendingWrite<(), IdentityError> {
+        self.submit(op)
     }
 
     /// The registration allow-list, sorted.

@@ -72,8 +72,8 @@ pub struct SignEip191 {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SignedMessage, SignerError>")]
 pub struct SignEip191AsAnchor {
-    /// The master's login email (its identity).
-    pub email: String,
+    /// The identity (`type`, `value`) the master was created with (email or OpenID).
+    pub identity: (String, String),
     /// The message bytes.
     pub message: Vec<u8>,
     /// The master's lineage proof.
@@ -166,13 +166,21 @@ impl Handler<SignEip191AsAnchor> for SignerActor {
 
     fn handle(&mut self, msg: SignEip191AsAnchor, ctx: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(ctx, |state| {
-            let identity = identity_omni(&state.client_id, Identity::Email(&msg.email))?;
+            let (kind, value) = &msg.identity;
+            let refused = || {
+                SignerError::NotAuthorized(
+                    "only a master created by an email or OpenID login signs with its anchor wallet",
+                )
+            };
+            let parsed = Identity::of(kind, value).map_err(|_| refused())?;
+            if matches!(parsed, Identity::Evm(_)) {
+                return Err(refused());
+            }
+            let identity = identity_omni(&state.client_id, parsed)?;
             let anchor = state.wallet(&identity)?.address();
             let master = master_omni(&state.client_id, &anchor.to_string())?;
             if msg.proof.omni() != msg.proof.master() || master != msg.proof.omni() {
-                return Err(SignerError::NotAuthorized(
-                    "only an email-login master signs with its own anchor wallet",
-                ));
+                return Err(refused());
             }
             personal_sign(state, &identity, &msg.message)
         })

@@ -373,16 +373,16 @@ impl SignerHandle {
         self.ask(messages::SignEip191 { message, proof }).await?
     }
 
-    /// EIP-191 `personal_sign` with the anchor wallet of the email-login master `proof` names
-    /// (refused for anyone else).
+    /// EIP-191 `personal_sign` with the anchor wallet of the master `proof` names, created by the
+    /// email or OpenID identity `(kind, value)` (refused for anyone else).
     pub async fn sign_eip191_as_anchor(
         &self,
-        email: String,
+        identity: (String, String),
         message: Vec<u8>,
         proof: LiveProof,
     ) -> Result<SignedMessage, SignerError> {
         self.ask(messages::SignEip191AsAnchor {
-            email,
+            identity,
             message,
             proof,
         })

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::request_id;
-use agentkeys_actors::ledger::LoginError;
+use agentkeys_actors::ledger::{IdentityError, LoginError};
 use agentkeys_runtime::store::{RevokeError, WriteError};
 
 /// The stable error codes of the API.
@@ -61,6 +61,16 @@ pub enum ErrorCode {
     LinkCodeUsed,
     /// 409: the approval was already decided, expired or cancelled.
     ApprovalNotPending,
+    /// 409: the identity logs into another master.
+    IdentityTaken,
+    /// 409: the last identity of a master cannot be unlinked.
+    LastIdentity,
+    /// 403: the identity was unlinked from its master; it logs into nothing.
+    IdentityUnlinked,
+    /// 502: an OpenID provider could not be reached or refused the exchange.
+    ProviderUnavailable,
+    /// 502: an OpenID provider's ID token failed validation.
+    InvalidIdToken,
     /// 410: expired.
     Expired,
     /// 413: the body is over 1 MiB.
@@ -81,7 +91,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 35] = [
         Self::InvalidRequest,
         Self::InvalidLabel,
         Self::InvalidTypedData,
@@ -91,6 +101,11 @@ impl ErrorCode {
         Self::PolicyDenied,
         Self::BudgetExceeded,
         Self::ApprovalNotPending,
+        Self::IdentityTaken,
+        Self::LastIdentity,
+        Self::IdentityUnlinked,
+        Self::ProviderUnavailable,
+        Self::InvalidIdToken,
         Self::InvalidToken,
         Self::InvalidDpopProof,
         Self::UseDpopNonce,
@@ -126,6 +141,11 @@ impl ErrorCode {
             Self::PolicyDenied => "policy_denied",
             Self::BudgetExceeded => "budget_exceeded",
             Self::ApprovalNotPending => "approval_not_pending",
+            Self::IdentityTaken => "identity_taken",
+            Self::LastIdentity => "last_identity",
+            Self::IdentityUnlinked => "identity_unlinked",
+            Self::ProviderUnavailable => "provider_unavailable",
+            Self::InvalidIdToken => "invalid_id_token",
             Self::InvalidToken => "invalid_token",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
@@ -159,17 +179,18 @@ impl ErrorCode {
             InvalidToken | InvalidDpopProof | UseDpopNonce | ActorRevoked | BindingRevoked => {
                 StatusCode::UNAUTHORIZED
             }
-            ScopeDenied | ManagedWallet | RegistrationClosed | PolicyDenied | BudgetExceeded => {
-                StatusCode::FORBIDDEN
-            }
+            ScopeDenied | ManagedWallet | RegistrationClosed | PolicyDenied | BudgetExceeded
+            | IdentityUnlinked => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            LabelTaken | LabelRevoked | LinkCodeUsed | ApprovalNotPending => StatusCode::CONFLICT,
+            LabelTaken | LabelRevoked | LinkCodeUsed | ApprovalNotPending | IdentityTaken
+            | LastIdentity => StatusCode::CONFLICT,
             Expired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Busy | ActorUnavailable | SignerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderUnavailable | InvalidIdToken => StatusCode::BAD_GATEWAY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -348,7 +369,38 @@ impl From<WriteError<LoginError>> for ApiError {
             WriteError::Rejected(LoginError::NotMaster) => {
                 ApiError::internal("login omni names an agent")
             }
+            WriteError::Rejected(LoginError::IdentityUnlinked) => ApiError::new(
+                ErrorCode::IdentityUnlinked,
+                "this identity was unlinked from its account; sign in with one of the account's other identities",
+            ),
             WriteError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<WriteError<IdentityError>> for ApiError {
+    fn from(e: WriteError<IdentityError>) -> Self {
+        let refusal = match e {
+            WriteError::Rejected(refusal) => refusal,
+            WriteError::Store(e) => return e.into(),
+        };
+        let message = refusal.to_string();
+        match refusal {
+            IdentityError::Taken => ApiError::new(
+                ErrorCode::IdentityTaken,
+                "this identity already signs in to another account; unlink it there first",
+            ),
+            IdentityError::ManagedWallet => ApiError::new(
+                ErrorCode::ManagedWallet,
+                "this address is a wallet managed by this gateway; managed wallets are never login identities",
+            ),
+            IdentityError::TooMany => ApiError::new(ErrorCode::InvalidRequest, message),
+            IdentityError::NotFound => ApiError::new(ErrorCode::NotFound, message),
+            IdentityError::Last => ApiError::new(
+                ErrorCode::LastIdentity,
+                "this is the account's last identity; link another one before unlinking it",
+            ),
+            IdentityError::NotLive => ApiError::new(ErrorCode::ActorRevoked, message),
         }
     }
 }

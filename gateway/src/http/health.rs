@@ -33,6 +33,9 @@ pub(super) struct Check {
 pub(super) struct Readiness {
     status: &'static str,
     checks: Vec<Check>,
+    /// Each OpenID provider's discovery and keys as last fetched: information only (one
+    /// provider being down never takes the gateway out of rotation).
+    providers: Vec<crate::openid::Reachability>,
 }
 
 /// Readiness: one entry per check (store readable, writer alive, arbiters alive, signer pool,
@@ -87,6 +90,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         checks,
+        providers: state.providers.iter().map(|p| p.reachability()).collect(),
     };
     (status, Json(body))
 }

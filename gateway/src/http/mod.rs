@@ -5,6 +5,7 @@ pub mod actors;
 pub mod approvals;
 pub mod audit;
 pub mod authz;
+pub mod confirm;
 pub mod crockford;
 pub mod devices;
 pub mod email;
@@ -12,8 +13,10 @@ pub mod error;
 pub mod events;
 pub mod extract;
 mod health;
+pub mod identities;
 pub mod links;
 pub mod metrics;
+pub mod oauth2;
 pub mod oidc;
 pub mod openapi;
 pub mod pairing;
@@ -87,6 +90,10 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Pending email logins.
     pub email_logins: Arc<email::EmailLogins>,
+    /// Pending logins through OpenID providers.
+    pub oauth_logins: Arc<oauth2::OAuthLogins>,
+    /// The configured OpenID providers.
+    pub providers: Arc<crate::openid::Providers>,
     /// Per-IP and per-email limits of the unauthenticated routes.
     pub rate_limits: Arc<ratelimit::RateLimits>,
     /// Proxies whose forwarding headers name the client.
@@ -189,6 +196,16 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(email::verify))
         .routes(routes!(email::status))
         .routes(routes!(email::landing))
+        .routes(routes!(oauth2::start))
+        .routes(routes!(oauth2::callback))
+        .routes(routes!(oauth2::confirm))
+        .routes(routes!(oauth2::status))
+        .routes(routes!(identities::list))
+        .routes(routes!(identities::unlink))
+        .routes(routes!(identities::wallet_start))
+        .routes(routes!(identities::wallet_verify))
+        .routes(routes!(identities::email_request))
+        .routes(routes!(identities::oauth2_start))
         .split_for_parts();
     openapi::add_shared_responses(&mut api);
     let api = Arc::new(api);

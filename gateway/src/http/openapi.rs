@@ -89,18 +89,18 @@ pub fn add_shared_responses(api: &mut utoipa::openapi::OpenApi) {
 /// `{status: "<done>", …the session's fields}` (the Rust type flattens an optional session,
 /// which utoipa would describe as "a session or null").
 pub fn status_or_session(
-    pending: &str,
+    pending: &[&str],
     done: &str,
 ) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     use utoipa::openapi::Ref;
     use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Type};
-    let status = |value: &str| {
+    let status = |values: &[&str]| {
         ObjectBuilder::new()
             .property(
                 "status",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .enum_values(Some([value.to_string()])),
+                    .enum_values(Some(values.iter().map(|v| v.to_string()))),
             )
             .required("status")
     };
@@ -109,17 +109,17 @@ pub fn status_or_session(
         .item(
             AllOfBuilder::new()
                 .item(Ref::from_schema_name("SessionResponse"))
-                .item(status(done)),
+                .item(status(&[done])),
         )
         .into()
 }
 
 /// Implements `ToSchema` for a polled-status type with [`status_or_session`].
 macro_rules! status_or_session_schema {
-    ($ty:ty, $pending:literal, $done:literal) => {
+    ($ty:ty, [$($pending:literal),+], $done:literal) => {
         impl utoipa::PartialSchema for $ty {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                super::openapi::status_or_session($pending, $done)
+                super::openapi::status_or_session(&[$($pending),+], $done)
             }
         }
 

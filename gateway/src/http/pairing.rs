@@ -301,7 +301,7 @@ pub struct PairingStatus {
     pub session: Option<SessionResponse>,
 }
 
-super::openapi::status_or_session_schema!(PairingStatus, "pending", "claimed");
+super::openapi::status_or_session_schema!(PairingStatus, ["pending"], "claimed");
 
 /// Polled by the requesting key: `pending`, then `claimed` with the agent's session.
 #[utoipa::path(post, path = "/v1/pairing/poll", tag = "pairing",

@@ -126,7 +126,7 @@ impl Prepared {
 enum Action {
     Eip191 {
         message: Vec<u8>,
-        anchor: Option<String>,
+        anchor: Option<(String, String)>,
     },
     Eip712(Value),
     Transaction(Value),
@@ -153,7 +153,7 @@ pub fn prepare(
                 (None, Some(hex)) => (hex_bytes(&hex, "message_hex")?, true),
                 _ => return Err(bad("give exactly one of message and message_hex")),
             };
-            let anchor = anchor_email(state, who, req.wallet.as_deref())?;
+            let anchor = anchor_identity(state, who, req.wallet.as_deref())?;
             (
                 scope::SIGN_EIP191.to_owned(),
                 classify::message(&message, from_hex),
@@ -215,10 +215,10 @@ pub async fn execute(
         Action::Eip191 { message, anchor } => {
             let signed = match anchor {
                 None => state.signer.sign_eip191(message.clone(), proof).await?,
-                Some(email) => {
+                Some(identity) => {
                     state
                         .signer
-                        .sign_eip191_as_anchor(email.clone(), message.clone(), proof)
+                        .sign_eip191_as_anchor(identity.clone(), message.clone(), proof)
                         .await?
                 }
             };
@@ -373,21 +373,21 @@ fn hex_bytes(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
         })
 }
 
-/// Which wallet signs an EIP-191 message: the caller's own (`None`), or, for an email-login
-/// master, its anchor wallet (`Some(email)`; the signer checks the anchor belongs to the proof's
-/// master).
-fn anchor_email(
+/// Which wallet signs an EIP-191 message: the caller's own (`None`), or, for a master created
+/// by an email or OpenID login, its anchor wallet (`Some(identity)`; the signer checks the
+/// anchor belongs to the proof's master).
+fn anchor_identity(
     state: &AppState,
     who: &Signatory,
     wallet: Option<&str>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, String)>, ApiError> {
     match wallet {
         None | Some("actor") => Ok(None),
         Some("anchor") => match state.ledger.identity_of(&who.master)? {
-            Some((kind, email)) if kind == "email" && who.omni == who.master => Ok(Some(email)),
+            Some(identity) if identity.0 != "evm" && who.omni == who.master => Ok(Some(identity)),
             _ => Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                "only an email-login master has an anchor wallet to sign with",
+                "only a master created by an email or OpenID login has an anchor wallet to sign with",
             )),
         },
         Some(_) => Err(ApiError::new(

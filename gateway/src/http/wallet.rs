@@ -39,6 +39,8 @@ pub struct Challenge {
     pub nonce: String,
     /// Seconds since the epoch.
     pub expires_at: i64,
+    /// Link mode: the master that asked to link the address (`None`: a login).
+    pub link: Option<agentkeys_runtime::Omni>,
 }
 
 /// Outstanding challenges by request id and by nonce (single use: taken by the verify step).
@@ -155,6 +157,17 @@ pub async fn start(
     TokenlessDpop(proof, by): TokenlessDpop,
     ApiJson(body): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
+    challenge(&state, &body, proof.jkt, &by, None)
+}
+
+/// Issues a SIWE challenge for a login or (`link`) for linking the address to that master.
+pub fn challenge(
+    state: &AppState,
+    body: &StartRequest,
+    jkt: String,
+    by: &super::pending::Requester,
+    link: Option<agentkeys_runtime::Omni>,
+) -> Result<Json<StartResponse>, ApiError> {
     let address: Address = body.address.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -176,11 +189,15 @@ pub async fn start(
     let nonce = random_alphanumeric(17)?;
     let request_id = random_alphanumeric(22)?;
     let expires_at = now + CHALLENGE_TTL_SECONDS;
+    let statement = match link {
+        None => "Sign in to AgentKeys.",
+        Some(_) => "Link this wallet to my AgentKeys account.",
+    };
     let message = SiweMessage {
         scheme: None,
         domain: state.domain.clone(),
         address,
-        statement: Some("Sign in to AgentKeys.".into()),
+        statement: Some(statement.into()),
         uri: state.public_url.clone(),
         version: "1".into(),
         chain_id: body.chain_id,
@@ -196,14 +213,15 @@ pub async fn start(
         request_id.clone(),
         nonce.clone(),
         Challenge {
-            jkt: proof.jkt,
+            jkt,
             address,
             chain_id: body.chain_id,
             message: message.clone(),
             nonce: nonce.clone(),
             expires_at,
+            link,
         },
-        &by,
+        by,
         now,
     )?;
     Ok(Json(StartResponse {
@@ -231,9 +249,15 @@ fn invalid_siwe(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidSiwe, message)
 }
 
-/// Checks a SIWE login: the challenge (live, single use, this device key), the message
-/// (domain, URI, chain, times, address) and the EOA signature. Writes nothing.
-fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Address, ApiError> {
+/// Checks a SIWE login (or, with `link`, a link to that master): the challenge (live, single
+/// use, this device key, this purpose), the message (domain, URI, chain, times, address) and
+/// the EOA signature. Writes nothing.
+pub fn check_siwe(
+    state: &AppState,
+    body: &VerifyRequest,
+    jkt: &str,
+    link: Option<agentkeys_runtime::Omni>,
+) -> Result<Address, ApiError> {
     if body.message.is_some() == body.request_id.is_some() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -273,6 +297,11 @@ fn check_siwe(state: &AppState, body: &VerifyRequest, jkt: &str) -> Result<Addre
             ));
         }
     };
+    if challenge.link != link {
+        return Err(invalid_siwe(
+            "the challenge was issued for another purpose (login or link); start again",
+        ));
+    }
     let message = SiweMessage::parse(&text).map_err(|e| invalid_siwe(e.to_string()))?;
     if message.address != challenge.address || message.chain_id != challenge.chain_id {
         return Err(invalid_siwe(
@@ -318,7 +347,7 @@ pub async fn verify(
     TokenlessDpop(proof, _): TokenlessDpop,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let address = check_siwe(&state, &body, &proof.jkt)?;
+    let address = check_siwe(&state, &body, &proof.jkt, None)?;
     let lowercase = address.to_string();
     let master = master_omni(&state.client_id, &lowercase).map_err(ApiError::internal)?;
     let account = state.signer.account(master, String::new()).await?;
@@ -338,6 +367,8 @@ pub async fn verify(
     if logged_in.new_master {
         tracing::info!(master = %master, "new master registered by wallet login");
     }
+    // A linked identity logs into the master it is bound to.
+    let master = logged_in.record.omni;
     let session = NewSession {
         omni: master,
         role: Role::Master,
