@@ -230,7 +230,11 @@ async fn a_proof_signs_only_for_the_actor_it_names() {
         let anchor = s
             .stack
             .signer
-            .sign_eip191_as_anchor(("email".into(), "a@example.com".into()), b"x".to_vec(), proof)
+            .sign_eip191_as_anchor(
+                ("email".into(), "a@example.com".into()),
+                b"x".to_vec(),
+                proof,
+            )
             .await;
         assert!(
             matches!(anchor, Err(SignerError::NotAuthorized(_))),

@@ -68,6 +68,9 @@ pub enum Command {
     /// Approvals: list what you may decide, approve, deny; the master's webhook.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// A master's login identities: list, link another (wallet, email, OpenID), unlink.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
     /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
     #[command(subcommand)]
     Pair(PairCommand),
@@ -387,6 +390,50 @@ pub enum LoginCommand {
     Wallet(LoginWalletArgs),
     /// Email magic link: shows a confirmation code, waits while you open the link and enter it.
     Email(LoginEmailArgs),
+    /// An OpenID provider (Google, Okta, …): prints the URL and a confirmation code, opens a
+    /// browser where one exists, waits while you sign in there and enter the code.
+    Oauth2(LoginOAuth2Args),
+}
+
+/// Options of `agentkeys login oauth2` and `identity link oauth2`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginOAuth2Args {
+    /// The provider's name on this gateway (e.g. google).
+    #[arg(long)]
+    pub provider: String,
+    /// Only print the URL; do not try to open a browser.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Milliseconds between status polls.
+    #[arg(long, default_value_t = 2000, hide = true)]
+    pub poll_ms: u64,
+}
+
+/// `agentkeys identity …` (a master's login identities).
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// The identities that log into this master.
+    List,
+    /// Link another identity by completing its ceremony; afterwards it logs into this master.
+    #[command(subcommand)]
+    Link(IdentityLinkCommand),
+    /// Unlink an identity (TYPE:VALUE, e.g. email:bob@example.com); a later login with it is
+    /// refused. Never the last one.
+    Unlink {
+        /// `evm:0x…`, `email:…`, `oauth2_google:<sub>` or `oidc:<issuer>#<sub>`.
+        identity: String,
+    },
+}
+
+/// `agentkeys identity link …`
+#[derive(Debug, Subcommand)]
+pub enum IdentityLinkCommand {
+    /// A wallet, by SIWE: with a local key file, or in two steps with any wallet.
+    Wallet(LoginWalletArgs),
+    /// An email address, by magic link and confirmation code.
+    Email(LoginEmailArgs),
+    /// An account at an OpenID provider.
+    Oauth2(LoginOAuth2Args),
 }
 
 /// Options of `agentkeys login email`.
@@ -452,7 +499,8 @@ pub struct KeysDeriveArgs {
     /// The K3 file (64 hex characters, mode 0600).
     #[arg(long)]
     pub k3_file: PathBuf,
-    /// The login identity of the master: `email:alice@example.com` or `evm:0xabc…`.
+    /// The login identity of the master: `email:alice@example.com`, `evm:0xabc…`,
+    /// `oauth2_google:<sub>` or `oidc:<issuer>#<sub>`.
     #[arg(long, conflicts_with = "master", required_unless_present = "master")]
     pub identity: Option<String>,
     /// The master's omni, if known.

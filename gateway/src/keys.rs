@@ -37,15 +37,15 @@ pub fn derive(args: KeysDeriveArgs, json_output: bool) -> anyhow::Result<()> {
         (_, Some(master)) => master
             .parse()
             .context("--master is an omni: 64 hex characters")?,
-        (Some(identity), None) => match identity.split_once(':') {
-            Some(("email", email)) => {
-                let id = identity_omni(&args.client_id, Identity::Email(email))?;
+        (Some(identity), None) => match Identity::parse(identity)? {
+            Identity::Evm(address) => master_omni(&args.client_id, address)?,
+            other => {
+                // Email and OpenID masters are anchored to W(identity omni).
+                let id = identity_omni(&args.client_id, other)?;
                 let wallet = derive_wallet(&k3, &id)?.address();
                 anchor = Some(wallet);
                 master_omni(&args.client_id, &wallet.to_string())?
             }
-            Some(("evm", address)) => master_omni(&args.client_id, address)?,
-            _ => bail!("--identity is email:ADDRESS or evm:0xADDRESS"),
         },
         (None, None) => bail!("give --identity or --master"),
     };

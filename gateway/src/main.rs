@@ -5,7 +5,7 @@ use clap::Parser;
 use agentkeys_gateway::cli::{
     AuditCommand, AwsCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
 };
-use agentkeys_gateway::commands::{self, Globals, agents, aws, policies};
+use agentkeys_gateway::commands::{self, Globals, agents, aws, identities, policies};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -83,6 +83,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         | Command::Link(_)
         | Command::Sign(_)
         | Command::Approvals(_)
+        | Command::Identity(_)
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
@@ -103,6 +104,12 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             }
             Command::Login(LoginCommand::Email(args)) => {
                 commands::login_email(&Globals::from_cli(cli)?, args).await
+            }
+            Command::Login(LoginCommand::Oauth2(args)) => {
+                identities::login_oauth2(&Globals::from_cli(cli)?, args).await
+            }
+            Command::Identity(command) => {
+                identities::identity(&Globals::from_cli(cli)?, command).await
             }
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {

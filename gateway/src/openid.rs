@@ -125,10 +125,7 @@ impl ProviderFile {
         let issuer = self.issuer.trim_end_matches('/').to_string();
         let url = reqwest::Url::parse(&issuer)
             .with_context(|| format!("oidc_providers {name}: issuer {issuer:?} is not a URL"))?;
-        let loopback = matches!(
-            url.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]")
-        );
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if !(url.scheme() == "https" || url.scheme() == "http" && loopback)
             || url.query().is_some()
             || url.fragment().is_some()
@@ -171,7 +168,9 @@ impl ProviderFile {
             None | Some("oidc") => IdentityType::Oidc,
             Some("oauth2_google") => IdentityType::OAuth2Google,
             Some(other) => {
-                bail!("oidc_providers {name}: identity_type must be oidc or oauth2_google, not {other:?}")
+                bail!(
+                    "oidc_providers {name}: identity_type must be oidc or oauth2_google, not {other:?}"
+                )
             }
         };
         let token_auth = match self.token_endpoint_auth.as_deref() {
@@ -392,7 +391,8 @@ impl Provider {
     /// Whether `endpoint` may be called: https, or http when the issuer itself is loopback http.
     fn endpoint_ok(&self, endpoint: &str) -> bool {
         reqwest::Url::parse(endpoint).is_ok_and(|u| {
-            u.scheme() == "https" || (u.scheme() == "http" && self.config.issuer.starts_with("http://"))
+            u.scheme() == "https"
+                || (u.scheme() == "http" && self.config.issuer.starts_with("http://"))
         })
     }
 
@@ -488,8 +488,9 @@ impl Provider {
         // 32 random bytes: a 43-character verifier (RFC 7636 §4.1).
         let verifier = Zeroizing::new(random_b64(32)?);
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        let mut url = reqwest::Url::parse(&discovery.authorization_endpoint)
-            .map_err(|_| unavailable("publishes a bad authorization endpoint", &self.config.name))?;
+        let mut url = reqwest::Url::parse(&discovery.authorization_endpoint).map_err(|_| {
+            unavailable("publishes a bad authorization endpoint", &self.config.name)
+        })?;
         url.query_pairs_mut().extend_pairs([
             ("response_type", "code"),
             ("client_id", self.config.client_id.as_str()),
@@ -572,7 +573,9 @@ impl Provider {
             let code = serde_json::from_slice::<TokenResponse>(&bytes)
                 .ok()
                 .and_then(|t| t.error)
-                .filter(|e| e.len() <= 40 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+                .filter(|e| {
+                    e.len() <= 40 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                });
             return Err(OpenIdError::Unavailable(match code {
                 Some(code) => format!("the provider {name} refused the code ({code}); start again"),
                 None => format!("the provider {name} refused the code; start again"),
@@ -587,7 +590,12 @@ impl Provider {
     }
 
     /// Validates an ID token; an unknown `kid` fetches the keys again (at most once a minute).
-    pub async fn validate(&self, token: &str, nonce: &str, now: i64) -> Result<Verified, OpenIdError> {
+    pub async fn validate(
+        &self,
+        token: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<Verified, OpenIdError> {
         let mut cache = self.cache.lock().await;
         if cache.keys_at == 0 {
             self.fetch_keys(&mut cache, now).await?;
@@ -636,7 +644,9 @@ pub enum Invalid {
 impl Invalid {
     fn into_error(self) -> OpenIdError {
         OpenIdError::InvalidToken(match self {
-            Invalid::UnknownKey => "the ID token is signed with a key the provider does not publish".into(),
+            Invalid::UnknownKey => {
+                "the ID token is signed with a key the provider does not publish".into()
+            }
             Invalid::Refused(why) => format!("the ID token was refused: {why}"),
         })
     }
@@ -671,23 +681,40 @@ enum Audience {
 /// of the set by `kid` whose type fits, signature, `iss` exact, `aud` contains the client id
 /// (and `azp`, required with several audiences, equals it), `exp` and `iat` within the skew,
 /// `nonce` equal.
-pub fn validate_id_token(token: &str, keys: &[Jwk], expect: &Expect<'_>) -> Result<Verified, Invalid> {
+pub fn validate_id_token(
+    token: &str,
+    keys: &[Jwk],
+    expect: &Expect<'_>,
+) -> Result<Verified, Invalid> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| refused("it is not a signed JWT with a known algorithm"))?;
     if !expect.algorithms.contains(&header.alg) {
-        return Err(refused(format!("algorithm {:?} is not allowed for this provider", header.alg)));
+        return Err(refused(format!(
+            "algorithm {:?} is not allowed for this provider",
+            header.alg
+        )));
     }
     let usable = |jwk: &&Jwk| {
         let fits = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => matches!(
                 header.alg,
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
             ),
-            AlgorithmParameters::EllipticCurve(_) => matches!(header.alg, Algorithm::ES256 | Algorithm::ES384),
+            AlgorithmParameters::EllipticCurve(_) => {
+                matches!(header.alg, Algorithm::ES256 | Algorithm::ES384)
+            }
             AlgorithmParameters::OctetKeyPair(_) => header.alg == Algorithm::EdDSA,
             _ => false,
         };
-        let for_signing = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_)));
+        let for_signing = !matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
+        );
         let same_alg = jwk
             .common
             .key_algorithm
@@ -705,7 +732,11 @@ pub fn validate_id_token(token: &str, keys: &[Jwk], expect: &Expect<'_>) -> Resu
     let jwk = match (candidates.as_slice(), &header.kid) {
         ([one], _) => *one,
         ([], _) => return Err(Invalid::UnknownKey),
-        (_, _) => return Err(refused("the token names no key and the provider publishes several")),
+        (_, _) => {
+            return Err(refused(
+                "the token names no key and the provider publishes several",
+            ));
+        }
     };
     let key = DecodingKey::from_jwk(jwk).map_err(|_| refused("the provider's key is unusable"))?;
     let mut validation = Validation::new(header.alg);
@@ -741,7 +772,10 @@ pub fn validate_id_token(token: &str, keys: &[Jwk], expect: &Expect<'_>) -> Resu
         _ => {}
     }
     let nonce_ok = claims.nonce.as_deref().is_some_and(|n| {
-        bool::from(subtle::ConstantTimeEq::ct_eq(n.as_bytes(), expect.nonce.as_bytes()))
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            n.as_bytes(),
+            expect.nonce.as_bytes(),
+        ))
     });
     if !nonce_ok {
         return Err(refused("the nonce is missing or belongs to another login"));
@@ -763,7 +797,10 @@ impl Providers {
         for config in configs {
             let secret = read_secret(&config.client_secret_file)
                 .with_context(|| format!("oidc_providers {}", config.name))?;
-            out.insert(config.name.clone(), Arc::new(Provider::new(config.clone(), secret)?));
+            out.insert(
+                config.name.clone(),
+                Arc::new(Provider::new(config.clone(), secret)?),
+            );
         }
         Ok(Self(out))
     }

@@ -11,11 +11,15 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::derive_wallet;
 use agentkeys_actors::signer::keys::load_k3;
 use agentkeys_gateway::admin::{AdminRequest, AllowAction, call};
-use common::{PUBLIC_URL, Stack, device, start, wallet};
+use common::{PUBLIC_URL, Stack, device, start_configured, wallet};
 use serde_json::{Value, json};
 
 /// Codes no request can provoke yet, and why.
-const NOT_REACHABLE: [(&str, &str); 4] = [
+const NOT_REACHABLE: [(&str, &str); 5] = [
+    (
+        "invalid_id_token",
+        "needs an OpenID provider that signs bad ID tokens: tests/interop/oauth2.test.mjs provokes it against oidc-provider, and the validation is unit-tested",
+    ),
     (
         "actor_unavailable",
         "a quarantine needs an actor crashing 5 times; runtime tests cover it",
@@ -54,7 +58,12 @@ async fn observe(seen: &mut BTreeMap<String, u16>, (status, body): (u16, Value))
 #[actix::test]
 async fn every_documented_code_is_provoked_or_named_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stack = start(dir.path(), Some("allowlist")).await;
+    let stack = start_configured(
+        dir.path(),
+        down_provider(dir.path()),
+        agentkeys_gateway::config::Layer::default().with("registration", "allowlist"),
+    )
+    .await;
     let mut seen = BTreeMap::new();
     let key = device();
     let alice = wallet(21);
@@ -76,11 +85,12 @@ async fn every_documented_code_is_provoked_or_named_unreachable() {
     provoke_login_errors(&stack, dir.path(), &alice, &mut seen).await;
     provoke_email_errors(&stack, dir.path(), &mut seen).await;
     provoke_policy_errors(&stack, &key, &token, &mut seen).await;
+    provoke_identity_errors(&stack, dir.path(), &key, &token, &mut seen).await;
     provoke_agent_errors(&stack, &key, &token, &session, &mut seen).await;
     provoke_session_errors(&stack, &key, &token, &session, &mut seen).await;
 
     let documented = documented_codes();
-    assert_eq!(documented.len(), 30, "the table of docs/api.md");
+    assert_eq!(documented.len(), 35, "the table of docs/api.md");
     // Every mismatch is reported at once: one wrong code does not hide the others.
     let mut problems = Vec::new();
     for (code, status) in &documented {
@@ -161,6 +171,75 @@ async fn provoke_request_errors(stack: &Stack, seen: &mut BTreeMap<String, u16>)
         seen,
         stack
             .call(&key, "POST", "/v1/auth/wallet/verify", Some(&both), None)
+            .await,
+    )
+    .await;
+}
+
+/// A configuration file naming an OpenID provider on a port nothing listens on.
+fn down_provider(dir: &std::path::Path) -> agentkeys_gateway::config::Layer {
+    use std::os::unix::fs::PermissionsExt as _;
+    let secret = dir.join("provider.secret");
+    std::fs::write(&secret, "s3cret").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    agentkeys_gateway::config::Layer::from_toml_str(&format!(
+        "[[oidc_providers]]\nname = \"down\"\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"c\"\nclient_secret_file = {:?}\n",
+        secret.display().to_string()
+    ))
+    .expect("file")
+}
+
+/// identity_taken, last_identity, identity_unlinked, provider_unavailable.
+async fn provoke_identity_errors(
+    stack: &Stack,
+    dir: &std::path::Path,
+    key: &agentkeys_gateway::client::DeviceKey,
+    token: &str,
+    seen: &mut BTreeMap<String, u16>,
+) {
+    // The master's only identity (wallet 21) cannot go.
+    let own = format!("/v1/identities/evm/{}", wallet(21).address());
+    observe(
+        seen,
+        stack.call(key, "DELETE", &own, None, Some(token)).await,
+    )
+    .await;
+    // Linked, unlinked: a login with it is refused.
+    let (status, linked) = stack.link_wallet(key, token, &wallet(23)).await;
+    assert_eq!(status, 200, "{linked}");
+    let path = format!("/v1/identities/evm/{}", wallet(23).address());
+    let (status, _) = stack.call(key, "DELETE", &path, None, Some(token)).await;
+    assert_eq!(status, 200);
+    observe(seen, stack.login(&device(), &wallet(23)).await).await;
+    // Another master's identity cannot be linked here.
+    let other = wallet(25);
+    let allowed = call(
+        dir,
+        &AdminRequest::Allow {
+            action: AllowAction::Add,
+            entry: Some(other.address().to_string()),
+        },
+    )
+    .await
+    .expect("admin");
+    assert_eq!(allowed["ok"], true);
+    let (status, _) = stack.login(&device(), &other).await;
+    assert_eq!(status, 200);
+    observe(seen, stack.link_wallet(key, token, &other).await).await;
+    observe(
+        seen,
+        stack
+            .call(
+                &device(),
+                "POST",
+                "/v1/auth/oauth2/start",
+                Some(&json!({"provider": "down"})),
+                None,
+            )
             .await,
     )
     .await;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use agentkeys_actors::crypto::omni::{Identity, identity_omni, master_omni};
@@ -12,7 +11,7 @@ use agentkeys_actors::crypto::wallet::derive_wallet;
 use agentkeys_actors::signer::keys::load_k3;
 use agentkeys_gateway::client::DeviceKey;
 use agentkeys_gateway::config::Layer;
-use common::{PUBLIC_URL, Stack, device, start, start_with};
+use common::{PUBLIC_URL, Stack, device, start, start_with, token_from_outbox};
 use serde_json::{Value, json};
 
 /// Asks for a link for `email` with `key`; returns the answer.
@@ -26,18 +25,6 @@ async fn ask(stack: &Stack, key: &DeviceKey, email: &str) -> (u16, Value) {
             None,
         )
         .await
-}
-
-/// The token of the link mailed for `request_id` (from the log mailer's outbox).
-fn token_from_outbox(dir: &Path, request_id: &str) -> String {
-    let mail = std::fs::read_to_string(dir.join("outbox").join(format!("{request_id}.eml")))
-        .expect("the message is in the outbox");
-    let prefix = format!("{PUBLIC_URL}/auth/email/landing#t=");
-    let line = mail
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .expect("the link, built from public_url");
-    line[prefix.len()..].to_string()
 }
 
 async fn post_verify(stack: &Stack, body: &Value) -> (u16, Value) {

@@ -398,7 +398,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 38] = [
+    let expected: [(&str, &str, &[&str]); 48] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -527,6 +527,48 @@ async fn openapi_describes_every_route_and_its_answers() {
             "/v1/oidc/token",
             "post",
             &["200", "400", "401", "403", "503"],
+        ),
+        (
+            "/v1/auth/oauth2/start",
+            "post",
+            &["200", "400", "401", "429", "502"],
+        ),
+        ("/auth/oauth2/callback", "get", &["200", "429"]),
+        (
+            "/v1/auth/oauth2/confirm",
+            "post",
+            &["200", "400", "403", "404", "409", "410", "502"],
+        ),
+        (
+            "/v1/auth/oauth2/status/{request_id}",
+            "get",
+            &["200", "401", "403", "404", "410", "502"],
+        ),
+        ("/v1/identities", "get", &["200", "401", "403"]),
+        (
+            "/v1/identities/{type}/{value}",
+            "delete",
+            &["200", "400", "401", "403", "404", "409"],
+        ),
+        (
+            "/v1/identities/wallet/start",
+            "post",
+            &["200", "400", "401", "403"],
+        ),
+        (
+            "/v1/identities/wallet/verify",
+            "post",
+            &["200", "400", "401", "403", "409"],
+        ),
+        (
+            "/v1/identities/email/request",
+            "post",
+            &["200", "400", "401", "403", "503"],
+        ),
+        (
+            "/v1/identities/oauth2/start",
+            "post",
+            &["200", "400", "401", "403", "502"],
         ),
     ];
     for (path, method, statuses) in expected {

@@ -83,7 +83,9 @@ pub enum OmniError {
     #[error("an email address needs text on both sides of one '@'")]
     InvalidEmail,
     /// A subject is 1 to 512 bytes without control characters (`oidc`: `<issuer>#<sub>`).
-    #[error("an OpenID subject is 1 to 512 bytes without control characters; oidc values are <issuer>#<sub>")]
+    #[error(
+        "an OpenID subject is 1 to 512 bytes without control characters; oidc values are <issuer>#<sub>"
+    )]
     InvalidSubject,
     /// The identity type is not one of evm, email, oauth2_google, oidc.
     #[error("an identity is type:value with type evm, email, oauth2_google or oidc")]

@@ -101,34 +101,60 @@ pub fn list(
 /// The tables [`list`] reads, from a read or a write transaction.
 pub trait TxnTables {
     /// `identities`.
-    fn identities(&self) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>;
+    fn identities(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>;
     /// `master_identities`.
-    fn master_identities(&self) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError>;
+    fn master_identities(
+        &self,
+    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError>;
     /// `identity_links`.
-    fn links(&self) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>;
+    fn links(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>;
 }
 
 impl TxnTables for WriteTransaction {
-    fn identities(&self) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError> {
+    fn identities(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>
+    {
         self.open_table(IDENTITIES).map_err(StoreError::from_redb)
     }
-    fn master_identities(&self) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
-        self.open_table(MASTER_IDENTITIES).map_err(StoreError::from_redb)
+    fn master_identities(
+        &self,
+    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
+        self.open_table(MASTER_IDENTITIES)
+            .map_err(StoreError::from_redb)
     }
-    fn links(&self) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError> {
-        self.open_table(IDENTITY_LINKS).map_err(StoreError::from_redb)
+    fn links(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>
+    {
+        self.open_table(IDENTITY_LINKS)
+            .map_err(StoreError::from_redb)
     }
 }
 
 impl TxnTables for redb::ReadTransaction {
-    fn identities(&self) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError> {
+    fn identities(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>
+    {
         self.open_table(IDENTITIES).map_err(StoreError::from_redb)
     }
-    fn master_identities(&self) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
-        self.open_table(MASTER_IDENTITIES).map_err(StoreError::from_redb)
+    fn master_identities(
+        &self,
+    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
+        self.open_table(MASTER_IDENTITIES)
+            .map_err(StoreError::from_redb)
     }
-    fn links(&self) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError> {
-        self.open_table(IDENTITY_LINKS).map_err(StoreError::from_redb)
+    fn links(
+        &self,
+    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>
+    {
+        self.open_table(IDENTITY_LINKS)
+            .map_err(StoreError::from_redb)
     }
 }
 
@@ -144,11 +170,7 @@ pub enum Standing {
 }
 
 /// Where (`kind`, `value`) stands.
-pub fn standing(
-    txn: &WriteTransaction,
-    kind: &str,
-    value: &str,
-) -> Result<Standing, StoreError> {
+pub fn standing(txn: &WriteTransaction, kind: &str, value: &str) -> Result<Standing, StoreError> {
     let identities = txn.open_table(IDENTITIES).map_err(StoreError::from_redb)?;
     if let Some(m) = identities
         .get((kind, value))
@@ -207,7 +229,8 @@ pub struct LinkIdentity {
 fn master_live(view: &WriteTransaction, master: &Omni) -> Result<bool, StoreError> {
     let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
     Ok(read_lineage(&actors, master)?.is_some_and(|l| {
-        l.actor().kind == ActorKind::Master && matches!(l.status(), agentkeys_runtime::store::Status::Active)
+        l.actor().kind == ActorKind::Master
+            && matches!(l.status(), agentkeys_runtime::store::Status::Active)
     }))
 }
 

@@ -14,10 +14,13 @@ use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 
 pub mod agents;
 pub mod aws;
+pub mod identities;
 pub mod policies;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
+use crate::http::confirm::LoginStatus;
+use crate::http::email::EmailStarted;
 use crate::http::session::{SessionResponse, Whoami};
-use crate::http::wallet::VerifyRequest;
+use crate::http::wallet::{StartRequest, StartResponse, VerifyRequest};
 
 /// The gateway used when neither `--gateway` nor `AGENTKEYS_GATEWAY` names one.
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8090";
@@ -281,22 +284,54 @@ fn read_wallet_key(path: &Path) -> anyhow::Result<WalletKey> {
     WalletKey::from_secret(&bytes).with_context(|| format!("{} is not a valid key", path.display()))
 }
 
-/// `agentkeys login wallet`.
-pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::Result<()> {
-    let client = globals.client()?;
-    let pending_path = globals.profile.join("pending-login.json");
-    let request = if let Some(key_file) = &args.key_file {
-        let wallet = read_wallet_key(key_file)?;
+/// The signed SIWE request of `agentkeys login wallet` (no `token`) or of `identity link
+/// wallet` (the master's session `token`): signed here with --key-file, or in two steps with
+/// any wallet. `None` after step one (the message was printed).
+pub async fn wallet_proof(
+    globals: &Globals,
+    client: &Client,
+    args: &LoginWalletArgs,
+    token: Option<&str>,
+) -> anyhow::Result<Option<VerifyRequest>> {
+    let (start_path, pending_name, command) = match token {
+        None => (
+            "/v1/auth/wallet/start",
+            "pending-login.json",
+            "login wallet",
+        ),
+        Some(_) => (
+            "/v1/identities/wallet/start",
+            "pending-link.json",
+            "identity link wallet",
+        ),
+    };
+    let pending_path = globals.profile.join(pending_name);
+    let start = |address: String| async move {
         client
-            .wallet_signed_challenge(&wallet, args.chain_id)
+            .post::<_, StartResponse>(
+                start_path,
+                &StartRequest {
+                    address,
+                    chain_id: args.chain_id,
+                },
+                token,
+            )
             .await
-            .map_err(explain)?
-    } else if args.print_message {
-        let address = args.address.as_deref().unwrap_or_default();
-        let challenge = client
-            .wallet_start(address, args.chain_id)
-            .await
-            .map_err(explain)?;
+            .map_err(explain)
+    };
+    if let Some(key_file) = &args.key_file {
+        let wallet = read_wallet_key(key_file)?;
+        let challenge = start(wallet.address().to_string()).await?;
+        let signature =
+            agentkeys_actors::crypto::eip191::sign_message(&wallet, challenge.message.as_bytes());
+        return Ok(Some(VerifyRequest {
+            message: None,
+            request_id: Some(challenge.request_id),
+            signature: signature.to_hex(),
+        }));
+    }
+    if args.print_message {
+        let challenge = start(args.address.clone().unwrap_or_default()).await?;
         let pending = PendingLogin {
             gateway: globals.gateway.clone(),
             request_id: challenge.request_id.clone(),
@@ -308,26 +343,37 @@ pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::
         } else {
             println!("{}", challenge.message);
             eprintln!(
-                "\nsign the message above with personal_sign, then run:\n  agentkeys login wallet --signature 0x…"
+                "\nsign the message above with personal_sign, then run:\n  agentkeys {command} --signature 0x…"
             );
         }
-        return Ok(());
-    } else if let Some(signature) = &args.signature {
-        let Some(pending) = read_json::<PendingLogin>(&pending_path)? else {
-            bail!(
-                "no login in progress; run `agentkeys login wallet --address 0x… --print-message` first"
-            );
-        };
-        VerifyRequest {
-            message: None,
-            request_id: Some(pending.request_id),
-            signature: signature.trim().to_string(),
-        }
-    } else {
+        return Ok(None);
+    }
+    let Some(signature) = &args.signature else {
         bail!("give --key-file FILE, or --address 0x… --print-message and later --signature 0x…");
     };
-    let session = client.wallet_verify(&request).await.map_err(explain)?;
+    let Some(pending) = read_json::<PendingLogin>(&pending_path)? else {
+        bail!("nothing in progress; run `agentkeys {command} --address 0x… --print-message` first");
+    };
     let _ = std::fs::remove_file(&pending_path);
+    Ok(Some(VerifyRequest {
+        message: None,
+        request_id: Some(pending.request_id),
+        signature: signature.trim().to_string(),
+    }))
+}
+
+/// `agentkeys login wallet`.
+pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    let Some(request) = wallet_proof(globals, &client, args, None).await? else {
+        return Ok(());
+    };
+    let session = client.wallet_verify(&request).await.map_err(explain)?;
+    logged_in(globals, session)
+}
+
+/// Saves a new session and says so.
+pub fn logged_in(globals: &Globals, session: SessionResponse) -> anyhow::Result<()> {
     let stored = save_session(globals, session)?;
     if globals.json {
         println!("{}", serde_json::to_string(&stored.session)?);
@@ -342,42 +388,36 @@ pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::
     Ok(())
 }
 
-/// `agentkeys login email ADDR`.
-pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Result<()> {
+/// Polls a login or link started elsewhere (email, provider) until it completes, with a
+/// progress line; answers the final status.
+pub async fn wait_for<F, Fut>(
+    globals: &Globals,
+    expires_at: &str,
+    poll_ms: u64,
+    waiting_for: &str,
+    mut poll: F,
+) -> anyhow::Result<LoginStatus>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<LoginStatus, ClientError>>,
+{
     use std::io::Write as _;
-    let client = globals.client()?;
-    let started = client.email_request(&args.email).await.map_err(explain)?;
-    if globals.json {
-        eprintln!(
-            "{}",
-            serde_json::json!({"confirm_code": started.confirm_code, "request_id": started.request_id})
-        );
-    } else {
-        eprintln!(
-            "We emailed a sign-in link to {}.\nOpen it and enter this confirmation code:\n\n    {}\n",
-            args.email.trim(),
-            started.confirm_code
-        );
-    }
-    let deadline = agentkeys_actors::crypto::rfc3339::parse(&started.expires_at)
-        .map_or(now() + 600, |ms| ms / 1000);
+    let deadline =
+        agentkeys_actors::crypto::rfc3339::parse(expires_at).map_or(now() + 600, |ms| ms / 1000);
     let begun = std::time::Instant::now();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(args.poll_ms.max(10)));
-    let session = loop {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(poll_ms.max(10)));
+    let done = loop {
         tick.tick().await;
-        let status = client
-            .email_status(&started.request_id)
-            .await
-            .map_err(explain)?;
-        if let Some(session) = status.session {
-            break session;
+        let status = poll().await.map_err(explain)?;
+        if status.status != "pending" {
+            break status;
         }
         if now() > deadline {
-            bail!("the sign-in link expired unused; run `agentkeys login email` again");
+            bail!("the request expired unfinished; start again");
         }
         if !globals.json {
             eprint!(
-                "\rwaiting for the link to be opened… {}s ",
+                "\rwaiting for {waiting_for}… {}s ",
                 begun.elapsed().as_secs()
             );
             let _ = std::io::stderr().flush();
@@ -386,18 +426,42 @@ pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Re
     if !globals.json {
         eprintln!();
     }
-    let stored = save_session(globals, session)?;
+    Ok(done)
+}
+
+/// `agentkeys login email ADDR`.
+pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Result<()> {
+    let client = globals.client()?;
+    let started = client.email_request(&args.email).await.map_err(explain)?;
+    show_email_code(globals, &args.email, &started);
+    let status = wait_for(
+        globals,
+        &started.expires_at,
+        args.poll_ms,
+        "the link to be opened",
+        || client.email_status(&started.request_id),
+    )
+    .await?;
+    let Some(session) = status.session else {
+        bail!("the server answered {} without a session", status.status);
+    };
+    logged_in(globals, session)
+}
+
+/// Tells the person where the link went and which code to enter.
+pub fn show_email_code(globals: &Globals, email: &str, started: &EmailStarted) {
     if globals.json {
-        println!("{}", serde_json::to_string(&stored.session)?);
+        eprintln!(
+            "{}",
+            serde_json::json!({"confirm_code": started.confirm_code, "request_id": started.request_id})
+        );
     } else {
-        println!(
-            "logged in as master {} (session until {}, profile {})",
-            stored.session.omni,
-            stored.session.expires_at,
-            globals.profile.display()
+        eprintln!(
+            "We emailed a sign-in link to {}.\nOpen it and enter this confirmation code:\n\n    {}\n",
+            email.trim(),
+            started.confirm_code
         );
     }
-    Ok(())
 }
 
 /// `agentkeys logout`: removes the profile's session file. The device key stays (a new login

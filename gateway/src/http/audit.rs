@@ -98,6 +98,8 @@ pub fn operation_name(code: u16) -> &'static str {
         op::APPROVAL_APPROVED => "approval_approved",
         op::APPROVAL_DENIED => "approval_denied",
         op::APPROVAL_WEBHOOK_SET => "approval_webhook_set",
+        op::IDENTITY_LINK => "identity_link",
+        op::IDENTITY_UNLINK => "identity_unlink",
         _ => "unknown",
     }
 }

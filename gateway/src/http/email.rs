@@ -134,7 +134,16 @@ pub async fn request(
     headers: HeaderMap,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<Json<EmailStarted>, ApiError> {
-    start(&state, &body.email, proof.jkt, by, client.0.0, &headers, None).await
+    start(
+        &state,
+        &body.email,
+        proof.jkt,
+        by,
+        client.0.0,
+        &headers,
+        None,
+    )
+    .await
 }
 
 /// Starts an email ceremony: a login, or (`link`) a link to that master.
@@ -240,9 +249,7 @@ pub async fn verify(
         let Some(pending) = maps.get_mut(&id) else {
             return Err(expired("this sign-in request expired; start again"));
         };
-        pending
-            .confirm
-            .redeem(body.confirm_code.as_deref(), now)?;
+        pending.confirm.redeem(body.confirm_code.as_deref(), now)?;
         (id, pending.clone())
     };
     let describe = |status: &str| EmailVerified {

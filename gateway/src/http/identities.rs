@@ -99,7 +99,7 @@ pub async fn list(
         ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
         ("DPoP" = String, Header, description = "a proof with ath")),
     responses(
-        (status = 204, description = "unlinked"),
+        (status = 200, description = "unlinked", body = Linked),
         (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
         (status = 403, description = "scope_denied: not a master", body = super::openapi::ErrorEnvelope),
@@ -111,7 +111,7 @@ pub async fn unlink(
     State(state): State<AppState>,
     auth: Authenticated,
     ApiPath((kind, value)): ApiPath<(String, String)>,
-) -> Result<axum::http::StatusCode, ApiError> {
+) -> Result<Json<Linked>, ApiError> {
     let master = master_only(&auth)?;
     let (kind, value) = Identity::of(&kind, &value)
         .and_then(|i| i.canonical())
@@ -120,12 +120,16 @@ pub async fn unlink(
         .ledger
         .unlink_identity(UnlinkIdentity {
             master,
-            identity: (kind.to_string(), value),
+            identity: (kind.to_string(), value.clone()),
             origin: Origin::from(&auth),
             at: state.clock.now(),
         })
         .await?;
-    Ok(axum::http::StatusCode::NO_CONTENT)
+    Ok(Json(Linked {
+        status: "unlinked".into(),
+        kind: kind.to_string(),
+        value,
+    }))
 }
 
 /// Starts linking a wallet: a SIWE challenge (same body as the login's) the wallet signs.
@@ -153,10 +157,10 @@ pub async fn wallet_start(
     super::wallet::challenge(&state, &body, by.jkt.clone(), &by, Some(master))
 }
 
-/// The outcome of a link.
+/// The outcome of a link or an unlink.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Linked {
-    /// `linked` (also when it was linked already).
+    /// `linked` (also when it was linked already) or `unlinked`.
     pub status: String,
     /// The identity type.
     #[serde(rename = "type")]
@@ -229,7 +233,16 @@ pub async fn email_request(
     let master = master_only(&auth)?;
     let by = requester(&auth, &client.0);
     let jkt = by.jkt.clone();
-    super::email::start(&state, &body.email, jkt, by, client.0.0, &headers, Some(master)).await
+    super::email::start(
+        &state,
+        &body.email,
+        jkt,
+        by,
+        client.0.0,
+        &headers,
+        Some(master),
+    )
+    .await
 }
 
 /// Starts linking an account at an OpenID provider: open `authorization_url`, give the confirm
@@ -259,5 +272,14 @@ pub async fn oauth2_start(
     let master = master_only(&auth)?;
     let by = requester(&auth, &client.0);
     let jkt = by.jkt.clone();
-    super::oauth2::begin(&state, &body.provider, jkt, by, client.0.0, &headers, Some(master)).await
+    super::oauth2::begin(
+        &state,
+        &body.provider,
+        jkt,
+        by,
+        client.0.0,
+        &headers,
+        Some(master),
+    )
+    .await
 }

@@ -130,7 +130,16 @@ pub async fn start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<OAuthStart>,
 ) -> Result<Json<OAuthStarted>, ApiError> {
-    begin(&state, &body.provider, proof.jkt, by, client.0.0, &headers, None).await
+    begin(
+        &state,
+        &body.provider,
+        proof.jkt,
+        by,
+        client.0.0,
+        &headers,
+        None,
+    )
+    .await
 }
 
 /// Starts a provider ceremony: a login, or (`link`) a link to that master. Nothing is kept when
@@ -151,7 +160,10 @@ pub async fn begin(
             if names.is_empty() {
                 "no OpenID provider is configured on this gateway".to_string()
             } else {
-                format!("unknown provider {provider:?}; this gateway offers {}", names.join(", "))
+                format!(
+                    "unknown provider {provider:?}; this gateway offers {}",
+                    names.join(", ")
+                )
             },
         ));
     };
@@ -232,7 +244,10 @@ pub async fn callback(
                 (_, Some(_)) => {
                     pending.confirm.stage = Stage::Failed(
                         ErrorCode::ProviderUnavailable,
-                        format!("the provider {} did not sign you in; start again", pending.provider),
+                        format!(
+                            "the provider {} did not sign you in; start again",
+                            pending.provider
+                        ),
                     );
                 }
                 (Some(code), None) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
@@ -306,9 +321,7 @@ pub async fn confirm(
                 "the provider has not sent you back here yet; finish signing in there first",
             ));
         }
-        pending
-            .confirm
-            .redeem(body.confirm_code.as_deref(), now)?;
+        pending.confirm.redeem(body.confirm_code.as_deref(), now)?;
         (id, pending.clone())
     };
     let describe = |status: &str| OAuthConfirmed {
@@ -328,18 +341,28 @@ pub async fn confirm(
 
 /// Exchanges the code, validates the ID token, and writes the login or the link.
 async fn finish(state: &AppState, pending: &Pending, now: i64) -> Result<Stage, ApiError> {
-    let provider = state
-        .providers
-        .get(&pending.provider)
-        .ok_or_else(|| ApiError::internal("a pending login names a provider no longer configured"))?;
+    let provider = state.providers.get(&pending.provider).ok_or_else(|| {
+        ApiError::internal("a pending login names a provider no longer configured")
+    })?;
     let code = pending
         .code
         .as_ref()
         .ok_or_else(|| ApiError::internal("confirmed without a code"))?;
     let verified = provider
-        .exchange(code, &pending.verifier, &redirect_uri(state), &pending.nonce, now)
+        .exchange(
+            code,
+            &pending.verifier,
+            &redirect_uri(state),
+            &pending.nonce,
+            now,
+        )
         .await?;
-    complete(state, &pending.confirm, provider.config.identity(&verified.sub)).await
+    complete(
+        state,
+        &pending.confirm,
+        provider.config.identity(&verified.sub),
+    )
+    .await
 }
 
 /// Polled by the requesting device key: `pending`, then `verified` with a session (`linked`

@@ -55,7 +55,11 @@ const DEFAULT_ALGS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
 
 fn check(claims: &serde_json::Value) -> Result<Verified, Invalid> {
     let s = signer("k1");
-    validate_id_token(&token(&s, Some("k1"), claims), &[s.jwk.clone()], &expect(&DEFAULT_ALGS))
+    validate_id_token(
+        &token(&s, Some("k1"), claims),
+        &[s.jwk.clone()],
+        &expect(&DEFAULT_ALGS),
+    )
 }
 
 fn refused_with(result: Result<Verified, Invalid>, text: &str) {
@@ -85,47 +89,80 @@ fn a_valid_token_yields_its_subject() {
 
 #[test]
 fn audience_issuer_and_authorized_party_must_match() {
-    refused_with(check(&with(|c| {
-        c.insert("aud".into(), json!("the-deployment-client-id"));
-    })), "audience");
-    refused_with(check(&with(|c| {
-        c.insert("iss".into(), json!("https://evil.example.com"));
-    })), "issuer");
-    refused_with(check(&with(|c| {
-        c.insert("iss".into(), json!(format!("{ISSUER}/")));
-    })), "issuer");
-    refused_with(check(&with(|c| {
-        c.insert("azp".into(), json!("someone-else"));
-    })), "authorized party");
-    refused_with(check(&with(|c| {
-        c.insert("aud".into(), json!([CLIENT, "other"]));
-    })), "authorized party");
+    refused_with(
+        check(&with(|c| {
+            c.insert("aud".into(), json!("the-deployment-client-id"));
+        })),
+        "audience",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("iss".into(), json!("https://evil.example.com"));
+        })),
+        "issuer",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("iss".into(), json!(format!("{ISSUER}/")));
+        })),
+        "issuer",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("azp".into(), json!("someone-else"));
+        })),
+        "authorized party",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("aud".into(), json!([CLIENT, "other"]));
+        })),
+        "authorized party",
+    );
 }
 
 #[test]
 fn nonce_times_and_subject_are_checked() {
-    refused_with(check(&with(|c| {
-        c.remove("nonce");
-    })), "nonce");
-    refused_with(check(&with(|c| {
-        c.insert("nonce".into(), json!("another-login"));
-    })), "nonce");
-    refused_with(check(&with(|c| {
-        c.insert("exp".into(), json!(NOW - CLOCK_SKEW_SECONDS));
-    })), "expired");
+    refused_with(
+        check(&with(|c| {
+            c.remove("nonce");
+        })),
+        "nonce",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("nonce".into(), json!("another-login"));
+        })),
+        "nonce",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("exp".into(), json!(NOW - CLOCK_SKEW_SECONDS));
+        })),
+        "expired",
+    );
     check(&with(|c| {
         c.insert("exp".into(), json!(NOW - CLOCK_SKEW_SECONDS + 1));
     }))
     .expect("within the skew");
-    refused_with(check(&with(|c| {
-        c.insert("iat".into(), json!(NOW + CLOCK_SKEW_SECONDS + 1));
-    })), "future");
-    refused_with(check(&with(|c| {
-        c.remove("iat");
-    })), "missing");
-    refused_with(check(&with(|c| {
-        c.insert("sub".into(), json!(""));
-    })), "subject");
+    refused_with(
+        check(&with(|c| {
+            c.insert("iat".into(), json!(NOW + CLOCK_SKEW_SECONDS + 1));
+        })),
+        "future",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.remove("iat");
+        })),
+        "missing",
+    );
+    refused_with(
+        check(&with(|c| {
+            c.insert("sub".into(), json!(""));
+        })),
+        "subject",
+    );
 }
 
 #[test]
@@ -146,7 +183,10 @@ fn algorithms_outside_the_allow_list_are_refused() {
         &EncodingKey::from_secret(b"the-client-secret").expect("key"),
     )
     .expect("encode");
-    refused_with(validate_id_token(&hs, &[s.jwk.clone()], &expect(&DEFAULT_ALGS)), "not allowed");
+    refused_with(
+        validate_id_token(&hs, &[s.jwk.clone()], &expect(&DEFAULT_ALGS)),
+        "not allowed",
+    );
     // ES256 where the provider is configured for RS256 only.
     let es = token(&s, Some("k1"), &claims());
     refused_with(
@@ -176,7 +216,11 @@ fn keys_are_chosen_by_kid_and_signatures_checked() {
     validate_id_token(&bare, &[published.jwk.clone()], &expect(&DEFAULT_ALGS)).expect("one key");
     let other = signer("k3");
     refused_with(
-        validate_id_token(&bare, &[published.jwk.clone(), other.jwk], &expect(&DEFAULT_ALGS)),
+        validate_id_token(
+            &bare,
+            &[published.jwk.clone(), other.jwk],
+            &expect(&DEFAULT_ALGS),
+        ),
         "several",
     );
 }
@@ -203,7 +247,10 @@ fn provider_tables_are_validated() {
     assert_eq!(ok[0].scopes, ["openid"]);
     assert_eq!(ok[0].token_auth, TokenAuth::Basic);
     assert!(ok[0].warnings().is_empty());
-    assert_eq!(ok[0].identity("1234"), ("oauth2_google".into(), "1234".into()));
+    assert_eq!(
+        ok[0].identity("1234"),
+        ("oauth2_google".into(), "1234".into())
+    );
     let generic = file(
         r#"
         [[oidc_providers]]

@@ -79,11 +79,16 @@ pub async fn start(dir: &Path, registration: Option<&str>) -> Stack {
 
 /// A stack with extra configuration (`listen`, `metrics_listen` and `data_dir` are set here).
 pub async fn start_with(dir: &Path, flags: Layer) -> Stack {
+    start_configured(dir, Layer::default(), flags).await
+}
+
+/// A stack with a configuration file's layer (e.g. `[[oidc_providers]]`) and flags.
+pub async fn start_configured(dir: &Path, file: Layer, flags: Layer) -> Stack {
     let flags = flags
         .with("listen", "127.0.0.1:0")
         .with("metrics_listen", "off")
         .with("data_dir", dir.display().to_string());
-    let config = Config::resolve(&Layer::default(), &Layer::default(), &flags).expect("config");
+    let config = Config::resolve(&file, &Layer::default(), &flags).expect("config");
     let clock = ManualClock::new(real_now());
     let server = serve::start_with_clock(config, Arc::new(clock.clone()))
         .await
@@ -98,6 +103,14 @@ pub async fn start_with(dir: &Path, flags: Layer) -> Stack {
 }
 
 impl Stack {
+    /// Stops the server (drains within 5 s).
+    pub async fn stop(self) {
+        self.server
+            .stop(std::time::Duration::from_secs(5))
+            .await
+            .expect("stops");
+    }
+
     pub fn now(&self) -> i64 {
         i64::try_from(self.clock.now().as_millis() / 1000).expect("fits")
     }
@@ -156,18 +169,50 @@ impl Stack {
 
     /// Starts a SIWE login for `wallet` on chain 1 with device `key`.
     pub async fn challenge(&self, key: &DeviceKey, wallet: &WalletKey) -> Value {
+        self.challenge_at(key, wallet, "/v1/auth/wallet/start", None)
+            .await
+    }
+
+    /// Starts a SIWE challenge for `wallet` at `path` (a login, or a link with `token`).
+    pub async fn challenge_at(
+        &self,
+        key: &DeviceKey,
+        wallet: &WalletKey,
+        path: &str,
+        token: Option<&str>,
+    ) -> Value {
         let address = wallet.address().to_string();
         let (status, body) = self
             .call(
                 key,
                 "POST",
-                "/v1/auth/wallet/start",
+                path,
                 Some(&json!({"address": address, "chain_id": 1})),
-                None,
+                token,
             )
             .await;
         assert_eq!(status, 200, "{body}");
         body
+    }
+
+    /// Links `wallet` to the master whose session `token` (of `key`) is: start, sign, verify.
+    pub async fn link_wallet(
+        &self,
+        key: &DeviceKey,
+        token: &str,
+        wallet: &WalletKey,
+    ) -> (u16, Value) {
+        let challenge = self
+            .challenge_at(key, wallet, "/v1/identities/wallet/start", Some(token))
+            .await;
+        self.call(
+            key,
+            "POST",
+            "/v1/identities/wallet/verify",
+            Some(&answer(&challenge, wallet)),
+            Some(token),
+        )
+        .await
     }
 
     /// A complete login: challenge, sign the server's message, verify.
@@ -189,6 +234,18 @@ pub fn answer(challenge: &Value, wallet: &WalletKey) -> Value {
     let text = challenge["message"].as_str().expect("message");
     let signature = sign_message(wallet, text.as_bytes()).to_hex();
     json!({"request_id": challenge["request_id"], "signature": signature})
+}
+
+/// The token of the link mailed for `request_id` (from the log mailer's outbox).
+pub fn token_from_outbox(dir: &Path, request_id: &str) -> String {
+    let mail = std::fs::read_to_string(dir.join("outbox").join(format!("{request_id}.eml")))
+        .expect("the message is in the outbox");
+    let prefix = format!("{PUBLIC_URL}/auth/email/landing#t=");
+    let line = mail
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .expect("the link, built from public_url");
+    line[prefix.len()..].to_string()
 }
 
 pub fn wallet(seed: u8) -> WalletKey {
