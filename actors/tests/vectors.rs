@@ -21,6 +21,32 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 #[test]
+fn openid_masters_match_the_independent_implementation() {
+    let v = load("derivations.json");
+    let k3 = MasterSecret::from_hex(text(&v, "k3")).expect("k3");
+    let client_id = text(&v, "client_id");
+    let vectors = v["openid"].as_array().expect("openid vectors");
+    assert_eq!(vectors.len(), 2);
+    for vector in vectors {
+        let identity = Identity::of(text(vector, "type"), text(vector, "value")).expect("identity");
+        let id = identity_omni(client_id, identity).expect("omni");
+        assert_eq!(id.to_string(), text(vector, "identity_omni"));
+        let anchor = derive_wallet(&k3, &id).expect("anchor").address();
+        assert_eq!(anchor.to_string(), text(vector, "anchor_wallet"));
+        let master = master_omni(client_id, &anchor.to_string()).expect("master");
+        assert_eq!(master.to_string(), text(vector, "master_omni"));
+        let wallet = derive_wallet(&k3, &master).expect("wallet").address();
+        assert_eq!(wallet.to_string(), text(vector, "master_wallet"));
+    }
+    // Upstream's layout: SHA256(client_id || "oauth2_google" || sub), no separators.
+    use sha2::Digest as _;
+    let direct: [u8; 32] = sha2::Sha256::digest(b"agentkeysoauth2_google110169484474386276334").into();
+    let google = identity_omni("agentkeys", Identity::OAuth2Google("110169484474386276334"))
+        .expect("omni");
+    assert_eq!(google.as_bytes(), &direct);
+}
+
+#[test]
 fn end_to_end_derivations_match_the_independent_implementation() {
     let v = load("derivations.json");
     let k3 = MasterSecret::from_hex(text(&v, "k3")).expect("k3");

@@ -332,6 +332,29 @@ fn keys_init_and_derive_print_the_identifiers_and_no_seed() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(!printed.contains("0001020304"), "no secret in the output");
 
+    // OpenID masters, against the independent vectors (actors/tests/vectors/derivations.json).
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../actors/tests/vectors/derivations.json"
+    ))
+    .expect("vectors");
+    for v in vectors["openid"].as_array().expect("openid vectors") {
+        let identity = format!(
+            "{}:{}",
+            v["type"].as_str().expect("type"),
+            v["value"].as_str().expect("value")
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+            .args(["keys", "derive", "--identity", &identity, "--json", "--k3-file"])
+            .arg(&vector)
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{out:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["master_omni"], v["master_omni"], "{identity}");
+        assert_eq!(json["anchor_wallet"], v["anchor_wallet"], "{identity}");
+        assert_eq!(json["wallet"], v["master_wallet"], "{identity}");
+    }
+
     let bad = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
         .args([
             "keys",

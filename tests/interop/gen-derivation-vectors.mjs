@@ -26,6 +26,24 @@ console.log(
       anchor_wallet: anchor,
       master_omni: d.hex(master),
       actors: ["", "//hermes", "//ops//bot-1", "//42", "//" + "a".repeat(32)].map(actor),
+      // OpenID masters: upstream's Google type (value = the ID token's sub) and the generic
+      // type (value = <issuer>#<sub>), each anchored to W(identity omni) like an email master.
+      openid: [
+        ["oauth2_google", "110169484474386276334"],
+        ["oidc", "https://example.okta.com#00u1abcdEFGH2345"],
+      ].map(([type, value]) => {
+        const id = d.identityOmni(clientId, type, value);
+        const anchorWallet = d.wallet(k3, id).address;
+        const m = d.masterOmni(clientId, anchorWallet);
+        return {
+          type,
+          value,
+          identity_omni: d.hex(id),
+          anchor_wallet: anchorWallet,
+          master_omni: d.hex(m),
+          master_wallet: d.wallet(k3, m).address,
+        };
+      }),
     },
     null,
     2,

@@ -79,3 +79,11 @@ test("the committed policy vectors are what ethers builds and decodes today", as
   const committed = readFileSync(`${here}../../actors/tests/vectors/policy.json`, "utf8");
   assert.deepEqual(JSON.parse(fresh), JSON.parse(committed));
 });
+
+test("the committed derivation vectors (email and OpenID masters) are what the JS implementation computes today", async () => {
+  const { execFileSync } = await import("node:child_process");
+  const here = new URL(".", import.meta.url).pathname;
+  const fresh = execFileSync(process.execPath, [`${here}gen-derivation-vectors.mjs`], { encoding: "utf8" });
+  const committed = readFileSync(`${here}../../actors/tests/vectors/derivations.json`, "utf8");
+  assert.deepEqual(JSON.parse(fresh), JSON.parse(committed));
+});
