@@ -40,9 +40,10 @@ fn openid_masters_match_the_independent_implementation() {
     }
     // Upstream's layout: SHA256(client_id || "oauth2_google" || sub), no separators.
     use sha2::Digest as _;
-    let direct: [u8; 32] = sha2::Sha256::digest(b"agentkeysoauth2_google110169484474386276334").into();
-    let google = identity_omni("agentkeys", Identity::OAuth2Google("110169484474386276334"))
-        .expect("omni");
+    let direct: [u8; 32] =
+        sha2::Sha256::digest(b"agentkeysoauth2_google110169484474386276334").into();
+    let google =
+        identity_omni("agentkeys", Identity::OAuth2Google("110169484474386276334")).expect("omni");
     assert_eq!(google.as_bytes(), &direct);
 }
 

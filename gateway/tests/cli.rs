@@ -660,3 +660,77 @@ async fn policies_and_approvals_through_the_binary() {
     assert_eq!(denied["status"], "denied");
     stack.stop().await;
 }
+
+#[actix::test]
+async fn identities_link_list_and_unlink_through_the_binary() {
+    let stack = CliStack::start().await;
+    let alice = stack.login(61).await;
+    // A second wallet by key file.
+    let bob = stack.key_file(62);
+    let out = json(
+        &stack
+            .run(&["identity", "link", "wallet", "--key-file", &bob, "--json"])
+            .await,
+    );
+    assert_eq!(out["status"], "linked");
+    // A third in two steps, as with any external wallet.
+    let carol = WalletKey::from_secret(&[63; 32]).expect("key");
+    let address = carol.address().to_string();
+    let challenge = json(
+        &stack
+            .run(&[
+                "identity",
+                "link",
+                "wallet",
+                "--address",
+                &address,
+                "--print-message",
+                "--json",
+            ])
+            .await,
+    );
+    let message = challenge["message"].as_str().expect("message");
+    assert!(message.contains("Link this wallet"), "{message}");
+    let signature = sign_message(&carol, message.as_bytes()).to_hex();
+    let out = json(
+        &stack
+            .run(&[
+                "identity",
+                "link",
+                "wallet",
+                "--signature",
+                &signature,
+                "--json",
+            ])
+            .await,
+    );
+    assert_eq!(out["value"], address);
+    let list = json(&stack.run(&["identity", "list", "--json"]).await);
+    let values: Vec<&str> = list["identities"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|i| i["value"].as_str().expect("value"))
+        .collect();
+    let bob_address = WalletKey::from_secret(&[62; 32])
+        .expect("key")
+        .address()
+        .to_string();
+    assert_eq!(
+        values,
+        [alice.address().to_string(), bob_address.clone(), address]
+    );
+    let out = stack
+        .run(&["identity", "unlink", &format!("evm:{bob_address}")])
+        .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("unlinked"), "{}", out.stdout);
+    let text = stack.run(&["identity", "list"]).await;
+    assert!(
+        text.stdout.contains("(created the account)"),
+        "{}",
+        text.stdout
+    );
+    assert!(!text.stdout.contains(&bob_address), "{}", text.stdout);
+    stack.stop().await;
+}

@@ -333,10 +333,9 @@ fn keys_init_and_derive_print_the_identifiers_and_no_seed() {
     assert!(!printed.contains("0001020304"), "no secret in the output");
 
     // OpenID masters, against the independent vectors (actors/tests/vectors/derivations.json).
-    let vectors: serde_json::Value = serde_json::from_str(include_str!(
-        "../../actors/tests/vectors/derivations.json"
-    ))
-    .expect("vectors");
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../../actors/tests/vectors/derivations.json"))
+            .expect("vectors");
     for v in vectors["openid"].as_array().expect("openid vectors") {
         let identity = format!(
             "{}:{}",
@@ -344,7 +343,14 @@ fn keys_init_and_derive_print_the_identifiers_and_no_seed() {
             v["value"].as_str().expect("value")
         );
         let out = Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-            .args(["keys", "derive", "--identity", &identity, "--json", "--k3-file"])
+            .args([
+                "keys",
+                "derive",
+                "--identity",
+                &identity,
+                "--json",
+                "--k3-file",
+            ])
             .arg(&vector)
             .output()
             .expect("runs");

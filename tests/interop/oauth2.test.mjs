@@ -419,3 +419,58 @@ test("a master links a provider account; it then logs into the same master; unli
   assert.equal(refused.status, 403, JSON.stringify(refused.body));
   assert.equal(refused.body.error, "identity_unlinked");
 });
+
+// The CLI as a person runs it: `login oauth2` prints the URL and the code and polls; the person
+// signs in at the provider and types the code on the page; then `identity list`.
+function cli(home, args) {
+  return spawn(bin, ["--gateway", PUBLIC_URL, ...args], {
+    env: { PATH: process.env.PATH, HOME: home, AGENTKEYS_CONNECT: gateway.base },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+function finished(child) {
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c) => (out += c));
+  child.stderr.on("data", (c) => (err += c));
+  return new Promise((resolve) => child.on("close", (code) => resolve({ code, out, err })));
+}
+
+test("the CLI: login oauth2 --provider prints the URL and code, waits, and stores the session; identity list shows it", async () => {
+  const home = mkdtempSync(join(tmpdir(), "agentkeys-cli-"));
+  try {
+    const child = cli(home, ["login", "oauth2", "--provider", "corp", "--no-browser", "--poll-ms", "50"]);
+    const done = finished(child);
+    let seen = "";
+    const { url, code } = await new Promise((resolve, reject) => {
+      child.stderr.on("data", (c) => {
+        seen += c;
+        const url = seen.match(/(http:\/\/\S+\/auth\?\S+)/)?.[1];
+        const code = seen.match(/\n\s+([0-9A-Z]{3}-[0-9A-Z]{3})\s*\n/)?.[1];
+        if (url && code) resolve({ url, code });
+      });
+      child.on("close", () => reject(new Error(`the CLI exited: ${seen}`)));
+    });
+    const landed = await signInAtProvider(url, "frank");
+    const state = landed.searchParams.get("state");
+    await fetch(`${gateway.base}${landed.pathname}${landed.search}`);
+    const ok = await confirm({ state, confirm_code: code });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+    const result = await done;
+    assert.equal(result.code, 0, result.err);
+    assert.match(result.out, /logged in as master [0-9a-f]{64}/);
+    assert.equal(result.out.match(/master ([0-9a-f]{64})/)[1], expectedMaster("oidc", `${issuer}#frank`));
+    const list = await finished(cli(home, ["--json", "identity", "list"]));
+    assert.equal(list.code, 0, list.err);
+    assert.deepEqual(
+      JSON.parse(list.out).identities.map((i) => [i.type, i.value]),
+      [["oidc", `${issuer}#frank`]],
+    );
+    const last = await finished(cli(home, ["identity", "unlink", `oidc:${issuer}#frank`]));
+    assert.equal(last.code, 3, "refused by the server");
+    assert.match(last.err, /last_identity|last identity/);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});

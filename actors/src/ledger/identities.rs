@@ -41,7 +41,8 @@ pub struct LinkedIdentity {
     pub created_with: bool,
 }
 
-/// The identities that log into `master` now, the one it was created with first.
+/// The identities that log into `master` now: the one it was created with first, then by the
+/// time they were linked.
 pub fn list(
     txn: &impl TxnTables,
     master: &Omni,
@@ -95,6 +96,15 @@ pub fn list(
             created_with: false,
         });
     }
+    // The one it was created with first, then in the order they were linked.
+    out.sort_by_key(|i| {
+        (
+            !i.created_with,
+            i.linked_at,
+            i.kind.clone(),
+            i.value.clone(),
+        )
+    });
     Ok(out)
 }
 

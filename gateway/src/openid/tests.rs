@@ -57,7 +57,7 @@ fn check(claims: &serde_json::Value) -> Result<Verified, Invalid> {
     let s = signer("k1");
     validate_id_token(
         &token(&s, Some("k1"), claims),
-        &[s.jwk.clone()],
+        std::slice::from_ref(&s.jwk),
         &expect(&DEFAULT_ALGS),
     )
 }
@@ -173,7 +173,11 @@ fn algorithms_outside_the_allow_list_are_refused() {
     let s = signer("k1");
     let unsigned = format!("{header}.{body}.");
     refused_with(
-        validate_id_token(&unsigned, &[s.jwk.clone()], &expect(&DEFAULT_ALGS)),
+        validate_id_token(
+            &unsigned,
+            std::slice::from_ref(&s.jwk),
+            &expect(&DEFAULT_ALGS),
+        ),
         "algorithm",
     );
     // HS256 with the client secret as the key: never allowed.
@@ -184,13 +188,17 @@ fn algorithms_outside_the_allow_list_are_refused() {
     )
     .expect("encode");
     refused_with(
-        validate_id_token(&hs, &[s.jwk.clone()], &expect(&DEFAULT_ALGS)),
+        validate_id_token(&hs, std::slice::from_ref(&s.jwk), &expect(&DEFAULT_ALGS)),
         "not allowed",
     );
     // ES256 where the provider is configured for RS256 only.
     let es = token(&s, Some("k1"), &claims());
     refused_with(
-        validate_id_token(&es, &[s.jwk.clone()], &expect(&[Algorithm::RS256])),
+        validate_id_token(
+            &es,
+            std::slice::from_ref(&s.jwk),
+            &expect(&[Algorithm::RS256]),
+        ),
         "not allowed",
     );
 }
@@ -202,18 +210,31 @@ fn keys_are_chosen_by_kid_and_signatures_checked() {
     // Same kid, another key: the signature fails.
     let forged = token(&rogue, Some("k1"), &claims());
     refused_with(
-        validate_id_token(&forged, &[published.jwk.clone()], &expect(&DEFAULT_ALGS)),
+        validate_id_token(
+            &forged,
+            std::slice::from_ref(&published.jwk),
+            &expect(&DEFAULT_ALGS),
+        ),
         "signature",
     );
     // A kid the set does not hold: the caller refreshes the set once.
     let unknown = token(&published, Some("k2"), &claims());
     assert_eq!(
-        validate_id_token(&unknown, &[published.jwk.clone()], &expect(&DEFAULT_ALGS)),
+        validate_id_token(
+            &unknown,
+            std::slice::from_ref(&published.jwk),
+            &expect(&DEFAULT_ALGS)
+        ),
         Err(Invalid::UnknownKey)
     );
     // No kid: fine with one key, refused with several.
     let bare = token(&published, None, &claims());
-    validate_id_token(&bare, &[published.jwk.clone()], &expect(&DEFAULT_ALGS)).expect("one key");
+    validate_id_token(
+        &bare,
+        std::slice::from_ref(&published.jwk),
+        &expect(&DEFAULT_ALGS),
+    )
+    .expect("one key");
     let other = signer("k3");
     refused_with(
         validate_id_token(
@@ -303,4 +324,107 @@ fn secrets_must_be_private_files() {
     assert!(e.to_string().contains("chmod 600"));
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert_eq!(read_secret(&path).expect("private").as_str(), "s3cret");
+}
+
+/// A provider on loopback whose key set the test changes, counting JWKS fetches.
+struct KeyServer {
+    issuer: String,
+    keys: Arc<std::sync::Mutex<Vec<Jwk>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn key_server() -> KeyServer {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let keys = Arc::new(std::sync::Mutex::new(Vec::<Jwk>::new()));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let discovery = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/auth"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+    });
+    let (served, counted) = (keys.clone(), fetches.clone());
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/jwks",
+            get(move || async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let keys = served.lock().expect("keys").clone();
+                axum::Json(json!({ "keys": keys }))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    KeyServer {
+        issuer,
+        keys,
+        fetches,
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
+    let server = key_server().await;
+    let k1 = signer("k1");
+    let k2 = signer("k2");
+    *server.keys.lock().expect("keys") = vec![k1.jwk.clone()];
+    let config = ProviderFile {
+        name: "test".into(),
+        issuer: server.issuer.clone(),
+        client_id: CLIENT.into(),
+        client_secret_file: "unused".into(),
+        scopes: None,
+        algorithms: None,
+        identity_type: None,
+        token_endpoint_auth: None,
+    }
+    .validate()
+    .expect("config");
+    let provider = Provider::new(config, Zeroizing::new("s".into())).expect("provider");
+    let claims = |now: i64| {
+        with(|c| {
+            c.insert("iss".into(), json!(server.issuer));
+            c.insert("iat".into(), json!(now));
+            c.insert("exp".into(), json!(now + 300));
+        })
+    };
+    let nonce = "n-0S6_WzA2Mj";
+    let fetched = || server.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    provider
+        .validate(&token(&k1, Some("k1"), &claims(NOW)), nonce, NOW)
+        .await
+        .expect("k1 is published");
+    assert_eq!(fetched(), 1);
+    // The provider rotates to k2. Within the minute, an unknown kid fetches nothing.
+    *server.keys.lock().expect("keys") = vec![k2.jwk.clone()];
+    let early = provider
+        .validate(&token(&k2, Some("k2"), &claims(NOW + 10)), nonce, NOW + 10)
+        .await
+        .expect_err("not fetched again yet");
+    assert!(matches!(early, OpenIdError::InvalidToken(_)));
+    assert_eq!(fetched(), 1);
+    // A minute after the last fetch, an unknown kid fetches the set again, once.
+    provider
+        .validate(&token(&k2, Some("k2"), &claims(NOW + 61)), nonce, NOW + 61)
+        .await
+        .expect("k2 after the refresh");
+    assert_eq!(fetched(), 2);
+    let rogue = signer("k9");
+    provider
+        .validate(
+            &token(&rogue, Some("k9"), &claims(NOW + 70)),
+            nonce,
+            NOW + 70,
+        )
+        .await
+        .expect_err("unknown");
+    assert_eq!(fetched(), 2, "at most once a minute");
+    assert_eq!(provider.reachability().jwks, "ok");
 }

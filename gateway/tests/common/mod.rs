@@ -411,9 +411,8 @@ impl CliStack {
         agentkeys(self.home.path(), &self.connect, args).await
     }
 
-    /// Writes a 0600 key file holding 32 bytes of `byte` and logs in with it (default profile);
-    /// returns the wallet.
-    pub async fn login(&self, byte: u8) -> WalletKey {
+    /// Writes a 0600 key file holding 32 bytes of `byte`; returns its path.
+    pub fn key_file(&self, byte: u8) -> String {
         use std::os::unix::fs::OpenOptionsExt;
         let key_file = self.home.path().join(format!("wallet-{byte}.key"));
         std::fs::OpenOptions::new()
@@ -428,7 +427,12 @@ impl CliStack {
                 )
             })
             .expect("key file");
-        let path = key_file.display().to_string();
+        key_file.display().to_string()
+    }
+
+    /// Logs in with a key file of `byte` (default profile); returns the wallet.
+    pub async fn login(&self, byte: u8) -> WalletKey {
+        let path = self.key_file(byte);
         let out = self.run(&["login", "wallet", "--key-file", &path]).await;
         assert!(out.ok, "{}", out.stderr);
         WalletKey::from_secret(&[byte; 32]).expect("valid key")
