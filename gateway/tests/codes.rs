@@ -11,7 +11,7 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::derive_wallet;
 use agentkeys_actors::signer::keys::load_k3;
 use agentkeys_gateway::admin::{AdminRequest, AllowAction, call};
-use common::{PUBLIC_URL, Stack, device, start_configured, wallet};
+use common::{PUBLIC_URL, Stack, device, down_provider, start_configured, wallet};
 use serde_json::{Value, json};
 
 /// Codes no request can provoke yet, and why.
@@ -60,7 +60,7 @@ async fn every_documented_code_is_provoked_or_named_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let stack = start_configured(
         dir.path(),
-        down_provider(dir.path()),
+        down_provider(dir.path(), "down"),
         agentkeys_gateway::config::Layer::default().with("registration", "allowlist"),
     )
     .await;
@@ -174,23 +174,6 @@ async fn provoke_request_errors(stack: &Stack, seen: &mut BTreeMap<String, u16>)
             .await,
     )
     .await;
-}
-
-/// A configuration file naming an OpenID provider on a port nothing listens on.
-fn down_provider(dir: &std::path::Path) -> agentkeys_gateway::config::Layer {
-    use std::os::unix::fs::PermissionsExt as _;
-    let secret = dir.join("provider.secret");
-    std::fs::write(&secret, "s3cret").expect("write");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    agentkeys_gateway::config::Layer::from_toml_str(&format!(
-        "[[oidc_providers]]\nname = \"down\"\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"c\"\nclient_secret_file = {:?}\n",
-        secret.display().to_string()
-    ))
-    .expect("file")
 }
 
 /// identity_taken, last_identity, identity_unlinked, provider_unavailable.

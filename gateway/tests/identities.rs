@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
-
 use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::derive_wallet;
 use agentkeys_actors::signer::keys::load_k3;
 use agentkeys_gateway::config::Layer;
-use common::{Stack, answer, device, start, start_configured, token_from_outbox, wallet};
+use common::{
+    Stack, answer, device, down_provider, link, start, start_configured, token_from_outbox, wallet,
+};
 use serde_json::{Value, json};
 
 fn token(session: &Value) -> String {
@@ -205,46 +205,13 @@ async fn taken_managed_and_misused_identities_are_refused() {
         "{body}"
     );
     // Only masters manage identities.
-    let (_, agent) = stack
-        .call(
-            &key,
-            "POST",
-            "/v1/actors",
-            Some(&json!({"label": "bot"})),
-            Some(&tok),
-        )
+    let owner = common::master(&stack, 44).await;
+    let (status, agent) = owner
+        .call(&stack, "POST", "/v1/actors", Some(json!({"label": "bot"})))
         .await;
-    let omni = agent["omni"].as_str().expect("omni");
-    let (status, code) = stack
-        .call(
-            &key,
-            "POST",
-            &format!("/v1/actors/{omni}/link-codes"),
-            Some(&json!({})),
-            Some(&tok),
-        )
-        .await;
-    assert_eq!(status, 200, "{code}");
-    let agent_key = device();
-    let (status, agent_session) = stack
-        .call(
-            &agent_key,
-            "POST",
-            "/v1/link/redeem",
-            Some(&json!({"code": code["code"]})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{agent_session}");
-    let (status, body) = stack
-        .call(
-            &agent_key,
-            "GET",
-            "/v1/identities",
-            None,
-            Some(&token(&agent_session)),
-        )
-        .await;
+    assert_eq!(status, 201, "{agent}");
+    let bot = link(&stack, &owner, agent["omni"].as_str().expect("omni")).await;
+    let (status, body) = bot.call(&stack, "GET", "/v1/identities", None).await;
     assert_eq!(
         (status, &body["error"]),
         (403, &json!("scope_denied")),
@@ -339,19 +306,7 @@ async fn a_linked_email_logs_into_the_wallet_master() {
 #[actix::test]
 async fn a_provider_that_is_down_is_a_clear_error_and_the_gateway_stays_ready() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("provider.secret");
-    std::fs::write(&secret, "s3cret").expect("write");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let file = Layer::from_toml_str(&format!(
-        "[[oidc_providers]]\nname = \"corp\"\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"agentkeys\"\nclient_secret_file = {:?}\n",
-        secret.display().to_string()
-    ))
-    .expect("file");
+    let file = down_provider(dir.path(), "corp");
     let stack = start_configured(dir.path(), file, Layer::default()).await;
     let key = device();
     let (status, body) = stack

@@ -112,17 +112,10 @@ impl Mutation for Login {
     type Rejection = LoginError;
 
     fn check(self, view: &WriteTransaction) -> Result<Result<LoginPlan, LoginError>, StoreError> {
-        if let Some(signer) = &self.signer {
-            let managed = view
-                .open_table(MANAGED_WALLETS)
-                .map_err(StoreError::from_redb)?;
-            if managed
-                .get(signer)
-                .map_err(StoreError::from_redb)?
-                .is_some()
-            {
-                return Ok(Err(LoginError::ManagedWallet));
-            }
+        if let Some(signer) = &self.signer
+            && is_managed(view, signer)?
+        {
+            return Ok(Err(LoginError::ManagedWallet));
         }
         // A linked identity logs into the master it is bound to, whatever it would derive.
         let mut op = self;
@@ -208,6 +201,17 @@ impl Mutation for Login {
             new_binding,
         })
     }
+}
+
+/// Whether `wallet` is a managed (or anchor) wallet of this gateway.
+pub(crate) fn is_managed(view: &WriteTransaction, wallet: &[u8; 20]) -> Result<bool, StoreError> {
+    let managed = view
+        .open_table(MANAGED_WALLETS)
+        .map_err(StoreError::from_redb)?;
+    Ok(managed
+        .get(wallet)
+        .map_err(StoreError::from_redb)?
+        .is_some())
 }
 
 /// Indexes an actor's managed wallet, so that wallet can never log in.

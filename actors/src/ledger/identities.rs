@@ -15,7 +15,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::accounts::{IDENTITIES, MANAGED_WALLETS, MASTER_IDENTITIES};
+use super::accounts::{IDENTITIES, MASTER_IDENTITIES};
 use super::audit::{self, AuditEntry, Origin, op};
 use agentkeys_runtime::store::{ACTORS, ActorKind, Mutation, StoreError, read_lineage};
 use agentkeys_runtime::{Omni, Timestamp};
@@ -42,13 +42,15 @@ pub struct LinkedIdentity {
 }
 
 /// The identities that log into `master` now: the one it was created with first, then by the
-/// time they were linked.
+/// time they were linked. Reads `identities`, `master_identities` and `identity_links` from a
+/// read or a write transaction.
 pub fn list(
-    txn: &impl TxnTables,
+    identities: &impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>,
+    master_identities: &impl ReadableTable<&'static [u8; 32], &'static str>,
+    links: &impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>,
     master: &Omni,
     created_at: Timestamp,
 ) -> Result<Vec<LinkedIdentity>, StoreError> {
-    let identities = txn.identities()?;
     let maps_here = |kind: &str, value: &str| -> Result<bool, StoreError> {
         Ok(identities
             .get((kind, value))
@@ -56,8 +58,7 @@ pub fn list(
             .is_some_and(|m| m.value() == master.as_bytes()))
     };
     let mut out = Vec::new();
-    let created = txn
-        .master_identities()?
+    let created = master_identities
         .get(master.as_bytes())
         .map_err(StoreError::from_redb)?
         .and_then(|v| {
@@ -75,7 +76,6 @@ pub fn list(
             created_with: true,
         });
     }
-    let links = txn.links()?;
     let m = master.as_bytes();
     for entry in links.range((m, "", "")..).map_err(StoreError::from_redb)? {
         let (key, at) = entry.map_err(StoreError::from_redb)?;
@@ -96,7 +96,6 @@ pub fn list(
             created_with: false,
         });
     }
-    // The one it was created with first, then in the order they were linked.
     out.sort_by_key(|i| {
         (
             !i.created_with,
@@ -108,64 +107,23 @@ pub fn list(
     Ok(out)
 }
 
-/// The tables [`list`] reads, from a read or a write transaction.
-pub trait TxnTables {
-    /// `identities`.
-    fn identities(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>;
-    /// `master_identities`.
-    fn master_identities(
-        &self,
-    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError>;
-    /// `identity_links`.
-    fn links(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>;
-}
-
-impl TxnTables for WriteTransaction {
-    fn identities(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>
-    {
-        self.open_table(IDENTITIES).map_err(StoreError::from_redb)
-    }
-    fn master_identities(
-        &self,
-    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
-        self.open_table(MASTER_IDENTITIES)
-            .map_err(StoreError::from_redb)
-    }
-    fn links(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>
-    {
-        self.open_table(IDENTITY_LINKS)
-            .map_err(StoreError::from_redb)
-    }
-}
-
-impl TxnTables for redb::ReadTransaction {
-    fn identities(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static str, &'static str), &'static [u8; 32]>, StoreError>
-    {
-        self.open_table(IDENTITIES).map_err(StoreError::from_redb)
-    }
-    fn master_identities(
-        &self,
-    ) -> Result<impl ReadableTable<&'static [u8; 32], &'static str>, StoreError> {
-        self.open_table(MASTER_IDENTITIES)
-            .map_err(StoreError::from_redb)
-    }
-    fn links(
-        &self,
-    ) -> Result<impl ReadableTable<(&'static [u8; 32], &'static str, &'static str), u64>, StoreError>
-    {
-        self.open_table(IDENTITY_LINKS)
-            .map_err(StoreError::from_redb)
-    }
+/// How many identities log into `master` (inside a write).
+fn held(view: &WriteTransaction, master: &Omni) -> Result<usize, StoreError> {
+    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+    let created_at = agentkeys_runtime::store::read_record(&actors, master)?
+        .map_or(Timestamp::from_millis(0), |r| r.created_at);
+    Ok(list(
+        &view.open_table(IDENTITIES).map_err(StoreError::from_redb)?,
+        &view
+            .open_table(MASTER_IDENTITIES)
+            .map_err(StoreError::from_redb)?,
+        &view
+            .open_table(IDENTITY_LINKS)
+            .map_err(StoreError::from_redb)?,
+        master,
+        created_at,
+    )?
+    .len())
 }
 
 /// Where an identity stands for a login.
@@ -244,12 +202,6 @@ fn master_live(view: &WriteTransaction, master: &Omni) -> Result<bool, StoreErro
     }))
 }
 
-fn created_at(view: &WriteTransaction, master: &Omni) -> Result<Timestamp, StoreError> {
-    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
-    Ok(agentkeys_runtime::store::read_record(&actors, master)?
-        .map_or(Timestamp::from_millis(0), |r| r.created_at))
-}
-
 fn identity_detail(kind: &str, value: &str) -> [u8; 32] {
     audit::detail_hash(format!("{kind}:{value}").as_bytes())
 }
@@ -266,17 +218,10 @@ impl Mutation for LinkIdentity {
         if !master_live(view, &self.master)? {
             return Ok(Err(IdentityError::NotLive));
         }
-        if let Some(wallet) = &self.wallet {
-            let managed = view
-                .open_table(MANAGED_WALLETS)
-                .map_err(StoreError::from_redb)?;
-            if managed
-                .get(wallet)
-                .map_err(StoreError::from_redb)?
-                .is_some()
-            {
-                return Ok(Err(IdentityError::ManagedWallet));
-            }
+        if let Some(wallet) = &self.wallet
+            && super::accounts::is_managed(view, wallet)?
+        {
+            return Ok(Err(IdentityError::ManagedWallet));
         }
         let (kind, value) = (&self.identity.0, &self.identity.1);
         match standing(view, kind, value)? {
@@ -285,8 +230,7 @@ impl Mutation for LinkIdentity {
             // Proven again by a master: an unlinked identity may be linked anew.
             Standing::Unbound | Standing::Unlinked(_) => {}
         }
-        let held = list(view, &self.master, created_at(view, &self.master)?)?.len();
-        if held >= MAX_IDENTITIES {
+        if held(view, &self.master)? >= MAX_IDENTITIES {
             return Ok(Err(IdentityError::TooMany));
         }
         Ok(Ok(Some(self)))
@@ -353,7 +297,7 @@ impl Mutation for UnlinkIdentity {
         if standing(view, kind, value)? != Standing::Bound(self.master) {
             return Ok(Err(IdentityError::NotFound));
         }
-        if list(view, &self.master, created_at(view, &self.master)?)?.len() <= 1 {
+        if held(view, &self.master)? <= 1 {
             return Ok(Err(IdentityError::Last));
         }
         Ok(Ok(self))

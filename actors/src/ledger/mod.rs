@@ -351,7 +351,17 @@ impl Ledger {
         master: &Omni,
         created_at: agentkeys_runtime::Timestamp,
     ) -> Result<Vec<LinkedIdentity>, StoreError> {
-        identities::list(&self.store.read()?, master, created_at)
+        let txn = self.store.read()?;
+        identities::list(
+            &txn.open_table(accounts::IDENTITIES)
+                .map_err(StoreError::from_redb)?,
+            &txn.open_table(accounts::MASTER_IDENTITIES)
+                .map_err(StoreError::from_redb)?,
+            &txn.open_table(identities::IDENTITY_LINKS)
+                .map_err(StoreError::from_redb)?,
+            master,
+            created_at,
+        )
     }
 
     /// Links a proven identity to a master (`false`: it was linked already).

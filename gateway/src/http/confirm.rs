@@ -69,12 +69,19 @@ pub struct Confirm {
     pub link: Option<Omni>,
 }
 
-/// What the status poll and the pending maps need of a request.
-pub trait Confirmable: Expiring {
+/// A pending request finished in a browser: what its flow keeps (`detail`) and the shared part.
+#[derive(Debug, Clone)]
+pub struct Request<T> {
+    /// What the flow keeps (an email address; a provider's state).
+    pub detail: T,
     /// The shared part.
-    fn confirm(&self) -> &Confirm;
-    /// The shared part, to change it.
-    fn confirm_mut(&mut self) -> &mut Confirm;
+    pub confirm: Confirm,
+}
+
+impl<T> Expiring for Request<T> {
+    fn expires_at(&self) -> i64 {
+        self.confirm.expires_at
+    }
 }
 
 impl Confirm {
@@ -213,8 +220,8 @@ pub async fn complete(
 }
 
 /// Records the outcome of a completion on the request `id` (if it is still held).
-pub fn record<K: std::hash::Hash + Eq + Clone, V: Confirmable>(
-    map: &PendingMap<K, V>,
+pub fn record<K: std::hash::Hash + Eq + Clone, T>(
+    map: &PendingMap<K, Request<T>>,
     id: &str,
     outcome: &Result<Stage, ApiError>,
 ) -> Result<(), ApiError> {
@@ -222,7 +229,7 @@ pub fn record<K: std::hash::Hash + Eq + Clone, V: Confirmable>(
     let Some(slot) = entries.get_mut(id) else {
         return Err(expired("this sign-in request expired; start again"));
     };
-    slot.confirm_mut().stage = match outcome {
+    slot.confirm.stage = match outcome {
         Ok(stage) => stage.clone(),
         Err(e) => Stage::Failed(e.code(), e.message().to_string()),
     };
@@ -243,9 +250,9 @@ super::openapi::status_or_session_schema!(LoginStatus, ["pending", "linked"], "v
 
 /// Answers the poll of request `id` by the key `jkt`: `pending`, `linked`, a refusal, or a
 /// session bound to that key.
-pub async fn poll<K: std::hash::Hash + Eq + Clone, V: Confirmable>(
+pub async fn poll<K: std::hash::Hash + Eq + Clone, T>(
     state: &AppState,
-    map: &PendingMap<K, V>,
+    map: &PendingMap<K, Request<T>>,
     id: &str,
     jkt: String,
 ) -> Result<Json<LoginStatus>, ApiError> {
@@ -254,7 +261,7 @@ pub async fn poll<K: std::hash::Hash + Eq + Clone, V: Confirmable>(
         let entries = map.lock();
         entries
             .get(id)
-            .map(Confirmable::confirm)
+            .map(|r| &r.confirm)
             .filter(|c| c.jkt == jkt)
             .map(|c| (c.stage.clone(), c.expires_at))
     };

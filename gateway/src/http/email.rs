@@ -29,41 +29,21 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::confirm::{Confirm, Confirmable, Described, LoginStatus, Stage, complete, expired};
+use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete, expired};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, TokenlessDpop};
-use super::pending::{Expiring, PendingMap, Requester};
-use super::ratelimit::ClientIp;
+use super::pending::{PendingMap, Requester};
 use crate::mail::MagicLink;
 
 /// How long a request may be confirmed.
 pub const EMAIL_TTL_SECONDS: i64 = 600;
 pub use super::confirm::{CONFIRM_CODE_LEN, MAX_CODE_ATTEMPTS};
 
-/// One pending email login (or link).
-#[derive(Debug, Clone)]
-pub struct Pending {
-    email: String,
-    confirm: Confirm,
-}
+/// One pending email login (or link): the address.
+pub type Pending = Request<String>;
 
 /// Pending email logins, by request id and by token hash.
 pub type EmailLogins = PendingMap<[u8; 32], Pending>;
-
-impl Expiring for Pending {
-    fn expires_at(&self) -> i64 {
-        self.confirm.expires_at
-    }
-}
-
-impl Confirmable for Pending {
-    fn confirm(&self) -> &Confirm {
-        &self.confirm
-    }
-    fn confirm_mut(&mut self) -> &mut Confirm {
-        &mut self.confirm
-    }
-}
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     let mut bytes = [0u8; N];
@@ -129,33 +109,22 @@ pub struct EmailStarted {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn request(
     State(state): State<AppState>,
-    TokenlessDpop(proof, by): TokenlessDpop,
-    client: axum::Extension<ClientIp>,
+    TokenlessDpop(_proof, by): TokenlessDpop,
     headers: HeaderMap,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<Json<EmailStarted>, ApiError> {
-    start(
-        &state,
-        &body.email,
-        proof.jkt,
-        by,
-        client.0.0,
-        &headers,
-        None,
-    )
-    .await
+    start(&state, &body.email, by, &headers, None).await
 }
 
 /// Starts an email ceremony: a login, or (`link`) a link to that master.
 pub async fn start(
     state: &AppState,
     email: &str,
-    jkt: String,
     by: Requester,
-    ip: std::net::IpAddr,
     headers: &HeaderMap,
     link: Option<Omni>,
 ) -> Result<Json<EmailStarted>, ApiError> {
+    let ip = by.ip;
     let email = normalize_email(email)?;
     let now_ms = state.clock.now().as_millis();
     if let Err(wait) = state.rate_limits.emails.take(&email, ip, now_ms) {
@@ -168,7 +137,7 @@ pub async fn start(
     let now = state.now_seconds();
     let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
     let request_id = super::confirm::random_id()?;
-    let confirm = Confirm::new(jkt, ip, headers, now, EMAIL_TTL_SECONDS, link)?;
+    let confirm = Confirm::new(by.jkt.clone(), ip, headers, now, EMAIL_TTL_SECONDS, link)?;
     let message = MagicLink {
         to: email.clone(),
         link: format!("{}/auth/email/landing#t={token}", state.public_url),
@@ -181,7 +150,10 @@ pub async fn start(
         expires_at: rfc3339::format((now + EMAIL_TTL_SECONDS) * 1000),
     };
     let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let pending = Pending { email, confirm };
+    let pending = Pending {
+        detail: email,
+        confirm,
+    };
     state
         .email_logins
         .insert(request_id.clone(), token_hash, pending, &by, now)?;
@@ -253,13 +225,13 @@ pub async fn verify(
         (id, pending.clone())
     };
     let describe = |status: &str| EmailVerified {
-        email: pending.email.clone(),
+        email: pending.detail.clone(),
         request: Described::of(&pending.confirm, status),
     };
     if body.confirm_code.is_none() {
         return Ok(Json(describe("confirm")));
     }
-    let identity = ("email".to_string(), pending.email.clone());
+    let identity = ("email".to_string(), pending.detail.clone());
     let outcome = complete(&state, &pending.confirm, identity).await;
     super::confirm::record(&state.email_logins, &id, &outcome)?;
     match outcome? {

@@ -31,11 +31,17 @@ fn master_only(auth: &Authenticated) -> Result<agentkeys_runtime::Omni, ApiError
     Ok(auth.master)
 }
 
-fn requester(auth: &Authenticated, client: &ClientIp) -> Requester {
-    Requester {
+/// A link ceremony's starter: the master, and the session's key as the requester.
+fn starter(
+    auth: &Authenticated,
+    client: &ClientIp,
+) -> Result<(agentkeys_runtime::Omni, Requester), ApiError> {
+    let master = master_only(auth)?;
+    let by = Requester {
         ip: client.0,
         jkt: auth.claims.cnf.jkt.clone(),
-    }
+    };
+    Ok((master, by))
 }
 
 /// One identity.
@@ -152,8 +158,7 @@ pub async fn wallet_start(
     client: axum::Extension<ClientIp>,
     ApiJson(body): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
-    let master = master_only(&auth)?;
-    let by = requester(&auth, &client.0);
+    let (master, by) = starter(&auth, &client.0)?;
     super::wallet::challenge(&state, &body, by.jkt.clone(), &by, Some(master))
 }
 
@@ -230,19 +235,8 @@ pub async fn email_request(
     headers: HeaderMap,
     ApiJson(body): ApiJson<EmailRequest>,
 ) -> Result<Json<EmailStarted>, ApiError> {
-    let master = master_only(&auth)?;
-    let by = requester(&auth, &client.0);
-    let jkt = by.jkt.clone();
-    super::email::start(
-        &state,
-        &body.email,
-        jkt,
-        by,
-        client.0.0,
-        &headers,
-        Some(master),
-    )
-    .await
+    let (master, by) = starter(&auth, &client.0)?;
+    super::email::start(&state, &body.email, by, &headers, Some(master)).await
 }
 
 /// Starts linking an account at an OpenID provider: open `authorization_url`, give the confirm
@@ -269,17 +263,6 @@ pub async fn oauth2_start(
     headers: HeaderMap,
     ApiJson(body): ApiJson<OAuthStart>,
 ) -> Result<Json<OAuthStarted>, ApiError> {
-    let master = master_only(&auth)?;
-    let by = requester(&auth, &client.0);
-    let jkt = by.jkt.clone();
-    super::oauth2::begin(
-        &state,
-        &body.provider,
-        jkt,
-        by,
-        client.0.0,
-        &headers,
-        Some(master),
-    )
-    .await
+    let (master, by) = starter(&auth, &client.0)?;
+    super::oauth2::begin(&state, &body.provider, by, &headers, Some(master)).await
 }

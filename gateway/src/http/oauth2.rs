@@ -27,11 +27,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::confirm::{Confirm, Confirmable, Described, LoginStatus, Stage, complete, expired};
+use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete, expired};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, TokenlessDpop};
-use super::pending::{Expiring, PendingMap, Requester};
-use super::ratelimit::ClientIp;
+use super::pending::{PendingMap, Requester};
 use crate::openid::OpenIdError;
 
 /// How long a login may be completed.
@@ -39,34 +38,21 @@ pub const OAUTH2_TTL_SECONDS: i64 = 600;
 /// Longest authorization code kept from a callback.
 pub const MAX_CODE_LEN: usize = 4096;
 
-/// One pending login (or link) through a provider.
+/// What a pending provider login keeps.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub struct Flow {
     provider: String,
     nonce: String,
     verifier: Zeroizing<String>,
     /// The authorization code, once the provider redirected back.
     code: Option<Zeroizing<String>>,
-    confirm: Confirm,
 }
+
+/// One pending login (or link) through a provider.
+pub type Pending = Request<Flow>;
 
 /// Pending provider logins, by request id and by the SHA-256 of `state`.
 pub type OAuthLogins = PendingMap<[u8; 32], Pending>;
-
-impl Expiring for Pending {
-    fn expires_at(&self) -> i64 {
-        self.confirm.expires_at
-    }
-}
-
-impl Confirmable for Pending {
-    fn confirm(&self) -> &Confirm {
-        &self.confirm
-    }
-    fn confirm_mut(&mut self) -> &mut Confirm {
-        &mut self.confirm
-    }
-}
 
 impl From<OpenIdError> for ApiError {
     fn from(e: OpenIdError) -> Self {
@@ -125,21 +111,11 @@ pub struct OAuthStarted {
         (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
 pub async fn start(
     State(state): State<AppState>,
-    TokenlessDpop(proof, by): TokenlessDpop,
-    client: axum::Extension<ClientIp>,
+    TokenlessDpop(_proof, by): TokenlessDpop,
     headers: HeaderMap,
     ApiJson(body): ApiJson<OAuthStart>,
 ) -> Result<Json<OAuthStarted>, ApiError> {
-    begin(
-        &state,
-        &body.provider,
-        proof.jkt,
-        by,
-        client.0.0,
-        &headers,
-        None,
-    )
-    .await
+    begin(&state, &body.provider, by, &headers, None).await
 }
 
 /// Starts a provider ceremony: a login, or (`link`) a link to that master. Nothing is kept when
@@ -147,9 +123,7 @@ pub async fn start(
 pub async fn begin(
     state: &AppState,
     provider: &str,
-    jkt: String,
     by: Requester,
-    ip: std::net::IpAddr,
     headers: &HeaderMap,
     link: Option<Omni>,
 ) -> Result<Json<OAuthStarted>, ApiError> {
@@ -174,7 +148,14 @@ pub async fn begin(
     let authorization = found
         .authorize(&redirect_uri(state), &oauth_state, &nonce, now)
         .await?;
-    let confirm = Confirm::new(jkt, ip, headers, now, OAUTH2_TTL_SECONDS, link)?;
+    let confirm = Confirm::new(
+        by.jkt.clone(),
+        by.ip,
+        headers,
+        now,
+        OAUTH2_TTL_SECONDS,
+        link,
+    )?;
     let started = OAuthStarted {
         request_id: request_id.clone(),
         authorization_url: authorization.url,
@@ -182,10 +163,12 @@ pub async fn begin(
         expires_at: rfc3339::format((now + OAUTH2_TTL_SECONDS) * 1000),
     };
     let pending = Pending {
-        provider: found.config.name.clone(),
-        nonce,
-        verifier: authorization.verifier,
-        code: None,
+        detail: Flow {
+            provider: found.config.name.clone(),
+            nonce,
+            verifier: authorization.verifier,
+            code: None,
+        },
         confirm,
     };
     state
@@ -246,13 +229,13 @@ pub async fn callback(
                         ErrorCode::ProviderUnavailable,
                         format!(
                             "the provider {} did not sign you in; start again",
-                            pending.provider
+                            pending.detail.provider
                         ),
                     );
                 }
                 (Some(code), None) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
                     // The latest redirect wins (a person may go back and sign in again).
-                    pending.code = Some(Zeroizing::new(code.clone()));
+                    pending.detail.code = Some(Zeroizing::new(code.clone()));
                 }
                 _ => {}
             }
@@ -315,7 +298,7 @@ pub async fn confirm(
         let Some(pending) = entries.get_mut(&id) else {
             return Err(expired("this sign-in request expired; start again"));
         };
-        if body.confirm_code.is_some() && pending.code.is_none() {
+        if body.confirm_code.is_some() && pending.detail.code.is_none() {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
                 "the provider has not sent you back here yet; finish signing in there first",
@@ -325,7 +308,7 @@ pub async fn confirm(
         (id, pending.clone())
     };
     let describe = |status: &str| OAuthConfirmed {
-        provider: pending.provider.clone(),
+        provider: pending.detail.provider.clone(),
         request: Described::of(&pending.confirm, status),
     };
     if body.confirm_code.is_none() {
@@ -341,21 +324,16 @@ pub async fn confirm(
 
 /// Exchanges the code, validates the ID token, and writes the login or the link.
 async fn finish(state: &AppState, pending: &Pending, now: i64) -> Result<Stage, ApiError> {
-    let provider = state.providers.get(&pending.provider).ok_or_else(|| {
+    let flow = &pending.detail;
+    let provider = state.providers.get(&flow.provider).ok_or_else(|| {
         ApiError::internal("a pending login names a provider no longer configured")
     })?;
-    let code = pending
+    let code = flow
         .code
         .as_ref()
         .ok_or_else(|| ApiError::internal("confirmed without a code"))?;
     let verified = provider
-        .exchange(
-            code,
-            &pending.verifier,
-            &redirect_uri(state),
-            &pending.nonce,
-            now,
-        )
+        .exchange(code, &flow.verifier, &redirect_uri(state), &flow.nonce, now)
         .await?;
     complete(
         state,

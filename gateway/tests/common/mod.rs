@@ -236,6 +236,24 @@ pub fn answer(challenge: &Value, wallet: &WalletKey) -> Value {
     json!({"request_id": challenge["request_id"], "signature": signature})
 }
 
+/// A configuration file naming an OpenID provider `name` on a loopback port nothing listens on
+/// (its 0600 secret file in `dir`).
+pub fn down_provider(dir: &Path, name: &str) -> Layer {
+    use std::os::unix::fs::PermissionsExt as _;
+    let secret = dir.join(format!("{name}.secret"));
+    std::fs::write(&secret, "s3cret").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    Layer::from_toml_str(&format!(
+        "[[oidc_providers]]\nname = {name:?}\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"agentkeys-test\"\nclient_secret_file = {:?}\n",
+        secret.display().to_string()
+    ))
+    .expect("file")
+}
+
 /// The token of the link mailed for `request_id` (from the log mailer's outbox).
 pub fn token_from_outbox(dir: &Path, request_id: &str) -> String {
     let mail = std::fs::read_to_string(dir.join("outbox").join(format!("{request_id}.eml")))
