@@ -358,6 +358,15 @@ async fn keys(rotator: &Rotator, action: KeysAction) -> Result<Value, Value> {
 /// An allow-list entry in its one stored form: a lowercase `0x` address or a lowercase email.
 pub fn allow_entry(text: &str) -> Result<String, String> {
     let text = text.trim();
+    // An OpenID identity: the list holds its value, as a login looks it up.
+    for kind in ["oauth2_google", "oidc"] {
+        if let Some(value) = text.strip_prefix(kind).and_then(|v| v.strip_prefix(':')) {
+            return agentkeys_actors::crypto::omni::Identity::of(kind, value)
+                .and_then(|i| i.canonical())
+                .map(|(_, value)| value)
+                .map_err(|e| e.to_string());
+        }
+    }
     if text.starts_with("0x") || text.starts_with("0X") {
         return agentkeys_actors::crypto::omni::normalize_address(text).map_err(|e| e.to_string());
     }
@@ -369,7 +378,7 @@ pub fn allow_entry(text: &str) -> Result<String, String> {
             Ok(email)
         }
         _ => Err(format!(
-            "{text:?} is neither an EVM address (0x + 40 hex) nor an email address"
+            "{text:?} is neither an EVM address (0x + 40 hex), an email address, oauth2_google:<sub> nor oidc:<issuer>#<sub>"
         )),
     }
 }
@@ -497,4 +506,31 @@ pub async fn call(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Val
         .await?
         .context("the server closed the admin connection without answering")?;
     Ok(serde_json::from_str(&line)?)
+}
+
+#[cfg(test)]
+mod allow_tests {
+    use super::allow_entry;
+
+    #[test]
+    fn allow_entries_are_canonical_identity_values() {
+        assert_eq!(
+            allow_entry(" 0xAbCdEf0123456789aBcDeF0123456789AbCdEf01 ").as_deref(),
+            Ok("0xabcdef0123456789abcdef0123456789abcdef01")
+        );
+        assert_eq!(
+            allow_entry("Alice@Example.com").as_deref(),
+            Ok("alice@example.com")
+        );
+        assert_eq!(
+            allow_entry("oauth2_google:110169484474386276334").as_deref(),
+            Ok("110169484474386276334")
+        );
+        assert_eq!(
+            allow_entry("oidc:https://id.example.com#00u1").as_deref(),
+            Ok("https://id.example.com#00u1")
+        );
+        assert!(allow_entry("oidc:no-subject").is_err());
+        assert!(allow_entry("nothing").is_err());
+    }
 }

@@ -253,12 +253,20 @@ pub enum OpenIdError {
 }
 
 /// What the authorization request carries, to be kept until the callback.
-#[derive(Debug)]
 pub struct Authorization {
     /// Where the browser goes.
     pub url: String,
     /// The PKCE verifier (kept server-side).
     pub verifier: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("url", &self.url)
+            .field("verifier", &"[redacted]")
+            .finish()
+    }
 }
 
 /// The validated claims of an ID token that matter here.

@@ -48,7 +48,7 @@ pub enum Stage {
 }
 
 /// The shared part of a request finished in a browser.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Confirm {
     /// The DPoP key that started it (and polls).
     pub jkt: String,
@@ -67,6 +67,18 @@ pub struct Confirm {
     pub stage: Stage,
     /// Link mode: the master whose session started it (`None`: a login).
     pub link: Option<Omni>,
+}
+
+impl std::fmt::Debug for Confirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirm")
+            .field("jkt", &self.jkt)
+            .field("code", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("stage", &self.stage)
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A pending request finished in a browser: what its flow keeps (`detail`) and the shared part.

@@ -39,13 +39,22 @@ pub const OAUTH2_TTL_SECONDS: i64 = 600;
 pub const MAX_CODE_LEN: usize = 4096;
 
 /// What a pending provider login keeps.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Flow {
     provider: String,
     nonce: String,
     verifier: Zeroizing<String>,
     /// The authorization code, once the provider redirected back.
     code: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("provider", &self.provider)
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// One pending login (or link) through a provider.

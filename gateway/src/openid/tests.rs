@@ -428,3 +428,13 @@ async fn an_unknown_kid_refreshes_the_keys_at_most_once_a_minute() {
     assert_eq!(fetched(), 2, "at most once a minute");
     assert_eq!(provider.reachability().jwks, "ok");
 }
+
+#[test]
+fn debug_output_never_shows_the_pkce_verifier() {
+    let a = Authorization {
+        url: "https://id.example.com/auth?x=1".into(),
+        verifier: Zeroizing::new("the-verifier-value".into()),
+    };
+    let shown = format!("{a:?}");
+    assert!(!shown.contains("the-verifier-value") && shown.contains("redacted"));
+}
