@@ -359,3 +359,23 @@ async fn approval_requests_reach_those_who_may_decide_them() {
         }
     }
 }
+
+#[actix::test]
+async fn identity_links_and_unlinks_reach_the_master_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let alice = master(&stack, 71).await;
+    let mut stream = Stream::open(&stack, &alice, None).await.expect("stream");
+    let bob = common::wallet(72);
+    let (status, linked) = stack.link_wallet(&alice.key, &alice.token, &bob).await;
+    assert_eq!(status, 200, "{linked}");
+    let event = stream.until("identity_link").await;
+    assert_eq!(event.data["target"], alice.omni.as_str());
+    let path = format!("/v1/identities/evm/{}", bob.address());
+    let (status, _) = call(&stack, &alice, "DELETE", &path, Value::Null).await;
+    assert_eq!(status, 200);
+    let event = stream.until("identity_unlink").await;
+    assert_eq!(event.data["operation"], "identity_unlink");
+    drop(stream);
+    stack.stop().await;
+}
