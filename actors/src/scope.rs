@@ -10,6 +10,7 @@
 //! | `actors:create` | creating children |
 //! | `policy:set` | setting and removing the policies of descendants |
 //! | `approvals:decide` | approving or denying requests that a descendant's policy holds for a person |
+//! | `cred:read:<service>` | reading that credential of the master's vault (and using it through the proxy) |
 //!
 //! A master holds every scope. New agents hold none unless given. Effective scopes are the
 //! intersection of the stored scopes along the lineage, computed at check time.
@@ -34,6 +35,22 @@ pub fn sign_tx(chain_id: u64) -> String {
     format!("sign:tx:{chain_id}")
 }
 
+/// The scope for reading credential `service`.
+pub fn cred_read(service: &str) -> String {
+    format!("cred:read:{service}")
+}
+
+/// Whether `service` is a credential name: `^[a-z0-9][a-z0-9._-]{0,63}$`.
+pub fn is_service(service: &str) -> bool {
+    let bytes = service.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
+}
+
 /// The scope for OIDC tokens for `audience`.
 pub fn oidc(audience: &str) -> String {
     format!("oidc:{audience}")
@@ -42,7 +59,7 @@ pub fn oidc(audience: &str) -> String {
 /// Why a scope is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0:?} is not a scope; use sign:eip191, sign:eip712, sign:sr25519, sign:tx:<chain_id>, oidc:<audience>, actors:create, policy:set or approvals:decide"
+    "{0:?} is not a scope; use sign:eip191, sign:eip712, sign:sr25519, sign:tx:<chain_id>, oidc:<audience>, cred:read:<service>, actors:create, policy:set or approvals:decide"
 )]
 pub struct ScopeError(pub String);
 
@@ -59,6 +76,13 @@ pub fn validate(scope: &str) -> Result<(), ScopeError> {
             .parse::<u64>()
             .is_ok_and(|n| n.to_string() == chain && n > 0);
         return if canonical { Ok(()) } else { Err(bad()) };
+    }
+    if let Some(service) = scope.strip_prefix("cred:read:") {
+        return if is_service(service) {
+            Ok(())
+        } else {
+            Err(bad())
+        };
     }
     if let Some(audience) = scope.strip_prefix("oidc:") {
         let ok = !audience.is_empty()

@@ -71,6 +71,9 @@ pub enum Command {
     /// A master's login identities: list, link another (wallet, email, OpenID), unlink.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// The credential vault: set (the master), get, list, rm.
+    #[command(subcommand)]
+    Cred(CredCommand),
     /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
     #[command(subcommand)]
     Pair(PairCommand),
@@ -142,8 +145,12 @@ pub enum AwsCommand {
 pub struct RunArgs {
     /// The role whose credentials go into AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
     /// AWS_SESSION_TOKEN.
-    #[arg(long)]
-    pub aws_role: String,
+    #[arg(long, required_unless_present = "cred")]
+    pub aws_role: Option<String>,
+    /// `ENV=service`: the vault credential `service` goes into the child's variable ENV
+    /// (repeatable; needs cred:read:<service>).
+    #[arg(long = "cred", value_name = "ENV=SERVICE")]
+    pub cred: Vec<String>,
     /// STS options.
     #[command(flatten)]
     pub assume: AssumeArgs,
@@ -407,6 +414,49 @@ pub struct LoginOAuth2Args {
     /// Milliseconds between status polls.
     #[arg(long, default_value_t = 2000, hide = true)]
     pub poll_ms: u64,
+}
+
+/// `agentkeys cred …` (the master's vault).
+#[derive(Debug, Subcommand)]
+pub enum CredCommand {
+    /// Store a new version (the master only). The value comes from a file or stdin, never argv.
+    Set {
+        /// The service, e.g. openai.
+        service: String,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "stdin")]
+        file: Option<PathBuf>,
+        /// Read the value from standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// A note for people.
+        #[arg(long)]
+        description: Option<String>,
+        /// Where the proxy may use it: an https base URL.
+        #[arg(long, requires_all = ["inject_header", "inject_template"])]
+        inject_base_url: Option<String>,
+        /// The header that carries it, e.g. Authorization.
+        #[arg(long, requires = "inject_base_url")]
+        inject_header: Option<String>,
+        /// The header's value, {} for the credential, e.g. "Bearer {}".
+        #[arg(long, requires = "inject_base_url")]
+        inject_template: Option<String>,
+    },
+    /// Print a credential's value on stdout (needs cred:read:<service>).
+    Get {
+        /// The service.
+        service: String,
+        /// A kept version (default: the newest).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// The credentials you may read (never values).
+    List,
+    /// Delete a credential with all its versions (the master only).
+    Rm {
+        /// The service.
+        service: String,
+    },
 }
 
 /// `agentkeys identity …` (a master's login identities).

@@ -5,7 +5,7 @@ use clap::Parser;
 use agentkeys_gateway::cli::{
     AuditCommand, AwsCommand, Cli, Command, ConfigCommand, KeysCommand, LoginCommand,
 };
-use agentkeys_gateway::commands::{self, Globals, agents, aws, identities, policies};
+use agentkeys_gateway::commands::{self, Globals, agents, aws, credentials, identities, policies};
 use agentkeys_gateway::config;
 use agentkeys_gateway::keys;
 use agentkeys_gateway::serve;
@@ -84,6 +84,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         | Command::Sign(_)
         | Command::Approvals(_)
         | Command::Identity(_)
+        | Command::Cred(_)
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
@@ -111,6 +112,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             Command::Identity(command) => {
                 identities::identity(&Globals::from_cli(cli)?, command).await
             }
+            Command::Cred(command) => credentials::cred(&Globals::from_cli(cli)?, command).await,
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {
                 let config = config::load(args)?;

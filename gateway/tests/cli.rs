@@ -734,3 +734,57 @@ async fn identities_link_list_and_unlink_through_the_binary() {
     assert!(!text.stdout.contains(&bob_address), "{}", text.stdout);
     stack.stop().await;
 }
+
+#[actix::test]
+async fn credentials_set_from_stdin_get_list_run_and_rm_through_the_binary() {
+    let stack = CliStack::start().await;
+    stack.login(91).await;
+    let home = stack.home.path();
+    let out = agentkeys_with_stdin(
+        home,
+        &stack.connect,
+        &[
+            "cred",
+            "set",
+            "openai",
+            "--stdin",
+            "--description",
+            "team key",
+        ],
+        "sk-cli-value\n",
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("version 1"), "{}", out.stdout);
+    // Never from argv: without --file or --stdin it refuses.
+    let out = stack.run(&["cred", "set", "openai"]).await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let list = json(&stack.run(&["cred", "list", "--json"]).await);
+    assert_eq!(list["credentials"][0]["service"], "openai");
+    assert_eq!(list["credentials"][0]["size"], 12);
+    assert!(!list.to_string().contains("sk-cli-value"));
+    let out = stack.run(&["cred", "get", "openai"]).await;
+    assert_eq!(out.stdout, "sk-cli-value", "{}", out.stderr);
+    // run --cred: the child sees the value in its environment; its exit code is ours.
+    let out = stack
+        .run(&[
+            "run",
+            "--cred",
+            "OPENAI_API_KEY=openai",
+            "--",
+            "/bin/sh",
+            "-c",
+            "test \"$OPENAI_API_KEY\" = sk-cli-value && exit 7",
+        ])
+        .await;
+    assert_eq!(out.code, Some(7), "{}", out.stderr);
+    let out = stack
+        .run(&["run", "--cred", "1BAD=openai", "--", "/bin/true"])
+        .await;
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    let out = stack.run(&["cred", "rm", "openai"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = stack.run(&["cred", "get", "openai"]).await;
+    assert_eq!(out.code, Some(3), "refused by the server: {}", out.stderr);
+    stack.stop().await;
+}

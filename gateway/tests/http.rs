@@ -398,7 +398,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 48] = [
+    let expected: [(&str, &str, &[&str]); 50] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -569,6 +569,12 @@ async fn openapi_describes_every_route_and_its_answers() {
             "/v1/identities/oauth2/start",
             "post",
             &["200", "400", "401", "403", "502"],
+        ),
+        ("/v1/credentials", "get", &["200", "401"]),
+        (
+            "/v1/credentials/{service}",
+            "get",
+            &["200", "400", "401", "403", "404", "500"],
         ),
     ];
     for (path, method, statuses) in expected {

@@ -89,7 +89,7 @@ async fn run_flows(base: &str, data: &std::path::Path, seen: &mut Seen) {
     let created: Value = master
         .post(
             "/v1/actors",
-            &json!({"label": "ops", "scopes": ["sign:eip191", "oidc:sts.amazonaws.com"]}),
+            &json!({"label": "ops", "scopes": ["sign:eip191", "oidc:sts.amazonaws.com", "cred:read:leaky"]}),
             Some(&token),
         )
         .await
@@ -134,6 +134,39 @@ async fn run_flows(base: &str, data: &std::path::Path, seen: &mut Seen) {
         .await
         .expect("oidc");
     seen.secret("oidc token", oidc["jwt"].as_str().expect("jwt"));
+    // A credential: written by the master, read by the agent, refused where it must be.
+    let value = "sk-leak-canary-5e1d9b7c3a";
+    use base64::Engine as _;
+    let value_b64 = base64::engine::general_purpose::STANDARD.encode(value);
+    seen.secret("credential value", value);
+    seen.secret("credential value (base64)", &value_b64);
+    let _: Value = master
+        .put(
+            "/v1/credentials/leaky",
+            &json!({"value_b64": value_b64, "inject": {"base_url": "https://api.example.com", "header": "X-Api-Key", "template": "{}"}}),
+            &token,
+        )
+        .await
+        .expect("put");
+    let got: Value = agent
+        .get("/v1/credentials/leaky", Some(&agent_token))
+        .await
+        .expect("read");
+    assert_eq!(got["value_b64"], value_b64);
+    seen.refused(
+        agent
+            .put::<_, Value>(
+                "/v1/credentials/leaky",
+                &json!({"value_b64": value_b64}),
+                &agent_token,
+            )
+            .await,
+    );
+    seen.refused(
+        agent
+            .get::<Value>("/v1/credentials/leaky?version=7", Some(&agent_token))
+            .await,
+    );
     let refreshed = agent.refresh(&agent_token).await.expect("refresh");
     seen.secret("refreshed session", &refreshed.session_jwt);
     // A stolen token with another key.

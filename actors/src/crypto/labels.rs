@@ -41,6 +41,13 @@ pub const SR25519_ROOT_SALT: &[u8] = b"agentkeys-sr25519-v1";
 pub const K3_FINGERPRINT_SALT: &[u8] = b"agentkeys-k3-fingerprint-v1";
 /// HKDF salt of a master's approval-webhook HMAC key (info: master omni ‖ u64 BE version).
 pub const WEBHOOK_SALT: &[u8] = b"agentkeys-approval-webhook-v1";
+/// HKDF salt of a master's vault key-encryption key (info: master omni ‖ u32 BE KEK version).
+pub const VAULT_KEK_SALT: &[u8] = b"agentkeys-vault-kek-v1";
+/// AAD prefix of a wrapped vault data key (then master omni ‖ u32 BE KEK version).
+pub const VAULT_DEK_AAD: &[u8] = b"agentkeys-vault-dek-v1";
+/// AAD prefix of a credential's ciphertext (then master omni ‖ u8 length ‖ service ‖ u64 BE
+/// version).
+pub const VAULT_VALUE_AAD: &[u8] = b"agentkeys-vault-value-v1";
 
 /// EIP-191 version 0x45 prefix (`personal_sign`).
 pub const EIP191_PREFIX: &str = "\x19Ethereum Signed Message:\n";

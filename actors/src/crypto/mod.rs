@@ -15,4 +15,5 @@ pub mod siwe;
 pub mod sr25519;
 pub mod tx;
 pub(crate) mod uint;
+pub mod vault;
 pub mod wallet;

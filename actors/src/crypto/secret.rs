@@ -59,6 +59,23 @@ impl MasterSecret {
         out
     }
 
+    /// The key-encryption key of `master`'s vault at `kek_version` (data keys are wrapped by it;
+    /// nothing is stored).
+    pub(crate) fn vault_kek(
+        &self,
+        master: &agentkeys_runtime::Omni,
+        kek_version: u32,
+    ) -> Zeroizing<[u8; 32]> {
+        let mut info = [0u8; 36];
+        info[..32].copy_from_slice(master.as_bytes());
+        info[32..].copy_from_slice(&kek_version.to_be_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 output length.
+        let _ =
+            Hkdf::<Sha256>::new(Some(labels::VAULT_KEK_SALT), &self.0).expand(&info, out.as_mut());
+        out
+    }
+
     /// The file form (64 lowercase hex characters), in a zeroizing string.
     pub(crate) fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.0))

@@ -111,6 +111,12 @@ pub mod op {
     pub const IDENTITY_LINK: u16 = 80;
     /// A login identity was unlinked and tombstoned (detail: SHA-256 of `type:value`).
     pub const IDENTITY_UNLINK: u16 = 81;
+    /// A credential version was written by the master (detail: SHA-256 of `service:version`).
+    pub const CRED_SET: u16 = 90;
+    /// A credential was deleted with its versions (detail: SHA-256 of `service:last version`).
+    pub const CRED_DELETE: u16 = 91;
+    /// A credential was read (actor: the reader; detail: SHA-256 of `service:version`).
+    pub const CRED_READ: u16 = 92;
 }
 
 /// Outcome codes.

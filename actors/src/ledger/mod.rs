@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod approvals;
 pub mod audit;
+pub mod credentials;
 pub mod devices;
 pub mod identities;
 pub mod links;
@@ -57,6 +58,9 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     open(txn.open_table(accounts::ALLOWLIST).map(drop))?;
     open(txn.open_table(accounts::MASTER_IDENTITIES).map(drop))?;
     open(txn.open_table(identities::IDENTITY_LINKS).map(drop))?;
+    open(txn.open_table(credentials::VAULT_KEYS).map(drop))?;
+    open(txn.open_table(credentials::CREDENTIALS).map(drop))?;
+    open(txn.open_table(credentials::CREDENTIAL_HEADS).map(drop))?;
     open(txn.open_table(identities::IDENTITY_TOMBSTONES).map(drop))?;
     open(txn.open_table(links::LINK_CODES).map(drop))?;
     open(txn.open_table(links::LINK_CODES_BY_ACTOR).map(drop))?;
@@ -371,6 +375,52 @@ impl Ledger {
 
     /// Unlinks and tombstones an identity (never the last one).
     pub fn unlink_identity(&self, op: UnlinkIdentity) -> PendingWrite<(), IdentityError> {
+        self.submit(op)
+    }
+
+    /// A sealed version (`None`: the newest) of `master`'s live credential `service`.
+    pub fn credential(
+        &self,
+        master: &Omni,
+        service: &str,
+        version: Option<u64>,
+    ) -> Result<Option<credentials::Stored>, StoreError> {
+        credentials::stored(&self.store.read()?, master, service, version)
+    }
+
+    /// The live credentials of `master`'s vault, in name order.
+    pub fn credentials(&self, master: &Omni) -> Result<Vec<credentials::Listed>, StoreError> {
+        let txn = self.store.read()?;
+        let heads = txn
+            .open_table(credentials::CREDENTIAL_HEADS)
+            .map_err(StoreError::from_redb)?;
+        let mut all = credentials::list(&heads, master)?;
+        all.retain(|c| c.head.deleted_at.is_none());
+        Ok(all)
+    }
+
+    /// The next version of `service` and `master`'s data key, to seal a write with.
+    pub fn next_credential_version(
+        &self,
+        master: &Omni,
+        service: &str,
+    ) -> Result<(u64, Option<crate::crypto::vault::WrappedKey>), StoreError> {
+        credentials::next_version(&self.store.read()?, master, service)
+    }
+
+    /// Stores a sealed credential version.
+    pub fn put_credential(
+        &self,
+        op: credentials::PutCredential,
+    ) -> PendingWrite<u64, credentials::VaultWriteError> {
+        self.submit(op)
+    }
+
+    /// Deletes a credential and its versions.
+    pub fn delete_credential(
+        &self,
+        op: credentials::DeleteCredential,
+    ) -> PendingWrite<u64, credentials::VaultWriteError> {
         self.submit(op)
     }
 

@@ -37,6 +37,9 @@ pub enum SignerError {
     /// The proof does not allow this key (a proof names the one actor it was made for).
     #[error("not authorized: {0}")]
     NotAuthorized(&'static str),
+    /// A vault record does not authenticate (tampered ciphertext or AAD): nothing is returned.
+    #[error("the stored credential does not authenticate; it was not returned")]
+    Tampered,
     /// A signer thread panicked while serving this request; it was replaced.
     #[error("the signer failed on this request; retry")]
     Unavailable,

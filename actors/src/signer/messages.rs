@@ -12,6 +12,7 @@ use crate::crypto::omni::{Identity, identity_omni, master_omni, path_omni};
 use crate::crypto::siwe::is_siwe_for;
 use crate::crypto::sr25519;
 use crate::crypto::tx::{SignedTx, TxRequest};
+use crate::crypto::vault;
 use crate::crypto::wallet::Address;
 use crate::ledger::audit::HEAD_LABEL;
 
@@ -414,6 +415,96 @@ impl Handler<WebhookMac> for SignerActor {
             let mut out = [0u8; 32];
             out.copy_from_slice(tag.as_ref());
             Ok(out)
+        })
+    }
+}
+
+/// Encrypts a credential value for the vault of the proof's master (a master's proof only):
+/// with the master's stored data key, or a fresh one (returned wrapped) when it has none.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Sealed, SignerError>")]
+pub struct VaultSeal {
+    /// The master's lineage proof.
+    pub proof: LiveProof,
+    /// The service.
+    pub service: String,
+    /// The version being written.
+    pub version: u64,
+    /// The value.
+    pub value: zeroize::Zeroizing<Vec<u8>>,
+    /// The master's data key as stored, if it has one.
+    pub key: Option<vault::WrappedKey>,
+}
+
+/// A sealed credential value.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub ciphertext: Vec<u8>,
+    /// A data key made for this master now (store it with the value).
+    pub new_key: Option<vault::WrappedKey>,
+}
+
+impl Handler<VaultSeal> for SignerActor {
+    type Result = Result<Sealed, SignerError>;
+
+    fn handle(&mut self, msg: VaultSeal, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let master = msg.proof.master();
+            if msg.proof.omni() != master {
+                return Err(SignerError::NotAuthorized("only a master writes its vault"));
+            }
+            let (wrapped, new_key) = match msg.key {
+                Some(key) => (key, None),
+                None => {
+                    let kek = state.k3.vault_kek(&master, vault::CURRENT_KEK_VERSION);
+                    let key = vault::new_data_key(&kek, &master, vault::CURRENT_KEK_VERSION)
+                        .map_err(|_| SignerError::Internal("vault key"))?;
+                    (key.clone(), Some(key))
+                }
+            };
+            let kek = state.k3.vault_kek(&master, wrapped.kek_version);
+            let dek = vault::unwrap_data_key(&kek, &master, &wrapped)
+                .map_err(|_| SignerError::Internal("the vault key does not authenticate"))?;
+            let aad = vault::value_aad(&master, &msg.service, msg.version);
+            let ciphertext = vault::seal_value(&dek, &aad, &msg.value)
+                .map_err(|_| SignerError::Internal("vault value"))?;
+            Ok(Sealed {
+                ciphertext,
+                new_key,
+            })
+        })
+    }
+}
+
+/// Decrypts a credential of the proof's master for the proof's actor (the caller checked the
+/// actor's scope; the proof says its lineage was live).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<zeroize::Zeroizing<Vec<u8>>, SignerError>")]
+pub struct VaultOpen {
+    /// The reader's lineage proof.
+    pub proof: LiveProof,
+    /// The service.
+    pub service: String,
+    /// The version.
+    pub version: u64,
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub ciphertext: Vec<u8>,
+    /// The master's data key as stored.
+    pub key: vault::WrappedKey,
+}
+
+impl Handler<VaultOpen> for SignerActor {
+    type Result = Result<zeroize::Zeroizing<Vec<u8>>, SignerError>;
+
+    fn handle(&mut self, msg: VaultOpen, ctx: &mut SyncContext<Self>) -> Self::Result {
+        self.guarded(ctx, |state| {
+            let master = msg.proof.master();
+            let kek = state.k3.vault_kek(&master, msg.key.kek_version);
+            let dek = vault::unwrap_data_key(&kek, &master, &msg.key)
+                .map_err(|_| SignerError::Tampered)?;
+            let aad = vault::value_aad(&master, &msg.service, msg.version);
+            vault::open_value(&dek, &aad, &msg.ciphertext).map_err(|_| SignerError::Tampered)
         })
     }
 }

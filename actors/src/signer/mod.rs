@@ -358,6 +358,22 @@ impl SignerHandle {
         .await?
     }
 
+    /// Encrypts a credential value for the vault of the proof's master (a master's proof).
+    pub async fn vault_seal(
+        &self,
+        msg: messages::VaultSeal,
+    ) -> Result<messages::Sealed, SignerError> {
+        self.ask(msg).await?
+    }
+
+    /// Decrypts a credential for the proof's actor (`Tampered` if it does not authenticate).
+    pub async fn vault_open(
+        &self,
+        msg: messages::VaultOpen,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, SignerError> {
+        self.ask(msg).await?
+    }
+
     /// Public identifiers of the actor at `path` under `master` (no proof needed: public data).
     pub async fn account(&self, master: Omni, path: String) -> Result<Account, SignerError> {
         self.ask(messages::DeriveAccount { master, path }).await?

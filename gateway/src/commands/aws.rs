@@ -3,6 +3,8 @@
 //! credential). Nothing is cached on disk: credentials live in this process and the child's
 //! environment only.
 
+use std::os::unix::ffi::OsStrExt as _;
+
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
@@ -103,21 +105,29 @@ pub async fn aws_credentials(
     Ok(())
 }
 
-/// `agentkeys run --aws-role ARN -- cmd args…`: the child gets `AWS_*`; its exit code is ours.
+/// `agentkeys run [--aws-role ARN] [--cred ENV=service …] -- cmd args…`: the child gets
+/// `AWS_*` and the named credentials in its environment; its exit code is ours.
 pub async fn run(globals: &Globals, args: &RunArgs) -> anyhow::Result<std::process::ExitCode> {
-    let creds = credentials(globals, &args.aws_role, &args.assume).await?;
     let (program, rest) = args
         .command
         .split_first()
         .context("give the command after --")?;
-    let text = |k: &str| creds[k].as_str().unwrap_or_default().to_string();
-    let status = tokio::process::Command::new(program)
-        .args(rest)
-        .env("AWS_ACCESS_KEY_ID", text("AccessKeyId"))
-        .env("AWS_SECRET_ACCESS_KEY", text("SecretAccessKey"))
-        .env("AWS_SESSION_TOKEN", text("SessionToken"))
-        .env("AWS_CREDENTIAL_EXPIRATION", text("Expiration"))
-        .env("AWS_REGION", &args.assume.region)
+    let mut command = tokio::process::Command::new(program);
+    command.args(rest);
+    if let Some(role) = &args.aws_role {
+        let creds = credentials(globals, role, &args.assume).await?;
+        let text = |k: &str| creds[k].as_str().unwrap_or_default().to_string();
+        command
+            .env("AWS_ACCESS_KEY_ID", text("AccessKeyId"))
+            .env("AWS_SECRET_ACCESS_KEY", text("SecretAccessKey"))
+            .env("AWS_SESSION_TOKEN", text("SessionToken"))
+            .env("AWS_CREDENTIAL_EXPIRATION", text("Expiration"))
+            .env("AWS_REGION", &args.assume.region);
+    }
+    for (name, value) in super::credentials::for_env(globals, &args.cred).await? {
+        command.env(name, std::ffi::OsStr::from_bytes(&value));
+    }
+    let status = command
         .status()
         .await
         .with_context(|| format!("cannot run {program}"))?;

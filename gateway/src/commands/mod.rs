@@ -14,6 +14,7 @@ use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 
 pub mod agents;
 pub mod aws;
+pub mod credentials;
 pub mod identities;
 pub mod policies;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};

@@ -100,6 +100,9 @@ pub fn operation_name(code: u16) -> &'static str {
         op::APPROVAL_WEBHOOK_SET => "approval_webhook_set",
         op::IDENTITY_LINK => "identity_link",
         op::IDENTITY_UNLINK => "identity_unlink",
+        op::CRED_SET => "cred_set",
+        op::CRED_DELETE => "cred_delete",
+        op::CRED_READ => "cred_read",
         _ => "unknown",
     }
 }

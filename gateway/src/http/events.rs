@@ -96,6 +96,9 @@ fn is_event(code: u16) -> bool {
             | op::APPROVAL_DENIED
             | op::IDENTITY_LINK
             | op::IDENTITY_UNLINK
+            | op::CRED_SET
+            | op::CRED_DELETE
+            | op::CRED_READ
     )
 }
 
@@ -309,7 +312,7 @@ impl Follower {
         ("DPoP" = String, Header, description = "a proof with ath"),
         ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses(
-        (status = 200, description = "server-sent events: actor_revoke, device_add, device_revoke, link_code_reuse, quarantine, quarantine_lifted, approval_requested (to those who may decide it), approval_approved, approval_denied, identity_link, identity_unlink, closed", content_type = "text/event-stream"),
+        (status = 200, description = "server-sent events: actor_revoke, device_add, device_revoke, link_code_reuse, quarantine, quarantine_lifted, approval_requested (to those who may decide it), approval_approved, approval_denied, identity_link, identity_unlink, cred_set, cred_delete, cred_read, closed", content_type = "text/event-stream"),
         (status = 400, description = "invalid_request: bad Last-Event-ID", body = super::openapi::ErrorEnvelope),
         (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
         (status = 429, description = "rate_limited: too many open streams for this actor", body = super::openapi::ErrorEnvelope),

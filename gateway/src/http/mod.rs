@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod confirm;
+pub mod credentials;
 pub mod crockford;
 pub mod devices;
 pub mod email;
@@ -206,6 +207,12 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(identities::wallet_verify))
         .routes(routes!(identities::email_request))
         .routes(routes!(identities::oauth2_start))
+        .routes(routes!(credentials::list))
+        .routes(routes!(
+            credentials::put,
+            credentials::get,
+            credentials::delete
+        ))
         .split_for_parts();
     openapi::add_shared_responses(&mut api);
     let api = Arc::new(api);
