@@ -74,6 +74,9 @@ pub enum Command {
     /// The credential vault: set (the master), get, list, rm.
     #[command(subcommand)]
     Cred(CredCommand),
+    /// Serve the injecting proxy on loopback: /<service>/<path> goes to the credential's stored
+    /// base URL with the credential in its stored header.
+    Proxy(crate::commands::proxy::ProxyArgs),
     /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
     #[command(subcommand)]
     Pair(PairCommand),

@@ -85,6 +85,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         | Command::Approvals(_)
         | Command::Identity(_)
         | Command::Cred(_)
+        | Command::Proxy(_)
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
@@ -113,6 +114,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
                 identities::identity(&Globals::from_cli(cli)?, command).await
             }
             Command::Cred(command) => credentials::cred(&Globals::from_cli(cli)?, command).await,
+            Command::Proxy(args) => commands::proxy::run(&Globals::from_cli(cli)?, args).await,
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {
                 let config = config::load(args)?;

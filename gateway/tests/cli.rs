@@ -15,7 +15,7 @@ use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::WalletKey;
 use agentkeys_gateway::config::{Config, Layer};
 use agentkeys_gateway::serve;
-use common::{CliStack, Output, agentkeys, json};
+use common::{CliStack, agentkeys, agentkeys_with_stdin, json};
 use serde_json::Value;
 
 fn mode(path: &Path) -> u32 {
@@ -224,30 +224,6 @@ async fn login_email_shows_the_code_polls_and_stores_the_session() {
     assert_eq!(me["identity"]["type"], "email");
     assert_eq!(me["identity"]["value"], "grace@example.com");
     server.stop(Duration::from_secs(5)).await.expect("stops");
-}
-
-async fn agentkeys_with_stdin(home: &Path, connect: &str, args: &[&str], input: &str) -> Output {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args(args)
-        .env_clear()
-        .env("HOME", home)
-        .env("AGENTKEYS_CONNECT", connect)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.as_bytes()).await.expect("write");
-    drop(stdin);
-    let out = child.wait_with_output().await.expect("exits");
-    Output {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 #[actix::test]

@@ -17,6 +17,7 @@ pub mod aws;
 pub mod credentials;
 pub mod identities;
 pub mod policies;
+pub mod proxy;
 use crate::client::{Client, ClientError, DeviceKey, profile_dir};
 use crate::http::confirm::LoginStatus;
 use crate::http::email::EmailStarted;

@@ -371,6 +371,36 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// Runs the `agentkeys` binary as [`agentkeys`] does, with `input` on its standard input.
+pub async fn agentkeys_with_stdin(
+    home: &Path,
+    connect: &str,
+    args: &[&str],
+    input: &str,
+) -> Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("AGENTKEYS_CONNECT", connect)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("exits");
+    Output {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Runs the `agentkeys` binary with `HOME` and the connect address set, nothing else.
 pub async fn agentkeys(home: &Path, connect: &str, args: &[&str]) -> Output {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
