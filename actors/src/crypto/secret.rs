@@ -42,6 +42,23 @@ impl MasterSecret {
         Ok(Self(out))
     }
 
+    /// `HKDF-SHA256(K3, salt, master ‖ version bytes)`, 32 bytes: a per-master key nothing
+    /// stores.
+    fn per_master(
+        &self,
+        salt: &[u8],
+        master: &agentkeys_runtime::Omni,
+        version: &[u8],
+    ) -> Zeroizing<[u8; 32]> {
+        let mut info = Zeroizing::new(Vec::with_capacity(32 + version.len()));
+        info.extend_from_slice(master.as_bytes());
+        info.extend_from_slice(version);
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 output length.
+        let _ = Hkdf::<Sha256>::new(Some(salt), &self.0).expand(&info, out.as_mut());
+        out
+    }
+
     /// The HMAC key of `master`'s approval webhook, version `version` (a new version per
     /// `PUT /v1/approvals/webhook`, so setting it again rotates the key). Nothing is stored.
     pub(crate) fn webhook_key(
@@ -49,14 +66,7 @@ impl MasterSecret {
         master: &agentkeys_runtime::Omni,
         version: u64,
     ) -> Zeroizing<[u8; 32]> {
-        let mut info = [0u8; 40];
-        info[..32].copy_from_slice(master.as_bytes());
-        info[32..].copy_from_slice(&version.to_be_bytes());
-        let mut out = Zeroizing::new([0u8; 32]);
-        // 32 bytes is always a valid HKDF-SHA256 output length.
-        let _ =
-            Hkdf::<Sha256>::new(Some(labels::WEBHOOK_SALT), &self.0).expand(&info, out.as_mut());
-        out
+        self.per_master(labels::WEBHOOK_SALT, master, &version.to_be_bytes())
     }
 
     /// The key-encryption key of `master`'s vault at `kek_version` (data keys are wrapped by it;
@@ -66,14 +76,7 @@ impl MasterSecret {
         master: &agentkeys_runtime::Omni,
         kek_version: u32,
     ) -> Zeroizing<[u8; 32]> {
-        let mut info = [0u8; 36];
-        info[..32].copy_from_slice(master.as_bytes());
-        info[32..].copy_from_slice(&kek_version.to_be_bytes());
-        let mut out = Zeroizing::new([0u8; 32]);
-        // 32 bytes is always a valid HKDF-SHA256 output length.
-        let _ =
-            Hkdf::<Sha256>::new(Some(labels::VAULT_KEK_SALT), &self.0).expand(&info, out.as_mut());
-        out
+        self.per_master(labels::VAULT_KEK_SALT, master, &kek_version.to_be_bytes())
     }
 
     /// The file form (64 lowercase hex characters), in a zeroizing string.
@@ -138,6 +141,32 @@ impl fmt::Debug for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_master_keys_are_hkdf_of_master_and_version() {
+        let k3 = MasterSecret::from_bytes([0x11; 32]);
+        let master = agentkeys_runtime::Omni::from_bytes([0x22; 32]);
+        let expand = |salt: &[u8], info: &[u8]| {
+            let mut out = [0u8; 32];
+            Hkdf::<Sha256>::new(Some(salt), &[0x11; 32])
+                .expand(info, &mut out)
+                .expect("32 bytes");
+            out
+        };
+        let mut info = [0x22u8; 36].to_vec();
+        info[32..].copy_from_slice(&1u32.to_be_bytes());
+        assert_eq!(
+            *k3.vault_kek(&master, 1),
+            expand(b"agentkeys-vault-kek-v1", &info)
+        );
+        let mut info = [0x22u8; 40].to_vec();
+        info[32..].copy_from_slice(&7u64.to_be_bytes());
+        assert_eq!(
+            *k3.webhook_key(&master, 7),
+            expand(b"agentkeys-approval-webhook-v1", &info)
+        );
+        assert_ne!(*k3.vault_kek(&master, 1), *k3.vault_kek(&master, 2));
+    }
 
     #[test]
     fn debug_is_redacted() {
