@@ -277,6 +277,7 @@ fn prepare_on(
                 proof: agent
                     .client
                     .key()
+                    .expect("a direct client")
                     .proof("POST", &url, at, Some(&agent.token), None)
                     .expect("proof"),
                 body: serde_json::to_vec(&body(i)).expect("json"),
@@ -734,6 +735,7 @@ async fn soak(
                     let proof = agent
                         .client
                         .key()
+                        .expect("a direct client")
                         .proof("POST", &htu, now(), Some(&agent.token), None)
                         .expect("proof");
                     let body = format!("{{\"message\":\"soak {t} {i}\"}}");

@@ -28,6 +28,15 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Send session requests through the daemon on this socket (it must answer); by default
+    /// a daemon answering on ~/.agentkeys/<profile>/daemon.sock is used when it runs.
+    #[arg(long, global = true, env = "AGENTKEYS_DAEMON_SOCKET")]
+    pub daemon_socket: Option<PathBuf>,
+
+    /// Hold the device key in this process even if a daemon runs for the profile.
+    #[arg(long, global = true, env = "AGENTKEYS_NO_DAEMON")]
+    pub no_daemon: bool,
+
     /// Connect to this address while proofs keep naming --gateway (tunnels, tests).
     #[arg(long, global = true, hide = true, env = "AGENTKEYS_CONNECT")]
     pub connect: Option<String>,
@@ -77,6 +86,11 @@ pub enum Command {
     /// Serve the injecting proxy on loopback: /<service>/<path> goes to the credential's stored
     /// base URL with the credential in its stored header.
     Proxy(crate::commands::proxy::ProxyArgs),
+    /// On an agent machine: hold the device key and session for the profile and serve the
+    /// gateway's API without DPoP on a 0600 Unix socket to local processes of allowed uids.
+    Daemon(crate::commands::daemon::DaemonArgs),
+    /// Serve the agent's tools to an MCP client: over stdio, or Streamable HTTP on loopback.
+    Mcp(crate::commands::mcp::McpArgs),
     /// Agent-initiated pairing: request (agent machine), claim (master), poll (agent machine).
     #[command(subcommand)]
     Pair(PairCommand),

@@ -86,6 +86,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         | Command::Identity(_)
         | Command::Cred(_)
         | Command::Proxy(_)
+        | Command::Daemon(_)
+        | Command::Mcp(_)
         | Command::Pair(_)
         | Command::Device(_)
         | Command::Oidc(_)
@@ -115,6 +117,8 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             }
             Command::Cred(command) => credentials::cred(&Globals::from_cli(cli)?, command).await,
             Command::Proxy(args) => commands::proxy::run(&Globals::from_cli(cli)?, args).await,
+            Command::Daemon(args) => commands::daemon::run(&Globals::from_cli(cli)?, args).await,
+            Command::Mcp(args) => commands::mcp::run(&Globals::from_cli(cli)?, args).await,
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {
                 let config = config::load(args)?;

@@ -4,7 +4,9 @@
 
 pub mod device;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use agentkeys_runtime::{Clock, SystemClock};
 
 use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_actors::crypto::wallet::WalletKey;
@@ -67,21 +69,50 @@ impl ClientError {
     }
 }
 
-/// A client for one gateway with one device key.
-#[derive(Debug)]
+/// How a client reaches the gateway.
+enum Via {
+    /// Directly, signing a DPoP proof per request with the device key.
+    Gateway {
+        key: DeviceKey,
+        nonce: Mutex<Option<String>>,
+    },
+    /// Through the profile's daemon on a Unix socket, which adds proof and session itself.
+    Daemon,
+}
+
+/// A client for one gateway with one device key, or for the daemon that holds it.
 pub struct Client {
     base: String,
     connect: Option<String>,
     http: reqwest::Client,
-    key: DeviceKey,
-    nonce: Mutex<Option<String>>,
+    via: Via,
+    clock: Arc<dyn Clock>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("connect", &self.connect)
+            .field("via_daemon", &matches!(self.via, Via::Daemon))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The base URL of requests to a daemon (the host is not used: the socket is).
+pub const DAEMON_BASE: &str = "http://agentkeys-daemon";
+
+/// A raw request: method, path with query, body and its content type, extra headers.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    /// The method.
+    pub method: reqwest::Method,
+    /// The path and query, from `/v1/…`.
+    pub path: String,
+    /// The body with its content type.
+    pub body: Option<(Vec<u8>, String)>,
+    /// Further headers (e.g. `last-event-id`, `accept`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Client {
@@ -91,9 +122,27 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             connect: None,
             http: reqwest::Client::new(),
-            key,
-            nonce: Mutex::new(None),
+            via: Via::Gateway {
+                key,
+                nonce: Mutex::new(None),
+            },
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// A client that sends every request to the daemon listening on `socket`.
+    pub fn via_daemon(socket: &std::path::Path) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the daemon client: {e}"))?;
+        Ok(Self {
+            base: DAEMON_BASE.into(),
+            connect: None,
+            http,
+            via: Via::Daemon,
+            clock: Arc::new(SystemClock),
+        })
     }
 
     /// Sends requests to `actual` (e.g. a test server's bound address) while proofs keep naming
@@ -103,14 +152,32 @@ impl Client {
         self
     }
 
-    /// The device key (e.g. to sign proofs ahead of time).
-    pub fn key(&self) -> &DeviceKey {
-        &self.key
+    /// Takes the proofs' `iat` from `clock` (tests with an injected clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
-    /// The device key's thumbprint.
+    /// Whether requests go through a daemon (which holds key and session).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.via, Via::Daemon)
+    }
+
+    /// The device key (e.g. to sign proofs ahead of time); none through a daemon.
+    pub fn key(&self) -> Option<&DeviceKey> {
+        match &self.via {
+            Via::Gateway { key, .. } => Some(key),
+            Via::Daemon => None,
+        }
+    }
+
+    /// The device key's thumbprint (empty through a daemon).
     pub fn jkt(&self) -> String {
-        self.key.thumbprint()
+        self.key().map(DeviceKey::thumbprint).unwrap_or_default()
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now().as_millis() / 1000).unwrap_or(i64::MAX)
     }
 
     /// POSTs `body` to `path`, with a DPoP proof (and `token` if given).
@@ -155,8 +222,7 @@ impl Client {
             .await
     }
 
-    /// One call: a fresh proof per attempt, one retry with the server's `DPoP-Nonce` when it
-    /// answers `use_dpop_nonce`.
+    /// One call with a JSON answer: see [`Client::raw`].
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -164,58 +230,105 @@ impl Client {
         body: Option<&B>,
         token: Option<&str>,
     ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => Some((
+                serde_json::to_vec(b).map_err(|e| self.transport(path, e.to_string()))?,
+                "application/json".to_string(),
+            )),
+            None => None,
+        };
+        let request = RawRequest {
+            method,
+            path: path.to_string(),
+            body,
+            headers: Vec::new(),
+        };
+        let response = self.raw(&request, token).await?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| self.transport(path, format!("HTTP {status}: {e}")))?;
+        if status.is_success() {
+            return serde_json::from_value(body).map_err(|e| self.transport(path, e.to_string()));
+        }
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            code: body["error"].as_str().unwrap_or("unknown").to_string(),
+            message: body["message"].as_str().unwrap_or_default().to_string(),
+            request_id: body["request_id"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    fn transport(&self, path: &str, cause: String) -> ClientError {
+        ClientError::Transport {
+            url: format!("{}{}", self.base, path),
+            cause,
+        }
+    }
+
+    /// One request, answered as it came (any status, the body unread): a fresh proof per
+    /// attempt and one retry with the server's `DPoP-Nonce` when it answers `use_dpop_nonce`.
+    /// Through a daemon neither proof nor token is sent: the daemon adds both.
+    pub async fn raw(
+        &self,
+        request: &RawRequest,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let path = request.path.as_str();
         let url = format!("{}{}", self.base, path);
         let target = format!("{}{}", self.connect.as_deref().unwrap_or(&self.base), path);
-        let transport = |cause: String| ClientError::Transport {
-            url: url.clone(),
-            cause,
-        };
         for attempt in 0..2 {
-            let nonce = self.nonce.lock().ok().and_then(|n| n.clone());
-            let proof = self
-                .key
-                .proof(method.as_str(), &url, now(), token, nonce.as_deref())
-                .map_err(|e| transport(e.to_string()))?;
-            let mut request = self
-                .http
-                .request(method.clone(), &target)
-                .header("dpop", proof);
-            if let Some(body) = body {
-                request = request.json(body);
+            let mut outgoing = self.http.request(request.method.clone(), &target);
+            if let Some((body, content_type)) = &request.body {
+                outgoing = outgoing
+                    .header("content-type", content_type)
+                    .body(body.clone());
             }
+            for (name, value) in &request.headers {
+                outgoing = outgoing.header(name, value);
+            }
+            let Via::Gateway { key, nonce } = &self.via else {
+                return outgoing
+                    .send()
+                    .await
+                    .map_err(|e| self.transport(path, e.to_string()));
+            };
+            let current = nonce.lock().ok().and_then(|n| n.clone());
+            let proof = key
+                .proof(
+                    request.method.as_str(),
+                    &url,
+                    self.now(),
+                    token,
+                    current.as_deref(),
+                )
+                .map_err(|e| self.transport(path, e.to_string()))?;
+            outgoing = outgoing.header("dpop", proof);
             if let Some(token) = token {
-                request = request.header("authorization", format!("DPoP {token}"));
+                outgoing = outgoing.header("authorization", format!("DPoP {token}"));
             }
-            let response = request.send().await.map_err(|e| transport(e.to_string()))?;
-            let fresh = response
-                .headers()
-                .get("dpop-nonce")
-                .and_then(|v| v.to_str().ok());
-            if let (Some(n), Ok(mut slot)) = (fresh, self.nonce.lock()) {
+            let response = outgoing
+                .send()
+                .await
+                .map_err(|e| self.transport(path, e.to_string()))?;
+            let headers = response.headers();
+            if let (Some(n), Ok(mut slot)) = (
+                headers.get("dpop-nonce").and_then(|v| v.to_str().ok()),
+                nonce.lock(),
+            ) {
                 *slot = Some(n.to_string());
             }
-            let status = response.status();
-            let body: Value = response
-                .json()
-                .await
-                .map_err(|e| transport(format!("HTTP {status}: {e}")))?;
-            if status.is_success() {
-                return serde_json::from_value(body).map_err(|e| transport(e.to_string()));
-            }
-            let code = body["error"].as_str().unwrap_or("unknown").to_string();
-            if code == "use_dpop_nonce" && attempt == 0 {
+            let wants_nonce = headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("use_dpop_nonce"));
+            if wants_nonce && attempt == 0 {
                 continue;
             }
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                code,
-                message: body["message"].as_str().unwrap_or_default().to_string(),
-                request_id: body["request_id"].as_str().unwrap_or_default().to_string(),
-            });
+            return Ok(response);
         }
-        Err(transport(
-            "the server kept asking for a new DPoP nonce".into(),
-        ))
+        Err(self.transport(path, "the server kept asking for a new DPoP nonce".into()))
     }
 
     /// `POST /v1/auth/wallet/verify`.

@@ -290,7 +290,7 @@ pub async fn link(globals: &Globals, args: &LinkArgs) -> anyhow::Result<()> {
     if code.is_empty() {
         bail!("no link code given; pipe it in or type it at the prompt");
     }
-    let client = globals.client()?;
+    let client = globals.direct_client()?;
     let session: crate::http::session::SessionResponse = client
         .post(
             "/v1/link/redeem",
@@ -445,7 +445,7 @@ struct PendingPairing {
 /// `agentkeys pair …`.
 pub async fn pair(globals: &Globals, command: &crate::cli::PairCommand) -> anyhow::Result<()> {
     use crate::cli::PairCommand;
-    let client = globals.client()?;
+    let client = globals.direct_client()?;
     let pending_path = globals.profile.join("pending-pairing.json");
     match command {
         PairCommand::Request { no_wait } => {

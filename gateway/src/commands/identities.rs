@@ -72,7 +72,7 @@ async fn run_provider_flow(
 
 /// `agentkeys login oauth2 --provider NAME`.
 pub async fn login_oauth2(globals: &Globals, args: &LoginOAuth2Args) -> anyhow::Result<()> {
-    let client = globals.client()?;
+    let client = globals.direct_client()?;
     let started: OAuthStarted = client
         .post(
             "/v1/auth/oauth2/start",

@@ -15,6 +15,8 @@ use crate::cli::{Cli, LoginEmailArgs, LoginWalletArgs};
 pub mod agents;
 pub mod aws;
 pub mod credentials;
+pub mod daemon;
+pub mod mcp;
 pub mod identities;
 pub mod policies;
 pub mod proxy;
@@ -40,6 +42,10 @@ pub struct Globals {
     pub profile: PathBuf,
     /// JSON output.
     pub json: bool,
+    /// The daemon socket named by `--daemon-socket` (then it must answer).
+    pub daemon_socket: Option<PathBuf>,
+    /// `--no-daemon`: hold the key here even if a daemon runs.
+    pub no_daemon: bool,
 }
 
 impl Globals {
@@ -59,10 +65,36 @@ impl Globals {
             connect: cli.connect.clone(),
             profile: profile_dir(&home, profile)?,
             json: cli.json,
+            daemon_socket: cli.daemon_socket.clone(),
+            no_daemon: cli.no_daemon,
         })
     }
 
-    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+    /// The daemon socket to use: the one named, or the profile's if a daemon answers there.
+    pub fn daemon(&self) -> Option<PathBuf> {
+        if self.no_daemon {
+            return None;
+        }
+        if let Some(named) = &self.daemon_socket {
+            return Some(named.clone());
+        }
+        let default = self.profile.join(daemon::SOCKET);
+        std::os::unix::net::UnixStream::connect(&default)
+            .is_ok()
+            .then_some(default)
+    }
+
+    /// A client for commands that act with the session: through the profile's daemon when
+    /// one runs (this process then never reads the key), directly otherwise.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        match self.daemon() {
+            Some(socket) => Client::via_daemon(&socket),
+            None => self.direct_client(),
+        }
+    }
+
+    /// A client holding the device key itself: logins, link codes, pairing, the daemon.
+    pub fn direct_client(&self) -> anyhow::Result<Client> {
         let key = DeviceKey::load_or_create(&self.profile)?;
         let client = Client::new(&self.gateway, key);
         Ok(match &self.connect {
@@ -229,6 +261,9 @@ pub fn error_envelope(err: &anyhow::Error) -> serde_json::Value {
 
 /// The profile's session, refreshed first if it is about to expire.
 pub async fn session(globals: &Globals, client: &Client) -> anyhow::Result<StoredSession> {
+    if client.is_daemon() {
+        return daemon::session(client).await;
+    }
     let path = globals.profile.join("session.json");
     let Some(stored) = read_json::<StoredSession>(&path)? else {
         bail!(
@@ -366,7 +401,7 @@ pub async fn wallet_proof(
 
 /// `agentkeys login wallet`.
 pub async fn login_wallet(globals: &Globals, args: &LoginWalletArgs) -> anyhow::Result<()> {
-    let client = globals.client()?;
+    let client = globals.direct_client()?;
     let Some(request) = wallet_proof(globals, &client, args, None).await? else {
         return Ok(());
     };
@@ -433,7 +468,7 @@ where
 
 /// `agentkeys login email ADDR`.
 pub async fn login_email(globals: &Globals, args: &LoginEmailArgs) -> anyhow::Result<()> {
-    let client = globals.client()?;
+    let client = globals.direct_client()?;
     let started = client.email_request(&args.email).await.map_err(explain)?;
     show_email_code(globals, &args.email, &started);
     let status = wait_for(

@@ -74,8 +74,9 @@ const DROPPED: [&str; 12] = [
     "content-length",
 ];
 
-/// A refusal: the status and the error envelope (without a request id: the proxy has none).
-struct Refusal {
+/// A refusal: the status and the error envelope (without a request id: the proxy and the
+/// daemon have none of their own).
+pub(crate) struct Refusal {
     status: StatusCode,
     code: String,
     message: String,
@@ -88,7 +89,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn refuse(status: StatusCode, code: &str, message: &str) -> Refusal {
+pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Refusal {
     Refusal {
         status,
         code: code.to_string(),
