@@ -592,7 +592,8 @@ struct Gate {
 }
 
 /// Admits only requests with the bearer token, a loopback `Host` naming this port, and no
-/// foreign `Origin` (a browser's request — `Sec-Fetch-Mode` present — must carry one).
+/// foreign `Origin` (a browser's cross-site request — `Sec-Fetch-Site: cross-site` or
+/// `same-site` — must carry one, and it never matches).
 async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -607,7 +608,10 @@ async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Re
     }
     let origin_ok = match text(header::ORIGIN) {
         Some(origin) => gate.hosts.iter().any(|h| origin == format!("http://{h}")),
-        None => !headers.contains_key("sec-fetch-mode"),
+        None => !matches!(
+            text(header::HeaderName::from_static("sec-fetch-site")),
+            Some("cross-site" | "same-site")
+        ),
     };
     if !origin_ok {
         return refuse(
