@@ -209,7 +209,11 @@ impl Daemon {
                     ..
                 }) => {
                     if (400..500).contains(&status) {
-                        let code = if fatal(&code) { code } else { "invalid_token".into() };
+                        let code = if fatal(&code) {
+                            code
+                        } else {
+                            "invalid_token".into()
+                        };
                         self.stop(&code, &format!("the session cannot be renewed ({message})"));
                     }
                     return Err(self.refusal_if_stopped().err().unwrap_or_else(|| {
@@ -457,7 +461,10 @@ async fn local_events(
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = daemon.admit(peer).and_then(|()| daemon.refusal_if_stopped()) {
+    if let Err(refused) = daemon
+        .admit(peer)
+        .and_then(|()| daemon.refusal_if_stopped())
+    {
         return refused.into_response();
     }
     let after = match headers.get("last-event-id") {
@@ -738,14 +745,11 @@ pub async fn start(globals: &Globals, options: Options) -> anyhow::Result<Runnin
         .with_state(daemon.clone());
     let mut until = watch_shutdown;
     let served = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<Peer>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = until.wait_for(|stop| *stop).await;
-        })
-        .await
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            })
+            .await
     });
     Ok(Running {
         daemon,
@@ -781,10 +785,10 @@ pub async fn run(globals: &Globals, args: &DaemonArgs) -> anyhow::Result<()> {
     )
     .await?;
     let status = running.status().await;
-    let place = running
-        .socket
-        .as_ref()
-        .map_or_else(|| "the activated socket".to_string(), |p| p.display().to_string());
+    let place = running.socket.as_ref().map_or_else(
+        || "the activated socket".to_string(),
+        |p| p.display().to_string(),
+    );
     println!(
         "agentkeys daemon serving {} {} on {place}",
         status.session.role, status.session.omni
@@ -831,7 +835,10 @@ mod tests {
         assert_eq!(events[0].event, "actor_revoke");
         assert_eq!(events[0].data, "{\"a\":1}");
         assert_eq!(events[1].event, "closed");
-        assert_eq!(buffer, "id: 9\nda", "an unfinished event waits for the rest");
+        assert_eq!(
+            buffer, "id: 9\nda",
+            "an unfinished event waits for the rest"
+        );
     }
 
     #[test]

@@ -224,7 +224,12 @@ impl Tools {
 
     /// A route call as a tool result: 2xx JSON as text; a held request (`approval_required`)
     /// and every refusal as a tool error carrying the code.
-    async fn route(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> CallToolResult {
+    async fn route(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> CallToolResult {
         match self.call(method, path, body).await {
             Err(refused) => refused,
             Ok((status, answer)) if (200..300).contains(&status) => {
@@ -272,7 +277,11 @@ impl Tools {
             text.push_str(&format!(" Effective scopes: {}.", scopes.join(", ")));
         }
         if let Ok((200, policy)) = self
-            .call(reqwest::Method::GET, &format!("/v1/actors/{omni}/policy"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/actors/{omni}/policy"),
+                None,
+            )
             .await
         {
             let own = policy["policy"].is_object();
@@ -305,27 +314,37 @@ impl Tools {
         let mut tools = vec![
             Tool::new(
                 "whoami",
-                format!("Who this agent is: omni, role, wallet, sr25519 account, session expiry. {limits}"),
+                format!(
+                    "Who this agent is: omni, role, wallet, sr25519 account, session expiry. {limits}"
+                ),
                 no_input(),
             ),
             Tool::new(
                 "sign_message",
-                format!("Sign a message with EIP-191 (personal_sign) by this agent's wallet (POST /v1/sign/eip191). {limits}"),
+                format!(
+                    "Sign a message with EIP-191 (personal_sign) by this agent's wallet (POST /v1/sign/eip191). {limits}"
+                ),
                 body_schema::<Eip191Request>(),
             ),
             Tool::new(
                 "sign_typed_data",
-                format!("Sign EIP-712 typed data by this agent's wallet (POST /v1/sign/eip712); permits and orders are checked against the policies. {limits}"),
+                format!(
+                    "Sign EIP-712 typed data by this agent's wallet (POST /v1/sign/eip712); permits and orders are checked against the policies. {limits}"
+                ),
                 body_schema::<Eip712Request>(),
             ),
             Tool::new(
                 "sign_transaction",
-                format!("Sign an EVM transaction (POST /v1/sign/transaction): returns the signed raw transaction and its hash; it is never broadcast. {limits}"),
+                format!(
+                    "Sign an EVM transaction (POST /v1/sign/transaction): returns the signed raw transaction and its hash; it is never broadcast. {limits}"
+                ),
                 body_schema::<TxSignRequest>(),
             ),
             Tool::new(
                 "check_policy",
-                format!("Ask whether a signing request would be allowed, denied or need approval, without signing or spending (POST /v1/policy/check). {limits}"),
+                format!(
+                    "Ask whether a signing request would be allowed, denied or need approval, without signing or spending (POST /v1/policy/check). {limits}"
+                ),
                 body_schema::<CheckRequest>(),
             ),
             Tool::new(
@@ -372,7 +391,11 @@ impl Tools {
         let Some(id) = args.get("approval_id").and_then(Value::as_str) else {
             return tool_error("invalid_request", "give approval_id");
         };
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return tool_error("invalid_request", "approval_id is not an approval id");
         }
         let deadline = tokio::time::Instant::now() + self.inner.approval_wait;
@@ -404,7 +427,10 @@ impl Tools {
     }
 
     async fn list_credentials(&self) -> CallToolResult {
-        match self.call(reqwest::Method::GET, "/v1/credentials", None).await {
+        match self
+            .call(reqwest::Method::GET, "/v1/credentials", None)
+            .await
+        {
             Err(refused) => refused,
             Ok((200, list)) => {
                 let names: Vec<Value> = list["credentials"]
@@ -425,7 +451,10 @@ impl Tools {
         if !self.inner.services.iter().any(|s| s == service) {
             return tool_error(
                 "service_not_configured",
-                &format!("only these services are configured: {}", self.inner.services.join(", ")),
+                &format!(
+                    "only these services are configured: {}",
+                    self.inner.services.join(", ")
+                ),
             );
         }
         let Ok(method) = reqwest::Method::from_bytes(text("method").as_bytes()) else {
@@ -436,7 +465,10 @@ impl Tools {
         }
         let path = text("path");
         if !path.starts_with('/') || path.contains("://") {
-            return tool_error("invalid_request", "path must start with / and stay on the service");
+            return tool_error(
+                "invalid_request",
+                "path must start with / and stay on the service",
+            );
         }
         let token = match std::fs::read_to_string(&self.inner.proxy_token_file) {
             Ok(t) => Zeroizing::new(t.trim().to_string()),
@@ -455,7 +487,10 @@ impl Tools {
         if let Some(Value::Object(headers)) = args.get("headers") {
             for (name, value) in headers {
                 let lower = name.to_ascii_lowercase();
-                if matches!(lower.as_str(), "authorization" | "host" | "cookie" | "origin") {
+                if matches!(
+                    lower.as_str(),
+                    "authorization" | "host" | "cookie" | "origin"
+                ) {
                     continue;
                 }
                 if let Some(value) = value.as_str() {
@@ -570,7 +605,10 @@ fn bearer_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
                     .to_string(),
             );
             if token.len() < 32 {
-                bail!("{} must hold a token of at least 32 characters", path.display());
+                bail!(
+                    "{} must hold a token of at least 32 characters",
+                    path.display()
+                );
             }
             Ok(token)
         }
@@ -660,14 +698,19 @@ pub async fn run(globals: &Globals, args: &McpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    let hosts = [format!("127.0.0.1:{}", addr.port()), format!("localhost:{}", addr.port())];
+    let hosts = [
+        format!("127.0.0.1:{}", addr.port()),
+        format!("localhost:{}", addr.port()),
+    ];
     let origins: Vec<String> = hosts.iter().map(|h| format!("http://{h}")).collect();
     let config = rmcp::transport::streamable_http_server::StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts.iter().cloned())
         .with_allowed_origins(origins);
     let service = rmcp::transport::streamable_http_server::StreamableHttpService::new(
         move || Ok(tools.clone()),
-        Arc::new(rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default()),
+        Arc::new(
+            rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+        ),
         config,
     );
     let gate = Arc::new(Gate { token, hosts });
