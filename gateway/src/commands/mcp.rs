@@ -551,9 +551,7 @@ impl ServerHandler for Tools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let limits = self.limits().await;
-        let mut list = ListToolsResult::default();
-        list.tools = self.tools(&limits);
-        Ok(list)
+        Ok(ListToolsResult::with_all_items(self.tools(&limits)))
     }
 
     async fn call_tool(
