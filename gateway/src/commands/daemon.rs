@@ -37,7 +37,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{broadcast, watch};
 use zeroize::Zeroizing;
 
-use super::proxy::{Refusal, refuse};
+use super::local::{Refusal, Unread, read_capped, refuse};
 use super::{Globals, REFRESH_MARGIN_SECONDS, StoredSession, explain, save_session};
 use crate::client::{Client, ClientError, RawRequest};
 use crate::http::session::SessionResponse;
@@ -347,29 +347,23 @@ async fn forwarded(daemon: &Daemon, peer: Peer, request: Request) -> Result<Resp
             headers.insert(name, v.clone());
         }
     }
-    let mut bytes = Vec::new();
-    loop {
-        match answer.chunk().await {
-            Ok(Some(chunk)) if bytes.len() + chunk.len() <= MAX_ANSWER => {
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(Some(_)) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "unreachable",
-                    "the gateway's answer is over 16 MiB",
-                ));
-            }
-            Ok(None) => break,
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "unreachable",
-                    "the gateway's answer broke off",
-                ));
-            }
+    let bytes = match read_capped(&mut answer, MAX_ANSWER).await {
+        Ok(bytes) => bytes,
+        Err(Unread::TooLarge) => {
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                "the gateway's answer is over 16 MiB",
+            ));
         }
-    }
+        Err(Unread::Broken) => {
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                "unreachable",
+                "the gateway's answer broke off",
+            ));
+        }
+    };
     if status.is_client_error()
         && let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&bytes)
         && let Some(code) = envelope["error"].as_str()

@@ -22,8 +22,6 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -34,7 +32,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-use super::proxy::refuse;
+use super::local::{random_token, refuse, serve_until_interrupted};
 use super::{Globals, session, write_private};
 use crate::client::{Client, ClientError, RawRequest};
 
@@ -611,10 +609,7 @@ fn bearer_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
             Ok(token)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = Zeroizing::new([0u8; 32]);
-            aws_lc_rs::rand::fill(bytes.as_mut())
-                .map_err(|_| anyhow::anyhow!("random generator failed"))?;
-            let token = Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()));
+            let token = random_token()?;
             write_private(path, token.as_bytes())?;
             Ok(token)
         }
@@ -715,18 +710,11 @@ pub async fn run(globals: &Globals, args: &McpArgs) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, self::gate));
-    println!(
+    let announce = format!(
         "agentkeys mcp listening on http://{addr}/mcp (bearer token in {})",
         token_file.display()
     );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
+    serve_until_interrupted(listener, app, announce).await
 }
 
 #[cfg(test)]

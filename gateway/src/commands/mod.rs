@@ -17,6 +17,7 @@ pub mod aws;
 pub mod credentials;
 pub mod daemon;
 pub mod identities;
+mod local;
 pub mod mcp;
 pub mod policies;
 pub mod proxy;

@@ -22,10 +22,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
+use super::local::{Refusal, Unread, random_token, read_capped, refuse, serve_until_interrupted};
 use super::{Globals, session, write_private};
 use crate::client::{Client, ClientError};
 use crate::http::credentials::Value as CredentialValue;
@@ -74,29 +75,6 @@ const DROPPED: [&str; 12] = [
     "content-length",
 ];
 
-/// A refusal: the status and the error envelope (without a request id: the proxy and the
-/// daemon have none of their own).
-pub(crate) struct Refusal {
-    status: StatusCode,
-    code: String,
-    message: String,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.code, "message": self.message});
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-pub(crate) fn refuse(status: StatusCode, code: &str, message: &str) -> Refusal {
-    Refusal {
-        status,
-        code: code.to_string(),
-        message: message.to_string(),
-    }
-}
-
 /// `agentkeys proxy`: serves until interrupted.
 pub async fn run(globals: &Globals, args: &ProxyArgs) -> anyhow::Result<()> {
     if !args.listen.ip().is_loopback() {
@@ -125,10 +103,7 @@ pub async fn run(globals: &Globals, args: &ProxyArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    aws_lc_rs::rand::fill(bytes.as_mut())
-        .map_err(|_| anyhow::anyhow!("random generator failed"))?;
-    let token = Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()));
+    let token = random_token()?;
     let token_file = args
         .token_file
         .clone()
@@ -144,18 +119,13 @@ pub async fn run(globals: &Globals, args: &ProxyArgs) -> anyhow::Result<()> {
         revoked: AtomicBool::new(false),
     });
     let app = axum::Router::new().fallback(handle).with_state(proxy);
-    println!(
+    let announce = format!(
         "agentkeys proxy listening on http://{addr} (bearer token in {})",
         token_file.display()
     );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let served = serve_until_interrupted(listener, app, announce).await;
     let _ = std::fs::remove_file(&token_file);
+    served?;
     Ok(())
 }
 
@@ -400,29 +370,23 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, Refusal> {
         }
     }
     let mut answer = answer;
-    let mut collected = Vec::new();
-    loop {
-        match answer.chunk().await {
-            Ok(Some(chunk)) if collected.len() + chunk.len() <= MAX_BODY => {
-                collected.extend_from_slice(&chunk);
-            }
-            Ok(Some(_)) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_too_large",
-                    "the upstream's answer is over 10 MiB",
-                ));
-            }
-            Ok(None) => break,
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    "the upstream's answer broke off",
-                ));
-            }
+    let collected = match read_capped(&mut answer, MAX_BODY).await {
+        Ok(bytes) => bytes,
+        Err(Unread::TooLarge) => {
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                "upstream_too_large",
+                "the upstream's answer is over 10 MiB",
+            ));
         }
-    }
+        Err(Unread::Broken) => {
+            return Err(refuse(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "the upstream's answer broke off",
+            ));
+        }
+    };
     let mut response = Response::new(Body::from(redact(&collected, text.as_bytes())));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
