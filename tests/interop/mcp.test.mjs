@@ -131,7 +131,7 @@ test("stdio: tools with the routes' schemas; signatures verify; budget and appro
   const client = new Client({ name: "interop", version: "1.0.0" });
   await client.connect(new StdioClientTransport({
     command: bin,
-    args: ["--gateway", PUBLIC_URL, "mcp", "--service", "echo", "--proxy-url", proxy.match[1], "--proxy-token-file", proxy.match[2]],
+    args: ["--gateway", PUBLIC_URL, "mcp", "--approval-wait-seconds", "1", "--service", "echo", "--proxy-url", proxy.match[1], "--proxy-token-file", proxy.match[2]],
     env: env(agentHome),
     stderr: "ignore",
   }));
@@ -168,6 +168,10 @@ test("stdio: tools with the routes' schemas; signatures verify; budget and appro
   assert.equal(held.body.error, "approval_required");
   const id = held.body.approval_id;
   assert.ok(id);
+  const waiting = await call(client, "approval_status", { approval_id: id });
+  assert.equal(waiting.isError, false);
+  assert.equal(waiting.body.status, "pending", "no decision within the wait: pending, with the id");
+  assert.equal(waiting.body.approval_id, id);
   cli(masterHome, ["approvals", "approve", id]);
   const decided = await call(client, "approval_status", { approval_id: id });
   assert.equal(decided.isError, false);

@@ -836,6 +836,26 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_hides_the_session_token() {
+        let session = SessionResponse {
+            session_jwt: "eyJ.secret-token.sig".into(),
+            expires_at: "2026-01-01T00:00:00.000Z".into(),
+            omni: "ab".into(),
+            path: String::new(),
+            master_omni: "ab".into(),
+            role: "master".into(),
+            binding_id: 1,
+        };
+        let stored = StoredSession {
+            gateway: "http://127.0.0.1:8090".into(),
+            session,
+        };
+        let shown = format!("{stored:?}");
+        assert!(!shown.contains("secret-token"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+
+    #[test]
     fn session_routes_are_reserved_to_the_daemon() {
         for path in [
             "/v1/auth/wallet/start",

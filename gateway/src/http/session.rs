@@ -14,8 +14,8 @@ use super::error::{ApiError, ErrorCode};
 use super::extract::{Authenticated, bind_and_record, dpop_token, verify_proof};
 use crate::auth::session::{NewSession, Role};
 
-/// A session: what logins, refresh and (later) link redemption return.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// A session: what logins, refresh and (later) link redemption return. `Debug` hides the token.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionResponse {
     /// The ES256 session token; send it as `Authorization: DPoP <session_jwt>`.
     pub session_jwt: String,
@@ -31,6 +31,19 @@ pub struct SessionResponse {
     pub role: String,
     /// The device binding the token names.
     pub binding_id: u64,
+}
+
+impl std::fmt::Debug for SessionResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionResponse")
+            .field("session_jwt", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("omni", &self.omni)
+            .field("path", &self.path)
+            .field("role", &self.role)
+            .field("binding_id", &self.binding_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Mints a session for `session` and shapes the answer.
