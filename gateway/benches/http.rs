@@ -21,6 +21,11 @@
 //!   (the replay-cache lock-out of the availability report). Honest throughput, p50/p99, the
 //!   error count (must be 0), the flood's answers, and the server's RSS every 10 s.
 //!
+//! - With `LOADBENCH_DAEMON=1`, instead of the levels: the cost of the agent daemon. Signed
+//!   EIP-191 requests by one master sent directly (this process signs each proof) and through
+//!   an in-process `agentkeys daemon` on a Unix socket (the daemon signs), alternated in one run
+//!   at 1 and 16 in flight; the ratio of the two rates.
+//!
 //! With two or more CPUs and `taskset` present, the server (and the floor) run on the last CPU
 //! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
 //! float over every core and the floor counts every core).
@@ -429,6 +434,12 @@ async fn bench(cpu: Option<usize>, total: usize) {
         None => println!("unpinned: server, client and floor share {total} CPUs"),
     }
 
+    if std::env::var("LOADBENCH_DAEMON").is_ok_and(|v| v == "1") {
+        daemon_cost(&base).await;
+        let _ = server.child.kill().await;
+        return;
+    }
+
     if std::env::var("LOADBENCH_POLICY").is_ok_and(|v| v == "1") {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -662,6 +673,124 @@ signed transactions at 64 in flight, agents at depth 3 ({BOTS} bots), median of 
         "cost of the policy engine: {:.1} % of throughput",
         (1.0 - with.0 / without.0) * 100.0
     );
+}
+
+/// Requests with `concurrency` in flight through `client` (direct with `token`, or through a
+/// daemon with none): rate, p50, p99.
+async fn through_client(
+    client: Arc<Client>,
+    token: Option<Arc<String>>,
+    n: usize,
+    concurrency: usize,
+) -> RunResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, token, next) = (client.clone(), token.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let sent = Instant::now();
+                    let r: Result<Value, _> = client
+                        .post(
+                            EIP191,
+                            &json!({"message": "daemon cost"}),
+                            token.as_deref().map(String::as_str),
+                        )
+                        .await;
+                    latencies.push(sent.elapsed());
+                    errors += usize::from(r.is_err());
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::with_capacity(n), 0);
+    for task in tasks {
+        let (l, e) = task.await.expect("task");
+        latencies.extend(l);
+        errors += e;
+    }
+    let wall = start.elapsed();
+    latencies.sort();
+    RunResult {
+        rate: n as f64 / wall.as_secs_f64(),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        errors,
+    }
+}
+
+async fn daemon_cost(base: &str) {
+    use agentkeys_gateway::commands::daemon;
+    const ROUNDS: usize = 5;
+    let home = tempfile::tempdir().expect("home");
+    let profile = home.path().join("profile");
+    let key = DeviceKey::load_or_create(&profile).expect("key");
+    let direct = Client::new(PUBLIC_URL, key).connecting_to(base);
+    let owner = WalletKey::from_secret(&[0x45; 32]).expect("wallet");
+    let session = direct.wallet_login(&owner, 1).await.expect("login");
+    let token = Arc::new(session.session_jwt.clone());
+    let stored = agentkeys_gateway::commands::StoredSession {
+        gateway: PUBLIC_URL.into(),
+        session,
+    };
+    std::fs::write(
+        profile.join("session.json"),
+        serde_json::to_vec(&stored).expect("json"),
+    )
+    .expect("session file");
+    let globals = agentkeys_gateway::commands::Globals {
+        gateway: PUBLIC_URL.into(),
+        connect: Some(base.to_string()),
+        profile: profile.clone(),
+        json: false,
+        daemon_socket: None,
+        no_daemon: false,
+    };
+    let running = daemon::start(
+        &globals,
+        daemon::Options {
+            socket: None,
+            allow_uid: Vec::new(),
+            clock: Arc::new(agentkeys_runtime::SystemClock),
+        },
+    )
+    .await
+    .expect("daemon");
+    let direct = Arc::new(direct);
+    let through = Arc::new(Client::via_daemon(&profile.join(daemon::SOCKET)).expect("client"));
+    println!(
+        "\nsigned EIP-191 requests, direct vs through the daemon, median of {ROUNDS} alternating runs:"
+    );
+    println!("| in flight | path | req/s | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    for (level, n) in [(1usize, 400usize), (16, 3_000)] {
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..ROUNDS {
+            let d = through_client(direct.clone(), Some(token.clone()), n, level).await;
+            let t = through_client(through.clone(), None, n, level).await;
+            assert_eq!(d.errors + t.errors, 0, "requests failed");
+            rates[0].push((d.rate, d.p50, d.p99));
+            rates[1].push((t.rate, t.p50, t.p99));
+        }
+        for r in &mut rates {
+            r.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let median = |r: &[(f64, Duration, Duration)]| r[r.len() / 2];
+        let (d, t) = (median(&rates[0]), median(&rates[1]));
+        for (name, r) in [("direct", d), ("daemon", t)] {
+            println!(
+                "| {level} | {name} | {:.0} | {} | {} |",
+                r.0,
+                ms(r.1),
+                ms(r.2)
+            );
+        }
+        println!("daemon / direct at {level} in flight: {:.2}", t.0 / d.0);
+    }
+    running.shutdown().await.expect("daemon stops");
 }
 
 async fn floor(cpu: Option<usize>, total: usize) -> f64 {
