@@ -36,7 +36,7 @@ else
 fi
 cargo test --workspace --locked --doc --quiet
 
-step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider (tests/interop)"
+step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider; the MCP server driven by the official TypeScript SDK client (tests/interop)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are needed for the interop tests (Node 20)" >&2
   exit 1
