@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CliStack, Moto, agentkeys, json};
+use common::{CliStack, Moto, agentkeys, json, spawn_daemon};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/agentkeys-test";
 
@@ -66,5 +66,33 @@ async fn credentials_and_run_through_sts() {
     )
     .await;
     assert!(!out.ok && out.stderr.contains("900"), "{}", out.stderr);
+
+    // As a credential_process through the daemon: the key and session files are not read.
+    let (_daemon, _) = spawn_daemon(h, &connect, "default", &[]).await;
+    let profile = h.join(".agentkeys").join("default");
+    for file in ["device.jwk", "session.json"] {
+        std::fs::rename(profile.join(file), h.join(file)).expect("move");
+    }
+    let creds = json(
+        &agentkeys(
+            h,
+            &connect,
+            &[
+                "aws",
+                "credentials",
+                "--role-arn",
+                ROLE,
+                "--sts-endpoint",
+                &moto.url,
+            ],
+        )
+        .await,
+    );
+    assert!(
+        creds["SecretAccessKey"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    assert!(!profile.join("device.jwk").exists(), "no client made a key");
     stack.stop().await;
 }

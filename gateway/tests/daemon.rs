@@ -13,39 +13,7 @@ use agentkeys_actors::crypto::eip191::{Signature, hash_message, recover};
 use agentkeys_gateway::client::{Client, DeviceKey};
 use agentkeys_gateway::commands::daemon::{self, DaemonStatus, Options};
 use agentkeys_gateway::commands::{Globals, StoredSession};
-use common::{CliStack, PUBLIC_URL, agentkeys, agentkeys_with_stdin, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr};
-
-/// A daemon child for `profile`; answers once it says it serves.
-async fn spawn_daemon(
-    home: &Path,
-    connect: &str,
-    profile: &str,
-    extra: &[&str],
-) -> (Child, Lines<BufReader<ChildStderr>>) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
-        .args(["--profile", profile, "daemon"])
-        .args(extra)
-        .env_clear()
-        .env("HOME", home)
-        .env("AGENTKEYS_CONNECT", connect)
-        .env("AGENTKEYS_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("daemon starts");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = out
-        .next_line()
-        .await
-        .expect("read")
-        .expect("the daemon says it serves");
-    assert!(line.starts_with("agentkeys daemon serving"), "{line}");
-    let err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    (child, err)
-}
+use common::{CliStack, PUBLIC_URL, agentkeys, agentkeys_with_stdin, json, spawn_daemon};
 
 fn profile(home: &Path, name: &str) -> PathBuf {
     home.join(".agentkeys").join(name)

@@ -547,3 +547,37 @@ pub async fn link(stack: &Stack, issuer: &Who, omni: &str) -> Who {
     assert_eq!(status, 200, "{session}");
     Who::from_session(key, &session)
 }
+
+/// A daemon child for `profile`; answers once it says it serves.
+pub async fn spawn_daemon(
+    home: &Path,
+    connect: &str,
+    profile: &str,
+    extra: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["--profile", profile, "daemon"])
+        .args(extra)
+        .env_clear()
+        .env("HOME", home)
+        .env("AGENTKEYS_CONNECT", connect)
+        .env("AGENTKEYS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("daemon starts");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = out
+        .next_line()
+        .await
+        .expect("read")
+        .expect("the daemon says it serves");
+    assert!(line.starts_with("agentkeys daemon serving"), "{line}");
+    let err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    (child, err)
+}
