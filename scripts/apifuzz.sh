@@ -45,7 +45,7 @@ for label in fuzz-a fuzz-b; do
 done
 
 # /v1/events is a stream that stays open until the token expires: not fuzzable by a
-# request/response tool; it is covered by gateway/tests/events.rs.
+# request/response tool; it is covered by gateway/tests/integration/events.rs.
 status=0
 AK_PROFILE="$work/home/.agentkeys/default" AK_PUBLIC_URL="$url" AK_OMNIS="$omnis" \
   SCHEMATHESIS_HOOKS=dpop_hook PYTHONPATH="$PWD/tests/apifuzz" \

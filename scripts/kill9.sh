@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cycles="${1:-50}"
-KILL9_CYCLES="$cycles" cargo test -q --locked -p agentkeys-gateway --test kill9 -- --nocapture 2>&1 \
+KILL9_CYCLES="$cycles" cargo test -q --locked -p agentkeys-gateway --test integration -- --nocapture kill9:: 2>&1 \
   | grep -E '^(kill9:|test result)|panicked|assertion'

@@ -2,7 +2,7 @@
 # Writes a new store fixture: a data dir with a master, agents, a linked device, a signature and
 # a revocation, plus expected.json (what the API shows of it). Run it before a change to the
 # stored layouts, commit the result as tests/fixtures/store-vN, and point
-# gateway/tests/store_fixture.rs at it: later builds must open it unchanged.
+# gateway/tests/integration/store_fixture.rs at it: later builds must open it unchanged.
 # Usage: scripts/store-fixture.sh DIR   (DIR must not exist)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +13,5 @@ if [ -e "$target" ]; then
 fi
 mkdir -p "$target"
 AGENTKEYS_WRITE_FIXTURE="$(cd "$target" && pwd)" \
-  cargo test --locked -p agentkeys-gateway --test store_fixture -- --ignored write_the_fixture
+  cargo test --locked -p agentkeys-gateway --test integration -- --ignored store_fixture::write_the_fixture
 echo "fixture written to $target (the keys in it are for tests only)"

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (disk: %s free)\n' "$*" "$(df -h . | awk 'NR==2{print $4}')"; }
 
 step "panic strategy is unwind in every profile (supervision relies on catch_unwind)"
 for profile in dev release; do
@@ -55,3 +55,5 @@ bash scripts/apifuzz.sh
 
 step "fuzzing: every cargo-fuzz target for 30 s from the committed seeds (scripts/fuzz.sh)"
 FUZZ_BUILD=--dev bash scripts/fuzz.sh 30
+
+printf '\nall checks passed; target/ holds %s, fuzz/target/ %s (disk: %s free)\n' "$(du -sh target | cut -f1)" "$(du -sh fuzz/target 2>/dev/null | cut -f1)" "$(df -h . | awk 'NR==2{print $4}')"

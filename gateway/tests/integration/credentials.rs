@@ -2,7 +2,7 @@
 //! lineage and their narrowing at once, other masters see nothing, a tampered record returns
 //! nothing, reads are audited, and no read that starts after `revoke` returned succeeds.
 
-mod common;
+use crate::common;
 
 use std::time::Instant;
 

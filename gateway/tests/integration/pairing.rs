@@ -2,7 +2,7 @@
 //! a code fails; a claim onto an existing label adds a binding; a deleted device's token fails
 //! at once; an expired pairing is refused.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

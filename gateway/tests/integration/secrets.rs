@@ -3,7 +3,7 @@
 //! attempts — and neither its log nor any error body contains K3, a private key, a session or
 //! OIDC token, a link or pairing code, an email token or a confirm code.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

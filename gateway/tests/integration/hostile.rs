@@ -1,7 +1,7 @@
 //! Availability under hostile load, over real HTTP: each attack of the report, then the
 //! legitimate requests that must still succeed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

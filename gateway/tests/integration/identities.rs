@@ -3,7 +3,7 @@
 //! never the last one, `identity_taken`, managed wallets, and a challenge used for the wrong
 //! purpose. Also an OpenID provider that is down: a clear error, nothing kept, still ready.
 
-mod common;
+use crate::common;
 
 use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::wallet::derive_wallet;

@@ -2,7 +2,7 @@
 //! signing after the delay, retire the old key after the longest token plus the verifiers'
 //! cache; the state survives a restart.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! setter rule, budgets that add up along the tree under concurrency (and survive a restart),
 //! rate limits, retries counted once, and approvals with the decider rule.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the narrowed scope is refused, the deleted device is refused, the created child exists exactly
 //! once, the redeemed code and the claimed pairing are usable.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

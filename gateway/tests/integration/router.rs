@@ -2,7 +2,7 @@
 //! envelope of the router's own refusals and of the extractors, and the headers every answer
 //! carries.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};

@@ -2,7 +2,7 @@
 //! interstitial page, the confirm code, the status poll; every failure with its code; rate
 //! limits with and without a trusted proxy.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

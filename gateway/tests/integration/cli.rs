@@ -2,7 +2,7 @@
 //! wallet, whoami, profiles, global flags on either side of the subcommand, and
 //! `audit verify` through the admin socket and offline after the store file was edited.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! against `moto_server` as the STS endpoint (moto does not check the token; the token itself is
 //! checked with jose in tests/interop).
 
-mod common;
+use crate::common;
 
 use common::{CliStack, Moto, agentkeys, json, spawn_daemon};
 

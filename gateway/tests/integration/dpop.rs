@@ -1,7 +1,7 @@
 //! DPoP verification: proofs built by npm `dpop` are accepted (at their own iat); each rule
 //! refuses its violation, with proofs crafted here.
 
-mod common;
+use crate::common;
 
 use agentkeys_gateway::auth::dpop::{DpopError, DpopVerifier, ProofRequest, VerifiedProof};
 use agentkeys_gateway::auth::replay::{Partition, Quota};

@@ -10,9 +10,9 @@ const TAGS: [&str; 3] = [
 
 #[test]
 fn the_policy_documents_parse_and_use_the_emitted_tag_names() {
-    let trust: Value = serde_json::from_str(include_str!("../../docs/aws/trust-policy.json"))
+    let trust: Value = serde_json::from_str(include_str!("../../../docs/aws/trust-policy.json"))
         .expect("trust-policy.json is JSON");
-    let bucket: Value = serde_json::from_str(include_str!("../../docs/aws/bucket-policy.json"))
+    let bucket: Value = serde_json::from_str(include_str!("../../../docs/aws/bucket-policy.json"))
         .expect("bucket-policy.json is JSON");
     let statement = &trust["Statement"][0];
     let actions: Vec<&str> = statement["Action"]
@@ -47,7 +47,7 @@ fn the_policy_documents_parse_and_use_the_emitted_tag_names() {
         .collect();
     assert_eq!(keys, TAGS);
     // The tag names are the code's own (see gateway/src/http/oidc.rs).
-    let code = include_str!("../src/http/oidc.rs");
+    let code = include_str!("../../src/http/oidc.rs");
     for tag in TAGS {
         assert!(code.contains(&format!("\"{tag}\"")), "{tag} is emitted");
     }

@@ -3,7 +3,7 @@
 //! spends of the signature rows in the audit chain (they commit in one transaction), and
 //! every acknowledged signature is among them.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! own rejections included), request ids, limits, DPoP on token-less routes, and the SIWE
 //! challenge of `POST /v1/auth/wallet/start`.
 
-mod common;
+use crate::common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,7 +1,7 @@
 //! OIDC for AWS: discovery and JWKS (K2 only, cache headers), tokens with the AWS session-tags
 //! claim for the caller, scope and limits enforced, the legacy claim shape.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -333,9 +333,10 @@ fn keys_init_and_derive_print_the_identifiers_and_no_seed() {
     assert!(!printed.contains("0001020304"), "no secret in the output");
 
     // OpenID masters, against the independent vectors (actors/tests/vectors/derivations.json).
-    let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../actors/tests/vectors/derivations.json"))
-            .expect("vectors");
+    let vectors: serde_json::Value = serde_json::from_str(include_str!(
+        "../../../actors/tests/vectors/derivations.json"
+    ))
+    .expect("vectors");
     for v in vectors["openid"].as_array().expect("openid vectors") {
         let identity = format!(
             "{}:{}",

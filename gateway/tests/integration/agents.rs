@@ -2,7 +2,7 @@
 //! link codes, signing with scopes narrowed down the lineage, the authorization matrix against
 //! a second master, revocation of the middle of a tree (also after a restart).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

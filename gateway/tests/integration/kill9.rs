@@ -12,7 +12,7 @@
 //! `KILL9_CYCLES` sets the number of cycles (default 5, the CI run); `scripts/kill9.sh` runs 50
 //! and prints the figures quoted in docs/BENCHMARKS.md.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

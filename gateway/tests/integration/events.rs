@@ -3,7 +3,7 @@
 //! show, and the per-actor cap holds. (The slot of a stream is freed when its response is
 //! dropped, which the server sees at its next write at the latest: a heartbeat.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

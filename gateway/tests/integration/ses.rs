@@ -2,7 +2,7 @@
 //! exists, a magic link goes out through aws-sdk-sesv2, is read back from moto, and completes
 //! a login. The gateway runs as a child process with the AWS credentials in its environment.
 
-mod common;
+use crate::common;
 
 use aws_sdk_sesv2::config::{BehaviorVersion, Credentials, Region};
 use common::{ChildServer, Moto, client_for};

@@ -4,7 +4,7 @@
 //! on the credential's origin; a redirect is not followed; the credential never reaches the
 //! caller, its arguments or its files; after a revoke the proxy refuses at the next request.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

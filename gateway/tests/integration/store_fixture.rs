@@ -6,7 +6,7 @@
 //! ignored because it writes a new fixture rather than checking one; `scripts/store-fixture.sh
 //! DIR` runs it.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! uid is refused by the socket; more local event readers than the gateway's per-actor cap share
 //! the daemon's one stream; a revocation stops the daemon's service and says why.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

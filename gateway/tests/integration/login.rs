@@ -1,7 +1,7 @@
 //! Wallet login, device-bound sessions, refresh, whoami and the audit chain, end to end over
 //! loopback HTTP with an injected clock; every rejection of DESIGN §7 and §10 with its code.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
