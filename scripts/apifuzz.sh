@@ -3,14 +3,20 @@
 # request carrying a master's session and a fresh DPoP proof (tests/apifuzz/dpop_hook.py), so
 # the generated requests reach the handlers. Fails on any 5xx, any status code, content type,
 # header or body the schema does not allow, or a panic in the server's log.
-# Usage: scripts/apifuzz.sh [MAX_EXAMPLES_PER_OPERATION] [SEED]   (defaults: 25, 1; CI: defaults)
+# Usage: [AGENTKEYS_BIN=PATH] scripts/apifuzz.sh [MAX_EXAMPLES_PER_OPERATION] [SEED]   (defaults: 25, 1; CI: defaults)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-25}"
 seed="${2:-1}"
 bash scripts/pyvenv.sh
-cargo build -q --locked -p agentkeys-gateway --bin agentkeys
-bin="$PWD/target/debug/agentkeys"
+# AGENTKEYS_BIN names a debug binary already built (scripts/test.sh passes the one its test
+# build made, which a `-p agentkeys-gateway` build would compile again with other features).
+if [ -n "${AGENTKEYS_BIN:-}" ]; then
+  bin="$AGENTKEYS_BIN"
+else
+  cargo build -q --locked -p agentkeys-gateway --bin agentkeys
+  bin="$PWD/target/debug/agentkeys"
+fi
 
 work=$(mktemp -d)
 server=""

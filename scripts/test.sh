@@ -42,8 +42,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   exit 1
 fi
 mkdir -p target
-cargo run -q --locked -p agentkeys-tests --bin interop-outputs > target/interop-outputs.json
-cargo build -q --locked -p agentkeys-gateway --bin agentkeys
+# The test build above made both binaries (with the workspace's unified features); building them
+# again with `-p` would compile the gateway a second time with other features.
+target/debug/interop-outputs > target/interop-outputs.json
 (
   cd tests/interop
   npm ci --no-audit --no-fund --silent
@@ -51,9 +52,15 @@ cargo build -q --locked -p agentkeys-gateway --bin agentkeys
 )
 
 step "API fuzzing: schemathesis against /openapi.json, every case signed (scripts/apifuzz.sh)"
-bash scripts/apifuzz.sh
+AGENTKEYS_BIN="$PWD/target/debug/agentkeys" bash scripts/apifuzz.sh
 
 step "fuzzing: every cargo-fuzz target for 30 s from the committed seeds (scripts/fuzz.sh)"
+# The fuzz build takes about 2 GB of its own; on a machine short of disk, the debug build
+# (not needed any more) makes room for it.
+if [ "$(df -Pk . | awk 'NR==2{print $4}')" -lt 4000000 ]; then
+  echo "under 4 GB free: removing target/debug before the fuzz build"
+  rm -rf target/debug
+fi
 FUZZ_BUILD=--dev bash scripts/fuzz.sh 30
 
 printf '\nall checks passed; target/ holds %s, fuzz/target/ %s (disk: %s free)\n' "$(du -sh target | cut -f1)" "$(du -sh fuzz/target 2>/dev/null | cut -f1)" "$(df -h . | awk 'NR==2{print $4}')"
