@@ -160,7 +160,12 @@ struct Server {
 }
 
 async fn start_server(data: &Path, cpu: Option<usize>) -> Server {
-    let mut command = pinned(cpu, Path::new(env!("CARGO_BIN_EXE_agentkeys")));
+    // LOADBENCH_SERVER names another build of the server, for before/after runs of one change.
+    let program = std::env::var_os("LOADBENCH_SERVER").map_or_else(
+        || env!("CARGO_BIN_EXE_agentkeys").into(),
+        std::path::PathBuf::from,
+    );
+    let mut command = pinned(cpu, &program);
     agentkeys_tests::child::serve(&mut command, data, "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null());
@@ -289,6 +294,25 @@ fn prepare_on(
             }
         })
         .collect()
+}
+
+/// The store writer's (commits, writes) so far, from the `store_writer` entry of `/readyz`.
+async fn store_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
+    let ready: Value = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("readyz json");
+    let detail = ready["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "store_writer"))
+        .and_then(|c| c["detail"].as_str())
+        .expect("store_writer check");
+    let numbers: Vec<u64> = detail.split(' ').filter_map(|w| w.parse().ok()).collect();
+    (numbers[0], numbers[1])
 }
 
 struct RunResult {
@@ -510,13 +534,14 @@ async fn bench(cpu: Option<usize>, total: usize) {
         "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
     );
     println!(
-        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor |"
+        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut salt = 1;
     for level in LEVELS {
         let n = if level == 1 { 1_000 } else { 4_000 };
         let mut results = Vec::new();
+        let store_before = store_counts(&http, &base).await;
         for _ in 0..RUNS {
             let requests = prepare(&agents, n, salt);
             salt += 1;
@@ -524,16 +549,19 @@ async fn bench(cpu: Option<usize>, total: usize) {
             assert_eq!(r.errors, 0, "requests failed at {level} in flight");
             results.push(r);
         }
+        let store_after = store_counts(&http, &base).await;
         results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         let m = &results[results.len() / 2];
         let floor_after = floor(cpu, total).await;
         let floor = f64::midpoint(floor_before, floor_after);
         println!(
-            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} |",
+            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} |",
             m.rate,
             ms(m.p50),
             ms(m.p99),
-            m.rate / floor
+            m.rate / floor,
+            (store_after.1 - store_before.1) as f64
+                / (store_after.0 - store_before.0).max(1) as f64
         );
         floor_before = floor_after;
     }

@@ -193,3 +193,32 @@ async fn writes_after_close_fail_with_closed_and_dropped_futures_still_commit() 
     let reopened = open_store(dir.path());
     assert!(reopened.actor(&master).expect("read").is_some());
 }
+
+#[tokio::test]
+async fn a_lone_write_after_a_large_batch_still_commits_on_its_own() {
+    // After a large batch the writer lingers (adaptive group commit) for more writes; a write
+    // that gets no company must still be committed, once the short wait runs out.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "linger-master");
+    store
+        .create_actor(create(None, "linger-master"))
+        .await
+        .expect("master");
+    let (release, gate) = hold_writer(&store);
+    let pending: Vec<_> = (0..32)
+        .map(|i| store.create_actor(create(Some(&master), &format!("l{i}"))))
+        .collect();
+    release.send(()).expect("release");
+    gate.await;
+    for write in pending {
+        assert!(write.await.expect("committed").new);
+    }
+    let before = store.writer_counts();
+    let lone = store
+        .create_actor(create(Some(&master), "alone"))
+        .await
+        .expect("the lone write commits");
+    assert!(lone.new);
+    assert_eq!(store.writer_counts().commits - before.commits, 1);
+}

@@ -51,11 +51,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
             Ok(()) => check("store", true, "readable".into()),
             Err(e) => check("store", false, e.to_string()),
         },
-        check(
-            "store_writer",
-            store.writer_running(),
-            format!("{} commits", store.writer_counts().commits),
-        ),
+        check("store_writer", store.writer_running(), {
+            let counts = store.writer_counts();
+            format!("{} commits of {} writes", counts.commits, counts.writes)
+        }),
         check(
             "arbiters",
             runtime.arbiters_alive(),

@@ -39,6 +39,12 @@ type HookSlot = Arc<std::sync::OnceLock<Arc<dyn BatchHook>>>;
 /// The most writes folded into one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
 
+/// The longest a batch waits for more writes when the previous one was larger.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The previous batch size from which a batch lingers.
+const LINGER_FROM: usize = 4;
+
 /// A conditional write, run inside the writer thread.
 pub trait Mutation: Send + 'static {
     /// What [`check`](Self::check) decided to write.
@@ -243,6 +249,7 @@ struct BatchEnv<'a> {
 
 fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
     let mut closing = false;
+    let mut expected = 1;
     while !closing {
         let mut batch: Vec<Box<dyn Job>> = Vec::new();
         match rx.recv() {
@@ -256,6 +263,25 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
                 Err(_) => break,
             }
         }
+        if !closing && expected >= LINGER_FROM && batch.len() < expected {
+            // Adaptive group commit: the previous batch was larger, so more writes are probably
+            // on their way; wait for them a little (never longer than LINGER) instead of paying
+            // a commit for a few. Below LINGER_FROM (one or two requests at a time, whose
+            // writes sometimes share a batch) nothing waits.
+            let deadline = std::time::Instant::now() + LINGER;
+            while batch.len() < expected {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Command::Write(job)) => batch.push(job),
+                    Ok(Command::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        closing = true;
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                }
+            }
+        }
+        expected = batch.len().min(MAX_BATCH);
         if closing {
             // Drain what was submitted before close so no accepted write is dropped.
             while let Ok(Command::Write(job)) = rx.try_recv() {
