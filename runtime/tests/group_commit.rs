@@ -222,3 +222,51 @@ async fn a_lone_write_after_a_large_batch_still_commits_on_its_own() {
     assert!(lone.new);
     assert_eq!(store.writer_counts().commits - before.commits, 1);
 }
+
+/// Records the order in which the writer runs it.
+struct Recorder(
+    &'static str,
+    std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+);
+
+impl Mutation for Recorder {
+    type Plan = ();
+    type Output = ();
+    type Rejection = Infallible;
+
+    fn check(self, _view: &WriteTransaction) -> Result<Result<(), Infallible>, StoreError> {
+        self.1.lock().expect("order").push(self.0);
+        Ok(Ok(()))
+    }
+
+    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_urgent_write_goes_ahead_of_the_queued_ones_in_its_own_commit() {
+    // The revocation lane: a revocation submitted behind queued audit rows is committed first,
+    // alone, instead of waiting for a batch of all of them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (release, gate) = hold_writer(&store);
+    let before = store.writer_counts();
+    let queued: Vec<_> = ["q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"]
+        .into_iter()
+        .map(|name| store.submit(Recorder(name, order.clone())))
+        .collect();
+    let urgent = store.submit_urgent(Recorder("urgent", order.clone()));
+    release.send(()).expect("release");
+    gate.await;
+    urgent.await.expect("the urgent write commits");
+    for write in queued {
+        write.await.expect("the queued writes commit");
+    }
+    let order = order.lock().expect("order").clone();
+    assert_eq!(order[0], "urgent", "ran in the order {order:?}");
+    assert_eq!(order.len(), 9);
+    // The gate's batch, the urgent write alone, then the queue.
+    assert_eq!(store.writer_counts().commits - before.commits, 3);
+}
