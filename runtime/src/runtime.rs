@@ -265,7 +265,7 @@ impl Runtime {
         M: Mutation<Output = Revocation, Rejection = RevokeError>,
     {
         let started = Instant::now();
-        let pending = self.inner.store.submit_urgent(wrap(RevokeActor {
+        let pending = self.inner.store.submit(wrap(RevokeActor {
             omni,
             at: self.inner.clock.now(),
             origin,

@@ -129,12 +129,6 @@ impl RedbStore {
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
         self.writer.submit(op)
     }
-
-    /// Submits a [`Mutation`] ahead of every queued write (the revocation lane): it commits
-    /// with the batch being gathered, or in a batch of its own before the queue.
-    pub fn submit_urgent<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
-        self.writer.submit_urgent(op)
-    }
 }
 
 fn init_or_check_meta(
@@ -372,9 +366,9 @@ impl RedbStore {
         self.writer.submit(op)
     }
 
-    /// Writes the durable revocation marker on one actor (idempotent), ahead of queued writes.
+    /// Writes the durable revocation marker on one actor (idempotent).
     pub fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
-        self.writer.submit_urgent(op)
+        self.writer.submit(op)
     }
 
     /// Reads a value of the meta table.

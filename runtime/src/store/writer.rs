@@ -133,18 +133,6 @@ struct MutationJob<M: Mutation> {
     reply: oneshot::Sender<Result<M::Output, WriteError<M::Rejection>>>,
 }
 
-impl<M: Mutation> MutationJob<M> {
-    fn new(op: M) -> (Box<dyn Job>, PendingWrite<M::Output, M::Rejection>) {
-        let (reply, rx) = oneshot::channel();
-        let job = Box::new(Self {
-            op: Some(op),
-            outcome: None,
-            reply,
-        });
-        (job, PendingWrite { rx })
-    }
-}
-
 impl<M: Mutation> Job for MutationJob<M> {
     fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
         let Some(op) = self.op.take() else {
@@ -171,25 +159,12 @@ impl<M: Mutation> Job for MutationJob<M> {
 
 enum Command {
     Write(Box<dyn Job>),
-    /// An urgent write was put in the lane: take it before the queued writes.
-    Urgent,
     Close,
-}
-
-/// Writes that go ahead of the queue (revocations): the writer takes them before any queued
-/// write, and a batch being gathered stops waiting for more when one arrives.
-type Lane = Arc<std::sync::Mutex<Vec<Box<dyn Job>>>>;
-
-fn take_lane(lane: &Lane) -> Vec<Box<dyn Job>> {
-    lane.lock()
-        .map(|mut jobs| std::mem::take(&mut *jobs))
-        .unwrap_or_default()
 }
 
 /// The handle to the writer thread.
 pub(crate) struct Writer {
     tx: std::sync::Mutex<Option<mpsc::Sender<Command>>>,
-    lane: Lane,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     hook: HookSlot,
@@ -202,8 +177,6 @@ impl Writer {
         let thread_stats = stats.clone();
         let hook = HookSlot::default();
         let thread_hook = hook.clone();
-        let lane = Lane::default();
-        let thread_lane = lane.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
             .spawn(move || {
@@ -211,14 +184,12 @@ impl Writer {
                     db: &db,
                     quick_repair,
                     hook: &thread_hook,
-                    lane: &thread_lane,
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
             .map_err(|e| StoreError::Io(Arc::new(e.into())))?;
         Ok(Self {
             tx: std::sync::Mutex::new(Some(tx)),
-            lane,
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
             hook,
@@ -231,34 +202,19 @@ impl Writer {
     }
 
     pub(crate) fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
-        let (job, pending) = MutationJob::new(op);
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(MutationJob {
+            op: Some(op),
+            outcome: None,
+            reply,
+        });
         let sender = self.tx.lock().ok().and_then(|guard| guard.clone());
         if let Some(sender) = sender {
             // A send error means the writer has stopped; the job (and its reply) is dropped,
             // so the caller sees `StoreError::Closed`.
             let _ = sender.send(Command::Write(job));
         }
-        pending
-    }
-
-    /// Like [`submit`](Self::submit), ahead of every write still queued: the writer commits it
-    /// with the batch it is gathering, or else in a batch of its own before the queue.
-    pub(crate) fn submit_urgent<M: Mutation>(
-        &self,
-        op: M,
-    ) -> PendingWrite<M::Output, M::Rejection> {
-        let (job, pending) = MutationJob::new(op);
-        // Under the sender's lock, so that a close cannot slip in between: once `close` took
-        // the sender, no job enters the lane (and the writer drains the lane when it closes).
-        if let Ok(guard) = self.tx.lock()
-            && let Some(sender) = guard.as_ref()
-            && let Ok(mut lane) = self.lane.lock()
-        {
-            lane.push(job);
-            drop(lane);
-            let _ = sender.send(Command::Urgent);
-        }
-        pending
+        PendingWrite { rx }
     }
 
     pub(crate) fn stats(&self) -> WriterCounts {
@@ -289,45 +245,34 @@ struct BatchEnv<'a> {
     db: &'a Database,
     quick_repair: bool,
     hook: &'a HookSlot,
-    lane: &'a Lane,
 }
 
 fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
     let mut closing = false;
     let mut expected = 1;
     while !closing {
-        // The lane first: urgent writes never wait behind the queue.
-        let urgent = take_lane(env.lane);
-        if !urgent.is_empty() {
-            commit_batch(env, urgent, stats);
-            continue;
-        }
         let mut batch: Vec<Box<dyn Job>> = Vec::new();
         match rx.recv() {
             Ok(Command::Write(job)) => batch.push(job),
-            Ok(Command::Urgent) => continue,
             Ok(Command::Close) | Err(_) => closing = true,
         }
-        let mut urgent = false;
-        while !closing && !urgent && batch.len() < MAX_BATCH {
+        while !closing && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Command::Write(job)) => batch.push(job),
-                Ok(Command::Urgent) => urgent = true,
                 Ok(Command::Close) => closing = true,
                 Err(_) => break,
             }
         }
-        if !closing && !urgent && expected >= LINGER_FROM && batch.len() < expected {
+        if !closing && expected >= LINGER_FROM && batch.len() < expected {
             // Adaptive group commit: the previous batch was larger, so more writes are probably
             // on their way; wait for them a little (never longer than LINGER) instead of paying
             // a commit for a few. Below LINGER_FROM (one or two requests at a time, whose
-            // writes sometimes share a batch) nothing waits; an urgent write ends the wait.
+            // writes sometimes share a batch) nothing waits.
             let deadline = std::time::Instant::now() + LINGER;
             while batch.len() < expected {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(Command::Write(job)) => batch.push(job),
-                    Ok(Command::Urgent) => break,
                     Ok(Command::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                         closing = true;
                         break;
@@ -339,17 +284,9 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
         expected = batch.len().min(MAX_BATCH);
         if closing {
             // Drain what was submitted before close so no accepted write is dropped.
-            while let Ok(command) = rx.try_recv() {
-                if let Command::Write(job) = command {
-                    batch.push(job);
-                }
+            while let Ok(Command::Write(job)) = rx.try_recv() {
+                batch.push(job);
             }
-        }
-        // Urgent writes that arrived meanwhile ride ahead in this batch: it commits now.
-        let mut urgent = take_lane(env.lane);
-        if !urgent.is_empty() {
-            urgent.append(&mut batch);
-            batch = urgent;
         }
         if !batch.is_empty() {
             commit_batch(env, batch, stats);
