@@ -44,7 +44,9 @@ use serde_json::{Value, json};
 
 const PUBLIC_URL: &str = "http://127.0.0.1:8090";
 const AGENTS: usize = 8;
-const SPARE: usize = 5;
+/// Agents revoked under load, one every REVOKE_EVERY completed requests (enough for a p50).
+const SPARE: usize = 20;
+const REVOKE_EVERY: usize = 350;
 const LEVELS: [usize; 4] = [1, 4, 16, 64];
 const RUNS: usize = 3;
 
@@ -566,7 +568,7 @@ async fn bench(cpu: Option<usize>, total: usize) {
         floor_before = floor_after;
     }
 
-    // Revocations while the top level runs: one each time another 1,000 requests complete.
+    // Revocations while the top level runs: one each time another REVOKE_EVERY requests complete.
     let top = *LEVELS.last().expect("levels");
     let progress = Arc::new(AtomicUsize::new(0));
     let requests = prepare(&agents, 8_000, salt);
@@ -577,7 +579,7 @@ async fn bench(cpu: Option<usize>, total: usize) {
     let mut revoke_times = Vec::new();
     let mut commit_ms = Vec::new();
     for (i, omni) in spares.iter().enumerate() {
-        while progress.load(Ordering::Relaxed) < (i + 1) * 1_000 {
+        while progress.load(Ordering::Relaxed) < (i + 1) * REVOKE_EVERY {
             tokio::task::yield_now().await;
         }
         let start = Instant::now();
