@@ -1,5 +1,5 @@
 //! Signer benchmarks (release build): each operation bare (the crypto function) and through
-//! the signer handle (actix SyncArbiter hop, shared state, caches), medians of batch means.
+//! the signer handle (the pool's queue hop, shared state, caches), medians of batch means.
 //!
 //! ```text
 //! cargo bench -p agentkeys-actors --bench signer
@@ -211,7 +211,7 @@ fn main() {
         }
         let per_sec = (n / 64 * 64) as f64 / t.elapsed().as_secs_f64();
 
-        println!("## signer (2 pool threads; handle = actix SyncArbiter round trip from one caller)");
+        println!("## signer (2 pool threads; handle = the pool's queue round trip from one caller)");
         println!("| operation | bare | through the handle | handle ÷ bare |");
         println!("|---|---|---|---|");
         row("wallet derivation, cold (HKDF + scalar + address)", b_wallet_cold, h_wallet_cold);

@@ -10,7 +10,7 @@ use agentkeys_actors::crypto::secret::MasterSecret;
 use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::principal::{
     CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, PrincipalError,
-    SessionError, SetScopes, UseBinding,
+    SessionError, SessionView, SetScopes, UseBinding,
 };
 use agentkeys_actors::signer::{KeySetName, SignerError};
 use agentkeys_runtime::store::Origin;
@@ -124,6 +124,97 @@ async fn a_scope_change_completes_when_its_caller_drops_the_call() {
         .expect("call")
         .expect("live");
     assert_eq!(after.scopes, Some(narrowed));
+}
+
+/// The published view's answer to `check`, read the way the gateway reads it.
+fn from_view(s: &Setup, omni: Omni, check: &CheckSession) -> Option<Result<(), SessionError>> {
+    let view = s.agents.view::<SessionView>(&omni)?;
+    view.check(check, &s.stack.ledger)
+        .map(|answer| answer.map(|_| ()))
+}
+
+#[actix::test]
+async fn the_published_view_answers_as_the_actor_does_and_follows_every_change() {
+    let s = setup().await;
+    let (omni, bid) = bot(&s, &["sign:eip191", "sign:eip712"]).await;
+    let check = CheckSession {
+        bid,
+        jkt: "key-1".into(),
+    };
+    // Not active yet: nothing published, the actor must answer.
+    assert!(s.agents.view::<SessionView>(&omni).is_none());
+    let by_actor = s.agents.call(omni, check.clone()).await.expect("call");
+    assert!(by_actor.is_ok());
+    let view = s.agents.view::<SessionView>(&omni).expect("published");
+    let by_view = view.check(&check, &s.stack.ledger).expect("answers");
+    assert_eq!(by_view.expect("live").scopes.map(|s| s.len()), Some(2));
+
+    // Another key, or a binding the view has never seen (a login adds bindings through the
+    // ledger): the first is refused from the view, the second goes to the actor.
+    let other_key = CheckSession {
+        bid,
+        jkt: "key-2".into(),
+    };
+    assert!(matches!(
+        from_view(&s, omni, &other_key),
+        Some(Err(SessionError::WrongKey))
+    ));
+    let unseen = CheckSession {
+        bid: bid + 1,
+        jkt: "key-1".into(),
+    };
+    assert!(from_view(&s, omni, &unseen).is_none());
+
+    // A narrowed scope is in the next answer from the view.
+    let narrow = SetScopes {
+        scopes: scopes(&["sign:eip712"]),
+        origin: Origin::default(),
+    };
+    let _ = s
+        .agents
+        .call(omni, narrow)
+        .await
+        .expect("call")
+        .expect("set");
+    let view = s.agents.view::<SessionView>(&omni).expect("published");
+    let narrowed = view.check(&check, &s.stack.ledger).expect("answers");
+    assert_eq!(narrowed.expect("live").scopes.map(|s| s.len()), Some(1));
+
+    // Once a deletion has been answered, the view refuses the binding.
+    let delete = DeleteBinding {
+        bid,
+        origin: Origin::default(),
+    };
+    let _ = s
+        .agents
+        .call(omni, delete)
+        .await
+        .expect("call")
+        .expect("deleted");
+    assert!(matches!(
+        from_view(&s, omni, &check),
+        Some(Err(SessionError::BindingRevoked))
+    ));
+}
+
+#[actix::test]
+async fn a_revoked_actor_is_refused_by_its_view() {
+    let s = setup().await;
+    let (omni, bid) = bot(&s, &["sign:eip191"]).await;
+    let check = CheckSession {
+        bid,
+        jkt: "key-1".into(),
+    };
+    let _ = s.agents.call(omni, check.clone()).await.expect("call");
+    let view = s.agents.view::<SessionView>(&omni).expect("published");
+    s.stack.runtime.revoke(omni).await.expect("revoked");
+    // A reader that still holds the view from before the revocation is refused by the
+    // lineage check the view runs; a new reader finds no view (the actor stopped).
+    assert!(matches!(
+        view.check(&check, &s.stack.ledger),
+        Some(Err(SessionError::Call(_)))
+    ));
+    assert!(!matches!(from_view(&s, omni, &check), Some(Ok(()))));
 }
 
 #[actix::test]

@@ -29,6 +29,9 @@
 //! With two or more CPUs and `taskset` present, the server (and the floor) run on the last CPU
 //! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
 //! float over every core and the floor counts every core).
+//!
+//! `LOADBENCH_LEVELS=16,64` runs only those levels (the last one also carries the revocations)
+//! and `LOADBENCH_REQUESTS=40000` sets the requests per run, e.g. to profile one long level.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -55,6 +58,27 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(0))
         .unwrap_or(0)
+}
+
+/// The levels to run: `LOADBENCH_LEVELS=64` (comma-separated) or [`LEVELS`].
+fn levels() -> Vec<usize> {
+    std::env::var("LOADBENCH_LEVELS")
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|l| l.trim().parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| LEVELS.to_vec())
+}
+
+/// Requests per run at `level`: `LOADBENCH_REQUESTS` (e.g. a long run to profile) or the default.
+fn requests_per_run(level: usize) -> usize {
+    std::env::var("LOADBENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if level == 1 { 1_000 } else { 4_000 })
 }
 
 fn cpus() -> usize {
@@ -299,6 +323,23 @@ fn prepare_on(
 }
 
 /// The store writer's (commits, writes) so far, from the `store_writer` entry of `/readyz`.
+/// CPU time the process `pid` has used so far (all its threads, user and system), from
+/// `/proc/<pid>/stat` in clock ticks of 1/100 s. Unlike a rate, CPU per request does not move
+/// when another process takes the server's core for a while, so two builds compare better.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) in parentheses: utime is the
+    // 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields.iter().sum::<u64>() as f64 / 100.0
+}
+
 async fn store_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
     let ready: Value = http
         .get(format!("{base}/readyz"))
@@ -536,40 +577,51 @@ async fn bench(cpu: Option<usize>, total: usize) {
         "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
     );
     println!(
-        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit |"
+        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let pid = server.child.id().expect("server pid");
     let mut salt = 1;
-    for level in LEVELS {
-        let n = if level == 1 { 1_000 } else { 4_000 };
+    for level in levels() {
+        let n = requests_per_run(level);
         let mut results = Vec::new();
         let store_before = store_counts(&http, &base).await;
+        let cpu_before = cpu_seconds(pid);
+        let (mut client_cpu, mut client_wall) = (0.0, 0.0);
         for _ in 0..RUNS {
             let requests = prepare(&agents, n, salt);
             salt += 1;
+            let (own, started) = (cpu_seconds(std::process::id()), Instant::now());
             let r = run(&http, &base, requests, level, Arc::new(AtomicUsize::new(0))).await;
+            client_cpu += cpu_seconds(std::process::id()) - own;
+            client_wall += started.elapsed().as_secs_f64();
             assert_eq!(r.errors, 0, "requests failed at {level} in flight");
             results.push(r);
         }
+        let cpu_used = cpu_seconds(pid) - cpu_before;
         let store_after = store_counts(&http, &base).await;
         results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         let m = &results[results.len() / 2];
         let floor_after = floor(cpu, total).await;
         let floor = f64::midpoint(floor_before, floor_after);
+        let per_request = cpu_used / (RUNS * n) as f64;
         println!(
-            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} |",
+            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} | {:.0} µs | {:.2} | {:.2} |",
             m.rate,
             ms(m.p50),
             ms(m.p99),
             m.rate / floor,
             (store_after.1 - store_before.1) as f64
-                / (store_after.0 - store_before.0).max(1) as f64
+                / (store_after.0 - store_before.0).max(1) as f64,
+            per_request * 1e6,
+            1.0 / floor / per_request,
+            client_cpu / client_wall,
         );
         floor_before = floor_after;
     }
 
     // Revocations while the top level runs: one each time another REVOKE_EVERY requests complete.
-    let top = *LEVELS.last().expect("levels");
+    let top = *levels().last().expect("levels");
     let progress = Arc::new(AtomicUsize::new(0));
     let requests = prepare(&agents, 8_000, salt);
     let load = {

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::auth::dpop::DpopVerifier;
 use crate::auth::session::{Lifetimes, Sessions};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, AppStateInner};
 
 /// How long shutdown waits for requests and calls in flight.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -223,7 +223,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         signer: signer.clone(),
         ledger: ledger.clone(),
     };
-    let state = AppState {
+    let state = AppState::new(AppStateInner {
         stopping: stopping_rx,
         sessions: Arc::new(Sessions::new(
             &config.public_url,
@@ -268,7 +268,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         )),
         siwe_chains: config.siwe_chains.clone().into(),
         limits: config.limits,
-    };
+    });
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
     let admin = crate::admin::listen(&config.data_dir, state.clone()).await?;
     let app = http::router(state.clone(), metrics.clone());

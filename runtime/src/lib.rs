@@ -23,7 +23,8 @@ mod supervision;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use omni::{Omni, OmniParseError};
 pub use registry::{
-    Activation, ActorHandle, CallError, LineageGuard, LiveProof, Registry, ScopeSlot, VirtualActor,
+    Activation, ActorHandle, CallError, LineageGuard, LiveProof, Registry, ScopeSlot, ViewSlot,
+    VirtualActor,
 };
 pub use revoked::RevokedIndex;
 pub use runtime::{RevocationReceipt, Runtime, RuntimeConfig, RuntimeError, ShutdownReport};

@@ -50,6 +50,44 @@ pub struct Activation {
     pub clock: Arc<dyn crate::Clock>,
     /// The actor's own entry of the runtime's scope index (only its owner may change it).
     pub scopes: ScopeSlot,
+    /// Where it publishes what readers may see without a message ([`Registry::view`]).
+    pub view: ViewSlot,
+}
+
+/// A value an actor publishes for readers that need not wait for its mailbox (the session
+/// check of every request): immutable, replaced by the actor — and only by it — after each
+/// change of what it shows and before that change is answered, so a reader that starts after
+/// the answer sees the change. Read through [`Registry::view`], which offers it only while the
+/// actor is active.
+#[derive(Clone, Default)]
+pub struct ViewSlot(Arc<RwLock<Option<Arc<dyn std::any::Any + Send + Sync>>>>);
+
+impl std::fmt::Debug for ViewSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewSlot")
+            .field("published", &self.0.read().is_ok_and(|v| v.is_some()))
+            .finish()
+    }
+}
+
+impl ViewSlot {
+    /// Replaces the published value.
+    pub fn publish<T: std::any::Any + Send + Sync>(&self, view: Arc<T>) {
+        // A poisoned lock still holds a whole value (a plain assignment); replace it.
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
+    }
+
+    fn read<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?
+            .downcast::<T>()
+            .ok()
+    }
 }
 
 /// The one entry of the runtime's scope index that an actor owns: handed to it at activation,
@@ -205,6 +243,7 @@ pub enum CallError {
 
 struct Live<A: VirtualActor> {
     addr: Addr<A>,
+    view: ViewSlot,
     guard: LineageGuard,
     registry: Weak<Inner<A>>,
     lifecycle: Arc<Lifecycle>,
@@ -558,6 +597,24 @@ impl<A: VirtualActor> Registry<A> {
         }
     }
 
+    /// What the active actor `omni` published ([`ViewSlot`]), without a message and without
+    /// activating it: `None` when it is not active (or stopping, or crashed) or has published
+    /// nothing of type `T` yet — then ask it. Counts as a use (it keeps the actor from being
+    /// passivated as idle). The caller still checks the lineage: a view says nothing about
+    /// revocations.
+    pub fn view<T: std::any::Any + Send + Sync>(&self, omni: &Omni) -> Option<Arc<T>> {
+        let live = match self.inner.read().slots.get(omni) {
+            Some(Slot::Active(live)) => live.clone(),
+            _ => return None,
+        };
+        if live.is_stopped() || live.crashed.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = self.inner.runtime.clock().now();
+        live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
+        live.view.read::<T>()
+    }
+
     fn forget_activation(&self, omni: &Omni, cell: &Arc<OnceCell<Arc<Live<A>>>>) {
         let mut state = self.inner.write();
         if matches!(state.slots.get(omni), Some(Slot::Activating(c)) if Arc::ptr_eq(c, cell)) {
@@ -584,7 +641,9 @@ impl<A: VirtualActor> Registry<A> {
         };
         let lifecycle = Arc::new(Lifecycle::default());
         let lifeline = lifecycle.clone();
+        let view = ViewSlot::default();
         let activation = Activation {
+            view: view.clone(),
             lineage,
             guard: guard.clone(),
             store: runtime.store().clone(),
@@ -602,6 +661,7 @@ impl<A: VirtualActor> Registry<A> {
         });
         let live = Arc::new(Live {
             addr,
+            view,
             guard,
             registry: Arc::downgrade(&self.inner),
             lifecycle,

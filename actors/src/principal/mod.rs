@@ -29,7 +29,9 @@ use std::sync::Arc;
 use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, AtomicResponse, Context};
 use agentkeys_runtime::store::{ActorKind, ActorRecord, CreateActor};
-use agentkeys_runtime::{Activation, CallError, Clock, LineageGuard, ScopeSlot, Timestamp};
+use agentkeys_runtime::{
+    Activation, CallError, Clock, LineageGuard, ScopeSlot, Timestamp, ViewSlot,
+};
 
 pub use error::PrincipalError;
 pub use messages::{
@@ -59,22 +61,76 @@ pub type Change<T> = Pin<Box<dyn Future<Output = Result<T, PrincipalError>>>>;
 
 /// The state both actor types hold.
 pub struct PrincipalCore {
-    record: ActorRecord,
+    /// What the actor shows: replaced, never changed in place, and published to `slot` after
+    /// every change and before that change is answered.
+    view: Arc<SessionView>,
+    slot: ViewSlot,
     guard: LineageGuard,
     ledger: Ledger,
     clock: Arc<dyn Clock>,
     scopes: ScopeSlot,
     signer: SignerHandle,
-    bindings: BTreeMap<u64, DeviceBinding>,
-    effective: Option<Arc<crate::policy::Effective>>,
 }
 
 impl std::fmt::Debug for PrincipalCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrincipalCore")
-            .field("omni", &self.record.omni.short())
-            .field("bindings", &self.bindings.len())
+            .field("omni", &self.view.record.omni.short())
+            .field("bindings", &self.view.bindings.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The part of a principal's state that the session check of every request reads: the record,
+/// the device bindings (a cache of the ledger) and the policies on the lineage. The actor
+/// publishes it (`Registry::view`), so a request whose binding and policies are in it is checked
+/// without a message to the actor — the same check, on the same state, that
+/// [`CheckSession`] runs in the mailbox; anything the view lacks (a binding added by a login,
+/// policies that changed since) goes to the actor, which loads it and publishes again.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    record: ActorRecord,
+    bindings: BTreeMap<u64, DeviceBinding>,
+    effective: Option<Arc<crate::policy::Effective>>,
+    guard: LineageGuard,
+}
+
+impl SessionView {
+    /// [`CheckSession`] answered from the view, or `None` when only the actor can answer (the
+    /// binding is not in the view, or the tree's policies changed since it was published).
+    pub fn check(
+        &self,
+        msg: &CheckSession,
+        ledger: &Ledger,
+    ) -> Option<Result<SessionCheck, SessionError>> {
+        let binding = self.bindings.get(&msg.bid)?;
+        let master = self.guard.chain()[0];
+        let effective = self
+            .effective
+            .as_ref()
+            .filter(|e| e.version == ledger.policies().version(&master))?;
+        Some(self.answer(Some(binding), &msg.jkt, effective.clone()))
+    }
+
+    /// Lineage live, binding live and of this key; the scopes as of now.
+    fn answer(
+        &self,
+        binding: Option<&DeviceBinding>,
+        jkt: &str,
+        policies: Arc<crate::policy::Effective>,
+    ) -> Result<SessionCheck, SessionError> {
+        let proof = self.guard.check().map_err(SessionError::Call)?;
+        match binding {
+            Some(b) if b.is_live() && b.jkt == jkt => Ok(SessionCheck {
+                record: self.record.clone(),
+                proof,
+                guard: self.guard.clone(),
+                scopes: self.guard.effective_scopes().map_err(SessionError::Call)?,
+                policies,
+            }),
+            Some(b) if b.is_live() => Err(SessionError::WrongKey),
+            _ => Err(SessionError::BindingRevoked),
+        }
     }
 }
 
@@ -111,14 +167,18 @@ impl PrincipalCore {
     /// first check reloads).
     pub fn activate(activation: Activation, deps: PrincipalDeps) -> Self {
         let mut core = Self {
-            record: activation.lineage.actor().clone(),
+            view: Arc::new(SessionView {
+                record: activation.lineage.actor().clone(),
+                bindings: BTreeMap::new(),
+                effective: None,
+                guard: activation.guard.clone(),
+            }),
+            slot: activation.view,
             guard: activation.guard,
             ledger: deps.ledger,
             clock: activation.clock,
             scopes: activation.scopes,
             signer: deps.signer,
-            bindings: BTreeMap::new(),
-            effective: None,
         };
         let _ = core.reload();
         core
@@ -126,20 +186,26 @@ impl PrincipalCore {
 
     /// The actor's record (as of its last change).
     pub fn record(&self) -> &ActorRecord {
-        &self.record
+        &self.view.record
+    }
+
+    /// Changes the view (a copy, if a reader still holds the old one) and publishes it.
+    fn change(&mut self, f: impl FnOnce(&mut SessionView)) {
+        f(Arc::make_mut(&mut self.view));
+        self.slot.publish(self.view.clone());
     }
 
     fn reload(&mut self) -> Result<(), CallError> {
-        let bindings = self.ledger.devices(&self.record.omni)?;
-        self.bindings = bindings.into_iter().map(|b| (b.bid, b)).collect();
+        let bindings = self.ledger.devices(&self.view.record.omni)?;
+        self.change(|v| v.bindings = bindings.into_iter().map(|b| (b.bid, b)).collect());
         Ok(())
     }
 
     fn binding(&mut self, bid: u64) -> Result<Option<&DeviceBinding>, CallError> {
-        if !self.bindings.contains_key(&bid) {
+        if !self.view.bindings.contains_key(&bid) {
             self.reload()?;
         }
-        Ok(self.bindings.get(&bid))
+        Ok(self.view.bindings.get(&bid))
     }
 
     fn master(&self) -> agentkeys_runtime::Omni {
@@ -151,11 +217,11 @@ impl PrincipalCore {
     fn policies(&mut self) -> Arc<crate::policy::Effective> {
         let book = self.ledger.policies();
         let version = book.version(&self.master());
-        match &self.effective {
+        match &self.view.effective {
             Some(e) if e.version == version => e.clone(),
             _ => {
                 let e = Arc::new(book.effective(self.guard.chain()));
-                self.effective = Some(e.clone());
+                self.change(|v| v.effective = Some(e.clone()));
                 e
             }
         }
@@ -165,7 +231,7 @@ impl PrincipalCore {
     pub fn authorize(&mut self) -> Result<SessionCheck, CallError> {
         let proof = self.guard.check()?;
         Ok(SessionCheck {
-            record: self.record.clone(),
+            record: self.view.record.clone(),
             proof,
             guard: self.guard.clone(),
             scopes: self.guard.effective_scopes()?,
@@ -174,28 +240,20 @@ impl PrincipalCore {
     }
 
     /// [`CheckSession`]: lineage live, binding live and of this key.
+    /// The same answer as [`SessionView::check`], after loading what the view lacked.
     pub fn check_session(&mut self, msg: &CheckSession) -> Result<SessionCheck, SessionError> {
-        let proof = self.guard.check().map_err(SessionError::Call)?;
-        let binding = self.binding(msg.bid).map_err(SessionError::Call)?;
-        match binding {
-            Some(b) if b.is_live() && b.jkt == msg.jkt => Ok(SessionCheck {
-                record: self.record.clone(),
-                proof,
-                guard: self.guard.clone(),
-                scopes: self.guard.effective_scopes().map_err(SessionError::Call)?,
-                policies: self.policies(),
-            }),
-            Some(b) if b.is_live() => Err(SessionError::WrongKey),
-            _ => Err(SessionError::BindingRevoked),
-        }
+        self.guard.check().map_err(SessionError::Call)?;
+        let policies = self.policies();
+        let binding = self.binding(msg.bid).map_err(SessionError::Call)?.cloned();
+        self.view.answer(binding.as_ref(), &msg.jkt, policies)
     }
 
     /// [`Describe`]: the record, the bindings, the effective scopes.
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
         self.guard.check()?;
         Ok(PrincipalView {
-            record: self.record.clone(),
-            bindings: self.bindings.values().cloned().collect(),
+            record: self.view.record.clone(),
+            bindings: self.view.bindings.values().cloned().collect(),
             scopes: self.guard.effective_scopes()?,
         })
     }
@@ -213,13 +271,13 @@ impl PrincipalCore {
             Ok(scopes) => scopes,
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
-        let omni = match child_omni(&self.record.omni, &msg.label) {
+        let omni = match child_omni(&self.view.record.omni, &msg.label) {
             Ok(omni) => omni,
             Err(e) => return refused(PrincipalError::InvalidLabel(e.to_string())),
         };
         let master = self.master();
-        let path = format!("{}//{}", self.record.path, msg.label);
-        let parent = self.record.omni;
+        let path = format!("{}//{}", self.view.record.path, msg.label);
+        let parent = self.view.record.omni;
         let (ledger, signer, now) = (self.ledger.clone(), self.signer.clone(), self.clock.now());
         Box::pin(async move {
             let wallet = signer.account(master, path).await?.wallet;
@@ -265,7 +323,7 @@ impl PrincipalCore {
 
     /// [`SetScopes`], first half: validates and submits.
     pub fn set_scopes(&self, msg: SetScopes) -> Change<ActorRecord> {
-        if self.record.kind == ActorKind::Master {
+        if self.view.record.kind == ActorKind::Master {
             return refused(PrincipalError::NotFound);
         }
         let scopes = match crate::scope::normalize(&msg.scopes) {
@@ -273,7 +331,7 @@ impl PrincipalCore {
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
         let write = self.ledger.set_scopes(ledger::SetScopes {
-            omni: self.record.omni,
+            omni: self.view.record.omni,
             scopes,
             origin: msg.origin,
             at: self.clock.now(),
@@ -284,14 +342,14 @@ impl PrincipalCore {
     /// [`SetScopes`], second half, after the commit: the record and the scope index.
     pub fn scopes_set(&mut self, record: ActorRecord) -> ActorRecord {
         self.scopes.set(record.scopes.clone());
-        self.record = record.clone();
+        self.change(|v| v.record = record.clone());
         record
     }
 
     /// [`IssueLinkCode`]: the store keeps the hash; the actor's memory does not change.
     pub fn issue_link_code(&self, msg: IssueLinkCode) -> Change<Timestamp> {
         let write = self.ledger.issue_link_code(ledger::IssueLinkCode {
-            omni: self.record.omni,
+            omni: self.view.record.omni,
             hash: msg.hash,
             at: self.clock.now(),
             expires_at: msg.expires_at,
@@ -304,7 +362,7 @@ impl PrincipalCore {
     /// [`BindDevice`], first half: consumes the code and binds the key in one transaction.
     pub fn bind_device(&self, msg: BindDevice) -> Change<BoundDevice> {
         let write = self.ledger.redeem_link_code(RedeemLinkCode {
-            omni: self.record.omni,
+            omni: self.view.record.omni,
             hash: msg.hash,
             jkt: msg.device.jkt,
             device_label: msg.device.label,
@@ -330,15 +388,16 @@ impl PrincipalCore {
 
     /// [`BindDevice`], second half: the new binding joins the cache.
     pub fn device_bound(&mut self, bound: BoundDevice) -> BoundDevice {
-        self.bindings
-            .insert(bound.binding.bid, bound.binding.clone());
+        self.change(|v| {
+            v.bindings.insert(bound.binding.bid, bound.binding.clone());
+        });
         bound
     }
 
     /// [`DeleteBinding`], first half: the tombstone.
     pub fn delete_binding(&self, msg: DeleteBinding) -> Change<DeviceBinding> {
         let write = self.ledger.delete_device(DeleteDevice {
-            omni: self.record.omni,
+            omni: self.view.record.omni,
             bid: msg.bid,
             origin: msg.origin,
             at: self.clock.now(),
@@ -353,7 +412,7 @@ impl PrincipalCore {
             self.master(),
             msg.origin,
             msg.op,
-            self.record.omni,
+            self.view.record.omni,
             msg.detail,
             self.clock.now(),
         );
@@ -381,7 +440,7 @@ impl PrincipalCore {
     /// [`UseBinding`], first half: checks the binding and records its use.
     pub fn use_binding(&self, msg: UseBinding) -> Change<BindingInUse> {
         let write = self.ledger.refresh_session(RefreshSession {
-            omni: self.record.omni,
+            omni: self.view.record.omni,
             bid: msg.bid,
             jkt: msg.jkt,
             request_id: msg.request_id,
@@ -392,13 +451,17 @@ impl PrincipalCore {
 
     /// [`UseBinding`], second half: the cache keeps the binding as used.
     pub fn binding_used(&mut self, used: BindingInUse) -> BindingInUse {
-        self.bindings.insert(used.binding.bid, used.binding.clone());
+        self.change(|v| {
+            v.bindings.insert(used.binding.bid, used.binding.clone());
+        });
         used
     }
 
     /// [`DeleteBinding`], second half: the cache holds the tombstone.
     pub fn binding_deleted(&mut self, binding: DeviceBinding) -> DeviceBinding {
-        self.bindings.insert(binding.bid, binding.clone());
+        self.change(|v| {
+            v.bindings.insert(binding.bid, binding.clone());
+        });
         binding
     }
 }

@@ -1,10 +1,9 @@
-//! The signer's messages: one per operation, one handler each.
+//! The signer's messages: one per operation, each run by a signer thread ([`SignerOp`]).
 
-use actix::{Handler, Message, SyncContext};
 use agentkeys_runtime::{LiveProof, Omni};
 use serde_json::Value;
 
-use super::{SignerActor, SignerError};
+use super::{SignerError, SignerOp, SignerState};
 use crate::crypto::account::{self, Account};
 use crate::crypto::eip191::{self, Signature};
 use crate::crypto::eip712::TypedData;
@@ -39,8 +38,7 @@ pub struct SignedTypedData {
 }
 
 /// Derive the public identifiers of the actor at `path` under `master`.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Account, SignerError>")]
+#[derive(Debug)]
 pub struct DeriveAccount {
     /// The master's omni.
     pub master: Omni,
@@ -58,8 +56,7 @@ pub struct SignedMessage {
 }
 
 /// EIP-191 personal_sign.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<SignedMessage, SignerError>")]
+#[derive(Debug)]
 pub struct SignEip191 {
     /// The message bytes.
     pub message: Vec<u8>,
@@ -70,8 +67,7 @@ pub struct SignEip191 {
 /// EIP-191 personal_sign with the anchor wallet `W(identity omni)` of an email-login master.
 /// Authorized here, by derivation: the proof must be for the master whose omni derives from
 /// that anchor wallet.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<SignedMessage, SignerError>")]
+#[derive(Debug)]
 pub struct SignEip191AsAnchor {
     /// The identity (`type`, `value`) the master was created with (email or OpenID).
     pub identity: (String, String),
@@ -82,8 +78,7 @@ pub struct SignEip191AsAnchor {
 }
 
 /// EIP-712 v4.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<SignedTypedData, SignerError>")]
+#[derive(Debug)]
 pub struct SignTypedData {
     /// The `eth_signTypedData_v4` document.
     pub typed: Value,
@@ -92,8 +87,7 @@ pub struct SignTypedData {
 }
 
 /// An EIP-1559 or legacy transaction.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<SignedTx, SignerError>")]
+#[derive(Debug)]
 pub struct SignTransaction {
     /// The transaction request.
     pub tx: Value,
@@ -102,8 +96,7 @@ pub struct SignTransaction {
 }
 
 /// sr25519 (Substrate context).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<[u8; 64], SignerError>")]
+#[derive(Debug)]
 pub struct SignSr25519 {
     /// The proof's actor's path under its master (`""` or `//a//b`); it must derive to the
     /// proof's omni.
@@ -115,8 +108,7 @@ pub struct SignSr25519 {
 }
 
 /// A compact ES256 JWS with the current key of a set.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<String, SignerError>")]
+#[derive(Debug)]
 pub struct SignJwt {
     /// The key set.
     pub set: KeySetName,
@@ -126,13 +118,13 @@ pub struct SignJwt {
     pub claims: Value,
 }
 
-impl Handler<DeriveAccount> for SignerActor {
-    type Result = Result<Account, SignerError>;
+impl SignerOp for DeriveAccount {
+    type Ok = Account;
 
-    fn handle(&mut self, msg: DeriveAccount, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            Ok(account::derive(&state.k3, &msg.master, &msg.path)?)
-        })
+    fn run(self, state: &SignerState) -> Result<Account, SignerError> {
+        let msg = self;
+
+        Ok(account::derive(&state.k3, &msg.master, &msg.path)?)
     }
 }
 
@@ -152,156 +144,148 @@ fn personal_sign(
     })
 }
 
-impl Handler<SignEip191> for SignerActor {
-    type Result = Result<SignedMessage, SignerError>;
+impl SignerOp for SignEip191 {
+    type Ok = SignedMessage;
 
-    fn handle(&mut self, msg: SignEip191, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            personal_sign(state, &msg.proof.omni(), &msg.message)
+    fn run(self, state: &SignerState) -> Result<SignedMessage, SignerError> {
+        let msg = self;
+
+        personal_sign(state, &msg.proof.omni(), &msg.message)
+    }
+}
+
+impl SignerOp for SignEip191AsAnchor {
+    type Ok = SignedMessage;
+
+    fn run(self, state: &SignerState) -> Result<SignedMessage, SignerError> {
+        let msg = self;
+
+        let (kind, value) = &msg.identity;
+        let refused = || {
+            SignerError::NotAuthorized(
+                "only a master created by an email or OpenID login signs with its anchor wallet",
+            )
+        };
+        let parsed = Identity::of(kind, value).map_err(|_| refused())?;
+        if matches!(parsed, Identity::Evm(_)) {
+            return Err(refused());
+        }
+        let identity = identity_omni(&state.client_id, parsed)?;
+        let anchor = state.wallet(&identity)?.address();
+        let master = master_omni(&state.client_id, &anchor.to_string())?;
+        if msg.proof.omni() != msg.proof.master() || master != msg.proof.omni() {
+            return Err(refused());
+        }
+        personal_sign(state, &identity, &msg.message)
+    }
+}
+
+impl SignerOp for SignTypedData {
+    type Ok = SignedTypedData;
+
+    fn run(self, state: &SignerState) -> Result<SignedTypedData, SignerError> {
+        let msg = self;
+
+        let digest = TypedData::from_json(msg.typed)?.hash()?.digest;
+        let wallet = state.wallet(&msg.proof.omni())?;
+        Ok(SignedTypedData {
+            signature: eip191::sign_hash(&wallet, &digest),
+            digest,
+            address: wallet.address(),
         })
     }
 }
 
-impl Handler<SignEip191AsAnchor> for SignerActor {
-    type Result = Result<SignedMessage, SignerError>;
+impl SignerOp for SignTransaction {
+    type Ok = SignedTx;
 
-    fn handle(&mut self, msg: SignEip191AsAnchor, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let (kind, value) = &msg.identity;
-            let refused = || {
-                SignerError::NotAuthorized(
-                    "only a master created by an email or OpenID login signs with its anchor wallet",
-                )
-            };
-            let parsed = Identity::of(kind, value).map_err(|_| refused())?;
-            if matches!(parsed, Identity::Evm(_)) {
-                return Err(refused());
-            }
-            let identity = identity_omni(&state.client_id, parsed)?;
-            let anchor = state.wallet(&identity)?.address();
-            let master = master_omni(&state.client_id, &anchor.to_string())?;
-            if msg.proof.omni() != msg.proof.master() || master != msg.proof.omni() {
-                return Err(refused());
-            }
-            personal_sign(state, &identity, &msg.message)
-        })
+    fn run(self, state: &SignerState) -> Result<SignedTx, SignerError> {
+        let msg = self;
+
+        let wallet = state.wallet(&msg.proof.omni())?;
+        Ok(TxRequest::from_json(msg.tx)?.sign(&wallet)?)
     }
 }
 
-impl Handler<SignTypedData> for SignerActor {
-    type Result = Result<SignedTypedData, SignerError>;
+impl SignerOp for SignSr25519 {
+    type Ok = [u8; 64];
 
-    fn handle(&mut self, msg: SignTypedData, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let digest = TypedData::from_json(msg.typed)?.hash()?.digest;
-            let wallet = state.wallet(&msg.proof.omni())?;
-            Ok(SignedTypedData {
-                signature: eip191::sign_hash(&wallet, &digest),
-                digest,
-                address: wallet.address(),
-            })
-        })
+    fn run(self, state: &SignerState) -> Result<[u8; 64], SignerError> {
+        let msg = self;
+
+        let master = msg.proof.master();
+        let omni = match msg.path.as_str() {
+            "" => master,
+            path => path_omni(&master, path)?,
+        };
+        if omni != msg.proof.omni() {
+            return Err(SignerError::NotAuthorized(
+                "the path is not the path of the proof's actor",
+            ));
+        }
+        Ok(sr25519::derive_actor(&state.k3, &master, &msg.path)?.sign(&msg.message))
     }
 }
 
-impl Handler<SignTransaction> for SignerActor {
-    type Result = Result<SignedTx, SignerError>;
+impl SignerOp for SignJwt {
+    type Ok = String;
 
-    fn handle(&mut self, msg: SignTransaction, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let wallet = state.wallet(&msg.proof.omni())?;
-            Ok(TxRequest::from_json(msg.tx)?.sign(&wallet)?)
-        })
+    fn run(self, state: &SignerState) -> Result<String, SignerError> {
+        let msg = self;
+
+        state
+            .set(msg.set)
+            .current()
+            .sign_jwt(msg.header, &msg.claims)
     }
 }
 
-impl Handler<SignSr25519> for SignerActor {
-    type Result = Result<[u8; 64], SignerError>;
-
-    fn handle(&mut self, msg: SignSr25519, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let master = msg.proof.master();
-            let omni = match msg.path.as_str() {
-                "" => master,
-                path => path_omni(&master, path)?,
-            };
-            if omni != msg.proof.omni() {
-                return Err(SignerError::NotAuthorized(
-                    "the path is not the path of the proof's actor",
-                ));
-            }
-            Ok(sr25519::derive_actor(&state.k3, &master, &msg.path)?.sign(&msg.message))
-        })
-    }
-}
-
-impl Handler<SignJwt> for SignerActor {
-    type Result = Result<String, SignerError>;
-
-    fn handle(&mut self, msg: SignJwt, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            state
-                .set(msg.set)
-                .current()
-                .sign_jwt(msg.header, &msg.claims)
-        })
-    }
-}
-
-/// Signs one audit chain head with the audit key; the answer goes to `reply` (the store's
-/// writer thread waits on it). Only messages carrying the audit-head label are signed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
+/// Signs one audit chain head with the audit key (the store's writer thread waits for it).
+/// Only messages carrying the audit-head label are signed.
+#[derive(Debug)]
 pub struct SignAuditHead {
     /// The head message (starts with the audit-head label).
     pub message: Vec<u8>,
-    /// Where the kid and signature go.
-    pub reply: std::sync::mpsc::SyncSender<Result<(String, Vec<u8>), SignerError>>,
 }
 
-impl Handler<SignAuditHead> for SignerActor {
-    type Result = ();
+impl SignerOp for SignAuditHead {
+    type Ok = (String, Vec<u8>);
 
-    fn handle(&mut self, msg: SignAuditHead, ctx: &mut SyncContext<Self>) {
-        let signed = self.guarded(ctx, |state| {
-            if !msg.message.starts_with(HEAD_LABEL) {
-                return Err(SignerError::NotAuthorized(
-                    "the audit key signs only audit chain heads",
-                ));
-            }
-            let set = state.set(KeySetName::Audit);
-            let key = set.current();
-            let signature = key.sign(&msg.message)?;
-            Ok((key.kid().to_string(), signature))
-        });
-        let _ = msg.reply.send(signed);
+    fn run(self, state: &SignerState) -> Result<(String, Vec<u8>), SignerError> {
+        if !self.message.starts_with(HEAD_LABEL) {
+            return Err(SignerError::NotAuthorized(
+                "the audit key signs only audit chain heads",
+            ));
+        }
+        let set = state.set(KeySetName::Audit);
+        let key = set.current();
+        let signature = key.sign(&self.message)?;
+        Ok((key.kid().to_string(), signature))
     }
 }
 
 /// Adds a new key to a set (published, not yet signing).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<String, SignerError>")]
+#[derive(Debug)]
 pub struct AddKey {
     /// The set.
     pub set: KeySetName,
 }
 
-impl Handler<AddKey> for SignerActor {
-    type Result = Result<String, SignerError>;
+impl SignerOp for AddKey {
+    type Ok = String;
 
-    fn handle(&mut self, msg: AddKey, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let key = super::keys::create_key(&state.dir(msg.set))?;
-            let kid = key.kid().to_string();
-            state.set_mut(msg.set).keys.push(key);
-            Ok(kid)
-        })
+    fn run(self, state: &SignerState) -> Result<String, SignerError> {
+        let msg = self;
+
+        let key = super::keys::create_key(&state.dir(msg.set))?;
+        let kid = key.kid().to_string();
+        state.set_mut(msg.set).keys.push(key);
+        Ok(kid)
     }
 }
 
 /// Makes a key of a set the signing key.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), SignerError>")]
+#[derive(Debug)]
 pub struct UseKey {
     /// The set.
     pub set: KeySetName,
@@ -309,23 +293,22 @@ pub struct UseKey {
     pub kid: String,
 }
 
-impl Handler<UseKey> for SignerActor {
-    type Result = Result<(), SignerError>;
+impl SignerOp for UseKey {
+    type Ok = ();
 
-    fn handle(&mut self, msg: UseKey, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let mut keys = state.set_mut(msg.set);
-            keys.current = keys
-                .position(&msg.kid)
-                .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
-            Ok(())
-        })
+    fn run(self, state: &SignerState) -> Result<(), SignerError> {
+        let msg = self;
+
+        let mut keys = state.set_mut(msg.set);
+        keys.current = keys
+            .position(&msg.kid)
+            .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
+        Ok(())
     }
 }
 
 /// Removes a key from a set and moves its file to `retired/` (not the signing key).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), SignerError>")]
+#[derive(Debug)]
 pub struct RetireKey {
     /// The set.
     pub set: KeySetName,
@@ -333,48 +316,46 @@ pub struct RetireKey {
     pub kid: String,
 }
 
-impl Handler<RetireKey> for SignerActor {
-    type Result = Result<(), SignerError>;
+impl SignerOp for RetireKey {
+    type Ok = ();
 
-    fn handle(&mut self, msg: RetireKey, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let mut keys = state.set_mut(msg.set);
-            let position = keys
-                .position(&msg.kid)
-                .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
-            if position == keys.current {
-                return Err(SignerError::KeyFile(format!(
-                    "{} is the signing key",
-                    msg.kid
-                )));
-            }
-            super::keys::retire_key_file(&state.dir(msg.set), &msg.kid)?;
-            keys.keys.remove(position);
-            if keys.current > position {
-                keys.current -= 1;
-            }
-            Ok(())
-        })
+    fn run(self, state: &SignerState) -> Result<(), SignerError> {
+        let msg = self;
+
+        let mut keys = state.set_mut(msg.set);
+        let position = keys
+            .position(&msg.kid)
+            .ok_or_else(|| SignerError::KeyFile(format!("no key {} in the set", msg.kid)))?;
+        if position == keys.current {
+            return Err(SignerError::KeyFile(format!(
+                "{} is the signing key",
+                msg.kid
+            )));
+        }
+        super::keys::retire_key_file(&state.dir(msg.set), &msg.kid)?;
+        keys.keys.remove(position);
+        if keys.current > position {
+            keys.current -= 1;
+        }
+        Ok(())
     }
 }
 
 /// Panics inside the handler, to exercise the pool's replacement path in tests. Only Rust code
 /// holding a `SignerHandle` can send it; no route does.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), SignerError>")]
+#[derive(Debug)]
 pub struct InjectPanic;
 
-impl Handler<InjectPanic> for SignerActor {
-    type Result = Result<(), SignerError>;
+impl SignerOp for InjectPanic {
+    type Ok = ();
 
-    fn handle(&mut self, _msg: InjectPanic, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |_| panic!("injected signer panic"))
+    fn run(self, _state: &SignerState) -> Result<(), SignerError> {
+        panic!("injected signer panic")
     }
 }
 
 /// The HMAC key of a master's approval webhook (shown to the master once, when set).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<zeroize::Zeroizing<[u8; 32]>, SignerError>")]
+#[derive(Debug)]
 pub struct WebhookSecret {
     /// The master.
     pub master: Omni,
@@ -382,19 +363,18 @@ pub struct WebhookSecret {
     pub version: u64,
 }
 
-impl Handler<WebhookSecret> for SignerActor {
-    type Result = Result<zeroize::Zeroizing<[u8; 32]>, SignerError>;
+impl SignerOp for WebhookSecret {
+    type Ok = zeroize::Zeroizing<[u8; 32]>;
 
-    fn handle(&mut self, msg: WebhookSecret, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            Ok(state.k3.webhook_key(&msg.master, msg.version))
-        })
+    fn run(self, state: &SignerState) -> Result<zeroize::Zeroizing<[u8; 32]>, SignerError> {
+        let msg = self;
+
+        Ok(state.k3.webhook_key(&msg.master, msg.version))
     }
 }
 
 /// HMAC-SHA256 of a webhook delivery with the master's webhook key (the key stays here).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<[u8; 32], SignerError>")]
+#[derive(Debug)]
 pub struct WebhookMac {
     /// The master.
     pub master: Omni,
@@ -404,25 +384,24 @@ pub struct WebhookMac {
     pub message: Vec<u8>,
 }
 
-impl Handler<WebhookMac> for SignerActor {
-    type Result = Result<[u8; 32], SignerError>;
+impl SignerOp for WebhookMac {
+    type Ok = [u8; 32];
 
-    fn handle(&mut self, msg: WebhookMac, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let key = state.k3.webhook_key(&msg.master, msg.version);
-            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_ref());
-            let tag = aws_lc_rs::hmac::sign(&key, &msg.message);
-            let mut out = [0u8; 32];
-            out.copy_from_slice(tag.as_ref());
-            Ok(out)
-        })
+    fn run(self, state: &SignerState) -> Result<[u8; 32], SignerError> {
+        let msg = self;
+
+        let key = state.k3.webhook_key(&msg.master, msg.version);
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_ref());
+        let tag = aws_lc_rs::hmac::sign(&key, &msg.message);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 }
 
 /// Encrypts a credential value for the vault of the proof's master (a master's proof only):
 /// with the master's stored data key, or a fresh one (returned wrapped) when it has none.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Sealed, SignerError>")]
+#[derive(Debug)]
 pub struct VaultSeal {
     /// The master's lineage proof.
     pub proof: LiveProof,
@@ -445,42 +424,41 @@ pub struct Sealed {
     pub new_key: Option<vault::WrappedKey>,
 }
 
-impl Handler<VaultSeal> for SignerActor {
-    type Result = Result<Sealed, SignerError>;
+impl SignerOp for VaultSeal {
+    type Ok = Sealed;
 
-    fn handle(&mut self, msg: VaultSeal, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let master = msg.proof.master();
-            if msg.proof.omni() != master {
-                return Err(SignerError::NotAuthorized("only a master writes its vault"));
+    fn run(self, state: &SignerState) -> Result<Sealed, SignerError> {
+        let msg = self;
+
+        let master = msg.proof.master();
+        if msg.proof.omni() != master {
+            return Err(SignerError::NotAuthorized("only a master writes its vault"));
+        }
+        let (wrapped, new_key) = match msg.key {
+            Some(key) => (key, None),
+            None => {
+                let kek = state.k3.vault_kek(&master, vault::CURRENT_KEK_VERSION);
+                let key = vault::new_data_key(&kek, &master, vault::CURRENT_KEK_VERSION)
+                    .map_err(|_| SignerError::Internal("vault key"))?;
+                (key.clone(), Some(key))
             }
-            let (wrapped, new_key) = match msg.key {
-                Some(key) => (key, None),
-                None => {
-                    let kek = state.k3.vault_kek(&master, vault::CURRENT_KEK_VERSION);
-                    let key = vault::new_data_key(&kek, &master, vault::CURRENT_KEK_VERSION)
-                        .map_err(|_| SignerError::Internal("vault key"))?;
-                    (key.clone(), Some(key))
-                }
-            };
-            let kek = state.k3.vault_kek(&master, wrapped.kek_version);
-            let dek = vault::unwrap_data_key(&kek, &master, &wrapped)
-                .map_err(|_| SignerError::Internal("the vault key does not authenticate"))?;
-            let aad = vault::value_aad(&master, &msg.service, msg.version);
-            let ciphertext = vault::seal_value(&dek, &aad, &msg.value)
-                .map_err(|_| SignerError::Internal("vault value"))?;
-            Ok(Sealed {
-                ciphertext,
-                new_key,
-            })
+        };
+        let kek = state.k3.vault_kek(&master, wrapped.kek_version);
+        let dek = vault::unwrap_data_key(&kek, &master, &wrapped)
+            .map_err(|_| SignerError::Internal("the vault key does not authenticate"))?;
+        let aad = vault::value_aad(&master, &msg.service, msg.version);
+        let ciphertext = vault::seal_value(&dek, &aad, &msg.value)
+            .map_err(|_| SignerError::Internal("vault value"))?;
+        Ok(Sealed {
+            ciphertext,
+            new_key,
         })
     }
 }
 
 /// Decrypts a credential of the proof's master for the proof's actor (the caller checked the
 /// actor's scope; the proof says its lineage was live).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<zeroize::Zeroizing<Vec<u8>>, SignerError>")]
+#[derive(Debug)]
 pub struct VaultOpen {
     /// The reader's lineage proof.
     pub proof: LiveProof,
@@ -494,17 +472,17 @@ pub struct VaultOpen {
     pub key: vault::WrappedKey,
 }
 
-impl Handler<VaultOpen> for SignerActor {
-    type Result = Result<zeroize::Zeroizing<Vec<u8>>, SignerError>;
+impl SignerOp for VaultOpen {
+    type Ok = zeroize::Zeroizing<Vec<u8>>;
 
-    fn handle(&mut self, msg: VaultOpen, ctx: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(ctx, |state| {
-            let master = msg.proof.master();
-            let kek = state.k3.vault_kek(&master, msg.key.kek_version);
-            let dek = vault::unwrap_data_key(&kek, &master, &msg.key)
-                .map_err(|_| SignerError::Tampered)?;
-            let aad = vault::value_aad(&master, &msg.service, msg.version);
-            vault::open_value(&dek, &aad, &msg.ciphertext).map_err(|_| SignerError::Tampered)
-        })
+    fn run(self, state: &SignerState) -> Result<zeroize::Zeroizing<Vec<u8>>, SignerError> {
+        let msg = self;
+
+        let master = msg.proof.master();
+        let kek = state.k3.vault_kek(&master, msg.key.kek_version);
+        let dek =
+            vault::unwrap_data_key(&kek, &master, &msg.key).map_err(|_| SignerError::Tampered)?;
+        let aad = vault::value_aad(&master, &msg.service, msg.version);
+        vault::open_value(&dek, &aad, &msg.ciphertext).map_err(|_| SignerError::Tampered)
     }
 }

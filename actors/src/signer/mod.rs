@@ -2,14 +2,16 @@
 //!
 //! **Owns** K3 (every managed wallet and sr25519 key derives from it), the session key set
 //! (K1), the OIDC key set (K2) and the audit key, in one [`SignerState`] shared by every
-//! instance. **Runs** on a `SyncArbiter` pool, one thread per core, so 15–150 µs of crypto never
+//! instance. **Runs** on its own pool of threads (one per core) fed by one queue that callers
+//! write to directly (no dispatcher thread in between), so 15–150 µs of crypto never
 //! stalls an arbiter that hosts other actors. **Takes** one message per operation (see
 //! [`messages`]); callers use [`SignerHandle`]. Operations on behalf of an actor take a
 //! [`LiveProof`], which only the runtime's lineage check produces. **Restart policy**: each
-//! handler runs under `catch_unwind`; a panic fails that request with `Unavailable`, the
-//! instance is replaced by the pool (state is shared and read-only, so nothing is lost) and the
-//! count is reported by [`SignerHandle::health`]. **Lost on restart**: only the cache of derived
-//! wallets, which is rebuilt on demand.
+//! operation runs under `catch_unwind`; a panic fails that request with `Unavailable`, the
+//! thread goes on with the next operation as a fresh instance would (the state is shared and
+//! changes only under its locks, so nothing is lost) and the count is reported by
+//! [`SignerHandle::health`] as a replacement. **Lost on restart**: nothing but the cache of
+//! derived wallets when a panic poisoned its lock (it is then bypassed and rebuilt on demand).
 
 mod error;
 pub mod keys;
@@ -22,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::ledger::HeadSigner;
-use actix::{Actor, ActorContext, Addr, SyncArbiter, SyncContext};
 use agentkeys_runtime::{LiveProof, Omni};
 use serde_json::Value;
 
@@ -179,31 +180,65 @@ impl SignerState {
     }
 }
 
-/// One signer instance on the pool.
-pub struct SignerActor {
-    state: Arc<SignerState>,
+/// One operation of the signer, run on a signer thread with the shared state (see
+/// [`messages`]). Only this crate's messages implement it.
+pub trait SignerOp: Send + 'static {
+    /// The answer on success.
+    type Ok: Send + 'static;
+
+    /// Runs the operation.
+    fn run(self, state: &SignerState) -> Result<Self::Ok, SignerError>;
 }
 
-impl Actor for SignerActor {
-    type Context = SyncContext<Self>;
+/// An operation with where its answer goes.
+type Job = Box<dyn FnOnce(&SignerState) + Send>;
+
+/// A pool of signer threads fed by one queue. Callers on any thread put their operation on the
+/// queue themselves (no dispatcher in between); a free thread takes it, runs it under
+/// `catch_unwind` and sends the answer back.
+struct Pool {
+    queue: crossbeam_channel::Sender<Job>,
 }
 
-impl SignerActor {
-    /// Runs `f` under `catch_unwind`; a panic counts a replacement and stops this instance (the
-    /// pool starts a fresh one from the shared state).
-    fn guarded<T>(
-        &mut self,
-        ctx: &mut SyncContext<Self>,
-        f: impl FnOnce(&SignerState) -> Result<T, SignerError>,
-    ) -> Result<T, SignerError> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| f(&self.state))) {
-            Ok(result) => result,
-            Err(_) => {
-                self.state.replaced.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("a signer thread panicked; replacing its instance");
-                ctx.stop();
-                Err(SignerError::Unavailable)
-            }
+impl Pool {
+    fn start(state: &Arc<SignerState>, threads: usize, name: &str) -> Result<Self, SignerError> {
+        let (queue, jobs) = crossbeam_channel::unbounded::<Job>();
+        for _ in 0..threads {
+            let (state, jobs) = (state.clone(), jobs.clone());
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    // Ends when every handle (every sender) is gone.
+                    while let Ok(job) = jobs.recv() {
+                        job(&state);
+                    }
+                })
+                .map_err(|_| SignerError::Internal("cannot start a signer thread"))?;
+        }
+        Ok(Self { queue })
+    }
+
+    /// Queues `op`; `reply` gets its answer on the signer thread. `false` if the pool is gone.
+    fn submit<O: SignerOp>(
+        &self,
+        op: O,
+        reply: impl FnOnce(Result<O::Ok, SignerError>) + Send + 'static,
+    ) -> bool {
+        let job: Job = Box::new(move |state| reply(guarded(state, op)));
+        self.queue.send(job).is_ok()
+    }
+}
+
+/// Runs `op` under `catch_unwind`. A panic fails that operation with `Unavailable` and counts
+/// a replacement; the thread goes on with the next operation (the state is shared and changes
+/// only under its locks, so the next operation starts as a fresh instance would).
+fn guarded<O: SignerOp>(state: &SignerState, op: O) -> Result<O::Ok, SignerError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| op.run(state))) {
+        Ok(result) => result,
+        Err(_) => {
+            state.replaced.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("a signer thread panicked; its operation failed, the thread goes on");
+            Err(SignerError::Unavailable)
         }
     }
 }
@@ -220,9 +255,9 @@ pub struct SignerHealth {
 /// The typed handle to the signer pool; cheap to clone.
 #[derive(Clone)]
 pub struct SignerHandle {
-    addr: Addr<SignerActor>,
+    pool: Arc<Pool>,
     /// One thread of its own for audit heads, so a commit never queues behind wallet signatures.
-    heads: Addr<SignerActor>,
+    heads: Arc<Pool>,
     state: Arc<SignerState>,
 }
 
@@ -238,16 +273,18 @@ const HEAD_SIGNING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// What the store's writer holds to sign audit chain heads: the address of the signer's
 /// audit-head thread, never the key (see [`SignerHandle::audit_head_signer`]).
 struct AuditHeadSigner {
-    heads: Addr<SignerActor>,
+    heads: Arc<Pool>,
 }
 
 impl HeadSigner for AuditHeadSigner {
     fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
         // The writer is a plain thread: it sends, then blocks on the answer.
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.heads.do_send(messages::SignAuditHead {
+        let head = messages::SignAuditHead {
             message: message.to_vec(),
-            reply,
+        };
+        self.heads.submit(head, move |signed| {
+            let _ = reply.send(signed);
         });
         match answer.recv_timeout(HEAD_SIGNING_TIMEOUT) {
             Ok(signed) => signed.map_err(|e| e.to_string()),
@@ -296,28 +333,18 @@ pub fn start(
         replaced: AtomicU64::new(0),
         threads: config.threads.max(1),
     });
-    let shared = state.clone();
-    let addr = SyncArbiter::start(state.threads, move || SignerActor {
-        state: shared.clone(),
-    });
-    let shared = state.clone();
-    let heads = SyncArbiter::start(1, move || SignerActor {
-        state: shared.clone(),
-    });
-    Ok(SignerHandle { addr, heads, state })
+    let pool = Arc::new(Pool::start(&state, state.threads, "agentkeys-signer")?);
+    let heads = Arc::new(Pool::start(&state, 1, "agentkeys-heads")?);
+    Ok(SignerHandle { pool, heads, state })
 }
 
 impl SignerHandle {
-    async fn ask<M>(&self, msg: M) -> Result<M::Result, SignerError>
-    where
-        M: actix::Message + Send + 'static,
-        M::Result: Send,
-        SignerActor: actix::Handler<M>,
-    {
-        self.addr
-            .send(msg)
-            .await
-            .map_err(|_| SignerError::Unavailable)
+    async fn ask<O: SignerOp>(&self, op: O) -> Result<O::Ok, SignerError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.pool.submit(op, move |result| {
+            let _ = reply.send(result);
+        });
+        answer.await.map_err(|_| SignerError::Unavailable)?
     }
 
     /// The fingerprint of the K3 in use.
@@ -339,8 +366,7 @@ impl SignerHandle {
         master: Omni,
         version: u64,
     ) -> Result<zeroize::Zeroizing<[u8; 32]>, SignerError> {
-        self.ask(messages::WebhookSecret { master, version })
-            .await?
+        self.ask(messages::WebhookSecret { master, version }).await
     }
 
     /// HMAC-SHA256 of `message` with `master`'s webhook key at `version`.
@@ -355,7 +381,7 @@ impl SignerHandle {
             version,
             message,
         })
-        .await?
+        .await
     }
 
     /// Encrypts a credential value for the vault of the proof's master (a master's proof).
@@ -363,7 +389,7 @@ impl SignerHandle {
         &self,
         msg: messages::VaultSeal,
     ) -> Result<messages::Sealed, SignerError> {
-        self.ask(msg).await?
+        self.ask(msg).await
     }
 
     /// Decrypts a credential for the proof's actor (`Tampered` if it does not authenticate).
@@ -371,12 +397,12 @@ impl SignerHandle {
         &self,
         msg: messages::VaultOpen,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, SignerError> {
-        self.ask(msg).await?
+        self.ask(msg).await
     }
 
     /// Public identifiers of the actor at `path` under `master` (no proof needed: public data).
     pub async fn account(&self, master: Omni, path: String) -> Result<Account, SignerError> {
-        self.ask(messages::DeriveAccount { master, path }).await?
+        self.ask(messages::DeriveAccount { master, path }).await
     }
 
     /// EIP-191 `personal_sign` with the wallet of the proof's actor. Refuses EIP-4361 text for this
@@ -386,7 +412,7 @@ impl SignerHandle {
         message: Vec<u8>,
         proof: LiveProof,
     ) -> Result<SignedMessage, SignerError> {
-        self.ask(messages::SignEip191 { message, proof }).await?
+        self.ask(messages::SignEip191 { message, proof }).await
     }
 
     /// EIP-191 `personal_sign` with the anchor wallet of the master `proof` names, created by the
@@ -402,7 +428,7 @@ impl SignerHandle {
             message,
             proof,
         })
-        .await?
+        .await
     }
 
     /// EIP-712 v4 with the wallet of the proof's actor; returns the signature and the digest.
@@ -411,7 +437,7 @@ impl SignerHandle {
         typed: Value,
         proof: LiveProof,
     ) -> Result<SignedTypedData, SignerError> {
-        self.ask(messages::SignTypedData { typed, proof }).await?
+        self.ask(messages::SignTypedData { typed, proof }).await
     }
 
     /// Signs a transaction request with the wallet of the proof's actor.
@@ -420,7 +446,7 @@ impl SignerHandle {
         tx: Value,
         proof: LiveProof,
     ) -> Result<crate::crypto::tx::SignedTx, SignerError> {
-        self.ask(messages::SignTransaction { tx, proof }).await?
+        self.ask(messages::SignTransaction { tx, proof }).await
     }
 
     /// sr25519 in the Substrate context with the proof's actor's key (`path` must be its path).
@@ -435,7 +461,7 @@ impl SignerHandle {
             message,
             proof,
         })
-        .await?
+        .await
     }
 
     /// A compact ES256 JWS with the current key of `set` (`alg` and `kid` are set here).
@@ -450,7 +476,7 @@ impl SignerHandle {
             header,
             claims,
         })
-        .await?
+        .await
     }
 
     /// The signing kid of each set (to record in the store).
@@ -465,7 +491,7 @@ impl SignerHandle {
     /// Makes one signer thread panic (tests of the replacement path; no route sends this).
     #[doc(hidden)]
     pub async fn inject_panic(&self) -> Result<(), SignerError> {
-        self.ask(messages::InjectPanic).await?
+        self.ask(messages::InjectPanic).await
     }
 
     /// The capability the store's writer uses to sign audit chain heads: it sends each head to
@@ -483,7 +509,7 @@ impl SignerHandle {
 
     /// Adds a new key to `set` (published from now on, not yet signing); returns its kid.
     pub async fn add_key(&self, set: KeySetName) -> Result<String, SignerError> {
-        self.ask(messages::AddKey { set }).await?
+        self.ask(messages::AddKey { set }).await
     }
 
     /// Makes `kid` the signing key of `set`.
@@ -492,7 +518,7 @@ impl SignerHandle {
             set,
             kid: kid.to_string(),
         })
-        .await?
+        .await
     }
 
     /// Removes `kid` from `set` (no longer published or usable) and moves its file to
@@ -502,7 +528,7 @@ impl SignerHandle {
             set,
             kid: kid.to_string(),
         })
-        .await?
+        .await
     }
 
     /// The public JWKs of a key set, the signing key first (never private parts).

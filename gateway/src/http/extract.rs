@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use agentkeys_actors::principal::{CheckSession, SessionError};
+use agentkeys_actors::principal::{CheckSession, SessionError, SessionView};
 use agentkeys_runtime::store::{ActorRecord, Origin};
 use std::collections::BTreeSet;
 
@@ -300,16 +300,19 @@ async fn authorize(state: &AppState, claims: SessionClaims) -> Result<Authentica
             "the token's role does not match its actor",
         ));
     }
-    let check = state
-        .principal(
-            role,
-            omni,
-            CheckSession {
-                bid: claims.bid,
-                jkt: claims.cnf.jkt.clone(),
-            },
-        )
-        .await?;
+    let msg = CheckSession {
+        bid: claims.bid,
+        jkt: claims.cnf.jkt.clone(),
+    };
+    // The actor's published view answers when it can (no mailbox round trip); else the actor.
+    let view = match role {
+        Role::Master => state.masters.view::<SessionView>(&omni),
+        Role::Agent => state.agents.view::<SessionView>(&omni),
+    };
+    let check = match view.and_then(|v| v.check(&msg, &state.ledger)) {
+        Some(answer) => answer,
+        None => state.principal(role, omni, msg).await?,
+    };
     let check = check.map_err(|e| match e {
         SessionError::BindingRevoked => ApiError::new(
             ErrorCode::BindingRevoked,

@@ -4,12 +4,9 @@
 //! (routes of the router, standard methods, status codes), so no client can grow them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -58,7 +55,7 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
-    fn record(&self, method: &'static str, route: String, status: u16, seconds: f64) {
+    pub(super) fn record(&self, method: &'static str, route: String, status: u16, seconds: f64) {
         let labels = RouteLabels { method, route };
         self.latency.get_or_create(&labels).observe(seconds);
         self.requests
@@ -92,28 +89,15 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
         .map_or("other", |(_, label)| label)
 }
 
-/// Middleware: measures every request. Labels are bounded by construction: the route is the
+/// The route label of a request (the router's front layer measures every request). Labels are
+/// bounded by construction: the route is the
 /// matched route pattern (never the raw path, so omnis do not explode the label set) or
 /// `unmatched`, the method one of nine standard names or `other`, the status a `u16`.
-pub async fn track(
-    State(metrics): State<Arc<HttpMetrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let method = method_label(request.method());
-    let route = request
+pub fn route_label(request: &Request) -> String {
+    request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    metrics.record(
-        method,
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string())
 }
 
 /// What the runtime, the store, the signer and the process report at scrape time.

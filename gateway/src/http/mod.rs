@@ -56,9 +56,28 @@ use error::{ApiError, ErrorCode};
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1 << 20;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared [`AppStateInner`] (a clone is one reference count,
+/// not thirty — every middleware and extractor clones it per request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    /// Shares `inner` with every handler.
+    pub fn new(inner: AppStateInner) -> Self {
+        Self(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct AppStateInner {
     /// The actor runtime.
     pub runtime: Runtime,
     /// The signer pool.
@@ -225,26 +244,65 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::limit,
+            Front {
+                state: state.clone(),
+                metrics,
+            },
+            front,
         ))
-        .layer(middleware::from_fn(no_store))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(middleware::from_fn_with_state(state.clone(), timeout))
-        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
+}
+
+/// What [`front`] needs.
+#[derive(Clone)]
+struct Front {
+    state: AppState,
+    metrics: Arc<metrics::HttpMetrics>,
+}
+
+/// Everything that wraps every request, in one layer (one future and one state clone per
+/// request instead of five): the request id (task-local, log span, `x-request-id`), the client
+/// address and the per-IP limit of the unauthenticated routes, the timeout, the request
+/// metrics, and `Cache-Control: no-store`.
+async fn front(
+    axum::extract::State(front): axum::extract::State<Front>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let id = request_id::fresh();
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let method = metrics::method_label(request.method());
+    let route = metrics::route_label(&request);
+    let started = std::time::Instant::now();
+    let served = async {
+        match ratelimit::admit(&front.state, &mut request) {
+            Err(refused) => axum::response::IntoResponse::into_response(refused),
+            Ok(()) => timeout(&front.state, request, next).await,
+        }
+    };
+    let mut response =
+        request_id::scope(id.clone(), tracing::Instrument::instrument(served, span)).await;
+    front.metrics.record(
+        method,
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    no_store(&mut response);
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
 }
 
 /// `Cache-Control: no-store` on every answer that does not set its own (RFC 6749 §5.1: token
 /// responses must not be cached; nothing else a key broker answers should be either). The
 /// discovery document and the JWKS set their own `max-age`.
-async fn no_store(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+fn no_store(response: &mut Response) {
     response
         .headers_mut()
         .entry(axum::http::header::CACHE_CONTROL)
         .or_insert(axum::http::HeaderValue::from_static("no-store"));
-    response
 }
 
 async fn not_found() -> ApiError {
@@ -258,11 +316,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn timeout(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn timeout(state: &AppState, request: Request, next: Next) -> Response {
     // Event streams live as long as their token; they end themselves.
     if request.uri().path() == "/v1/events" {
         return next.run(request).await;

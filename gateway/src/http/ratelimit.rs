@@ -13,10 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
@@ -220,23 +218,23 @@ pub fn peer(request: &Request) -> IpAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-/// Middleware: resolves [`ClientIp`] for every request and limits the unauthenticated routes.
-pub async fn limit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let ip = client_ip(peer(&request), request.headers(), &state.trusted_proxies);
+/// Resolves [`ClientIp`] for every request and limits the unauthenticated routes (the refusal
+/// is the `Err`); run by the router's front layer.
+pub fn admit(state: &AppState, request: &mut Request) -> Result<(), ApiError> {
+    let ip = client_ip(peer(request), request.headers(), &state.trusted_proxies);
     request.extensions_mut().insert(ClientIp(ip));
     let path = request.uri().path();
     if is_unauthenticated(path) {
         let now = state.clock.now().as_millis();
         if let Err(wait) = state.rate_limits.take_ip(ip, now) {
-            return ApiError::new(
+            return Err(ApiError::new(
                 ErrorCode::RateLimited,
                 "too many requests from your address; wait and retry",
             )
-            .retry_after(wait)
-            .into_response();
+            .retry_after(wait));
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 #[cfg(test)]

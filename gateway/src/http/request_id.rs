@@ -1,12 +1,6 @@
 //! Request ids: a random id per request, in the `x-request-id` response header and in every
 //! error envelope, and on the request's log lines.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
-use tracing::Instrument;
-
 tokio::task_local! {
     static REQUEST_ID: String;
 }
@@ -16,7 +10,8 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(Clone::clone).ok()
 }
 
-fn fresh() -> String {
+/// A fresh id: 24 hex digits.
+pub fn fresh() -> String {
     let mut bytes = [0u8; 12];
     // An id only needs to be unique; fall back to the clock if the RNG fails.
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
@@ -29,15 +24,7 @@ fn fresh() -> String {
     hex::encode(bytes)
 }
 
-/// Middleware: assigns the id, runs the request inside it, adds the header.
-pub async fn assign(request: Request, next: Next) -> Response {
-    let id = fresh();
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span))
-        .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+/// Runs `served` with `id` as the current request id.
+pub async fn scope<F: std::future::Future>(id: String, served: F) -> F::Output {
+    REQUEST_ID.scope(id, served).await
 }
