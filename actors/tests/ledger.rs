@@ -399,3 +399,79 @@ fn rows_round_trip_through_the_pinned_encoding() {
         spent
     );
 }
+
+/// Every head the store holds, as (master, kid).
+fn head_kids(store: &Ledger, masters: &[Omni]) -> Vec<String> {
+    masters
+        .iter()
+        .map(|m| store.audit_head(m).expect("read").expect("head").kid)
+        .collect()
+}
+
+/// Logins of `masters` × `keys`, submitted at once so the writer folds them into batches.
+async fn concurrent_logins(store: &Ledger, masters: &[Omni], keys: usize) {
+    let mut tasks = Vec::new();
+    for (i, master) in masters.iter().enumerate() {
+        for k in 0..keys {
+            let mut op = login(*master, &format!("key-{i}-{k}"), Registration::Open);
+            let n = u8::try_from(i).expect("small");
+            op.wallet = [n; 20];
+            op.signer = Some([0xa0 + n; 20]);
+            op.identity = ("evm".into(), format!("0x{}", hex::encode([0xa0 + n; 20])));
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move { store.login(op).await }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("joined").expect("login");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_appended_in_one_batch_chain_up_and_each_head_is_signed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let masters: Vec<Omni> = ["gina", "hal", "ivy"]
+        .into_iter()
+        .map(|n| omni_of(None, n))
+        .collect();
+    concurrent_logins(&store, &masters, 40).await;
+    let counts = store.store().writer_counts();
+    assert!(
+        counts.commits < counts.writes,
+        "the logins shared batches: {counts:?}"
+    );
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.chains, 3);
+    // The first login of a master writes 3 rows (create, device, login), every other one 2
+    // (device, login).
+    assert_eq!(report.rows, 3 * (3 + 39 * 2));
+    assert_eq!(head_kids(&store, &masters), vec!["test"; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_without_a_signer_leave_heads_unsigned_until_one_runs_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions {
+        prepare: vec![ledger::create_tables],
+        ..StoreOptions::default()
+    };
+    let store = RedbStore::open(&dir.path().join("agentkeys.redb"), &options, T0).expect("opens");
+    let store = Ledger::new(Arc::new(store)).expect("ledger");
+    let masters = [omni_of(None, "jo"), omni_of(None, "kim")];
+    concurrent_logins(&store, &masters, 10).await;
+    assert_eq!(head_kids(&store, &masters), vec![String::new(); 2]);
+    // Unsigned heads are pending, not problems; the chains are whole.
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.rows, 2 * (3 + 9 * 2));
+
+    store
+        .set_head_signer(Arc::new(TestSigner))
+        .await
+        .expect("signer installed");
+    assert_eq!(head_kids(&store, &masters), vec!["test"; 2]);
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

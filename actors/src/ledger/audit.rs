@@ -29,7 +29,7 @@
 //! chain's head is signed: the message is `"agentkeys-audit-head-v1" || master || u64 length ||
 //! head hash || u64 global sequence of the head row`.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 
 use agentkeys_runtime::Omni;
@@ -390,22 +390,116 @@ pub(crate) fn mark_appended() {
     APPENDED.with(|flag| flag.set(true));
 }
 
+/// What the batch in progress on the writer thread appended: the next global sequence and the
+/// head of every chain it touched, kept here between rows and written once per chain just
+/// before the commit ([`finish_batch`]) — instead of a head read, a head write and an
+/// unsigned-set write per row.
+#[derive(Default)]
+struct Batch {
+    next_seq: Option<u64>,
+    heads: std::collections::BTreeMap<[u8; 32], ChainHead>,
+}
+
+thread_local! {
+    /// `Some` between [`begin_batch`] and [`finish_batch`] on the writer thread.
+    static BATCH: std::cell::RefCell<Option<Batch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Starts a batch on this (writer) thread; whatever an aborted batch left is dropped.
+pub(crate) fn begin_batch() {
+    BATCH.with(|b| *b.borrow_mut() = Some(Batch::default()));
+}
+
+/// Writes the heads of the chains this batch appended to, signed by `signer` — or, without
+/// one, unsigned and in the unsigned set (a later batch with a signer signs them) — and ends
+/// the batch. A batch that fails afterwards writes nothing at all, so memory and store agree.
+pub(crate) fn finish_batch(
+    txn: &WriteTransaction,
+    signer: Option<&dyn HeadSigner>,
+) -> Result<(), StoreError> {
+    let Some(batch) = BATCH.with(|b| b.borrow_mut().take()) else {
+        return Ok(());
+    };
+    if batch.heads.is_empty() {
+        return Ok(());
+    }
+    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    match signer {
+        Some(signer) => {
+            for (key, mut head) in batch.heads {
+                sign_head(&mut head, signer)?;
+                heads
+                    .insert(&key, head.encode().as_slice())
+                    .map_err(StoreError::from_redb)?;
+            }
+        }
+        None => {
+            let mut unsigned = txn
+                .open_table(AUDIT_UNSIGNED)
+                .map_err(StoreError::from_redb)?;
+            for (key, head) in batch.heads {
+                heads
+                    .insert(&key, head.encode().as_slice())
+                    .map_err(StoreError::from_redb)?;
+                unsigned.insert(&key, ()).map_err(StoreError::from_redb)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreError> {
+    let (kid, signature) = signer
+        .sign_head(&head.message())
+        .map_err(|e| StoreError::Corrupt(format!("audit head signing failed: {e}")))?;
+    head.kid = kid;
+    head.signature = signature;
+    Ok(())
+}
+
 /// Appends a row inside `txn` (the change's own transaction); returns its global sequence.
+///
+/// Inside a writer batch ([`begin_batch`]) the sequence and the chain's head come from the
+/// batch's memory after its first row, and the head is written once by [`finish_batch`];
+/// outside one (a transaction of its own) the head is written here and left unsigned.
 pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, StoreError> {
     mark_appended();
-    let mut rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
-    let seq = rows
-        .last()
-        .map_err(StoreError::from_redb)?
-        .map_or(0, |(k, _)| k.value())
-        + 1;
-    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
     let master = entry.master;
-    let previous = heads
-        .get(master.as_bytes())
-        .map_err(StoreError::from_redb)?
-        .map(|v| ChainHead::decode(master, v.value()))
-        .transpose()?;
+    let mut rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
+    let last_seq = |rows: &redb::Table<'_, u64, &[u8]>| -> Result<u64, StoreError> {
+        Ok(rows
+            .last()
+            .map_err(StoreError::from_redb)?
+            .map_or(0, |(k, _)| k.value()))
+    };
+    let stored_head = || -> Result<Option<ChainHead>, StoreError> {
+        txn.open_table(AUDIT_HEADS)
+            .map_err(StoreError::from_redb)?
+            .get(master.as_bytes())
+            .map_err(StoreError::from_redb)?
+            .map(|v| ChainHead::decode(master, v.value()))
+            .transpose()
+    };
+    let in_batch = BATCH.with(|b| b.borrow().is_some());
+    let (seq, previous) = if in_batch {
+        let next = BATCH.with(|b| {
+            let b = b.borrow();
+            let batch = b.as_ref()?;
+            Some((batch.next_seq, batch.heads.get(master.as_bytes()).cloned()))
+        });
+        let (next_seq, cached) = next.unwrap_or_default();
+        let seq = match next_seq {
+            Some(seq) => seq,
+            None => last_seq(&rows)? + 1,
+        };
+        let previous = match cached {
+            Some(head) => Some(head),
+            None => stored_head()?,
+        };
+        (seq, previous)
+    } else {
+        (last_seq(&rows)? + 1, stored_head()?)
+    };
     let (length, prev_hash) = previous.map_or((0, [0; 32]), |h| (h.length, h.hash));
     let chain_seq = length + 1;
     let encoding = entry.encode(seq, chain_seq);
@@ -426,17 +520,27 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
         kid: String::new(),
         signature: Vec::new(),
     };
-    heads
-        .insert(master.as_bytes(), head.encode().as_slice())
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT_UNSIGNED)
-        .map_err(StoreError::from_redb)?
-        .insert(master.as_bytes(), ())
-        .map_err(StoreError::from_redb)?;
+    if in_batch {
+        BATCH.with(|b| {
+            if let Some(batch) = b.borrow_mut().as_mut() {
+                batch.next_seq = Some(seq + 1);
+                batch.heads.insert(*master.as_bytes(), head);
+            }
+        });
+    } else {
+        txn.open_table(AUDIT_HEADS)
+            .map_err(StoreError::from_redb)?
+            .insert(master.as_bytes(), head.encode().as_slice())
+            .map_err(StoreError::from_redb)?;
+        txn.open_table(AUDIT_UNSIGNED)
+            .map_err(StoreError::from_redb)?
+            .insert(master.as_bytes(), ())
+            .map_err(StoreError::from_redb)?;
+    }
     Ok(seq)
 }
 
-/// Signs the heads of every chain appended to since the last signing (run before a commit).
+/// Signs the heads left unsigned by earlier transactions (run before a commit).
 pub(crate) fn sign_heads(
     txn: &WriteTransaction,
     signer: &dyn HeadSigner,
@@ -444,6 +548,9 @@ pub(crate) fn sign_heads(
     let mut unsigned = txn
         .open_table(AUDIT_UNSIGNED)
         .map_err(StoreError::from_redb)?;
+    if unsigned.is_empty().map_err(StoreError::from_redb)? {
+        return Ok(());
+    }
     let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
     while let Some((key, ())) = unsigned
         .pop_first()
@@ -459,11 +566,7 @@ pub(crate) fn sign_heads(
             continue;
         };
         let mut head = ChainHead::decode(master, &bytes)?;
-        let (kid, signature) = signer
-            .sign_head(&head.message())
-            .map_err(|e| StoreError::Corrupt(format!("audit head signing failed: {e}")))?;
-        head.kid = kid;
-        head.signature = signature;
+        sign_head(&mut head, signer)?;
         heads
             .insert(&key, head.encode().as_slice())
             .map_err(StoreError::from_redb)?;

@@ -154,17 +154,22 @@ thread_local! {
 impl BatchHook for AuditHook {
     fn batch_started(&self) {
         audit::take_appended();
+        audit::begin_batch();
         SIGNAL.with(|s| s.set(false));
     }
 
     fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let signer = self.signer.get().map(|s| s.as_ref());
+        // The heads this batch appended to, once each; without a signer they stay in the
+        // unsigned set until a batch runs with one.
+        audit::finish_batch(txn, signer)?;
         if !audit::take_appended() {
             return Ok(());
         }
         SIGNAL.with(|s| s.set(true));
-        match self.signer.get() {
-            Some(signer) => audit::sign_heads(txn, signer.as_ref()),
-            // Heads stay in the unsigned set until a batch runs with a signer.
+        match signer {
+            // Heads left unsigned by earlier batches (without a signer, or from before).
+            Some(signer) => audit::sign_heads(txn, signer),
             None => Ok(()),
         }
     }
