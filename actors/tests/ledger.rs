@@ -475,3 +475,35 @@ async fn batches_without_a_signer_leave_heads_unsigned_until_one_runs_with_it() 
     let report = store.verify_audit(&check, &[]).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+#[tokio::test]
+async fn a_commit_wakes_the_streams_of_its_own_masters_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = signed_store(dir.path()).await;
+    let (lee, max) = (omni_of(None, "lee"), omni_of(None, "max"));
+    let mut watch_lee = store.audit_watch(lee);
+    let mut watch_max = store.audit_watch(max);
+    let mut op = login(lee, "key-lee", Registration::Open);
+    op.wallet = [7; 20];
+    store.login(op).await.expect("login");
+    assert!(watch_lee.has_changed().expect("open"), "lee's rows are new");
+    assert!(
+        !watch_max.has_changed().expect("open"),
+        "max has no new rows"
+    );
+    watch_lee.mark_unchanged();
+
+    // A reader that goes away stops costing anything; the others still wake.
+    drop(watch_lee);
+    let mut op = login(max, "key-max", Registration::Open);
+    op.wallet = [8; 20];
+    op.signer = Some([0xcd; 20]);
+    op.identity = ("evm".into(), format!("0x{}", "cd".repeat(20)));
+    store.login(op).await.expect("login");
+    assert!(watch_max.has_changed().expect("open"));
+    watch_max.mark_unchanged();
+    let mut op = login(lee, "key-lee-2", Registration::Open);
+    op.wallet = [7; 20];
+    store.login(op).await.expect("login");
+    assert!(!watch_max.has_changed().expect("open"));
+}

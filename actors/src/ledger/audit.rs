@@ -413,16 +413,19 @@ pub(crate) fn begin_batch() {
 /// Writes the heads of the chains this batch appended to, signed by `signer` — or, without
 /// one, unsigned and in the unsigned set (a later batch with a signer signs them) — and ends
 /// the batch. A batch that fails afterwards writes nothing at all, so memory and store agree.
+///
+/// Answers the masters whose chains the batch appended to.
 pub(crate) fn finish_batch(
     txn: &WriteTransaction,
     signer: Option<&dyn HeadSigner>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Omni>, StoreError> {
     let Some(batch) = BATCH.with(|b| b.borrow_mut().take()) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if batch.heads.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let touched = batch.heads.keys().map(|k| Omni::from_bytes(*k)).collect();
     let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
     match signer {
         Some(signer) => {
@@ -445,7 +448,7 @@ pub(crate) fn finish_batch(
             }
         }
     }
-    Ok(())
+    Ok(touched)
 }
 
 fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreError> {

@@ -562,10 +562,11 @@ impl Ledger {
         self.submit(tree::SignPendingHeads)
     }
 
-    /// A receiver that changes after every commit that appended audit rows (event streams
-    /// wait on it, then read the rows).
-    pub fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.audit.watch()
+    /// A receiver that changes after every commit that appended rows to `master`'s audit chain
+    /// (its event streams wait on it, then read the rows); commits of other trees do not wake
+    /// it.
+    pub fn audit_watch(&self, master: Omni) -> tokio::sync::watch::Receiver<u64> {
+        self.audit.watch(master)
     }
 
     /// Drains the runtime's supervision events and writes an audit row, in the actor's master's

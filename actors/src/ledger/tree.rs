@@ -2,13 +2,14 @@
 //! is audited; a revocation tombstones the actor's bindings and is audited, in the marker's
 //! transaction), and the audit log's batch hook.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use agentkeys_runtime::store::{
     BatchHook, CreateActor, CreateError, CreatePlan, Created, Mutation, Origin, Revocation,
     RevokeActor, RevokeError, RevokePlan, StoreError, WriteError,
 };
-use agentkeys_runtime::{Runtime, SupervisionEvent};
+use agentkeys_runtime::{Omni, Runtime, SupervisionEvent};
 use redb::WriteTransaction;
 
 use super::audit::{self, AuditEntry, HeadSigner, op};
@@ -115,19 +116,13 @@ impl Mutation for Revoke {
 }
 
 /// The audit log's part of every batch: heads of the chains the batch appended to are signed
-/// before the commit (once a signer is set), and event streams are woken after it.
+/// before the commit (once a signer is set), and after it the event streams of those masters —
+/// and only those — are woken.
+#[derive(Default)]
 pub(super) struct AuditHook {
     signer: OnceLock<Arc<dyn HeadSigner>>,
-    commits: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for AuditHook {
-    fn default() -> Self {
-        Self {
-            signer: OnceLock::new(),
-            commits: tokio::sync::watch::Sender::new(0),
-        }
-    }
+    /// One wake-up channel per master with an open stream (dropped when its last reader goes).
+    masters: std::sync::Mutex<HashMap<Omni, tokio::sync::watch::Sender<u64>>>,
 }
 
 impl std::fmt::Debug for AuditHook {
@@ -141,32 +136,43 @@ impl AuditHook {
         let _ = self.signer.set(signer);
     }
 
-    pub(super) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.commits.subscribe()
+    pub(super) fn watch(&self, master: Omni) -> tokio::sync::watch::Receiver<u64> {
+        self.lock()
+            .entry(master)
+            .or_insert_with(|| tokio::sync::watch::Sender::new(0))
+            .subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Omni, tokio::sync::watch::Sender<u64>>> {
+        // A poisoned map still holds whole senders.
+        self.masters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 thread_local! {
-    /// Whether the batch on this (writer) thread appended rows; read after its commit.
-    static SIGNAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The masters whose chains the batch on this (writer) thread appended to; read after its
+    /// commit.
+    static SIGNAL: std::cell::RefCell<Vec<Omni>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl BatchHook for AuditHook {
     fn batch_started(&self) {
         audit::take_appended();
         audit::begin_batch();
-        SIGNAL.with(|s| s.set(false));
+        SIGNAL.with(|s| s.borrow_mut().clear());
     }
 
     fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
         let signer = self.signer.get().map(|s| s.as_ref());
         // The heads this batch appended to, once each; without a signer they stay in the
         // unsigned set until a batch runs with one.
-        audit::finish_batch(txn, signer)?;
+        let touched = audit::finish_batch(txn, signer)?;
+        SIGNAL.with(|s| *s.borrow_mut() = touched);
         if !audit::take_appended() {
             return Ok(());
         }
-        SIGNAL.with(|s| s.set(true));
         match signer {
             // Heads left unsigned by earlier batches (without a signer, or from before).
             Some(signer) => audit::sign_heads(txn, signer),
@@ -175,9 +181,21 @@ impl BatchHook for AuditHook {
     }
 
     fn committed(&self) {
-        if SIGNAL.with(|s| s.replace(false)) {
-            // New audit rows are readable now.
-            self.commits.send_modify(|n| *n += 1);
+        let touched = SIGNAL.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        if touched.is_empty() {
+            return;
+        }
+        // New rows of these chains are readable now: wake their masters' streams, and forget
+        // the channels nobody reads any more.
+        let mut masters = self.lock();
+        for master in touched {
+            if let Some(sender) = masters.get(&master) {
+                if sender.receiver_count() == 0 {
+                    masters.remove(&master);
+                } else {
+                    sender.send_modify(|n| *n += 1);
+                }
+            }
         }
     }
 }

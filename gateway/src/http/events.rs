@@ -354,7 +354,7 @@ pub async fn events(
             .require_scope(agentkeys_actors::scope::APPROVALS_DECIDE)
             .is_ok(),
         dying: None,
-        watch: state.ledger.audit_watch(),
+        watch: state.ledger.audit_watch(auth.master),
         caller: auth.omni,
         role: auth.role(),
         master: auth.master,
