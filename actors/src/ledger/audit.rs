@@ -483,25 +483,21 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
             .map(|v| ChainHead::decode(master, v.value()))
             .transpose()
     };
-    let in_batch = BATCH.with(|b| b.borrow().is_some());
-    let (seq, previous) = if in_batch {
-        let next = BATCH.with(|b| {
-            let b = b.borrow();
-            let batch = b.as_ref()?;
-            Some((batch.next_seq, batch.heads.get(master.as_bytes()).cloned()))
-        });
-        let (next_seq, cached) = next.unwrap_or_default();
-        let seq = match next_seq {
-            Some(seq) => seq,
-            None => last_seq(&rows)? + 1,
-        };
-        let previous = match cached {
-            Some(head) => Some(head),
-            None => stored_head()?,
-        };
-        (seq, previous)
-    } else {
-        (last_seq(&rows)? + 1, stored_head()?)
+    // In a batch: what earlier rows of the batch left (`None` inside = not known yet).
+    let batch = BATCH.with(|b| {
+        b.borrow()
+            .as_ref()
+            .map(|batch| (batch.next_seq, batch.heads.get(master.as_bytes()).cloned()))
+    });
+    let in_batch = batch.is_some();
+    let (next_seq, cached) = batch.unwrap_or_default();
+    let seq = match next_seq {
+        Some(seq) => seq,
+        None => last_seq(&rows)? + 1,
+    };
+    let previous = match cached {
+        Some(head) => Some(head),
+        None => stored_head()?,
     };
     let (length, prev_hash) = previous.map_or((0, [0; 32]), |h| (h.length, h.hash));
     let chain_seq = length + 1;

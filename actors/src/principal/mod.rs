@@ -65,7 +65,6 @@ pub struct PrincipalCore {
     /// every change and before that change is answered.
     view: Arc<SessionView>,
     slot: ViewSlot,
-    guard: LineageGuard,
     ledger: Ledger,
     clock: Arc<dyn Clock>,
     scopes: ScopeSlot,
@@ -171,10 +170,9 @@ impl PrincipalCore {
                 record: activation.lineage.actor().clone(),
                 bindings: BTreeMap::new(),
                 effective: None,
-                guard: activation.guard.clone(),
+                guard: activation.guard,
             }),
             slot: activation.view,
-            guard: activation.guard,
             ledger: deps.ledger,
             clock: activation.clock,
             scopes: activation.scopes,
@@ -209,7 +207,7 @@ impl PrincipalCore {
     }
 
     fn master(&self) -> agentkeys_runtime::Omni {
-        self.guard.chain()[0]
+        self.view.guard.chain()[0]
     }
 
     /// The policies on the lineage: rebuilt from the shared book only when the tree's policy
@@ -220,7 +218,7 @@ impl PrincipalCore {
         match &self.view.effective {
             Some(e) if e.version == version => e.clone(),
             _ => {
-                let e = Arc::new(book.effective(self.guard.chain()));
+                let e = Arc::new(book.effective(self.view.guard.chain()));
                 self.change(|v| v.effective = Some(e.clone()));
                 e
             }
@@ -229,12 +227,12 @@ impl PrincipalCore {
 
     /// [`Authorize`]: the lineage check alone.
     pub fn authorize(&mut self) -> Result<SessionCheck, CallError> {
-        let proof = self.guard.check()?;
+        let proof = self.view.guard.check()?;
         Ok(SessionCheck {
             record: self.view.record.clone(),
             proof,
-            guard: self.guard.clone(),
-            scopes: self.guard.effective_scopes()?,
+            guard: self.view.guard.clone(),
+            scopes: self.view.guard.effective_scopes()?,
             policies: self.policies(),
         })
     }
@@ -242,7 +240,7 @@ impl PrincipalCore {
     /// [`CheckSession`]: lineage live, binding live and of this key.
     /// The same answer as [`SessionView::check`], after loading what the view lacked.
     pub fn check_session(&mut self, msg: &CheckSession) -> Result<SessionCheck, SessionError> {
-        self.guard.check().map_err(SessionError::Call)?;
+        self.view.guard.check().map_err(SessionError::Call)?;
         let policies = self.policies();
         let binding = self.binding(msg.bid).map_err(SessionError::Call)?.cloned();
         self.view.answer(binding.as_ref(), &msg.jkt, policies)
@@ -250,18 +248,18 @@ impl PrincipalCore {
 
     /// [`Describe`]: the record, the bindings, the effective scopes.
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
-        self.guard.check()?;
+        self.view.guard.check()?;
         Ok(PrincipalView {
             record: self.view.record.clone(),
             bindings: self.view.bindings.values().cloned().collect(),
-            scopes: self.guard.effective_scopes()?,
+            scopes: self.view.guard.effective_scopes()?,
         })
     }
 
     /// [`CreateChild`]: derives the child's omni and wallet, then creates it (and binds the
     /// device, if any) in one transaction. The parent's memory does not change.
     pub fn create_child(&self, msg: CreateChild) -> Change<ChildCreated> {
-        if let Err(e) = self.guard.check() {
+        if let Err(e) = self.view.guard.check() {
             return refused(e);
         }
         if let Err(e) = validate_label(&msg.label) {
@@ -421,7 +419,7 @@ impl PrincipalCore {
             entry,
             check: msg.check,
         });
-        let guard = self.guard.clone();
+        let guard = self.view.guard.clone();
         Box::pin(async move {
             write
                 .await
