@@ -49,13 +49,18 @@ fn at(ms: u64) -> Timestamp {
     Timestamp::from_millis(T0.as_millis() + ms)
 }
 
-async fn signed_store(dir: &Path) -> Ledger {
+/// A ledger on a new store in `dir`, without a head signer.
+fn unsigned_store(dir: &Path) -> Ledger {
     let options = StoreOptions {
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
     let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
-    let ledger = Ledger::new(Arc::new(store)).expect("ledger");
+    Ledger::new(Arc::new(store)).expect("ledger")
+}
+
+async fn signed_store(dir: &Path) -> Ledger {
+    let ledger = unsigned_store(dir);
     ledger
         .set_head_signer(Arc::new(TestSigner))
         .await
@@ -453,12 +458,7 @@ async fn rows_appended_in_one_batch_chain_up_and_each_head_is_signed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_without_a_signer_leave_heads_unsigned_until_one_runs_with_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = StoreOptions {
-        prepare: vec![ledger::create_tables],
-        ..StoreOptions::default()
-    };
-    let store = RedbStore::open(&dir.path().join("agentkeys.redb"), &options, T0).expect("opens");
-    let store = Ledger::new(Arc::new(store)).expect("ledger");
+    let store = unsigned_store(dir.path());
     let masters = [omni_of(None, "jo"), omni_of(None, "kim")];
     concurrent_logins(&store, &masters, 10).await;
     assert_eq!(head_kids(&store, &masters), vec![String::new(); 2]);
@@ -506,4 +506,51 @@ async fn a_commit_wakes_the_streams_of_its_own_masters_only() {
     op.wallet = [7; 20];
     store.login(op).await.expect("login");
     assert!(!watch_max.has_changed().expect("open"));
+}
+
+/// Signs like [`TestSigner`] only while allowed; otherwise fails (and so fails its batch).
+struct GatedSigner(std::sync::atomic::AtomicBool);
+
+impl HeadSigner for GatedSigner {
+    fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            TestSigner.sign_head(message)
+        } else {
+            Err("signing is not allowed now".into())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_commits_without_waiting_for_a_signature_and_the_next_batch_signs_its_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = unsigned_store(dir.path());
+    let signer = Arc::new(GatedSigner(std::sync::atomic::AtomicBool::new(true)));
+    store
+        .set_head_signer(signer.clone())
+        .await
+        .expect("signer installed");
+    let master = omni_of(None, "lou");
+    store
+        .login(login(master, "key-l", Registration::Open))
+        .await
+        .expect("login");
+    // Were the revocation's batch to sign its head, the signer's refusal would fail it.
+    signer.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    let revoked = store
+        .store()
+        .submit_urgent(Revoke(RevokeActor {
+            omni: master,
+            at: at(1_000),
+            origin: Origin::default(),
+        }))
+        .await
+        .expect("the urgent batch commits without a signature");
+    assert!(revoked.new);
+    signer.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The ordinary batch after it (here at the latest the flush's) signs the pending head.
+    store.store().flush().await.expect("flushed");
+    assert_eq!(head_kids(&store, &[master]), vec!["test"]);
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

@@ -265,7 +265,8 @@ impl Runtime {
         M: Mutation<Output = Revocation, Rejection = RevokeError>,
     {
         let started = Instant::now();
-        let pending = self.inner.store.submit(wrap(RevokeActor {
+        // The urgent lane: a revocation does not queue behind audit rows.
+        let pending = self.inner.store.submit_urgent(wrap(RevokeActor {
             omni,
             at: self.inner.clock.now(),
             origin,
@@ -273,8 +274,10 @@ impl Runtime {
         let runtime = self.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let answer = pending.await.map(|revocation| {
-                let commit_time = started.elapsed();
+            let (answer, committed) = pending.answered_at().await;
+            let answer = answer.map(|revocation| {
+                // Submission to commit, in the writer; not the wake-up of this task.
+                let commit_time = committed.saturating_duration_since(started);
                 runtime.inner.revoked.insert(omni, revocation.revoked_at);
                 let stopped = runtime.stop_subtree(&omni);
                 if revocation.new {

@@ -5,7 +5,10 @@ mod kit;
 use std::convert::Infallible;
 use std::sync::mpsc;
 
-use agentkeys_runtime::store::{CreateError, Mutation, StoreError, WriteError};
+use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::{
+    CreateError, Mutation, Origin, RevokeActor, StoreError, WriteError,
+};
 use kit::{create, omni_of, open_store};
 use redb::WriteTransaction;
 
@@ -221,4 +224,50 @@ async fn a_lone_write_after_a_large_batch_still_commits_on_its_own() {
         .expect("the lone write commits");
     assert!(lone.new);
     assert_eq!(store.writer_counts().commits - before.commits, 1);
+}
+
+#[tokio::test]
+async fn a_revocation_goes_ahead_of_queued_writes_in_a_batch_of_its_own() {
+    // The urgent lane: a revocation submitted after ordinary writes already queued commits
+    // first, alone; so a child create queued before it sees the revoked parent.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let master = omni_of(None, "lane-master");
+    store
+        .create_actor(create(None, "lane-master"))
+        .await
+        .expect("master");
+    let (release, gate) = hold_writer(&store);
+    let queued: Vec<_> = (0..16)
+        .map(|i| store.create_actor(create(Some(&master), &format!("q{i}"))))
+        .collect();
+    let revoke = store.revoke_actor(RevokeActor {
+        omni: master,
+        at: Timestamp::from_millis(5),
+        origin: Origin::default(),
+    });
+    let before = store.writer_counts();
+    release.send(()).expect("release");
+    gate.await;
+    let (revoked, revoked_at) = revoke.answered_at().await;
+    assert!(revoked.expect("revoked").new);
+    let mut last_create = revoked_at;
+    for write in queued {
+        let (answer, at) = write.answered_at().await;
+        assert!(
+            matches!(
+                answer,
+                Err(WriteError::Rejected(CreateError::ParentRevoked { .. }))
+            ),
+            "a create queued before the revocation must commit after it: {answer:?}"
+        );
+        assert!(at >= revoked_at);
+        last_create = last_create.max(at);
+    }
+    assert!(
+        last_create > revoked_at,
+        "the creates had a batch of their own"
+    );
+    // The gate's batch, the revocation alone, then the queued creates.
+    assert_eq!(store.writer_counts().commits - before.commits, 3);
 }

@@ -3,10 +3,11 @@
 //! transaction), and the audit log's batch hook.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use agentkeys_runtime::store::{
-    BatchHook, CreateActor, CreateError, CreatePlan, Created, Mutation, Origin, Revocation,
+    BatchHook, CreateActor, CreateError, CreatePlan, Created, Lane, Mutation, Origin, Revocation,
     RevokeActor, RevokeError, RevokePlan, StoreError, WriteError,
 };
 use agentkeys_runtime::{Omni, Runtime, SupervisionEvent};
@@ -121,6 +122,8 @@ impl Mutation for Revoke {
 #[derive(Default)]
 pub(super) struct AuditHook {
     signer: OnceLock<Arc<dyn HeadSigner>>,
+    /// An urgent batch appended rows whose heads no batch has signed yet.
+    deferred: AtomicBool,
     /// One wake-up channel per master with an open stream (dropped when its last reader goes).
     masters: std::sync::Mutex<HashMap<Omni, tokio::sync::watch::Sender<u64>>>,
 }
@@ -164,18 +167,33 @@ impl BatchHook for AuditHook {
         SIGNAL.with(|s| s.borrow_mut().clear());
     }
 
-    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError> {
         let signer = self.signer.get().map(|s| s.as_ref());
+        // A revocation's batch does not wait for a signature: its heads are written unsigned
+        // and pending, and the ordinary batch the writer runs after it signs them.
+        let urgent = lane == Lane::Urgent;
         // The heads this batch appended to, once each; without a signer they stay in the
         // unsigned set until a batch runs with one.
-        let touched = audit::finish_batch(txn, signer)?;
+        let touched = audit::finish_batch(txn, if urgent { None } else { signer })?;
         SIGNAL.with(|s| *s.borrow_mut() = touched);
-        if !audit::take_appended() {
+        let appended = audit::take_appended();
+        if urgent {
+            if appended {
+                self.deferred.store(true, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        if !appended && !self.deferred.load(Ordering::Relaxed) {
             return Ok(());
         }
         match signer {
-            // Heads left unsigned by earlier batches (without a signer, or from before).
-            Some(signer) => audit::sign_heads(txn, signer),
+            // Heads left unsigned by earlier batches (urgent ones, ones without a signer, or
+            // from before a restart).
+            Some(signer) => {
+                audit::sign_heads(txn, signer)?;
+                self.deferred.store(false, Ordering::Relaxed);
+                Ok(())
+            }
             None => Ok(()),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::writer::{BatchHook, Mutation, PendingWrite, Writer, WriterCounts};
+use super::writer::{BatchHook, Lane, Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
     ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, MetaError,
     Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, StoreError,
@@ -127,7 +127,13 @@ impl RedbStore {
 
     /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
-        self.writer.submit(op)
+        self.writer.submit(op, Lane::Ordinary)
+    }
+
+    /// Submits a [`Mutation`] in the urgent lane ([`Lane::Urgent`]): ahead of queued writes, in
+    /// a batch of its own.
+    pub fn submit_urgent<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
+        self.writer.submit(op, Lane::Urgent)
     }
 }
 
@@ -363,12 +369,12 @@ impl RedbStore {
 
     /// Creates an actor (idempotent for the same omni, parent, label and scopes).
     pub fn create_actor(&self, op: CreateActor) -> PendingWrite<Created, CreateError> {
-        self.writer.submit(op)
+        self.writer.submit(op, Lane::Ordinary)
     }
 
     /// Writes the durable revocation marker on one actor (idempotent).
     pub fn revoke_actor(&self, op: RevokeActor) -> PendingWrite<Revocation, RevokeError> {
-        self.writer.submit(op)
+        self.writer.submit(op, Lane::Urgent)
     }
 
     /// Reads a value of the meta table.
@@ -382,15 +388,18 @@ impl RedbStore {
     /// Writes a value of the meta table (e.g. key rotation state); the store's own names
     /// (`schema_version`, `client_id`, `created_at`, `k3_fingerprint`) are refused.
     pub fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError> {
-        self.writer.submit(SetMeta {
-            name: name.to_string(),
-            value,
-        })
+        self.writer.submit(
+            SetMeta {
+                name: name.to_string(),
+                value,
+            },
+            Lane::Ordinary,
+        )
     }
 
     /// Resolves once every write submitted before it has committed (an empty batch member).
     pub fn flush(&self) -> PendingWrite<(), std::convert::Infallible> {
-        self.writer.submit(Flush)
+        self.writer.submit(Flush, Lane::Ordinary)
     }
 
     /// Reads the meta table in one transaction: proves the file is readable.

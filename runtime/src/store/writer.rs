@@ -8,8 +8,11 @@
 //! - callers are answered only after the commit that holds their write has returned, and the
 //!   commit is `Durability::Immediate` (fsync) — so an acknowledged write is durable;
 //! - the write runs whether or not the caller still waits: dropping a [`PendingWrite`] does not
-//!   cancel it.
+//!   cancel it;
+//! - writes submitted in the [`Lane::Urgent`] lane (revocations) go ahead of every queued
+//!   ordinary write and commit in a batch of their own, without lingering.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +31,11 @@ use super::StoreError;
 pub trait BatchHook: Send + Sync + 'static {
     /// Before the batch's first write.
     fn batch_started(&self);
-    /// After the batch's writes, before its commit; an error fails the whole batch.
-    fn before_commit(&self, txn: &WriteTransaction) -> Result<(), StoreError>;
+    /// After the batch's writes, before its commit; an error fails the whole batch. In an
+    /// urgent batch ([`Lane::Urgent`]) it should do as little as it can: the writer runs an
+    /// ordinary batch right after every urgent one (an empty one if nothing is queued), where
+    /// deferred work can be done.
+    fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError>;
     /// After the batch committed.
     fn committed(&self);
 }
@@ -75,21 +81,48 @@ pub enum WriteError<R> {
     Store(#[from] StoreError),
 }
 
+/// Which queue a write waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// In submission order, folded into shared batches (adaptive group commit).
+    Ordinary,
+    /// Ahead of every queued ordinary write, in a batch of its own that commits at once: for
+    /// writes whose latency matters more than their cost (revocations). An urgent write may be
+    /// ordered before ordinary writes submitted earlier whose callers were not answered yet.
+    Urgent,
+}
+
+type Answer<T, R> = (Result<T, WriteError<R>>, std::time::Instant);
+
 /// The answer to a submitted write; resolves after the commit that holds it.
 ///
 /// Dropping it does not cancel the write.
 #[derive(Debug)]
 pub struct PendingWrite<T, R> {
-    rx: oneshot::Receiver<Result<T, WriteError<R>>>,
+    rx: oneshot::Receiver<Answer<T, R>>,
+}
+
+impl<T, R> PendingWrite<T, R> {
+    /// The answer together with the moment the writer gave it (just after the commit that holds
+    /// the write, or when it failed): commit latency without the waiting task's wake-up.
+    pub async fn answered_at(self) -> (Result<T, WriteError<R>>, std::time::Instant) {
+        self.rx.await.unwrap_or_else(|_| {
+            (
+                Err(WriteError::Store(StoreError::Closed)),
+                std::time::Instant::now(),
+            )
+        })
+    }
 }
 
 impl<T, R> Future for PendingWrite<T, R> {
     type Output = Result<T, WriteError<R>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(WriteError::Store(StoreError::Closed))))
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok((answer, _)) => answer,
+            Err(_) => Err(WriteError::Store(StoreError::Closed)),
+        })
     }
 }
 
@@ -124,13 +157,13 @@ impl WriterStats {
 
 trait Job: Send {
     fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>);
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>, at: std::time::Instant);
 }
 
 struct MutationJob<M: Mutation> {
     op: Option<M>,
     outcome: Option<Result<M::Output, M::Rejection>>,
-    reply: oneshot::Sender<Result<M::Output, WriteError<M::Rejection>>>,
+    reply: oneshot::Sender<Answer<M::Output, M::Rejection>>,
 }
 
 impl<M: Mutation> Job for MutationJob<M> {
@@ -145,7 +178,7 @@ impl<M: Mutation> Job for MutationJob<M> {
         Ok(())
     }
 
-    fn finish(self: Box<Self>, committed: Result<(), StoreError>) {
+    fn finish(self: Box<Self>, committed: Result<(), StoreError>, at: std::time::Instant) {
         let answer = match (committed, self.outcome) {
             (Err(e), _) => Err(WriteError::Store(e)),
             (Ok(()), Some(Ok(out))) => Ok(out),
@@ -153,12 +186,23 @@ impl<M: Mutation> Job for MutationJob<M> {
             (Ok(()), None) => Err(WriteError::Store(StoreError::Closed)),
         };
         // The caller may have stopped waiting; the write stands either way.
-        let _ = self.reply.send(answer);
+        let _ = self.reply.send((answer, at));
     }
 }
 
+/// An empty write: makes the writer run a batch (see [`BatchHook::before_commit`]).
+struct Nudge;
+
+impl Job for Nudge {
+    fn run(&mut self, _txn: &WriteTransaction) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _committed: Result<(), StoreError>, _at: std::time::Instant) {}
+}
+
 enum Command {
-    Write(Box<dyn Job>),
+    Write(Box<dyn Job>, Lane),
     Close,
 }
 
@@ -201,7 +245,11 @@ impl Writer {
         self.hook.set(hook).is_ok()
     }
 
-    pub(crate) fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
+    pub(crate) fn submit<M: Mutation>(
+        &self,
+        op: M,
+        lane: Lane,
+    ) -> PendingWrite<M::Output, M::Rejection> {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(MutationJob {
             op: Some(op),
@@ -212,7 +260,7 @@ impl Writer {
         if let Some(sender) = sender {
             // A send error means the writer has stopped; the job (and its reply) is dropped,
             // so the caller sees `StoreError::Closed`.
-            let _ = sender.send(Command::Write(job));
+            let _ = sender.send(Command::Write(job, lane));
         }
         PendingWrite { rx }
     }
@@ -247,55 +295,98 @@ struct BatchEnv<'a> {
     hook: &'a HookSlot,
 }
 
-fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
-    let mut closing = false;
-    let mut expected = 1;
-    while !closing {
-        let mut batch: Vec<Box<dyn Job>> = Vec::new();
-        match rx.recv() {
-            Ok(Command::Write(job)) => batch.push(job),
-            Ok(Command::Close) | Err(_) => closing = true,
+/// The writes taken off the channel and not yet committed, by lane.
+#[derive(Default)]
+struct Queued {
+    urgent: VecDeque<Box<dyn Job>>,
+    ordinary: VecDeque<Box<dyn Job>>,
+    closing: bool,
+}
+
+impl Queued {
+    fn take(&mut self, command: Result<Command, ()>) {
+        match command {
+            Ok(Command::Write(job, Lane::Urgent)) => self.urgent.push_back(job),
+            Ok(Command::Write(job, Lane::Ordinary)) => self.ordinary.push_back(job),
+            Ok(Command::Close) | Err(()) => self.closing = true,
         }
-        while !closing && batch.len() < MAX_BATCH {
+    }
+
+    /// Moves everything already submitted off the channel (without waiting); once closing,
+    /// also the writes that raced with the close, so no accepted write is dropped.
+    fn drain(&mut self, rx: &mpsc::Receiver<Command>) {
+        loop {
             match rx.try_recv() {
-                Ok(Command::Write(job)) => batch.push(job),
-                Ok(Command::Close) => closing = true,
-                Err(_) => break,
-            }
-        }
-        if !closing && expected >= LINGER_FROM && batch.len() < expected {
-            // Adaptive group commit: the previous batch was larger, so more writes are probably
-            // on their way; wait for them a little (never longer than LINGER) instead of paying
-            // a commit for a few. Below LINGER_FROM (one or two requests at a time, whose
-            // writes sometimes share a batch) nothing waits.
-            let deadline = std::time::Instant::now() + LINGER;
-            while batch.len() < expected {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(Command::Write(job)) => batch.push(job),
-                    Ok(Command::Close) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        closing = true;
-                        break;
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Ok(command) => self.take(Ok(command)),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    break;
                 }
             }
         }
-        expected = batch.len().min(MAX_BATCH);
-        if closing {
-            // Drain what was submitted before close so no accepted write is dropped.
-            while let Ok(Command::Write(job)) = rx.try_recv() {
-                batch.push(job);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.ordinary.is_empty()
+    }
+}
+
+fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
+    let mut queued = Queued::default();
+    let mut expected = 1;
+    loop {
+        if queued.is_empty() {
+            if queued.closing {
+                return;
+            }
+            queued.take(rx.recv().map_err(|_| ()));
+        }
+        queued.drain(rx);
+        if !queued.urgent.is_empty() {
+            // The urgent lane: alone, first, at once.
+            let n = queued.urgent.len().min(MAX_BATCH);
+            commit_batch(env, queued.urgent.drain(..n).collect(), Lane::Urgent, stats);
+            if queued.ordinary.is_empty() {
+                // The ordinary batch that follows every urgent one, for the hook's deferred work.
+                queued.ordinary.push_back(Box::new(Nudge));
+            }
+            continue;
+        }
+        if !queued.closing && expected >= LINGER_FROM && queued.ordinary.len() < expected {
+            // Adaptive group commit: the previous batch was larger, so more writes are probably
+            // on their way; wait for them a little (never longer than LINGER) instead of paying
+            // a commit for a few. Below LINGER_FROM (one or two requests at a time, whose
+            // writes sometimes share a batch) nothing waits. An urgent write ends the wait and
+            // goes first.
+            let deadline = std::time::Instant::now() + LINGER;
+            while queued.ordinary.len() < expected && queued.urgent.is_empty() && !queued.closing {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(command) => queued.take(Ok(command)),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                }
+            }
+            if !queued.urgent.is_empty() {
+                continue;
             }
         }
-        if !batch.is_empty() {
-            commit_batch(env, batch, stats);
+        let n = queued.ordinary.len().min(MAX_BATCH);
+        expected = n.max(1);
+        if n > 0 {
+            commit_batch(
+                env,
+                queued.ordinary.drain(..n).collect(),
+                Lane::Ordinary,
+                stats,
+            );
         }
     }
 }
 
-fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, stats: &WriterStats) {
-    let outcome = run_batch(env, &mut batch);
+fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, lane: Lane, stats: &WriterStats) {
+    let outcome = run_batch(env, &mut batch, lane);
     match &outcome {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -308,12 +399,13 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, stats: &Writer
     stats
         .writes
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let at = std::time::Instant::now();
     for job in batch {
-        job.finish(outcome.clone());
+        job.finish(outcome.clone(), at);
     }
 }
 
-fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>], lane: Lane) -> Result<(), StoreError> {
     let mut txn = env.db.begin_write().map_err(StoreError::from_redb)?;
     txn.set_quick_repair(env.quick_repair);
     let hook = env.hook.get();
@@ -324,7 +416,7 @@ fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>]) -> Result<(), Store
     if outcome.is_ok()
         && let Some(hook) = hook
     {
-        outcome = hook.before_commit(&txn);
+        outcome = hook.before_commit(&txn, lane);
     }
     if let Err(e) = outcome {
         // Dropping an uncommitted transaction aborts it; abort explicitly to surface errors.
