@@ -26,6 +26,13 @@
 //!   an in-process `agentkeys daemon` on a Unix socket (the daemon signs), alternated in one run
 //!   at 1 and 16 in flight; the ratio of the two rates.
 //!
+//! - With `LOADBENCH_SCALE=1`, the levels run twice: once as usual, then again after the server
+//!   was stopped, 100,000 more masters with one session and nine agents each (1,000,000 stored
+//!   actors, 100,000 sessions, every login audited) were written into its store, it was started
+//!   again on the same address, and 1,000 more masters logged in and each holds an event stream
+//!   open. Same agents, same requests: the two tables show what grows with actors, sessions and
+//!   open streams.
+//!
 //! With two or more CPUs and `taskset` present, the server (and the floor) run on the last CPU
 //! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
 //! float over every core and the floor counts every core).
@@ -186,15 +193,23 @@ struct Server {
 }
 
 async fn start_server(data: &Path, cpu: Option<usize>) -> Server {
+    start_server_on(data, cpu, "127.0.0.1:0").await
+}
+
+async fn start_server_on(data: &Path, cpu: Option<usize>, listen: &str) -> Server {
     // LOADBENCH_SERVER names another build of the server, for before/after runs of one change.
     let program = std::env::var_os("LOADBENCH_SERVER").map_or_else(
         || env!("CARGO_BIN_EXE_agentkeys").into(),
         std::path::PathBuf::from,
     );
     let mut command = pinned(cpu, &program);
-    agentkeys_tests::child::serve(&mut command, data, "127.0.0.1:0")
+    agentkeys_tests::child::serve(&mut command, data, listen)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null());
+    if std::env::var("LOADBENCH_SCALE").is_ok_and(|v| v == "1") {
+        // The scale run logs a thousand masters in from this one address.
+        command.env("AGENTKEYS_IP_BURST", "1000000");
+    }
     let mut child = command.spawn().expect("agentkeys serve starts");
     let base = agentkeys_tests::child::listening(&mut child).await;
     Server { child, base }
@@ -570,58 +585,22 @@ async fn bench(cpu: Option<usize>, total: usize) {
         return;
     }
 
-    // The floor is measured before and after each level (the machine is shared: its speed
-    // drifts); each level's ratio uses the mean of the two measurements around it.
-    let mut floor_before = floor(cpu, total).await;
-    println!(
-        "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
-    );
-    println!(
-        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    let pid = server.child.id().expect("server pid");
     let mut salt = 1;
-    for level in levels() {
-        let n = requests_per_run(level);
-        let mut results = Vec::new();
-        let store_before = store_counts(&http, &base).await;
-        let mut server_cpu = Vec::new();
-        let (mut client_cpu, mut client_wall) = (0.0, 0.0);
-        for _ in 0..RUNS {
-            let requests = prepare(&agents, n, salt);
-            salt += 1;
-            let (own, started) = (cpu_seconds(std::process::id()), Instant::now());
-            let server_before = cpu_seconds(pid);
-            let r = run(&http, &base, requests, level, Arc::new(AtomicUsize::new(0))).await;
-            server_cpu.push((cpu_seconds(pid) - server_before) / n as f64);
-            client_cpu += cpu_seconds(std::process::id()) - own;
-            client_wall += started.elapsed().as_secs_f64();
-            assert_eq!(r.errors, 0, "requests failed at {level} in flight");
-            results.push(r);
-        }
-        server_cpu.sort_by(f64::total_cmp);
-        let store_after = store_counts(&http, &base).await;
-        results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        let m = &results[results.len() / 2];
-        let floor_after = floor(cpu, total).await;
-        let floor = f64::midpoint(floor_before, floor_after);
-        // The median run's server CPU per request (ticks of 10 ms: runs of a few seconds).
-        let per_request = server_cpu[server_cpu.len() / 2];
-        println!(
-            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} | {:.0} µs | {:.2} | {:.2} |",
-            m.rate,
-            ms(m.p50),
-            ms(m.p99),
-            m.rate / floor,
-            (store_after.1 - store_before.1) as f64
-                / (store_after.0 - store_before.0).max(1) as f64,
-            per_request * 1e6,
-            1.0 / floor / per_request,
-            client_cpu / client_wall,
-        );
-        floor_before = floor_after;
+    let pid = server.child.id().expect("server pid");
+    let scale = std::env::var("LOADBENCH_SCALE").is_ok_and(|v| v == "1");
+    if scale {
+        println!("\n### before growing the store (the bench's own actors only)");
     }
+    level_table(&http, &base, pid, &agents, cpu, total, &mut salt).await;
+    let _streams = if scale {
+        let streams = grow(&mut server, &data, cpu, &http, &agents, &mut salt).await;
+        let pid = server.child.id().expect("server pid");
+        level_table(&http, &base, pid, &agents, cpu, total, &mut salt).await;
+        println!("server RSS after the levels: {} MiB", rss_kib(pid) / 1024);
+        streams
+    } else {
+        Vec::new()
+    };
 
     // Revocations while the top level runs: one each time another REVOKE_EVERY requests complete.
     let top = *levels().last().expect("levels");
@@ -678,6 +657,242 @@ async fn bench(cpu: Option<usize>, total: usize) {
         login_times.len()
     );
     let _ = server.child.kill().await;
+}
+
+/// One table of the levels: each run alone, the floor measured before and after each level.
+async fn level_table(
+    http: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    agents: &[Principal],
+    cpu: Option<usize>,
+    total: usize,
+    salt: &mut usize,
+) {
+    // The floor is measured before and after each level (the machine is shared: its speed
+    // drifts); each level's ratio uses the mean of the two measurements around it.
+    let mut floor_before = floor(cpu, total).await;
+    println!(
+        "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
+    );
+    println!(
+        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for level in levels() {
+        let n = requests_per_run(level);
+        let mut results = Vec::new();
+        let store_before = store_counts(http, base).await;
+        let mut server_cpu = Vec::new();
+        let (mut client_cpu, mut client_wall) = (0.0, 0.0);
+        for _ in 0..RUNS {
+            let requests = prepare(agents, n, *salt);
+            *salt += 1;
+            let (own, started) = (cpu_seconds(std::process::id()), Instant::now());
+            let server_before = cpu_seconds(pid);
+            let r = run(http, base, requests, level, Arc::new(AtomicUsize::new(0))).await;
+            server_cpu.push((cpu_seconds(pid) - server_before) / n as f64);
+            client_cpu += cpu_seconds(std::process::id()) - own;
+            client_wall += started.elapsed().as_secs_f64();
+            assert_eq!(r.errors, 0, "requests failed at {level} in flight");
+            results.push(r);
+        }
+        server_cpu.sort_by(f64::total_cmp);
+        let store_after = store_counts(http, base).await;
+        results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let m = &results[results.len() / 2];
+        let floor_after = floor(cpu, total).await;
+        let floor = f64::midpoint(floor_before, floor_after);
+        // The median run's server CPU per request (ticks of 10 ms: runs of a few seconds).
+        let per_request = server_cpu[server_cpu.len() / 2];
+        println!(
+            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} | {:.0} µs | {:.2} | {:.2} |",
+            m.rate,
+            ms(m.p50),
+            ms(m.p99),
+            m.rate / floor,
+            (store_after.1 - store_before.1) as f64
+                / (store_after.0 - store_before.0).max(1) as f64,
+            per_request * 1e6,
+            1.0 / floor / per_request,
+            client_cpu / client_wall,
+        );
+        floor_before = floor_after;
+    }
+}
+
+// ---- the scale run (LOADBENCH_SCALE=1) --------------------------------------------------------
+
+/// Masters written offline, each with one session (device binding) and AGENTS_EACH agents.
+const SCALE_MASTERS: usize = 100_000;
+const SCALE_AGENTS_EACH: usize = 9;
+/// Masters that log in over HTTP and hold one event stream open each.
+const SCALE_STREAMS: usize = 1_000;
+
+/// Stops the server, writes SCALE_MASTERS masters with one session and SCALE_AGENTS_EACH agents
+/// each into its store (1,000,000 stored actors, 100,000 sessions, each login audited), starts
+/// it again on the same address, logs SCALE_STREAMS other masters in and opens one event stream
+/// for each. Answers the streams' reading tasks (they end when the server closes them).
+async fn grow(
+    server: &mut Server,
+    data: &Path,
+    cpu: Option<usize>,
+    http: &reqwest::Client,
+    agents: &[Principal],
+    salt: &mut usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let listen = server.base.trim_start_matches("http://").to_string();
+    let pid = server.child.id().expect("server pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "SIGTERM");
+    server.child.wait().await.expect("server stops");
+    let started = Instant::now();
+    let actors = populate(&data.join(agentkeys_gateway::serve::STORE_FILE)).await;
+    println!(
+        "\n### after growing the store: {SCALE_MASTERS} more masters with one session each, \
+         {actors} stored actors in all (written offline in {:.0} s), {SCALE_STREAMS} open event streams",
+        started.elapsed().as_secs_f64()
+    );
+    *server = start_server_on(data, cpu, &listen).await;
+    // The first batch signs the heads the offline logins left unsigned.
+    let warm = run(
+        http,
+        &server.base,
+        prepare(agents, 500, *salt),
+        16,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    *salt += 1;
+    assert_eq!(warm.errors, 0, "warm-up requests failed after the restart");
+    open_streams(&server.base).await
+}
+
+/// Writes the scale run's masters, sessions and agents; answers the number of stored actors.
+async fn populate(path: &Path) -> usize {
+    use agentkeys_actors::ledger::{self, Ledger, Login, Registration};
+    use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
+    use agentkeys_runtime::{Omni, Timestamp};
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    let options = StoreOptions {
+        prepare: vec![ledger::create_tables],
+        ..StoreOptions::default()
+    };
+    let at = Timestamp::from_millis(u64::try_from(now()).expect("positive") * 1000);
+    let store = Arc::new(RedbStore::open(path, &options, at).expect("open the stopped store"));
+    let ledger = Ledger::new(store.clone()).expect("ledger");
+    let digest = |parts: &[&[u8]]| -> [u8; 32] {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
+        }
+        h.finalize().into()
+    };
+    let master_of = |m: usize| Omni::from_bytes(digest(&[b"scale-master", &m.to_le_bytes()]));
+    const IN_FLIGHT: usize = 2048;
+    let ids: Vec<usize> = (0..SCALE_MASTERS).collect();
+    for wave in ids.chunks(IN_FLIGHT) {
+        let pending: Vec<_> = wave
+            .iter()
+            .map(|&m| {
+                let key = digest(&[b"scale-key", &m.to_le_bytes()]);
+                let wallet: [u8; 20] = key[..20].try_into().expect("20 bytes");
+                ledger.login(Login {
+                    master: master_of(m),
+                    wallet,
+                    identity: ("evm".into(), format!("0x{}", hex::encode(&key[12..]))),
+                    signer: None,
+                    anchor: None,
+                    registration: Registration::Open,
+                    jkt: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key),
+                    device_label: "scale".into(),
+                    request_id: format!("scale-{m}"),
+                    at,
+                })
+            })
+            .collect();
+        for login in pending {
+            login.await.expect("an offline login");
+        }
+    }
+    let agents: Vec<(usize, usize)> = (0..SCALE_MASTERS)
+        .flat_map(|m| (0..SCALE_AGENTS_EACH).map(move |a| (m, a)))
+        .collect();
+    for wave in agents.chunks(IN_FLIGHT) {
+        let pending: Vec<_> = wave
+            .iter()
+            .map(|&(m, a)| {
+                let parent = master_of(m);
+                let label = format!("agent-{a}");
+                store.create_actor(CreateActor {
+                    omni: Omni::from_bytes(digest(&[parent.as_bytes(), label.as_bytes()])),
+                    parent: Some(parent),
+                    label,
+                    created_at: at,
+                    origin: Default::default(),
+                    scopes: vec!["sign:eip191".into()],
+                })
+            })
+            .collect();
+        for create in pending {
+            create.await.expect("an offline create");
+        }
+    }
+    let actors = {
+        let txn = store.read().expect("read");
+        redb::ReadableTableMetadata::len(
+            &txn.open_table(agentkeys_runtime::store::ACTORS)
+                .expect("actors"),
+        )
+        .expect("count")
+    };
+    drop(ledger);
+    store.close();
+    usize::try_from(actors).expect("count")
+}
+
+/// Logs SCALE_STREAMS masters in over HTTP and opens one event stream for each.
+async fn open_streams(base: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let streams = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("stream client");
+    let url = format!("{PUBLIC_URL}/v1/events");
+    let mut tasks = Vec::with_capacity(SCALE_STREAMS);
+    for i in 0..SCALE_STREAMS {
+        let mut secret = [0x51; 32];
+        secret[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+        let owner = WalletKey::from_secret(&secret).expect("wallet");
+        let (master, _) = login(base, &owner).await;
+        let proof = master
+            .client
+            .key()
+            .expect("a direct client")
+            .proof("GET", &url, now(), Some(&master.token), None)
+            .expect("proof");
+        let mut response = streams
+            .get(format!("{base}/v1/events"))
+            .header("authorization", format!("DPoP {}", master.token))
+            .header("dpop", proof)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("an event stream");
+        assert!(
+            response.status().is_success(),
+            "event stream {i}: {}",
+            response.status()
+        );
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = response.chunk().await {}
+        }));
+    }
+    tasks
 }
 
 /// Two trees of one master each: `//ops//team//bot-N` with a budget on ops, team and each bot
