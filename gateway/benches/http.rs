@@ -6,7 +6,10 @@
 //!   the client spends its time on HTTP only. req/s, p50, p99.
 //! - In the same run, the crypto floor: one ES256 verify (the DPoP proof, as the server checks
 //!   it) + one secp256k1 EIP-191 signature, in a tight loop on the server's cores; the ratio of
-//!   the server's rate to it.
+//!   the server's rate to it. Beside it the independent floor, when a C compiler and the
+//!   headers of OpenSSL and libsecp256k1 are present (`scripts/loadbench.sh` installs them):
+//!   one P-256 verify with OpenSSL + one secp256k1 signature with libsecp256k1
+//!   (`benches/floor.c`).
 //! - Revocation commit latency while the highest concurrency level runs; link-code redemption
 //!   latency and wallet (SIWE) login latency, unloaded.
 //!
@@ -591,11 +594,12 @@ async fn bench(cpu: Option<usize>, total: usize) {
     if scale {
         println!("\n### before growing the store (the bench's own actors only)");
     }
-    level_table(&http, &base, pid, &agents, cpu, total, &mut salt).await;
+    let floors = Floors::new(cpu, total);
+    level_table(&http, &base, pid, &agents, &floors, &mut salt).await;
     let _streams = if scale {
         let streams = grow(&mut server, &data, cpu, &http, &agents, &mut salt).await;
         let pid = server.child.id().expect("server pid");
-        level_table(&http, &base, pid, &agents, cpu, total, &mut salt).await;
+        level_table(&http, &base, pid, &agents, &floors, &mut salt).await;
         println!("server RSS after the levels: {} MiB", rss_kib(pid) / 1024);
         streams
     } else {
@@ -665,20 +669,20 @@ async fn level_table(
     base: &str,
     pid: u32,
     agents: &[Principal],
-    cpu: Option<usize>,
-    total: usize,
+    floors: &Floors,
     salt: &mut usize,
 ) {
-    // The floor is measured before and after each level (the machine is shared: its speed
-    // drifts); each level's ratio uses the mean of the two measurements around it.
-    let mut floor_before = floor(cpu, total).await;
+    // The floors are measured before and after each level (the machine is shared: its speed
+    // drifts); each level's ratios use the mean of the two measurements around it.
+    let mut floor_before = floors.measure().await;
     println!(
-        "\ncrypto floor = one ES256 verify + one EIP-191 signature, in a loop on the server's cores\n"
+        "\ncrypto floor = one ES256 verify + one EIP-191 signature (k256), in a loop on the server's cores;\n\
+         independent floor = one P-256 verify (OpenSSL) + one secp256k1 signature (libsecp256k1), the same way\n"
     );
     println!(
-        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
+        "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | independent floor around it (/s) | ÷ independent floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for level in levels() {
         let n = requests_per_run(level);
         let mut results = Vec::new();
@@ -701,16 +705,27 @@ async fn level_table(
         let store_after = store_counts(http, base).await;
         results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
         let m = &results[results.len() / 2];
-        let floor_after = floor(cpu, total).await;
-        let floor = f64::midpoint(floor_before, floor_after);
+        let floor_after = floors.measure().await;
+        let floor = f64::midpoint(floor_before.0, floor_after.0);
+        let independent = match (floor_before.1, floor_after.1) {
+            (Some(b), Some(a)) => {
+                let mid = f64::midpoint(b, a);
+                (format!("{b:.0}, {a:.0}"), format!("{:.2}", m.rate / mid))
+            }
+            _ => ("—".to_string(), "—".to_string()),
+        };
         // The median run's server CPU per request (ticks of 10 ms: runs of a few seconds).
         let per_request = server_cpu[server_cpu.len() / 2];
         println!(
-            "| {level} | {n} | {:.0} | {} | {} | {floor_before:.0}, {floor_after:.0} | {:.2} | {:.1} | {:.0} µs | {:.2} | {:.2} |",
+            "| {level} | {n} | {:.0} | {} | {} | {:.0}, {:.0} | {:.2} | {} | {} | {:.1} | {:.0} µs | {:.2} | {:.2} |",
             m.rate,
             ms(m.p50),
             ms(m.p99),
+            floor_before.0,
+            floor_after.0,
             m.rate / floor,
+            independent.0,
+            independent.1,
             (store_after.1 - store_before.1) as f64
                 / (store_after.0 - store_before.0).max(1) as f64,
             per_request * 1e6,
@@ -1091,6 +1106,81 @@ async fn daemon_cost(base: &str) {
         println!("daemon / direct at {level} in flight: {:.2}", t.0 / d.0);
     }
     running.shutdown().await.expect("daemon stops");
+}
+
+/// The k256-based floor and the independent one, measured on the server's cores.
+struct Floors {
+    cpu: Option<usize>,
+    total: usize,
+    /// The built `benches/floor.c`, if it could be built here.
+    independent: Option<std::path::PathBuf>,
+}
+
+impl Floors {
+    fn new(cpu: Option<usize>, total: usize) -> Self {
+        let independent = match build_independent_floor() {
+            Ok(path) => Some(path),
+            Err(why) => {
+                println!(
+                    "independent floor not measured: {why} (scripts/loadbench.sh installs a C compiler, OpenSSL's and libsecp256k1's headers)"
+                );
+                None
+            }
+        };
+        Self {
+            cpu,
+            total,
+            independent,
+        }
+    }
+
+    /// (k256-based floor, independent floor), operations per second.
+    async fn measure(&self) -> (f64, Option<f64>) {
+        let own = floor(self.cpu, self.total).await;
+        let Some(program) = &self.independent else {
+            return (own, None);
+        };
+        // Pinned: one process on the server's core; else one per core, summed.
+        let copies = if self.cpu.is_some() { 1 } else { self.total };
+        let children: Vec<_> = (0..copies)
+            .map(|_| {
+                pinned(self.cpu, program)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("independent floor")
+            })
+            .collect();
+        let mut sum = 0.0;
+        for child in children {
+            let out = child.wait_with_output().await.expect("independent floor");
+            assert!(out.status.success(), "independent floor failed");
+            sum += String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .expect("independent floor rate");
+        }
+        (own, Some(sum))
+    }
+}
+
+/// Compiles `benches/floor.c` into the target directory.
+fn build_independent_floor() -> Result<std::path::PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/floor.c");
+    let program = Path::new(env!("CARGO_TARGET_TMPDIR")).join("independent-floor");
+    let out = std::process::Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .args(["-lcrypto", "-lsecp256k1"])
+        .output()
+        .map_err(|e| format!("no C compiler ({e})"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("").to_string();
+        return Err(format!("benches/floor.c did not build: {first}"));
+    }
+    Ok(program)
 }
 
 async fn floor(cpu: Option<usize>, total: usize) -> f64 {

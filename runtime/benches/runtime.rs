@@ -27,6 +27,10 @@ use agentkeys_runtime::{
     Timestamp, VirtualActor,
 };
 
+/// The allocator the `agentkeys` binary runs on, so that the memory figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -377,7 +381,7 @@ async fn memory() {
     println!("## memory per active agent actor (omni, path, scopes, two device bindings)");
     println!(
         "{} actors active at depth 3; RSS grew {:.1} MiB for the last {}: {:.0} bytes per active actor \
-         (actor + context + mailbox + registry entries)",
+         (actor + context + mailbox + registry entries; mimalloc, as the binary)",
         registry.active(),
         (after - before) as f64 / (1 << 20) as f64,
         n - 1000,

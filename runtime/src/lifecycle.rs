@@ -1,23 +1,56 @@
-//! The link between the runtime and one running actor: a stop request and a stopped signal,
-//! in one small allocation and one item in the actor's context.
+//! The link between the runtime and one running actor, in one small allocation and one item
+//! in the actor's context: a stop request and a stopped signal, the calls in flight, the time
+//! of the last use, the crash flag, and the value the actor publishes for readers.
 
+use std::any::Any;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context};
 use tokio::sync::Notify;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Lifecycle {
     stop_requested: AtomicBool,
     stopped: AtomicBool,
+    /// Set once when the actor is found crashed (so the supervisor hears of it once).
+    pub(crate) crashed: AtomicBool,
+    /// Calls admitted and not yet handled (the mailbox bound; nothing passivates while > 0).
+    pub(crate) in_flight: AtomicUsize,
+    /// The last use, in clock milliseconds (idle passivation).
+    pub(crate) last_used: AtomicU64,
+    /// What the actor published for readers ([`crate::ViewSlot`]).
+    pub(crate) view: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
     waker: Mutex<Option<Waker>>,
     done: Notify,
 }
 
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("stop_requested", &self.stop_requested)
+            .field("stopped", &self.stopped)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Lifecycle {
+    /// A lifecycle last used at `now_ms`.
+    pub(crate) fn new(now_ms: u64) -> Self {
+        Self {
+            last_used: AtomicU64::new(now_ms),
+            ..Self::default()
+        }
+    }
+
+    /// Records a use at `now_ms` (never moves the time back).
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_used.fetch_max(now_ms, Ordering::AcqRel);
+    }
+
     /// Asks the actor to stop; takes effect when its context next polls, whatever waits in
     /// its mailbox.
     pub(crate) fn request_stop(&self) {

@@ -10,7 +10,7 @@
 //! [`supervised!`](crate::supervised) so every call runs under supervision.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -59,13 +59,14 @@ pub struct Activation {
 /// change of what it shows and before that change is answered, so a reader that starts after
 /// the answer sees the change. Read through [`Registry::view`], which offers it only while the
 /// actor is active.
-#[derive(Clone, Default)]
-pub struct ViewSlot(Arc<RwLock<Option<Arc<dyn std::any::Any + Send + Sync>>>>);
+/// It lives in the actor's lifecycle cell, so it costs no allocation of its own.
+#[derive(Clone)]
+pub struct ViewSlot(Arc<Lifecycle>);
 
 impl std::fmt::Debug for ViewSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewSlot")
-            .field("published", &self.0.read().is_ok_and(|v| v.is_some()))
+            .field("published", &self.0.view.read().is_ok_and(|v| v.is_some()))
             .finish()
     }
 }
@@ -76,12 +77,14 @@ impl ViewSlot {
         // A poisoned lock still holds a whole value (a plain assignment); replace it.
         *self
             .0
+            .view
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
     }
 
     fn read<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.0
+            .view
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()?
@@ -243,13 +246,9 @@ pub enum CallError {
 
 struct Live<A: VirtualActor> {
     addr: Addr<A>,
-    view: ViewSlot,
     guard: LineageGuard,
     registry: Weak<Inner<A>>,
     lifecycle: Arc<Lifecycle>,
-    crashed: AtomicBool,
-    last_used: AtomicU64,
-    in_flight: Arc<AtomicUsize>,
 }
 
 impl<A: VirtualActor> Drop for Live<A> {
@@ -299,11 +298,29 @@ enum Found<A: VirtualActor> {
     Active(Arc<Live<A>>),
 }
 
+/// An active actor in its ancestors' sets, compared by identity: a pointer instead of a
+/// 32-byte omni per ancestor (every active actor is in as many sets as it has ancestors).
+struct Member<A: VirtualActor>(Arc<Live<A>>);
+
+impl<A: VirtualActor> PartialEq for Member<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<A: VirtualActor> Eq for Member<A> {}
+
+impl<A: VirtualActor> std::hash::Hash for Member<A> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
 /// Entries by omni, plus, for each ancestor, its active descendants (for subtree stops).
 /// One lock guards both so that registration and a subtree scan cannot miss each other.
 struct State<A: VirtualActor> {
     slots: HashMap<Omni, Slot<A>>,
-    below: HashMap<Omni, HashSet<Omni>>,
+    below: HashMap<Omni, HashSet<Member<A>>>,
     active: usize,
 }
 
@@ -331,13 +348,27 @@ impl<A: VirtualActor> State<A> {
     fn register(&mut self, live: Arc<Live<A>>) {
         let omni = live.omni();
         for ancestor in Self::ancestors(&live) {
-            self.below.entry(*ancestor).or_default().insert(omni);
+            self.below
+                .entry(*ancestor)
+                .or_default()
+                .insert(Member(live.clone()));
         }
-        if !matches!(
-            self.slots.insert(omni, Slot::Active(live)),
-            Some(Slot::Active(_))
-        ) {
-            self.active += 1;
+        match self.slots.insert(omni, Slot::Active(live)) {
+            Some(Slot::Active(old)) => self.forget_member(&old),
+            _ => self.active += 1,
+        }
+    }
+
+    /// Takes an actor out of its ancestors' sets.
+    fn forget_member(&mut self, live: &Arc<Live<A>>) {
+        let member = Member(live.clone());
+        for ancestor in Self::ancestors(live) {
+            if let Some(set) = self.below.get_mut(ancestor) {
+                set.remove(&member);
+                if set.is_empty() {
+                    self.below.remove(ancestor);
+                }
+            }
         }
     }
 
@@ -351,14 +382,7 @@ impl<A: VirtualActor> State<A> {
             return None;
         };
         self.active -= 1;
-        for ancestor in Self::ancestors(&live) {
-            if let Some(set) = self.below.get_mut(ancestor) {
-                set.remove(omni);
-                if set.is_empty() {
-                    self.below.remove(ancestor);
-                }
-            }
-        }
+        self.forget_member(&live);
         Some(live)
     }
 }
@@ -399,7 +423,7 @@ impl<A: VirtualActor> Inner<A> {
 
     /// Drops a crashed actor (once) and tells the supervisor.
     fn crashed(&self, live: &Live<A>) {
-        if live.crashed.swap(true, Ordering::AcqRel) {
+        if live.lifecycle.crashed.swap(true, Ordering::AcqRel) {
             return;
         }
         self.write().remove(&live.omni(), Some(live));
@@ -442,15 +466,15 @@ impl<A: VirtualActor> Clone for ActorHandle<A> {
 /// an actor is never passivated with a message queued or a turn in progress, even when its
 /// caller has gone.
 pub(crate) struct InFlight {
-    actor: Arc<AtomicUsize>,
+    actor: Arc<Lifecycle>,
     runtime: Runtime,
 }
 
 impl InFlight {
-    fn enter(actor: &Arc<AtomicUsize>, runtime: &Runtime) -> Result<Self, CallError> {
+    fn enter(actor: &Arc<Lifecycle>, runtime: &Runtime) -> Result<Self, CallError> {
         let capacity = runtime.config().mailbox_capacity;
-        if actor.fetch_add(1, Ordering::AcqRel) >= capacity {
-            actor.fetch_sub(1, Ordering::AcqRel);
+        if actor.in_flight.fetch_add(1, Ordering::AcqRel) >= capacity {
+            actor.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(CallError::Busy);
         }
         runtime.call_started();
@@ -463,7 +487,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.actor.fetch_sub(1, Ordering::AcqRel);
+        self.actor.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.runtime.call_finished();
     }
 }
@@ -489,9 +513,8 @@ impl<A: VirtualActor> ActorHandle<A> {
     {
         let live = &self.live;
         let runtime = &live.guard.runtime;
-        let in_flight = InFlight::enter(&live.in_flight, runtime)?;
-        let now = runtime.clock().now();
-        live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
+        let in_flight = InFlight::enter(&live.lifecycle, runtime)?;
+        live.lifecycle.touch(runtime.clock().now().as_millis());
         live.guard.check()?;
         let (envelope, answer) = Supervised::new(msg, in_flight);
         live.addr.do_send(envelope);
@@ -607,12 +630,12 @@ impl<A: VirtualActor> Registry<A> {
             Some(Slot::Active(live)) => live.clone(),
             _ => return None,
         };
-        if live.is_stopped() || live.crashed.load(Ordering::Acquire) {
+        if live.is_stopped() || live.lifecycle.crashed.load(Ordering::Acquire) {
             return None;
         }
-        let now = self.inner.runtime.clock().now();
-        live.last_used.fetch_max(now.as_millis(), Ordering::AcqRel);
-        live.view.read::<T>()
+        live.lifecycle
+            .touch(self.inner.runtime.clock().now().as_millis());
+        ViewSlot(live.lifecycle.clone()).read::<T>()
     }
 
     fn forget_activation(&self, omni: &Omni, cell: &Arc<OnceCell<Arc<Live<A>>>>) {
@@ -639,11 +662,10 @@ impl<A: VirtualActor> Registry<A> {
             chain: lineage.omnis().into(),
             runtime: runtime.clone(),
         };
-        let lifecycle = Arc::new(Lifecycle::default());
+        let lifecycle = Arc::new(Lifecycle::new(runtime.clock().now().as_millis()));
         let lifeline = lifecycle.clone();
-        let view = ViewSlot::default();
         let activation = Activation {
-            view: view.clone(),
+            view: ViewSlot(lifecycle.clone()),
             lineage,
             guard: guard.clone(),
             store: runtime.store().clone(),
@@ -661,13 +683,9 @@ impl<A: VirtualActor> Registry<A> {
         });
         let live = Arc::new(Live {
             addr,
-            view,
             guard,
             registry: Arc::downgrade(&self.inner),
             lifecycle,
-            crashed: AtomicBool::new(false),
-            last_used: AtomicU64::new(runtime.clock().now().as_millis()),
-            in_flight: Arc::new(AtomicUsize::new(0)),
         });
         self.inner.write().register(live.clone());
         // Re-check after registering: a revocation that committed before we registered is in
@@ -686,7 +704,7 @@ impl<A: VirtualActor> Registry<A> {
             let mut state = self.inner.write();
             let idle = state
                 .live(omni)
-                .is_some_and(|l| l.in_flight.load(Ordering::Acquire) == 0);
+                .is_some_and(|l| l.lifecycle.in_flight.load(Ordering::Acquire) == 0);
             if idle { state.remove(omni, None) } else { None }
         };
         removed.map(|live| live.stop()).is_some()
@@ -700,8 +718,9 @@ impl<A: VirtualActor> Registry<A> {
             .read()
             .lives()
             .filter(|l| {
-                let last = Timestamp::from_millis(l.last_used.load(Ordering::Acquire));
-                now.since(last) >= timeout && l.in_flight.load(Ordering::Acquire) == 0
+                let cell = &l.lifecycle;
+                let last = Timestamp::from_millis(cell.last_used.load(Ordering::Acquire));
+                now.since(last) >= timeout && cell.in_flight.load(Ordering::Acquire) == 0
             })
             .map(|l| l.omni())
             .collect();
@@ -749,7 +768,12 @@ impl<A: VirtualActor> ActiveSet for Inner<A> {
     fn stop_subtree(&self, root: &Omni) -> usize {
         let targets: Vec<Omni> = {
             let state = self.read();
-            let below = state.below.get(root).into_iter().flatten().copied();
+            let below = state
+                .below
+                .get(root)
+                .into_iter()
+                .flatten()
+                .map(|m| m.0.omni());
             state
                 .live(root)
                 .map(|l| l.omni())
