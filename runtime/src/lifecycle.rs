@@ -46,6 +46,16 @@ impl Lifecycle {
         }
     }
 
+    /// What the actor published, if it is a `T`.
+    pub(crate) fn published<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?
+            .downcast::<T>()
+            .ok()
+    }
+
     /// Records a use at `now_ms` (never moves the time back).
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_used.fetch_max(now_ms, Ordering::AcqRel);

@@ -81,16 +81,6 @@ impl ViewSlot {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
     }
-
-    fn read<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.0
-            .view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()?
-            .downcast::<T>()
-            .ok()
-    }
 }
 
 /// The one entry of the runtime's scope index that an actor owns: handed to it at activation,
@@ -635,7 +625,7 @@ impl<A: VirtualActor> Registry<A> {
         }
         live.lifecycle
             .touch(self.inner.runtime.clock().now().as_millis());
-        ViewSlot(live.lifecycle.clone()).read::<T>()
+        live.lifecycle.published::<T>()
     }
 
     fn forget_activation(&self, omni: &Omni, cell: &Arc<OnceCell<Arc<Live<A>>>>) {
