@@ -383,3 +383,60 @@ async fn the_audit_key_signs_heads_through_messages_and_nothing_else() {
     assert_eq!(published.len(), 1);
     assert_eq!(published[0]["kid"], kid.as_str());
 }
+
+#[actix::test]
+async fn agents_under_the_same_policies_share_one_effective_set_until_a_policy_changes() {
+    use std::sync::Arc;
+
+    let s = setup().await;
+    let (a, b, c) = (
+        Omni::from_bytes([0xa1; 32]),
+        Omni::from_bytes([0xb2; 32]),
+        Omni::from_bytes([0xc3; 32]),
+    );
+    s.stack.create(a, Some(s.master), "a").await;
+    s.stack.create(b, Some(s.master), "b").await;
+    s.stack.create(c, Some(s.master), "c").await;
+    let ledger = &s.stack.ledger;
+    put_policy(
+        ledger,
+        s.master,
+        br#"{"rate": {"window_seconds": 60, "max": 10}}"#,
+    )
+    .await;
+    put_policy(ledger, c, br#"{"sr25519": false}"#).await;
+    let book = ledger.policies();
+    let of_a = book.shared_effective(&[s.master, a]);
+    let of_b = book.shared_effective(&[s.master, b]);
+    let of_c = book.shared_effective(&[s.master, c]);
+    assert!(Arc::ptr_eq(&of_a, &of_b), "the same policies: one set");
+    assert_eq!(of_a.policies.len(), 1);
+    assert!(!Arc::ptr_eq(&of_a, &of_c), "c has a policy of its own");
+    assert_eq!(of_c.policies.len(), 2);
+
+    put_policy(
+        ledger,
+        s.master,
+        br#"{"rate": {"window_seconds": 60, "max": 20}}"#,
+    )
+    .await;
+    let after = book.shared_effective(&[s.master, a]);
+    assert!(!Arc::ptr_eq(&of_a, &after), "a change builds a new set");
+    assert!(after.version > of_a.version);
+    assert!(Arc::ptr_eq(&after, &book.shared_effective(&[s.master, b])));
+}
+
+/// Sets `doc` as `target`'s policy, as the host operator.
+async fn put_policy(ledger: &agentkeys_actors::ledger::Ledger, target: Omni, doc: &[u8]) {
+    use agentkeys_actors::ledger::{SetPolicy, Setter};
+    ledger
+        .set_policy(SetPolicy {
+            target,
+            policy: Some(agentkeys_actors::policy::Policy::from_json(doc).expect("policy")),
+            by: Setter::Operator,
+            origin: Origin::default(),
+            at: agentkeys_tests::T0,
+        })
+        .await
+        .expect("policy set");
+}

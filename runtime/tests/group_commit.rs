@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use agentkeys_runtime::Timestamp;
 use agentkeys_runtime::store::{
-    CreateError, Mutation, Origin, RevokeActor, StoreError, WriteError,
+    CreateError, Mutation, Origin, RedbStore, RevokeActor, StoreError, StoreOptions, WriteError,
 };
 use kit::{create, omni_of, open_store};
 use redb::WriteTransaction;
@@ -98,6 +98,83 @@ async fn concurrent_writers_share_commits_and_are_durable() {
         64,
         "every acknowledged write survives a reopen"
     );
+}
+
+/// A store whose batches wait up to a minute for announced writes: long enough that a test
+/// never depends on the machine's speed.
+fn open_lingering(dir: &std::path::Path) -> std::sync::Arc<RedbStore> {
+    let options = StoreOptions {
+        linger: std::time::Duration::from_secs(60),
+        ..StoreOptions::default()
+    };
+    std::sync::Arc::new(
+        RedbStore::open(&dir.join("agentkeys.redb"), &options, kit::T0).expect("store opens"),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_waits_for_an_announced_write_and_commits_it_with_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let master = omni_of(None, "announce-master");
+    store
+        .create_actor(create(None, "announce-master"))
+        .await
+        .expect("master");
+
+    let (release, gate) = hold_writer(&store);
+    let before = store.writer_counts();
+    let announced = store.announce();
+    let early = store.create_actor(create(Some(&master), "early"));
+    release.send(()).expect("release");
+    gate.await;
+    // The writer holds `early` and waits for the announced write (a minute at most).
+    let late = store.submit_announced(create(Some(&master), "late"), Some(&announced));
+    assert_eq!(
+        store.announced_writes(),
+        0,
+        "submitting ends the announcement"
+    );
+    assert!(early.await.expect("early commits").new);
+    assert!(late.await.expect("late commits").new);
+    assert_eq!(
+        store.writer_counts().commits - before.commits,
+        2,
+        "the gate's batch, then one batch holding the early write and the announced one"
+    );
+}
+
+#[tokio::test]
+async fn a_lone_announced_write_does_not_wait_for_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let announced = store.announce();
+    let write = store.submit_announced(create(None, "alone"), Some(&announced));
+    // With a one-minute linger, only an announcement that outlived its submission could make
+    // this take long.
+    let created = tokio::time::timeout(std::time::Duration::from_secs(30), write)
+        .await
+        .expect("answered without lingering")
+        .expect("commits");
+    assert!(created.new);
+}
+
+#[tokio::test]
+async fn an_announcement_ends_once_whether_submitted_or_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let first = store.announce();
+    let copy = first.clone();
+    let second = store.announce();
+    assert_eq!(store.announced_writes(), 2, "clones share one announcement");
+    drop(first);
+    assert_eq!(store.announced_writes(), 2, "a clone still holds it");
+    drop(copy);
+    assert_eq!(store.announced_writes(), 1, "withdrawn with its last clone");
+    second.end();
+    second.end();
+    drop(second);
+    assert_eq!(store.announced_writes(), 0, "ended exactly once");
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ mod tree;
 use std::sync::Arc;
 
 use agentkeys_runtime::store::{
-    Mutation, Origin, PendingWrite, RedbStore, RevokeError, StoreError, WriteError,
+    Announced, Mutation, Origin, PendingWrite, RedbStore, RevokeError, StoreError, WriteError,
 };
 use agentkeys_runtime::{Omni, RevocationReceipt, Runtime};
 use redb::{ReadableTable, WriteTransaction};
@@ -131,7 +131,17 @@ impl Ledger {
         &self,
         op: RecordSigned,
     ) -> PendingWrite<Result<u64, SpendRefusal>, SpendError> {
-        self.submit(op)
+        self.record_announced(op, None)
+    }
+
+    /// [`record_signed`](Self::record_signed) with the announcement the request made when it
+    /// started ([`RedbStore::announce`]), if any.
+    pub fn record_announced(
+        &self,
+        op: RecordSigned,
+        announced: Option<&Announced>,
+    ) -> PendingWrite<Result<u64, SpendRefusal>, SpendError> {
+        self.store.submit_announced(op, announced)
     }
 
     /// Stores a pending approval.

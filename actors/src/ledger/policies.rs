@@ -119,7 +119,17 @@ fn decode_policy(omni: &Omni, bytes: &[u8]) -> Result<StoredPolicy, StoreError> 
 #[derive(Debug, Default)]
 pub struct PolicyBook {
     inner: RwLock<BookInner>,
+    /// One [`Effective`] per master, version and set of policies, shared by every actor whose
+    /// lineage has that set (an agent's published view holds one: a copy each cost about 120
+    /// bytes per active agent).
+    shared: std::sync::Mutex<HashMap<Omni, Vec<Arc<Effective>>>>,
 }
+
+/// The most distinct policy sets shared per master (more are built per actor).
+const SHARED_PER_MASTER: usize = 16;
+
+/// The most masters with shared sets; beyond it the cache starts over.
+const SHARED_MASTERS: usize = 65_536;
 
 #[derive(Debug, Default)]
 struct BookInner {
@@ -151,6 +161,7 @@ impl PolicyBook {
         }
         Ok(Self {
             inner: RwLock::new(inner),
+            shared: Default::default(),
         })
     }
 
@@ -175,6 +186,33 @@ impl PolicyBook {
                 .filter_map(|o| inner.policies.get(o).map(|p| (*o, p.clone())))
                 .collect(),
         }
+    }
+
+    /// [`effective`](Self::effective), shared with every other caller whose lineage has the
+    /// same policies at the same version.
+    pub fn shared_effective(&self, chain: &[Omni]) -> Arc<Effective> {
+        let fresh = self.effective(chain);
+        let same = |e: &Effective| {
+            e.policies.len() == fresh.policies.len()
+                && e.policies
+                    .iter()
+                    .zip(&fresh.policies)
+                    .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q))
+        };
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.len() >= SHARED_MASTERS && !shared.contains_key(&fresh.master) {
+            shared.clear();
+        }
+        let sets = shared.entry(fresh.master).or_default();
+        sets.retain(|e| e.version == fresh.version);
+        if let Some(e) = sets.iter().find(|e| same(e)) {
+            return e.clone();
+        }
+        let fresh = Arc::new(fresh);
+        if sets.len() < SHARED_PER_MASTER {
+            sets.push(fresh.clone());
+        }
+        fresh
     }
 
     /// The policy set on `omni`.

@@ -21,7 +21,6 @@
 mod error;
 mod messages;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,7 +88,7 @@ impl std::fmt::Debug for PrincipalCore {
 #[derive(Debug, Clone)]
 pub struct SessionView {
     record: ActorRecord,
-    bindings: BTreeMap<u64, DeviceBinding>,
+    bindings: Bindings,
     effective: Option<Arc<crate::policy::Effective>>,
     guard: LineageGuard,
 }
@@ -102,7 +101,7 @@ impl SessionView {
         msg: &CheckSession,
         ledger: &Ledger,
     ) -> Option<Result<SessionCheck, SessionError>> {
-        let binding = self.bindings.get(&msg.bid)?;
+        let binding = self.bindings.get(msg.bid)?;
         let master = self.guard.chain()[0];
         let effective = self
             .effective
@@ -130,6 +129,42 @@ impl SessionView {
             Some(b) if b.is_live() => Err(SessionError::WrongKey),
             _ => Err(SessionError::BindingRevoked),
         }
+    }
+}
+
+/// The device bindings an actor caches, sorted by binding id. A vector, not a `BTreeMap`: an
+/// actor has a few bindings, and a map's first node reserves room for eleven (about 1.5 KB per
+/// actor with one binding; docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Default)]
+struct Bindings(Vec<DeviceBinding>);
+
+impl Bindings {
+    fn get(&self, bid: u64) -> Option<&DeviceBinding> {
+        self.0
+            .binary_search_by_key(&bid, |b| b.bid)
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// Adds `binding`, or replaces the one with its id.
+    fn insert(&mut self, binding: DeviceBinding) {
+        match self.0.binary_search_by_key(&binding.bid, |b| b.bid) {
+            Ok(i) => self.0[i] = binding,
+            Err(i) => self.0.insert(i, binding),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl From<Vec<DeviceBinding>> for Bindings {
+    fn from(mut bindings: Vec<DeviceBinding>) -> Self {
+        bindings.sort_by_key(|b| b.bid);
+        bindings.dedup_by_key(|b| b.bid);
+        bindings.shrink_to_fit();
+        Self(bindings)
     }
 }
 
@@ -168,7 +203,7 @@ impl PrincipalCore {
         let mut core = Self {
             view: Arc::new(SessionView {
                 record: activation.lineage.actor().clone(),
-                bindings: BTreeMap::new(),
+                bindings: Bindings::default(),
                 effective: None,
                 guard: activation.guard,
             }),
@@ -195,15 +230,15 @@ impl PrincipalCore {
 
     fn reload(&mut self) -> Result<(), CallError> {
         let bindings = self.ledger.devices(&self.view.record.omni)?;
-        self.change(|v| v.bindings = bindings.into_iter().map(|b| (b.bid, b)).collect());
+        self.change(|v| v.bindings = Bindings::from(bindings));
         Ok(())
     }
 
     fn binding(&mut self, bid: u64) -> Result<Option<&DeviceBinding>, CallError> {
-        if !self.view.bindings.contains_key(&bid) {
+        if self.view.bindings.get(bid).is_none() {
             self.reload()?;
         }
-        Ok(self.view.bindings.get(&bid))
+        Ok(self.view.bindings.get(bid))
     }
 
     fn master(&self) -> agentkeys_runtime::Omni {
@@ -218,7 +253,7 @@ impl PrincipalCore {
         match &self.view.effective {
             Some(e) if e.version == version => e.clone(),
             _ => {
-                let e = Arc::new(book.effective(self.view.guard.chain()));
+                let e = book.shared_effective(self.view.guard.chain());
                 self.change(|v| v.effective = Some(e.clone()));
                 e
             }
@@ -251,7 +286,7 @@ impl PrincipalCore {
         self.view.guard.check()?;
         Ok(PrincipalView {
             record: self.view.record.clone(),
-            bindings: self.view.bindings.values().cloned().collect(),
+            bindings: self.view.bindings.0.clone(),
             scopes: self.view.guard.effective_scopes()?,
         })
     }
@@ -387,7 +422,7 @@ impl PrincipalCore {
     /// [`BindDevice`], second half: the new binding joins the cache.
     pub fn device_bound(&mut self, bound: BoundDevice) -> BoundDevice {
         self.change(|v| {
-            v.bindings.insert(bound.binding.bid, bound.binding.clone());
+            v.bindings.insert(bound.binding.clone());
         });
         bound
     }
@@ -415,10 +450,13 @@ impl PrincipalCore {
             self.clock.now(),
         );
         entry.spend = msg.spend;
-        let write = self.ledger.record_signed(ledger::RecordSigned {
-            entry,
-            check: msg.check,
-        });
+        let write = self.ledger.record_announced(
+            ledger::RecordSigned {
+                entry,
+                check: msg.check,
+            },
+            msg.announced.as_ref(),
+        );
         let guard = self.view.guard.clone();
         Box::pin(async move {
             write
@@ -450,7 +488,7 @@ impl PrincipalCore {
     /// [`UseBinding`], second half: the cache keeps the binding as used.
     pub fn binding_used(&mut self, used: BindingInUse) -> BindingInUse {
         self.change(|v| {
-            v.bindings.insert(used.binding.bid, used.binding.clone());
+            v.bindings.insert(used.binding.clone());
         });
         used
     }
@@ -458,7 +496,7 @@ impl PrincipalCore {
     /// [`DeleteBinding`], second half: the cache holds the tombstone.
     pub fn binding_deleted(&mut self, binding: DeviceBinding) -> DeviceBinding {
         self.change(|v| {
-            v.bindings.insert(binding.bid, binding.clone());
+            v.bindings.insert(binding.clone());
         });
         binding
     }
@@ -549,4 +587,36 @@ macro_rules! principal_handlers {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bindings;
+    use crate::ledger::DeviceBinding;
+    use agentkeys_runtime::{Omni, Timestamp};
+
+    fn binding(bid: u64, jkt: &str) -> DeviceBinding {
+        DeviceBinding {
+            omni: Omni::from_bytes([1; 32]),
+            bid,
+            jkt: jkt.into(),
+            label: format!("device-{bid}"),
+            created_at: Timestamp::from_millis(bid),
+            last_used: Timestamp::from_millis(bid),
+            tombstoned_at: None,
+        }
+    }
+
+    #[test]
+    fn bindings_stay_sorted_and_an_insert_replaces_the_same_id() {
+        let mut b = Bindings::from(vec![binding(7, "g"), binding(2, "b"), binding(5, "e")]);
+        b.insert(binding(3, "c"));
+        b.insert(binding(9, "i"));
+        b.insert(binding(5, "e2"));
+        let ids: Vec<u64> = b.0.iter().map(|d| d.bid).collect();
+        assert_eq!(ids, [2, 3, 5, 7, 9]);
+        assert_eq!(b.get(5).map(|d| d.jkt.as_str()), Some("e2"));
+        assert!(b.get(4).is_none());
+        assert_eq!(b.len(), 5);
+    }
 }

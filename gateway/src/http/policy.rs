@@ -14,7 +14,7 @@ use agentkeys_actors::policy::{Effective, Evaluation, Policy, StoredPolicy, Verd
 use agentkeys_actors::principal::{PrincipalError, RecordAction};
 use agentkeys_actors::scope;
 use agentkeys_runtime::Omni;
-use agentkeys_runtime::store::{Origin, WriteError};
+use agentkeys_runtime::store::{Announced, Origin, WriteError};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -203,6 +203,7 @@ pub async fn record(
     mut effective: Arc<Effective>,
     mut evaluation: Evaluation,
     chain: &[Omni],
+    announced: Option<Announced>,
 ) -> Result<(), ApiError> {
     let detail = audit::detail_hash(signed);
     for _ in 0..4 {
@@ -213,6 +214,7 @@ pub async fn record(
             origin: origin.clone(),
             spend: prepared.op.spends.clone(),
             check: Some(check),
+            announced: announced.clone(),
         };
         match state.principal(role, who.omni, msg).await? {
             Ok(()) => return Ok(()),

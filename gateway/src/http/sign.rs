@@ -41,6 +41,7 @@ pub(super) async fn audited(
         origin: Origin::from(auth),
         spend: Vec::new(),
         check: None,
+        announced: None,
     };
     Ok(state.principal(auth.role(), auth.omni, record).await??)
 }
@@ -324,6 +325,8 @@ async fn sign_route(
             return Ok(Signed::Pending(pending));
         }
     }
+    // The audit row will follow the signature: batches wait for it (bounded) meanwhile.
+    let announced = state.ledger.store().announce();
     let (response, signed) = execute(state, &who, &prepared, proof).await?;
     let chain = auth.guard.chain().to_vec();
     super::policy::record(
@@ -336,6 +339,7 @@ async fn sign_route(
         effective,
         evaluation,
         &chain,
+        Some(announced),
     )
     .await?;
     Ok(Signed::Done(response))

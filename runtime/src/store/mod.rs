@@ -30,7 +30,7 @@ pub use mutations::{
 };
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{ACTORS, RedbStore, StoreOptions, TablePreparer, read_lineage, read_record};
-pub use writer::{BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
+pub use writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
 
 use crate::clock::Timestamp;
 use crate::omni::Omni;

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::writer::{BatchHook, Lane, Mutation, PendingWrite, Writer, WriterCounts};
+use super::writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
     ActorRecord, ChildEntry, CreateActor, CreateError, Created, Lineage, MAX_DEPTH, MetaError,
     Revocation, RevokeActor, RevokeError, SCHEMA_VERSION, StoreError,
@@ -39,6 +39,9 @@ pub struct StoreOptions {
     /// redb's page cache, bytes. redb's own default (1 GiB) lets the process grow with every
     /// page written — every audit row — until it reaches that size.
     pub cache_bytes: usize,
+    /// The longest a batch waits for writes on their way (adaptive group commit; see
+    /// docs/runtime-semantics.md). Default 500 µs.
+    pub linger: std::time::Duration,
     /// Run in the opening write transaction: higher layers create their tables here, so read
     /// transactions always find them.
     pub prepare: Vec<TablePreparer>,
@@ -58,6 +61,7 @@ impl Default for StoreOptions {
             quick_repair: false,
             key_fingerprint: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            linger: std::time::Duration::from_micros(500),
             prepare: Vec::new(),
         }
     }
@@ -96,7 +100,7 @@ impl RedbStore {
         }
         txn.commit().map_err(StoreError::from_redb)?;
         let db = Arc::new(db);
-        let writer = Writer::start(db.clone(), options.quick_repair)?;
+        let writer = Writer::start(db.clone(), options.quick_repair, options.linger)?;
         Ok(Self {
             db: RwLock::new(Some(db)),
             writer,
@@ -127,6 +131,30 @@ impl RedbStore {
 
     /// Submits any [`Mutation`]: the hook for tables owned by higher layers.
     pub fn submit<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
+        self.writer.submit(op, Lane::Ordinary)
+    }
+
+    /// Announces a write the caller will submit soon with [`submit_announced`](Self::submit_announced):
+    /// until then, batches linger for it (bounded), so concurrent requests share a commit.
+    pub fn announce(&self) -> Announced {
+        self.writer.announce()
+    }
+
+    /// Announced writes not yet submitted (nor withdrawn).
+    pub fn announced_writes(&self) -> usize {
+        self.writer.announced()
+    }
+
+    /// [`submit`](Self::submit) of a write announced with [`announce`](Self::announce); the
+    /// announcement ends just before the write reaches the writer.
+    pub fn submit_announced<M: Mutation>(
+        &self,
+        op: M,
+        announced: Option<&Announced>,
+    ) -> PendingWrite<M::Output, M::Rejection> {
+        if let Some(announced) = announced {
+            announced.end();
+        }
         self.writer.submit(op, Lane::Ordinary)
     }
 

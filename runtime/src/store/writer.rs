@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -45,11 +45,52 @@ type HookSlot = Arc<std::sync::OnceLock<Arc<dyn BatchHook>>>;
 /// The most writes folded into one transaction.
 pub(crate) const MAX_BATCH: usize = 4096;
 
-/// The longest a batch waits for more writes when the previous one was larger.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// The previous batch size from which a batch lingers.
 const LINGER_FROM: usize = 4;
+
+/// A write a caller has announced and will submit soon (e.g. the audit row of a signature that
+/// is being computed): while any is outstanding, a batch lingers for it (never longer than
+/// `StoreOptions::linger`), so concurrent requests share a commit instead of each paying one. It ends once,
+/// when [`RedbStore::submit_announced`](super::RedbStore::submit_announced) is about to hand the
+/// write to the writer (so a lone request never waits for itself) or when its last clone is
+/// dropped (the request failed first). Clones share it (a message may be kept for a retry).
+#[derive(Debug, Clone)]
+pub struct Announced(Arc<AnnouncedWrite>);
+
+#[derive(Debug)]
+struct AnnouncedWrite {
+    count: Arc<AtomicUsize>,
+    open: AtomicBool,
+}
+
+impl AnnouncedWrite {
+    fn end(&self) {
+        if self.open.swap(false, Ordering::AcqRel) {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for AnnouncedWrite {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Announced {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::new(AnnouncedWrite {
+            count: count.clone(),
+            open: AtomicBool::new(true),
+        }))
+    }
+
+    /// Ends the announcement (idempotent).
+    pub fn end(&self) {
+        self.0.end();
+    }
+}
 
 /// A conditional write, run inside the writer thread.
 pub trait Mutation: Send + 'static {
@@ -209,35 +250,55 @@ enum Command {
 /// The handle to the writer thread.
 pub(crate) struct Writer {
     tx: std::sync::Mutex<Option<mpsc::Sender<Command>>>,
+    /// Outstanding [`Announced`] writes.
+    announced: Arc<AtomicUsize>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     stats: Arc<WriterStats>,
     hook: HookSlot,
 }
 
 impl Writer {
-    pub(crate) fn start(db: Arc<Database>, quick_repair: bool) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        db: Arc<Database>,
+        quick_repair: bool,
+        linger: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
         let hook = HookSlot::default();
         let thread_hook = hook.clone();
+        let announced = Arc::new(AtomicUsize::new(0));
+        let thread_announced = announced.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
             .spawn(move || {
                 let batch = BatchEnv {
                     db: &db,
                     quick_repair,
+                    linger,
                     hook: &thread_hook,
+                    announced: &thread_announced,
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
             .map_err(|e| StoreError::Io(Arc::new(e.into())))?;
         Ok(Self {
             tx: std::sync::Mutex::new(Some(tx)),
+            announced,
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
             hook,
         })
+    }
+
+    /// Announces a write that will be submitted soon (see [`Announced`]).
+    pub(crate) fn announce(&self) -> Announced {
+        Announced::new(&self.announced)
+    }
+
+    pub(crate) fn announced(&self) -> usize {
+        self.announced.load(Ordering::Acquire)
     }
 
     /// Installs the batch hook (once; `false` if one was installed already).
@@ -292,7 +353,9 @@ impl Writer {
 struct BatchEnv<'a> {
     db: &'a Database,
     quick_repair: bool,
+    linger: std::time::Duration,
     hook: &'a HookSlot,
+    announced: &'a AtomicUsize,
 }
 
 /// The writes taken off the channel and not yet committed, by lane.
@@ -353,14 +416,23 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             }
             continue;
         }
-        if !queued.closing && expected >= LINGER_FROM && queued.ordinary.len() < expected {
-            // Adaptive group commit: the previous batch was larger, so more writes are probably
-            // on their way; wait for them a little (never longer than LINGER) instead of paying
-            // a commit for a few. Below LINGER_FROM (one or two requests at a time, whose
-            // writes sometimes share a batch) nothing waits. An urgent write ends the wait and
-            // goes first.
-            let deadline = std::time::Instant::now() + LINGER;
-            while queued.ordinary.len() < expected && queued.urgent.is_empty() && !queued.closing {
+        let more_coming = |queued: &Queued| {
+            env.announced.load(Ordering::Acquire) > 0
+                || (expected >= LINGER_FROM && queued.ordinary.len() < expected)
+        };
+        if !queued.closing && more_coming(&queued) {
+            // Adaptive group commit: wait a little (never longer than the linger) for writes that
+            // are on their way instead of paying a commit for a few. They are on their way when
+            // a caller announced one (a signature being computed), or probably when the
+            // previous batch was larger (from LINGER_FROM: one or two requests at a time, whose
+            // writes sometimes share a batch, never wait for each other on a guess). An urgent
+            // write ends the wait and goes first.
+            let deadline = std::time::Instant::now() + env.linger;
+            while more_coming(&queued)
+                && queued.ordinary.len() < MAX_BATCH
+                && queued.urgent.is_empty()
+                && !queued.closing
+            {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(command) => queued.take(Ok(command)),
