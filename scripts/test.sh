@@ -28,6 +28,11 @@ export MOTO_SERVER="$PWD/$venv/bin/moto_server"
 step "shellcheck: the scripts and deploy/setup-host.sh"
 "$venv/bin/shellcheck" scripts/*.sh deploy/setup-host.sh .ci/run
 
+step "a throwaway PostgreSQL cluster for the PostgreSQL tests (scripts/pg.sh; installed from the distribution when missing)"
+TEST_POSTGRES_URL=$(bash scripts/pg.sh start)
+export TEST_POSTGRES_URL
+trap 'bash scripts/pg.sh stop' EXIT
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
