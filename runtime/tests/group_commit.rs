@@ -160,6 +160,25 @@ async fn a_lone_announced_write_does_not_wait_for_itself() {
 }
 
 #[tokio::test]
+async fn a_batch_stops_waiting_when_the_announced_write_is_withdrawn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let (release, gate) = hold_writer(&store);
+    let announced = store.announce();
+    let write = store.create_actor(create(None, "waiting"));
+    release.send(()).expect("release");
+    gate.await;
+    // The writer holds the write and waits for the announced one (a minute at most); the
+    // request that announced it fails instead.
+    drop(announced);
+    let created = tokio::time::timeout(std::time::Duration::from_secs(30), write)
+        .await
+        .expect("committed without waiting out the linger")
+        .expect("commits");
+    assert!(created.new);
+}
+
+#[tokio::test]
 async fn an_announcement_ends_once_whether_submitted_or_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());

@@ -53,7 +53,8 @@ const LINGER_FROM: usize = 4;
 /// `StoreOptions::linger`), so concurrent requests share a commit instead of each paying one. It ends once,
 /// when [`RedbStore::submit_announced`](super::RedbStore::submit_announced) is about to hand the
 /// write to the writer (so a lone request never waits for itself) or when its last clone is
-/// dropped (the request failed first). Clones share it (a message may be kept for a retry).
+/// dropped (the request failed first; then a batch waiting only for it is woken at once).
+/// Clones share it (a message may be kept for a retry).
 #[derive(Debug, Clone)]
 pub struct Announced(Arc<AnnouncedWrite>);
 
@@ -61,28 +62,35 @@ pub struct Announced(Arc<AnnouncedWrite>);
 struct AnnouncedWrite {
     count: Arc<AtomicUsize>,
     open: AtomicBool,
+    /// Wakes a lingering writer when the announcement is withdrawn.
+    writer: Option<mpsc::Sender<Command>>,
 }
 
 impl AnnouncedWrite {
-    fn end(&self) {
-        if self.open.swap(false, Ordering::AcqRel) {
-            self.count.fetch_sub(1, Ordering::AcqRel);
-        }
+    /// Ends it; answers whether this was the last open announcement.
+    fn end(&self) -> bool {
+        self.open.swap(false, Ordering::AcqRel) && self.count.fetch_sub(1, Ordering::AcqRel) == 1
     }
 }
 
 impl Drop for AnnouncedWrite {
     fn drop(&mut self) {
-        self.end();
+        if self.end()
+            && let Some(writer) = &self.writer
+        {
+            // Withdrawn (never submitted): a batch may be waiting for it.
+            let _ = writer.send(Command::Wake);
+        }
     }
 }
 
 impl Announced {
-    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+    fn new(count: &Arc<AtomicUsize>, writer: Option<mpsc::Sender<Command>>) -> Self {
         count.fetch_add(1, Ordering::AcqRel);
         Self(Arc::new(AnnouncedWrite {
             count: count.clone(),
             open: AtomicBool::new(true),
+            writer,
         }))
     }
 
@@ -244,6 +252,8 @@ impl Job for Nudge {
 
 enum Command {
     Write(Box<dyn Job>, Lane),
+    /// Re-evaluate the linger (an announcement was withdrawn).
+    Wake,
     Close,
 }
 
@@ -294,7 +304,8 @@ impl Writer {
 
     /// Announces a write that will be submitted soon (see [`Announced`]).
     pub(crate) fn announce(&self) -> Announced {
-        Announced::new(&self.announced)
+        let writer = self.tx.lock().ok().and_then(|guard| guard.clone());
+        Announced::new(&self.announced, writer)
     }
 
     pub(crate) fn announced(&self) -> usize {
@@ -371,6 +382,7 @@ impl Queued {
         match command {
             Ok(Command::Write(job, Lane::Urgent)) => self.urgent.push_back(job),
             Ok(Command::Write(job, Lane::Ordinary)) => self.ordinary.push_back(job),
+            Ok(Command::Wake) => {}
             Ok(Command::Close) | Err(()) => self.closing = true,
         }
     }
@@ -406,6 +418,10 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             queued.take(rx.recv().map_err(|_| ()));
         }
         queued.drain(rx);
+        if queued.is_empty() {
+            // A wake-up with nothing to write (or the close).
+            continue;
+        }
         if !queued.urgent.is_empty() {
             // The urgent lane: alone, first, at once.
             let n = queued.urgent.len().min(MAX_BATCH);
