@@ -134,8 +134,14 @@ impl Ledger {
         self.record_announced(op, None)
     }
 
-    /// [`record_signed`](Self::record_signed) with the announcement the request made when it
-    /// started ([`RedbStore::announce`]), if any.
+    /// Announces the audit row of a signature that is being computed, so that batches wait for
+    /// it meanwhile (bounded; [`RedbStore::announce`]); hand it to
+    /// [`record_announced`](Self::record_announced).
+    pub fn announce(&self) -> Announced {
+        self.store.announce()
+    }
+
+    /// [`record_signed`](Self::record_signed) with the request's announcement, if any.
     pub fn record_announced(
         &self,
         op: RecordSigned,

@@ -199,7 +199,7 @@ pub struct RecordAction {
     pub spend: Vec<crate::policy::Spend>,
     /// The budgets and rate limits to check and count (`None`: no policy check, e.g. a token).
     pub check: Option<crate::ledger::SpendCheck>,
-    /// The request's announcement of this write (`RedbStore::announce`), so that batches
+    /// The request's announcement of this write (`Ledger::announce`), so that batches
     /// wait for it while it is on its way; ends when the write is submitted.
     pub announced: Option<agentkeys_runtime::store::Announced>,
 }

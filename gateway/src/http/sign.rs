@@ -326,7 +326,7 @@ async fn sign_route(
         }
     }
     // The audit row will follow the signature: batches wait for it (bounded) meanwhile.
-    let announced = state.ledger.store().announce();
+    let announced = state.ledger.announce();
     let (response, signed) = execute(state, &who, &prepared, proof).await?;
     let chain = auth.guard.chain().to_vec();
     super::policy::record(
