@@ -134,8 +134,9 @@ impl RedbStore {
         self.writer.submit(op, Lane::Ordinary)
     }
 
-    /// Announces a write the caller will submit soon with [`submit_announced`](Self::submit_announced):
-    /// until then, batches linger for it (bounded), so concurrent requests share a commit.
+    /// Announces a write the caller will submit soon with
+    /// [`submit_announced`](Self::submit_announced): until then, batches linger for it
+    /// (bounded), so concurrent requests share a commit.
     pub fn announce(&self) -> Announced {
         self.writer.announce()
     }

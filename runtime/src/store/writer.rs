@@ -52,8 +52,9 @@ const LINGER_FROM: usize = 4;
 /// is being computed): while any is outstanding, a batch lingers for it (never longer than
 /// `StoreOptions::linger`), so concurrent requests share a commit instead of each paying one.
 /// It ends once, when [`RedbStore::submit_announced`](super::RedbStore::submit_announced) is
-/// about to hand the write to the writer (so a lone request never waits for itself) or when its last clone is
-/// dropped (the request failed first; then a batch waiting only for it is woken at once).
+/// about to hand the write to the writer (so a lone request never waits for itself) or when
+/// its last clone is dropped (the request failed first; then a batch waiting only for it is
+/// woken at once).
 /// Clones share it (a message may be kept for a retry).
 #[derive(Debug, Clone)]
 pub struct Announced(Arc<AnnouncedWrite>);
