@@ -860,7 +860,7 @@ async fn populate(path: &Path) -> usize {
     }
     let actors = {
         let txn = store.read().expect("read");
-        redb::ReadableTableMetadata::len(
+        agentkeys_runtime::store::ReadableTable::len(
             &txn.open_table(agentkeys_runtime::store::ACTORS)
                 .expect("actors"),
         )

@@ -6,11 +6,11 @@ use std::convert::Infallible;
 use std::sync::mpsc;
 
 use agentkeys_runtime::Timestamp;
+use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
     CreateError, Mutation, Origin, RedbStore, RevokeActor, StoreError, StoreOptions, WriteError,
 };
 use kit::{create, omni_of, open_store};
-use redb::WriteTransaction;
 
 /// Holds the writer inside a batch until released, so later writes queue up behind it.
 struct Gate {

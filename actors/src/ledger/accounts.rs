@@ -8,7 +8,7 @@
 //! | `allowlist` | lowercase address or email | added at (ms) |
 //! | `master_identities` | master omni | `type:value` of the identity it was created with |
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEntry, Origin, op};
 use super::devices::{self, DeviceBinding};
@@ -126,7 +126,7 @@ impl Mutation for Login {
             super::identities::Standing::Bound(master) => op.master = master,
             super::identities::Standing::Unbound => {}
         }
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         let existing = read_record(&actors, &op.master)?;
         match &existing {
             Some(r) if r.kind != ActorKind::Master => return Ok(Err(LoginError::NotMaster)),
@@ -140,10 +140,8 @@ impl Mutation for Login {
                     Registration::Open => true,
                     Registration::Closed => false,
                     Registration::Allowlist => {
-                        let list = view.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
-                        list.get(op.identity.1.as_str())
-                            .map_err(StoreError::from_redb)?
-                            .is_some()
+                        let list = view.open_table(ALLOWLIST)?;
+                        list.get(op.identity.1.as_str())?.is_some()
                     }
                 };
                 if !allowed {
@@ -205,13 +203,8 @@ impl Mutation for Login {
 
 /// Whether `wallet` is a managed (or anchor) wallet of this gateway.
 pub(crate) fn is_managed(view: &WriteTransaction, wallet: &[u8; 20]) -> Result<bool, StoreError> {
-    let managed = view
-        .open_table(MANAGED_WALLETS)
-        .map_err(StoreError::from_redb)?;
-    Ok(managed
-        .get(wallet)
-        .map_err(StoreError::from_redb)?
-        .is_some())
+    let managed = view.open_table(MANAGED_WALLETS)?;
+    Ok(managed.get(wallet)?.is_some())
 }
 
 /// Indexes an actor's managed wallet, so that wallet can never log in.
@@ -220,31 +213,22 @@ pub(crate) fn index_wallet(
     wallet: &[u8; 20],
     omni: &Omni,
 ) -> Result<(), StoreError> {
-    txn.open_table(MANAGED_WALLETS)
-        .map_err(StoreError::from_redb)?
-        .insert(wallet, omni.as_bytes())
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(MANAGED_WALLETS)?
+        .insert(wallet, omni.as_bytes())?;
     Ok(())
 }
 
 fn index_identity(txn: &WriteTransaction, op: &Login) -> Result<(), StoreError> {
-    txn.open_table(IDENTITIES)
-        .map_err(StoreError::from_redb)?
-        .insert(
-            (op.identity.0.as_str(), op.identity.1.as_str()),
-            op.master.as_bytes(),
-        )
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(IDENTITIES)?.insert(
+        (op.identity.0.as_str(), op.identity.1.as_str()),
+        op.master.as_bytes(),
+    )?;
     let identity = format!("{}:{}", op.identity.0, op.identity.1);
-    txn.open_table(MASTER_IDENTITIES)
-        .map_err(StoreError::from_redb)?
-        .insert(op.master.as_bytes(), identity.as_str())
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(MASTER_IDENTITIES)?
+        .insert(op.master.as_bytes(), identity.as_str())?;
     if let Some(anchor) = &op.anchor {
-        txn.open_table(MANAGED_WALLETS)
-            .map_err(StoreError::from_redb)?
-            .insert(anchor, op.master.as_bytes())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(MANAGED_WALLETS)?
+            .insert(anchor, op.master.as_bytes())?;
     }
     Ok(())
 }
@@ -303,16 +287,14 @@ fn check_binding(
     omni: &Omni,
     bid: u64,
 ) -> Result<Result<BindingInUse, BindingError>, StoreError> {
-    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+    let actors = view.open_table(ACTORS)?;
     let Some(lineage) = read_lineage(&actors, omni)? else {
         return Ok(Err(BindingError::NotFound));
     };
     if let Status::Revoked { by, at } = lineage.status() {
         return Ok(Err(BindingError::Revoked { by, at }));
     }
-    let table = view
-        .open_table(devices::DEVICES)
-        .map_err(StoreError::from_redb)?;
+    let table = view.open_table(devices::DEVICES)?;
     let Some(binding) = devices::read_binding(&table, omni, bid)? else {
         return Ok(Err(BindingError::NotFound));
     };
@@ -458,15 +440,12 @@ impl Mutation for SetAllowed {
     }
 
     fn apply(plan: SetAllowed, txn: &WriteTransaction) -> Result<bool, StoreError> {
-        let mut list = txn.open_table(ALLOWLIST).map_err(StoreError::from_redb)?;
+        let mut list = txn.open_table(ALLOWLIST)?;
         let changed = if plan.allowed {
-            list.insert(plan.entry.as_str(), plan.at.as_millis())
-                .map_err(StoreError::from_redb)?
+            list.insert(plan.entry.as_str(), plan.at.as_millis())?
                 .is_none()
         } else {
-            list.remove(plan.entry.as_str())
-                .map_err(StoreError::from_redb)?
-                .is_some()
+            list.remove(plan.entry.as_str())?.is_some()
         };
         Ok(changed)
     }

@@ -6,8 +6,8 @@
 //! row and the signature row (with its spend), and stores the result the requester fetches.
 
 use agentkeys_runtime::store::{ACTORS, Origin, Status, StoreError, read_lineage};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 use agentkeys_runtime::{Omni, Timestamp};
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -175,11 +175,7 @@ pub(crate) fn read(
     table: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
     id: &[u8; 16],
 ) -> Result<Option<ApprovalRecord>, StoreError> {
-    table
-        .get(id)
-        .map_err(StoreError::from_redb)?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(id)?.map(|v| decode(v.value())).transpose()
 }
 
 /// Why an approval write is refused.
@@ -215,31 +211,24 @@ fn expire_pending(
     master: &Omni,
     now: Timestamp,
 ) -> Result<usize, StoreError> {
-    let mut pending = txn
-        .open_table(APPROVALS_PENDING)
-        .map_err(StoreError::from_redb)?;
+    let mut pending = txn.open_table(APPROVALS_PENDING)?;
     let m = master.as_bytes();
     let mut expired = Vec::new();
     let mut live = 0;
-    for entry in pending
-        .range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))
-        .map_err(StoreError::from_redb)?
-    {
-        let (k, v) = entry.map_err(StoreError::from_redb)?;
+    for entry in pending.range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))? {
+        let (k, v) = entry?;
         if v.value() <= now.as_millis() {
             expired.push(*k.value().1);
         } else {
             live += 1;
         }
     }
-    let mut table = txn.open_table(APPROVALS).map_err(StoreError::from_redb)?;
+    let mut table = txn.open_table(APPROVALS)?;
     for id in expired {
-        pending.remove((m, &id)).map_err(StoreError::from_redb)?;
+        pending.remove((m, &id))?;
         if let Some(mut record) = read(&table, &id)? {
             record.status = ApprovalStatus::Expired;
-            table
-                .insert(&id, encode(&record)?.as_slice())
-                .map_err(StoreError::from_redb)?;
+            table.insert(&id, encode(&record)?.as_slice())?;
         }
     }
     Ok(live)
@@ -251,14 +240,11 @@ impl Mutation for RequestApproval {
     type Rejection = ApprovalError;
 
     fn check(self, view: &WriteTransaction) -> Result<Result<Self, ApprovalError>, StoreError> {
-        let pending = view
-            .open_table(APPROVALS_PENDING)
-            .map_err(StoreError::from_redb)?;
+        let pending = view.open_table(APPROVALS_PENDING)?;
         let m = self.record.master.as_bytes();
         let now = self.at.as_millis();
         let live = pending
-            .range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))
-            .map_err(StoreError::from_redb)?
+            .range((m, &[0u8; 16])..=(m, &[0xffu8; 16]))?
             .filter(|e| e.as_ref().is_ok_and(|(_, v)| v.value() > now))
             .take(MAX_PENDING_PER_TREE)
             .count();
@@ -274,14 +260,10 @@ impl Mutation for RequestApproval {
         let id = record
             .key()
             .ok_or_else(|| StoreError::Corrupt("approval id".into()))?;
-        txn.open_table(APPROVALS)
-            .map_err(StoreError::from_redb)?
-            .insert(&id, encode(&record)?.as_slice())
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(APPROVALS_PENDING)
-            .map_err(StoreError::from_redb)?
-            .insert((record.master.as_bytes(), &id), record.expires_at)
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(APPROVALS)?
+            .insert(&id, encode(&record)?.as_slice())?;
+        txn.open_table(APPROVALS_PENDING)?
+            .insert((record.master.as_bytes(), &id), record.expires_at)?;
         audit::append(
             txn,
             &AuditEntry::done(
@@ -340,7 +322,7 @@ impl Mutation for DecideApproval {
         self,
         view: &WriteTransaction,
     ) -> Result<Result<DecidePlan, ApprovalError>, StoreError> {
-        let table = view.open_table(APPROVALS).map_err(StoreError::from_redb)?;
+        let table = view.open_table(APPROVALS)?;
         let Some(record) = read(&table, &self.id)? else {
             return Ok(Err(ApprovalError::NotFound));
         };
@@ -348,7 +330,7 @@ impl Mutation for DecideApproval {
         if status != ApprovalStatus::Pending {
             return Ok(Err(ApprovalError::NotPending(status)));
         }
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         let live = read_lineage(&actors, &record.requester)?
             .is_some_and(|l| matches!(l.status(), Status::Active));
         if !live {
@@ -389,14 +371,10 @@ impl Mutation for DecideApproval {
         record.status = status;
         record.decided_by = Some(op.decided_by);
         record.decided_at = Some(op.at.as_millis());
-        txn.open_table(APPROVALS)
-            .map_err(StoreError::from_redb)?
-            .insert(&op.id, encode(&record)?.as_slice())
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(APPROVALS_PENDING)
-            .map_err(StoreError::from_redb)?
-            .remove((record.master.as_bytes(), &op.id))
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(APPROVALS)?
+            .insert(&op.id, encode(&record)?.as_slice())?;
+        txn.open_table(APPROVALS_PENDING)?
+            .remove((record.master.as_bytes(), &op.id))?;
         audit::append(
             txn,
             &AuditEntry::done(
@@ -438,8 +416,7 @@ pub(crate) fn read_webhook(
     master: &Omni,
 ) -> Result<Option<Webhook>, StoreError> {
     let found = table
-        .get(master.as_bytes())
-        .map_err(StoreError::from_redb)?
+        .get(master.as_bytes())?
         .map(|v| decode_webhook(v.value()))
         .transpose()?;
     Ok(found.filter(|w| !w.url.is_empty()))
@@ -471,21 +448,16 @@ impl Mutation for SetWebhook {
     }
 
     fn apply(plan: Self, txn: &WriteTransaction) -> Result<u64, StoreError> {
-        let mut table = txn
-            .open_table(APPROVAL_WEBHOOKS)
-            .map_err(StoreError::from_redb)?;
+        let mut table = txn.open_table(APPROVAL_WEBHOOKS)?;
         let previous = table
-            .get(plan.master.as_bytes())
-            .map_err(StoreError::from_redb)?
+            .get(plan.master.as_bytes())?
             .map(|v| decode_webhook(v.value()))
             .transpose()?
             .map_or(0, |w| w.version);
         let version = previous + 1;
         let mut value = version.to_be_bytes().to_vec();
         value.extend_from_slice(plan.url.as_bytes());
-        table
-            .insert(plan.master.as_bytes(), value.as_slice())
-            .map_err(StoreError::from_redb)?;
+        table.insert(plan.master.as_bytes(), value.as_slice())?;
         audit::append(
             txn,
             &AuditEntry::done(

@@ -29,7 +29,7 @@
 //! chain's head is signed: the message is `"agentkeys-audit-head-v1" || master || u64 length ||
 //! head hash || u64 global sequence of the head row`.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 use sha2::{Digest, Sha256};
 
 use agentkeys_runtime::Omni;
@@ -426,25 +426,19 @@ pub(crate) fn finish_batch(
         return Ok(Vec::new());
     }
     let touched = batch.heads.keys().map(|k| Omni::from_bytes(*k)).collect();
-    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
+    let mut heads = txn.open_table(AUDIT_HEADS)?;
     match signer {
         Some(signer) => {
             for (key, mut head) in batch.heads {
                 sign_head(&mut head, signer)?;
-                heads
-                    .insert(&key, head.encode().as_slice())
-                    .map_err(StoreError::from_redb)?;
+                heads.insert(&key, head.encode().as_slice())?;
             }
         }
         None => {
-            let mut unsigned = txn
-                .open_table(AUDIT_UNSIGNED)
-                .map_err(StoreError::from_redb)?;
+            let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
             for (key, head) in batch.heads {
-                heads
-                    .insert(&key, head.encode().as_slice())
-                    .map_err(StoreError::from_redb)?;
-                unsigned.insert(&key, ()).map_err(StoreError::from_redb)?;
+                heads.insert(&key, head.encode().as_slice())?;
+                unsigned.insert(&key, ())?;
             }
         }
     }
@@ -468,18 +462,14 @@ fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreE
 pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, StoreError> {
     mark_appended();
     let master = entry.master;
-    let mut rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
-    let last_seq = |rows: &redb::Table<'_, u64, &[u8]>| -> Result<u64, StoreError> {
-        Ok(rows
-            .last()
-            .map_err(StoreError::from_redb)?
-            .map_or(0, |(k, _)| k.value()))
-    };
+    let mut rows = txn.open_table(AUDIT)?;
+    let last_seq =
+        |rows: &agentkeys_runtime::store::Table<'_, u64, &[u8]>| -> Result<u64, StoreError> {
+            Ok(rows.last()?.map_or(0, |(k, _)| k.value()))
+        };
     let stored_head = || -> Result<Option<ChainHead>, StoreError> {
-        txn.open_table(AUDIT_HEADS)
-            .map_err(StoreError::from_redb)?
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?
+        txn.open_table(AUDIT_HEADS)?
+            .get(master.as_bytes())?
             .map(|v| ChainHead::decode(master, v.value()))
             .transpose()
     };
@@ -505,12 +495,9 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
     let hash = chain_hash(&prev_hash, &encoding);
     let mut value = encoding;
     value.extend_from_slice(&hash);
-    rows.insert(seq, value.as_slice())
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(AUDIT_CHAIN)
-        .map_err(StoreError::from_redb)?
-        .insert((master.as_bytes(), chain_seq), seq)
-        .map_err(StoreError::from_redb)?;
+    rows.insert(seq, value.as_slice())?;
+    txn.open_table(AUDIT_CHAIN)?
+        .insert((master.as_bytes(), chain_seq), seq)?;
     let head = ChainHead {
         master,
         length: chain_seq,
@@ -527,14 +514,10 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
             }
         });
     } else {
-        txn.open_table(AUDIT_HEADS)
-            .map_err(StoreError::from_redb)?
-            .insert(master.as_bytes(), head.encode().as_slice())
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(AUDIT_UNSIGNED)
-            .map_err(StoreError::from_redb)?
-            .insert(master.as_bytes(), ())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(AUDIT_HEADS)?
+            .insert(master.as_bytes(), head.encode().as_slice())?;
+        txn.open_table(AUDIT_UNSIGNED)?
+            .insert(master.as_bytes(), ())?;
     }
     Ok(seq)
 }
@@ -544,31 +527,19 @@ pub(crate) fn sign_heads(
     txn: &WriteTransaction,
     signer: &dyn HeadSigner,
 ) -> Result<(), StoreError> {
-    let mut unsigned = txn
-        .open_table(AUDIT_UNSIGNED)
-        .map_err(StoreError::from_redb)?;
-    if unsigned.is_empty().map_err(StoreError::from_redb)? {
+    let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
+    if unsigned.is_empty()? {
         return Ok(());
     }
-    let mut heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
-    while let Some((key, ())) = unsigned
-        .pop_first()
-        .map_err(StoreError::from_redb)?
-        .map(|(k, v)| (*k.value(), v.value()))
-    {
+    let mut heads = txn.open_table(AUDIT_HEADS)?;
+    while let Some((key, ())) = unsigned.pop_first()?.map(|(k, v)| (*k.value(), v.value())) {
         let master = Omni::from_bytes(key);
-        let Some(bytes) = heads
-            .get(&key)
-            .map_err(StoreError::from_redb)?
-            .map(|v| v.value().to_vec())
-        else {
+        let Some(bytes) = heads.get(&key)?.map(|v| v.value().to_vec()) else {
             continue;
         };
         let mut head = ChainHead::decode(master, &bytes)?;
         sign_head(&mut head, signer)?;
-        heads
-            .insert(&key, head.encode().as_slice())
-            .map_err(StoreError::from_redb)?;
+        heads.insert(&key, head.encode().as_slice())?;
     }
     Ok(())
 }
@@ -583,18 +554,14 @@ pub(crate) fn chain_rows(
 ) -> Result<Vec<AuditRow>, StoreError> {
     let m = master.as_bytes();
     let mut out = Vec::new();
-    for entry in chain
-        .range((m, after.saturating_add(1))..=(m, u64::MAX))
-        .map_err(StoreError::from_redb)?
-    {
+    for entry in chain.range((m, after.saturating_add(1))..=(m, u64::MAX))? {
         if out.len() >= limit {
             break;
         }
-        let (_, seq) = entry.map_err(StoreError::from_redb)?;
+        let (_, seq) = entry?;
         let seq = seq.value();
         let value = rows
-            .get(seq)
-            .map_err(StoreError::from_redb)?
+            .get(seq)?
             .ok_or_else(|| StoreError::Corrupt(format!("audit row {seq} is missing")))?;
         out.push(AuditRow::decode(value.value())?);
     }
@@ -633,26 +600,21 @@ pub type HeadCheck<'a> = &'a dyn Fn(&str, &[u8], &[u8]) -> bool;
 /// index against the rows, the signed heads, the global sequence, and the `last` marks of an
 /// earlier run. Detects modified, deleted and truncated rows.
 pub fn verify(
-    txn: &redb::ReadTransaction,
+    txn: &agentkeys_runtime::store::ReadTransaction,
     check: HeadCheck<'_>,
     last: &[ChainMark],
 ) -> Result<AuditReport, StoreError> {
-    let rows = txn.open_table(AUDIT).map_err(StoreError::from_redb)?;
-    let chain = txn.open_table(AUDIT_CHAIN).map_err(StoreError::from_redb)?;
-    let heads = txn.open_table(AUDIT_HEADS).map_err(StoreError::from_redb)?;
-    let unsigned = txn
-        .open_table(AUDIT_UNSIGNED)
-        .map_err(StoreError::from_redb)?;
+    let rows = txn.open_table(AUDIT)?;
+    let chain = txn.open_table(AUDIT_CHAIN)?;
+    let heads = txn.open_table(AUDIT_HEADS)?;
+    let unsigned = txn.open_table(AUDIT_UNSIGNED)?;
     let mut report = AuditReport::default();
     let mut referenced = std::collections::BTreeSet::new();
-    for entry in heads.iter().map_err(StoreError::from_redb)? {
-        let (key, value) = entry.map_err(StoreError::from_redb)?;
+    for entry in heads.iter()? {
+        let (key, value) = entry?;
         let master = Omni::from_bytes(*key.value());
         let head = ChainHead::decode(master, value.value())?;
-        let pending = unsigned
-            .get(key.value())
-            .map_err(StoreError::from_redb)?
-            .is_some();
+        let pending = unsigned.get(key.value())?.is_some();
         let walked = walk_chain(&chain, &rows, &head, &mut report, &mut referenced)?;
         report.chains += 1;
         let name = master.short();
@@ -671,8 +633,8 @@ pub fn verify(
     }
     check_marks(&chain, &rows, last, &mut report)?;
     let mut expected = 1u64;
-    for entry in rows.iter().map_err(StoreError::from_redb)? {
-        let (seq, _) = entry.map_err(StoreError::from_redb)?;
+    for entry in rows.iter()? {
+        let (seq, _) = entry?;
         let seq = seq.value();
         if seq != expected {
             report.problems.push(format!(
@@ -701,11 +663,8 @@ fn walk_chain(
     let name = head.master.short();
     let mut prev = [0u8; 32];
     let mut length = 0u64;
-    for entry in chain
-        .range((m, 0)..=(m, u64::MAX))
-        .map_err(StoreError::from_redb)?
-    {
-        let (key, seq) = entry.map_err(StoreError::from_redb)?;
+    for entry in chain.range((m, 0)..=(m, u64::MAX))? {
+        let (key, seq) = entry?;
         let (position, seq) = (key.value().1, seq.value());
         referenced.insert(seq);
         if position != length + 1 {
@@ -715,7 +674,7 @@ fn walk_chain(
             ));
         }
         length = position;
-        let Some(value) = rows.get(seq).map_err(StoreError::from_redb)? else {
+        let Some(value) = rows.get(seq)? else {
             report.problems.push(format!(
                 "chain {name}: row {position} (global {seq}) was deleted"
             ));
@@ -756,8 +715,7 @@ fn check_marks(
     for mark in last {
         let name = mark.master.short();
         let stored = chain
-            .get((mark.master.as_bytes(), mark.length))
-            .map_err(StoreError::from_redb)?
+            .get((mark.master.as_bytes(), mark.length))?
             .map(|seq| seq.value())
             .and_then(|seq| rows.get(seq).ok().flatten())
             .and_then(|v| AuditRow::decode(v.value()).ok());

@@ -11,7 +11,7 @@
 //! Versions count up per service; the newest [`KEPT_VERSIONS`] are kept. A delete removes every
 //! sealed version and marks the head deleted, so numbering never repeats.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{self, AuditEntry, Origin, op};
@@ -89,10 +89,7 @@ pub fn vault_key(
     table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     master: &Omni,
 ) -> Result<Option<WrappedKey>, StoreError> {
-    let Some(bytes) = table
-        .get(master.as_bytes())
-        .map_err(StoreError::from_redb)?
-    else {
+    let Some(bytes) = table.get(master.as_bytes())? else {
         return Ok(None);
     };
     WrappedKey::decode(bytes.value())
@@ -107,8 +104,7 @@ pub fn head(
     service: &str,
 ) -> Result<Option<CredentialHead>, StoreError> {
     table
-        .get((master.as_bytes(), service))
-        .map_err(StoreError::from_redb)?
+        .get((master.as_bytes(), service))?
         .map(|v| decode_head(v.value()))
         .transpose()
 }
@@ -120,8 +116,8 @@ pub fn list(
 ) -> Result<Vec<Listed>, StoreError> {
     let m = master.as_bytes();
     let mut out = Vec::new();
-    for entry in table.range((m, "")..).map_err(StoreError::from_redb)? {
-        let (key, value) = entry.map_err(StoreError::from_redb)?;
+    for entry in table.range((m, "")..)? {
+        let (key, value) = entry?;
         let (owner, service) = key.value();
         if owner != m {
             break;
@@ -136,27 +132,24 @@ pub fn list(
 
 /// A sealed version (`None`: the newest) of a live credential.
 pub fn stored(
-    txn: &redb::ReadTransaction,
+    txn: &agentkeys_runtime::store::ReadTransaction,
     master: &Omni,
     service: &str,
     version: Option<u64>,
 ) -> Result<Option<Stored>, StoreError> {
-    let heads = txn
-        .open_table(CREDENTIAL_HEADS)
-        .map_err(StoreError::from_redb)?;
+    let heads = txn.open_table(CREDENTIAL_HEADS)?;
     let Some(head) = head(&heads, master, service)?.filter(|h| h.deleted_at.is_none()) else {
         return Ok(None);
     };
     let version = version.unwrap_or(head.version);
-    let values = txn.open_table(CREDENTIALS).map_err(StoreError::from_redb)?;
+    let values = txn.open_table(CREDENTIALS)?;
     let Some(ciphertext) = values
-        .get((master.as_bytes(), service, version))
-        .map_err(StoreError::from_redb)?
+        .get((master.as_bytes(), service, version))?
         .map(|v| v.value().to_vec())
     else {
         return Ok(None);
     };
-    let keys = txn.open_table(VAULT_KEYS).map_err(StoreError::from_redb)?;
+    let keys = txn.open_table(VAULT_KEYS)?;
     let key =
         vault_key(&keys, master)?.ok_or_else(|| StoreError::Corrupt("no vault key".into()))?;
     Ok(Some(Stored {
@@ -212,15 +205,13 @@ pub struct PutCredential {
 /// The next version to seal for `service` and the data key to seal it with, read now (a write
 /// re-checks both).
 pub fn next_version(
-    txn: &redb::ReadTransaction,
+    txn: &agentkeys_runtime::store::ReadTransaction,
     master: &Omni,
     service: &str,
 ) -> Result<(u64, Option<WrappedKey>), StoreError> {
-    let heads = txn
-        .open_table(CREDENTIAL_HEADS)
-        .map_err(StoreError::from_redb)?;
+    let heads = txn.open_table(CREDENTIAL_HEADS)?;
     let version = head(&heads, master, service)?.map_or(0, |h| h.version) + 1;
-    let keys = txn.open_table(VAULT_KEYS).map_err(StoreError::from_redb)?;
+    let keys = txn.open_table(VAULT_KEYS)?;
     Ok((version, vault_key(&keys, master)?))
 }
 
@@ -237,15 +228,13 @@ impl Mutation for PutCredential {
         self,
         view: &WriteTransaction,
     ) -> Result<Result<PutCredential, VaultWriteError>, StoreError> {
-        let heads = view
-            .open_table(CREDENTIAL_HEADS)
-            .map_err(StoreError::from_redb)?;
+        let heads = view.open_table(CREDENTIAL_HEADS)?;
         let current = head(&heads, &self.master, &self.service)?;
         let expected = current.as_ref().map_or(0, |h| h.version) + 1;
         if self.version != expected {
             return Ok(Err(VaultWriteError::VersionTaken(self.version)));
         }
-        let keys = view.open_table(VAULT_KEYS).map_err(StoreError::from_redb)?;
+        let keys = view.open_table(VAULT_KEYS)?;
         let has_key = vault_key(&keys, &self.master)?.is_some();
         if has_key == self.new_key.is_some() {
             // A fresh key where one exists, or none where none exists: the sealing raced.
@@ -260,22 +249,16 @@ impl Mutation for PutCredential {
     fn apply(op: PutCredential, txn: &WriteTransaction) -> Result<u64, StoreError> {
         let m = op.master.as_bytes();
         if let Some(key) = &op.new_key {
-            txn.open_table(VAULT_KEYS)
-                .map_err(StoreError::from_redb)?
-                .insert(m, key.encode().as_slice())
-                .map_err(StoreError::from_redb)?;
+            txn.open_table(VAULT_KEYS)?
+                .insert(m, key.encode().as_slice())?;
         }
-        let mut values = txn.open_table(CREDENTIALS).map_err(StoreError::from_redb)?;
-        values
-            .insert(
-                (m, op.service.as_str(), op.version),
-                op.ciphertext.as_slice(),
-            )
-            .map_err(StoreError::from_redb)?;
+        let mut values = txn.open_table(CREDENTIALS)?;
+        values.insert(
+            (m, op.service.as_str(), op.version),
+            op.ciphertext.as_slice(),
+        )?;
         if op.version > KEPT_VERSIONS {
-            values
-                .remove((m, op.service.as_str(), op.version - KEPT_VERSIONS))
-                .map_err(StoreError::from_redb)?;
+            values.remove((m, op.service.as_str(), op.version - KEPT_VERSIONS))?;
         }
         drop(values);
         let head = CredentialHead {
@@ -287,10 +270,8 @@ impl Mutation for PutCredential {
             deleted_at: None,
         };
         let encoded = serde_json::to_vec(&head).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        txn.open_table(CREDENTIAL_HEADS)
-            .map_err(StoreError::from_redb)?
-            .insert((m, op.service.as_str()), encoded.as_slice())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(CREDENTIAL_HEADS)?
+            .insert((m, op.service.as_str()), encoded.as_slice())?;
         audit::append(
             txn,
             &AuditEntry::done(
@@ -328,9 +309,7 @@ impl Mutation for DeleteCredential {
         self,
         view: &WriteTransaction,
     ) -> Result<Result<Self::Plan, VaultWriteError>, StoreError> {
-        let heads = view
-            .open_table(CREDENTIAL_HEADS)
-            .map_err(StoreError::from_redb)?;
+        let heads = view.open_table(CREDENTIAL_HEADS)?;
         match head(&heads, &self.master, &self.service)? {
             Some(h) if h.deleted_at.is_none() => Ok(Ok((self, h))),
             _ => Ok(Err(VaultWriteError::NotFound)),
@@ -340,21 +319,17 @@ impl Mutation for DeleteCredential {
     fn apply(plan: Self::Plan, txn: &WriteTransaction) -> Result<u64, StoreError> {
         let (op, mut head) = plan;
         let m = op.master.as_bytes();
-        let mut values = txn.open_table(CREDENTIALS).map_err(StoreError::from_redb)?;
+        let mut values = txn.open_table(CREDENTIALS)?;
         for version in head.version.saturating_sub(KEPT_VERSIONS - 1).max(1)..=head.version {
-            values
-                .remove((m, op.service.as_str(), version))
-                .map_err(StoreError::from_redb)?;
+            values.remove((m, op.service.as_str(), version))?;
         }
         head.deleted_at = Some(op.at.as_millis());
         head.size = 0;
         head.inject = None;
         head.description = None;
         let encoded = serde_json::to_vec(&head).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        txn.open_table(CREDENTIAL_HEADS)
-            .map_err(StoreError::from_redb)?
-            .insert((m, op.service.as_str()), encoded.as_slice())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(CREDENTIAL_HEADS)?
+            .insert((m, op.service.as_str()), encoded.as_slice())?;
         audit::append(
             txn,
             &AuditEntry::done(

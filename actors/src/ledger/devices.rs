@@ -13,7 +13,7 @@
 //! u8  tombstoned 0 | 1 (then u64 tombstoned_at)
 //! ```
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 
 use agentkeys_runtime::Omni;
 use agentkeys_runtime::Timestamp;
@@ -105,9 +105,7 @@ pub(crate) fn read_binding(
     omni: &Omni,
     bid: u64,
 ) -> Result<Option<DeviceBinding>, StoreError> {
-    let value = devices
-        .get((omni.as_bytes(), bid))
-        .map_err(StoreError::from_redb)?;
+    let value = devices.get((omni.as_bytes(), bid))?;
     value
         .map(|v| DeviceBinding::decode(*omni, bid, v.value()))
         .transpose()
@@ -120,11 +118,8 @@ pub(crate) fn read_bindings(
 ) -> Result<Vec<DeviceBinding>, StoreError> {
     let o = omni.as_bytes();
     let mut out = Vec::new();
-    for entry in devices
-        .range((o, 0)..=(o, u64::MAX))
-        .map_err(StoreError::from_redb)?
-    {
-        let (key, value) = entry.map_err(StoreError::from_redb)?;
+    for entry in devices.range((o, 0)..=(o, u64::MAX))? {
+        let (key, value) = entry?;
         out.push(DeviceBinding::decode(*omni, key.value().1, value.value())?);
     }
     Ok(out)
@@ -136,15 +131,11 @@ pub(crate) fn live_binding_of_key(
     omni: &Omni,
     jkt: &str,
 ) -> Result<Option<DeviceBinding>, StoreError> {
-    let keys = txn.open_table(DEVICE_KEYS).map_err(StoreError::from_redb)?;
-    let Some(bid) = keys
-        .get((jkt, omni.as_bytes()))
-        .map_err(StoreError::from_redb)?
-        .map(|v| v.value())
-    else {
+    let keys = txn.open_table(DEVICE_KEYS)?;
+    let Some(bid) = keys.get((jkt, omni.as_bytes()))?.map(|v| v.value()) else {
         return Ok(None);
     };
-    let devices = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
+    let devices = txn.open_table(DEVICES)?;
     read_binding(&devices, omni, bid)
 }
 
@@ -166,14 +157,10 @@ pub(crate) fn insert_binding(
         last_used: at,
         tombstoned_at: None,
     };
-    txn.open_table(DEVICES)
-        .map_err(StoreError::from_redb)?
-        .insert((omni.as_bytes(), bid), binding.encode().as_slice())
-        .map_err(StoreError::from_redb)?;
-    txn.open_table(DEVICE_KEYS)
-        .map_err(StoreError::from_redb)?
-        .insert((jkt, omni.as_bytes()), bid)
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(DEVICES)?
+        .insert((omni.as_bytes(), bid), binding.encode().as_slice())?;
+    txn.open_table(DEVICE_KEYS)?
+        .insert((jkt, omni.as_bytes()), bid)?;
     Ok(binding)
 }
 
@@ -182,18 +169,13 @@ pub(crate) fn update_binding(
     txn: &WriteTransaction,
     binding: &DeviceBinding,
 ) -> Result<(), StoreError> {
-    txn.open_table(DEVICES)
-        .map_err(StoreError::from_redb)?
-        .insert(
-            (binding.omni.as_bytes(), binding.bid),
-            binding.encode().as_slice(),
-        )
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(DEVICES)?.insert(
+        (binding.omni.as_bytes(), binding.bid),
+        binding.encode().as_slice(),
+    )?;
     if !binding.is_live() {
-        txn.open_table(DEVICE_KEYS)
-            .map_err(StoreError::from_redb)?
-            .remove((binding.jkt.as_str(), binding.omni.as_bytes()))
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(DEVICE_KEYS)?
+            .remove((binding.jkt.as_str(), binding.omni.as_bytes()))?;
     }
     Ok(())
 }
@@ -205,7 +187,7 @@ pub(crate) fn tombstone_all(
     at: Timestamp,
 ) -> Result<usize, StoreError> {
     let live: Vec<DeviceBinding> = {
-        let devices = txn.open_table(DEVICES).map_err(StoreError::from_redb)?;
+        let devices = txn.open_table(DEVICES)?;
         read_bindings(&devices, omni)?
             .into_iter()
             .filter(DeviceBinding::is_live)
@@ -220,12 +202,8 @@ pub(crate) fn tombstone_all(
 
 /// Increments and returns a named counter (first value 1).
 pub(crate) fn next_counter(txn: &WriteTransaction, name: &str) -> Result<u64, StoreError> {
-    let mut counters = txn.open_table(COUNTERS).map_err(StoreError::from_redb)?;
-    let next = counters
-        .get(name)
-        .map_err(StoreError::from_redb)?
-        .map_or(0, |v| v.value())
-        + 1;
-    counters.insert(name, next).map_err(StoreError::from_redb)?;
+    let mut counters = txn.open_table(COUNTERS)?;
+    let next = counters.get(name)?.map_or(0, |v| v.value()) + 1;
+    counters.insert(name, next)?;
     Ok(next)
 }

@@ -13,7 +13,7 @@
 //! wallet of an email or OpenID master for good); it is listed while `identities` still maps it
 //! to the master.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::accounts::{IDENTITIES, MASTER_IDENTITIES};
 use super::audit::{self, AuditEntry, Origin, op};
@@ -53,19 +53,15 @@ pub fn list(
 ) -> Result<Vec<LinkedIdentity>, StoreError> {
     let maps_here = |kind: &str, value: &str| -> Result<bool, StoreError> {
         Ok(identities
-            .get((kind, value))
-            .map_err(StoreError::from_redb)?
+            .get((kind, value))?
             .is_some_and(|m| m.value() == master.as_bytes()))
     };
     let mut out = Vec::new();
-    let created = master_identities
-        .get(master.as_bytes())
-        .map_err(StoreError::from_redb)?
-        .and_then(|v| {
-            v.value()
-                .split_once(':')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        });
+    let created = master_identities.get(master.as_bytes())?.and_then(|v| {
+        v.value()
+            .split_once(':')
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    });
     if let Some((kind, value)) = &created
         && maps_here(kind, value)?
     {
@@ -77,8 +73,8 @@ pub fn list(
         });
     }
     let m = master.as_bytes();
-    for entry in links.range((m, "", "")..).map_err(StoreError::from_redb)? {
-        let (key, at) = entry.map_err(StoreError::from_redb)?;
+    for entry in links.range((m, "", "")..)? {
+        let (key, at) = entry?;
         let (owner, kind, value) = key.value();
         if owner != m {
             break;
@@ -109,17 +105,13 @@ pub fn list(
 
 /// How many identities log into `master` (inside a write).
 fn held(view: &WriteTransaction, master: &Omni) -> Result<usize, StoreError> {
-    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+    let actors = view.open_table(ACTORS)?;
     let created_at = agentkeys_runtime::store::read_record(&actors, master)?
         .map_or(Timestamp::from_millis(0), |r| r.created_at);
     Ok(list(
-        &view.open_table(IDENTITIES).map_err(StoreError::from_redb)?,
-        &view
-            .open_table(MASTER_IDENTITIES)
-            .map_err(StoreError::from_redb)?,
-        &view
-            .open_table(IDENTITY_LINKS)
-            .map_err(StoreError::from_redb)?,
+        &view.open_table(IDENTITIES)?,
+        &view.open_table(MASTER_IDENTITIES)?,
+        &view.open_table(IDENTITY_LINKS)?,
         master,
         created_at,
     )?
@@ -139,19 +131,13 @@ pub enum Standing {
 
 /// Where (`kind`, `value`) stands.
 pub fn standing(txn: &WriteTransaction, kind: &str, value: &str) -> Result<Standing, StoreError> {
-    let identities = txn.open_table(IDENTITIES).map_err(StoreError::from_redb)?;
-    if let Some(m) = identities
-        .get((kind, value))
-        .map_err(StoreError::from_redb)?
-    {
+    let identities = txn.open_table(IDENTITIES)?;
+    if let Some(m) = identities.get((kind, value))? {
         return Ok(Standing::Bound(Omni::from_bytes(*m.value())));
     }
-    let tombstones = txn
-        .open_table(IDENTITY_TOMBSTONES)
-        .map_err(StoreError::from_redb)?;
+    let tombstones = txn.open_table(IDENTITY_TOMBSTONES)?;
     let gone = tombstones
-        .get((kind, value))
-        .map_err(StoreError::from_redb)?
+        .get((kind, value))?
         .map(|v| Omni::from_bytes(*v.value().0));
     Ok(gone.map_or(Standing::Unbound, Standing::Unlinked))
 }
@@ -195,7 +181,7 @@ pub struct LinkIdentity {
 }
 
 fn master_live(view: &WriteTransaction, master: &Omni) -> Result<bool, StoreError> {
-    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+    let actors = view.open_table(ACTORS)?;
     Ok(read_lineage(&actors, master)?.is_some_and(|l| {
         l.actor().kind == ActorKind::Master
             && matches!(l.status(), agentkeys_runtime::store::Status::Active)
@@ -241,18 +227,11 @@ impl Mutation for LinkIdentity {
             return Ok(false);
         };
         let (kind, value) = (op.identity.0.as_str(), op.identity.1.as_str());
-        txn.open_table(IDENTITIES)
-            .map_err(StoreError::from_redb)?
-            .insert((kind, value), op.master.as_bytes())
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(IDENTITY_LINKS)
-            .map_err(StoreError::from_redb)?
-            .insert((op.master.as_bytes(), kind, value), op.at.as_millis())
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(IDENTITY_TOMBSTONES)
-            .map_err(StoreError::from_redb)?
-            .remove((kind, value))
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(IDENTITIES)?
+            .insert((kind, value), op.master.as_bytes())?;
+        txn.open_table(IDENTITY_LINKS)?
+            .insert((op.master.as_bytes(), kind, value), op.at.as_millis())?;
+        txn.open_table(IDENTITY_TOMBSTONES)?.remove((kind, value))?;
         audit::append(
             txn,
             &AuditEntry::done(
@@ -305,18 +284,11 @@ impl Mutation for UnlinkIdentity {
 
     fn apply(op: UnlinkIdentity, txn: &WriteTransaction) -> Result<(), StoreError> {
         let (kind, value) = (op.identity.0.as_str(), op.identity.1.as_str());
-        txn.open_table(IDENTITIES)
-            .map_err(StoreError::from_redb)?
-            .remove((kind, value))
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(IDENTITY_LINKS)
-            .map_err(StoreError::from_redb)?
-            .remove((op.master.as_bytes(), kind, value))
-            .map_err(StoreError::from_redb)?;
-        txn.open_table(IDENTITY_TOMBSTONES)
-            .map_err(StoreError::from_redb)?
-            .insert((kind, value), (op.master.as_bytes(), op.at.as_millis()))
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(IDENTITIES)?.remove((kind, value))?;
+        txn.open_table(IDENTITY_LINKS)?
+            .remove((op.master.as_bytes(), kind, value))?;
+        txn.open_table(IDENTITY_TOMBSTONES)?
+            .insert((kind, value), (op.master.as_bytes(), op.at.as_millis()))?;
         audit::append(
             txn,
             &AuditEntry::done(

@@ -8,7 +8,7 @@
 //! | `link_codes` | SHA-256(code) | v1: target omni, created, expires, state (unused \| used by jkt → bid at time) |
 //! | `link_codes_by_actor` | (omni, hash) | expires (ms): outstanding codes, for the per-actor cap |
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEntry, Origin, op, outcome};
 use super::devices::{self, DeviceBinding};
@@ -136,8 +136,7 @@ pub(crate) fn code_owner(
     hash: &[u8; 32],
 ) -> Result<Option<Omni>, StoreError> {
     codes
-        .get(hash)
-        .map_err(StoreError::from_redb)?
+        .get(hash)?
         .map(|v| LinkCode::decode(v.value()).map(|code| code.omni))
         .transpose()
 }
@@ -146,7 +145,7 @@ fn live_lineage(
     view: &WriteTransaction,
     omni: &Omni,
 ) -> Result<Result<agentkeys_runtime::store::Lineage, LinkError>, StoreError> {
-    let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+    let actors = view.open_table(ACTORS)?;
     Ok(match read_lineage(&actors, omni)? {
         None => Err(LinkError::NotFound),
         Some(lineage) => match lineage.status() {
@@ -166,25 +165,16 @@ impl Mutation for IssueLinkCode {
             Ok(lineage) => lineage,
             Err(e) => return Ok(Err(e)),
         };
-        let codes = view.open_table(LINK_CODES).map_err(StoreError::from_redb)?;
-        if codes
-            .get(&self.hash)
-            .map_err(StoreError::from_redb)?
-            .is_some()
-        {
+        let codes = view.open_table(LINK_CODES)?;
+        if codes.get(&self.hash)?.is_some() {
             return Ok(Err(LinkError::Collision));
         }
-        let by_actor = view
-            .open_table(LINK_CODES_BY_ACTOR)
-            .map_err(StoreError::from_redb)?;
+        let by_actor = view.open_table(LINK_CODES_BY_ACTOR)?;
         let o = self.omni.as_bytes();
         let now = self.at.as_millis();
         let (mut outstanding, mut earliest) = (0, u64::MAX);
-        for entry in by_actor
-            .range((o, &[0u8; 32])..=(o, &[0xffu8; 32]))
-            .map_err(StoreError::from_redb)?
-        {
-            let (_, expires) = entry.map_err(StoreError::from_redb)?;
+        for entry in by_actor.range((o, &[0u8; 32])..=(o, &[0xffu8; 32]))? {
+            let (_, expires) = entry?;
             let expires = expires.value();
             if expires > now {
                 outstanding += 1;
@@ -208,29 +198,22 @@ impl Mutation for IssueLinkCode {
             expires_at: op.expires_at,
             used: None,
         };
-        txn.open_table(LINK_CODES)
-            .map_err(StoreError::from_redb)?
-            .insert(&op.hash, code.encode().as_slice())
-            .map_err(StoreError::from_redb)?;
-        let mut by_actor = txn
-            .open_table(LINK_CODES_BY_ACTOR)
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(LINK_CODES)?
+            .insert(&op.hash, code.encode().as_slice())?;
+        let mut by_actor = txn.open_table(LINK_CODES_BY_ACTOR)?;
         // Forget this actor's expired entries while here (the codes themselves stay, so a late
         // redemption still answers `expired`).
         let o = op.omni.as_bytes();
         let stale: Vec<[u8; 32]> = by_actor
-            .range((o, &[0u8; 32])..=(o, &[0xffu8; 32]))
-            .map_err(StoreError::from_redb)?
+            .range((o, &[0u8; 32])..=(o, &[0xffu8; 32]))?
             .filter_map(Result::ok)
             .filter(|(_, expires)| expires.value() <= op.at.as_millis())
             .map(|(key, _)| *key.value().1)
             .collect();
         for hash in &stale {
-            by_actor.remove((o, hash)).map_err(StoreError::from_redb)?;
+            by_actor.remove((o, hash))?;
         }
-        by_actor
-            .insert((o, &op.hash), op.expires_at.as_millis())
-            .map_err(StoreError::from_redb)?;
+        by_actor.insert((o, &op.hash), op.expires_at.as_millis())?;
         audit::append(
             txn,
             &AuditEntry::done(
@@ -300,10 +283,9 @@ impl Mutation for RedeemLinkCode {
     type Rejection = LinkError;
 
     fn check(self, view: &WriteTransaction) -> Result<Result<RedeemPlan, LinkError>, StoreError> {
-        let codes = view.open_table(LINK_CODES).map_err(StoreError::from_redb)?;
+        let codes = view.open_table(LINK_CODES)?;
         let Some(code) = codes
-            .get(&self.hash)
-            .map_err(StoreError::from_redb)?
+            .get(&self.hash)?
             .map(|v| LinkCode::decode(v.value()))
             .transpose()?
             .filter(|code| code.omni == self.omni)
@@ -318,9 +300,7 @@ impl Mutation for RedeemLinkCode {
         let record = lineage.actor().clone();
         match &code.used {
             Some((jkt, bid, _)) if *jkt == self.jkt => {
-                let devices = view
-                    .open_table(devices::DEVICES)
-                    .map_err(StoreError::from_redb)?;
+                let devices = view.open_table(devices::DEVICES)?;
                 Ok(match devices::read_binding(&devices, &code.omni, *bid)? {
                     Some(binding) if binding.is_live() && code.expires_at > self.at => {
                         Ok(RedeemPlan::Again(record, master, binding))
@@ -368,14 +348,10 @@ impl Mutation for RedeemLinkCode {
                     ),
                 };
                 code.used = Some((op.jkt.clone(), binding.bid, op.at));
-                txn.open_table(LINK_CODES)
-                    .map_err(StoreError::from_redb)?
-                    .insert(&op.hash, code.encode().as_slice())
-                    .map_err(StoreError::from_redb)?;
-                txn.open_table(LINK_CODES_BY_ACTOR)
-                    .map_err(StoreError::from_redb)?
-                    .remove((omni.as_bytes(), &op.hash))
-                    .map_err(StoreError::from_redb)?;
+                txn.open_table(LINK_CODES)?
+                    .insert(&op.hash, code.encode().as_slice())?;
+                txn.open_table(LINK_CODES_BY_ACTOR)?
+                    .remove((omni.as_bytes(), &op.hash))?;
                 let origin = Origin {
                     actor: Some(omni),
                     request_id: op.request_id,
@@ -456,10 +432,8 @@ impl Mutation for SetScopes {
         let chain = lineage.omnis();
         let depth = |o: &Omni| chain.iter().position(|c| c == o);
         let previous = view
-            .open_table(SCOPES_SET_BY)
-            .map_err(StoreError::from_redb)?
-            .get(self.omni.as_bytes())
-            .map_err(StoreError::from_redb)?
+            .open_table(SCOPES_SET_BY)?
+            .get(self.omni.as_bytes())?
             .map(|v| Omni::from_bytes(*v.value()));
         let caller = self.origin.actor;
         // The higher of the caller and the previous setter stays recorded.
@@ -495,23 +469,15 @@ impl Mutation for SetScopes {
             master,
             set_by,
         } = plan;
-        let mut setters = txn
-            .open_table(SCOPES_SET_BY)
-            .map_err(StoreError::from_redb)?;
+        let mut setters = txn.open_table(SCOPES_SET_BY)?;
         match set_by {
-            Some(s) => setters
-                .insert(op.omni.as_bytes(), s.as_bytes())
-                .map_err(StoreError::from_redb)?,
-            None => setters
-                .remove(op.omni.as_bytes())
-                .map_err(StoreError::from_redb)?,
+            Some(s) => setters.insert(op.omni.as_bytes(), s.as_bytes())?,
+            None => setters.remove(op.omni.as_bytes())?,
         };
         drop(setters);
         record.scopes = op.scopes;
-        txn.open_table(ACTORS)
-            .map_err(StoreError::from_redb)?
-            .insert(record.omni.as_bytes(), record.encode().as_slice())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(ACTORS)?
+            .insert(record.omni.as_bytes(), record.encode().as_slice())?;
         let detail = audit::detail_hash(record.scopes.join(" ").as_bytes());
         audit::append(
             txn,
@@ -562,7 +528,7 @@ impl Mutation for CreateAndBind {
         self,
         view: &WriteTransaction,
     ) -> Result<Result<CreateAndBindPlan, agentkeys_runtime::store::CreateError>, StoreError> {
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         let create = &self.create.actor;
         if let Some(lineage) = read_lineage(&actors, &create.omni)? {
             let record = lineage.actor().clone();

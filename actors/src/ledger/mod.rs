@@ -26,8 +26,8 @@ use std::sync::Arc;
 use agentkeys_runtime::store::{
     Announced, Mutation, Origin, PendingWrite, RedbStore, RevokeError, StoreError, WriteError,
 };
+use agentkeys_runtime::store::{ReadableTable, WriteTransaction};
 use agentkeys_runtime::{Omni, RevocationReceipt, Runtime};
-use redb::{ReadableTable, WriteTransaction};
 
 pub use accounts::{
     AppendAudit, BindingError, BindingInUse, DeleteDevice, LoggedIn, Login, LoginError,
@@ -49,7 +49,7 @@ use tree::AuditHook;
 
 /// Creates the ledger's tables (run when the store opens, so reads always find them).
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let open = |r: Result<(), redb::TableError>| r.map_err(StoreError::from_redb);
+    let open = |r: Result<(), StoreError>| r;
     open(txn.open_table(devices::DEVICES).map(drop))?;
     open(txn.open_table(devices::DEVICE_KEYS).map(drop))?;
     open(txn.open_table(devices::COUNTERS).map(drop))?;
@@ -177,18 +177,14 @@ impl Ledger {
     /// A master's approval webhook.
     pub fn webhook(&self, master: &Omni) -> Result<Option<approvals::Webhook>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(approvals::APPROVAL_WEBHOOKS)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(approvals::APPROVAL_WEBHOOKS)?;
         approvals::read_webhook(&table, master)
     }
 
     /// One approval.
     pub fn approval(&self, id: &[u8; 16]) -> Result<Option<approvals::ApprovalRecord>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(approvals::APPROVALS)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(approvals::APPROVALS)?;
         approvals::read(&table, id)
     }
 
@@ -221,19 +217,11 @@ impl Ledger {
         R: std::ops::RangeBounds<(&'a [u8; 32], &'a [u8; 16])> + 'a,
     {
         let txn = self.store.read()?;
-        let pending = txn
-            .open_table(approvals::APPROVALS_PENDING)
-            .map_err(StoreError::from_redb)?;
-        let table = txn
-            .open_table(approvals::APPROVALS)
-            .map_err(StoreError::from_redb)?;
+        let pending = txn.open_table(approvals::APPROVALS_PENDING)?;
+        let table = txn.open_table(approvals::APPROVALS)?;
         let mut out = Vec::new();
-        for entry in pending
-            .range(range)
-            .map_err(StoreError::from_redb)?
-            .take(limit)
-        {
-            let (k, _) = entry.map_err(StoreError::from_redb)?;
+        for entry in pending.range(range)?.take(limit) {
+            let (k, _) = entry?;
             if let Some(record) = approvals::read(&table, k.value().1)? {
                 out.push(record);
             }
@@ -253,9 +241,7 @@ impl Ledger {
         now: agentkeys_runtime::Timestamp,
     ) -> Result<Vec<BudgetState>, StoreError> {
         let txn = self.store.read()?;
-        let spends = txn
-            .open_table(policies::SPENDS)
-            .map_err(StoreError::from_redb)?;
+        let spends = txn.open_table(policies::SPENDS)?;
         let mut out = Vec::new();
         for (owner, stored) in &effective.policies {
             for b in &stored.policy.budgets {
@@ -316,48 +302,36 @@ impl Ledger {
     /// One device binding (live or tombstoned).
     pub fn device(&self, omni: &Omni, bid: u64) -> Result<Option<DeviceBinding>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(devices::DEVICES)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(devices::DEVICES)?;
         devices::read_binding(&table, omni, bid)
     }
 
     /// Every device binding of an actor, in binding order.
     pub fn devices(&self, omni: &Omni) -> Result<Vec<DeviceBinding>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(devices::DEVICES)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(devices::DEVICES)?;
         devices::read_bindings(&table, omni)
     }
 
     /// The actor a link code (SHA-256 of the normalized code) was issued for.
     pub fn link_code_owner(&self, hash: &[u8; 32]) -> Result<Option<Omni>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(links::LINK_CODES)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(links::LINK_CODES)?;
         links::code_owner(&table, hash)
     }
 
     /// Whether `address` is the managed (or anchor) wallet of an actor here.
     pub fn is_managed_wallet(&self, address: &[u8; 20]) -> Result<bool, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(accounts::MANAGED_WALLETS)
-            .map_err(StoreError::from_redb)?;
-        Ok(table.get(address).map_err(StoreError::from_redb)?.is_some())
+        let table = txn.open_table(accounts::MANAGED_WALLETS)?;
+        Ok(table.get(address)?.is_some())
     }
 
     /// The identity (`type`, `value`) a master was created with.
     pub fn identity_of(&self, master: &Omni) -> Result<Option<(String, String)>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(accounts::MASTER_IDENTITIES)
-            .map_err(StoreError::from_redb)?;
-        let value = table
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(accounts::MASTER_IDENTITIES)?;
+        let value = table.get(master.as_bytes())?;
         Ok(value.and_then(|v| {
             v.value()
                 .split_once(':')
@@ -373,12 +347,9 @@ impl Ledger {
     ) -> Result<Vec<LinkedIdentity>, StoreError> {
         let txn = self.store.read()?;
         identities::list(
-            &txn.open_table(accounts::IDENTITIES)
-                .map_err(StoreError::from_redb)?,
-            &txn.open_table(accounts::MASTER_IDENTITIES)
-                .map_err(StoreError::from_redb)?,
-            &txn.open_table(identities::IDENTITY_LINKS)
-                .map_err(StoreError::from_redb)?,
+            &txn.open_table(accounts::IDENTITIES)?,
+            &txn.open_table(accounts::MASTER_IDENTITIES)?,
+            &txn.open_table(identities::IDENTITY_LINKS)?,
             master,
             created_at,
         )
@@ -407,9 +378,7 @@ impl Ledger {
     /// The live credentials of `master`'s vault, in name order.
     pub fn credentials(&self, master: &Omni) -> Result<Vec<credentials::Listed>, StoreError> {
         let txn = self.store.read()?;
-        let heads = txn
-            .open_table(credentials::CREDENTIAL_HEADS)
-            .map_err(StoreError::from_redb)?;
+        let heads = txn.open_table(credentials::CREDENTIAL_HEADS)?;
         let mut all = credentials::list(&heads, master)?;
         all.retain(|c| c.head.deleted_at.is_none());
         Ok(all)
@@ -443,12 +412,10 @@ impl Ledger {
     /// The registration allow-list, sorted.
     pub fn allowlist(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.store.read()?;
-        let table = txn
-            .open_table(accounts::ALLOWLIST)
-            .map_err(StoreError::from_redb)?;
+        let table = txn.open_table(accounts::ALLOWLIST)?;
         let mut out = Vec::new();
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (key, _) = entry.map_err(StoreError::from_redb)?;
+        for entry in table.iter()? {
+            let (key, _) = entry?;
             out.push(key.value().to_owned());
         }
         Ok(out)
@@ -462,24 +429,16 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<AuditRow>, StoreError> {
         let txn = self.store.read()?;
-        let chain = txn
-            .open_table(audit::AUDIT_CHAIN)
-            .map_err(StoreError::from_redb)?;
-        let rows = txn
-            .open_table(audit::AUDIT)
-            .map_err(StoreError::from_redb)?;
+        let chain = txn.open_table(audit::AUDIT_CHAIN)?;
+        let rows = txn.open_table(audit::AUDIT)?;
         audit::chain_rows(&chain, &rows, master, after, limit)
     }
 
     /// The head of `master`'s audit chain.
     pub fn audit_head(&self, master: &Omni) -> Result<Option<ChainHead>, StoreError> {
         let txn = self.store.read()?;
-        let heads = txn
-            .open_table(audit::AUDIT_HEADS)
-            .map_err(StoreError::from_redb)?;
-        let value = heads
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?;
+        let heads = txn.open_table(audit::AUDIT_HEADS)?;
+        let value = heads.get(master.as_bytes())?;
         value
             .map(|v| ChainHead::decode(*master, v.value()))
             .transpose()
@@ -512,7 +471,11 @@ impl Ledger {
         }
         .map_err(StoreError::from_redb)?;
         let txn = redb::ReadableDatabase::begin_read(&db).map_err(StoreError::from_redb)?;
-        audit::verify(&txn, check, last)
+        audit::verify(
+            &agentkeys_runtime::store::ReadTransaction::redb(txn),
+            check,
+            last,
+        )
     }
 
     /// Logs in (creating the master the first time) and binds the device key.

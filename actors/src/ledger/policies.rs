@@ -20,8 +20,8 @@ use agentkeys_runtime::store::encoding::{Reader, put_bytes, put_omni};
 use agentkeys_runtime::store::{
     ACTORS, Lineage, Mutation, Origin, RedbStore, Status, StoreError, read_lineage,
 };
+use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 use agentkeys_runtime::{Omni, Timestamp};
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 use super::audit::{self, AuditEntry, op};
 use crate::policy::{Asset, Charge, Effective, Policy, RateCharge, StoredPolicy};
@@ -142,19 +142,17 @@ impl PolicyBook {
     pub(crate) fn load(store: &RedbStore) -> Result<Self, StoreError> {
         let txn = store.read()?;
         let mut inner = BookInner::default();
-        let table = txn.open_table(POLICIES).map_err(StoreError::from_redb)?;
-        for entry in table.iter().map_err(StoreError::from_redb)? {
-            let (k, v) = entry.map_err(StoreError::from_redb)?;
+        let table = txn.open_table(POLICIES)?;
+        for entry in table.iter()? {
+            let (k, v) = entry?;
             let omni = Omni::from_bytes(*k.value());
             inner
                 .policies
                 .insert(omni, Arc::new(decode_policy(&omni, v.value())?));
         }
-        let versions = txn
-            .open_table(POLICY_VERSIONS)
-            .map_err(StoreError::from_redb)?;
-        for entry in versions.iter().map_err(StoreError::from_redb)? {
-            let (k, v) = entry.map_err(StoreError::from_redb)?;
+        let versions = txn.open_table(POLICY_VERSIONS)?;
+        for entry in versions.iter()? {
+            let (k, v) = entry?;
             inner
                 .versions
                 .insert(Omni::from_bytes(*k.value()), v.value());
@@ -241,21 +239,18 @@ impl PolicyBook {
             return Ok(());
         };
         let txn = store.read()?;
-        let table = txn.open_table(POLICIES).map_err(StoreError::from_redb)?;
+        let table = txn.open_table(POLICIES)?;
         let mut found = Vec::with_capacity(chain.len());
         for omni in chain {
             let stored = table
-                .get(omni.as_bytes())
-                .map_err(StoreError::from_redb)?
+                .get(omni.as_bytes())?
                 .map(|v| decode_policy(omni, v.value()))
                 .transpose()?;
             found.push((*omni, stored.map(Arc::new)));
         }
         let version = txn
-            .open_table(POLICY_VERSIONS)
-            .map_err(StoreError::from_redb)?
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?
+            .open_table(POLICY_VERSIONS)?
+            .get(master.as_bytes())?
             .map_or(0, |v| v.value());
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if inner.versions.get(master).copied().unwrap_or(0) > version {
@@ -384,7 +379,7 @@ impl Mutation for SetPolicy {
         self,
         view: &WriteTransaction,
     ) -> Result<Result<SetPolicyPlan, PolicyWriteError>, StoreError> {
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         let Some(lineage) = read_lineage(&actors, &self.target)? else {
             return Ok(Err(PolicyWriteError::NotFound));
         };
@@ -392,10 +387,8 @@ impl Mutation for SetPolicy {
             return Ok(Err(PolicyWriteError::Revoked { by, at }));
         }
         let previous = view
-            .open_table(POLICIES)
-            .map_err(StoreError::from_redb)?
-            .get(self.target.as_bytes())
-            .map_err(StoreError::from_redb)?
+            .open_table(POLICIES)?
+            .get(self.target.as_bytes())?
             .map(|v| decode_policy(&self.target, v.value()))
             .transpose()?;
         if let Err(e) = setter_may_change(&lineage, self.by, previous.as_ref().map(|p| p.set_by)) {
@@ -418,13 +411,8 @@ impl Mutation for SetPolicy {
             Setter::Operator => None,
             Setter::Actor(o) => Some(o),
         };
-        let mut versions = txn
-            .open_table(POLICY_VERSIONS)
-            .map_err(StoreError::from_redb)?;
-        let current = versions
-            .get(master.as_bytes())
-            .map_err(StoreError::from_redb)?
-            .map_or(0, |v| v.value());
+        let mut versions = txn.open_table(POLICY_VERSIONS)?;
+        let current = versions.get(master.as_bytes())?.map_or(0, |v| v.value());
         if op.policy.is_none() && !existed {
             return Ok(PolicyChange {
                 omni: op.target,
@@ -435,10 +423,8 @@ impl Mutation for SetPolicy {
             });
         }
         let version = current + 1;
-        versions
-            .insert(master.as_bytes(), version)
-            .map_err(StoreError::from_redb)?;
-        let mut table = txn.open_table(POLICIES).map_err(StoreError::from_redb)?;
+        versions.insert(master.as_bytes(), version)?;
+        let mut table = txn.open_table(POLICIES)?;
         let (stored, code, detail) = match op.policy {
             Some(policy) => {
                 let stored = StoredPolicy {
@@ -447,16 +433,12 @@ impl Mutation for SetPolicy {
                     set_at: op.at,
                 };
                 let bytes = encode_policy(&stored);
-                table
-                    .insert(op.target.as_bytes(), bytes.as_slice())
-                    .map_err(StoreError::from_redb)?;
+                table.insert(op.target.as_bytes(), bytes.as_slice())?;
                 let detail = audit::detail_hash(stored.policy.to_json().as_bytes());
                 (Some(Arc::new(stored)), op::POLICY_SET, detail)
             }
             None => {
-                table
-                    .remove(op.target.as_bytes())
-                    .map_err(StoreError::from_redb)?;
+                table.remove(op.target.as_bytes())?;
                 (None, op::POLICY_REMOVE, [0; 32])
             }
         };
@@ -496,11 +478,8 @@ pub(crate) fn read_budget(
     let o = owner.as_bytes();
     let mut spent: u128 = 0;
     let mut oldest = None;
-    for entry in spends
-        .range((o, &key, chain, level, from)..=(o, &key, chain, level, u64::MAX))
-        .map_err(StoreError::from_redb)?
-    {
-        let (k, v) = entry.map_err(StoreError::from_redb)?;
+    for entry in spends.range((o, &key, chain, level, from)..=(o, &key, chain, level, u64::MAX))? {
+        let (k, v) = entry?;
         let amount = v.value();
         if amount > 0 && oldest.is_none() {
             oldest = Some(k.value().4);
@@ -521,7 +500,7 @@ pub(crate) fn read_budget(
 }
 
 fn add_spend(
-    spends: &mut redb::Table<'_, SpendKey, u128>,
+    spends: &mut agentkeys_runtime::store::Table<'_, SpendKey, u128>,
     owner: &Omni,
     key: &[u8; 21],
     chain: u64,
@@ -534,15 +513,12 @@ fn add_spend(
         let level = level as u8;
         let bucket = now_s / width * width;
         let current = spends
-            .get((o, key, chain, level, bucket))
-            .map_err(StoreError::from_redb)?
+            .get((o, key, chain, level, bucket))?
             .map_or(0, |v| v.value());
-        spends
-            .insert(
-                (o, key, chain, level, bucket),
-                current.saturating_add(amount),
-            )
-            .map_err(StoreError::from_redb)?;
+        spends.insert(
+            (o, key, chain, level, bucket),
+            current.saturating_add(amount),
+        )?;
         if current != 0 {
             continue;
         }
@@ -550,16 +526,12 @@ fn add_spend(
         // one bucket is created per width, so the series stays at its reach).
         let stale = now_s.saturating_sub(LEVEL_REACH[usize::from(level)] + width);
         let old: Vec<u64> = spends
-            .range((o, key, chain, level, 0)..(o, key, chain, level, stale))
-            .map_err(StoreError::from_redb)?
+            .range((o, key, chain, level, 0)..(o, key, chain, level, stale))?
             .take(PRUNE_PER_WRITE)
             .map(|e| e.map(|(k, _)| k.value().4))
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::from_redb)?;
+            .collect::<Result<_, _>>()?;
         for b in old {
-            spends
-                .remove((o, key, chain, level, b))
-                .map_err(StoreError::from_redb)?;
+            spends.remove((o, key, chain, level, b))?;
         }
     }
     Ok(())
@@ -657,10 +629,8 @@ impl RecordSigned {
         view: &WriteTransaction,
     ) -> Result<Result<RecordPlan, SpendError>, StoreError> {
         let version = view
-            .open_table(POLICY_VERSIONS)
-            .map_err(StoreError::from_redb)?
-            .get(check.master.as_bytes())
-            .map_err(StoreError::from_redb)?
+            .open_table(POLICY_VERSIONS)?
+            .get(check.master.as_bytes())?
             .map_or(0, |v| v.value());
         if version != check.version {
             return Ok(Err(SpendError::PolicyChanged));
@@ -674,12 +644,9 @@ impl RecordSigned {
         }
         let actor = entry.target.unwrap_or(check.master);
         let now = entry.at;
-        let digests = view
-            .open_table(SPEND_DIGESTS)
-            .map_err(StoreError::from_redb)?;
+        let digests = view.open_table(SPEND_DIGESTS)?;
         let retry = digests
-            .get((actor.as_bytes(), &check.digest))
-            .map_err(StoreError::from_redb)?
+            .get((actor.as_bytes(), &check.digest))?
             .is_some_and(|until| until.value() > now.as_millis());
         if retry {
             // The same signature again: its row records no new spend (the first row did).
@@ -691,7 +658,7 @@ impl RecordSigned {
                 digest: None,
             }));
         }
-        let spends = view.open_table(SPENDS).map_err(StoreError::from_redb)?;
+        let spends = view.open_table(SPENDS)?;
         let refuse = |code: u16, refusal: SpendRefusal, entry: AuditEntry| {
             let mut row =
                 AuditEntry::refused(entry.master, entry.origin, code, actor, check.digest, now);
@@ -787,7 +754,7 @@ impl Mutation for RecordSigned {
                 digest,
             } => {
                 if !adds.is_empty() {
-                    let mut spends = txn.open_table(SPENDS).map_err(StoreError::from_redb)?;
+                    let mut spends = txn.open_table(SPENDS)?;
                     for (owner, key, chain, amount) in &adds {
                         add_spend(&mut spends, owner, key, *chain, *amount, entry.at)?;
                     }
@@ -808,15 +775,10 @@ fn remember_digest(
     until: u64,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut digests = txn
-        .open_table(SPEND_DIGESTS)
-        .map_err(StoreError::from_redb)?;
-    let mut expiry = txn
-        .open_table(SPEND_DIGEST_EXPIRY)
-        .map_err(StoreError::from_redb)?;
+    let mut digests = txn.open_table(SPEND_DIGESTS)?;
+    let mut expiry = txn.open_table(SPEND_DIGEST_EXPIRY)?;
     let expired: Vec<(u64, [u8; 32], [u8; 32])> = expiry
-        .range(..(now.as_millis(), &[0u8; 32], &[0u8; 32]))
-        .map_err(StoreError::from_redb)?
+        .range(..(now.as_millis(), &[0u8; 32], &[0u8; 32]))?
         .take(PRUNE_PER_WRITE)
         .map(|e| {
             e.map(|(k, _)| {
@@ -824,31 +786,20 @@ fn remember_digest(
                 (t, *a, *d)
             })
         })
-        .collect::<Result<_, _>>()
-        .map_err(StoreError::from_redb)?;
+        .collect::<Result<_, _>>()?;
     for (t, a, d) in expired {
-        expiry.remove((t, &a, &d)).map_err(StoreError::from_redb)?;
-        digests.remove((&a, &d)).map_err(StoreError::from_redb)?;
+        expiry.remove((t, &a, &d))?;
+        digests.remove((&a, &d))?;
     }
-    if let Some(old) = digests
-        .insert((actor.as_bytes(), digest), until)
-        .map_err(StoreError::from_redb)?
-    {
-        expiry
-            .remove((old.value(), actor.as_bytes(), digest))
-            .map_err(StoreError::from_redb)?;
+    if let Some(old) = digests.insert((actor.as_bytes(), digest), until)? {
+        expiry.remove((old.value(), actor.as_bytes(), digest))?;
     }
-    expiry
-        .insert((until, actor.as_bytes(), digest), ())
-        .map_err(StoreError::from_redb)?;
+    expiry.insert((until, actor.as_bytes(), digest), ())?;
     Ok(())
 }
 
 /// The number of stored spend buckets (for tests of pruning).
 pub fn bucket_count(store: &RedbStore) -> Result<u64, StoreError> {
     let txn = store.read()?;
-    txn.open_table(SPENDS)
-        .map_err(StoreError::from_redb)?
-        .len()
-        .map_err(StoreError::from_redb)
+    txn.open_table(SPENDS)?.len()
 }

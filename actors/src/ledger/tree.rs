@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
     BatchHook, CreateActor, CreateError, CreatePlan, Created, Lane, Mutation, Origin, Revocation,
     RevokeActor, RevokeError, RevokePlan, StoreError, WriteError,
 };
 use agentkeys_runtime::{Omni, Runtime, SupervisionEvent};
-use redb::WriteTransaction;
 
 use super::audit::{self, AuditEntry, HeadSigner, op};
 use super::{Ledger, accounts, devices};

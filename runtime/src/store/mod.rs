@@ -20,6 +20,7 @@ pub mod encoding;
 mod mutations;
 mod record;
 mod redb_store;
+pub mod tables;
 pub mod writer;
 
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub use mutations::{
 };
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use redb_store::{ACTORS, RedbStore, StoreOptions, TablePreparer, read_lineage, read_record};
+pub use tables::{
+    AccessGuard, ByteRange, ByteRow, ByteTxn, ReadOnlyTable, ReadTransaction, ReadableTable,
+    StoreKey, Table, TableDefinition, WriteTransaction,
+};
 pub use writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
 
 use crate::clock::Timestamp;
@@ -49,7 +54,7 @@ pub const MAX_LABEL_BYTES: usize = 64;
 pub enum StoreError {
     /// The storage engine or the file system failed.
     #[error("storage failed: {0}")]
-    Io(Arc<redb::Error>),
+    Io(Arc<dyn std::error::Error + Send + Sync>),
     /// A stored value cannot be read by this build.
     #[error("stored data is corrupt or from a newer version: {0}")]
     Corrupt(String),
@@ -93,6 +98,11 @@ impl StoreError {
     /// Wraps an error of the storage engine.
     pub fn from_redb(e: impl Into<redb::Error>) -> Self {
         StoreError::Io(Arc::new(e.into()))
+    }
+
+    /// Wraps an error of any storage engine (or of the connection to it).
+    pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Io(Arc::new(e))
     }
 }
 

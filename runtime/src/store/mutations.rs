@@ -1,8 +1,7 @@
 //! The runtime's own conditional writes: create an actor, mark one revoked.
 
-use redb::{ReadableTable, WriteTransaction};
-
 use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
+use super::tables::{ReadableTable, WriteTransaction};
 use super::writer::Mutation;
 use super::{
     ActorKind, ActorRecord, MAX_DEPTH, MAX_LABEL_BYTES, Origin, Status, StoreError, StoredStatus,
@@ -143,7 +142,7 @@ impl Mutation for CreateActor {
         if !self.label_ok() {
             return Ok(Err(CreateError::InvalidLabel));
         }
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         if let Some(found) = read_record(&actors, &self.omni)? {
             return self.existing(&actors, found);
         }
@@ -160,10 +159,9 @@ impl Mutation for CreateActor {
         if lineage.records().len() > MAX_DEPTH {
             return Ok(Err(CreateError::TooDeep));
         }
-        let children = view.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+        let children = view.open_table(CHILDREN)?;
         let taken = children
-            .get((parent.as_bytes(), self.label.as_str()))
-            .map_err(StoreError::from_redb)?
+            .get((parent.as_bytes(), self.label.as_str()))?
             .is_some();
         if taken {
             return Ok(Err(CreateError::LabelTaken));
@@ -185,23 +183,16 @@ impl Mutation for CreateActor {
 
 /// Writes a new record with its `children` or `masters` entry.
 pub fn insert_record(txn: &WriteTransaction, record: &ActorRecord) -> Result<(), StoreError> {
-    txn.open_table(ACTORS)
-        .map_err(StoreError::from_redb)?
-        .insert(record.omni.as_bytes(), record.encode().as_slice())
-        .map_err(StoreError::from_redb)?;
+    txn.open_table(ACTORS)?
+        .insert(record.omni.as_bytes(), record.encode().as_slice())?;
     if let Some(parent) = &record.parent {
-        txn.open_table(CHILDREN)
-            .map_err(StoreError::from_redb)?
-            .insert(
-                (parent.as_bytes(), record.label.as_str()),
-                record.omni.as_bytes(),
-            )
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(CHILDREN)?.insert(
+            (parent.as_bytes(), record.label.as_str()),
+            record.omni.as_bytes(),
+        )?;
     } else {
-        txn.open_table(MASTERS)
-            .map_err(StoreError::from_redb)?
-            .insert(record.omni.as_bytes(), record.created_at.as_millis())
-            .map_err(StoreError::from_redb)?;
+        txn.open_table(MASTERS)?
+            .insert(record.omni.as_bytes(), record.created_at.as_millis())?;
     }
     Ok(())
 }
@@ -277,7 +268,7 @@ impl Mutation for RevokeActor {
     type Rejection = RevokeError;
 
     fn check(self, view: &WriteTransaction) -> Result<Result<RevokePlan, RevokeError>, StoreError> {
-        let actors = view.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = view.open_table(ACTORS)?;
         let Some(lineage) = read_lineage(&actors, &self.omni)? else {
             return Ok(Err(RevokeError::NotFound));
         };
@@ -311,10 +302,8 @@ impl Mutation for RevokeActor {
         let revocation = plan.revocation;
         if revocation.new {
             let record = &revocation.record;
-            let mut actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
-            actors
-                .insert(record.omni.as_bytes(), record.encode().as_slice())
-                .map_err(StoreError::from_redb)?;
+            let mut actors = txn.open_table(ACTORS)?;
+            actors.insert(record.omni.as_bytes(), record.encode().as_slice())?;
         }
         Ok(revocation)
     }

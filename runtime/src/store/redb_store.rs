@@ -4,7 +4,9 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase};
+
+use super::tables::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
@@ -89,16 +91,17 @@ impl RedbStore {
             .map_err(StoreError::from_redb)?;
         let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
         txn.set_quick_repair(options.quick_repair);
+        let txn = WriteTransaction::redb(txn);
         init_or_check_meta(&txn, options, now)?;
         {
-            txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
-            txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
-            txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
+            txn.open_table(ACTORS)?;
+            txn.open_table(CHILDREN)?;
+            txn.open_table(MASTERS)?;
             for prepare in &options.prepare {
                 prepare(&txn)?;
             }
         }
-        txn.commit().map_err(StoreError::from_redb)?;
+        txn.commit()?;
         let db = Arc::new(db);
         let writer = Writer::start(db.clone(), options.quick_repair, options.linger)?;
         Ok(Self {
@@ -116,11 +119,14 @@ impl RedbStore {
     }
 
     /// A read transaction (one snapshot) for a higher layer's reads.
-    pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.db()?.begin_read().map_err(StoreError::from_redb)
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db()?
+            .begin_read()
+            .map(ReadTransaction::redb)
+            .map_err(StoreError::from_redb)
     }
 
-    fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+    fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
         self.read()
     }
 
@@ -171,18 +177,12 @@ fn init_or_check_meta(
     options: &StoreOptions,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut meta = txn.open_table(META).map_err(StoreError::from_redb)?;
-    let schema = meta
-        .get(META_SCHEMA)
-        .map_err(StoreError::from_redb)?
-        .map(|v| v.value().to_vec());
+    let mut meta = txn.open_table(META)?;
+    let schema = meta.get(META_SCHEMA)?.map(|v| v.value().to_vec());
     let Some(schema) = schema else {
-        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())
-            .map_err(StoreError::from_redb)?;
-        meta.insert(META_CLIENT_ID, options.client_id.as_bytes())
-            .map_err(StoreError::from_redb)?;
-        meta.insert(META_CREATED_AT, now.as_millis().to_be_bytes().as_slice())
-            .map_err(StoreError::from_redb)?;
+        meta.insert(META_SCHEMA, SCHEMA_VERSION.to_be_bytes().as_slice())?;
+        meta.insert(META_CLIENT_ID, options.client_id.as_bytes())?;
+        meta.insert(META_CREATED_AT, now.as_millis().to_be_bytes().as_slice())?;
         return check_key_fingerprint(&mut meta, options);
     };
     let found = <[u8; 4]>::try_from(schema.as_slice())
@@ -195,8 +195,7 @@ fn init_or_check_meta(
         });
     }
     let stored = meta
-        .get(META_CLIENT_ID)
-        .map_err(StoreError::from_redb)?
+        .get(META_CLIENT_ID)?
         .map(|v| String::from_utf8_lossy(v.value()).into_owned())
         .ok_or_else(|| StoreError::Corrupt("meta client_id missing".into()))?;
     if stored != options.client_id {
@@ -209,16 +208,13 @@ fn init_or_check_meta(
 }
 
 fn check_key_fingerprint(
-    meta: &mut redb::Table<&str, &[u8]>,
+    meta: &mut Table<'_, &'static str, &'static [u8]>,
     options: &StoreOptions,
 ) -> Result<(), StoreError> {
     let Some(given) = &options.key_fingerprint else {
         return Ok(());
     };
-    let stored = meta
-        .get(META_KEY_FINGERPRINT)
-        .map_err(StoreError::from_redb)?
-        .map(|v| v.value().to_vec());
+    let stored = meta.get(META_KEY_FINGERPRINT)?.map(|v| v.value().to_vec());
     match stored {
         Some(stored) if &stored != given => Err(StoreError::KeyMismatch {
             stored: hex::encode(stored),
@@ -227,8 +223,7 @@ fn check_key_fingerprint(
         Some(_) => Ok(()),
         None => meta
             .insert(META_KEY_FINGERPRINT, given.as_slice())
-            .map(|_| ())
-            .map_err(StoreError::from_redb),
+            .map(|_| ()),
     }
 }
 
@@ -257,10 +252,9 @@ impl Mutation for SetMeta {
     }
 
     fn apply(plan: SetMeta, txn: &WriteTransaction) -> Result<(), StoreError> {
-        let mut meta = txn.open_table(META).map_err(StoreError::from_redb)?;
+        let mut meta = txn.open_table(META)?;
         meta.insert(plan.name.as_str(), plan.value.as_slice())
             .map(|_| ())
-            .map_err(StoreError::from_redb)
     }
 }
 
@@ -289,7 +283,7 @@ pub fn read_record(
     actors: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     omni: &Omni,
 ) -> Result<Option<ActorRecord>, StoreError> {
-    let Some(value) = actors.get(omni.as_bytes()).map_err(StoreError::from_redb)? else {
+    let Some(value) = actors.get(omni.as_bytes())? else {
         return Ok(None);
     };
     ActorRecord::decode(*omni, value.value())
@@ -331,14 +325,14 @@ impl RedbStore {
     /// One actor's record.
     pub fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
         let txn = self.read_txn()?;
-        let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = txn.open_table(ACTORS)?;
         read_record(&actors, omni)
     }
 
     /// The records from the master down to `omni`, read in one snapshot.
     pub fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
         let txn = self.read_txn()?;
-        let actors = txn.open_table(ACTORS).map_err(StoreError::from_redb)?;
+        let actors = txn.open_table(ACTORS)?;
         read_lineage(&actors, omni)
     }
 
@@ -350,21 +344,19 @@ impl RedbStore {
         limit: usize,
     ) -> Result<Vec<ChildEntry>, StoreError> {
         let txn = self.read_txn()?;
-        let table = txn.open_table(CHILDREN).map_err(StoreError::from_redb)?;
+        let table = txn.open_table(CHILDREN)?;
         let p = parent.as_bytes();
         let start = match after {
             Some(label) => Bound::Excluded((p, label)),
             None => Bound::Included((p, "")),
         };
-        let range = table
-            .range::<(&[u8; 32], &str)>((start, Bound::Unbounded))
-            .map_err(StoreError::from_redb)?;
+        let range = table.range::<(&[u8; 32], &str)>((start, Bound::Unbounded))?;
         let mut out = Vec::new();
         for entry in range {
             if out.len() >= limit {
                 break;
             }
-            let (key, value) = entry.map_err(StoreError::from_redb)?;
+            let (key, value) = entry?;
             let (key_parent, label) = key.value();
             if key_parent != p {
                 break;
@@ -380,17 +372,15 @@ impl RedbStore {
     /// Masters in omni order, starting after `after`, at most `limit`.
     pub fn masters(&self, after: Option<&Omni>, limit: usize) -> Result<Vec<Omni>, StoreError> {
         let txn = self.read_txn()?;
-        let table = txn.open_table(MASTERS).map_err(StoreError::from_redb)?;
+        let table = txn.open_table(MASTERS)?;
         let start = match after {
             Some(omni) => Bound::Excluded(omni.as_bytes()),
             None => Bound::Unbounded,
         };
-        let range = table
-            .range::<&[u8; 32]>((start, Bound::Unbounded))
-            .map_err(StoreError::from_redb)?;
+        let range = table.range::<&[u8; 32]>((start, Bound::Unbounded))?;
         let mut out = Vec::new();
         for entry in range.take(limit) {
-            let (key, _) = entry.map_err(StoreError::from_redb)?;
+            let (key, _) = entry?;
             out.push(Omni::from_bytes(*key.value()));
         }
         Ok(out)
@@ -409,8 +399,8 @@ impl RedbStore {
     /// Reads a value of the meta table.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.read_txn()?;
-        let table = txn.open_table(META).map_err(StoreError::from_redb)?;
-        let value = table.get(name).map_err(StoreError::from_redb)?;
+        let table = txn.open_table(META)?;
+        let value = table.get(name)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
@@ -434,9 +424,8 @@ impl RedbStore {
     /// Reads the meta table in one transaction: proves the file is readable.
     pub fn check(&self) -> Result<(), StoreError> {
         let txn = self.read_txn()?;
-        let meta = txn.open_table(META).map_err(StoreError::from_redb)?;
-        meta.get(META_SCHEMA)
-            .map_err(StoreError::from_redb)?
+        let meta = txn.open_table(META)?;
+        meta.get(META_SCHEMA)?
             .map(|_| ())
             .ok_or_else(|| StoreError::Corrupt("meta schema_version missing".into()))
     }

@@ -21,7 +21,9 @@ use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use redb::{Database, WriteTransaction};
+use redb::Database;
+
+use super::WriteTransaction;
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -293,7 +295,7 @@ impl Writer {
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
-            .map_err(|e| StoreError::Io(Arc::new(e.into())))?;
+            .map_err(StoreError::io)?;
         Ok(Self {
             tx: std::sync::Mutex::new(Some(tx)),
             announced,
@@ -497,6 +499,7 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, lane: Lane, st
 fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>], lane: Lane) -> Result<(), StoreError> {
     let mut txn = env.db.begin_write().map_err(StoreError::from_redb)?;
     txn.set_quick_repair(env.quick_repair);
+    let txn = WriteTransaction::redb(txn);
     let hook = env.hook.get();
     if let Some(hook) = hook {
         hook.batch_started();
@@ -514,7 +517,7 @@ fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>], lane: Lane) -> Resu
         }
         return Err(e);
     }
-    txn.commit().map_err(StoreError::from_redb)?;
+    txn.commit()?;
     if let Some(hook) = hook {
         hook.committed();
     }
