@@ -41,6 +41,15 @@ else
 fi
 cargo test --workspace --locked --doc --quiet
 
+step "the ledger's suites again, on PostgreSQL (TEST_STORE=postgres; offline audit verification reads a redb file, so its tamper tests run on redb only)"
+if cargo nextest --version >/dev/null 2>&1; then
+  TEST_STORE=postgres cargo nextest run -p agentkeys-actors --locked --no-fail-fast \
+    --test ledger --test ledger_model --test budgets -E 'not test(/^verify_detects/)'
+else
+  TEST_STORE=postgres cargo test -p agentkeys-actors --locked --no-fail-fast \
+    --test ledger --test ledger_model --test budgets -- --skip verify_detects
+fi
+
 step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider; the MCP server driven by the official TypeScript SDK client (tests/interop)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are needed for the interop tests (Node 20)" >&2

@@ -8,7 +8,7 @@ use agentkeys_actors::ledger::{
     self, Ledger, RecordSigned, SpendCheck, SpendError, SpendRefusal, audit,
 };
 use agentkeys_actors::policy::{Asset, Budget, Charge};
-use agentkeys_runtime::store::{Origin, RedbStore, StoreOptions, WriteError};
+use agentkeys_runtime::store::{Origin, StoreOptions, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use agentkeys_tests::{T0, omni_of};
 
@@ -17,7 +17,7 @@ fn ledger(dir: &std::path::Path) -> Ledger {
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
+    let store = agentkeys_tests::engine::open_store(dir, &options, T0);
     Ledger::new(Arc::new(store)).expect("ledger")
 }
 

@@ -8,7 +8,7 @@ use agentkeys_actors::ledger::{
     self, BindingError, ChainMark, DeleteDevice, HeadSigner, Ledger, Login, LoginError,
     RefreshSession, Registration, Revoke, SetAllowed, audit,
 };
-use agentkeys_runtime::store::{Origin, RedbStore, RevokeActor, StoreOptions, WriteError};
+use agentkeys_runtime::store::{Origin, RevokeActor, StoreOptions, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use agentkeys_tests::{T0, omni_of};
 use redb::{ReadableTable, TableDefinition};
@@ -55,7 +55,7 @@ fn unsigned_store(dir: &Path) -> Ledger {
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
+    let store = agentkeys_tests::engine::open_store(dir, &options, T0);
     Ledger::new(Arc::new(store)).expect("ledger")
 }
 

@@ -12,9 +12,7 @@ use agentkeys_actors::ledger::{
     self, DeleteDevice, IssueLinkCode, Ledger, Login, NewActor, RedeemLinkCode, Redemption,
     Registration, Revoke, SetScopes,
 };
-use agentkeys_runtime::store::{
-    CreateActor, Origin, RedbStore, RevokeActor, StoreOptions, WriteError,
-};
+use agentkeys_runtime::store::{CreateActor, Origin, RevokeActor, StoreOptions, WriteError};
 use agentkeys_runtime::{Omni, Timestamp};
 use agentkeys_tests::{T0, omni_of};
 use proptest::prelude::*;
@@ -122,7 +120,7 @@ fn open(dir: &Path) -> Ledger {
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let store = RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("opens");
+    let store = agentkeys_tests::engine::open_store(dir, &options, T0);
     Ledger::new(Arc::new(store)).expect("ledger")
 }
 

@@ -789,7 +789,7 @@ async fn grow(
 /// Writes the scale run's masters, sessions and agents; answers the number of stored actors.
 async fn populate(path: &Path) -> usize {
     use agentkeys_actors::ledger::{self, Ledger, Login, Registration};
-    use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
+    use agentkeys_runtime::store::{CreateActor, Store, StoreOptions};
     use agentkeys_runtime::{Omni, Timestamp};
     use base64::Engine;
     use sha2::{Digest, Sha256};
@@ -799,7 +799,7 @@ async fn populate(path: &Path) -> usize {
         ..StoreOptions::default()
     };
     let at = Timestamp::from_millis(u64::try_from(now()).expect("positive") * 1000);
-    let store = Arc::new(RedbStore::open(path, &options, at).expect("open the stopped store"));
+    let store = Arc::new(Store::open(path, &options, at).expect("open the stopped store"));
     let ledger = Ledger::new(store.clone()).expect("ledger");
     let digest = |parts: &[&[u8]]| -> [u8; 32] {
         let mut h = Sha256::new();

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use agentkeys_actors::signer::{CurrentKids, KeySetName, SignerHandle};
 use agentkeys_runtime::Clock;
-use agentkeys_runtime::store::RedbStore;
+use agentkeys_runtime::store::Store;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +79,7 @@ pub enum RotationError {
 /// The rotation driver.
 pub struct Rotator {
     signer: SignerHandle,
-    store: Arc<RedbStore>,
+    store: Arc<Store>,
     clock: Arc<dyn Clock>,
     switch_delay: Duration,
     state: Mutex<RotationState>,
@@ -104,7 +104,7 @@ impl Rotator {
     /// Loads the persisted state (a missing one is empty).
     pub fn load(
         signer: SignerHandle,
-        store: Arc<RedbStore>,
+        store: Arc<Store>,
         clock: Arc<dyn Clock>,
         switch_delay: Duration,
     ) -> Result<Self, RotationError> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use agentkeys_actors::ledger::{self, Ledger};
 use agentkeys_actors::signer::{self, CurrentKids, KeySetName, SignerConfig, keys};
-use agentkeys_runtime::store::{RedbStore, StoreOptions};
+use agentkeys_runtime::store::{Store, StoreOptions};
 use agentkeys_runtime::{Clock, Registry, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
 use tokio::sync::oneshot;
@@ -173,7 +173,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let store = RedbStore::open(&store_path, &options, clock.now())
+    let store = Store::open(&store_path, &options, clock.now())
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
     let recorded = recorded_kids(&store)?;
     let store = Arc::new(store);
@@ -342,7 +342,7 @@ async fn audit_supervision_every_second(runtime: Runtime, ledger: Ledger) {
 }
 
 /// The signing kid of each key set as recorded in the store.
-fn recorded_kids(store: &RedbStore) -> anyhow::Result<CurrentKids> {
+fn recorded_kids(store: &Store) -> anyhow::Result<CurrentKids> {
     let mut kids = CurrentKids::default();
     for (set, name) in CurrentKids::META_NAMES {
         let value = store
@@ -359,7 +359,7 @@ fn recorded_kids(store: &RedbStore) -> anyhow::Result<CurrentKids> {
 
 /// Records the signing kids the first time (the rotation state lives in the store).
 async fn record_kids(
-    store: &RedbStore,
+    store: &Store,
     recorded: &CurrentKids,
     current: &CurrentKids,
 ) -> anyhow::Result<()> {

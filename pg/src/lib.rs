@@ -8,10 +8,12 @@
 //! next steps of the issue.
 
 mod config;
+mod engine;
 mod migrate;
 mod store;
 
 pub use config::{PgSettings, TlsMode};
+pub use engine::PgEngine;
 pub use migrate::{MIGRATIONS, Migration, migrate, schema_version};
 pub use store::{NodeIdentity, PgStore};
 

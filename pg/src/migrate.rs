@@ -19,11 +19,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "meta and node incarnations",
-    sql: include_str!("../migrations/0001_meta_and_nodes.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "meta and node incarnations",
+        sql: include_str!("../migrations/0001_meta_and_nodes.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "the store's tables",
+        sql: include_str!("../migrations/0002_tables.sql"),
+    },
+];
 
 /// The advisory lock key of migrations ("agkmigr" in ASCII).
 const LOCK_KEY: i64 = 0x0061_676b_6d69_6772;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Message};
-use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, StoreOptions};
+use agentkeys_runtime::store::{ActorKind, CreateActor, Store, StoreOptions};
 use agentkeys_runtime::{
     Activation, Clock, LineageGuard, Omni, Registry, Runtime, RuntimeConfig, SystemClock,
     Timestamp, VirtualActor,
@@ -152,7 +152,7 @@ mod kit;
 use kit::{create as op, omni_of as omni};
 
 /// A fresh store holding one master: (its directory, the store, the master's omni).
-async fn store_with_master(quick_repair: bool) -> (tempfile::TempDir, Arc<RedbStore>, Omni) {
+async fn store_with_master(quick_repair: bool) -> (tempfile::TempDir, Arc<Store>, Omni) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), quick_repair);
     store.create_actor(op(None, "m")).await.unwrap();
@@ -166,15 +166,15 @@ fn children(master: &Omni, prefix: &str, n: usize) -> Vec<CreateActor> {
         .collect()
 }
 
-fn open(dir: &Path, quick_repair: bool) -> Arc<RedbStore> {
+fn open(dir: &Path, quick_repair: bool) -> Arc<Store> {
     let options = StoreOptions {
         quick_repair,
         ..StoreOptions::default()
     };
-    Arc::new(RedbStore::open(&dir.join("agentkeys.redb"), &options, SystemClock.now()).unwrap())
+    Arc::new(Store::open(&dir.join("agentkeys.redb"), &options, SystemClock.now()).unwrap())
 }
 
-fn start(store: Arc<RedbStore>) -> Runtime {
+fn start(store: Arc<Store>) -> Runtime {
     let config = RuntimeConfig {
         idle_timeout: Duration::from_secs(3600),
         ..RuntimeConfig::default()
@@ -183,7 +183,7 @@ fn start(store: Arc<RedbStore>) -> Runtime {
 }
 
 /// Creates `ops` with at most `window` writes in flight; returns the elapsed time.
-async fn create_all(store: &Arc<RedbStore>, ops: Vec<CreateActor>, window: usize) -> Duration {
+async fn create_all(store: &Arc<Store>, ops: Vec<CreateActor>, window: usize) -> Duration {
     let started = Instant::now();
     let ops = Arc::new(std::sync::Mutex::new(ops));
     let tasks: Vec<_> = (0..window)
@@ -222,7 +222,7 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-async fn empty_commit(store: &Arc<RedbStore>) -> Duration {
+async fn empty_commit(store: &Arc<Store>) -> Duration {
     let mut v = Vec::new();
     for _ in 0..21 {
         let t = Instant::now();

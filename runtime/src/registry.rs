@@ -45,7 +45,7 @@ pub struct Activation {
     /// The check it runs before replying.
     pub guard: LineageGuard,
     /// The store (the tree; a higher layer reaches its own tables through its own types).
-    pub store: Arc<crate::store::RedbStore>,
+    pub store: Arc<crate::store::Store>,
     /// The runtime's clock.
     pub clock: Arc<dyn crate::Clock>,
     /// The actor's own entry of the runtime's scope index (only its owner may change it).

@@ -11,8 +11,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::lifecycle::StopWatch;
 use crate::omni::Omni;
 use crate::store::{
-    CreateActor, CreateError, Created, Lineage, Mutation, Origin, RedbStore, Revocation,
-    RevokeActor, RevokeError, Status, StoreError, WriteError,
+    CreateActor, CreateError, Created, Lineage, Mutation, Origin, Revocation, RevokeActor,
+    RevokeError, Status, Store, StoreError, WriteError,
 };
 use crate::supervision::{SupervisionConfig, SupervisionEvent, Supervisor};
 
@@ -84,7 +84,7 @@ pub struct Runtime {
 }
 
 struct Inner {
-    store: Arc<RedbStore>,
+    store: Arc<Store>,
     clock: Arc<dyn Clock>,
     revoked: crate::RevokedIndex,
     scopes: crate::ScopeIndex,
@@ -119,7 +119,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Starts the arbiters. Must run inside an actix `System` (e.g. in `System::block_on`).
     pub fn start(
-        store: Arc<RedbStore>,
+        store: Arc<Store>,
         clock: Arc<dyn Clock>,
         config: RuntimeConfig,
     ) -> Result<Self, RuntimeError> {
@@ -150,7 +150,7 @@ impl Runtime {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<RedbStore> {
+    pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
 

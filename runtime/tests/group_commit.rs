@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use agentkeys_runtime::Timestamp;
 use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
-    CreateError, Mutation, Origin, RedbStore, RevokeActor, StoreError, StoreOptions, WriteError,
+    CreateError, Mutation, Origin, RevokeActor, Store, StoreError, StoreOptions, WriteError,
 };
 use kit::{create, omni_of, open_store};
 
@@ -51,7 +51,7 @@ impl Mutation for FailingWrite {
     }
 }
 
-fn hold_writer(store: &agentkeys_runtime::store::RedbStore) -> (mpsc::Sender<()>, impl Future) {
+fn hold_writer(store: &agentkeys_runtime::store::Store) -> (mpsc::Sender<()>, impl Future) {
     let (entered_tx, entered_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel();
     let pending = store.submit(Gate {
@@ -102,13 +102,13 @@ async fn concurrent_writers_share_commits_and_are_durable() {
 
 /// A store whose batches wait up to a minute for announced writes: long enough that a test
 /// never depends on the machine's speed.
-fn open_lingering(dir: &std::path::Path) -> std::sync::Arc<RedbStore> {
+fn open_lingering(dir: &std::path::Path) -> std::sync::Arc<Store> {
     let options = StoreOptions {
         linger: std::time::Duration::from_secs(60),
         ..StoreOptions::default()
     };
     std::sync::Arc::new(
-        RedbStore::open(&dir.join("agentkeys.redb"), &options, kit::T0).expect("store opens"),
+        Store::open(&dir.join("agentkeys.redb"), &options, kit::T0).expect("store opens"),
     )
 }
 

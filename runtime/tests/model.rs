@@ -7,7 +7,7 @@ mod kit;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use agentkeys_runtime::store::{CreateError, RedbStore, Status, WriteError};
+use agentkeys_runtime::store::{CreateError, Status, Store, WriteError};
 use agentkeys_runtime::{CallError, ManualClock, Omni, Registry, Runtime, Timestamp};
 use kit::{DRAIN, Ping, Probe, T0, create, omni_of, open_store, start_runtime};
 use proptest::prelude::*;
@@ -72,7 +72,7 @@ impl Model {
 
 struct System {
     dir: tempfile::TempDir,
-    store: Arc<RedbStore>,
+    store: Arc<Store>,
     runtime: Runtime,
     registry: Registry<Probe>,
     clock: ManualClock,

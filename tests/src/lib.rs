@@ -5,10 +5,12 @@
 #[path = "../../runtime/tests/kit/mod.rs"]
 mod kit;
 
+pub mod engine;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use agentkeys_runtime::store::{CreateActor, RedbStore, StoreOptions};
+use agentkeys_runtime::store::{CreateActor, Store, StoreOptions};
 use agentkeys_runtime::{ManualClock, Omni, Runtime, RuntimeConfig};
 pub use kit::*;
 
@@ -37,9 +39,8 @@ impl SignerStack {
             prepare: vec![agentkeys_actors::ledger::create_tables],
             ..StoreOptions::default()
         };
-        let store = Arc::new(
-            RedbStore::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens"),
-        );
+        let store =
+            Arc::new(Store::open(&dir.join("agentkeys.redb"), &options, T0).expect("store opens"));
         let ledger = agentkeys_actors::ledger::Ledger::new(store.clone()).expect("ledger");
         let config = RuntimeConfig {
             arbiters: 1,

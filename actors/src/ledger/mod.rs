@@ -3,7 +3,7 @@
 //! audit chains with their hashing and signed heads.
 //!
 //! It lives in the runtime's redb file, on top of the runtime's group-commit writer: every
-//! change here is a [`Mutation`] submitted through [`RedbStore::submit`], so a change and its
+//! change here is a [`Mutation`] submitted through [`Store::submit`], so a change and its
 //! audit row share one transaction with whatever else the batch holds, and the record layouts
 //! are the ones earlier builds wrote. The tables are created when the store opens
 //! ([`create_tables`] in [`StoreOptions::prepare`](agentkeys_runtime::store::StoreOptions)).
@@ -24,7 +24,7 @@ mod tree;
 use std::sync::Arc;
 
 use agentkeys_runtime::store::{
-    Announced, Mutation, Origin, PendingWrite, RedbStore, RevokeError, StoreError, WriteError,
+    Announced, Mutation, Origin, PendingWrite, RevokeError, Store, StoreError, WriteError,
 };
 use agentkeys_runtime::store::{ReadableTable, WriteTransaction};
 use agentkeys_runtime::{Omni, RevocationReceipt, Runtime};
@@ -83,7 +83,7 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// The ledger over one store; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
-    store: Arc<RedbStore>,
+    store: Arc<Store>,
     audit: Arc<AuditHook>,
     policies: Arc<PolicyBook>,
 }
@@ -98,7 +98,7 @@ impl Ledger {
     /// The ledger of `store` (opened with [`create_tables`]); installs the audit log's batch
     /// hook (head signing once a signer is set, and the wake-up of event streams) and loads
     /// every policy (a store whose policies cannot be read is refused: they would not apply).
-    pub fn new(store: Arc<RedbStore>) -> Result<Self, StoreError> {
+    pub fn new(store: Arc<Store>) -> Result<Self, StoreError> {
         let policies = Arc::new(PolicyBook::load(&store)?);
         let audit = Arc::new(AuditHook::default());
         if !store.set_batch_hook(audit.clone()) {
@@ -135,7 +135,7 @@ impl Ledger {
     }
 
     /// Announces the audit row of a signature that is being computed, so that batches wait for
-    /// it meanwhile (bounded; [`RedbStore::announce`]); hand it to
+    /// it meanwhile (bounded; [`Store::announce`]); hand it to
     /// [`record_announced`](Self::record_announced).
     pub fn announce(&self) -> Announced {
         self.store.announce()
@@ -271,7 +271,7 @@ impl Ledger {
     }
 
     /// The store underneath.
-    pub fn store(&self) -> &Arc<RedbStore> {
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use agentkeys_runtime::store::encoding::{Reader, put_bytes, put_omni};
 use agentkeys_runtime::store::{
-    ACTORS, Lineage, Mutation, Origin, RedbStore, Status, StoreError, read_lineage,
+    ACTORS, Lineage, Mutation, Origin, Status, Store, StoreError, read_lineage,
 };
 use agentkeys_runtime::store::{ReadableTable, TableDefinition, WriteTransaction};
 use agentkeys_runtime::{Omni, Timestamp};
@@ -139,7 +139,7 @@ struct BookInner {
 
 impl PolicyBook {
     /// Loads every stored policy.
-    pub(crate) fn load(store: &RedbStore) -> Result<Self, StoreError> {
+    pub(crate) fn load(store: &Store) -> Result<Self, StoreError> {
         let txn = store.read()?;
         let mut inner = BookInner::default();
         let table = txn.open_table(POLICIES)?;
@@ -234,7 +234,7 @@ impl PolicyBook {
 
     /// Re-reads `chain`'s policies and its tree's version from the latest commit (after the
     /// writer reported a newer version than this book holds).
-    pub(crate) fn refresh(&self, store: &RedbStore, chain: &[Omni]) -> Result<(), StoreError> {
+    pub(crate) fn refresh(&self, store: &Store, chain: &[Omni]) -> Result<(), StoreError> {
         let Some(master) = chain.first() else {
             return Ok(());
         };
@@ -799,7 +799,7 @@ fn remember_digest(
 }
 
 /// The number of stored spend buckets (for tests of pruning).
-pub fn bucket_count(store: &RedbStore) -> Result<u64, StoreError> {
+pub fn bucket_count(store: &Store) -> Result<u64, StoreError> {
     let txn = store.read()?;
     txn.open_table(SPENDS)?.len()
 }

@@ -11,29 +11,29 @@
 //!
 //! Higher layers keep their own tables in the same file (the domain ledger of
 //! `agentkeys-actors`: devices, identities, link codes, the audit log). They create them when the
-//! store opens ([`StoreOptions::prepare`]), read them through [`RedbStore::read`], write them with
-//! their own [`Mutation`]s through [`RedbStore::submit`] — in the same group commit as the
+//! store opens ([`StoreOptions::prepare`]), read them through [`Store::read`], write them with
+//! their own [`Mutation`]s through [`Store::submit`] — in the same group commit as the
 //! tree's writes — and may run a [`BatchHook`] around every batch. Every read is one read
 //! transaction; every write shares a write transaction with its batch.
 
+mod database;
 pub mod encoding;
 mod mutations;
 mod record;
-mod redb_store;
 pub mod tables;
 pub mod writer;
 
 use std::sync::Arc;
 
+pub use database::{ACTORS, Store, StoreOptions, TablePreparer, read_lineage, read_record};
 pub use mutations::{
     CreateActor, CreateError, CreatePlan, Created, Revocation, RevokeActor, RevokeError,
     RevokePlan, insert_record,
 };
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
-pub use redb_store::{ACTORS, RedbStore, StoreOptions, TablePreparer, read_lineage, read_record};
 pub use tables::{
-    AccessGuard, ByteRange, ByteRow, ByteTxn, ReadOnlyTable, ReadTransaction, ReadableTable,
-    StoreKey, Table, TableDefinition, WriteTransaction,
+    AccessGuard, ByteEngine, ByteRange, ByteRow, ByteTxn, Engine, ReadOnlyTable, ReadTransaction,
+    ReadableTable, StoreKey, Table, TableDefinition, WriteTransaction,
 };
 pub use writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
 

@@ -1,6 +1,6 @@
 //! The runtime's own conditional writes: create an actor, mark one revoked.
 
-use super::redb_store::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
+use super::database::{ACTORS, CHILDREN, MASTERS, read_lineage, read_record};
 use super::tables::{ReadableTable, WriteTransaction};
 use super::writer::Mutation;
 use super::{

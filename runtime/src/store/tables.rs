@@ -156,6 +156,53 @@ pub trait ByteTxn: Send {
     fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// A byte engine (PostgreSQL in `agentkeys-pg`): begins transactions of its own.
+pub trait ByteEngine: Send + Sync + 'static {
+    /// A write transaction. Write transactions are serialized — across every node sharing the
+    /// engine — so each batch's conditions see every write committed before it.
+    fn begin_write(&self) -> Result<Box<dyn ByteTxn>, StoreError>;
+    /// A read-only transaction on one consistent snapshot.
+    fn begin_read(&self) -> Result<Box<dyn ByteTxn>, StoreError>;
+}
+
+/// The engine a store runs on.
+#[derive(Clone)]
+pub enum Engine {
+    /// One redb file (embedded).
+    Redb {
+        /// The open file.
+        db: std::sync::Arc<redb::Database>,
+        /// redb quick-repair on every commit.
+        quick_repair: bool,
+    },
+    /// A byte engine.
+    Bytes(std::sync::Arc<dyn ByteEngine>),
+}
+
+impl Engine {
+    /// Begins a write transaction.
+    pub fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        match self {
+            Engine::Redb { db, quick_repair } => {
+                let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
+                txn.set_quick_repair(*quick_repair);
+                Ok(WriteTransaction::redb(txn))
+            }
+            Engine::Bytes(engine) => engine.begin_write().map(WriteTransaction::bytes),
+        }
+    }
+
+    /// Begins a read transaction.
+    pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        match self {
+            Engine::Redb { db, .. } => redb::ReadableDatabase::begin_read(db.as_ref())
+                .map(ReadTransaction::redb)
+                .map_err(StoreError::from_redb),
+            Engine::Bytes(engine) => engine.begin_read().map(ReadTransaction::bytes),
+        }
+    }
+}
+
 #[allow(
     clippy::large_enum_variant,
     reason = "redb's transaction is the common case; boxing it would allocate per batch"
@@ -478,6 +525,14 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
             Inner::Bytes(txn, name) => txn.len(name),
         }
     }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        match &self.inner {
+            // A byte engine counts rows to answer `len`; one row answers this.
+            Inner::Bytes(..) => Ok(self.first()?.is_none()),
+            _ => Ok(self.len()? == 0),
+        }
+    }
 }
 
 fn ordered_bound_any<'a, K: StoreKey, KR: Borrow<K::SelfType<'a>> + 'a>(
@@ -604,6 +659,10 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for ReadOnlyTable<'_, 
 
     fn len(&self) -> Result<u64, StoreError> {
         self.0.len()
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        self.0.is_empty()
     }
 }
 

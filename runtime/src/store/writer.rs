@@ -21,9 +21,7 @@ use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use redb::Database;
-
-use super::WriteTransaction;
+use super::tables::{Engine, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -53,7 +51,7 @@ const LINGER_FROM: usize = 4;
 /// A write a caller has announced and will submit soon (e.g. the audit row of a signature that
 /// is being computed): while any is outstanding, a batch lingers for it (never longer than
 /// `StoreOptions::linger`), so concurrent requests share a commit instead of each paying one.
-/// It ends once, when [`RedbStore::submit_announced`](super::RedbStore::submit_announced) is
+/// It ends once, when [`Store::submit_announced`](super::Store::submit_announced) is
 /// about to hand the write to the writer (so a lone request never waits for itself) or when
 /// its last clone is dropped (the request failed first; then a batch waiting only for it is
 /// woken at once).
@@ -271,11 +269,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(
-        db: Arc<Database>,
-        quick_repair: bool,
-        linger: std::time::Duration,
-    ) -> Result<Self, StoreError> {
+    pub(crate) fn start(engine: Engine, linger: std::time::Duration) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -287,8 +281,7 @@ impl Writer {
             .name("agentkeys-store-writer".into())
             .spawn(move || {
                 let batch = BatchEnv {
-                    db: &db,
-                    quick_repair,
+                    engine: &engine,
                     linger,
                     hook: &thread_hook,
                     announced: &thread_announced,
@@ -365,8 +358,7 @@ impl Writer {
 
 /// What every batch needs.
 struct BatchEnv<'a> {
-    db: &'a Database,
-    quick_repair: bool,
+    engine: &'a Engine,
     linger: std::time::Duration,
     hook: &'a HookSlot,
     announced: &'a AtomicUsize,
@@ -497,9 +489,7 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, lane: Lane, st
 }
 
 fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>], lane: Lane) -> Result<(), StoreError> {
-    let mut txn = env.db.begin_write().map_err(StoreError::from_redb)?;
-    txn.set_quick_repair(env.quick_repair);
-    let txn = WriteTransaction::redb(txn);
+    let txn = env.engine.begin_write()?;
     let hook = env.hook.get();
     if let Some(hook) = hook {
         hook.batch_started();

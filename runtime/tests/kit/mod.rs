@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Context, Handler, Message};
-use agentkeys_runtime::store::{ActorKind, CreateActor, RedbStore, StoreOptions};
+use agentkeys_runtime::store::{ActorKind, CreateActor, Store, StoreOptions};
 use agentkeys_runtime::{
     Activation, CallError, LineageGuard, ManualClock, Omni, Registry, Runtime, RuntimeConfig,
     Timestamp, VirtualActor,
@@ -86,9 +86,9 @@ impl Default for Fixture {
 }
 
 /// Opens (or creates) the store file in `dir`.
-pub fn open_store(dir: &Path) -> Arc<RedbStore> {
+pub fn open_store(dir: &Path) -> Arc<Store> {
     Arc::new(
-        RedbStore::open(&dir.join("agentkeys.redb"), &StoreOptions::default(), T0)
+        Store::open(&dir.join("agentkeys.redb"), &StoreOptions::default(), T0)
             .expect("store opens"),
     )
 }
@@ -98,7 +98,7 @@ pub const MAILBOX: usize = 8;
 
 /// Starts a runtime with two arbiters, a 60 s idle timeout, mailboxes of [`MAILBOX`] calls and
 /// the default supervision policy, on `clock`.
-pub fn start_runtime(store: Arc<RedbStore>, clock: &ManualClock) -> Runtime {
+pub fn start_runtime(store: Arc<Store>, clock: &ManualClock) -> Runtime {
     let config = RuntimeConfig {
         arbiters: 2,
         idle_timeout: Duration::from_secs(60),

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use agentkeys_runtime::store::RedbStore;
+use agentkeys_runtime::store::Store;
 use agentkeys_runtime::{Omni, Runtime, SystemClock};
 use agentkeys_tests::{create, omni_of};
 
@@ -63,7 +63,7 @@ async fn run(dir: PathBuf, cycle: u64, graceful: bool) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     let store = agentkeys_tests::open_store(&dir);
-    let store: Arc<RedbStore> = store;
+    let store: Arc<Store> = store;
     let runtime =
         Runtime::start(store, Arc::new(SystemClock), Default::default()).expect("inside a System");
     let name = format!("crash-m{cycle}");

@@ -4,9 +4,11 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
-use super::tables::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use super::tables::{
+    ByteEngine, Engine, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 
 use super::writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, Writer, WriterCounts};
 use super::{
@@ -69,29 +71,49 @@ impl Default for StoreOptions {
     }
 }
 
-/// The embedded store: one redb file and its group-commit writer thread.
-pub struct RedbStore {
-    /// `None` once closed; readers clone the `Arc` so the file closes when the last one ends.
-    db: RwLock<Option<Arc<Database>>>,
+/// The store: one engine (a redb file, or PostgreSQL through a byte engine) and its group-commit
+/// writer thread.
+pub struct Store {
+    /// `None` once closed; readers clone it so the file closes when the last one ends.
+    engine: RwLock<Option<Engine>>,
     writer: Writer,
 }
 
-impl std::fmt::Debug for RedbStore {
+impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").finish_non_exhaustive()
+        f.debug_struct("Store").finish_non_exhaustive()
     }
 }
 
-impl RedbStore {
+impl Store {
     /// Opens (or creates) the store at `path`, checks schema and `client_id`, starts the writer.
     pub fn open(path: &Path, options: &StoreOptions, now: Timestamp) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(StoreError::from_redb)?;
-        let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
-        txn.set_quick_repair(options.quick_repair);
-        let txn = WriteTransaction::redb(txn);
+        let engine = Engine::Redb {
+            db: Arc::new(db),
+            quick_repair: options.quick_repair,
+        };
+        Self::open_engine(engine, options, now)
+    }
+
+    /// Opens the store on a byte engine (PostgreSQL): the same checks, tables and writer.
+    pub fn open_bytes(
+        engine: Arc<dyn ByteEngine>,
+        options: &StoreOptions,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        Self::open_engine(Engine::Bytes(engine), options, now)
+    }
+
+    fn open_engine(
+        engine: Engine,
+        options: &StoreOptions,
+        now: Timestamp,
+    ) -> Result<Self, StoreError> {
+        let txn = engine.begin_write()?;
         init_or_check_meta(&txn, options, now)?;
         {
             txn.open_table(ACTORS)?;
@@ -102,28 +124,24 @@ impl RedbStore {
             }
         }
         txn.commit()?;
-        let db = Arc::new(db);
-        let writer = Writer::start(db.clone(), options.quick_repair, options.linger)?;
+        let writer = Writer::start(engine.clone(), options.linger)?;
         Ok(Self {
-            db: RwLock::new(Some(db)),
+            engine: RwLock::new(Some(engine)),
             writer,
         })
     }
 
-    fn db(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
+    fn engine(&self) -> Result<Engine, StoreError> {
+        self.engine
             .read()
             .ok()
-            .and_then(|db| db.clone())
+            .and_then(|engine| engine.clone())
             .ok_or(StoreError::Closed)
     }
 
     /// A read transaction (one snapshot) for a higher layer's reads.
     pub fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db()?
-            .begin_read()
-            .map(ReadTransaction::redb)
-            .map_err(StoreError::from_redb)
+        self.engine()?.begin_read()
     }
 
     fn read_txn(&self) -> Result<ReadTransaction, StoreError> {
@@ -321,7 +339,7 @@ pub fn read_lineage(
 // The runtime's reads and writes; every method is exactly one transaction. Writes are
 // answered after the fsync'd commit that holds them; dropping a `PendingWrite` does not cancel
 // the write.
-impl RedbStore {
+impl Store {
     /// One actor's record.
     pub fn actor(&self, omni: &Omni) -> Result<Option<ActorRecord>, StoreError> {
         let txn = self.read_txn()?;
@@ -443,8 +461,8 @@ impl RedbStore {
     /// Commits what was submitted, stops the writer; later writes fail with `Closed`.
     pub fn close(&self) {
         self.writer.close();
-        if let Ok(mut db) = self.db.write() {
-            db.take();
+        if let Ok(mut engine) = self.engine.write() {
+            engine.take();
         }
     }
 }
