@@ -41,13 +41,19 @@ else
 fi
 cargo test --workspace --locked --doc --quiet
 
-step "the ledger's suites again, on PostgreSQL (TEST_STORE=postgres; offline audit verification reads a redb file, so its tamper tests run on redb only)"
+step "the ledger's suites and the gateway's end-to-end suite again, on PostgreSQL (TEST_STORE=postgres)"
+# Not on PostgreSQL: the tests that edit or read a redb file directly (offline audit
+# verification, a tampered record, the fixture written by an earlier build).
+redb_only='test(/^verify_detects/) | test(/a_tampered_record_returns_nothing/) | test(/a_store_written_by_an_earlier_build/)'
 if cargo nextest --version >/dev/null 2>&1; then
-  TEST_STORE=postgres cargo nextest run -p agentkeys-actors --locked --no-fail-fast \
-    --test ledger --test ledger_model --test budgets -E 'not test(/^verify_detects/)'
+  TEST_STORE=postgres cargo nextest run --locked --no-fail-fast \
+    -p agentkeys-actors --test ledger --test ledger_model --test budgets \
+    -p agentkeys-gateway --test integration -E "not ($redb_only)"
 else
-  TEST_STORE=postgres cargo test -p agentkeys-actors --locked --no-fail-fast \
-    --test ledger --test ledger_model --test budgets -- --skip verify_detects
+  TEST_STORE=postgres cargo test --locked --no-fail-fast \
+    -p agentkeys-actors --test ledger --test ledger_model --test budgets \
+    -p agentkeys-gateway --test integration -- \
+    --skip verify_detects --skip a_tampered_record_returns_nothing --skip a_store_written_by_an_earlier_build
 fi
 
 step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider; the MCP server driven by the official TypeScript SDK client (tests/interop)"

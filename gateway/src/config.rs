@@ -99,7 +99,7 @@ const fn key(
 }
 
 /// Every key the server reads (docs/configuration.md has the meanings).
-pub const KEYS: [Key; 29] = [
+pub const KEYS: [Key; 33] = [
     key(
         "listen",
         "AGENTKEYS_LISTEN",
@@ -125,6 +125,15 @@ pub const KEYS: [Key; 29] = [
         Some("agentkeys"),
     ),
     key("k3_file", "AGENTKEYS_K3_FILE", Kind::Text, None),
+    key("store", "AGENTKEYS_STORE", Kind::Text, Some("redb")),
+    key(
+        "store_password_file",
+        "AGENTKEYS_STORE_PASSWORD_FILE",
+        Kind::Text,
+        None,
+    ),
+    key("store_ca_file", "AGENTKEYS_STORE_CA_FILE", Kind::Text, None),
+    key("node_name", "AGENTKEYS_NODE_NAME", Kind::Text, None),
     key(
         "metrics_listen",
         "AGENTKEYS_METRICS_LISTEN",
@@ -371,6 +380,20 @@ fn toml_text(key: &Key, value: &toml::Value) -> Option<String> {
         _ => None,
     }
 }
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub enum StoreBackend {
+    /// `<data_dir>/agentkeys.redb` (embedded; the default).
+    Redb,
+    /// A PostgreSQL database (docs/multi-node.md).
+    Postgres {
+        /// Connection settings (the password, if any, read from its file).
+        settings: Box<agentkeys_pg::PgSettings>,
+        /// This node's name in the database's node list (`node_name`; default the host name).
+        node_name: String,
+    },
+}
+
 /// How magic links are sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailerConfig {
@@ -484,6 +507,8 @@ pub struct Config {
     pub dev_mode: bool,
     /// The deployment's client id.
     pub client_id: String,
+    /// Where the state lives (`store`).
+    pub store: StoreBackend,
     /// The K3 file.
     pub k3_file: PathBuf,
     /// The Prometheus listener, if enabled.
@@ -599,6 +624,48 @@ pub fn parse_seconds(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(scale)
+}
+
+fn parse_store(v: &Values) -> anyhow::Result<StoreBackend> {
+    let url = v.text("store");
+    let optional = |name: &str| v.sources.get(name).map(|(s, _)| s.as_str());
+    if url == "redb" {
+        for name in ["store_password_file", "store_ca_file"] {
+            if optional(name).is_some() {
+                bail!(
+                    "{name} ({}) is only used with store = \"postgres://…\"",
+                    v.origin(name)
+                );
+            }
+        }
+        return Ok(StoreBackend::Redb);
+    }
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        bail!(
+            "store ({}) must be redb or a postgres:// URL",
+            v.origin("store")
+        );
+    }
+    let mut settings = agentkeys_pg::PgSettings::parse(url)
+        .with_context(|| format!("store ({})", v.origin("store")))?;
+    if let Some(path) = optional("store_password_file") {
+        settings = settings
+            .with_password_file(Path::new(path))
+            .with_context(|| {
+                format!("store_password_file ({})", v.origin("store_password_file"))
+            })?;
+    }
+    if let Some(path) = optional("store_ca_file") {
+        settings = settings.with_ca_file(Path::new(path));
+    }
+    let node_name = optional("node_name")
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "agentkeys".into());
+    Ok(StoreBackend::Postgres {
+        settings: Box::new(settings),
+        node_name,
+    })
 }
 
 fn secs(n: u64) -> i64 {
@@ -737,6 +804,7 @@ impl Config {
             Some((path, _)) => PathBuf::from(path),
             None => data_dir.join("keys").join("k3.key"),
         };
+        let store = parse_store(&v)?;
         let oidc_providers = file.oidc_providers.clone().unwrap_or_default();
         let Values { mut sources } = v;
         let k3_origin = sources.get("k3_file").map_or(Source::Default, |(_, s)| *s);
@@ -758,6 +826,7 @@ impl Config {
             domain,
             dev_mode,
             client_id,
+            store,
             k3_file,
             metrics_listen,
             registration,

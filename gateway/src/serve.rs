@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::dpop::DpopVerifier;
 use crate::auth::session::{Lifetimes, Sessions};
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::http::{self, AppState, AppStateInner};
 
 /// How long shutdown waits for requests and calls in flight.
@@ -41,6 +41,8 @@ pub struct Server {
     runtime: Runtime,
     ledger: Ledger,
     app: axum::Router,
+    /// On PostgreSQL: held while this node serves; released when the server is dropped.
+    _active: Option<agentkeys_pg::ActiveLock>,
 }
 
 impl Server {
@@ -157,7 +159,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
     create_data_dir(&config.data_dir)?;
     let store_path = config.data_dir.join(STORE_FILE);
-    let (k3, generated) = keys::obtain_k3(&config.k3_file, config.dev_mode, store_path.exists())?;
+    let store_exists = match &config.store {
+        StoreBackend::Redb => store_path.exists(),
+        StoreBackend::Postgres { settings, .. } => agentkeys_pg::deployment_recorded(settings)
+            .await
+            .context("cannot reach the PostgreSQL store")?,
+    };
+    let (k3, generated) = keys::obtain_k3(&config.k3_file, config.dev_mode, store_exists)?;
     if generated {
         tracing::warn!(
             k3_file = %config.k3_file.display(),
@@ -173,8 +181,20 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let store = Store::open(&store_path, &options, clock.now())
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let (store, active) = match &config.store {
+        StoreBackend::Redb => (
+            Store::open(&store_path, &options, clock.now())
+                .with_context(|| format!("cannot open the store {}", store_path.display()))?,
+            None,
+        ),
+        StoreBackend::Postgres {
+            settings,
+            node_name,
+        } => {
+            let (store, active) = open_postgres(settings, node_name, &options, &clock).await?;
+            (store, Some(active))
+        }
+    };
     let recorded = recorded_kids(&store)?;
     let store = Arc::new(store);
     let ledger = Ledger::new(store.clone()).context("cannot read the policies in the store")?;
@@ -301,7 +321,39 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         runtime,
         ledger,
         app,
+        _active: active,
     })
+}
+
+/// The store on PostgreSQL: migrate and check the deployment, wait to become the active node,
+/// then open the store on the engine.
+async fn open_postgres(
+    settings: &agentkeys_pg::PgSettings,
+    node_name: &str,
+    options: &StoreOptions,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<(Store, agentkeys_pg::ActiveLock)> {
+    let identity = agentkeys_pg::NodeIdentity {
+        client_id: options.client_id.clone(),
+        k3_fingerprint: options.key_fingerprint.clone().unwrap_or_default(),
+        node_name: node_name.to_string(),
+    };
+    let pg = agentkeys_pg::PgStore::open(settings, &identity)
+        .await
+        .context("cannot open the PostgreSQL store")?;
+    let active = pg
+        .become_active(|| {
+            tracing::warn!(
+                "another node is the active node; this node waits as a standby and takes over \
+                 when it stops"
+            );
+        })
+        .await
+        .context("cannot take the active-node lock")?;
+    let engine = agentkeys_pg::PgEngine::new(settings)?;
+    let store = Store::open_bytes(Arc::new(engine), options, clock.now())
+        .context("cannot open the store on PostgreSQL")?;
+    Ok((store, active))
 }
 
 /// Fetches each OpenID provider's discovery document and keys every five minutes (for

@@ -15,7 +15,7 @@ mod store;
 pub use config::{PgSettings, TlsMode};
 pub use engine::PgEngine;
 pub use migrate::{MIGRATIONS, Migration, migrate, schema_version};
-pub use store::{NodeIdentity, PgStore};
+pub use store::{ActiveLock, NodeIdentity, PgStore, deployment_recorded};
 
 /// Why the PostgreSQL store could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -68,6 +68,83 @@ impl PgStore {
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
+
+    /// Becomes the deployment's active node: takes the active-node lock (a session advisory
+    /// lock on a connection of its own), waiting while another node holds it — this node is a
+    /// standby until then; `waiting` is called once if it has to wait. Until every cache is
+    /// checked against the database on each request (docs/multi-node.md), one node serves at
+    /// a time. If the lock's connection breaks, this node can no longer know that it is the
+    /// only one: the returned lock's watcher ends the process (fail closed; its supervisor
+    /// restarts it as a standby).
+    pub async fn become_active(&self, waiting: impl FnOnce()) -> Result<ActiveLock, PgError> {
+        // Taken out of the pool: the lock must never go back to it with the connection, and
+        // closing the connection releases the lock.
+        let client = deadpool_postgres::Object::take(self.pool.get().await?);
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&ACTIVE_LOCK])
+            .await?
+            .get(0);
+        if !got {
+            waiting();
+            client
+                .execute("SELECT pg_advisory_lock($1)", &[&ACTIVE_LOCK])
+                .await?;
+        }
+        tracing::info!(
+            incarnation = self.incarnation,
+            "this node is the active node"
+        );
+        let watcher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if let Err(e) = client.simple_query("SELECT 1").await {
+                    tracing::error!(
+                        cause = %e,
+                        "lost the connection that holds the active-node lock; exiting so that \
+                         two nodes never serve at once"
+                    );
+                    std::process::exit(75);
+                }
+            }
+        });
+        Ok(ActiveLock { watcher })
+    }
+}
+
+/// The active-node lock ("agkactiv" in ASCII).
+const ACTIVE_LOCK: i64 = 0x6167_6b61_6374_6976;
+
+/// Held while this node is the active node; dropping it releases the lock (the connection
+/// closes).
+#[derive(Debug)]
+pub struct ActiveLock {
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ActiveLock {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Whether a deployment is recorded in the database (its K3 fingerprint), read without
+/// changing anything: a node in dev mode may generate a K3 only for a new deployment.
+pub async fn deployment_recorded(settings: &PgSettings) -> Result<bool, PgError> {
+    let client = settings.pool()?.get().await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('agentkeys_meta') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(false);
+    }
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM agentkeys_meta WHERE name = 'k3_fingerprint'",
+            &[],
+        )
+        .await?
+        .is_some())
 }
 
 /// Records `value` under `name` unless a value is there, then compares (races between nodes

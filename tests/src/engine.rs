@@ -28,45 +28,60 @@ pub fn open_store(dir: &Path, options: &StoreOptions, now: Timestamp) -> Store {
 
 /// The migrated database of `dir` on the test cluster.
 fn database_for(dir: &Path, options: &StoreOptions) -> PgSettings {
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .expect("TEST_STORE=postgres needs TEST_POSTGRES_URL (scripts/test.sh sets both)");
-    let name = format!("t_{}", hash_name(dir));
+    let settings = PgSettings::parse(&database_url(dir))
+        .expect("settings")
+        .with_pool_size(8);
     let identity = NodeIdentity {
         client_id: options.client_id.clone(),
         k3_fingerprint: options.key_fingerprint.clone().unwrap_or_default(),
         node_name: "test".into(),
     };
-    // On a thread of its own: the caller may be inside a runtime already.
+    on_own_runtime(async move {
+        PgStore::open(&settings, &identity)
+            .await
+            .expect("the database migrates");
+        settings
+    })
+}
+
+/// The URL of the database of `dir` on the test cluster (`store = "…"` for a server's
+/// configuration), created when missing.
+pub fn database_url(dir: &Path) -> String {
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .expect("TEST_STORE=postgres needs TEST_POSTGRES_URL (scripts/test.sh sets both)");
+    let name = format!("t_{}", hash_name(dir));
+    on_own_runtime(async move {
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("the test cluster answers");
+        tokio::spawn(connection);
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .expect("query")
+            .is_some();
+        if !exists {
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("a database for the test");
+        }
+        let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
+        format!("{base}/{name}")
+    })
+}
+
+/// Runs `fut` on a runtime of its own, on a thread of its own: the caller may be inside a
+/// runtime already.
+fn on_own_runtime<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                .await
-                .expect("the test cluster answers");
-            tokio::spawn(connection);
-            let exists = client
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-                .await
-                .expect("query")
-                .is_some();
-            if !exists {
-                client
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("a database for the test");
-            }
-            let (base, _) = admin_url.rsplit_once('/').expect("a URL with a database");
-            let settings = PgSettings::parse(&format!("{base}/{name}"))
-                .expect("settings")
-                .with_pool_size(8);
-            PgStore::open(&settings, &identity)
-                .await
-                .expect("the database migrates");
-            settings
-        })
+            .expect("runtime")
+            .block_on(fut)
     })
     .join()
     .expect("database set-up")

@@ -84,10 +84,13 @@ pub async fn start_with(dir: &Path, flags: Layer) -> Stack {
 
 /// A stack with a configuration file's layer (e.g. `[[oidc_providers]]`) and flags.
 pub async fn start_configured(dir: &Path, file: Layer, flags: Layer) -> Stack {
-    let flags = flags
+    let mut flags = flags
         .with("listen", "127.0.0.1:0")
         .with("metrics_listen", "off")
         .with("data_dir", dir.display().to_string());
+    if agentkeys_tests::engine::on_postgres() {
+        flags = flags.with("store", agentkeys_tests::engine::database_url(dir));
+    }
     let config = Config::resolve(&file, &Layer::default(), &flags).expect("config");
     let clock = ManualClock::new(real_now());
     let server = serve::start_with_clock(config, Arc::new(clock.clone()))
