@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod keystore;
 pub mod mail;
 pub mod notify;
 pub mod openid;

@@ -147,6 +147,9 @@ impl Rotator {
             .add_key(KeySetName::Oidc)
             .await
             .map_err(failed)?;
+        crate::keystore::persist_new(&self.store, &self.signer)
+            .await
+            .map_err(failed)?;
         let at = self.clock.now().as_millis() + duration_ms(self.switch_delay);
         let mut state = self.lock().clone();
         state.next = Some(Pending { kid, at });
@@ -186,6 +189,13 @@ impl Rotator {
             state.retiring.drain(..).partition(|r| r.at <= now);
         state.retiring = kept;
         if !due.is_empty() {
+            // A shared store marks the keys retired first (idempotent), so no crash between
+            // the steps leaves a retired key loadable by the next start.
+            for old in &due {
+                crate::keystore::retire(&self.store, &self.signer, KeySetName::Oidc, &old.kid)
+                    .await
+                    .map_err(failed)?;
+            }
             self.persist(&state).await?;
             for old in due {
                 // Already retired by an earlier, interrupted tick: nothing left to do.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentkeys_actors::ledger::{self, Ledger};
-use agentkeys_actors::signer::{self, CurrentKids, KeySetName, SignerConfig, keys};
+use agentkeys_actors::signer::{self, CurrentKids, KeyPlacement, KeySetName, SignerConfig, keys};
 use agentkeys_runtime::store::{Store, StoreOptions};
 use agentkeys_runtime::{Clock, Registry, Runtime, RuntimeConfig, SystemClock};
 use anyhow::Context as _;
@@ -199,9 +199,15 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let store = Arc::new(store);
     let ledger = Ledger::new(store.clone()).context("cannot read the policies in the store")?;
     let runtime = Runtime::start(store, clock, RuntimeConfig::default())?;
+    let keys = match &config.store {
+        StoreBackend::Redb => KeyPlacement::Files(config.data_dir.join("keys")),
+        StoreBackend::Postgres { .. } => {
+            KeyPlacement::Stored(crate::keystore::read(runtime.store())?)
+        }
+    };
     let signer = signer::start(
         SignerConfig {
-            keys_dir: config.data_dir.join("keys"),
+            keys,
             client_id: config.client_id.clone(),
             siwe_domain: config.domain.clone(),
             threads: runtime.config().arbiters,
@@ -209,6 +215,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         k3,
         &recorded,
     )?;
+    crate::keystore::persist_new(runtime.store(), &signer).await?;
     record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
     ledger
         .set_head_signer(signer.audit_head_signer())

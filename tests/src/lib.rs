@@ -51,7 +51,7 @@ impl SignerStack {
             Runtime::start(store, Arc::new(clock.clone()), config).expect("inside a System");
         let signer = agentkeys_actors::signer::start(
             agentkeys_actors::signer::SignerConfig {
-                keys_dir: dir.join("keys"),
+                keys: agentkeys_actors::signer::KeyPlacement::Files(dir.join("keys")),
                 client_id: "agentkeys".into(),
                 siwe_domain: "127.0.0.1:8090".into(),
                 threads,

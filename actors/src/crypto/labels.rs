@@ -49,6 +49,11 @@ pub const VAULT_DEK_AAD: &[u8] = b"agentkeys-vault-dek-v1";
 /// version).
 pub const VAULT_VALUE_AAD: &[u8] = b"agentkeys-vault-value-v1";
 
+/// HKDF salt of the key that wraps the P-256 signing keys kept in a shared store (no info).
+pub const SIGNING_KEY_KEK_SALT: &[u8] = b"agentkeys-signing-key-kek-v1";
+/// AAD prefix of a wrapped P-256 signing key (then the set's name, `/`, the kid).
+pub const SIGNING_KEY_AAD: &[u8] = b"agentkeys-signing-key-v1";
+
 /// EIP-191 version 0x45 prefix (`personal_sign`).
 pub const EIP191_PREFIX: &str = "\x19Ethereum Signed Message:\n";
 

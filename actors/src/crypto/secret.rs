@@ -79,6 +79,16 @@ impl MasterSecret {
         self.per_master(labels::VAULT_KEK_SALT, master, &kek_version.to_be_bytes())
     }
 
+    /// The key that wraps the P-256 signing keys kept in a shared store (PostgreSQL): every
+    /// node with this K3 unwraps them; nothing stores it.
+    pub(crate) fn signing_key_kek(&self) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 output length.
+        let _ = Hkdf::<Sha256>::new(Some(labels::SIGNING_KEY_KEK_SALT), &self.0)
+            .expand(&[], out.as_mut());
+        out
+    }
+
     /// The file form (64 lowercase hex characters), in a zeroizing string.
     pub(crate) fn to_hex(&self) -> Zeroizing<String> {
         Zeroizing::new(hex::encode(self.0))

@@ -66,7 +66,12 @@ fn key(bytes: &[u8; 32]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("a 32-byte AES-256 key"))
 }
 
-fn seal(key_bytes: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+/// AES-256-GCM with a random nonce: `nonce ‖ ciphertext ‖ tag`.
+pub(crate) fn seal(
+    key_bytes: &[u8; 32],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, VaultError> {
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| VaultError::Random)?;
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
@@ -83,7 +88,12 @@ fn seal(key_bytes: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, V
     Ok(out)
 }
 
-fn open(key_bytes: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+/// The inverse of [`seal`].
+pub(crate) fn open(
+    key_bytes: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let (nonce, body) = sealed
         .split_first_chunk::<NONCE_LEN>()
         .ok_or(VaultError::Tampered)?;

@@ -94,13 +94,129 @@ fn thumbprint(pair: &EcdsaKeyPair) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// Generates a P-256 key and writes it to `dir` (0600, named by a hash of its kid).
-pub(crate) fn create_key(dir: &Path) -> Result<P256Key, SignerError> {
+/// The keys of `set` among those a shared store holds, newest first, unwrapped with `k3` — the
+/// stored counterpart of [`load_set`], for offline tools and tests.
+pub fn load_stored_set(
+    k3: &MasterSecret,
+    stored: &[StoredKey],
+    set: super::KeySetName,
+) -> Result<Vec<P256Key>, SignerError> {
+    unwrap_set(&k3.signing_key_kek(), stored, set)
+}
+
+/// The keys of `set` among `stored`, newest first, unwrapped with `kek`.
+pub(crate) fn unwrap_set(
+    kek: &[u8; 32],
+    stored: &[StoredKey],
+    set: super::KeySetName,
+) -> Result<Vec<P256Key>, SignerError> {
+    let mut mine: Vec<&StoredKey> = stored.iter().filter(|k| k.set == set).collect();
+    mine.sort_by_key(|k| std::cmp::Reverse(k.created_ms));
+    mine.into_iter().map(|k| k.unwrap(kek)).collect()
+}
+
+/// Generates a P-256 key; answers it with its PKCS#8 form (zeroized when dropped).
+pub(crate) fn generate_key() -> Result<(P256Key, Zeroizing<Vec<u8>>), SignerError> {
     let der = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
         .map_err(|_| SignerError::Internal("P-256 key generation failed"))?;
-    let key = P256Key::from_pkcs8(der.as_ref())?;
-    write_secret(&key_path(dir, key.kid()), der.as_ref())?;
+    let der = Zeroizing::new(der.as_ref().to_vec());
+    Ok((P256Key::from_pkcs8(&der)?, der))
+}
+
+/// Generates a P-256 key and writes it to `dir` (0600, named by a hash of its kid).
+pub(crate) fn create_key(dir: &Path) -> Result<P256Key, SignerError> {
+    let (key, der) = generate_key()?;
+    write_secret(&key_path(dir, key.kid()), &der)?;
     Ok(key)
+}
+
+/// A P-256 signing key as a shared store keeps it: wrapped (AES-256-GCM) under a key HKDF
+/// derives from K3, with the set and kid as associated data, so a row moved to another set or
+/// kid does not unwrap. Only the signer wraps and unwraps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The set it belongs to.
+    pub set: super::KeySetName,
+    /// Its kid.
+    pub kid: String,
+    /// When it was created (ms): a set's keys are ordered newest first.
+    pub created_ms: u64,
+    /// `nonce ‖ ciphertext ‖ tag` of its PKCS#8 form.
+    pub wrapped: Vec<u8>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("set", &self.set)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredKey {
+    /// The stored value: `created_ms (u64 BE) ‖ wrapped`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.created_ms.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.wrapped);
+        out
+    }
+
+    /// The inverse of [`StoredKey::encode`], for the key `kid` of `set`.
+    pub fn decode(set: super::KeySetName, kid: &str, value: &[u8]) -> Option<Self> {
+        let (created, wrapped) = value.split_first_chunk::<8>()?;
+        Some(Self {
+            set,
+            kid: kid.to_string(),
+            created_ms: u64::from_be_bytes(*created),
+            wrapped: wrapped.to_vec(),
+        })
+    }
+
+    fn aad(set: super::KeySetName, kid: &str) -> Vec<u8> {
+        let mut aad = crate::crypto::labels::SIGNING_KEY_AAD.to_vec();
+        aad.extend_from_slice(set.dir_name().as_bytes());
+        aad.push(b'/');
+        aad.extend_from_slice(kid.as_bytes());
+        aad
+    }
+
+    /// Wraps a new key of `set`.
+    pub(crate) fn wrap(
+        kek: &[u8; 32],
+        set: super::KeySetName,
+        key: &P256Key,
+        der: &[u8],
+        created_ms: u64,
+    ) -> Result<Self, SignerError> {
+        let wrapped = crate::crypto::vault::seal(kek, &Self::aad(set, key.kid()), der)
+            .map_err(|_| SignerError::Internal("wrapping a signing key failed"))?;
+        Ok(Self {
+            set,
+            kid: key.kid().to_string(),
+            created_ms,
+            wrapped,
+        })
+    }
+
+    /// Unwraps the key; refuses one whose kid is not the key's own.
+    pub(crate) fn unwrap(&self, kek: &[u8; 32]) -> Result<P256Key, SignerError> {
+        let der = crate::crypto::vault::open(kek, &Self::aad(self.set, &self.kid), &self.wrapped)
+            .map_err(|_| {
+            SignerError::KeyFile(format!(
+                "the stored key {} does not unwrap with this K3",
+                self.kid
+            ))
+        })?;
+        let key = P256Key::from_pkcs8(&der)?;
+        if key.kid() != self.kid {
+            return Err(SignerError::KeyFile(format!(
+                "the stored key {} holds another key",
+                self.kid
+            )));
+        }
+        Ok(key)
+    }
 }
 
 /// Where the key `kid` of the set in `dir` lives.
@@ -299,5 +415,49 @@ mod tests {
         fs::set_permissions(file.path(), fs::Permissions::from_mode(0o640)).expect("chmod");
         let err = load_or_create_set(&dir.path().join("session"), true).expect_err("refused");
         assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn stored_keys_unwrap_only_with_the_same_k3_set_and_kid_and_never_print_their_bytes() {
+        use crate::signer::KeySetName;
+        let k3 = MasterSecret::from_hex(&"11".repeat(32)).expect("k3");
+        let other = MasterSecret::from_hex(&"22".repeat(32)).expect("k3");
+        let (key, der) = generate_key().expect("key");
+        let stored =
+            StoredKey::wrap(&k3.signing_key_kek(), KeySetName::Oidc, &key, &der, 7).expect("wrap");
+        assert!(
+            !stored
+                .wrapped
+                .windows(der.len())
+                .any(|w| w == der.as_slice())
+        );
+        let shown = format!("{stored:?}");
+        assert!(
+            !shown.contains("wrapped") && shown.contains(key.kid()),
+            "{shown}"
+        );
+        let decoded =
+            StoredKey::decode(KeySetName::Oidc, key.kid(), &stored.encode()).expect("decode");
+        assert_eq!(decoded, stored);
+        let loaded = load_stored_set(&k3, std::slice::from_ref(&decoded), KeySetName::Oidc)
+            .expect("unwraps");
+        assert_eq!(loaded[0].kid(), key.kid());
+        assert!(
+            load_stored_set(&k3, std::slice::from_ref(&decoded), KeySetName::Session)
+                .expect("none")
+                .is_empty()
+        );
+        // Another K3, another set or another kid: the row does not unwrap.
+        assert!(load_stored_set(&other, std::slice::from_ref(&decoded), KeySetName::Oidc).is_err());
+        let moved = StoredKey {
+            set: KeySetName::Session,
+            ..decoded.clone()
+        };
+        assert!(load_stored_set(&k3, &[moved], KeySetName::Session).is_err());
+        let renamed = StoredKey {
+            kid: "someone-else".into(),
+            ..decoded
+        };
+        assert!(load_stored_set(&k3, &[renamed], KeySetName::Oidc).is_err());
     }
 }

@@ -26,6 +26,20 @@ pub enum KeySetName {
     Audit,
 }
 
+impl KeySetName {
+    /// Every set.
+    pub const ALL: [KeySetName; 3] = [KeySetName::Session, KeySetName::Oidc, KeySetName::Audit];
+
+    /// The set's directory under `<data>/keys/` (and its name in a shared store).
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            KeySetName::Session => "session",
+            KeySetName::Oidc => "oidc",
+            KeySetName::Audit => "audit",
+        }
+    }
+}
+
 /// An EIP-712 signature with its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTypedData {
@@ -277,7 +291,7 @@ impl SignerOp for AddKey {
     fn run(self, state: &SignerState) -> Result<String, SignerError> {
         let msg = self;
 
-        let key = super::keys::create_key(&state.dir(msg.set))?;
+        let key = state.new_key(msg.set)?;
         let kid = key.kid().to_string();
         state.set_mut(msg.set).keys.push(key);
         Ok(kid)
@@ -332,7 +346,9 @@ impl SignerOp for RetireKey {
                 msg.kid
             )));
         }
-        super::keys::retire_key_file(&state.dir(msg.set), &msg.kid)?;
+        if let Some(dir) = state.dir(msg.set) {
+            super::keys::retire_key_file(&dir, &msg.kid)?;
+        }
         keys.keys.remove(position);
         if keys.current > position {
             keys.current -= 1;

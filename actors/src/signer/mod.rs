@@ -29,7 +29,7 @@ use serde_json::Value;
 
 pub use crate::crypto::account::Account;
 pub use error::SignerError;
-pub use keys::P256Key;
+pub use keys::{P256Key, StoredKey};
 pub use messages::{KeySetName, SignedMessage, SignedTypedData};
 
 use crate::crypto::secret::{Fingerprint, MasterSecret};
@@ -38,11 +38,23 @@ use crate::crypto::wallet::{WalletKey, derive_wallet};
 /// Most derived wallets kept in memory; the cache is emptied when full.
 pub const WALLET_CACHE: usize = 16_384;
 
+/// Where the P-256 key sets (K1, K2, the audit key) are kept.
+#[derive(Debug, Clone)]
+pub enum KeyPlacement {
+    /// Files in `session/`, `oidc/`, `audit/` below this directory (`<data>/keys`), 0600: a
+    /// store on one machine.
+    Files(PathBuf),
+    /// In a store every node shares (PostgreSQL), wrapped by a key HKDF derives from K3: these
+    /// are the keys read from it at start. Keys the signer creates are handed out by
+    /// [`SignerHandle::take_new_keys`] for the caller to store before using them.
+    Stored(Vec<StoredKey>),
+}
+
 /// How to start the signer.
 #[derive(Debug, Clone)]
 pub struct SignerConfig {
-    /// `<data>/keys`: the P-256 key sets live in `session/`, `oidc/`, `audit/` below it.
-    pub keys_dir: PathBuf,
+    /// Where the P-256 key sets are kept.
+    pub keys: KeyPlacement,
     /// The deployment's `client_id`.
     pub client_id: String,
     /// host[:port] of `public_url`: EIP-4361 text for it is never EIP-191-signed.
@@ -63,12 +75,50 @@ impl KeySet {
     /// first time, the newest key. A recorded kid without a file refuses to start.
     fn load(dir: &std::path::Path, recorded: Option<&str>) -> Result<Self, SignerError> {
         let keys = keys::load_or_create_set(dir, recorded.is_none())?;
+        Self::with_current(keys, recorded, || {
+            format!(
+                "no key file in {} has it; restore the key file",
+                dir.display()
+            )
+        })
+    }
+
+    /// The set `name` from the keys a shared store holds (newest first); the first time (no
+    /// recorded kid, no key) a new key is created and queued in `created` for the caller to
+    /// store.
+    fn unwrap_stored(
+        name: KeySetName,
+        stored: &[StoredKey],
+        kek: &[u8; 32],
+        recorded: Option<&str>,
+        created: &mut Vec<StoredKey>,
+        now_ms: u64,
+    ) -> Result<Self, SignerError> {
+        let mut keys = keys::unwrap_set(kek, stored, name)?;
+        if keys.is_empty() && recorded.is_none() {
+            let (key, der) = keys::generate_key()?;
+            created.push(StoredKey::wrap(kek, name, &key, &der, now_ms)?);
+            keys.push(key);
+        }
+        Self::with_current(keys, recorded, || {
+            "the store holds no such key; restore the database from a backup".to_string()
+        })
+    }
+
+    fn with_current(
+        keys: Vec<P256Key>,
+        recorded: Option<&str>,
+        missing: impl FnOnce() -> String,
+    ) -> Result<Self, SignerError> {
         let current = match recorded {
+            None if keys.is_empty() => {
+                return Err(SignerError::KeyFile("the key set is empty".into()));
+            }
             None => 0,
             Some(kid) => keys.iter().position(|k| k.kid() == kid).ok_or_else(|| {
                 SignerError::KeyFile(format!(
-                    "the store names key {kid} as current, but no key file in {} has it; restore the key file",
-                    dir.display()
+                    "the store names key {kid} as current, but {}",
+                    missing()
                 ))
             })?,
         };
@@ -118,7 +168,7 @@ pub struct SignerState {
     k3: MasterSecret,
     client_id: String,
     siwe_domain: String,
-    keys_dir: PathBuf,
+    placement: Placement,
     session: RwLock<KeySet>,
     oidc: RwLock<KeySet>,
     audit: RwLock<KeySet>,
@@ -171,13 +221,46 @@ impl SignerState {
         self.lock(name).write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn dir(&self, name: KeySetName) -> PathBuf {
-        self.keys_dir.join(match name {
-            KeySetName::Session => "session",
-            KeySetName::Oidc => "oidc",
-            KeySetName::Audit => "audit",
-        })
+    /// The directory of a set kept in files (`None` when the keys live in a shared store).
+    fn dir(&self, name: KeySetName) -> Option<PathBuf> {
+        match &self.placement {
+            Placement::Files(dir) => Some(dir.join(name.dir_name())),
+            Placement::Stored { .. } => None,
+        }
     }
+
+    /// A new key of `name`, persisted as the placement requires: a file written now, or a
+    /// wrapped key queued for the caller to store ([`SignerHandle::take_new_keys`]).
+    fn new_key(&self, name: KeySetName) -> Result<P256Key, SignerError> {
+        match &self.placement {
+            Placement::Files(dir) => keys::create_key(&dir.join(name.dir_name())),
+            Placement::Stored { kek, created } => {
+                let (key, der) = keys::generate_key()?;
+                let stored = StoredKey::wrap(kek, name, &key, &der, now_ms())?;
+                created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(stored);
+                Ok(key)
+            }
+        }
+    }
+}
+
+/// Where this signer's key sets live (see [`KeyPlacement`]).
+enum Placement {
+    Files(PathBuf),
+    Stored {
+        kek: zeroize::Zeroizing<[u8; 32]>,
+        /// Keys created and not yet handed to the caller to store.
+        created: Mutex<Vec<StoredKey>>,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One operation of the signer, run on a signer thread with the shared state (see
@@ -311,24 +394,49 @@ pub fn start(
     k3: MasterSecret,
     recorded: &CurrentKids,
 ) -> Result<SignerHandle, SignerError> {
-    let dir = &config.keys_dir;
+    let (placement, sets) = match &config.keys {
+        KeyPlacement::Files(dir) => {
+            let load =
+                |name: KeySetName| KeySet::load(&dir.join(name.dir_name()), recorded.get(name));
+            (
+                Placement::Files(dir.clone()),
+                [
+                    load(KeySetName::Session)?,
+                    load(KeySetName::Oidc)?,
+                    load(KeySetName::Audit)?,
+                ],
+            )
+        }
+        KeyPlacement::Stored(stored) => {
+            let kek = k3.signing_key_kek();
+            let mut created = Vec::new();
+            let now = now_ms();
+            let mut load = |name: KeySetName| {
+                KeySet::unwrap_stored(name, stored, &kek, recorded.get(name), &mut created, now)
+            };
+            let sets = [
+                load(KeySetName::Session)?,
+                load(KeySetName::Oidc)?,
+                load(KeySetName::Audit)?,
+            ];
+            (
+                Placement::Stored {
+                    kek,
+                    created: Mutex::new(created),
+                },
+                sets,
+            )
+        }
+    };
+    let [session, oidc, audit] = sets;
     let state = Arc::new(SignerState {
         k3,
         client_id: config.client_id,
         siwe_domain: config.siwe_domain,
-        keys_dir: dir.clone(),
-        session: RwLock::new(KeySet::load(
-            &dir.join("session"),
-            recorded.get(KeySetName::Session),
-        )?),
-        oidc: RwLock::new(KeySet::load(
-            &dir.join("oidc"),
-            recorded.get(KeySetName::Oidc),
-        )?),
-        audit: RwLock::new(KeySet::load(
-            &dir.join("audit"),
-            recorded.get(KeySetName::Audit),
-        )?),
+        placement,
+        session: RwLock::new(session),
+        oidc: RwLock::new(oidc),
+        audit: RwLock::new(audit),
         wallets: Mutex::new(HashMap::new()),
         replaced: AtomicU64::new(0),
         threads: config.threads.max(1),
@@ -510,6 +618,23 @@ impl SignerHandle {
     /// Adds a new key to `set` (published from now on, not yet signing); returns its kid.
     pub async fn add_key(&self, set: KeySetName) -> Result<String, SignerError> {
         self.ask(messages::AddKey { set }).await
+    }
+
+    /// Keys created since the last call that a shared store must keep (empty when the keys are
+    /// files). Store them before a key is used: [`start`]'s first keys before serving,
+    /// [`add_key`](Self::add_key)'s before [`use_key`](Self::use_key).
+    pub fn take_new_keys(&self) -> Vec<StoredKey> {
+        match &self.state.placement {
+            Placement::Files(_) => Vec::new(),
+            Placement::Stored { created, .. } => {
+                std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+        }
+    }
+
+    /// Whether the key sets live in a shared store (else in files).
+    pub fn keys_stored(&self) -> bool {
+        matches!(self.state.placement, Placement::Stored { .. })
     }
 
     /// Makes `kid` the signing key of `set`.

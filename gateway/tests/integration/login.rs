@@ -9,7 +9,8 @@ use agentkeys_actors::crypto::eip191::sign_message;
 use agentkeys_actors::crypto::omni::master_omni;
 use agentkeys_actors::crypto::siwe::SiweMessage;
 use agentkeys_actors::crypto::wallet::{WalletKey, derive_wallet};
-use agentkeys_actors::signer::keys::{load_k3, load_set};
+use agentkeys_actors::signer::KeySetName;
+use agentkeys_actors::signer::keys::load_k3;
 use common::{PUBLIC_URL, device, start, wallet};
 use serde_json::{Value, json};
 
@@ -96,7 +97,7 @@ async fn wallet_login_creates_the_master_and_a_bound_session() {
         .audit_rows(&master, 0, 100)
         .expect("rows");
     assert_eq!(rows.len(), 5);
-    let audit_keys = load_set(&dir.path().join("keys/audit")).expect("audit keys");
+    let audit_keys = common::key_set(&stack, dir.path(), KeySetName::Audit);
     let check = |kid: &str, message: &[u8], signature: &[u8]| {
         audit_keys.iter().any(|k| {
             k.kid() == kid
@@ -150,9 +151,8 @@ async fn forged_misused_and_dead_tokens_are_refused_with_their_codes() {
     assert_eq!(status, 200, "{session}");
     let token = session["session_jwt"].as_str().expect("token").to_string();
     let claims = claims_of(&token);
-    let keys = dir.path().join("keys");
-    let k1 = load_set(&keys.join("session")).expect("k1");
-    let k2 = load_set(&keys.join("oidc")).expect("k2");
+    let k1 = common::key_set(&stack, dir.path(), KeySetName::Session);
+    let k2 = common::key_set(&stack, dir.path(), KeySetName::Oidc);
     let now = stack.now();
     let whoami = format!("{PUBLIC_URL}/v1/whoami");
 

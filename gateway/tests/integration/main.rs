@@ -33,4 +33,5 @@ mod secrets;
 mod serve;
 mod ses;
 mod setup_host;
+mod standby;
 mod store_fixture;

@@ -5,7 +5,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use agentkeys_actors::signer::keys::{load_set, verify_es256};
+use agentkeys_actors::signer::KeySetName;
+use agentkeys_actors::signer::keys::verify_es256;
 use agentkeys_gateway::config::Layer;
 use common::{Stack, device, start, start_with, wallet};
 use serde_json::{Value, json};
@@ -48,8 +49,8 @@ async fn discovery_keys_and_tokens_for_aws() {
             .contains("max-age=300")
     );
     let (_, jwks) = get(&stack, "/.well-known/jwks.json").await;
-    let k2 = load_set(&dir.path().join("keys/oidc")).expect("k2");
-    let k1 = load_set(&dir.path().join("keys/session")).expect("k1");
+    let k2 = common::key_set(&stack, dir.path(), KeySetName::Oidc);
+    let k1 = common::key_set(&stack, dir.path(), KeySetName::Session);
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .expect("keys")

@@ -21,7 +21,7 @@ fn kid_of(jwt: &str) -> String {
     header["kid"].as_str().expect("kid").to_string()
 }
 
-async fn published(stack: &Stack) -> Vec<Value> {
+pub(crate) async fn published(stack: &Stack) -> Vec<Value> {
     let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", stack.base))
         .await
         .expect("sent")
@@ -31,7 +31,7 @@ async fn published(stack: &Stack) -> Vec<Value> {
     jwks["keys"].as_array().expect("keys").clone()
 }
 
-fn kids(keys: &[Value]) -> Vec<String> {
+pub(crate) fn kids(keys: &[Value]) -> Vec<String> {
     let mut kids: Vec<String> = keys
         .iter()
         .filter_map(|k| k["kid"].as_str().map(String::from))
@@ -129,14 +129,27 @@ async fn publish_then_switch_then_retire() {
         "a token of the retired key no longer verifies"
     );
     assert!(verifies(&switched, &keys));
-    assert!(
-        dir.path()
-            .join("keys/oidc/retired")
-            .read_dir()
-            .expect("retired dir")
-            .count()
-            == 1
-    );
+    if agentkeys_tests::engine::on_postgres() {
+        // Keys live in the shared store; the retired one is marked there.
+        let stored = stack
+            .server
+            .runtime()
+            .store()
+            .meta_prefixed("keys.stored.oidc.")
+            .expect("read");
+        let retired: Vec<_> = stored.iter().filter(|(_, v)| v.is_empty()).collect();
+        assert_eq!(retired.len(), 1, "{stored:?}");
+        assert!(retired[0].0.ends_with(&old));
+    } else {
+        assert!(
+            dir.path()
+                .join("keys/oidc/retired")
+                .read_dir()
+                .expect("retired dir")
+                .count()
+                == 1
+        );
+    }
     stack
         .server
         .stop(Duration::from_secs(5))

@@ -422,6 +422,22 @@ impl Store {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
+    /// The values of the meta table whose names start with `prefix`, in name order.
+    pub fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.read_txn()?;
+        let table = txn.open_table(META)?;
+        let mut out = Vec::new();
+        for entry in table.range::<&str>(prefix..)? {
+            let (name, value) = entry?;
+            let name = name.value();
+            if !name.starts_with(prefix) {
+                break;
+            }
+            out.push((name.to_string(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Writes a value of the meta table (e.g. key rotation state); the store's own names
     /// (`schema_version`, `client_id`, `created_at`, `k3_fingerprint`) are refused.
     pub fn set_meta(&self, name: &str, value: Vec<u8>) -> PendingWrite<(), MetaError> {

@@ -88,7 +88,7 @@ pub async fn start_configured(dir: &Path, file: Layer, flags: Layer) -> Stack {
         .with("listen", "127.0.0.1:0")
         .with("metrics_listen", "off")
         .with("data_dir", dir.display().to_string());
-    if agentkeys_tests::engine::on_postgres() {
+    if agentkeys_tests::engine::on_postgres() && flags.get("store").is_none() {
         flags = flags.with("store", agentkeys_tests::engine::database_url(dir));
     }
     let config = Config::resolve(&file, &Layer::default(), &flags).expect("config");
@@ -267,6 +267,24 @@ pub fn token_from_outbox(dir: &Path, request_id: &str) -> String {
         .find(|l| l.starts_with(&prefix))
         .expect("the link, built from public_url");
     line[prefix.len()..].to_string()
+}
+
+/// The P-256 keys of a key set of the stack in `dir`, newest first: its files, or on
+/// PostgreSQL the wrapped keys in the store, unwrapped with the stack's K3.
+pub fn key_set(
+    stack: &Stack,
+    dir: &Path,
+    set: agentkeys_actors::signer::KeySetName,
+) -> Vec<agentkeys_actors::signer::P256Key> {
+    use agentkeys_actors::signer::keys;
+    if agentkeys_tests::engine::on_postgres() {
+        let stored =
+            agentkeys_gateway::keystore::read(stack.server.runtime().store()).expect("stored keys");
+        let k3 = keys::load_k3(&dir.join("keys/k3.key")).expect("k3");
+        keys::load_stored_set(&k3, &stored, set).expect("key set")
+    } else {
+        keys::load_set(&dir.join("keys").join(set.dir_name())).expect("key set")
+    }
 }
 
 pub fn wallet(seed: u8) -> WalletKey {
