@@ -155,8 +155,13 @@ impl PgSettings {
                 manager_config,
             ),
         };
+        // Bounded waits: a database that does not answer (a black-holed address, an exhausted
+        // pool) fails the request as unreachable instead of holding it until TCP gives up.
         Pool::builder(manager)
             .max_size(self.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
             .build()
             .map_err(|e| PgError::Pool(e.to_string()))
     }

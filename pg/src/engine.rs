@@ -73,8 +73,14 @@ impl std::fmt::Debug for PgEngine {
     }
 }
 
+/// A statement's failure: the server's own error (a constraint, a syntax error) is a store
+/// failure; no answer at all (refused, broken or closed connection) means unreachable.
 fn db(e: tokio_postgres::Error) -> StoreError {
-    StoreError::io(e)
+    if e.as_db_error().is_none() {
+        StoreError::Unreachable(std::sync::Arc::new(e))
+    } else {
+        StoreError::io(e)
+    }
 }
 
 impl PgEngine {
@@ -102,7 +108,10 @@ impl PgEngine {
     fn begin(&self, sql: &'static str) -> Result<Box<dyn ByteTxn>, StoreError> {
         let pool = self.pool.clone();
         let client = self.exec.run(async move {
-            let client = pool.get().await.map_err(StoreError::io)?;
+            let client = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::Unreachable(std::sync::Arc::new(e)))?;
             client.batch_execute(sql).await.map_err(db)?;
             Ok(client)
         })?;

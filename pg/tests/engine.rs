@@ -300,3 +300,20 @@ fn nodes_on_one_database_serialize_conditional_writes_and_see_each_others_revoca
         node.close();
     }
 }
+
+#[test]
+fn an_unreachable_database_is_reported_as_unreachable_not_as_a_failed_write() {
+    // Nothing listens on port 1 of loopback.
+    let settings =
+        PgSettings::parse("postgres://agentkeys@127.0.0.1:1/agentkeys").expect("settings");
+    let engine = Engine::Bytes(Arc::new(PgEngine::new(&settings).expect("engine")));
+    for attempt in [engine.begin_write().err(), engine.begin_read().err()] {
+        assert!(
+            matches!(
+                attempt,
+                Some(agentkeys_runtime::store::StoreError::Unreachable(_))
+            ),
+            "{attempt:?}"
+        );
+    }
+}

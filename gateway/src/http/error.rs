@@ -440,6 +440,11 @@ impl From<agentkeys_runtime::store::StoreError> for ApiError {
             StoreError::Closed => {
                 ApiError::new(ErrorCode::Busy, "the server is shutting down; retry")
             }
+            StoreError::Unreachable(cause) => {
+                let mut error = ApiError::new(ErrorCode::Busy, "the store is unreachable; retry");
+                error.cause = Some(cause.to_string());
+                error
+            }
             other => ApiError::internal(other),
         }
     }

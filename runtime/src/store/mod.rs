@@ -1,4 +1,5 @@
-//! Durable state: one redb file, versioned records, and the group-commit writer.
+//! Durable state: one engine (a redb file, or a byte engine such as PostgreSQL behind the same
+//! typed tables, see [`tables`]), versioned records, and the group-commit writer.
 //!
 //! The runtime's tables (all keys fixed here; values are versioned encodings):
 //!
@@ -9,7 +10,7 @@
 //! | `masters` | master omni | created_at (ms) |
 //! | `meta` | name | bytes (`schema_version` u32 BE, `client_id` UTF-8, `created_at` u64 BE) |
 //!
-//! Higher layers keep their own tables in the same file (the domain ledger of
+//! Higher layers keep their own tables in the same store (the domain ledger of
 //! `agentkeys-actors`: devices, identities, link codes, the audit log). They create them when the
 //! store opens ([`StoreOptions::prepare`]), read them through [`Store::read`], write them with
 //! their own [`Mutation`]s through [`Store::submit`] — in the same group commit as the
@@ -61,6 +62,10 @@ pub enum StoreError {
     /// The store was closed (shutdown in progress).
     #[error("the store is closed")]
     Closed,
+    /// A database server could not be reached (connection refused or broken): nothing was
+    /// written; a retry may succeed.
+    #[error("the database is unreachable: {0}")]
+    Unreachable(Arc<dyn std::error::Error + Send + Sync>),
     /// The file was written with another schema version.
     #[error("the store has schema version {found}, this build needs {expected}; run the migration")]
     Schema {

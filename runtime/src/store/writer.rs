@@ -1,4 +1,5 @@
-//! Group commit: one writer thread folds concurrent writes into one fsync'd redb transaction.
+//! Group commit: one writer thread folds concurrent writes into one durable transaction (redb:
+//! fsync'd; PostgreSQL: one transaction per batch, see `agentkeys-pg`).
 //!
 //! Rules (DESIGN §6):
 //! - every [`Mutation`] first [`check`](Mutation::check)s its conditions against the batch's
@@ -6,7 +7,8 @@
 //!   writes nothing when it rejects; a rejection fails only that caller;
 //! - an I/O error anywhere (begin, a write, the commit) fails every write of the batch;
 //! - callers are answered only after the commit that holds their write has returned, and the
-//!   commit is `Durability::Immediate` (fsync) — so an acknowledged write is durable;
+//!   commit is durable (redb's `Durability::Immediate`, an fsync; PostgreSQL's `COMMIT`) — so an
+//!   acknowledged write is durable;
 //! - the write runs whether or not the caller still waits: dropping a [`PendingWrite`] does not
 //!   cancel it;
 //! - writes submitted in the [`Lane::Urgent`] lane (revocations) go ahead of every queued
