@@ -40,6 +40,8 @@
 //! and this client on CPU 0, so the two do not compete (`LOADBENCH_PIN=0` turns that off: both
 //! float over every core and the floor counts every core).
 //!
+//! `LOADBENCH_STORE=postgres` runs every server on PostgreSQL (a database of its own on the
+//! cluster of `TEST_POSTGRES_URL`, e.g. from `scripts/pg.sh start`) instead of redb.
 //! `LOADBENCH_LEVELS=16,64` runs only those levels (the last one also carries the revocations)
 //! and `LOADBENCH_REQUESTS=40000` sets the requests per run, e.g. to profile one long level.
 
@@ -212,6 +214,13 @@ async fn start_server_on(data: &Path, cpu: Option<usize>, listen: &str) -> Serve
     if std::env::var("LOADBENCH_SCALE").is_ok_and(|v| v == "1") {
         // The scale run logs a thousand masters in from this one address.
         command.env("AGENTKEYS_IP_BURST", "1000000");
+    }
+    if std::env::var("LOADBENCH_STORE").is_ok_and(|v| v == "postgres") {
+        // A database of its own on the cluster of TEST_POSTGRES_URL (scripts/pg.sh start).
+        command.env(
+            "AGENTKEYS_STORE",
+            agentkeys_tests::engine::database_url(data),
+        );
     }
     let mut child = command.spawn().expect("agentkeys serve starts");
     let base = agentkeys_tests::child::listening(&mut child).await;
