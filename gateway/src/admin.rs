@@ -91,6 +91,19 @@ pub enum AdminRequest {
         /// The approval (approve, deny).
         id: Option<String>,
     },
+    /// Copy the redb store of this (stopped) server into an empty PostgreSQL database and
+    /// verify the copy; runs here, not on the server (docs/multi-node.md).
+    Migrate {
+        /// The database: `postgres://user@host[:port]/db[?sslmode=require]` (no password).
+        #[arg(long)]
+        to: String,
+        /// A file with the database password (mode 0600).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Extra PEM roots for the database server's certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Manage the registration allow-list (used when `registration = "allowlist"`).
     Allow {
         /// add, remove or list.
@@ -194,6 +207,10 @@ pub async fn handle(state: &AppState, data_dir: &Path, request: AdminRequest) ->
             ..
         } => policy(state, action, &master, document).await,
         AdminRequest::Approvals { action, id } => approvals(state, action, id.as_deref()).await,
+        AdminRequest::Migrate { .. } => Err(refuse(
+            "invalid_request",
+            "migrate copies a stopped store: stop the server, then run `agentkeys admin migrate`",
+        )),
         AdminRequest::AuditVerify => {
             let paths = crate::audit::AuditPaths {
                 data_dir: data_dir.to_path_buf(),

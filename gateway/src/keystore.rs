@@ -33,11 +33,16 @@ pub fn read(store: &Store) -> anyhow::Result<Vec<StoredKey>> {
 /// Stores the keys the signer created since the last call (none when keys are files); run
 /// before any of them signs.
 pub async fn persist_new(store: &Store, signer: &SignerHandle) -> anyhow::Result<()> {
-    for key in signer.take_new_keys() {
+    store_all(store, &signer.take_new_keys()).await
+}
+
+/// Stores wrapped keys (durably, one write each).
+pub async fn store_all(store: &Store, keys: &[StoredKey]) -> anyhow::Result<()> {
+    for key in keys {
         store
             .set_meta(&name(key.set, &key.kid), key.encode())
             .await
-            .with_context(|| format!("cannot store the new key {}", key.kid))?;
+            .with_context(|| format!("cannot store the key {}", key.kid))?;
     }
     Ok(())
 }

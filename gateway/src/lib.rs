@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod keystore;
 pub mod mail;
+pub mod migrate;
 pub mod notify;
 pub mod openid;
 pub mod rotation;

@@ -172,6 +172,28 @@ fn admin(args: &agentkeys_gateway::cli::AdminArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if let agentkeys_gateway::admin::AdminRequest::Migrate {
+        to,
+        password_file,
+        ca_file,
+    } = &args.command
+    {
+        let mut settings = agentkeys_pg::PgSettings::parse(to)?;
+        if let Some(path) = password_file {
+            settings = settings.with_password_file(path)?;
+        }
+        if let Some(path) = ca_file {
+            settings = settings.with_ca_file(path);
+        }
+        let report = runtime.block_on(agentkeys_gateway::migrate::run(
+            &config,
+            to,
+            &settings,
+            &agentkeys_runtime::SystemClock,
+        ))?;
+        println!("{report}");
+        return Ok(());
+    }
     let request = args.command.clone().prepare()?;
     let answer = runtime.block_on(agentkeys_gateway::admin::call(&config.data_dir, &request))?;
     println!("{answer}");

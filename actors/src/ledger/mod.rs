@@ -49,35 +49,52 @@ use tree::AuditHook;
 
 /// Creates the ledger's tables (run when the store opens, so reads always find them).
 pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let open = |r: Result<(), StoreError>| r;
-    open(txn.open_table(devices::DEVICES).map(drop))?;
-    open(txn.open_table(devices::DEVICE_KEYS).map(drop))?;
-    open(txn.open_table(devices::COUNTERS).map(drop))?;
-    open(txn.open_table(accounts::IDENTITIES).map(drop))?;
-    open(txn.open_table(accounts::MANAGED_WALLETS).map(drop))?;
-    open(txn.open_table(accounts::ALLOWLIST).map(drop))?;
-    open(txn.open_table(accounts::MASTER_IDENTITIES).map(drop))?;
-    open(txn.open_table(identities::IDENTITY_LINKS).map(drop))?;
-    open(txn.open_table(credentials::VAULT_KEYS).map(drop))?;
-    open(txn.open_table(credentials::CREDENTIALS).map(drop))?;
-    open(txn.open_table(credentials::CREDENTIAL_HEADS).map(drop))?;
-    open(txn.open_table(identities::IDENTITY_TOMBSTONES).map(drop))?;
-    open(txn.open_table(links::LINK_CODES).map(drop))?;
-    open(txn.open_table(links::LINK_CODES_BY_ACTOR).map(drop))?;
-    open(txn.open_table(links::SCOPES_SET_BY).map(drop))?;
-    open(txn.open_table(audit::AUDIT).map(drop))?;
-    open(txn.open_table(audit::AUDIT_CHAIN).map(drop))?;
-    open(txn.open_table(audit::AUDIT_HEADS).map(drop))?;
-    open(txn.open_table(audit::AUDIT_UNSIGNED).map(drop))?;
-    open(txn.open_table(approvals::APPROVALS).map(drop))?;
-    open(txn.open_table(approvals::APPROVALS_PENDING).map(drop))?;
-    open(txn.open_table(approvals::APPROVAL_WEBHOOKS).map(drop))?;
-    open(txn.open_table(policies::POLICIES).map(drop))?;
-    open(txn.open_table(policies::POLICY_VERSIONS).map(drop))?;
-    open(txn.open_table(policies::SPENDS).map(drop))?;
-    open(txn.open_table(policies::SPEND_DIGESTS).map(drop))?;
-    open(txn.open_table(policies::SPEND_DIGEST_EXPIRY).map(drop))?;
-    Ok(())
+    struct Create<'a>(&'a WriteTransaction);
+    impl agentkeys_runtime::store::TableVisitor for Create<'_> {
+        fn visit<
+            K: agentkeys_runtime::store::StoreKey,
+            V: agentkeys_runtime::store::tables::Value,
+        >(
+            &mut self,
+            def: agentkeys_runtime::store::TableDefinition<K, V>,
+        ) -> Result<(), StoreError> {
+            self.0.open_table(def).map(drop)
+        }
+    }
+    visit_tables(&mut Create(txn))
+}
+
+/// Visits every table of the ledger (copies and checks between stores).
+pub fn visit_tables(
+    visitor: &mut impl agentkeys_runtime::store::TableVisitor,
+) -> Result<(), StoreError> {
+    visitor.visit(devices::DEVICES)?;
+    visitor.visit(devices::DEVICE_KEYS)?;
+    visitor.visit(devices::COUNTERS)?;
+    visitor.visit(accounts::IDENTITIES)?;
+    visitor.visit(accounts::MANAGED_WALLETS)?;
+    visitor.visit(accounts::ALLOWLIST)?;
+    visitor.visit(accounts::MASTER_IDENTITIES)?;
+    visitor.visit(identities::IDENTITY_LINKS)?;
+    visitor.visit(credentials::VAULT_KEYS)?;
+    visitor.visit(credentials::CREDENTIALS)?;
+    visitor.visit(credentials::CREDENTIAL_HEADS)?;
+    visitor.visit(identities::IDENTITY_TOMBSTONES)?;
+    visitor.visit(links::LINK_CODES)?;
+    visitor.visit(links::LINK_CODES_BY_ACTOR)?;
+    visitor.visit(links::SCOPES_SET_BY)?;
+    visitor.visit(audit::AUDIT)?;
+    visitor.visit(audit::AUDIT_CHAIN)?;
+    visitor.visit(audit::AUDIT_HEADS)?;
+    visitor.visit(audit::AUDIT_UNSIGNED)?;
+    visitor.visit(approvals::APPROVALS)?;
+    visitor.visit(approvals::APPROVALS_PENDING)?;
+    visitor.visit(approvals::APPROVAL_WEBHOOKS)?;
+    visitor.visit(policies::POLICIES)?;
+    visitor.visit(policies::POLICY_VERSIONS)?;
+    visitor.visit(policies::SPENDS)?;
+    visitor.visit(policies::SPEND_DIGESTS)?;
+    visitor.visit(policies::SPEND_DIGEST_EXPIRY)
 }
 
 /// The ledger over one store; cheap to clone.

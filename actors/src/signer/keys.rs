@@ -350,6 +350,22 @@ pub fn obtain_k3(
 /// directory, creating one key when there is none and `create` is set. Returns the keys,
 /// newest file first.
 pub(crate) fn load_or_create_set(dir: &Path, create: bool) -> Result<Vec<P256Key>, SignerError> {
+    let files = read_set_files(dir)?;
+    if files.is_empty() && create {
+        return Ok(vec![create_key(dir)?]);
+    }
+    files
+        .iter()
+        .map(|(_, der)| P256Key::from_pkcs8(der))
+        .collect()
+}
+
+/// A key file's modification time and PKCS#8 bytes.
+type KeyFile = (std::time::SystemTime, Zeroizing<Vec<u8>>);
+
+/// The PKCS#8 key files of the set in `dir` (each checked to be private), newest first, with
+/// their modification times; none when the directory does not exist.
+fn read_set_files(dir: &Path) -> Result<Vec<KeyFile>, SignerError> {
     let mut files: Vec<(std::time::SystemTime, PathBuf)> = match fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -366,24 +382,38 @@ pub(crate) fn load_or_create_set(dir: &Path, create: bool) -> Result<Vec<P256Key
             .collect(),
         Err(_) => Vec::new(),
     };
-    if files.is_empty() && !create {
-        return Ok(Vec::new());
-    }
-    if files.is_empty() {
-        return Ok(vec![create_key(dir)?]);
-    }
     files.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     files
-        .iter()
-        .map(|(_, path)| {
-            check_permissions(path)?;
+        .into_iter()
+        .map(|(modified, path)| {
+            check_permissions(&path)?;
             let der = Zeroizing::new(
-                fs::read(path)
+                fs::read(&path)
                     .map_err(|e| SignerError::KeyFile(format!("{}: {e}", path.display())))?,
             );
-            P256Key::from_pkcs8(&der)
+            Ok((modified, der))
         })
         .collect()
+}
+
+/// The key sets kept as files under `keys_dir` (`session/`, `oidc/`, `audit/`; retired keys
+/// left out), wrapped for a shared store with `k3` — what `agentkeys admin migrate` copies.
+pub fn stored_from_files(
+    k3: &MasterSecret,
+    keys_dir: &Path,
+) -> Result<Vec<StoredKey>, SignerError> {
+    let kek = k3.signing_key_kek();
+    let mut out = Vec::new();
+    for set in super::KeySetName::ALL {
+        for (modified, der) in read_set_files(&keys_dir.join(set.dir_name()))? {
+            let key = P256Key::from_pkcs8(&der)?;
+            let created_ms = modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            out.push(StoredKey::wrap(&kek, set, &key, &der, created_ms)?);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

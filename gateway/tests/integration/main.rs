@@ -23,6 +23,7 @@ mod identities;
 mod kill9;
 mod kill9_budgets;
 mod login;
+mod migrate;
 mod oidc;
 mod pairing;
 mod policies;

@@ -99,6 +99,14 @@ impl Store {
         Self::open_engine(engine, options, now)
     }
 
+    /// Visits the runtime's own tables (`actors`, `children`, `masters`, `meta`).
+    pub fn visit_tables(visitor: &mut impl super::TableVisitor) -> Result<(), StoreError> {
+        visitor.visit(ACTORS)?;
+        visitor.visit(CHILDREN)?;
+        visitor.visit(MASTERS)?;
+        visitor.visit(META)
+    }
+
     /// Opens the store on a byte engine (PostgreSQL): the same checks, tables and writer.
     pub fn open_bytes(
         engine: Arc<dyn ByteEngine>,

@@ -34,7 +34,8 @@ pub use mutations::{
 pub use record::{ActorKind, ActorRecord, DecodeError, RECORD_VERSION, StoredStatus};
 pub use tables::{
     AccessGuard, ByteEngine, ByteRange, ByteRow, ByteTxn, Engine, ReadOnlyTable, ReadTransaction,
-    ReadableTable, StoreKey, Table, TableDefinition, WriteTransaction,
+    ReadableTable, StoreKey, Table, TableDefinition, TableVisitor, WriteTransaction, copy_rows,
+    first_difference,
 };
 pub use writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
 

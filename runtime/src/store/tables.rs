@@ -666,6 +666,73 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for ReadOnlyTable<'_, 
     }
 }
 
+/// Visits table definitions with their types (the tables of a store, for copies and checks).
+pub trait TableVisitor {
+    /// Called once per table.
+    fn visit<K: StoreKey, V: Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Copies every row of `def` from `from` into `to`; answers the number of rows.
+pub fn copy_rows<K: StoreKey, V: Value + 'static>(
+    from: &ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let source = from.open_table(def)?;
+    let mut target = to.open_table(def)?;
+    let mut rows = 0;
+    for row in source.iter()? {
+        let (key, value) = row?;
+        target.insert(key.value(), value.value())?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Compares `def` in two snapshots row by row (keys and values in redb's encodings, in key
+/// order): `None` when equal, else the first difference.
+pub fn first_difference<K: StoreKey, V: Value + 'static>(
+    a: &ReadTransaction,
+    b: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<String>, StoreError> {
+    let (left, right) = (a.open_table(def)?, b.open_table(def)?);
+    let encoded = |row: Option<Result<Row<'_, K, V>, StoreError>>| {
+        row.transpose().map(|row| {
+            row.map(|(k, v)| {
+                (
+                    K::as_bytes(&k.value()).as_ref().to_vec(),
+                    V::as_bytes(&v.value()).as_ref().to_vec(),
+                )
+            })
+        })
+    };
+    let (mut left_rows, mut right_rows) = (left.iter()?, right.iter()?);
+    for at in 0u64.. {
+        match (encoded(left_rows.next())?, encoded(right_rows.next())?) {
+            (None, None) => return Ok(None),
+            (l, r) if l == r => continue,
+            (l, r) => {
+                let show = |row: Option<(Vec<u8>, Vec<u8>)>| {
+                    row.map_or("nothing".to_string(), |(k, _)| {
+                        format!("key {}", hex::encode(k))
+                    })
+                };
+                return Ok(Some(format!(
+                    "table {}: row {at} differs ({} vs {})",
+                    def.name(),
+                    show(l),
+                    show(r)
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use std::cmp::Ordering;
