@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use agentkeys_gateway::admin::{AdminRequest, KeysAction, call};
 use agentkeys_gateway::config::{Config, Layer};
 use agentkeys_runtime::SystemClock;
 use common::{device, start_with, wallet};
@@ -40,14 +39,7 @@ async fn a_redb_store_moves_to_postgres_with_its_tree_keys_and_sessions() {
         )
         .await;
     assert_eq!(status, 201, "{agent}");
-    let rotated = call(
-        dir.path(),
-        &AdminRequest::Keys {
-            action: KeysAction::RotateOidc,
-        },
-    )
-    .await
-    .expect("admin");
+    let rotated = common::rotate_oidc(dir.path()).await;
     assert_eq!(rotated["ok"], true, "{rotated}");
     let keys_before = kids(&published(&stack).await);
 

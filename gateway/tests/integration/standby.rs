@@ -6,7 +6,6 @@
 use crate::common;
 
 use crate::rotation::{kids, published};
-use agentkeys_gateway::admin::{AdminRequest, KeysAction, call};
 use agentkeys_gateway::config::Layer;
 use common::{device, start_with, wallet};
 use serde_json::json;
@@ -46,14 +45,7 @@ async fn a_standby_takes_over_with_the_same_keys_and_the_sessions_stay_valid() {
     assert_eq!(status, 200, "{session}");
     let token = session["session_jwt"].as_str().expect("token").to_string();
     // A rotation in progress: the next OIDC key is published, not signing yet.
-    let rotated = call(
-        a_dir.path(),
-        &AdminRequest::Keys {
-            action: KeysAction::RotateOidc,
-        },
-    )
-    .await
-    .expect("admin");
+    let rotated = common::rotate_oidc(a_dir.path()).await;
     assert_eq!(rotated["ok"], true, "{rotated}");
     let keys_of_a = kids(&published(&a).await);
     assert_eq!(keys_of_a.len(), 2);

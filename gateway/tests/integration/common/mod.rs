@@ -287,6 +287,18 @@ pub fn key_set(
     }
 }
 
+/// `agentkeys admin keys rotate-oidc` on the server of `dir`; answers the admin reply.
+pub async fn rotate_oidc(dir: &Path) -> Value {
+    agentkeys_gateway::admin::call(
+        dir,
+        &agentkeys_gateway::admin::AdminRequest::Keys {
+            action: agentkeys_gateway::admin::KeysAction::RotateOidc,
+        },
+    )
+    .await
+    .expect("admin")
+}
+
 pub fn wallet(seed: u8) -> WalletKey {
     WalletKey::from_secret(&[seed; 32]).expect("valid scalar")
 }
