@@ -349,15 +349,21 @@ async fn open_postgres(
         .await
         .context("cannot open the PostgreSQL store")?;
     let active = pg
-        .become_active(|| {
-            tracing::warn!(
-                "another node is the active node; this node waits as a standby and takes over \
-                 when it stops"
-            );
-        })
+        .become_active(
+            || {
+                tracing::warn!(
+                    "another node is the active node; this node waits as a standby and takes \
+                     over when it stops"
+                );
+            },
+            || {
+                tracing::error!("exiting so that two nodes never serve at once");
+                std::process::exit(75);
+            },
+        )
         .await
         .context("cannot take the active-node lock")?;
-    let engine = agentkeys_pg::PgEngine::new(settings)?;
+    let engine = agentkeys_pg::PgEngine::new(settings)?.fenced_by(&active);
     let store = Store::open_bytes(Arc::new(engine), options, clock.now())
         .context("cannot open the store on PostgreSQL")?;
     Ok((store, active))

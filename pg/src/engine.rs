@@ -61,10 +61,23 @@ impl Exec {
     }
 }
 
+/// A write transaction: READ COMMITTED behind the deployment's write lock.
+const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
+                           SELECT pg_advisory_xact_lock(7018696705045001317)";
+const _: () = assert!(WRITE_LOCK == 7_018_696_705_045_001_317);
+
+/// The SQLSTATE a fenced write transaction raises when this node lost the active-node lock.
+const FENCED: &str = "AK001";
+
+/// A read transaction: one snapshot.
+const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 /// The PostgreSQL engine of a store (see the module documentation).
 pub struct PgEngine {
     pool: Pool,
     exec: Arc<Exec>,
+    /// What begins a write transaction (with the fence, if any).
+    begin_write: Arc<str>,
 }
 
 impl std::fmt::Debug for PgEngine {
@@ -76,6 +89,11 @@ impl std::fmt::Debug for PgEngine {
 /// A statement's failure: the server's own error (a constraint, a syntax error) is a store
 /// failure; no answer at all (refused, broken or closed connection) means unreachable.
 fn db(e: tokio_postgres::Error) -> StoreError {
+    if e.code().is_some_and(|code| code.code() == FENCED) {
+        return StoreError::Unreachable(Arc::new(std::io::Error::other(
+            "this node is no longer the active node",
+        )));
+    }
     if e.as_db_error().is_none() {
         StoreError::Unreachable(std::sync::Arc::new(e))
     } else {
@@ -102,17 +120,38 @@ impl PgEngine {
                 runtime: Some(runtime),
                 handle,
             }),
+            begin_write: BEGIN_WRITE.into(),
         })
     }
 
-    fn begin(&self, sql: &'static str) -> Result<Box<dyn ByteTxn>, StoreError> {
+    /// Fences every write transaction with `lock`: it fails unless the active-node lock is
+    /// still held by `lock`'s session, so this node commits nothing once another node may be
+    /// active (see [`PgStore::become_active`](crate::PgStore::become_active)).
+    pub fn fenced_by(mut self, lock: &crate::ActiveLock) -> Self {
+        let key = crate::store::ACTIVE_LOCK;
+        self.begin_write = format!(
+            "{BEGIN_WRITE}; DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND pid = {pid} \
+             AND ((classid::bigint << 32) | objid::bigint) = {key}) THEN \
+             RAISE EXCEPTION USING ERRCODE = '{FENCED}', MESSAGE = 'not the active node'; END IF; END $$",
+            pid = lock.backend_pid(),
+        )
+        .into();
+        self
+    }
+
+    fn begin(&self, sql: Arc<str>) -> Result<Box<dyn ByteTxn>, StoreError> {
         let pool = self.pool.clone();
         let client = self.exec.run(async move {
             let client = pool
                 .get()
                 .await
                 .map_err(|e| StoreError::Unreachable(std::sync::Arc::new(e)))?;
-            client.batch_execute(sql).await.map_err(db)?;
+            if let Err(e) = client.batch_execute(&sql).await {
+                // Never hand a connection back to the pool inside a failed transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(db(e));
+            }
             Ok(client)
         })?;
         Ok(Box::new(PgTxn {
@@ -124,14 +163,11 @@ impl PgEngine {
 
 impl ByteEngine for PgEngine {
     fn begin_write(&self) -> Result<Box<dyn ByteTxn>, StoreError> {
-        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
-                             SELECT pg_advisory_xact_lock(7018696705045001317)";
-        const _: () = assert!(WRITE_LOCK == 7_018_696_705_045_001_317);
-        self.begin(BEGIN)
+        self.begin(self.begin_write.clone())
     }
 
     fn begin_read(&self) -> Result<Box<dyn ByteTxn>, StoreError> {
-        self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        self.begin(BEGIN_READ.into())
     }
 }
 

@@ -73,10 +73,16 @@ impl PgStore {
     /// lock on a connection of its own), waiting while another node holds it — this node is a
     /// standby until then; `waiting` is called once if it has to wait. Until every cache is
     /// checked against the database on each request (docs/multi-node.md), one node serves at
-    /// a time. If the lock's connection breaks, this node can no longer know that it is the
-    /// only one: the returned lock's watcher ends the process (fail closed; its supervisor
-    /// restarts it as a standby).
-    pub async fn become_active(&self, waiting: impl FnOnce()) -> Result<ActiveLock, PgError> {
+    /// a time. Every write transaction of an engine fenced by the lock
+    /// ([`PgEngine::fenced_by`](crate::PgEngine::fenced_by)) checks that the lock is still this
+    /// node's, so no write commits once another node may be active. If the lock's connection
+    /// breaks, `lost` runs (the server exits: fail closed; its supervisor restarts it as a
+    /// standby).
+    pub async fn become_active(
+        &self,
+        waiting: impl FnOnce(),
+        lost: impl FnOnce() + Send + 'static,
+    ) -> Result<ActiveLock, PgError> {
         // Taken out of the pool: the lock must never go back to it with the connection, and
         // closing the connection releases the lock.
         let client = deadpool_postgres::Object::take(self.pool.get().await?);
@@ -90,6 +96,10 @@ impl PgStore {
                 .execute("SELECT pg_advisory_lock($1)", &[&ACTIVE_LOCK])
                 .await?;
         }
+        let backend_pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .get(0);
         tracing::info!(
             incarnation = self.incarnation,
             "this node is the active node"
@@ -100,25 +110,36 @@ impl PgStore {
                 if let Err(e) = client.simple_query("SELECT 1").await {
                     tracing::error!(
                         cause = %e,
-                        "lost the connection that holds the active-node lock; exiting so that \
-                         two nodes never serve at once"
+                        "lost the connection that holds the active-node lock"
                     );
-                    std::process::exit(75);
+                    lost();
+                    return;
                 }
             }
         });
-        Ok(ActiveLock { watcher })
+        Ok(ActiveLock {
+            watcher,
+            backend_pid,
+        })
     }
 }
 
 /// The active-node lock ("agkactiv" in ASCII).
-const ACTIVE_LOCK: i64 = 0x6167_6b61_6374_6976;
+pub(crate) const ACTIVE_LOCK: i64 = 0x6167_6b61_6374_6976;
 
 /// Held while this node is the active node; dropping it releases the lock (the connection
 /// closes).
 #[derive(Debug)]
 pub struct ActiveLock {
     watcher: tokio::task::JoinHandle<()>,
+    backend_pid: i32,
+}
+
+impl ActiveLock {
+    /// The server process (backend) of the lock's session.
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
 }
 
 impl Drop for ActiveLock {

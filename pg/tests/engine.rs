@@ -317,3 +317,66 @@ fn an_unreachable_database_is_reported_as_unreachable_not_as_a_failed_write() {
         );
     }
 }
+
+#[test]
+fn a_fenced_engine_commits_nothing_once_its_node_lost_the_active_lock() {
+    let settings = database("fence");
+    let rt = runtime();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lock = rt.block_on(async {
+        let pg = PgStore::open(&settings, &node("a")).await.expect("opens");
+        let flag = lost.clone();
+        pg.become_active(
+            || {},
+            move || flag.store(true, std::sync::atomic::Ordering::SeqCst),
+        )
+        .await
+        .expect("active")
+    });
+    let engine = Engine::Bytes(Arc::new(
+        PgEngine::new(&settings).expect("engine").fenced_by(&lock),
+    ));
+    let txn = engine.begin_write().expect("the active node writes");
+    txn.open_table(TABLE)
+        .expect("open")
+        .insert(("a", 1), 1)
+        .expect("insert");
+    txn.commit().expect("commit");
+
+    // The lock's session ends, as when its connection breaks: another node may become active.
+    rt.block_on(async {
+        let admin = PgStore::open(&settings, &node("admin"))
+            .await
+            .expect("opens");
+        let client = admin.pool().get().await.expect("connection");
+        // `pg_terminate_backend(pid, timeout)` waits until the session has ended.
+        client
+            .execute(
+                "SELECT pg_terminate_backend($1, 5000)",
+                &[&lock.backend_pid()],
+            )
+            .await
+            .expect("terminated");
+    });
+    let refused = engine.begin_write().err();
+    assert!(
+        refused
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("no longer the active node")),
+        "{refused:?}"
+    );
+    // The engine's connections stay usable (the failed transaction was rolled back), and the
+    // node learns that it lost the lock.
+    let read = engine.begin_read().expect("read");
+    assert_eq!(read.open_table(TABLE).expect("open").len().expect("len"), 1);
+    let noticed = rt.block_on(async {
+        for _ in 0..1_000 {
+            if lost.load(std::sync::atomic::Ordering::SeqCst) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
+    });
+    assert!(noticed, "the watcher reports the lost lock");
+}
