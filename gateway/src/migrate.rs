@@ -4,7 +4,8 @@
 //! Every table of the runtime and the ledger is copied row by row in one PostgreSQL transaction,
 //! then compared row by row with the file; the key sets of `<data>/keys/` are wrapped with K3
 //! and stored (retired keys stay behind); the audit chains of the copy are verified with the
-//! audit key. The file is not changed: pointing `store` back at redb undoes the migration.
+//! audit key. The file's data is not changed (opening it runs the store's usual checks):
+//! pointing `store` back at redb undoes the migration.
 
 use std::sync::Arc;
 
@@ -182,7 +183,7 @@ pub async fn run(
         "audit_chains": report.chains,
         "audit_rows": report.rows,
         "next": format!(
-            "set store = \"{to}\" on every node (the file {} is unchanged)",
+            "set store = \"{to}\" on every node (the data in {} is unchanged)",
             file.display()
         ),
     }))
