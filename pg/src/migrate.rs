@@ -67,17 +67,23 @@ pub async fn schema_version(client: &Client) -> Result<Option<u32>, PgError> {
 }
 
 async fn apply(client: &mut Client) -> Result<u32, PgError> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS agentkeys_schema (
-                 version    integer     PRIMARY KEY,
-                 name       text        NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await?;
+    // Created only when missing (asked first: `IF NOT EXISTS` would log a notice at every start).
+    let current = match schema_version(client).await? {
+        Some(version) => version,
+        None => {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS agentkeys_schema (
+                         version    integer     PRIMARY KEY,
+                         name       text        NOT NULL,
+                         applied_at timestamptz NOT NULL DEFAULT now()
+                     )",
+                )
+                .await?;
+            0
+        }
+    };
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    let current = schema_version(client).await?.unwrap_or(0);
     if current > known {
         return Err(PgError::Schema {
             found: current,
