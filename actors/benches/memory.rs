@@ -119,6 +119,7 @@ async fn run() {
     let check = |i: usize| CheckSession {
         bid: bids[i],
         jkt: jkt(i),
+        min_epoch: 0,
     };
     for i in 0..WARM {
         agents.call(agent(i), check(i)).await.unwrap().unwrap();

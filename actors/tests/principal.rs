@@ -100,6 +100,7 @@ async fn a_scope_change_completes_when_its_caller_drops_the_call() {
     let check = CheckSession {
         bid,
         jkt: "key-1".into(),
+        min_epoch: 0,
     };
     let before = s.agents.call(omni, check.clone()).await.expect("call");
     assert_eq!(before.expect("live").scopes.map(|s| s.len()), Some(2));
@@ -140,6 +141,7 @@ async fn the_published_view_answers_as_the_actor_does_and_follows_every_change()
     let check = CheckSession {
         bid,
         jkt: "key-1".into(),
+        min_epoch: 0,
     };
     // Not active yet: nothing published, the actor must answer.
     assert!(s.agents.view::<SessionView>(&omni).is_none());
@@ -154,6 +156,7 @@ async fn the_published_view_answers_as_the_actor_does_and_follows_every_change()
     let other_key = CheckSession {
         bid,
         jkt: "key-2".into(),
+        min_epoch: 0,
     };
     assert!(matches!(
         from_view(&s, omni, &other_key),
@@ -162,6 +165,7 @@ async fn the_published_view_answers_as_the_actor_does_and_follows_every_change()
     let unseen = CheckSession {
         bid: bid + 1,
         jkt: "key-1".into(),
+        min_epoch: 0,
     };
     assert!(from_view(&s, omni, &unseen).is_none());
 
@@ -204,6 +208,7 @@ async fn a_revoked_actor_is_refused_by_its_view() {
     let check = CheckSession {
         bid,
         jkt: "key-1".into(),
+        min_epoch: 0,
     };
     let _ = s.agents.call(omni, check.clone()).await.expect("call");
     let view = s.agents.view::<SessionView>(&omni).expect("published");
@@ -224,6 +229,7 @@ async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
     let check = CheckSession {
         bid,
         jkt: "key-1".into(),
+        min_epoch: 0,
     };
     assert!(
         s.agents

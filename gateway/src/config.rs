@@ -99,7 +99,7 @@ const fn key(
 }
 
 /// Every key the server reads (docs/configuration.md has the meanings).
-pub const KEYS: [Key; 33] = [
+pub const KEYS: [Key; 34] = [
     key(
         "listen",
         "AGENTKEYS_LISTEN",
@@ -134,6 +134,7 @@ pub const KEYS: [Key; 33] = [
     ),
     key("store_ca_file", "AGENTKEYS_STORE_CA_FILE", Kind::Text, None),
     key("node_name", "AGENTKEYS_NODE_NAME", Kind::Text, None),
+    key("active_nodes", "AGENTKEYS_ACTIVE_NODES", Kind::Text, None),
     key(
         "metrics_listen",
         "AGENTKEYS_METRICS_LISTEN",
@@ -391,6 +392,9 @@ pub enum StoreBackend {
         settings: Box<agentkeys_pg::PgSettings>,
         /// This node's name in the database's node list (`node_name`; default the host name).
         node_name: String,
+        /// Whether every node serves at once (`active_nodes = "all"`) or one at a time with
+        /// standbys (`"one"`).
+        all_active: bool,
     },
 }
 
@@ -630,7 +634,7 @@ fn parse_store(v: &Values) -> anyhow::Result<StoreBackend> {
     let url = v.text("store");
     let optional = |name: &str| v.sources.get(name).map(|(s, _)| s.as_str());
     if url == "redb" {
-        for name in ["store_password_file", "store_ca_file"] {
+        for name in ["store_password_file", "store_ca_file", "active_nodes"] {
             if optional(name).is_some() {
                 bail!(
                     "{name} ({}) is only used with store = \"postgres://…\"",
@@ -662,9 +666,18 @@ fn parse_store(v: &Values) -> anyhow::Result<StoreBackend> {
         .map(str::to_string)
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "agentkeys".into());
+    let all_active = match optional("active_nodes").unwrap_or("one") {
+        "one" => false,
+        "all" => true,
+        _ => bail!(
+            "active_nodes ({}) must be \"one\" or \"all\"",
+            v.origin("active_nodes")
+        ),
+    };
     Ok(StoreBackend::Postgres {
         settings: Box::new(settings),
         node_name,
+        all_active,
     })
 }
 

@@ -86,7 +86,13 @@ pub struct Rotator {
     /// Held across each read-modify-write of the state (begin, tick), so two concurrent
     /// requests cannot interleave and lose a key being retired.
     steps: tokio::sync::Mutex<()>,
+    /// On a shared store: when this node last read the rotation other nodes may have
+    /// advanced (ms; 0 = never).
+    synced_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How often a node of a shared store reads the rotation state other nodes may have changed.
+const SYNC_EVERY_MS: u64 = 1_000;
 
 impl std::fmt::Debug for Rotator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +125,60 @@ impl Rotator {
             switch_delay,
             state: Mutex::new(state),
             steps: tokio::sync::Mutex::new(()),
+            synced_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// On a shared store, takes what other nodes did (at most once a second): the keys they
+    /// added (imported into this signer from their wrapped form), the signing key they
+    /// switched to, the keys they retired, and the rotation state. A rotation begun on one
+    /// node is therefore published by every node within a second, long before its key signs.
+    async fn sync(&self) -> Result<(), RotationError> {
+        use std::sync::atomic::Ordering;
+        if !self.store.is_shared() {
+            return Ok(());
+        }
+        let now = self.clock.now().as_millis();
+        let last = self.synced_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < SYNC_EVERY_MS {
+            return Ok(());
+        }
+        self.synced_ms.store(now.max(1), Ordering::Relaxed);
+        let state: RotationState = match self.store.meta(META).map_err(failed)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(failed)?,
+            None => RotationState::default(),
+        };
+        let stored: Vec<_> = crate::keystore::read(&self.store)
+            .map_err(failed)?
+            .into_iter()
+            .filter(|k| k.set == KeySetName::Oidc)
+            .collect();
+        for key in &stored {
+            let kid = key.kid.clone();
+            if self.signer.import_key(key.clone()).await.map_err(failed)? {
+                tracing::info!(%kid, "oidc key added by another node");
+            }
+        }
+        let recorded = recorded_oidc_kid(&self.store)?;
+        if let Some(kid) = recorded
+            && kid != self.signer.current_kid(KeySetName::Oidc)
+            && stored.iter().any(|k| k.kid == kid)
+        {
+            self.signer
+                .use_key(KeySetName::Oidc, &kid)
+                .await
+                .map_err(failed)?;
+            tracing::info!(%kid, "oidc signing key switched by another node");
+        }
+        let published = self.signer.public_jwks(KeySetName::Oidc);
+        for kid in published.iter().filter_map(|k| k["kid"].as_str()) {
+            if !stored.iter().any(|k| k.kid == kid) {
+                // Retired by another node (a failure here means it is the signing key: kept).
+                let _ = self.signer.retire_key(KeySetName::Oidc, kid).await;
+            }
+        }
+        *self.lock() = state;
+        Ok(())
     }
 
     /// The signer whose keys it rotates.
@@ -139,6 +198,9 @@ impl Rotator {
     /// Step 1: publishes a new key that signs after the switch delay.
     pub async fn begin(&self) -> Result<RotationState, RotationError> {
         let _step = self.steps.lock().await;
+        self.synced_ms
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.sync().await?;
         if let Some(next) = self.lock().next.clone() {
             return Err(RotationError::InProgress(next.kid));
         }
@@ -161,6 +223,10 @@ impl Rotator {
 
     /// Applies every step that is due at the clock's now; returns them.
     pub async fn tick(&self) -> Result<Vec<Step>, RotationError> {
+        if self.store.is_shared() {
+            let _step = self.steps.lock().await;
+            self.sync().await?;
+        }
         if !self.due() {
             return Ok(Vec::new());
         }
@@ -226,10 +292,7 @@ impl Rotator {
     }
 
     async fn record_current(&self, kid: &str) -> Result<(), RotationError> {
-        let (_, name) = CurrentKids::META_NAMES
-            .iter()
-            .find(|(set, _)| *set == KeySetName::Oidc)
-            .ok_or_else(|| failed("no meta name for the OIDC set"))?;
+        let name = oidc_current_meta()?;
         self.store
             .set_meta(name, kid.as_bytes().to_vec())
             .await
@@ -256,4 +319,21 @@ fn duration_ms(d: Duration) -> u64 {
 
 fn rfc(ms: u64) -> String {
     agentkeys_actors::crypto::rfc3339::format(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The meta name of the OIDC set's signing kid.
+fn oidc_current_meta() -> Result<&'static str, RotationError> {
+    CurrentKids::META_NAMES
+        .iter()
+        .find(|(set, _)| *set == KeySetName::Oidc)
+        .map(|(_, name)| *name)
+        .ok_or_else(|| failed("no meta name for the OIDC set"))
+}
+
+/// The OIDC signing kid recorded in the store.
+fn recorded_oidc_kid(store: &Store) -> Result<Option<String>, RotationError> {
+    Ok(store
+        .meta(oidc_current_meta()?)
+        .map_err(failed)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }

@@ -41,8 +41,10 @@ pub struct Server {
     runtime: Runtime,
     ledger: Ledger,
     app: axum::Router,
-    /// On PostgreSQL: held while this node serves; released when the server is dropped.
-    _active: Option<agentkeys_pg::ActiveLock>,
+    /// On PostgreSQL: what the node holds while it serves.
+    _node: Option<PgNode>,
+    /// On PostgreSQL: the node's background tasks (notifications, expired proofs).
+    node_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -86,6 +88,9 @@ impl Server {
         self.mailer_check.abort();
         self.provider_check.abort();
         self.notifier.abort();
+        for task in &self.node_tasks {
+            task.abort();
+        }
         if let Err(e) = self.ledger.audit_supervision(&self.runtime).await {
             tracing::error!(cause = %e, "cannot audit the last supervision events");
         }
@@ -181,7 +186,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         prepare: vec![ledger::create_tables],
         ..StoreOptions::default()
     };
-    let (store, active) = match &config.store {
+    let (store, node) = match &config.store {
         StoreBackend::Redb => (
             Store::open(&store_path, &options, clock.now())
                 .with_context(|| format!("cannot open the store {}", store_path.display()))?,
@@ -190,9 +195,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         StoreBackend::Postgres {
             settings,
             node_name,
+            all_active,
         } => {
-            let (store, active) = open_postgres(settings, node_name, &options, &clock).await?;
-            (store, Some(active))
+            let (store, node) =
+                open_postgres(settings, node_name, *all_active, &options, &clock).await?;
+            (store, Some(node))
         }
     };
     let recorded = recorded_kids(&store)?;
@@ -217,6 +224,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     )?;
     crate::keystore::persist_new(runtime.store(), &signer).await?;
     record_kids(runtime.store().as_ref(), &recorded, &signer.current_kids()).await?;
+    if let Some(node) = &node {
+        // This node's keys are stored: the next node to start finds them.
+        drop(node.starting.lock().map(|mut s| s.take()));
+    }
     ledger
         .set_head_signer(signer.audit_head_signer())
         .await
@@ -250,6 +261,35 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         signer: signer.clone(),
         ledger: ledger.clone(),
     };
+    let dpop = Arc::new(match &node {
+        // Every node of the deployment accepts the nonces of every other.
+        Some(_) => DpopVerifier::with_nonce_secret(
+            config.limits.dpop_skew_seconds,
+            signer.dpop_nonce_key(),
+        ),
+        None => DpopVerifier::new(config.limits.dpop_skew_seconds),
+    });
+    let cluster = node
+        .as_ref()
+        .and_then(|n| n.engine.clone())
+        .map(|engine| Arc::new(crate::cluster::Cluster::new(engine, runtime.clone())));
+    let mut node_tasks = Vec::new();
+    if let (Some(cluster), StoreBackend::Postgres { settings, .. }) = (&cluster, &config.store) {
+        node_tasks.push(tokio::spawn(
+            cluster.clone().purge_every_minute(runtime.clock().clone()),
+        ));
+        let (ledger, runtime) = (ledger.clone(), runtime.clone());
+        node_tasks.push(agentkeys_pg::listen(settings, move |heard| match heard {
+            agentkeys_pg::Heard::Appended(master) => {
+                ledger.wake_streams(agentkeys_runtime::Omni::from_bytes(master));
+            }
+            agentkeys_pg::Heard::Reconnected => {
+                // Whatever changed while this node was not listening is loaded again.
+                runtime.flush_caches();
+                ledger.wake_all_streams();
+            }
+        })?);
+    }
     let state = AppState::new(AppStateInner {
         stopping: stopping_rx,
         sessions: Arc::new(Sessions::new(
@@ -288,7 +328,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         public_url: config.public_url.clone(),
         domain: config.domain.clone(),
         clock: runtime.clock().clone(),
-        dpop: Arc::new(DpopVerifier::new(config.limits.dpop_skew_seconds)),
+        dpop,
+        cluster: cluster.clone(),
         challenges: Arc::new(http::wallet::Challenges::new(
             &config.limits,
             "login challenges",
@@ -328,18 +369,30 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         runtime,
         ledger,
         app,
-        _active: active,
+        _node: node,
+        node_tasks,
     })
 }
 
-/// The store on PostgreSQL: migrate and check the deployment, wait to become the active node,
-/// then open the store on the engine.
+/// What a node on PostgreSQL holds while it serves.
+struct PgNode {
+    /// With one active node: the active-node lock (released when the server is dropped).
+    _active: Option<agentkeys_pg::ActiveLock>,
+    /// With every node active: the start lock, released once the key sets are stored.
+    starting: std::sync::Mutex<Option<agentkeys_pg::StartupLock>>,
+    /// With every node active: the engine, for the request path's one statement.
+    engine: Option<Arc<agentkeys_pg::PgEngine>>,
+}
+
+/// The store on PostgreSQL: migrate and check the deployment; with one active node, wait to
+/// become it; then open the store on the engine.
 async fn open_postgres(
     settings: &agentkeys_pg::PgSettings,
     node_name: &str,
+    all_active: bool,
     options: &StoreOptions,
     clock: &Arc<dyn Clock>,
-) -> anyhow::Result<(Store, agentkeys_pg::ActiveLock)> {
+) -> anyhow::Result<(Store, PgNode)> {
     let identity = agentkeys_pg::NodeIdentity {
         client_id: options.client_id.clone(),
         k3_fingerprint: options.key_fingerprint.clone().unwrap_or_default(),
@@ -348,6 +401,22 @@ async fn open_postgres(
     let pg = agentkeys_pg::PgStore::open(settings, &identity)
         .await
         .context("cannot open the PostgreSQL store")?;
+    if all_active {
+        tracing::info!(
+            incarnation = pg.incarnation(),
+            "every node serves (active_nodes = \"all\")"
+        );
+        let starting = pg.startup_lock().await?;
+        let engine = Arc::new(agentkeys_pg::PgEngine::new(settings)?);
+        let store = Store::open_bytes(engine.clone(), options, clock.now())
+            .context("cannot open the store on PostgreSQL")?;
+        let node = PgNode {
+            _active: None,
+            starting: std::sync::Mutex::new(Some(starting)),
+            engine: Some(engine),
+        };
+        return Ok((store, node));
+    }
     let active = pg
         .become_active(
             || {
@@ -366,7 +435,12 @@ async fn open_postgres(
     let engine = agentkeys_pg::PgEngine::new(settings)?.fenced_by(&active);
     let store = Store::open_bytes(Arc::new(engine), options, clock.now())
         .context("cannot open the store on PostgreSQL")?;
-    Ok((store, active))
+    let node = PgNode {
+        _active: Some(active),
+        starting: std::sync::Mutex::new(None),
+        engine: None,
+    };
+    Ok((store, node))
 }
 
 /// Fetches each OpenID provider's discovery document and keys every five minutes (for

@@ -166,6 +166,19 @@ impl PgSettings {
             .map_err(|e| PgError::Pool(e.to_string()))
     }
 
+    /// Opens single connections outside the pool (the notification listener's).
+    pub(crate) fn connector(&self) -> Result<Connector, PgError> {
+        Ok(Connector {
+            config: self.config.clone(),
+            tls: match self.tls {
+                TlsMode::Plain => None,
+                TlsMode::Verified => Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    self.rustls()?,
+                )),
+            },
+        })
+    }
+
     fn rustls(&self) -> Result<rustls::ClientConfig, PgError> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
@@ -210,6 +223,32 @@ fn is_local(host: &Host) -> bool {
                     .trim_matches(|c| c == '[' || c == ']')
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+/// Opens one connection at a time with the settings' TLS mode.
+pub(crate) struct Connector {
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Connector {
+    /// Connects, listens on `channel` and forwards what it hears until the connection breaks.
+    pub(crate) async fn listen(
+        &self,
+        channel: &str,
+        heard: Arc<dyn Fn(crate::cluster::Heard) + Send + Sync>,
+    ) -> Result<(), PgError> {
+        match &self.tls {
+            None => {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+                crate::cluster::forward(client, connection, channel, heard).await
+            }
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await?;
+                crate::cluster::forward(client, connection, channel, heard).await
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ impl std::fmt::Debug for PgEngine {
 
 /// A statement's failure: the server's own error (a constraint, a syntax error) is a store
 /// failure; no answer at all (refused, broken or closed connection) means unreachable.
-fn db(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
     if e.code().is_some_and(|code| code.code() == FENCED) {
         return StoreError::Unreachable(Arc::new(std::io::Error::other(
             "this node is no longer the active node",
@@ -138,6 +138,18 @@ impl PgEngine {
         )
         .into();
         self
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs `fut` on the engine's runtime (where its connections live).
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.exec.handle.spawn(fut)
     }
 
     fn begin(&self, sql: Arc<str>) -> Result<Box<dyn ByteTxn>, StoreError> {
@@ -298,6 +310,29 @@ impl ByteTxn for PgTxn {
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.finish("COMMIT")
+    }
+
+    fn announce(&self, masters: &[[u8; 32]]) -> Result<(), StoreError> {
+        // A notification is delivered when (and only if) the transaction commits; its payload
+        // is limited to 8,000 bytes, so masters go 100 (6,500 bytes of hex) to a notification.
+        let payloads: Vec<String> = masters
+            .chunks(100)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(crate::cluster::hex)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        self.query(
+            format!(
+                "SELECT pg_notify('{}', p) FROM unnest($1::text[]) p",
+                crate::cluster::CHANNEL
+            ),
+            vec![Box::new(payloads)],
+        )
+        .map(|_| ())
     }
 
     fn abort(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -7,15 +7,17 @@
 //! Nothing here serves requests yet: the domain's tables and the request path follow in the
 //! next steps of the issue.
 
+mod cluster;
 mod config;
 mod engine;
 mod migrate;
 mod store;
 
+pub use cluster::{Admission, Heard, listen};
 pub use config::{PgSettings, TlsMode};
 pub use engine::PgEngine;
 pub use migrate::{MIGRATIONS, Migration, migrate, schema_version};
-pub use store::{ActiveLock, NodeIdentity, PgStore, deployment_recorded};
+pub use store::{ActiveLock, NodeIdentity, PgStore, StartupLock, deployment_recorded};
 
 /// Why the PostgreSQL store could not be used.
 #[derive(Debug, thiserror::Error)]

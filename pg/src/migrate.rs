@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "the store's tables",
         sql: include_str!("../migrations/0002_tables.sql"),
     },
+    Migration {
+        version: 3,
+        name: "shared DPoP replay state",
+        sql: include_str!("../migrations/0003_replay.sql"),
+    },
 ];
 
 /// The advisory lock key of migrations ("agkmigr" in ASCII).

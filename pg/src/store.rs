@@ -124,6 +124,34 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Serializes the start of nodes serving at once: held (on a connection of its own) from
+    /// before the store opens until this node's key sets are stored, so nodes starting together
+    /// on an empty database do not each create their own keys — the second finds the first's.
+    /// Dropping the guard releases it.
+    pub async fn startup_lock(&self) -> Result<StartupLock, PgError> {
+        let client = deadpool_postgres::Object::take(self.pool.get().await?);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&STARTUP_LOCK])
+            .await?;
+        Ok(StartupLock { _client: client })
+    }
+}
+
+/// See [`PgStore::startup_lock`].
+pub struct StartupLock {
+    _client: deadpool_postgres::ClientWrapper,
+}
+
+impl std::fmt::Debug for StartupLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartupLock").finish_non_exhaustive()
+    }
+}
+
+/// The start lock of nodes serving at once ("agkstart" in ASCII).
+const STARTUP_LOCK: i64 = 0x6167_6b73_7461_7274;
+
 /// The active-node lock ("agkactiv" in ASCII).
 pub(crate) const ACTIVE_LOCK: i64 = 0x6167_6b61_6374_6976;
 

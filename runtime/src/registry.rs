@@ -42,6 +42,8 @@ pub trait VirtualActor: Actor<Context = Context<Self>> {
 pub struct Activation {
     /// Its records from the master down, read at activation.
     pub lineage: Lineage,
+    /// The runtime's cache generation read before the lineage ([`Runtime::flush_caches`]).
+    pub generation: u64,
     /// The check it runs before replying.
     pub guard: LineageGuard,
     /// The store (the tree; a higher layer reaches its own tables through its own types).
@@ -154,6 +156,25 @@ impl LineageGuard {
     /// The guarded actor (the last of its chain).
     pub fn omni(&self) -> Omni {
         self.chain[self.chain.len() - 1]
+    }
+
+    /// Reads the actor's lineage from the store again (one snapshot), recording what it shows
+    /// in the revoked and scope indexes: what a node does when another node changed the tree
+    /// (the master's change epoch moved past what this node loaded).
+    pub fn reload(&self) -> Result<crate::store::Lineage, CallError> {
+        self.runtime
+            .lineage(&self.omni())?
+            .ok_or(CallError::NotFound)
+    }
+
+    /// Whether the store is shared by several nodes (change epochs are in use).
+    pub fn shared_store(&self) -> bool {
+        self.runtime.store().is_shared()
+    }
+
+    /// The runtime's cache generation ([`Runtime::flush_caches`]).
+    pub fn cache_generation(&self) -> u64 {
+        self.runtime.cache_generation()
     }
 
     /// The actor's effective scopes now: `None` for a master (every scope), else the
@@ -640,6 +661,7 @@ impl<A: VirtualActor> Registry<A> {
         if runtime.is_closing() {
             return Err(CallError::ShuttingDown);
         }
+        let generation = runtime.cache_generation();
         let lineage = runtime.lineage(&omni)?.ok_or(CallError::NotFound)?;
         if let Status::Revoked { by, at } = lineage.status() {
             return Err(CallError::Revoked { by, at });
@@ -657,6 +679,7 @@ impl<A: VirtualActor> Registry<A> {
         let activation = Activation {
             view: ViewSlot(lifecycle.clone()),
             lineage,
+            generation,
             guard: guard.clone(),
             store: runtime.store().clone(),
             clock: runtime.clock().clone(),

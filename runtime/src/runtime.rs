@@ -96,6 +96,8 @@ struct Inner {
     in_flight: AtomicUsize,
     drained: Notify,
     revocations: std::sync::atomic::AtomicU64,
+    /// Moved by [`Runtime::flush_caches`]: state loaded under an older generation is loaded again.
+    generation: std::sync::atomic::AtomicU64,
     config: RuntimeConfig,
 }
 
@@ -144,6 +146,7 @@ impl Runtime {
                 in_flight: AtomicUsize::new(0),
                 drained: Notify::new(),
                 revocations: std::sync::atomic::AtomicU64::new(0),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 config,
             }),
         })
@@ -157,6 +160,20 @@ impl Runtime {
     /// The injected clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// Makes every actor load its state from the store again before it answers its next check,
+    /// and empties the scope index (refilled from the store as lineages are read): what a node
+    /// of a shared store does when the database restarted or failed over. The revoked index
+    /// stays: a revocation is permanent.
+    pub fn flush_caches(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        self.inner.scopes.clear();
+    }
+
+    /// How many times the caches were flushed ([`flush_caches`](Self::flush_caches)).
+    pub fn cache_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// The revoked index.

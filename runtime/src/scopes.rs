@@ -5,7 +5,10 @@
 //!
 //! Filled lazily from every lineage the runtime reads (an entry is only inserted if absent, so a
 //! stale read never overwrites a newer value) and replaced by the owning actor, through its
-//! [`ScopeSlot`](crate::ScopeSlot), in the mailbox turn that committed the change. The runtime
+//! [`ScopeSlot`](crate::ScopeSlot), in the mailbox turn that committed the change. On a store
+//! that several nodes share, each entry is labelled with the master's change epoch of the read
+//! that filled it ([`crate::store::epochs`]) and a read of a newer epoch replaces it: a change
+//! committed by another node reaches this index through the next lineage read after it. The runtime
 //! knows no scope grammar: scopes are opaque strings here.
 
 use std::collections::{BTreeSet, HashMap};
@@ -17,25 +20,38 @@ use crate::store::{ActorKind, Lineage};
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct ScopeIndex {
-    map: RwLock<HashMap<Omni, Arc<[String]>>>,
+    map: RwLock<HashMap<Omni, Entry>>,
 }
 
+/// The master's change epoch of the read that filled an entry (0 on redb), and the scopes.
+type Entry = (u64, Arc<[String]>);
+
 impl ScopeIndex {
-    /// Records the stored scopes of every agent of a lineage read from the store, unless known.
+    /// Records the stored scopes of every agent of a lineage read from the store, unless known
+    /// from a read of the same or a newer epoch.
     pub fn fill_from(&self, lineage: &Lineage) {
+        let epoch = lineage.epoch();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         for record in lineage.records() {
             if record.kind == ActorKind::Agent {
-                map.entry(record.omni)
-                    .or_insert_with(|| record.scopes.clone().into());
+                match map.get_mut(&record.omni) {
+                    Some(entry) if entry.0 >= epoch => {}
+                    Some(entry) => *entry = (epoch, record.scopes.clone().into()),
+                    None => {
+                        map.insert(record.omni, (epoch, record.scopes.clone().into()));
+                    }
+                }
             }
         }
     }
 
     /// Replaces the scopes of `omni` (after a committed change; only through its actor's slot).
+    /// The label stays: the change moved the master's epoch past it, so the next request's check
+    /// reads the lineage again on a shared store.
     pub(crate) fn set(&self, omni: Omni, scopes: Vec<String>) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        map.insert(omni, scopes.into());
+        let epoch = map.get(&omni).map_or(0, |e| e.0);
+        map.insert(omni, (epoch, scopes.into()));
     }
 
     /// The effective scopes of the last actor of `chain` (root first): `Ok(None)` for a master
@@ -45,7 +61,7 @@ impl ScopeIndex {
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let mut effective: Option<BTreeSet<String>> = None;
         for omni in chain.iter().skip(1) {
-            let stored = map.get(omni).ok_or(*omni)?;
+            let stored = &map.get(omni).ok_or(*omni)?.1;
             effective = Some(match effective {
                 None => stored.iter().cloned().collect(),
                 Some(set) => set
@@ -55,6 +71,11 @@ impl ScopeIndex {
             });
         }
         Ok(effective)
+    }
+
+    /// Forgets every entry (refilled from lineage reads).
+    pub(crate) fn clear(&self) {
+        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Entries held.

@@ -51,6 +51,9 @@ pub const VAULT_VALUE_AAD: &[u8] = b"agentkeys-vault-value-v1";
 
 /// HKDF salt of the key that wraps the P-256 signing keys kept in a shared store (no info).
 pub const SIGNING_KEY_KEK_SALT: &[u8] = b"agentkeys-signing-key-kek-v1";
+/// HKDF salt of the `DPoP-Nonce` key of a deployment whose nodes share a store (no info): a
+/// nonce one node issues is accepted by every other.
+pub const DPOP_NONCE_SALT: &[u8] = b"agentkeys-dpop-nonce-v1";
 /// AAD prefix of a wrapped P-256 signing key (then the set's name, `/`, the kid).
 pub const SIGNING_KEY_AAD: &[u8] = b"agentkeys-signing-key-v1";
 

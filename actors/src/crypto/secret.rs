@@ -82,10 +82,20 @@ impl MasterSecret {
     /// The key that wraps the P-256 signing keys kept in a shared store (PostgreSQL): every
     /// node with this K3 unwraps them; nothing stores it.
     pub(crate) fn signing_key_kek(&self) -> Zeroizing<[u8; 32]> {
+        self.deployment_key(labels::SIGNING_KEY_KEK_SALT)
+    }
+
+    /// The `DPoP-Nonce` key of a deployment whose nodes share a store: the same on every node
+    /// with this K3; nothing stores it, and it cannot be turned back into K3.
+    pub(crate) fn dpop_nonce_key(&self) -> Zeroizing<[u8; 32]> {
+        self.deployment_key(labels::DPOP_NONCE_SALT)
+    }
+
+    /// `HKDF-SHA256(K3, salt)`, 32 bytes, no info.
+    fn deployment_key(&self, salt: &[u8]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
         // 32 bytes is always a valid HKDF-SHA256 output length.
-        let _ = Hkdf::<Sha256>::new(Some(labels::SIGNING_KEY_KEK_SALT), &self.0)
-            .expand(&[], out.as_mut());
+        let _ = Hkdf::<Sha256>::new(Some(salt), &self.0).expand(&[], out.as_mut());
         out
     }
 

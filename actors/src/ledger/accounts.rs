@@ -377,6 +377,7 @@ impl Mutation for DeleteDevice {
     fn apply(plan: Self::Plan, txn: &WriteTransaction) -> Result<BindingInUse, StoreError> {
         let (mut found, op) = plan;
         if found.binding.is_live() {
+            agentkeys_runtime::store::epochs::touch(&found.master);
             found.binding.tombstoned_at = Some(op.at);
             devices::update_binding(txn, &found.binding)?;
             audit::append(

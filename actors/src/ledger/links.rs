@@ -469,6 +469,7 @@ impl Mutation for SetScopes {
             master,
             set_by,
         } = plan;
+        agentkeys_runtime::store::epochs::touch(&master);
         let mut setters = txn.open_table(SCOPES_SET_BY)?;
         match set_by {
             Some(s) => setters.insert(op.omni.as_bytes(), s.as_bytes())?,

@@ -128,6 +128,26 @@ impl Ledger {
         })
     }
 
+    /// Wakes this node's event streams of `master`: another node appended to its audit chain.
+    pub fn wake_streams(&self, master: Omni) {
+        self.audit.wake([master]);
+    }
+
+    /// Wakes every event stream of this node (notifications from other nodes may have been
+    /// missed).
+    pub fn wake_all_streams(&self) {
+        self.audit.wake_all();
+    }
+
+    /// The master's change epoch as of now (0 on redb; see
+    /// [`agentkeys_runtime::store::epochs`]).
+    pub fn epoch(&self, master: &Omni) -> Result<u64, StoreError> {
+        if !self.store.is_shared() {
+            return Ok(0);
+        }
+        agentkeys_runtime::store::epochs::read(&self.store.read()?, master)
+    }
+
     /// Every policy, as the actors read them.
     pub fn policies(&self) -> &Arc<PolicyBook> {
         &self.policies

@@ -411,6 +411,7 @@ impl Mutation for SetPolicy {
             Setter::Operator => None,
             Setter::Actor(o) => Some(o),
         };
+        agentkeys_runtime::store::epochs::touch(&master);
         let mut versions = txn.open_table(POLICY_VERSIONS)?;
         let current = versions.get(master.as_bytes())?.map_or(0, |v| v.value());
         if op.policy.is_none() && !existed {

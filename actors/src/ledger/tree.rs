@@ -175,6 +175,11 @@ impl BatchHook for AuditHook {
         // The heads this batch appended to, once each; without a signer they stay in the
         // unsigned set until a batch runs with one.
         let touched = audit::finish_batch(txn, if urgent { None } else { signer })?;
+        if !touched.is_empty() {
+            // Other nodes wake their streams of these masters after the commit.
+            let masters: Vec<[u8; 32]> = touched.iter().map(|m| *m.as_bytes()).collect();
+            txn.announce(&masters)?;
+        }
         SIGNAL.with(|s| *s.borrow_mut() = touched);
         let appended = audit::take_appended();
         if urgent {
@@ -203,18 +208,30 @@ impl BatchHook for AuditHook {
         if touched.is_empty() {
             return;
         }
-        // New rows of these chains are readable now: wake their masters' streams, and forget
-        // the channels nobody reads any more.
-        let mut masters = self.lock();
-        for master in touched {
-            if let Some(sender) = masters.get(&master) {
+        // New rows of these chains are readable now: wake their masters' streams.
+        self.wake(touched);
+    }
+}
+
+impl AuditHook {
+    /// Wakes the streams of `masters` (and forgets the channels nobody reads any more).
+    pub(super) fn wake(&self, masters: impl IntoIterator<Item = Omni>) {
+        let mut channels = self.lock();
+        for master in masters {
+            if let Some(sender) = channels.get(&master) {
                 if sender.receiver_count() == 0 {
-                    masters.remove(&master);
+                    channels.remove(&master);
                 } else {
                     sender.send_modify(|n| *n += 1);
                 }
             }
         }
+    }
+
+    /// Wakes every open stream (after notifications may have been missed).
+    pub(super) fn wake_all(&self) {
+        let masters: Vec<Omni> = self.lock().keys().copied().collect();
+        self.wake(masters);
     }
 }
 

@@ -20,6 +20,9 @@ pub struct CheckSession {
     pub bid: u64,
     /// The proof key's thumbprint (already checked equal to the token's `cnf.jkt`).
     pub jkt: String,
+    /// The master's change epoch the request read from a shared store (0 on redb): state the
+    /// actor loaded at an older epoch is loaded again before it answers.
+    pub min_epoch: u64,
 }
 
 /// A session that passed every check of the actor.

@@ -91,6 +91,10 @@ pub struct SessionView {
     bindings: Bindings,
     effective: Option<Arc<crate::policy::Effective>>,
     guard: LineageGuard,
+    /// The master's change epoch of the store read this view reflects (0 on redb).
+    epoch: u64,
+    /// The runtime's cache generation when it was loaded.
+    generation: u64,
 }
 
 impl SessionView {
@@ -101,6 +105,9 @@ impl SessionView {
         msg: &CheckSession,
         ledger: &Ledger,
     ) -> Option<Result<SessionCheck, SessionError>> {
+        if self.stale(msg.min_epoch) {
+            return None;
+        }
         let binding = self.bindings.get(msg.bid)?;
         let master = self.guard.chain()[0];
         let effective = self
@@ -108,6 +115,12 @@ impl SessionView {
             .as_ref()
             .filter(|e| e.version == ledger.policies().version(&master))?;
         Some(self.answer(Some(binding), &msg.jkt, effective.clone()))
+    }
+
+    /// Whether another node changed the tree since the view was loaded (the request read a
+    /// newer epoch), or this node flushed its caches since.
+    fn stale(&self, min_epoch: u64) -> bool {
+        self.epoch < min_epoch || self.generation != self.guard.cache_generation()
     }
 
     /// Lineage live, binding live and of this key; the scopes as of now.
@@ -200,11 +213,17 @@ impl PrincipalCore {
     /// From an activation; loads the bindings (a failed read leaves the cache empty, and the
     /// first check reloads).
     pub fn activate(activation: Activation, deps: PrincipalDeps) -> Self {
+        if activation.guard.shared_store() {
+            // Another node may have changed the tree's policies since this node's book loaded.
+            let _ = deps.ledger.refresh_policies(activation.guard.chain());
+        }
         let mut core = Self {
             view: Arc::new(SessionView {
                 record: activation.lineage.actor().clone(),
                 bindings: Bindings::default(),
                 effective: None,
+                epoch: activation.lineage.epoch(),
+                generation: activation.generation,
                 guard: activation.guard,
             }),
             slot: activation.view,
@@ -272,9 +291,32 @@ impl PrincipalCore {
         })
     }
 
+    /// Loads again everything the actor holds from the store — the lineage (and with it the
+    /// revoked and scope indexes), its record, its bindings and the tree's policies — when the
+    /// master's change epoch the request read is newer than what the view reflects: another
+    /// node changed the tree (shared stores only; on redb both are 0).
+    fn catch_up(&mut self, min_epoch: u64) -> Result<(), CallError> {
+        if !self.view.stale(min_epoch) {
+            return Ok(());
+        }
+        let generation = self.view.guard.cache_generation();
+        let lineage = self.view.guard.reload()?;
+        self.ledger.refresh_policies(self.view.guard.chain())?;
+        let bindings = self.ledger.devices(&self.view.record.omni)?;
+        self.change(|v| {
+            v.record = lineage.actor().clone();
+            v.bindings = Bindings::from(bindings);
+            v.effective = None;
+            v.epoch = lineage.epoch();
+            v.generation = generation;
+        });
+        Ok(())
+    }
+
     /// [`CheckSession`]: lineage live, binding live and of this key.
     /// The same answer as [`SessionView::check`], after loading what the view lacked.
     pub fn check_session(&mut self, msg: &CheckSession) -> Result<SessionCheck, SessionError> {
+        self.catch_up(msg.min_epoch).map_err(SessionError::Call)?;
         self.view.guard.check().map_err(SessionError::Call)?;
         let policies = self.policies();
         let binding = self.binding(msg.bid).map_err(SessionError::Call)?.cloned();

@@ -298,6 +298,36 @@ impl SignerOp for AddKey {
     }
 }
 
+/// Adds a key another node created and stored (a shared store's wrapped form) to its set,
+/// unless the set holds it already; answers whether it was added.
+#[derive(Debug)]
+pub struct ImportKey {
+    /// The stored key.
+    pub key: super::StoredKey,
+}
+
+impl SignerOp for ImportKey {
+    type Ok = bool;
+
+    fn run(self, state: &SignerState) -> Result<bool, SignerError> {
+        let super::Placement::Stored { kek, .. } = &state.placement else {
+            return Err(SignerError::KeyFile(
+                "keys are files on this node; nothing to import".into(),
+            ));
+        };
+        if state.set(self.key.set).position(&self.key.kid).is_some() {
+            return Ok(false);
+        }
+        let key = self.key.unwrap(kek)?;
+        let mut set = state.set_mut(self.key.set);
+        if set.position(&self.key.kid).is_some() {
+            return Ok(false);
+        }
+        set.keys.push(key);
+        Ok(true)
+    }
+}
+
 /// Makes a key of a set the signing key.
 #[derive(Debug)]
 pub struct UseKey {

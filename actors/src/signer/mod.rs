@@ -460,6 +460,12 @@ impl SignerHandle {
         self.state.k3.fingerprint()
     }
 
+    /// The key of server `DPoP-Nonce`s shared by every node of a deployment on one store
+    /// (HKDF from K3; it authenticates nonces and signs nothing).
+    pub fn dpop_nonce_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.state.k3.dpop_nonce_key()
+    }
+
     /// Pool size and replacements.
     pub fn health(&self) -> SignerHealth {
         SignerHealth {
@@ -635,6 +641,11 @@ impl SignerHandle {
     /// Whether the key sets live in a shared store (else in files).
     pub fn keys_stored(&self) -> bool {
         matches!(self.state.placement, Placement::Stored { .. })
+    }
+
+    /// Adds a key another node of a shared store created (see [`messages::ImportKey`]).
+    pub async fn import_key(&self, key: StoredKey) -> Result<bool, SignerError> {
+        self.ask(messages::ImportKey { key }).await
     }
 
     /// Makes `kid` the signing key of `set`.

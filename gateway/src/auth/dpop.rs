@@ -130,6 +130,20 @@ impl DpopVerifier {
         }
     }
 
+    /// A verifier whose nonces use `secret` (the nodes of one deployment share it).
+    pub fn with_nonce_secret(skew_seconds: i64, secret: zeroize::Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            nonces: NonceIssuer::with_secret(secret, NONCE_WINDOW_SECONDS),
+            ..Self::new(skew_seconds)
+        }
+    }
+
+    /// The shared replay state's key of a proof and the second until which it must be kept
+    /// (the proof fails its `iat` check, or its nonce, after that).
+    pub fn replay_entry(&self, proof: &VerifiedProof) -> ([u8; 16], i64) {
+        self.replay.entry(proof)
+    }
+
     /// The replay quota of a client limited to `rate` per second with `burst`.
     pub fn quota(&self, rate: u64, burst: u64) -> Quota {
         self.replay.quota(rate, burst)

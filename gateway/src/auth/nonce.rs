@@ -1,6 +1,7 @@
 //! Server-issued `DPoP-Nonce` values (RFC 9449 §8): stateless, `window ‖ HMAC(secret, window)`,
-//! accepted for the current and the previous window. The secret is random per process, so a
-//! restart invalidates outstanding nonces (clients retry with the new one).
+//! accepted for the current and the previous window. On redb the secret is random per process,
+//! so a restart invalidates outstanding nonces (clients retry with the new one); the nodes of a
+//! deployment on PostgreSQL share one, derived from K3, so any node accepts another's nonce.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -30,6 +31,11 @@ impl NonceIssuer {
         // The OS random source failing is not recoverable for a key broker.
         aws_lc_rs::rand::fill(secret.as_mut())
             .unwrap_or_else(|_| panic!("the system random generator failed"));
+        Self::with_secret(secret, window_seconds)
+    }
+
+    /// Nonces under a given secret (shared by the nodes of one deployment).
+    pub fn with_secret(secret: Zeroizing<[u8; 32]>, window_seconds: i64) -> Self {
         Self {
             secret,
             window: window_seconds.max(1),

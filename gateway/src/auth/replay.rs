@@ -127,6 +127,19 @@ impl ReplayCache {
         }
     }
 
+    /// The entry of a verified proof and its expiry (what [`record`](Self::record) keeps).
+    pub fn entry(&self, proof: &super::dpop::VerifiedProof) -> (EntryKey, i64) {
+        (
+            Self::key(&proof.jti, &proof.jkt),
+            self.expiry(proof.iat, proof.nonce_expires),
+        )
+    }
+
+    fn expiry(&self, iat: i64, nonce_expires: Option<i64>) -> i64 {
+        let expires = iat.saturating_add(self.skew);
+        nonce_expires.map_or(expires, |n| n.min(expires))
+    }
+
     fn key(jti: &str, jkt: &str) -> EntryKey {
         let mut h = Sha256::new();
         h.update(jti.as_bytes());
@@ -150,8 +163,7 @@ impl ReplayCache {
     ) -> Result<(), ReplayError> {
         let (jti, jkt, iat) = proof;
         let key = Self::key(jti, jkt);
-        let expires = iat.saturating_add(self.skew);
-        let expires = nonce_expires.map_or(expires, |n| n.min(expires));
+        let expires = self.expiry(iat, nonce_expires);
         let mut state = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         state.purge(now);
         if state.seen.contains_key(&key) {

@@ -199,9 +199,18 @@ impl Follower {
         if self.state.now_seconds() >= self.exp {
             return Some("token_expired");
         }
+        // With several active nodes, a change through another node must end the stream too.
+        let min_epoch = match &self.state.cluster {
+            Some(_) => match self.state.ledger.epoch(&self.master) {
+                Ok(epoch) => epoch,
+                Err(_) => return Some("store_error"),
+            },
+            None => 0,
+        };
         let check = CheckSession {
             bid: self.bid,
             jkt: self.jkt.clone(),
+            min_epoch,
         };
         match self.state.principal(self.role, self.caller, check).await {
             Ok(Ok(_)) => None,

@@ -112,6 +112,7 @@ impl FromRequestParts<AppState> for TokenlessDpop {
                 now,
             )
             .map_err(|e| dpop_error(e, state, now))?;
+        record_shared(state, None, &proof).await?;
         let by = Requester {
             ip,
             jkt: proof.jkt.clone(),
@@ -151,6 +152,24 @@ pub fn bind_and_record(
         .dpop
         .record(proof, Partition::Binding(claims.bid), quota, now)
         .map_err(|e| dpop_error(e, state, now))
+}
+
+/// With every node of a PostgreSQL deployment active: records `proof` where every node sees it
+/// (a proof replayed to another node is refused) and answers `master`'s change epoch. 0 on a
+/// single node (its replay cache is the only one).
+pub async fn record_shared(
+    state: &AppState,
+    master: Option<&agentkeys_runtime::Omni>,
+    proof: &VerifiedProof,
+) -> Result<u64, ApiError> {
+    match &state.cluster {
+        Some(cluster) => {
+            cluster
+                .admit(master, proof, state.dpop.replay_entry(proof))
+                .await
+        }
+        None => Ok(0),
+    }
 }
 
 /// Verifies the request's single DPoP header against the method, `public_url` + path, the
@@ -283,12 +302,19 @@ impl FromRequestParts<AppState> for Authenticated {
             .verify(&token, state.now_seconds())
             .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
         bind_and_record(state, &proof, &claims)?;
-        authorize(state, claims).await
+        authorize(state, claims, &proof).await
     }
 }
 
-/// The actor's own checks, after [`bind_and_record`]: role, binding and lineage.
-async fn authorize(state: &AppState, claims: SessionClaims) -> Result<Authenticated, ApiError> {
+/// The actor's own checks, after [`bind_and_record`]: role, binding and lineage. With every
+/// node of a PostgreSQL deployment active, first the one statement to the database: the proof
+/// recorded for every node, the master's change epoch read (the check loads again whatever
+/// was loaded at an older one).
+async fn authorize(
+    state: &AppState,
+    claims: SessionClaims,
+    proof: &VerifiedProof,
+) -> Result<Authenticated, ApiError> {
     let invalid =
         |e: crate::auth::session::TokenError| ApiError::new(ErrorCode::InvalidToken, e.to_string());
     let omni = claims.omni().map_err(invalid)?;
@@ -300,9 +326,11 @@ async fn authorize(state: &AppState, claims: SessionClaims) -> Result<Authentica
             "the token's role does not match its actor",
         ));
     }
+    let min_epoch = record_shared(state, Some(&master), proof).await?;
     let msg = CheckSession {
         bid: claims.bid,
         jkt: claims.cnf.jkt.clone(),
+        min_epoch,
     };
     // The actor's published view answers when it can (no mailbox round trip); else the actor.
     let view = match role {

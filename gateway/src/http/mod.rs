@@ -92,6 +92,9 @@ pub struct AppStateInner {
     pub clock: Arc<dyn Clock>,
     /// DPoP verification, replay cache and nonces.
     pub dpop: Arc<DpopVerifier>,
+    /// With every node of a PostgreSQL deployment active: the one statement each authenticated
+    /// request asks the database (shared replay state, the master's change epoch).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Outstanding SIWE challenges.
     pub challenges: Arc<wallet::Challenges>,
     /// Chains accepted for SIWE.

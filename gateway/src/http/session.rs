@@ -81,6 +81,10 @@ impl axum::extract::FromRequestParts<AppState> for RefreshAuth {
             .verify_for_refresh(&token, state.now_seconds())
             .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
         bind_and_record(state, &proof, &claims)?;
+        let master = claims
+            .master()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
+        super::extract::record_shared(state, Some(&master), &proof).await?;
         Ok(Self {
             claims,
             jkt: proof.jkt,

@@ -24,6 +24,7 @@ mod kill9;
 mod kill9_budgets;
 mod login;
 mod migrate;
+mod nodes;
 mod oidc;
 mod pairing;
 mod policies;

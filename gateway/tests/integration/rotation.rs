@@ -12,7 +12,7 @@ use agentkeys_gateway::config::Layer;
 use common::{Stack, device, start_with, wallet};
 use serde_json::{Value, json};
 
-fn kid_of(jwt: &str) -> String {
+pub(crate) fn kid_of(jwt: &str) -> String {
     use base64::Engine;
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(jwt.split('.').next().expect("header"))

@@ -77,6 +77,7 @@ pub struct Store {
     /// `None` once closed; readers clone it so the file closes when the last one ends.
     engine: RwLock<Option<Engine>>,
     writer: Writer,
+    shared: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,6 +135,7 @@ impl Store {
         txn.commit()?;
         let writer = Writer::start(engine.clone(), options.linger)?;
         Ok(Self {
+            shared: matches!(engine, Engine::Bytes(_)),
             engine: RwLock::new(Some(engine)),
             writer,
         })
@@ -355,11 +357,21 @@ impl Store {
         read_record(&actors, omni)
     }
 
-    /// The records from the master down to `omni`, read in one snapshot.
+    /// The records from the master down to `omni`, read in one snapshot (with the master's
+    /// change epoch of that snapshot, on a shared store).
     pub fn lineage(&self, omni: &Omni) -> Result<Option<Lineage>, StoreError> {
         let txn = self.read_txn()?;
         let actors = txn.open_table(ACTORS)?;
-        read_lineage(&actors, omni)
+        let Some(mut lineage) = read_lineage(&actors, omni)? else {
+            return Ok(None);
+        };
+        lineage.epoch = super::epochs::read(&txn, &lineage.master())?;
+        Ok(Some(lineage))
+    }
+
+    /// Whether several nodes may share this store (a byte engine such as PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// Children of `parent` in label order, starting after `after`, at most `limit`.

@@ -19,6 +19,7 @@
 
 mod database;
 pub mod encoding;
+pub mod epochs;
 mod mutations;
 mod record;
 pub mod tables;
@@ -106,7 +107,12 @@ impl StoreError {
         StoreError::Io(Arc::new(e.into()))
     }
 
-    /// Wraps an error of any storage engine (or of the connection to it).
+    /// The engine cannot be reached (no connection, or it broke).
+    pub fn unreachable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unreachable(Arc::new(e))
+    }
+
+    /// A storage failure with `e` as its cause.
     pub fn io(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Io(Arc::new(e))
     }
@@ -147,13 +153,25 @@ pub struct ChildEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lineage {
     records: Vec<ActorRecord>,
+    epoch: u64,
 }
 
 impl Lineage {
     /// A lineage from its records, root first (at least one).
     pub fn new(records: Vec<ActorRecord>) -> Self {
         debug_assert!(!records.is_empty());
-        Self { records }
+        Self { records, epoch: 0 }
+    }
+
+    /// The master's change epoch in the snapshot the lineage was read from (0 on redb; see
+    /// [`epochs`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The master (the first record).
+    pub fn master(&self) -> Omni {
+        self.records[0].omni
     }
 
     /// The actor itself (the last record).

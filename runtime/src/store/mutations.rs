@@ -301,6 +301,7 @@ impl Mutation for RevokeActor {
     fn apply(plan: RevokePlan, txn: &WriteTransaction) -> Result<Revocation, StoreError> {
         let revocation = plan.revocation;
         if revocation.new {
+            super::epochs::touch(&plan.master);
             let record = &revocation.record;
             let mut actors = txn.open_table(ACTORS)?;
             actors.insert(record.omni.as_bytes(), record.encode().as_slice())?;

@@ -152,6 +152,12 @@ pub trait ByteTxn: Send {
     fn remove(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Makes every write of the transaction durable, or fails with none of them.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Tells the other nodes sharing the engine, once the transaction commits, that `masters`
+    /// have new audit rows (a no-op where nobody else listens).
+    fn announce(&self, masters: &[[u8; 32]]) -> Result<(), StoreError> {
+        let _ = masters;
+        Ok(())
+    }
     /// Discards every write of the transaction.
     fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -232,6 +238,11 @@ impl WriteTransaction {
         }
     }
 
+    /// Whether this is a transaction of a store that several nodes share (a byte engine).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner, Txn::Bytes(_))
+    }
+
     /// Opens a table for reads and writes (redb creates it when missing).
     pub fn open_table<K: StoreKey, V: Value + 'static>(
         &self,
@@ -244,6 +255,14 @@ impl WriteTransaction {
             Txn::Bytes(txn) => Inner::Bytes(txn.as_ref(), def.name),
         };
         Ok(Table { inner })
+    }
+
+    /// See [`ByteTxn::announce`] (nothing on redb: one process).
+    pub fn announce(&self, masters: &[[u8; 32]]) -> Result<(), StoreError> {
+        match &self.inner {
+            Txn::Redb(_) => Ok(()),
+            Txn::Bytes(txn) => txn.announce(masters),
+        }
     }
 
     /// Commits (durably: redb with an fsync, a byte engine as its commit promises).
@@ -286,6 +305,11 @@ impl ReadTransaction {
         Self {
             inner: ReadTxn::Bytes(txn),
         }
+    }
+
+    /// Whether this is a transaction of a store that several nodes share (a byte engine).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner, ReadTxn::Bytes(_))
     }
 
     /// Opens a table for reads.

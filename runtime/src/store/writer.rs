@@ -492,11 +492,15 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, lane: Lane, st
 
 fn run_batch(env: &BatchEnv<'_>, batch: &mut [Box<dyn Job>], lane: Lane) -> Result<(), StoreError> {
     let txn = env.engine.begin_write()?;
+    super::epochs::begin_batch();
     let hook = env.hook.get();
     if let Some(hook) = hook {
         hook.batch_started();
     }
-    let mut outcome = batch.iter_mut().try_for_each(|job| job.run(&txn));
+    let mut outcome = batch
+        .iter_mut()
+        .try_for_each(|job| job.run(&txn))
+        .and_then(|()| super::epochs::write_bumps(&txn));
     if outcome.is_ok()
         && let Some(hook) = hook
     {

@@ -1,0 +1,90 @@
+//! A node of a deployment whose nodes share one PostgreSQL and serve at once
+//! (`store = "postgres://…"`, `active_nodes = "all"`; docs/multi-node.md).
+//!
+//! Every authenticated request asks the database one statement ([`PgEngine::admit`]): the
+//! request's DPoP proof is recorded where every node sees it (a proof replayed to another node
+//! is refused), and the master's change epoch is read. The epoch goes with the session check to
+//! the actor: a view or an actor that loaded its state at an older epoch loads it again before it
+//! answers, so a revocation, a deleted device, narrowed scopes or a new policy committed through
+//! any node is seen by every request that starts after that change returned. A node that cannot
+//! reach the database refuses authenticated requests (`503 busy`): nothing cached may fail open.
+//!
+//! A proof issued before the database server (re)started is refused: the shared replay state is
+//! not WAL-logged (it is emptied by a crash), so without this rule a proof seen before a crash
+//! could be replayed after it. When a node sees the database's start time change (a restart, or
+//! a failover to another server), it also flushes its caches ([`Runtime::flush_caches`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use agentkeys_pg::PgEngine;
+use agentkeys_runtime::{Omni, Runtime};
+
+use crate::auth::dpop::VerifiedProof;
+use crate::http::error::{ApiError, ErrorCode};
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Cluster {
+    engine: Arc<PgEngine>,
+    runtime: Runtime,
+    /// The database server's start time (ms) this node saw last (0: none yet).
+    started_ms: AtomicI64,
+}
+
+impl Cluster {
+    /// The request path of a node on `engine`.
+    pub fn new(engine: Arc<PgEngine>, runtime: Runtime) -> Self {
+        Self {
+            engine,
+            runtime,
+            started_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Records `proof` for every node (`entry`: its replay key and expiry) and answers
+    /// `master`'s change epoch (0 for a request without a session), or why the request is
+    /// refused.
+    pub async fn admit(
+        &self,
+        master: Option<&Omni>,
+        proof: &VerifiedProof,
+        entry: ([u8; 16], i64),
+    ) -> Result<u64, ApiError> {
+        let (key, expires_at) = entry;
+        let admission = self
+            .engine
+            .admit(master.map(Omni::as_bytes), key, expires_at)
+            .await?;
+        let seen = self.started_ms.swap(admission.started_ms, Ordering::SeqCst);
+        if seen != 0 && seen != admission.started_ms {
+            tracing::warn!("the database restarted or failed over: this node flushed its caches");
+            self.runtime.flush_caches();
+        }
+        if proof.iat.saturating_mul(1000) < admission.started_ms {
+            return Err(ApiError::new(
+                ErrorCode::InvalidDpopProof,
+                "this DPoP proof was issued before the database restarted; send a new one",
+            ));
+        }
+        if !admission.fresh {
+            return Err(ApiError::new(
+                ErrorCode::InvalidDpopProof,
+                crate::auth::dpop::DpopError::Replayed.to_string(),
+            ));
+        }
+        Ok(admission.epoch)
+    }
+
+    /// Forgets expired proofs every minute (any node may; each deletes what has expired).
+    pub async fn purge_every_minute(self: Arc<Self>, clock: Arc<dyn agentkeys_runtime::Clock>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = i64::try_from(clock.now().as_millis() / 1000).unwrap_or(i64::MAX);
+            if let Err(e) = self.engine.purge_replays(now).await {
+                tracing::warn!(cause = %e, "cannot purge expired DPoP proofs");
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! Three gateway processes' worth of nodes (three servers in this process, each with its own
+//! data directory, runtime, caches and pool) on one PostgreSQL database with
+//! `active_nodes = "all"`, behind one public URL: every node serves every actor, and what one
+//! node commits is seen by a request on any other that starts after it returned.
+
+use crate::common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agentkeys_gateway::config::Layer;
+use common::{Stack, Who, device, master};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+/// Three nodes on one database (the first creates the deployment and its K3; the other two
+/// start together with the same K3, serialized only by the start lock).
+pub(crate) struct Nodes {
+    pub nodes: Vec<Stack>,
+    pub dirs: Vec<tempfile::TempDir>,
+}
+
+impl Nodes {
+    pub async fn start() -> Self {
+        let dirs: Vec<_> = (0..3)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let url = agentkeys_tests::engine::database_url(dirs[0].path());
+        let layer = Layer::default()
+            .with("store", url.as_str())
+            .with("active_nodes", "all");
+        let first = common::start_with(dirs[0].path(), layer.clone()).await;
+        let k3 = dirs[0].path().join("keys/k3.key").display().to_string();
+        let rest = join_all(dirs[1..].iter().map(|dir| {
+            let layer = layer.clone().with("k3_file", k3.as_str());
+            async move { common::start_with(dir.path(), layer).await }
+        }))
+        .await;
+        let mut nodes = vec![first];
+        nodes.extend(rest);
+        Nodes { nodes, dirs }
+    }
+
+    pub fn dir(&self, i: usize) -> &Path {
+        self.dirs[i].path()
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            node.stop().await;
+        }
+    }
+}
+
+const ALL: [&str; 3] = ["actors:create", "sign:eip191", "sign:eip712"];
+
+async fn sign(stack: &Stack, who: &Who, message: &str) -> (u16, Value) {
+    who.call(
+        stack,
+        "POST",
+        "/v1/sign/eip191",
+        Some(json!({"message": message})),
+    )
+    .await
+}
+
+fn error(answer: &(u16, Value)) -> (u16, &str) {
+    (answer.0, answer.1["error"].as_str().unwrap_or("-"))
+}
+
+/// An agent `label` of `parent` created through `node`, joined through a link code redeemed on
+/// `node` too; answers it and its binding id.
+async fn agent(node: &Stack, parent: &Who, label: &str, scopes: &[&str]) -> (Who, u64) {
+    let body = json!({"label": label, "scopes": scopes});
+    let (status, created) = parent.call(node, "POST", "/v1/actors", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let omni = created["omni"].as_str().expect("omni").to_string();
+    let path = format!("/v1/actors/{omni}/link-codes");
+    let (status, code) = parent.call(node, "POST", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "{code}");
+    let key = device();
+    let (status, session) = node
+        .call(
+            &key,
+            "POST",
+            "/v1/link/redeem",
+            Some(&json!({"code": code["code"]})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let bid = session["binding_id"].as_u64().expect("binding id");
+    (Who::from_session(key, &session), bid)
+}
+
+/// Signs through `stack` without pause until 20 requests started after `revoked_at` was set;
+/// answers every request: (started after the revocation returned, status, body).
+async fn sign_until_revoked(
+    stack: &Stack,
+    who: &Who,
+    revoked_at: &std::sync::Mutex<Option<Instant>>,
+) -> Vec<(bool, u16, Value)> {
+    let mut seen = Vec::new();
+    let mut after = 0;
+    while after < 20 && seen.len() < 5_000 {
+        let started = Instant::now();
+        let (status, body) = sign(stack, who, "under revocation").await;
+        let revoked = *revoked_at.lock().expect("lock");
+        let started_after = revoked.is_some_and(|r| started > r);
+        after += usize::from(started_after);
+        seen.push((started_after, status, body));
+    }
+    seen
+}
+
+#[actix::test]
+async fn a_revocation_through_one_node_stops_signing_on_the_others_at_once() {
+    let cluster = Nodes::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = master(a, 41).await;
+    let (ops, _) = agent(a, &alice, "ops", &ALL).await;
+    // Every node has the agent active with its state cached.
+    for node in [a, b, c] {
+        assert_eq!(sign(node, &ops, "warm").await.0, 200);
+    }
+
+    // Agents sign through B and C without pause while the master revokes through A.
+    let revoked_at = std::sync::Mutex::new(None::<Instant>);
+    let revoke = async {
+        // Let both loops sign a little first.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let path = format!("/v1/actors/{}/revoke", ops.omni);
+        let (status, body) = alice.call(a, "POST", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        *revoked_at.lock().expect("lock") = Some(Instant::now());
+    };
+    let (on_b, on_c, ()) = tokio::join!(
+        sign_until_revoked(b, &ops, &revoked_at),
+        sign_until_revoked(c, &ops, &revoked_at),
+        revoke
+    );
+    for seen in [&on_b, &on_c] {
+        let after: Vec<_> = seen.iter().filter(|(after, ..)| *after).collect();
+        assert!(after.len() >= 20, "requests started after the revocation");
+        for (_, status, body) in &after {
+            assert_eq!(
+                (*status, body["error"].as_str()),
+                (401, Some("actor_revoked")),
+                "a request that started after revoke returned: {body}"
+            );
+        }
+        assert!(
+            seen.iter()
+                .any(|(after, status, _)| !after && *status == 200),
+            "the loop signed before the revocation"
+        );
+    }
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn a_deleted_device_narrowed_scopes_and_a_policy_reach_every_node_at_once() {
+    let cluster = Nodes::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = master(a, 42).await;
+    let (ops, _) = agent(b, &alice, "ops", &ALL).await;
+    let (bot, bot_bid) = agent(c, &ops, "bot", &["sign:eip191"]).await;
+    for node in [a, b, c] {
+        assert_eq!(sign(node, &bot, "warm").await.0, 200);
+    }
+
+    // Narrowing the parent's scopes through A narrows the sub-agent on B and C.
+    let path = format!("/v1/actors/{}/scopes", ops.omni);
+    let narrowed = alice
+        .call(a, "PUT", &path, Some(json!({"scopes": ["actors:create"]})))
+        .await;
+    assert_eq!(narrowed.0, 200, "{}", narrowed.1);
+    for node in [b, c, a] {
+        assert_eq!(
+            error(&sign(node, &bot, "narrowed").await),
+            (403, "scope_denied")
+        );
+    }
+    // Restored through C: signing works again everywhere.
+    let restored = alice
+        .call(c, "PUT", &path, Some(json!({"scopes": ALL})))
+        .await;
+    assert_eq!(restored.0, 200, "{}", restored.1);
+    for node in [a, b, c] {
+        assert_eq!(sign(node, &bot, "restored").await.0, 200);
+    }
+
+    // A policy set through B that denies EIP-191 on ops's subtree applies on A and C at once.
+    let policy_path = format!("/v1/actors/{}/policy", ops.omni);
+    let policy = json!({"messages": {"text": false}});
+    let set = alice.call(b, "PUT", &policy_path, Some(policy)).await;
+    if set.0 == 200 {
+        for node in [a, c] {
+            let answer = sign(node, &bot, "denied").await;
+            assert_eq!(answer.0, 403, "{}", answer.1);
+        }
+        let removed = alice.call(a, "DELETE", &policy_path, None).await;
+        assert_eq!(removed.0, 200, "{}", removed.1);
+        for node in [b, c] {
+            assert_eq!(sign(node, &bot, "allowed").await.0, 200);
+        }
+    } else {
+        panic!("the policy was refused: {}", set.1);
+    }
+
+    // The bot's device deleted through A: refused on B and C at once.
+    let delete = format!("/v1/actors/{}/devices/{bot_bid}", bot.omni);
+    let deleted = ops.call(a, "DELETE", &delete, None).await;
+    assert_eq!(deleted.0, 200, "{}", deleted.1);
+    for node in [b, c] {
+        assert_eq!(
+            error(&sign(node, &bot, "deleted").await),
+            (401, "binding_revoked")
+        );
+    }
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn sixteen_redemptions_of_one_code_over_three_nodes_bind_exactly_one_device() {
+    let cluster = Nodes::start().await;
+    let nodes = &cluster.nodes;
+    let alice = master(&nodes[0], 43).await;
+    let body = json!({"label": "ops", "scopes": ["sign:eip191"]});
+    let (status, created) = alice
+        .call(&nodes[1], "POST", "/v1/actors", Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let omni = created["omni"].as_str().expect("omni");
+    let path = format!("/v1/actors/{omni}/link-codes");
+    let (status, code) = alice.call(&nodes[2], "POST", &path, Some(json!({}))).await;
+    assert_eq!(status, 200, "{code}");
+    let redeem = json!({"code": code["code"]});
+    let answers = join_all((0..16).map(|i| {
+        let (node, key, redeem) = (&nodes[i % 3], device(), redeem.clone());
+        async move {
+            node.call(&key, "POST", "/v1/link/redeem", Some(&redeem), None)
+                .await
+        }
+    }))
+    .await;
+    let bound = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(bound, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 200) {
+        assert!(
+            *status == 409 || *status == 410 || *status == 400,
+            "{status} {body}"
+        );
+    }
+    // One device is listed, on every node.
+    for node in nodes {
+        let (status, devices) = alice
+            .call(node, "GET", &format!("/v1/actors/{omni}/devices"), None)
+            .await;
+        assert_eq!(status, 200, "{devices}");
+        let live = devices["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .filter(|d| d["revoked_at"].is_null())
+            .count();
+        assert_eq!(live, 1, "{devices}");
+    }
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn a_proof_used_on_one_node_is_refused_by_the_others_and_nonces_are_shared() {
+    let cluster = Nodes::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = master(a, 44).await;
+    let proof = alice
+        .key
+        .proof(
+            "GET",
+            &format!("{}/v1/whoami", common::PUBLIC_URL),
+            a.now(),
+            Some(&alice.token),
+            None,
+        )
+        .expect("proof");
+    let (status, _, _) = a
+        .send("GET", "/v1/whoami", None, Some(&alice.token), &proof)
+        .await;
+    assert_eq!(status, 200);
+    for node in [b, c] {
+        let (status, body, _) = node
+            .send("GET", "/v1/whoami", None, Some(&alice.token), &proof)
+            .await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_dpop_proof")),
+            "{body}"
+        );
+    }
+    // A nonce one node issued is accepted by another: the session refresh demands one.
+    let refresh_url = format!("{}/v1/session/refresh", common::PUBLIC_URL);
+    let first = alice
+        .key
+        .proof("POST", &refresh_url, a.now(), Some(&alice.token), None)
+        .expect("proof");
+    let (status, body, nonce) = a
+        .send(
+            "POST",
+            "/v1/session/refresh",
+            None,
+            Some(&alice.token),
+            &first,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("use_dpop_nonce"))
+    );
+    let nonce = nonce.expect("a nonce");
+    let with_nonce = alice
+        .key
+        .proof(
+            "POST",
+            &refresh_url,
+            b.now(),
+            Some(&alice.token),
+            Some(&nonce),
+        )
+        .expect("proof");
+    let (status, body, _) = b
+        .send(
+            "POST",
+            "/v1/session/refresh",
+            None,
+            Some(&alice.token),
+            &with_nonce,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn an_oidc_rotation_begun_on_one_node_is_published_by_every_node() {
+    let cluster = Nodes::start().await;
+    let before: Vec<_> = join_all(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| async { crate::rotation::kids(&crate::rotation::published(n).await) }),
+    )
+    .await;
+    assert!(before.iter().all(|k| *k == before[0] && k.len() == 1));
+    let rotated = common::rotate_oidc(cluster.dir(0)).await;
+    assert_eq!(rotated["ok"], true, "{rotated}");
+    for node in &cluster.nodes {
+        // Each node reads what others did at most once a second (of its clock).
+        node.clock.advance(Duration::from_secs(2));
+        let keys = crate::rotation::kids(&crate::rotation::published(node).await);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.contains(&before[0][0]));
+    }
+    // After the switch delay (24 h by default) every node signs with the new key.
+    let new_kid = crate::rotation::kids(&crate::rotation::published(&cluster.nodes[0]).await)
+        .into_iter()
+        .find(|k| *k != before[0][0])
+        .expect("the new key");
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        node.clock.advance(Duration::from_secs(25 * 3600));
+        let who = master(node, 50 + u8::try_from(i).expect("small")).await;
+        let (status, minted) = who
+            .call(
+                node,
+                "POST",
+                "/v1/oidc/token",
+                Some(json!({"ttl_seconds": 600})),
+            )
+            .await;
+        assert_eq!(status, 200, "{minted}");
+        let jwt = minted["jwt"].as_str().expect("jwt");
+        assert_eq!(crate::rotation::kid_of(jwt), new_kid);
+    }
+    cluster.stop().await;
+}

@@ -1,0 +1,183 @@
+//! What a request on a node of a multi-node deployment asks the database, in one statement:
+//! record the request's DPoP proof where every node sees it, and read the master's change
+//! epoch (docs/multi-node.md, "Several active nodes").
+
+use agentkeys_runtime::store::{StoreError, StoreKey, epochs::EPOCHS};
+
+use crate::engine::{PgEngine, db};
+
+/// The answer of [`PgEngine::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// `false` if any node recorded this proof before: a replay.
+    pub fresh: bool,
+    /// The master's change epoch (0 if its tree never changed).
+    pub epoch: u64,
+    /// When the database server started (ms since the epoch): a change means it restarted.
+    pub started_ms: i64,
+}
+
+/// Record the proof (unless present), then read the epoch and the server's start time.
+const ADMIT: &str = "WITH r AS (INSERT INTO agentkeys_replay (key, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO NOTHING RETURNING 1) \
+                     SELECT EXISTS (SELECT 1 FROM r), \
+                     (SELECT value FROM agentkeys_kv WHERE tbl = $3 AND key = $4), \
+                     (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint";
+
+impl PgEngine {
+    /// Records a DPoP proof (`replay_key`, live until `expires_at` in seconds) for every node
+    /// and reads `master`'s change epoch (0 without one) — one round trip, on the engine's own
+    /// runtime.
+    pub async fn admit(
+        &self,
+        master: Option<&[u8; 32]>,
+        replay_key: [u8; 16],
+        expires_at: i64,
+    ) -> Result<Admission, StoreError> {
+        let key = master.map(|master| {
+            let mut key = Vec::with_capacity(32);
+            <&[u8; 32] as StoreKey>::encode_ordered(&master, &mut key);
+            key
+        });
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            let statement = client.prepare_cached(ADMIT).await.map_err(db)?;
+            let row = client
+                .query_one(
+                    &statement,
+                    &[&&replay_key[..], &expires_at, &EPOCHS.name(), &key],
+                )
+                .await
+                .map_err(db)?;
+            let epoch = match row.get::<_, Option<Vec<u8>>>(1) {
+                // redb's encoding of a u64: eight bytes, little-endian.
+                Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt("a master's change epoch is not 8 bytes".into())
+                })?),
+                None => 0,
+            };
+            Ok(Admission {
+                fresh: row.get(0),
+                epoch,
+                started_ms: row.get(2),
+            })
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Forgets proofs whose lifetime ended before `now` (seconds); answers how many.
+    pub async fn purge_replays(&self, now: i64) -> Result<u64, StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            client
+                .execute(
+                    "DELETE FROM agentkeys_replay WHERE expires_at < $1",
+                    &[&now],
+                )
+                .await
+                .map_err(db)
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// The `LISTEN` channel on which write transactions announce the masters they appended audit
+/// rows for.
+pub(crate) const CHANNEL: &str = "agentkeys_audit";
+
+pub(crate) fn hex(bytes: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// What a node hears from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// A master's audit chain grew (through any node).
+    Appended([u8; 32]),
+    /// The listening connection was (re)established: notifications may have been missed.
+    Reconnected,
+}
+
+/// Listens for the masters other nodes appended audit rows for, calling `heard` for each (and
+/// with [`Heard::Reconnected`] after every (re)connection, when anything may have been missed).
+/// Runs until the returned task is aborted; a broken connection is re-opened after a second.
+pub fn listen(
+    settings: &crate::PgSettings,
+    heard: impl Fn(Heard) + Send + Sync + 'static,
+) -> Result<tokio::task::JoinHandle<()>, crate::PgError> {
+    let connector = settings.connector()?;
+    let heard = std::sync::Arc::new(heard);
+    Ok(tokio::spawn(async move {
+        loop {
+            match connector.listen(CHANNEL, heard.clone()).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(cause = %e, "the notification connection failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }))
+}
+
+/// Forwards the notifications of one connection until it breaks.
+pub(crate) async fn forward<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    channel: &str,
+    heard: std::sync::Arc<dyn Fn(Heard) + Send + Sync>,
+) -> Result<(), crate::PgError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    let _ = tx.send(Ok(n.payload().to_string()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
+    if let Err(e) = listening {
+        pump.abort();
+        return Err(e.into());
+    }
+    heard(Heard::Reconnected);
+    while let Some(message) = rx.recv().await {
+        match message {
+            Ok(payload) => {
+                for master in payload.split(',').filter_map(unhex) {
+                    heard(Heard::Appended(master));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
