@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 /// Three nodes on one database (the first creates the deployment and its K3; the other two
 /// start together with the same K3, serialized only by the start lock).
 pub(crate) struct Nodes {
-    pub nodes: Vec<Stack>,
-    pub dirs: Vec<tempfile::TempDir>,
+    pub(crate) nodes: Vec<Stack>,
+    pub(crate) dirs: Vec<tempfile::TempDir>,
 }
 
 impl Nodes {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dirs: Vec<_> = (0..3)
             .map(|_| tempfile::tempdir().expect("tempdir"))
             .collect();
@@ -41,11 +41,11 @@ impl Nodes {
         Nodes { nodes, dirs }
     }
 
-    pub fn dir(&self, i: usize) -> &Path {
+    pub(crate) fn dir(&self, i: usize) -> &Path {
         self.dirs[i].path()
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for node in self.nodes {
             node.stop().await;
         }
