@@ -389,3 +389,79 @@ async fn an_oidc_rotation_begun_on_one_node_is_published_by_every_node() {
     }
     cluster.stop().await;
 }
+
+#[actix::test]
+async fn concurrent_spends_through_every_node_never_overshoot_a_budget() {
+    use crate::policies::{A, ETH, set_policy, sign_tx, tx};
+    let cluster = Nodes::start().await;
+    let nodes = &cluster.nodes;
+    let alice = master(&nodes[0], 45).await;
+    let (ops, _) = agent(&nodes[1], &alice, "ops", &["actors:create", "sign:tx:1"]).await;
+    let budget = json!({"tx": {"to": "any"},
+        "budgets": [{"asset": "native", "chain": 1, "window_seconds": 7200, "max": ETH.to_string()}]});
+    let set = set_policy(&nodes[2], &alice, &ops, budget).await;
+    assert_eq!(set.0, 200, "{}", set.1);
+    // 48 spends of 0.1 ETH against 1 ETH, spread over the three nodes.
+    let answers = join_all((0..48u64).map(|n| {
+        let (node, ops) = (&nodes[usize::try_from(n % 3).expect("small")], &ops);
+        async move { sign_tx(node, ops, tx(A, ETH / 10, n)).await }
+    }))
+    .await;
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let over = answers
+        .iter()
+        .filter(|a| error(a) == (403, "budget_exceeded"))
+        .count();
+    assert_eq!((ok, over), (10, 38), "{answers:?}");
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn an_event_stream_on_one_node_shows_what_another_node_did() {
+    let cluster = Nodes::start().await;
+    let [a, b, _] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let alice = master(a, 46).await;
+    let proof = alice
+        .key
+        .proof(
+            "GET",
+            &format!("{}/v1/events", common::PUBLIC_URL),
+            b.now(),
+            Some(&alice.token),
+            None,
+        )
+        .expect("proof");
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/events", b.base))
+        .header("authorization", format!("DPoP {}", alice.token))
+        .header("dpop", proof)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    // An agent revoked through A: B's stream shows it (woken by A's notification).
+    let body = json!({"label": "seen-elsewhere", "scopes": ["sign:eip191"]});
+    let (status, created) = alice.call(a, "POST", "/v1/actors", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let omni = created["omni"].as_str().expect("omni").to_string();
+    let revoked = alice
+        .call(a, "POST", &format!("/v1/actors/{omni}/revoke"), None)
+        .await;
+    assert_eq!(revoked.0, 200, "{}", revoked.1);
+    let mut text = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = stream.chunk().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("actor_revoke") && text.contains(&omni) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{text}");
+    drop(stream);
+    cluster.stop().await;
+}

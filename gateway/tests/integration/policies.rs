@@ -10,10 +10,10 @@ use agentkeys_gateway::config::Layer;
 use common::{Stack, Who, link, master, start, start_with};
 use serde_json::{Value, json};
 
-const A: &str = "0x1111111111111111111111111111111111111111";
+pub(crate) const A: &str = "0x1111111111111111111111111111111111111111";
 const B: &str = "0x2222222222222222222222222222222222222222";
 const USDC: &str = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48";
-const ETH: u128 = 1_000_000_000_000_000_000;
+pub(crate) const ETH: u128 = 1_000_000_000_000_000_000;
 
 const SCOPES: [&str; 8] = [
     "actors:create",
@@ -44,7 +44,7 @@ async fn agent(stack: &Stack, by: &Who, label: &str, parent: Option<&str>) -> Wh
     link(stack, by, created["omni"].as_str().expect("omni")).await
 }
 
-async fn set_policy(stack: &Stack, by: &Who, on: &Who, policy: Value) -> (u16, Value) {
+pub(crate) async fn set_policy(stack: &Stack, by: &Who, on: &Who, policy: Value) -> (u16, Value) {
     by.call(
         stack,
         "PUT",
@@ -55,13 +55,13 @@ async fn set_policy(stack: &Stack, by: &Who, on: &Who, policy: Value) -> (u16, V
 }
 
 /// A transaction on chain 1 that costs exactly `total` wei: value + 21,000 × 1 gwei.
-fn tx(to: &str, total: u128, nonce: u64) -> Value {
+pub(crate) fn tx(to: &str, total: u128, nonce: u64) -> Value {
     let fee = 21_000u128 * 1_000_000_000;
     json!({"tx": {"chain_id": 1, "nonce": nonce, "to": to, "value": (total - fee).to_string(),
         "gas_limit": 21000, "max_fee_per_gas": 1_000_000_000u64, "max_priority_fee_per_gas": 1}})
 }
 
-async fn sign_tx(stack: &Stack, who: &Who, body: Value) -> (u16, Value) {
+pub(crate) async fn sign_tx(stack: &Stack, who: &Who, body: Value) -> (u16, Value) {
     who.call(stack, "POST", "/v1/sign/transaction", Some(body))
         .await
 }
