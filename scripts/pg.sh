@@ -4,10 +4,13 @@
 # `postgres` user when run as root (initdb refuses root) or as the current user otherwise, and
 # starts it on a free loopback port, trust authentication, fsync off (test data only).
 # Usage: url=$(scripts/pg.sh start)   prints postgres://postgres@127.0.0.1:PORT/postgres
+#        scripts/pg.sh restart        crashes the cluster (immediate stop) and starts it again
 #        scripts/pg.sh stop           stops the cluster started last and deletes its directory
+# PG_STATE names the state file (default target/pg-cluster), so a test can run a cluster of its
+# own beside the suite's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=target/pg-cluster
+state=${PG_STATE:-target/pg-cluster}
 
 bindir() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/pg_ctl" ]; then
@@ -46,18 +49,24 @@ start)
   as_owner "$bin/initdb" --no-sync -A trust -U postgres -D "$dir/data" >/dev/null
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
     -o "-p $port -k $dir -h 127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
-  mkdir -p target
-  printf '%s %s\n' "$dir" "$bin" > "$state"
+  mkdir -p "$(dirname "$state")"
+  printf '%s %s %s\n' "$dir" "$bin" "$port" > "$state"
   echo "postgres://postgres@127.0.0.1:$port/postgres"
+  ;;
+restart)
+  read -r dir bin port < "$state"
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -h 127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
   ;;
 stop)
   [ -f "$state" ] || exit 0
-  read -r dir bin < "$state"
+  read -r dir bin _ < "$state"
   as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   rm -rf "$dir" "$state"
   ;;
 *)
-  echo "usage: scripts/pg.sh start|stop" >&2
+  echo "usage: scripts/pg.sh start|restart|stop" >&2
   exit 2
   ;;
 esac

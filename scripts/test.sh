@@ -43,8 +43,9 @@ cargo test --workspace --locked --doc --quiet
 
 step "the ledger's suites and the gateway's end-to-end suite again, on PostgreSQL (TEST_STORE=postgres)"
 # Not on PostgreSQL: the tests that edit or read a redb file directly (offline audit
-# verification, a tampered record, the fixture written by an earlier build).
-redb_only='test(/^verify_detects/) | test(/a_tampered_record_returns_nothing/) | test(/a_store_written_by_an_earlier_build/)'
+# verification, a tampered record, the fixture written by an earlier build); not again: the
+# tests that choose their store themselves (several nodes, standby, migration) ran above.
+redb_only='test(/^verify_detects/) | test(/a_tampered_record_returns_nothing/) | test(/a_store_written_by_an_earlier_build/) | test(/^nodes/) | test(/^standby::/) | test(/^migrate::/)'
 if cargo nextest --version >/dev/null 2>&1; then
   TEST_STORE=postgres cargo nextest run --locked --no-fail-fast \
     -p agentkeys-actors --test ledger --test ledger_model --test budgets \

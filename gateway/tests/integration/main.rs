@@ -25,6 +25,7 @@ mod kill9_budgets;
 mod login;
 mod migrate;
 mod nodes;
+mod nodes_chaos;
 mod oidc;
 mod pairing;
 mod policies;
