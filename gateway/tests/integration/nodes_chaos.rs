@@ -48,7 +48,7 @@ async fn load(
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let answer: Result<Value, ClientError> = if n % 3 == 0 {
+        let answer: Result<Value, ClientError> = if n.is_multiple_of(3) {
             let body = json!({"label": format!("n{node}x{n}"), "scopes": ["sign:eip191"]});
             client.post("/v1/actors", &body, Some(&token)).await
         } else {
@@ -245,11 +245,6 @@ impl OwnCluster {
         let url = Self::run(&state, "start");
         Self { state, url }
     }
-
-    /// Crashes the server (`pg_ctl stop -m immediate`) and starts it again.
-    fn crash_and_restart(&self) {
-        Self::run(&self.state, "restart");
-    }
 }
 
 impl Drop for OwnCluster {
@@ -323,6 +318,7 @@ async fn a_postgres_crash_under_load_is_survived_without_node_restarts() {
     let chaos = async {
         let count = || *acked.lock().expect("acked");
         assert!(wait_until(Duration::from_secs(30), || async { count() >= 40 }).await);
+        // Crashed (`pg_ctl stop -m immediate`: the replay table is emptied) and started again.
         let crash = tokio::task::spawn_blocking({
             let state = cluster.state.clone();
             move || OwnCluster::run(&state, "restart")
