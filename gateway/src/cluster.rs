@@ -76,14 +76,22 @@ impl Cluster {
         Ok(admission.epoch)
     }
 
-    /// Forgets expired proofs every minute (any node may; each deletes what has expired).
+    /// The engine (logins in progress are kept there too).
+    pub fn engine(&self) -> &PgEngine {
+        &self.engine
+    }
+
+    /// Forgets expired proofs and logins every minute (any node may; each deletes what has
+    /// expired; logins are kept [`GRACE_SECONDS`](crate::http::pending::GRACE_SECONDS) longer,
+    /// as in memory).
     pub async fn purge_every_minute(self: Arc<Self>, clock: Arc<dyn agentkeys_runtime::Clock>) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
             let now = i64::try_from(clock.now().as_millis() / 1000).unwrap_or(i64::MAX);
-            if let Err(e) = self.engine.purge_replays(now).await {
-                tracing::warn!(cause = %e, "cannot purge expired DPoP proofs");
+            let pending_before = now.saturating_sub(crate::http::pending::GRACE_SECONDS);
+            if let Err(e) = self.engine.purge_expired(now, pending_before).await {
+                tracing::warn!(cause = %e, "cannot purge expired DPoP proofs and logins");
             }
         }
     }

@@ -66,18 +66,101 @@ impl PgEngine {
         task.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Forgets proofs whose lifetime ended before `now` (seconds); answers how many.
-    pub async fn purge_replays(&self, now: i64) -> Result<u64, StoreError> {
+    /// Forgets proofs whose lifetime ended before `now` and logins in progress that expired
+    /// before `pending_before` (seconds); answers how many rows went.
+    pub async fn purge_expired(&self, now: i64, pending_before: i64) -> Result<u64, StoreError> {
         let pool = self.pool().clone();
         let task = self.spawn(async move {
             let client = pool.get().await.map_err(StoreError::unreachable)?;
-            client
+            let proofs = client
                 .execute(
                     "DELETE FROM agentkeys_replay WHERE expires_at < $1",
                     &[&now],
                 )
                 .await
+                .map_err(db)?;
+            let logins = client
+                .execute(
+                    "DELETE FROM agentkeys_pending WHERE expires_at < $1",
+                    &[&pending_before],
+                )
+                .await
+                .map_err(db)?;
+            Ok(proofs + logins)
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// The outcome of [`PgEngine::take_pending`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Taken (deleted) by this call: its value.
+    Value(Vec<u8>),
+    /// Present, but started by another key (left in place).
+    OtherOwner,
+    /// Unknown or already taken.
+    Missing,
+}
+
+/// Deletes the row of `owner` named by id or key, and says whether one of another owner exists
+/// (both as of the statement's snapshot).
+const TAKE: &str = "WITH d AS (DELETE FROM agentkeys_pending WHERE kind = $1 \
+                    AND (id = $2 OR key = $3) AND owner = $4 RETURNING value) \
+                    SELECT (SELECT value FROM d), EXISTS (SELECT 1 FROM agentkeys_pending \
+                    WHERE kind = $1 AND (id = $2 OR key = $3))";
+
+impl PgEngine {
+    /// Keeps a login in progress where every node finds it (see migration 3).
+    pub async fn put_pending(
+        &self,
+        kind: &'static str,
+        id: String,
+        key: Vec<u8>,
+        owner: String,
+        value: Vec<u8>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            client
+                .execute(
+                    "INSERT INTO agentkeys_pending (kind, id, key, owner, value, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&kind, &id, &key, &owner, &value, &expires_at],
+                )
+                .await
+                .map(|_| ())
                 .map_err(db)
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Takes (exactly once, whichever node asks) the login in progress of `owner` named by
+    /// `id` or by `key`; one of another owner is left in place.
+    pub async fn take_pending(
+        &self,
+        kind: &'static str,
+        id: Option<String>,
+        key: Option<Vec<u8>>,
+        owner: String,
+    ) -> Result<Taken, StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            let statement = client.prepare_cached(TAKE).await.map_err(db)?;
+            let row = client
+                .query_one(&statement, &[&kind, &id, &key, &owner])
+                .await
+                .map_err(db)?;
+            Ok(
+                match (row.get::<_, Option<Vec<u8>>>(0), row.get::<_, bool>(1)) {
+                    (Some(value), _) => Taken::Value(value),
+                    (None, true) => Taken::OtherOwner,
+                    (None, false) => Taken::Missing,
+                },
+            )
         });
         task.await.unwrap_or(Err(StoreError::Closed))
     }

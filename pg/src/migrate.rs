@@ -32,8 +32,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
-        name: "shared DPoP replay state",
-        sql: include_str!("../migrations/0003_replay.sql"),
+        name: "shared short-lived state (DPoP proofs, logins in progress)",
+        sql: include_str!("../migrations/0003_shared_state.sql"),
     },
 ];
 

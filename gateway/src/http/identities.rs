@@ -159,7 +159,7 @@ pub async fn wallet_start(
     ApiJson(body): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
     let (master, by) = starter(&auth, &client.0)?;
-    super::wallet::challenge(&state, &body, by.jkt.clone(), &by, Some(master))
+    super::wallet::challenge(&state, &body, by.jkt.clone(), &by, Some(master)).await
 }
 
 /// The outcome of a link or an unlink.
@@ -194,7 +194,8 @@ pub async fn wallet_verify(
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<Linked>, ApiError> {
     let master = master_only(&auth)?;
-    let address = super::wallet::check_siwe(&state, &body, &auth.claims.cnf.jkt, Some(master))?;
+    let address =
+        super::wallet::check_siwe(&state, &body, &auth.claims.cnf.jkt, Some(master)).await?;
     let value = address.to_string();
     state
         .ledger

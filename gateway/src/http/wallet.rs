@@ -1,6 +1,8 @@
 //! Wallet login, first step: `POST /v1/auth/wallet/start` issues a SIWE challenge bound to the
 //! caller's device key (jkt), the address and the chain. Challenges live in memory with a TTL
-//! and a global cap.
+//! and a global cap; with every node of a PostgreSQL deployment active they are also kept in the
+//! database, so any node finishes a login another started, and exactly one node takes a
+//! challenge.
 
 use agentkeys_actors::crypto::eip191::Signature;
 use agentkeys_actors::crypto::omni::master_omni;
@@ -45,6 +47,90 @@ pub struct Challenge {
 
 /// Outstanding challenges by request id and by nonce (single use: taken by the verify step).
 pub type Challenges = PendingMap<String, Challenge>;
+
+/// The kind of a challenge among the logins in progress a shared database keeps.
+const SHARED_KIND: &str = "siwe";
+
+/// A challenge as the shared database keeps it.
+#[derive(Serialize, Deserialize)]
+struct SharedChallenge {
+    jkt: String,
+    address: String,
+    chain_id: u64,
+    message: String,
+    nonce: String,
+    expires_at: i64,
+    link: Option<String>,
+}
+
+impl From<&Challenge> for SharedChallenge {
+    fn from(c: &Challenge) -> Self {
+        Self {
+            jkt: c.jkt.clone(),
+            address: c.address.to_string(),
+            chain_id: c.chain_id,
+            message: c.message.clone(),
+            nonce: c.nonce.clone(),
+            expires_at: c.expires_at,
+            link: c.link.map(|m| m.to_string()),
+        }
+    }
+}
+
+impl SharedChallenge {
+    fn decode(bytes: &[u8]) -> Option<Challenge> {
+        let c: Self = serde_json::from_slice(bytes).ok()?;
+        Some(Challenge {
+            jkt: c.jkt,
+            address: c.address.parse().ok()?,
+            chain_id: c.chain_id,
+            message: c.message,
+            nonce: c.nonce,
+            expires_at: c.expires_at,
+            link: match c.link {
+                Some(m) => Some(m.parse().ok()?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// [`take_challenge`] when the nodes share the database: the database decides who takes it
+/// (this node's copy, if any, goes too).
+async fn take_shared_challenge(
+    state: &AppState,
+    cluster: &crate::cluster::Cluster,
+    key: ChallengeKey<'_>,
+    jkt: &str,
+    now: i64,
+) -> Result<Result<Challenge, ChallengeRefusal>, ApiError> {
+    let (id, nonce) = match key {
+        ChallengeKey::RequestId(id) => (Some(id.to_string()), None),
+        ChallengeKey::Nonce(nonce) => (None, Some(nonce.as_bytes().to_vec())),
+    };
+    let taken = cluster
+        .engine()
+        .take_pending(SHARED_KIND, id, nonce, jkt.to_string())
+        .await?;
+    let challenge = match taken {
+        agentkeys_pg::Taken::Value(bytes) => SharedChallenge::decode(&bytes)
+            .ok_or_else(|| ApiError::internal("a stored SIWE challenge is malformed"))?,
+        agentkeys_pg::Taken::OtherOwner => return Ok(Err(ChallengeRefusal::OtherKey)),
+        agentkeys_pg::Taken::Missing => return Ok(Err(ChallengeRefusal::Unknown)),
+    };
+    {
+        let mut entries = state.challenges.lock();
+        let local = entries.id_of(&challenge.nonce);
+        if let Some(id) = local {
+            entries.remove(&id, &challenge.nonce);
+        }
+    }
+    Ok(if challenge.expires_at > now {
+        Ok(challenge)
+    } else {
+        Err(ChallengeRefusal::Unknown)
+    })
+}
 
 impl Expiring for Challenge {
     fn expires_at(&self) -> i64 {
@@ -157,11 +243,11 @@ pub async fn start(
     TokenlessDpop(proof, by): TokenlessDpop,
     ApiJson(body): ApiJson<StartRequest>,
 ) -> Result<Json<StartResponse>, ApiError> {
-    challenge(&state, &body, proof.jkt, &by, None)
+    challenge(&state, &body, proof.jkt, &by, None).await
 }
 
 /// Issues a SIWE challenge for a login or (`link`) for linking the address to that master.
-pub fn challenge(
+pub async fn challenge(
     state: &AppState,
     body: &StartRequest,
     jkt: String,
@@ -209,21 +295,41 @@ pub fn challenge(
         resources: Vec::new(),
     }
     .to_text();
-    state.challenges.insert(
-        request_id.clone(),
-        nonce.clone(),
-        Challenge {
-            jkt,
-            address,
-            chain_id: body.chain_id,
-            message: message.clone(),
-            nonce: nonce.clone(),
-            expires_at,
-            link,
-        },
-        by,
-        now,
-    )?;
+    let issued = Challenge {
+        jkt,
+        address,
+        chain_id: body.chain_id,
+        message: message.clone(),
+        nonce: nonce.clone(),
+        expires_at,
+        link,
+    };
+    let shared = (
+        issued.jkt.clone(),
+        serde_json::to_vec(&SharedChallenge::from(&issued)),
+    );
+    // Charged to this node's quotas (the caps are per node), then kept for every node.
+    state
+        .challenges
+        .insert(request_id.clone(), nonce.clone(), issued, by, now)?;
+    if let Some(cluster) = &state.cluster {
+        let (owner, value) = (shared.0, shared.1.map_err(ApiError::internal)?);
+        let stored = cluster
+            .engine()
+            .put_pending(
+                SHARED_KIND,
+                request_id.clone(),
+                nonce.as_bytes().to_vec(),
+                owner,
+                value,
+                expires_at,
+            )
+            .await;
+        if let Err(e) = stored {
+            state.challenges.lock().remove(&request_id, &nonce);
+            return Err(e.into());
+        }
+    }
     Ok(Json(StartResponse {
         request_id,
         message,
@@ -252,7 +358,7 @@ fn invalid_siwe(message: impl Into<String>) -> ApiError {
 /// Checks a SIWE login (or, with `link`, a link to that master): the challenge (live, single
 /// use, this device key, this purpose), the message (domain, URI, chain, times, address) and
 /// the EOA signature. Writes nothing.
-pub fn check_siwe(
+pub async fn check_siwe(
     state: &AppState,
     body: &VerifyRequest,
     jkt: &str,
@@ -270,8 +376,12 @@ pub fn check_siwe(
         .map_err(|_| invalid_siwe("signature must be 0x followed by 130 hex characters"))?;
     let now_ms = state.clock.now().as_millis() as i64;
     let now = now_ms / 1000;
-    let taken = |key| {
-        take_challenge(&state.challenges, key, jkt, now).map_err(|refusal| match refusal {
+    let taken = async |key| {
+        let taken = match &state.cluster {
+            Some(cluster) => take_shared_challenge(state, cluster, key, jkt, now).await?,
+            None => take_challenge(&state.challenges, key, jkt, now),
+        };
+        taken.map_err(|refusal| match refusal {
             ChallengeRefusal::Unknown => {
                 invalid_siwe("the nonce is unknown, used or expired; start again with wallet/start")
             }
@@ -283,10 +393,13 @@ pub fn check_siwe(
     let (challenge, text) = match (&body.message, &body.request_id) {
         (Some(text), None) => {
             let parsed = SiweMessage::parse(text).map_err(|e| invalid_siwe(e.to_string()))?;
-            (taken(ChallengeKey::Nonce(&parsed.nonce))?, text.clone())
+            (
+                taken(ChallengeKey::Nonce(&parsed.nonce)).await?,
+                text.clone(),
+            )
         }
         (None, Some(id)) => {
-            let challenge = taken(ChallengeKey::RequestId(id))?;
+            let challenge = taken(ChallengeKey::RequestId(id)).await?;
             let text = challenge.message.clone();
             (challenge, text)
         }
@@ -347,7 +460,7 @@ pub async fn verify(
     TokenlessDpop(proof, _): TokenlessDpop,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
-    let address = check_siwe(&state, &body, &proof.jkt, None)?;
+    let address = check_siwe(&state, &body, &proof.jkt, None).await?;
     let lowercase = address.to_string();
     let master = master_omni(&state.client_id, &lowercase).map_err(ApiError::internal)?;
     let account = state.signer.account(master, String::new()).await?;

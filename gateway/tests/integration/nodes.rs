@@ -465,3 +465,40 @@ async fn an_event_stream_on_one_node_shows_what_another_node_did() {
     drop(stream);
     cluster.stop().await;
 }
+
+#[actix::test]
+async fn a_wallet_login_started_on_one_node_is_finished_on_another_exactly_once() {
+    let cluster = Nodes::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    let (key, owner) = (device(), common::wallet(47));
+    let challenge = a.challenge(&key, &owner).await;
+    let body = common::answer(&challenge, &owner);
+    // Another device key cannot finish it (and does not burn it).
+    let other = b
+        .call(
+            &device(),
+            "POST",
+            "/v1/auth/wallet/verify",
+            Some(&body),
+            None,
+        )
+        .await;
+    assert_eq!(error(&other), (400, "invalid_siwe"), "{}", other.1);
+    // Finished on B and on C at once: exactly one session.
+    let verify = |node: &'static str| {
+        let stack = if node == "b" { b } else { c };
+        stack.call(&key, "POST", "/v1/auth/wallet/verify", Some(&body), None)
+    };
+    let (on_b, on_c) = tokio::join!(verify("b"), verify("c"));
+    let mut statuses = [on_b.0, on_c.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 400], "{} / {}", on_b.1, on_c.1);
+    let session = if on_b.0 == 200 { on_b.1 } else { on_c.1 };
+    let who = Who::from_session(key, &session);
+    let (status, me) = who.call(a, "GET", "/v1/whoami", None).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["role"], "master");
+    cluster.stop().await;
+}

@@ -1,0 +1,28 @@
+-- Version 3: short-lived state every node of a deployment must share but that need not survive a crash of
+-- PostgreSQL (UNLOGGED: no WAL, not replicated, emptied after a crash).
+
+-- DPoP proofs seen by any node (RFC 9449 §11.1): `key` is 16 bytes of SHA-256(jti ‖ 0 ‖ jkt),
+-- kept until `expires_at` (seconds), after which the proof fails its `iat` check anyway. Nodes
+-- refuse proofs issued before they last saw the database (re)start, so losing this table in a
+-- crash re-opens no replay.
+CREATE UNLOGGED TABLE agentkeys_replay (
+    key        bytea  PRIMARY KEY,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX agentkeys_replay_expiry ON agentkeys_replay (expires_at);
+
+-- Logins in progress (SIWE challenges) that any node may finish: `id` is the request id, `key`
+-- a second name (the challenge's nonce), `owner` the DPoP key thumbprint that started it,
+-- `value` what the flow keeps. Taken (deleted) exactly once by the step that finishes it;
+-- expired rows are purged. Emptied by a crash of PostgreSQL: such logins start again.
+CREATE UNLOGGED TABLE agentkeys_pending (
+    kind       text   NOT NULL,
+    id         text   NOT NULL,
+    key        bytea  NOT NULL,
+    owner      text   NOT NULL,
+    value      bytea  NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (kind, id),
+    UNIQUE (kind, key)
+);
+CREATE INDEX agentkeys_pending_expiry ON agentkeys_pending (expires_at);
