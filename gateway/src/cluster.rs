@@ -28,16 +28,23 @@ use crate::http::error::{ApiError, ErrorCode};
 pub struct Cluster {
     engine: Arc<PgEngine>,
     runtime: Runtime,
+    /// Seals the logins in progress kept in the database.
+    pending_key: zeroize::Zeroizing<[u8; 32]>,
     /// The database server's start time (ms) this node saw last (0: none yet).
     started_ms: AtomicI64,
 }
 
 impl Cluster {
     /// The request path of a node on `engine`.
-    pub fn new(engine: Arc<PgEngine>, runtime: Runtime) -> Self {
+    pub fn new(
+        engine: Arc<PgEngine>,
+        runtime: Runtime,
+        pending_key: zeroize::Zeroizing<[u8; 32]>,
+    ) -> Self {
         Self {
             engine,
             runtime,
+            pending_key,
             started_ms: AtomicI64::new(0),
         }
     }
@@ -81,6 +88,20 @@ impl Cluster {
         &self.engine
     }
 
+    /// Seals a login in progress of `kind` named `id` for the database (AES-256-GCM under a
+    /// key HKDF derives from K3; kind and id as associated data).
+    pub fn seal(&self, kind: &str, id: &str, plain: &[u8]) -> Result<Vec<u8>, ApiError> {
+        agentkeys_actors::crypto::vault::seal(&self.pending_key, &pending_aad(kind, id), plain)
+            .map_err(ApiError::internal)
+    }
+
+    /// The inverse of [`seal`](Self::seal); `None` for a value sealed for another kind or id,
+    /// or under another K3.
+    pub fn open(&self, kind: &str, id: &str, sealed: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        agentkeys_actors::crypto::vault::open(&self.pending_key, &pending_aad(kind, id), sealed)
+            .ok()
+    }
+
     /// Forgets expired proofs and logins every minute (any node may; each deletes what has
     /// expired; logins are kept [`GRACE_SECONDS`](crate::http::pending::GRACE_SECONDS) longer,
     /// as in memory).
@@ -95,4 +116,12 @@ impl Cluster {
             }
         }
     }
+}
+
+fn pending_aad(kind: &str, id: &str) -> Vec<u8> {
+    let mut aad = agentkeys_actors::crypto::labels::PENDING_AAD.to_vec();
+    aad.extend_from_slice(kind.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(id.as_bytes());
+    aad
 }

@@ -269,10 +269,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         ),
         None => DpopVerifier::new(config.limits.dpop_skew_seconds),
     });
-    let cluster = node
-        .as_ref()
-        .and_then(|n| n.engine.clone())
-        .map(|engine| Arc::new(crate::cluster::Cluster::new(engine, runtime.clone())));
+    let cluster = node.as_ref().and_then(|n| n.engine.clone()).map(|engine| {
+        Arc::new(crate::cluster::Cluster::new(
+            engine,
+            runtime.clone(),
+            signer.pending_key(),
+        ))
+    });
     let mut node_tasks = Vec::new();
     if let (Some(cluster), StoreBackend::Postgres { settings, .. }) = (&cluster, &config.store) {
         node_tasks.push(tokio::spawn(
@@ -337,6 +340,12 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         siwe_chains: config.siwe_chains.clone().into(),
         limits: config.limits,
     });
+    if let Some(cluster) = &cluster {
+        // Logins and pairings any node may finish (SIWE challenges are shared by wallet.rs).
+        state.email_logins.share(cluster.clone(), "email");
+        state.oauth_logins.share(cluster.clone(), "oauth2");
+        state.pairings.share(cluster.clone(), "pairing");
+    }
     let metrics = Arc::new(http::metrics::HttpMetrics::default());
     let admin = crate::admin::listen(&config.data_dir, state.clone()).await?;
     let app = http::router(state.clone(), metrics.clone());

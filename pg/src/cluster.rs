@@ -137,6 +137,72 @@ impl PgEngine {
         task.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// The login in progress of `kind` named by `id` or by `key`: (id, key, value).
+    pub async fn get_pending(
+        &self,
+        kind: &'static str,
+        id: Option<String>,
+        key: Option<Vec<u8>>,
+    ) -> Result<Option<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            let row = client
+                .query_opt(
+                    "SELECT id, key, value FROM agentkeys_pending \
+                     WHERE kind = $1 AND (id = $2 OR key = $3)",
+                    &[&kind, &id, &key],
+                )
+                .await
+                .map_err(db)?;
+            Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Replaces the value of the login in progress `id` — only if it still holds `expected`,
+    /// when given (a compare-and-set: of two nodes changing it from the same state, one wins).
+    /// Answers whether it was replaced.
+    pub async fn update_pending(
+        &self,
+        kind: &'static str,
+        id: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            client
+                .execute(
+                    "UPDATE agentkeys_pending SET value = $3 WHERE kind = $1 AND id = $2 \
+                     AND ($4::bytea IS NULL OR value = $4)",
+                    &[&kind, &id, &value, &expected],
+                )
+                .await
+                .map(|n| n == 1)
+                .map_err(db)
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Deletes the login in progress `id`.
+    pub async fn delete_pending(&self, kind: &'static str, id: String) -> Result<(), StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            client
+                .execute(
+                    "DELETE FROM agentkeys_pending WHERE kind = $1 AND id = $2",
+                    &[&kind, &id],
+                )
+                .await
+                .map(|_| ())
+                .map_err(db)
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
     /// Takes (exactly once, whichever node asks) the login in progress of `owner` named by
     /// `id` or by `key`; one of another owner is left in place.
     pub async fn take_pending(

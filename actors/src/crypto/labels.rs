@@ -54,6 +54,10 @@ pub const SIGNING_KEY_KEK_SALT: &[u8] = b"agentkeys-signing-key-kek-v1";
 /// HKDF salt of the `DPoP-Nonce` key of a deployment whose nodes share a store (no info): a
 /// nonce one node issues is accepted by every other.
 pub const DPOP_NONCE_SALT: &[u8] = b"agentkeys-dpop-nonce-v1";
+/// HKDF salt of the key that seals logins in progress kept in a shared store (no info).
+pub const PENDING_SALT: &[u8] = b"agentkeys-pending-v1";
+/// AAD prefix of a sealed login in progress (then its kind, a zero byte, its id).
+pub const PENDING_AAD: &[u8] = b"agentkeys-pending-v1";
 /// AAD prefix of a wrapped P-256 signing key (then the set's name, `/`, the kid).
 pub const SIGNING_KEY_AAD: &[u8] = b"agentkeys-signing-key-v1";
 

@@ -91,6 +91,12 @@ impl MasterSecret {
         self.deployment_key(labels::DPOP_NONCE_SALT)
     }
 
+    /// The key that seals logins in progress (their PKCE verifiers, confirm codes) in a
+    /// shared store; the same on every node with this K3.
+    pub(crate) fn pending_key(&self) -> Zeroizing<[u8; 32]> {
+        self.deployment_key(labels::PENDING_SALT)
+    }
+
     /// `HKDF-SHA256(K3, salt)`, 32 bytes, no info.
     fn deployment_key(&self, salt: &[u8]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);

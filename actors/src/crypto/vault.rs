@@ -67,11 +67,7 @@ fn key(bytes: &[u8; 32]) -> LessSafeKey {
 }
 
 /// AES-256-GCM with a random nonce: `nonce ‖ ciphertext ‖ tag`.
-pub(crate) fn seal(
-    key_bytes: &[u8; 32],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, VaultError> {
+pub fn seal(key_bytes: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| VaultError::Random)?;
     let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
@@ -89,7 +85,7 @@ pub(crate) fn seal(
 }
 
 /// The inverse of [`seal`].
-pub(crate) fn open(
+pub fn open(
     key_bytes: &[u8; 32],
     aad: &[u8],
     sealed: &[u8],

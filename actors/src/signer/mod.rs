@@ -460,6 +460,12 @@ impl SignerHandle {
         self.state.k3.fingerprint()
     }
 
+    /// The key that seals the logins in progress every node of a deployment on one store
+    /// keeps in the database (HKDF from K3; it signs nothing).
+    pub fn pending_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.state.k3.pending_key()
+    }
+
     /// The key of server `DPoP-Nonce`s shared by every node of a deployment on one store
     /// (HKDF from K3; it authenticates nonces and signs nothing).
     pub fn dpop_nonce_key(&self) -> zeroize::Zeroizing<[u8; 32]> {

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use super::pending::{Expiring, PendingMap};
+use super::pending::{Expiring, PendingMap, SharedKey};
 use super::session::{SessionResponse, issue};
 use crate::auth::session::{NewSession, Role};
 
@@ -93,6 +93,121 @@ pub struct Request<T> {
 impl<T> Expiring for Request<T> {
     fn expires_at(&self) -> i64 {
         self.confirm.expires_at
+    }
+}
+
+/// A request as a shared database keeps it (sealed by the caller).
+#[derive(Serialize, Deserialize)]
+struct StoredRequest<D> {
+    detail: D,
+    jkt: String,
+    code: String,
+    requester_ip: String,
+    user_agent: String,
+    requested_at: i64,
+    expires_at: i64,
+    wrong_codes: u32,
+    stage: StoredStage,
+    link: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+enum StoredStage {
+    Pending,
+    Completing,
+    Verified { master: String, bid: u64 },
+    Linked,
+    Failed { code: String, message: String },
+}
+
+/// What a flow keeps besides the shared part, as a shared database keeps it.
+pub trait StoredDetail: Sized {
+    /// Its stored form.
+    type Stored: Serialize + serde::de::DeserializeOwned;
+    /// To the stored form.
+    fn store(&self) -> Self::Stored;
+    /// From the stored form.
+    fn load(stored: Self::Stored) -> Option<Self>;
+}
+
+impl StoredDetail for String {
+    type Stored = String;
+    fn store(&self) -> String {
+        self.clone()
+    }
+    fn load(stored: String) -> Option<String> {
+        Some(stored)
+    }
+}
+
+impl<T: StoredDetail> super::pending::SharedEntry for Request<T> {
+    fn encode(&self) -> Result<Vec<u8>, ApiError> {
+        let c = &self.confirm;
+        let stage = match &c.stage {
+            Stage::Pending => StoredStage::Pending,
+            Stage::Completing => StoredStage::Completing,
+            Stage::Verified { master, bid } => StoredStage::Verified {
+                master: master.to_string(),
+                bid: *bid,
+            },
+            Stage::Linked => StoredStage::Linked,
+            Stage::Failed(code, message) => StoredStage::Failed {
+                code: code.as_str().to_string(),
+                message: message.clone(),
+            },
+        };
+        serde_json::to_vec(&StoredRequest {
+            detail: self.detail.store(),
+            jkt: c.jkt.clone(),
+            code: c.code.clone(),
+            requester_ip: c.requester_ip.clone(),
+            user_agent: c.user_agent.clone(),
+            requested_at: c.requested_at,
+            expires_at: c.expires_at,
+            wrong_codes: c.wrong_codes,
+            stage,
+            link: c.link.map(|m| m.to_string()),
+        })
+        .map_err(ApiError::internal)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let s: StoredRequest<T::Stored> = serde_json::from_slice(bytes).ok()?;
+        let stage = match s.stage {
+            StoredStage::Pending => Stage::Pending,
+            StoredStage::Completing => Stage::Completing,
+            StoredStage::Verified { master, bid } => Stage::Verified {
+                master: master.parse().ok()?,
+                bid,
+            },
+            StoredStage::Linked => Stage::Linked,
+            StoredStage::Failed { code, message } => Stage::Failed(
+                ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)?,
+                message,
+            ),
+        };
+        Some(Request {
+            detail: T::load(s.detail)?,
+            confirm: Confirm {
+                jkt: s.jkt,
+                code: s.code,
+                requester_ip: s.requester_ip,
+                user_agent: s.user_agent,
+                requested_at: s.requested_at,
+                expires_at: s.expires_at,
+                wrong_codes: s.wrong_codes,
+                stage,
+                link: match s.link {
+                    Some(m) => Some(m.parse().ok()?),
+                    None => None,
+                },
+            },
+        })
+    }
+
+    fn owner(&self) -> &str {
+        &self.confirm.jkt
     }
 }
 
@@ -231,21 +346,59 @@ pub async fn complete(
     })
 }
 
-/// Records the outcome of a completion on the request `id` (if it is still held).
-pub fn record<K: std::hash::Hash + Eq + Clone, T>(
+/// Records the outcome of a completion on the request `id` (if it is still held), for every
+/// node on a shared map.
+pub async fn record<K: std::hash::Hash + Eq + Clone + SharedKey, T: StoredDetail>(
     map: &PendingMap<K, Request<T>>,
     id: &str,
     outcome: &Result<Stage, ApiError>,
 ) -> Result<(), ApiError> {
-    let mut entries = map.lock();
-    let Some(slot) = entries.get_mut(id) else {
-        return Err(expired("this sign-in request expired; start again"));
-    };
-    slot.confirm.stage = match outcome {
-        Ok(stage) => stage.clone(),
-        Err(e) => Stage::Failed(e.code(), e.message().to_string()),
-    };
+    {
+        let mut entries = map.lock();
+        let Some(slot) = entries.get_mut(id) else {
+            return Err(expired("this sign-in request expired; start again"));
+        };
+        slot.confirm.stage = match outcome {
+            Ok(stage) => stage.clone(),
+            Err(e) => Stage::Failed(e.code(), e.message().to_string()),
+        };
+    }
+    // The request was taken (`Completing`) by this node's compare-and-set: nobody else
+    // changes it now.
+    map.publish(id, None).await?;
     Ok(())
+}
+
+/// One redemption step of a request named by `key` (a typed code, or none to describe it):
+/// brings this node's copy up to date, runs [`Confirm::redeem`] and, when a code was typed
+/// (the request changes either way: spent, or one wrong code more), writes it back for every
+/// node with a compare-and-set. `check` may refuse the step first (changing nothing). Answers
+/// the id and a copy of the request after the step.
+pub async fn redeem_step<K: std::hash::Hash + Eq + Clone + SharedKey, T: StoredDetail + Clone>(
+    map: &PendingMap<K, Request<T>>,
+    key: &K,
+    typed: Option<&str>,
+    now: i64,
+    unknown: ApiError,
+    check: impl FnOnce(&Request<T>) -> Result<(), ApiError>,
+) -> Result<(String, Request<T>), ApiError> {
+    let seen = map.pull(super::pending::Name::Key(key)).await?;
+    let (id, redeemed, request) = {
+        let mut entries = map.lock();
+        let Some(id) = entries.id_of(key) else {
+            return Err(unknown);
+        };
+        let Some(request) = entries.get_mut(&id) else {
+            return Err(expired("this sign-in request expired; start again"));
+        };
+        check(request)?;
+        let redeemed = request.confirm.redeem(typed, now);
+        (id, redeemed, request.clone())
+    };
+    if typed.is_some() && !map.publish(&id, seen).await? {
+        return Err(expired("this sign-in request was already used"));
+    }
+    redeemed.map(|()| (id, request))
 }
 
 /// The state of a request, for the device key that made it.
@@ -262,13 +415,14 @@ super::openapi::status_or_session_schema!(LoginStatus, ["pending", "linked"], "v
 
 /// Answers the poll of request `id` by the key `jkt`: `pending`, `linked`, a refusal, or a
 /// session bound to that key.
-pub async fn poll<K: std::hash::Hash + Eq + Clone, T>(
+pub async fn poll<K: std::hash::Hash + Eq + Clone + SharedKey, T: StoredDetail>(
     state: &AppState,
     map: &PendingMap<K, Request<T>>,
     id: &str,
     jkt: String,
 ) -> Result<Json<LoginStatus>, ApiError> {
     let now = state.now_seconds();
+    map.pull(super::pending::Name::Id(id)).await?;
     let found = {
         let entries = map.lock();
         entries

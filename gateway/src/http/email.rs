@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete, expired};
+use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, TokenlessDpop};
 use super::pending::{PendingMap, Requester};
@@ -156,9 +156,11 @@ pub async fn start(
     };
     state
         .email_logins
-        .insert(request_id.clone(), token_hash, pending, &by, now)?;
+        .insert_shared(request_id.clone(), token_hash, pending, &by, now)
+        .await?;
     if let Err(e) = state.mailer.send(&message).await {
         state.email_logins.lock().remove(&request_id, &token_hash);
+        state.email_logins.publish(&request_id, None).await?;
         return Err(ApiError::new(
             ErrorCode::Busy,
             "the sign-in link could not be sent; retry later",
@@ -210,20 +212,18 @@ pub async fn verify(
 ) -> Result<Json<EmailVerified>, ApiError> {
     let token_hash: [u8; 32] = Sha256::digest(body.token.trim().as_bytes()).into();
     let now = state.now_seconds();
-    let (id, pending) = {
-        let mut maps = state.email_logins.lock();
-        let Some(id) = maps.id_of(&token_hash) else {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                "this sign-in link is unknown; ask for a new one",
-            ));
-        };
-        let Some(pending) = maps.get_mut(&id) else {
-            return Err(expired("this sign-in request expired; start again"));
-        };
-        pending.confirm.redeem(body.confirm_code.as_deref(), now)?;
-        (id, pending.clone())
-    };
+    let (id, pending) = super::confirm::redeem_step(
+        &state.email_logins,
+        &token_hash,
+        body.confirm_code.as_deref(),
+        now,
+        ApiError::new(
+            ErrorCode::NotFound,
+            "this sign-in link is unknown; ask for a new one",
+        ),
+        |_| Ok(()),
+    )
+    .await?;
     let describe = |status: &str| EmailVerified {
         email: pending.detail.clone(),
         request: Described::of(&pending.confirm, status),
@@ -233,7 +233,7 @@ pub async fn verify(
     }
     let identity = ("email".to_string(), pending.detail.clone());
     let outcome = complete(&state, &pending.confirm, identity).await;
-    super::confirm::record(&state.email_logins, &id, &outcome)?;
+    super::confirm::record(&state.email_logins, &id, &outcome).await?;
     match outcome? {
         Stage::Linked => Ok(Json(describe("linked"))),
         _ => Ok(Json(describe("verified"))),

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete, expired};
+use super::confirm::{Confirm, Described, LoginStatus, Request, Stage, complete};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, TokenlessDpop};
 use super::pending::{PendingMap, Requester};
@@ -59,6 +59,35 @@ impl std::fmt::Debug for Flow {
 
 /// One pending login (or link) through a provider.
 pub type Pending = Request<Flow>;
+
+/// A flow as a shared database keeps it (sealed, with the verifier and the code).
+#[derive(Serialize, Deserialize)]
+pub struct StoredFlow {
+    provider: String,
+    nonce: String,
+    verifier: String,
+    code: Option<String>,
+}
+
+impl super::confirm::StoredDetail for Flow {
+    type Stored = StoredFlow;
+    fn store(&self) -> StoredFlow {
+        StoredFlow {
+            provider: self.provider.clone(),
+            nonce: self.nonce.clone(),
+            verifier: self.verifier.to_string(),
+            code: self.code.as_ref().map(|c| c.to_string()),
+        }
+    }
+    fn load(stored: StoredFlow) -> Option<Flow> {
+        Some(Flow {
+            provider: stored.provider,
+            nonce: stored.nonce,
+            verifier: Zeroizing::new(stored.verifier),
+            code: stored.code.map(Zeroizing::new),
+        })
+    }
+}
 
 /// Pending provider logins, by request id and by the SHA-256 of `state`.
 pub type OAuthLogins = PendingMap<[u8; 32], Pending>;
@@ -182,7 +211,8 @@ pub async fn begin(
     };
     state
         .oauth_logins
-        .insert(request_id, state_hash(&oauth_state), pending, &by, now)?;
+        .insert_shared(request_id, state_hash(&oauth_state), pending, &by, now)
+        .await?;
     Ok(Json(started))
 }
 
@@ -226,28 +256,47 @@ pub async fn callback(
         && let Some(oauth_state) = &query.state
     {
         let now = state.now_seconds();
-        let mut entries = state.oauth_logins.lock();
-        if let Some(id) = entries.id_of(&state_hash(oauth_state))
-            && let Some(pending) = entries.get_mut(&id)
-            && matches!(pending.confirm.stage, Stage::Pending)
-            && pending.confirm.expires_at > now
+        let key = state_hash(oauth_state);
+        // On a shared map: this node's copy up to date first, the change written back after.
+        let seen = match state
+            .oauth_logins
+            .pull(super::pending::Name::Key(&key))
+            .await
         {
-            match (&query.code, &query.error) {
-                (_, Some(_)) => {
-                    pending.confirm.stage = Stage::Failed(
-                        ErrorCode::ProviderUnavailable,
-                        format!(
-                            "the provider {} did not sign you in; start again",
-                            pending.detail.provider
-                        ),
-                    );
+            Ok(seen) => seen,
+            Err(_) => return super::confirm::landing_page("oauth2"),
+        };
+        let changed = {
+            let mut changed = None;
+            let mut entries = state.oauth_logins.lock();
+            if let Some(id) = entries.id_of(&key)
+                && let Some(pending) = entries.get_mut(&id)
+                && matches!(pending.confirm.stage, Stage::Pending)
+                && pending.confirm.expires_at > now
+            {
+                changed = Some(id);
+                match (&query.code, &query.error) {
+                    (_, Some(_)) => {
+                        pending.confirm.stage = Stage::Failed(
+                            ErrorCode::ProviderUnavailable,
+                            format!(
+                                "the provider {} did not sign you in; start again",
+                                pending.detail.provider
+                            ),
+                        );
+                    }
+                    (Some(code), None) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
+                        // The latest redirect wins (a person may go back and sign in again).
+                        pending.detail.code = Some(Zeroizing::new(code.clone()));
+                    }
+                    _ => {}
                 }
-                (Some(code), None) if !code.is_empty() && code.len() <= MAX_CODE_LEN => {
-                    // The latest redirect wins (a person may go back and sign in again).
-                    pending.detail.code = Some(Zeroizing::new(code.clone()));
-                }
-                _ => {}
             }
+            changed
+        };
+        if let Some(id) = changed {
+            // Lost to another node's change of the same request: the page asks again.
+            let _ = state.oauth_logins.publish(&id, seen).await;
         }
     }
     super::confirm::landing_page("oauth2")
@@ -296,26 +345,27 @@ pub async fn confirm(
     ApiJson(body): ApiJson<OAuthConfirm>,
 ) -> Result<Json<OAuthConfirmed>, ApiError> {
     let now = state.now_seconds();
-    let (id, pending) = {
-        let mut entries = state.oauth_logins.lock();
-        let Some(id) = entries.id_of(&state_hash(body.state.trim())) else {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                "this sign-in request is unknown; start again from your terminal",
-            ));
-        };
-        let Some(pending) = entries.get_mut(&id) else {
-            return Err(expired("this sign-in request expired; start again"));
-        };
-        if body.confirm_code.is_some() && pending.detail.code.is_none() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "the provider has not sent you back here yet; finish signing in there first",
-            ));
-        }
-        pending.confirm.redeem(body.confirm_code.as_deref(), now)?;
-        (id, pending.clone())
-    };
+    let typed = body.confirm_code.as_deref();
+    let (id, pending) = super::confirm::redeem_step(
+        &state.oauth_logins,
+        &state_hash(body.state.trim()),
+        typed,
+        now,
+        ApiError::new(
+            ErrorCode::NotFound,
+            "this sign-in request is unknown; start again from your terminal",
+        ),
+        |pending| {
+            if typed.is_some() && pending.detail.code.is_none() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the provider has not sent you back here yet; finish signing in there first",
+                ));
+            }
+            Ok(())
+        },
+    )
+    .await?;
     let describe = |status: &str| OAuthConfirmed {
         provider: pending.detail.provider.clone(),
         request: Described::of(&pending.confirm, status),
@@ -324,7 +374,7 @@ pub async fn confirm(
         return Ok(Json(describe("confirm")));
     }
     let outcome = finish(&state, &pending, now).await;
-    super::confirm::record(&state.oauth_logins, &id, &outcome)?;
+    super::confirm::record(&state.oauth_logins, &id, &outcome).await?;
     match outcome? {
         Stage::Linked => Ok(Json(describe("linked"))),
         _ => Ok(Json(describe("verified"))),

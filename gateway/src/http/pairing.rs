@@ -70,6 +70,64 @@ impl Expiring for Request {
     }
 }
 
+/// A pairing request as a shared database keeps it.
+#[derive(Serialize, Deserialize)]
+struct StoredRequest {
+    jkt: String,
+    expires_at: i64,
+    /// `pending`, `claiming`, or the claim: omni, master, path, bid.
+    claim: Option<(String, String, String, u64)>,
+    claiming: bool,
+}
+
+impl super::pending::SharedEntry for Request {
+    fn encode(&self) -> Result<Vec<u8>, ApiError> {
+        let (claim, claiming) = match &self.claim {
+            Claim::Pending => (None, false),
+            Claim::Claiming => (None, true),
+            Claim::Claimed {
+                omni,
+                master,
+                path,
+                bid,
+            } => (
+                Some((omni.to_string(), master.to_string(), path.clone(), *bid)),
+                false,
+            ),
+        };
+        serde_json::to_vec(&StoredRequest {
+            jkt: self.jkt.clone(),
+            expires_at: self.expires_at,
+            claim,
+            claiming,
+        })
+        .map_err(ApiError::internal)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let s: StoredRequest = serde_json::from_slice(bytes).ok()?;
+        let claim = match (s.claim, s.claiming) {
+            (Some((omni, master, path, bid)), _) => Claim::Claimed {
+                omni: omni.parse().ok()?,
+                master: master.parse().ok()?,
+                path,
+                bid,
+            },
+            (None, true) => Claim::Claiming,
+            (None, false) => Claim::Pending,
+        };
+        Some(Request {
+            jkt: s.jkt,
+            expires_at: s.expires_at,
+            claim,
+        })
+    }
+
+    fn owner(&self) -> &str {
+        &self.jkt
+    }
+}
+
 /// A device key's fingerprint as people compare it: 64 bits of its RFC 7638 thumbprint, hex in
 /// groups of four.
 pub fn fingerprint(jkt: &str) -> String {
@@ -116,17 +174,20 @@ pub async fn request(
     aws_lc_rs::rand::fill(&mut id).map_err(|_| ApiError::internal("random generator failed"))?;
     let request_id = hex::encode(id);
     let expires_at = now + PAIRING_TTL_SECONDS;
-    state.pairings.insert(
-        request_id.clone(),
-        code_hash(&code),
-        Request {
-            jkt: proof.jkt.clone(),
-            expires_at,
-            claim: Claim::Pending,
-        },
-        &by,
-        now,
-    )?;
+    state
+        .pairings
+        .insert_shared(
+            request_id.clone(),
+            code_hash(&code),
+            Request {
+                jkt: proof.jkt.clone(),
+                expires_at,
+                claim: Claim::Pending,
+            },
+            &by,
+            now,
+        )
+        .await?;
     Ok(Json(PairingStarted {
         request_id,
         code: super::links::dashed(&code),
@@ -193,7 +254,12 @@ pub async fn claim(
     let parent = target(&state, &auth, &parent_text)?;
     auth.require_scope(scope::ACTORS_CREATE)?;
     let now = state.now_seconds();
-    // Take the request (one claim per code); it is put back if the claim fails.
+    // Take the request (one claim per code, on every node: a compare-and-set in a shared
+    // database); it is put back if the claim fails.
+    let seen = state
+        .pairings
+        .pull(super::pending::Name::Key(&code_hash(&code)))
+        .await?;
     let (request_id, request) = {
         let mut maps = state.pairings.lock();
         let id = maps
@@ -216,6 +282,12 @@ pub async fn claim(
         request.claim = Claim::Claiming;
         (id, copy)
     };
+    if !state.pairings.publish(&request_id, seen).await? {
+        return Err(ApiError::new(
+            ErrorCode::LinkCodeUsed,
+            "this pairing code was already claimed",
+        ));
+    }
     let create = CreateChild {
         label: body.label,
         scopes: body.scopes,
@@ -233,7 +305,14 @@ pub async fn claim(
             .await
             .map_err(ApiError::from)
             .and_then(|created| created.map_err(ApiError::from));
-        settle(&state, &request_id, &request.jkt, outcome)
+        let answer = settle(&state, &request_id, &request.jkt, outcome);
+        if let Err(e) = state.pairings.publish(&request_id, None).await {
+            tracing::warn!(
+                cause = e.message(),
+                "the pairing's outcome could not be shared with the other nodes"
+            );
+        }
+        answer
     });
     claim
         .await
@@ -321,6 +400,10 @@ pub async fn poll(
     ApiJson(body): ApiJson<PollRequest>,
 ) -> Result<Json<PairingStatus>, ApiError> {
     let now = state.now_seconds();
+    state
+        .pairings
+        .pull(super::pending::Name::Id(&body.request_id))
+        .await?;
     let found = {
         let maps = state.pairings.lock();
         maps.get(&body.request_id)

@@ -2,6 +2,14 @@
 //! In memory, never in redb: entries by id plus an index by a secret-derived key (a nonce, a
 //! token hash, a code hash), each with its own expiry.
 //!
+//! With every node of a PostgreSQL deployment active, a map is **shared** ([`PendingMap::share`]):
+//! each entry is also kept, sealed under a key derived from K3, in the database's
+//! `agentkeys_pending` table, which is the truth. A step of a flow first brings this node's copy
+//! up to date ([`PendingMap::pull`]), changes it in memory as on one node, then writes it back
+//! with a compare-and-set on what it pulled ([`PendingMap::publish`]): of two nodes advancing
+//! the same request from the same state, one wins and the other answers as if it had lost the
+//! race on one node. The quotas below stay per node.
+//!
 //! Expired entries are kept [`GRACE_SECONDS`] longer, so a late poll is told `expired` rather
 //! than `not_found`; they count against no quota.
 //!
@@ -15,7 +23,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::error::{ApiError, ErrorCode};
@@ -29,6 +37,54 @@ pub const GRACE_SECONDS: i64 = 600;
 pub trait Expiring {
     /// Seconds since the epoch after which the entry is dead.
     fn expires_at(&self) -> i64;
+}
+
+/// An entry kept in a shared database: its encoding (sealed by the caller) and who started it.
+pub trait SharedEntry: Sized {
+    /// The bytes kept (before sealing).
+    fn encode(&self) -> Result<Vec<u8>, ApiError>;
+    /// The inverse of [`encode`](Self::encode).
+    fn decode(bytes: &[u8]) -> Option<Self>;
+    /// The DPoP key thumbprint that started it.
+    fn owner(&self) -> &str;
+}
+
+/// An index key kept in a shared database.
+pub trait SharedKey: Sized {
+    /// Its bytes.
+    fn to_bytes(&self) -> Vec<u8>;
+    /// The inverse of [`to_bytes`](Self::to_bytes).
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
+}
+
+impl SharedKey for [u8; 32] {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok()
+    }
+}
+
+/// How a step names its entry.
+#[derive(Debug, Clone, Copy)]
+pub enum Name<'a, K> {
+    /// By request id.
+    Id(&'a str),
+    /// By index key.
+    Key(&'a K),
+}
+
+/// A shared map's database and its kind there.
+struct Sharing {
+    cluster: Arc<crate::cluster::Cluster>,
+    kind: &'static str,
+}
+
+impl std::fmt::Debug for Sharing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sharing").field("kind", &self.kind).finish()
+    }
 }
 
 /// Who asked for an entry.
@@ -128,6 +184,31 @@ impl<K: Hash + Eq + Clone, V: Expiring> Entries<K, V> {
         }
     }
 
+    /// Puts an entry read from the shared database in place of this node's copy (charged to its
+    /// owner's key, never to an address).
+    fn put_pulled(&mut self, id: String, key: K, value: V, owner: &str) {
+        self.take(&id);
+        let at = (value.expires_at(), id.clone());
+        let clients = [
+            Client::Key(owner.to_string()),
+            Client::Key(owner.to_string()),
+        ];
+        self.by_client
+            .entry(clients[0].clone())
+            .or_default()
+            .insert(at.clone());
+        self.by_expiry.insert(at);
+        self.id_of.insert(key.clone(), id.clone());
+        self.by_id.insert(
+            id,
+            Slot {
+                value,
+                key,
+                clients,
+            },
+        );
+    }
+
     /// Evicts the oldest entry of the client address holding the most; `false` if none.
     fn evict_from_heaviest(&mut self) -> bool {
         let heaviest = self
@@ -157,6 +238,7 @@ pub struct PendingMap<K, V> {
     cap: usize,
     per_client: usize,
     what: &'static str,
+    sharing: OnceLock<Sharing>,
 }
 
 impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
@@ -181,6 +263,7 @@ impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
             cap: cap.max(1),
             per_client: per_client.max(1),
             what,
+            sharing: OnceLock::new(),
         }
     }
 
@@ -254,7 +337,140 @@ impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
     pub fn len(&self) -> usize {
         self.lock().len()
     }
+}
 
+impl<K: Hash + Eq + Clone + SharedKey, V: Expiring + SharedEntry> PendingMap<K, V> {
+    /// Keeps the entries in the shared database of `cluster` as well, under `kind` (see the
+    /// module documentation).
+    pub fn share(&self, cluster: Arc<crate::cluster::Cluster>, kind: &'static str) {
+        let _ = self.sharing.set(Sharing { cluster, kind });
+    }
+
+    /// [`insert`](Self::insert), and on a shared map the entry written to the database too (if
+    /// that fails, it is not kept here either).
+    pub async fn insert_shared(
+        &self,
+        id: String,
+        key: K,
+        value: V,
+        by: &Requester,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let shared = match self.sharing.get() {
+            Some(s) => Some((
+                s,
+                value.owner().to_string(),
+                value.encode()?,
+                value.expires_at(),
+            )),
+            None => None,
+        };
+        self.insert(id.clone(), key.clone(), value, by, now)?;
+        let Some((s, owner, plain, expires_at)) = shared else {
+            return Ok(());
+        };
+        let stored = match s.cluster.seal(s.kind, &id, &plain) {
+            Ok(sealed) => s
+                .cluster
+                .engine()
+                .put_pending(
+                    s.kind,
+                    id.clone(),
+                    key.to_bytes(),
+                    owner,
+                    sealed,
+                    expires_at,
+                )
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        if stored.is_err() {
+            self.lock().remove(&id, &key);
+        }
+        stored
+    }
+
+    /// On a shared map: replaces this node's copy of the entry `name` with the database's (or
+    /// drops it if the database has none); answers the stored bytes seen, for
+    /// [`publish`](Self::publish). `None` on a map of one node.
+    pub async fn pull(&self, name: Name<'_, K>) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some(s) = self.sharing.get() else {
+            return Ok(None);
+        };
+        let (id, key) = match name {
+            Name::Id(id) => (Some(id.to_string()), None),
+            Name::Key(key) => (None, Some(key.to_bytes())),
+        };
+        let found = s
+            .cluster
+            .engine()
+            .get_pending(s.kind, id.clone(), key.clone())
+            .await?;
+        let malformed =
+            || ApiError::internal("a login in progress kept in the database is malformed");
+        let mut entries = self.lock();
+        match found {
+            Some((id, key, sealed)) => {
+                let value = s
+                    .cluster
+                    .open(s.kind, &id, &sealed)
+                    .and_then(|plain| V::decode(&plain))
+                    .ok_or_else(malformed)?;
+                let key = K::from_bytes(&key).ok_or_else(malformed)?;
+                let owner = value.owner().to_string();
+                entries.put_pulled(id, key, value, &owner);
+                Ok(Some(sealed))
+            }
+            None => {
+                let local = match (id, key) {
+                    (Some(id), _) => Some(id),
+                    (None, Some(key)) => K::from_bytes(&key).and_then(|k| entries.id_of(&k)),
+                    (None, None) => None,
+                };
+                if let Some(id) = local {
+                    entries.take(&id);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// On a shared map: writes this node's copy of `id` to the database — only if the database
+    /// still holds `seen` (from [`pull`](Self::pull)), when given — or deletes it there if this
+    /// node no longer holds it. Answers `false` when another node changed it first (this
+    /// node's change is then not kept). `true` on a map of one node.
+    pub async fn publish(&self, id: &str, seen: Option<Vec<u8>>) -> Result<bool, ApiError> {
+        let Some(s) = self.sharing.get() else {
+            return Ok(true);
+        };
+        let plain = {
+            let entries = self.lock();
+            entries.get(id).map(SharedEntry::encode).transpose()?
+        };
+        let engine = s.cluster.engine();
+        match plain {
+            Some(plain) => {
+                let sealed = s.cluster.seal(s.kind, id, &plain)?;
+                let written = engine
+                    .update_pending(s.kind, id.to_string(), seen, sealed)
+                    .await?;
+                if !written {
+                    // Not this node's change: the next step pulls what won.
+                    let mut entries = self.lock();
+                    entries.take(id);
+                }
+                Ok(written)
+            }
+            None => {
+                engine.delete_pending(s.kind, id.to_string()).await?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -502,3 +502,105 @@ async fn a_wallet_login_started_on_one_node_is_finished_on_another_exactly_once(
     assert_eq!(me["role"], "master");
     cluster.stop().await;
 }
+
+/// `POST /v1/auth/email/verify` on `stack` (the landing page's call; no DPoP).
+async fn email_verify(stack: &Stack, body: &Value) -> (u16, Value) {
+    let response = stack
+        .http
+        .post(format!("{}/v1/auth/email/verify", stack.base))
+        .json(body)
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[actix::test]
+async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhere() {
+    let cluster = Nodes::start().await;
+    let [a, b, c] = &cluster.nodes[..] else {
+        unreachable!()
+    };
+    // The terminal asks node A; the link is opened on B; the terminal polls C.
+    let key = device();
+    let (status, started) = a
+        .call(
+            &key,
+            "POST",
+            "/v1/auth/email/request",
+            Some(&json!({"email": "carol@example.com"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let request_id = started["request_id"].as_str().expect("id").to_string();
+    let code = started["confirm_code"].as_str().expect("code").to_string();
+    let token = common::token_from_outbox(cluster.dir(0), &request_id);
+    let status_path = format!("/v1/auth/email/status/{request_id}");
+    let (status, pending) = c.call(&key, "GET", &status_path, None, None).await;
+    assert_eq!((status, pending["status"].as_str()), (200, Some("pending")));
+    let (status, described) = email_verify(b, &json!({"token": token})).await;
+    assert_eq!(
+        (status, described["status"].as_str()),
+        (200, Some("confirm"))
+    );
+    // Wrong codes typed on different nodes add up: the fifth ends the request everywhere.
+    let wrong = json!({"token": token, "confirm_code": "ZZZ-ZZZ"});
+    for node in [a, b, c, a] {
+        assert_eq!(
+            error(&email_verify(node, &wrong).await),
+            (400, "invalid_confirm_code")
+        );
+    }
+    let right = json!({"token": token, "confirm_code": code});
+    let (status, verified) = email_verify(b, &right).await;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["status"], "verified");
+    let (status, session) = c.call(&key, "GET", &status_path, None, None).await;
+    assert_eq!(
+        (status, session["status"].as_str()),
+        (200, Some("verified"))
+    );
+    let carol = Who::from_session(key, &session);
+    // Used: no node takes the link again.
+    assert_eq!(error(&email_verify(a, &right).await).0, 410);
+
+    // A pairing asked on A, claimed through B by carol, polled on C.
+    let machine = device();
+    let (status, pairing) = a
+        .call(
+            &machine,
+            "POST",
+            "/v1/pairing/request",
+            Some(&json!({})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{pairing}");
+    let claim = json!({"code": pairing["code"], "label": "paired", "scopes": ["sign:eip191"]});
+    let (first, second) = tokio::join!(
+        carol.call(b, "POST", "/v1/pairing/claim", Some(claim.clone())),
+        carol.call(c, "POST", "/v1/pairing/claim", Some(claim.clone()))
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses[0], 200, "{} / {}", first.1, second.1);
+    assert_ne!(
+        statuses[1], 200,
+        "one claim per code: {} / {}",
+        first.1, second.1
+    );
+    let poll = json!({"request_id": pairing["request_id"]});
+    let (status, polled) = c
+        .call(&machine, "POST", "/v1/pairing/poll", Some(&poll), None)
+        .await;
+    assert_eq!(
+        (status, polled["status"].as_str()),
+        (200, Some("claimed")),
+        "{polled}"
+    );
+    let paired = Who::from_session(machine, &polled);
+    assert_eq!(sign(a, &paired, "paired across nodes").await.0, 200);
+    cluster.stop().await;
+}
