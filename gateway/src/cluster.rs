@@ -49,20 +49,31 @@ impl Cluster {
         }
     }
 
-    /// Records `proof` for every node (`entry`: its replay key and expiry) and answers
-    /// `master`'s change epoch (0 for a request without a session), or why the request is
-    /// refused.
+    /// Takes a token from the request's `bucket` and records `proof` (`entry`: its replay key
+    /// and expiry) for every node, and answers `master`'s change epoch (0 for a request
+    /// without a session), or why the request is refused.
     pub async fn admit(
         &self,
         master: Option<&Omni>,
         proof: &VerifiedProof,
         entry: ([u8; 16], i64),
+        bucket: agentkeys_pg::Bucket,
     ) -> Result<u64, ApiError> {
         let (key, expires_at) = entry;
+        let rate = bucket.rate;
         let admission = self
             .engine
-            .admit(master.map(Omni::as_bytes), key, expires_at)
+            .admit(master.map(Omni::as_bytes), key, expires_at, bucket)
             .await?;
+        if admission.tokens < 0.0 {
+            let wait = (-admission.tokens / rate.max(f64::MIN_POSITIVE)).max(1.0);
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "this client sent more requests than its rate allows (counted on every node); \
+                 wait and retry",
+            )
+            .retry_after(std::time::Duration::from_secs_f64(wait.min(3600.0))));
+        }
         let seen = self.started_ms.swap(admission.started_ms, Ordering::SeqCst);
         if seen != 0 && seen != admission.started_ms {
             tracing::warn!("the database restarted or failed over: this node flushed its caches");

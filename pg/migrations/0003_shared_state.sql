@@ -26,3 +26,15 @@ CREATE UNLOGGED TABLE agentkeys_pending (
     UNIQUE (kind, key)
 );
 CREATE INDEX agentkeys_pending_expiry ON agentkeys_pending (expires_at);
+
+-- Token buckets every node takes from (per device binding; per client address on the routes
+-- without a session that carry a DPoP proof), so a client's rate does not multiply by the
+-- number of nodes. `tokens` may fall to -1: a refused request costs at most one token of debt.
+-- A bucket idle long enough to be full again carries no information and is purged.
+CREATE UNLOGGED TABLE agentkeys_buckets (
+    key    text             PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at_ms  bigint           NOT NULL,
+    full_at_ms bigint       NOT NULL
+);
+CREATE INDEX agentkeys_buckets_full ON agentkeys_buckets (full_at_ms);

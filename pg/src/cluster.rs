@@ -6,9 +6,25 @@ use agentkeys_runtime::store::{StoreError, StoreKey, epochs::EPOCHS};
 
 use crate::engine::{PgEngine, db};
 
+/// A token bucket shared by every node: `burst` tokens refilled at `rate` per second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Its name (`b:<binding id>`, `ip:<client address>`).
+    pub key: String,
+    /// Tokens per second.
+    pub rate: f64,
+    /// Tokens at most.
+    pub burst: f64,
+    /// Now, in ms since the epoch.
+    pub now_ms: i64,
+}
+
 /// The answer of [`PgEngine::admit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Admission {
+    /// The tokens left in the request's bucket after it took one; below 0: refused (the proof
+    /// was not recorded then).
+    pub tokens: f64,
     /// `false` if any node recorded this proof before: a replay.
     pub fresh: bool,
     /// The master's change epoch (0 if its tree never changed).
@@ -17,10 +33,20 @@ pub struct Admission {
     pub started_ms: i64,
 }
 
-/// Record the proof (unless present), then read the epoch and the server's start time.
-const ADMIT: &str = "WITH r AS (INSERT INTO agentkeys_replay (key, expires_at) VALUES ($1, $2) \
+/// Take a token from the request's bucket; if there was one, record the proof (unless
+/// present); read the epoch and the server's start time. Parameters: $1 proof key, $2 its
+/// expiry, $3 the epochs table, $4 the master's key, $5 bucket, $6 rate, $7 burst, $8 now (ms).
+const ADMIT: &str = "WITH b AS (INSERT INTO agentkeys_buckets AS t (key, tokens, at_ms, full_at_ms) \
+                     VALUES ($5, $7::float8 - 1, $8::int8, $8::int8 + (1000 / $6::float8)::bigint) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                     tokens = GREATEST(-1, LEAST($7::float8, t.tokens + GREATEST(0, $8::int8 - t.at_ms) / 1000.0 * $6::float8) - 1), \
+                     at_ms = GREATEST(t.at_ms, $8::int8), \
+                     full_at_ms = GREATEST(t.at_ms, $8::int8) + ((($7::float8 - GREATEST(-1, LEAST($7::float8, t.tokens + GREATEST(0, $8::int8 - t.at_ms) / 1000.0 * $6::float8) - 1)) * 1000) / $6::float8)::bigint \
+                     RETURNING tokens), \
+                     r AS (INSERT INTO agentkeys_replay (key, expires_at) \
+                     SELECT $1, $2 WHERE (SELECT tokens FROM b) >= 0 \
                      ON CONFLICT (key) DO NOTHING RETURNING 1) \
-                     SELECT EXISTS (SELECT 1 FROM r), \
+                     SELECT (SELECT tokens FROM b), EXISTS (SELECT 1 FROM r), \
                      (SELECT value FROM agentkeys_kv WHERE tbl = $3 AND key = $4), \
                      (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint";
 
@@ -33,6 +59,7 @@ impl PgEngine {
         master: Option<&[u8; 32]>,
         replay_key: [u8; 16],
         expires_at: i64,
+        bucket: Bucket,
     ) -> Result<Admission, StoreError> {
         let key = master.map(|master| {
             let mut key = Vec::with_capacity(32);
@@ -43,14 +70,24 @@ impl PgEngine {
         let task = self.spawn(async move {
             let client = pool.get().await.map_err(StoreError::unreachable)?;
             let statement = client.prepare_cached(ADMIT).await.map_err(db)?;
+            let rate = bucket.rate.max(f64::MIN_POSITIVE);
             let row = client
                 .query_one(
                     &statement,
-                    &[&&replay_key[..], &expires_at, &EPOCHS.name(), &key],
+                    &[
+                        &&replay_key[..],
+                        &expires_at,
+                        &EPOCHS.name(),
+                        &key,
+                        &bucket.key,
+                        &rate,
+                        &bucket.burst,
+                        &bucket.now_ms,
+                    ],
                 )
                 .await
                 .map_err(db)?;
-            let epoch = match row.get::<_, Option<Vec<u8>>>(1) {
+            let epoch = match row.get::<_, Option<Vec<u8>>>(2) {
                 // redb's encoding of a u64: eight bytes, little-endian.
                 Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
                     StoreError::Corrupt("a master's change epoch is not 8 bytes".into())
@@ -58,9 +95,10 @@ impl PgEngine {
                 None => 0,
             };
             Ok(Admission {
-                fresh: row.get(0),
+                tokens: row.get(0),
+                fresh: row.get(1),
                 epoch,
-                started_ms: row.get(2),
+                started_ms: row.get(3),
             })
         });
         task.await.unwrap_or(Err(StoreError::Closed))
@@ -69,6 +107,7 @@ impl PgEngine {
     /// Forgets proofs whose lifetime ended before `now` and logins in progress that expired
     /// before `pending_before` (seconds); answers how many rows went.
     pub async fn purge_expired(&self, now: i64, pending_before: i64) -> Result<u64, StoreError> {
+        let now_ms = now.saturating_mul(1000);
         let pool = self.pool().clone();
         let task = self.spawn(async move {
             let client = pool.get().await.map_err(StoreError::unreachable)?;
@@ -86,7 +125,14 @@ impl PgEngine {
                 )
                 .await
                 .map_err(db)?;
-            Ok(proofs + logins)
+            let buckets = client
+                .execute(
+                    "DELETE FROM agentkeys_buckets WHERE full_at_ms < $1",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(db)?;
+            Ok(proofs + logins + buckets)
         });
         task.await.unwrap_or(Err(StoreError::Closed))
     }

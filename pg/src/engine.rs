@@ -86,15 +86,17 @@ impl std::fmt::Debug for PgEngine {
     }
 }
 
-/// A statement's failure: the server's own error (a constraint, a syntax error) is a store
-/// failure; no answer at all (refused, broken or closed connection) means unreachable.
+/// A statement's failure: no answer at all (a broken or closed connection) means unreachable;
+/// the server's own error (a constraint, a syntax error) or a client-side one (a parameter of
+/// the wrong type) is a store failure.
 pub(crate) fn db(e: tokio_postgres::Error) -> StoreError {
     if e.code().is_some_and(|code| code.code() == FENCED) {
         return StoreError::Unreachable(Arc::new(std::io::Error::other(
             "this node is no longer the active node",
         )));
     }
-    if e.as_db_error().is_none() {
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.as_db_error().is_none() && (e.is_closed() || io) {
         StoreError::Unreachable(std::sync::Arc::new(e))
     } else {
         StoreError::io(e)

@@ -112,7 +112,8 @@ impl FromRequestParts<AppState> for TokenlessDpop {
                 now,
             )
             .map_err(|e| dpop_error(e, state, now))?;
-        record_shared(state, None, &proof).await?;
+        let partition = Partition::Address(super::ratelimit::client_key(ip));
+        record_shared(state, None, &proof, partition).await?;
         let by = Requester {
             ip,
             jkt: proof.jkt.clone(),
@@ -161,15 +162,33 @@ pub async fn record_shared(
     state: &AppState,
     master: Option<&agentkeys_runtime::Omni>,
     proof: &VerifiedProof,
+    partition: Partition,
 ) -> Result<u64, ApiError> {
-    match &state.cluster {
-        Some(cluster) => {
-            cluster
-                .admit(master, proof, state.dpop.replay_entry(proof))
-                .await
-        }
-        None => Ok(0),
-    }
+    let Some(cluster) = &state.cluster else {
+        return Ok(0);
+    };
+    let limits = &state.limits;
+    let (key, rate, burst) = match partition {
+        Partition::Binding(bid) => (
+            format!("b:{bid}"),
+            limits.binding_rate_per_second,
+            limits.binding_burst,
+        ),
+        Partition::Address(ip) => (
+            format!("ip:{ip}"),
+            limits.ip_rate_per_second,
+            limits.ip_burst,
+        ),
+    };
+    let bucket = agentkeys_pg::Bucket {
+        key,
+        rate: rate as f64,
+        burst: burst as f64,
+        now_ms: i64::try_from(state.clock.now().as_millis()).unwrap_or(i64::MAX),
+    };
+    cluster
+        .admit(master, proof, state.dpop.replay_entry(proof), bucket)
+        .await
 }
 
 /// Verifies the request's single DPoP header against the method, `public_url` + path, the
@@ -326,7 +345,8 @@ async fn authorize(
             "the token's role does not match its actor",
         ));
     }
-    let min_epoch = record_shared(state, Some(&master), proof).await?;
+    let min_epoch =
+        record_shared(state, Some(&master), proof, Partition::Binding(claims.bid)).await?;
     let msg = CheckSession {
         bid: claims.bid,
         jkt: claims.cnf.jkt.clone(),

@@ -84,7 +84,8 @@ impl axum::extract::FromRequestParts<AppState> for RefreshAuth {
         let master = claims
             .master()
             .map_err(|e| ApiError::new(ErrorCode::InvalidToken, e.to_string()))?;
-        super::extract::record_shared(state, Some(&master), &proof).await?;
+        let partition = crate::auth::replay::Partition::Binding(claims.bid);
+        super::extract::record_shared(state, Some(&master), &proof, partition).await?;
         Ok(Self {
             claims,
             jkt: proof.jkt,

@@ -22,11 +22,16 @@ pub(crate) struct Nodes {
 
 impl Nodes {
     pub(crate) async fn start() -> Self {
+        Self::start_with(Layer::default()).await
+    }
+
+    /// Three nodes with `layer` added to their configuration.
+    pub(crate) async fn start_with(layer: Layer) -> Self {
         let dirs: Vec<_> = (0..3)
             .map(|_| tempfile::tempdir().expect("tempdir"))
             .collect();
         let url = agentkeys_tests::engine::database_url(dirs[0].path());
-        let layer = Layer::default()
+        let layer = layer
             .with("store", url.as_str())
             .with("active_nodes", "all");
         let first = common::start_with(dirs[0].path(), layer.clone()).await;
@@ -602,5 +607,26 @@ async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhe
     );
     let paired = Who::from_session(machine, &polled);
     assert_eq!(sign(a, &paired, "paired across nodes").await.0, 200);
+    cluster.stop().await;
+}
+
+#[actix::test]
+async fn a_device_rate_is_counted_across_nodes() {
+    // Three requests at once, then one a second — in total, whichever nodes they reach.
+    let layer = Layer::default()
+        .with("binding_rate_per_second", "1")
+        .with("binding_burst", "3");
+    let cluster = Nodes::start_with(layer).await;
+    let nodes = &cluster.nodes;
+    let alice = master(&nodes[0], 48).await;
+    // The login took nothing from the binding's bucket; the clocks stand still here.
+    let mut answers = Vec::new();
+    for i in 0..9 {
+        answers.push(alice.call(&nodes[i % 3], "GET", "/v1/whoami", None).await);
+    }
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert_eq!((ok, limited.len()), (3, 6), "{answers:?}");
+    assert_eq!(limited[0].1["error"], "rate_limited");
     cluster.stop().await;
 }
