@@ -666,7 +666,7 @@ fn parse_store(v: &Values) -> anyhow::Result<StoreBackend> {
         .map(str::to_string)
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "agentkeys".into());
-    let all_active = match optional("active_nodes").unwrap_or("one") {
+    let all_active = match optional("active_nodes").unwrap_or("all") {
         "one" => false,
         "all" => true,
         _ => bail!(

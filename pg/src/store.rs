@@ -71,9 +71,9 @@ impl PgStore {
 
     /// Becomes the deployment's active node: takes the active-node lock (a session advisory
     /// lock on a connection of its own), waiting while another node holds it — this node is a
-    /// standby until then; `waiting` is called once if it has to wait. Until every cache is
-    /// checked against the database on each request (docs/multi-node.md), one node serves at
-    /// a time. Every write transaction of an engine fenced by the lock
+    /// standby until then; `waiting` is called once if it has to wait (`active_nodes = "one"`,
+    /// the standby mode; by default every node serves, docs/multi-node.md). Every write
+    /// transaction of an engine fenced by the lock
     /// ([`PgEngine::fenced_by`](crate::PgEngine::fenced_by)) checks that the lock is still this
     /// node's, so no write commits once another node may be active. If the lock's connection
     /// breaks, `lost` runs (the server exits: fail closed; its supervisor restarts it as a

@@ -1,4 +1,5 @@
-//! Two nodes on one PostgreSQL database, one active at a time: the second waits as a standby
+//! Two nodes on one PostgreSQL database with `active_nodes = "one"`, one active at a time: the
+//! second waits as a standby
 //! and, when the first stops, takes over with the same keys (K1, K2 with a rotation in
 //! progress, the audit key — all kept wrapped in the database), so sessions issued by the
 //! first keep working and the published JWKS does not change.
@@ -38,6 +39,7 @@ async fn a_standby_takes_over_with_the_same_keys_and_the_sessions_stay_valid() {
     let url = agentkeys_tests::engine::database_url(a_dir.path());
     let layer = Layer::default()
         .with("store", url.as_str())
+        .with("active_nodes", "one")
         .with("oidc_switch_delay_seconds", "3600");
     let a = start_with(a_dir.path(), layer.clone()).await;
     let key = device();
