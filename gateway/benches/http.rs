@@ -41,7 +41,9 @@
 //! float over every core and the floor counts every core).
 //!
 //! `LOADBENCH_STORE=postgres` runs every server on PostgreSQL (a database of its own on the
-//! cluster of `TEST_POSTGRES_URL`, e.g. from `scripts/pg.sh start`) instead of redb.
+//! cluster of `TEST_POSTGRES_URL`, e.g. from `scripts/pg.sh start`) instead of redb;
+//! `LOADBENCH_ACTIVE_NODES=one` runs it in the standby mode (no per-request statement) instead
+//! of the default, every node active.
 //! `LOADBENCH_LEVELS=16,64` runs only those levels (the last one also carries the revocations)
 //! and `LOADBENCH_REQUESTS=40000` sets the requests per run, e.g. to profile one long level.
 
@@ -221,6 +223,9 @@ async fn start_server_on(data: &Path, cpu: Option<usize>, listen: &str) -> Serve
             "AGENTKEYS_STORE",
             agentkeys_tests::engine::database_url(data),
         );
+        if let Ok(mode) = std::env::var("LOADBENCH_ACTIVE_NODES") {
+            command.env("AGENTKEYS_ACTIVE_NODES", mode);
+        }
     }
     let mut child = command.spawn().expect("agentkeys serve starts");
     let base = agentkeys_tests::child::listening(&mut child).await;
