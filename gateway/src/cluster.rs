@@ -24,7 +24,6 @@ use crate::auth::dpop::VerifiedProof;
 use crate::http::error::{ApiError, ErrorCode};
 
 /// See the module documentation.
-#[derive(Debug)]
 pub struct Cluster {
     engine: Arc<PgEngine>,
     runtime: Runtime,
@@ -32,6 +31,15 @@ pub struct Cluster {
     pending_key: zeroize::Zeroizing<[u8; 32]>,
     /// The database server's start time (ms) this node saw last (0: none yet).
     started_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("started_ms", &self.started_ms)
+            .field("pending_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cluster {
