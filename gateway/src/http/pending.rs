@@ -188,15 +188,22 @@ impl<K: Hash + Eq + Clone, V: Expiring> Entries<K, V> {
     /// owner's key, never to an address).
     fn put_pulled(&mut self, id: String, key: K, value: V, owner: &str) {
         self.take(&id);
-        let at = (value.expires_at(), id.clone());
         let clients = [
             Client::Key(owner.to_string()),
             Client::Key(owner.to_string()),
         ];
-        self.by_client
-            .entry(clients[0].clone())
-            .or_default()
-            .insert(at.clone());
+        self.place(id, key, value, clients);
+    }
+
+    /// Adds an entry with every index (the caller made room).
+    fn place(&mut self, id: String, key: K, value: V, clients: [Client; 2]) {
+        let at = (value.expires_at(), id.clone());
+        for client in &clients {
+            self.by_client
+                .entry(client.clone())
+                .or_default()
+                .insert(at.clone());
+        }
         self.by_expiry.insert(at);
         self.id_of.insert(key.clone(), id.clone());
         self.by_id.insert(
@@ -312,24 +319,7 @@ impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
             entries.purge(now);
         }
         while entries.by_id.len() >= self.cap && entries.evict_from_heaviest() {}
-        let at = (value.expires_at(), id.clone());
-        for client in &clients {
-            entries
-                .by_client
-                .entry(client.clone())
-                .or_default()
-                .insert(at.clone());
-        }
-        entries.by_expiry.insert(at);
-        entries.id_of.insert(key.clone(), id.clone());
-        entries.by_id.insert(
-            id,
-            Slot {
-                value,
-                key,
-                clients,
-            },
-        );
+        entries.place(id, key, value, clients);
         Ok(())
     }
 

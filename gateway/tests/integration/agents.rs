@@ -25,7 +25,7 @@ async fn create(
     who.call(stack, "POST", "/v1/actors", Some(body)).await
 }
 
-async fn sign(stack: &Stack, who: &Who, message: &str) -> (u16, Value) {
+pub(crate) async fn sign(stack: &Stack, who: &Who, message: &str) -> (u16, Value) {
     who.call(
         stack,
         "POST",

@@ -27,7 +27,7 @@ async fn ask(stack: &Stack, key: &DeviceKey, email: &str) -> (u16, Value) {
         .await
 }
 
-async fn post_verify(stack: &Stack, body: &Value) -> (u16, Value) {
+pub(crate) async fn post_verify(stack: &Stack, body: &Value) -> (u16, Value) {
     let response = stack
         .http
         .post(format!("{}/v1/auth/email/verify", stack.base))

@@ -8,6 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::agents::sign;
 use agentkeys_gateway::config::Layer;
 use common::{Stack, Who, device, master};
 use futures_util::future::join_all;
@@ -58,16 +59,6 @@ impl Nodes {
 }
 
 const ALL: [&str; 3] = ["actors:create", "sign:eip191", "sign:eip712"];
-
-async fn sign(stack: &Stack, who: &Who, message: &str) -> (u16, Value) {
-    who.call(
-        stack,
-        "POST",
-        "/v1/sign/eip191",
-        Some(json!({"message": message})),
-    )
-    .await
-}
 
 fn error(answer: &(u16, Value)) -> (u16, &str) {
     (answer.0, answer.1["error"].as_str().unwrap_or("-"))
@@ -508,19 +499,6 @@ async fn a_wallet_login_started_on_one_node_is_finished_on_another_exactly_once(
     cluster.stop().await;
 }
 
-/// `POST /v1/auth/email/verify` on `stack` (the landing page's call; no DPoP).
-async fn email_verify(stack: &Stack, body: &Value) -> (u16, Value) {
-    let response = stack
-        .http
-        .post(format!("{}/v1/auth/email/verify", stack.base))
-        .json(body)
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("json"))
-}
-
 #[actix::test]
 async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhere() {
     let cluster = Nodes::start().await;
@@ -545,7 +523,7 @@ async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhe
     let status_path = format!("/v1/auth/email/status/{request_id}");
     let (status, pending) = c.call(&key, "GET", &status_path, None, None).await;
     assert_eq!((status, pending["status"].as_str()), (200, Some("pending")));
-    let (status, described) = email_verify(b, &json!({"token": token})).await;
+    let (status, described) = crate::email::post_verify(b, &json!({"token": token})).await;
     assert_eq!(
         (status, described["status"].as_str()),
         (200, Some("confirm"))
@@ -554,12 +532,12 @@ async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhe
     let wrong = json!({"token": token, "confirm_code": "ZZZ-ZZZ"});
     for node in [a, b, c, a] {
         assert_eq!(
-            error(&email_verify(node, &wrong).await),
+            error(&crate::email::post_verify(node, &wrong).await),
             (400, "invalid_confirm_code")
         );
     }
     let right = json!({"token": token, "confirm_code": code});
-    let (status, verified) = email_verify(b, &right).await;
+    let (status, verified) = crate::email::post_verify(b, &right).await;
     assert_eq!(status, 200, "{verified}");
     assert_eq!(verified["status"], "verified");
     let (status, session) = c.call(&key, "GET", &status_path, None, None).await;
@@ -569,7 +547,7 @@ async fn an_email_login_and_a_pairing_cross_nodes_and_wrong_codes_count_everywhe
     );
     let carol = Who::from_session(key, &session);
     // Used: no node takes the link again.
-    assert_eq!(error(&email_verify(a, &right).await).0, 410);
+    assert_eq!(error(&crate::email::post_verify(a, &right).await).0, 410);
 
     // A pairing asked on A, claimed through B by carol, polled on C.
     let machine = device();

@@ -86,22 +86,13 @@ async fn verify(client: &Client, token: &str, acked: &Acked) {
             .unwrap_or_else(|e| panic!("acknowledged create {omni} lost: {e}"));
         assert_eq!(actor["status"], "active");
     }
-    let (mut after, mut signatures) = (0u64, 0usize);
-    loop {
-        let page: Value = client
+    let signatures = signature_rows(async |after| {
+        client
             .get(&format!("/v1/audit?after={after}&limit=1000"), Some(token))
             .await
-            .expect("audit page");
-        let rows = page["rows"].as_array().expect("rows");
-        signatures += rows
-            .iter()
-            .filter(|r| r["op"] == 20 && r["outcome"] == "ok")
-            .count();
-        match page["next_after"].as_u64() {
-            Some(next) if next > after => after = next,
-            _ => break,
-        }
-    }
+            .expect("audit page")
+    })
+    .await;
     assert!(
         signatures >= acked.signatures,
         "{} signatures acknowledged, {signatures} audited",
@@ -390,17 +381,20 @@ async fn sign(stack: &common::Stack, who: &common::Who) -> (u16, Value) {
 }
 
 async fn audited_signatures(stack: &common::Stack, who: &common::Who) -> usize {
+    signature_rows(async |after| {
+        let path = format!("/v1/audit?after={after}&limit=1000");
+        let (status, page) = who.call(stack, "GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        page
+    })
+    .await
+}
+
+/// The acknowledged signature rows (op 20, ok) of a master's audit, read page by page.
+async fn signature_rows(page_after: impl AsyncFn(u64) -> Value) -> usize {
     let (mut after, mut count) = (0u64, 0usize);
     loop {
-        let (status, page) = who
-            .call(
-                stack,
-                "GET",
-                &format!("/v1/audit?after={after}&limit=1000"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{page}");
+        let page = page_after(after).await;
         count += page["rows"]
             .as_array()
             .expect("rows")
