@@ -2,7 +2,8 @@
 //! sequence, head signatures by the audit key) and compares with the marks of the last
 //! successful run, kept in `<data>/audit-verify.json`, so a log cut back to an older, validly
 //! signed head is still caught. Runs in the server when it is up (over the admin socket: the
-//! store file is locked by the server), offline otherwise.
+//! store file is locked by the server), offline otherwise — on the redb file, or on the
+//! PostgreSQL database with the audit keys unwrapped from it with K3.
 
 use std::path::{Path, PathBuf};
 
@@ -142,6 +143,51 @@ pub fn verify_offline(paths: &AuditPaths) -> anyhow::Result<Value> {
             )
         })
     })
+}
+
+/// Offline on PostgreSQL: the database of `config` (its deployment checked against K3), the
+/// audit keys read from it and unwrapped with K3 (only their public parts are used).
+pub async fn verify_offline_postgres(
+    config: &crate::config::Config,
+    settings: &agentkeys_pg::PgSettings,
+    now: agentkeys_runtime::Timestamp,
+) -> anyhow::Result<Value> {
+    use agentkeys_actors::signer::KeySetName;
+    use agentkeys_actors::signer::keys::{load_k3, load_stored_set};
+    let k3 = load_k3(&config.k3_file)?;
+    let identity = agentkeys_pg::NodeIdentity {
+        client_id: config.client_id.clone(),
+        k3_fingerprint: k3.fingerprint().0.to_vec(),
+        node_name: "audit-verify".into(),
+    };
+    agentkeys_pg::PgStore::open(settings, &identity)
+        .await
+        .context("cannot open the PostgreSQL store")?;
+    let options = agentkeys_runtime::store::StoreOptions {
+        client_id: config.client_id.clone(),
+        key_fingerprint: Some(k3.fingerprint().0.to_vec()),
+        prepare: vec![agentkeys_actors::ledger::create_tables],
+        ..Default::default()
+    };
+    let engine = std::sync::Arc::new(agentkeys_pg::PgEngine::new(settings)?);
+    let store = agentkeys_runtime::store::Store::open_bytes(engine, &options, now)?;
+    let stored = crate::keystore::read(&store)?;
+    let audit_keys: Vec<Value> = load_stored_set(&k3, &stored, KeySetName::Audit)?
+        .iter()
+        .map(|k| k.public_jwk())
+        .collect();
+    let paths = AuditPaths {
+        data_dir: config.data_dir.clone(),
+    };
+    let answer = verify_with(&paths, &audit_keys, |check, last| {
+        Ok(agentkeys_actors::ledger::audit::verify(
+            &store.read()?,
+            check,
+            last,
+        )?)
+    });
+    store.close();
+    answer
 }
 
 #[cfg(test)]

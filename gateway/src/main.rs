@@ -127,7 +127,7 @@ fn client_command(cli: &Cli) -> anyhow::Result<()> {
             Command::Whoami => commands::whoami(&Globals::from_cli(cli)?).await,
             Command::Audit(AuditCommand::Verify(args)) => {
                 let config = config::load(args)?;
-                commands::audit_verify(&config.data_dir, cli.json).await
+                commands::audit_verify(&config, cli.json).await
             }
             Command::Audit(AuditCommand::Tail { actor, limit }) => {
                 agents::audit_tail(&Globals::from_cli(cli)?, actor.as_deref(), *limit).await

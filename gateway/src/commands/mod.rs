@@ -560,11 +560,16 @@ pub async fn whoami(globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `agentkeys audit verify`: in the server if its admin socket answers, offline otherwise.
-pub async fn audit_verify(data_dir: &Path, json_output: bool) -> anyhow::Result<()> {
+/// `agentkeys audit verify`: in the server if its admin socket answers, offline otherwise (on
+/// the redb file, or on the PostgreSQL database of `store`).
+pub async fn audit_verify(config: &crate::config::Config, json_output: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.as_path();
     let socket = data_dir.join(crate::admin::SOCKET);
     let answer = if socket.exists() && tokio::net::UnixStream::connect(&socket).await.is_ok() {
         crate::admin::call(data_dir, &crate::admin::AdminRequest::AuditVerify).await?
+    } else if let crate::config::StoreBackend::Postgres { settings, .. } = &config.store {
+        let now = agentkeys_runtime::Clock::now(&agentkeys_runtime::SystemClock);
+        crate::audit::verify_offline_postgres(config, settings, now).await?
     } else {
         crate::audit::verify_offline(&crate::audit::AuditPaths {
             data_dir: data_dir.to_path_buf(),

@@ -608,3 +608,71 @@ async fn a_device_rate_is_counted_across_nodes() {
     assert_eq!(limited[0].1["error"], "rate_limited");
     cluster.stop().await;
 }
+
+/// `agentkeys audit verify` run offline (no server answers) on the database of `url`: success,
+/// standard output, standard error.
+fn verify_offline(dir: &Path, k3: &Path, url: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentkeys"))
+        .args(["--json", "audit", "verify", "--data-dir"])
+        .arg(dir)
+        .arg("--k3-file")
+        .arg(k3)
+        .args(["--set", &format!("store={url}")])
+        .env_clear()
+        .env("HOME", dir)
+        .output()
+        .expect("agentkeys runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[actix::test]
+async fn the_audit_written_by_three_nodes_verifies_offline_and_a_changed_row_is_caught() {
+    let cluster = Nodes::start().await;
+    let alice = master(&cluster.nodes[0], 49).await;
+    let (ops, _) = agent(&cluster.nodes[1], &alice, "ops", &ALL).await;
+    for node in &cluster.nodes {
+        assert_eq!(sign(node, &ops, "audited").await.0, 200);
+    }
+    let url = agentkeys_tests::engine::database_url(cluster.dir(0));
+    let k3 = cluster.dir(0).join("keys/k3.key");
+    let dirs = cluster.dirs;
+    for node in cluster.nodes {
+        node.stop().await;
+    }
+    let (ok, out, err) = verify_offline(dirs[2].path(), &k3, &url);
+    assert!(ok, "{out}{err}");
+    let answer: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(answer["rows"].as_u64().expect("rows") >= 5, "{answer}");
+
+    // One byte of one audit row changed in the database: caught.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    actix::spawn(async move {
+        let _ = connection.await;
+    });
+    let changed = client
+        .execute(
+            "UPDATE agentkeys_kv SET value = overlay(value PLACING '\\xff'::bytea FROM 12 FOR 1) \
+             WHERE tbl = 'audit' AND key = (SELECT key FROM agentkeys_kv WHERE tbl = 'audit' \
+             ORDER BY key DESC LIMIT 1)",
+            &[],
+        )
+        .await
+        .expect("update");
+    assert_eq!(changed, 1);
+    let (ok, out, err) = verify_offline(dirs[2].path(), &k3, &url);
+    assert!(!ok, "a changed row must be caught: {out}{err}");
+    let first = out.lines().next().unwrap_or_default();
+    let answer: Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert!(
+        !answer["problems"].as_array().expect("problems").is_empty(),
+        "{answer}"
+    );
+}
