@@ -102,6 +102,28 @@ impl Cluster {
         Ok(admission.epoch)
     }
 
+    /// Takes one of `per_hour` tokens (a bucket of that size refilled over an hour) from the
+    /// shared bucket `key`; answers how long to wait when there is none.
+    pub async fn take_hourly(
+        &self,
+        key: String,
+        per_hour: u64,
+        now_ms: u64,
+    ) -> Result<Option<std::time::Duration>, ApiError> {
+        let rate = per_hour.max(1) as f64 / 3600.0;
+        let tokens = self
+            .engine
+            .take_bucket(agentkeys_pg::Bucket {
+                key,
+                rate,
+                burst: per_hour as f64,
+                now_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+            })
+            .await?;
+        Ok((tokens < 0.0)
+            .then(|| std::time::Duration::from_secs_f64((-tokens / rate).clamp(1.0, 3600.0))))
+    }
+
     /// The engine (logins in progress are kept there too).
     pub fn engine(&self) -> &PgEngine {
         &self.engine

@@ -33,22 +33,73 @@ pub struct Admission {
     pub started_ms: i64,
 }
 
+/// `b AS (…)`: takes a token from the bucket named by the parameter `$key`, `$rate` tokens a
+/// second up to `$burst`, at `$now` (ms); `RETURNING tokens` (below 0: refused; a refused
+/// request costs at most one token of debt).
+macro_rules! take_token {
+    ($key:literal, $rate:literal, $burst:literal, $now:literal) => {
+        concat!(
+            "b AS (INSERT INTO agentkeys_buckets AS t (key, tokens, at_ms, full_at_ms) ",
+            "VALUES (",
+            $key,
+            ", ",
+            $burst,
+            "::float8 - 1, ",
+            $now,
+            "::int8, ",
+            $now,
+            "::int8 + (1000 / ",
+            $rate,
+            "::float8)::bigint) ",
+            "ON CONFLICT (key) DO UPDATE SET ",
+            "tokens = GREATEST(-1, LEAST(",
+            $burst,
+            "::float8, t.tokens + GREATEST(0, ",
+            $now,
+            "::int8 - t.at_ms) / 1000.0 * ",
+            $rate,
+            "::float8) - 1), ",
+            "at_ms = GREATEST(t.at_ms, ",
+            $now,
+            "::int8), ",
+            "full_at_ms = GREATEST(t.at_ms, ",
+            $now,
+            "::int8) + (((",
+            $burst,
+            "::float8 - GREATEST(-1, LEAST(",
+            $burst,
+            "::float8, t.tokens + GREATEST(0, ",
+            $now,
+            "::int8 - t.at_ms) / 1000.0 * ",
+            $rate,
+            "::float8) - 1)) * 1000) / ",
+            $rate,
+            "::float8)::bigint ",
+            "RETURNING tokens)"
+        )
+    };
+}
+
 /// Take a token from the request's bucket; if there was one, record the proof (unless
 /// present); read the epoch and the server's start time. Parameters: $1 proof key, $2 its
 /// expiry, $3 the epochs table, $4 the master's key, $5 bucket, $6 rate, $7 burst, $8 now (ms).
-const ADMIT: &str = "WITH b AS (INSERT INTO agentkeys_buckets AS t (key, tokens, at_ms, full_at_ms) \
-                     VALUES ($5, $7::float8 - 1, $8::int8, $8::int8 + (1000 / $6::float8)::bigint) \
-                     ON CONFLICT (key) DO UPDATE SET \
-                     tokens = GREATEST(-1, LEAST($7::float8, t.tokens + GREATEST(0, $8::int8 - t.at_ms) / 1000.0 * $6::float8) - 1), \
-                     at_ms = GREATEST(t.at_ms, $8::int8), \
-                     full_at_ms = GREATEST(t.at_ms, $8::int8) + ((($7::float8 - GREATEST(-1, LEAST($7::float8, t.tokens + GREATEST(0, $8::int8 - t.at_ms) / 1000.0 * $6::float8) - 1)) * 1000) / $6::float8)::bigint \
-                     RETURNING tokens), \
-                     r AS (INSERT INTO agentkeys_replay (key, expires_at) \
-                     SELECT $1, $2 WHERE (SELECT tokens FROM b) >= 0 \
-                     ON CONFLICT (key) DO NOTHING RETURNING 1) \
-                     SELECT (SELECT tokens FROM b), EXISTS (SELECT 1 FROM r), \
-                     (SELECT value FROM agentkeys_kv WHERE tbl = $3 AND key = $4), \
-                     (extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint";
+const ADMIT: &str = concat!(
+    "WITH ",
+    take_token!("$5", "$6", "$7", "$8"),
+    ", r AS (INSERT INTO agentkeys_replay (key, expires_at) ",
+    "SELECT $1, $2 WHERE (SELECT tokens FROM b) >= 0 ",
+    "ON CONFLICT (key) DO NOTHING RETURNING 1) ",
+    "SELECT (SELECT tokens FROM b), EXISTS (SELECT 1 FROM r), ",
+    "(SELECT value FROM agentkeys_kv WHERE tbl = $3 AND key = $4), ",
+    "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
+);
+
+/// A token from one bucket: $1 bucket, $2 rate, $3 burst, $4 now (ms).
+const TAKE_BUCKET: &str = concat!(
+    "WITH ",
+    take_token!("$1", "$2", "$3", "$4"),
+    " SELECT tokens FROM b"
+);
 
 impl PgEngine {
     /// Records a DPoP proof (`replay_key`, live until `expires_at` in seconds) for every node
@@ -100,6 +151,26 @@ impl PgEngine {
                 epoch,
                 started_ms: row.get(3),
             })
+        });
+        task.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Takes a token from a shared `bucket` (for quotas outside the request's statement);
+    /// answers the tokens left (below 0: refused).
+    pub async fn take_bucket(&self, bucket: Bucket) -> Result<f64, StoreError> {
+        let pool = self.pool().clone();
+        let task = self.spawn(async move {
+            let client = pool.get().await.map_err(StoreError::unreachable)?;
+            let statement = client.prepare_cached(TAKE_BUCKET).await.map_err(db)?;
+            let rate = bucket.rate.max(f64::MIN_POSITIVE);
+            let row = client
+                .query_one(
+                    &statement,
+                    &[&bucket.key, &rate, &bucket.burst, &bucket.now_ms],
+                )
+                .await
+                .map_err(db)?;
+            Ok(row.get(0))
         });
         task.await.unwrap_or(Err(StoreError::Closed))
     }

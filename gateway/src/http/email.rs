@@ -127,12 +127,34 @@ pub async fn start(
     let ip = by.ip;
     let email = normalize_email(email)?;
     let now_ms = state.clock.now().as_millis();
-    if let Err(wait) = state.rate_limits.emails.take(&email, ip, now_ms) {
-        return Err(ApiError::new(
+    let too_many = |wait| {
+        ApiError::new(
             ErrorCode::RateLimited,
             "too many sign-in links for this address in the last hour; wait before asking again",
         )
-        .retry_after(wait));
+        .retry_after(wait)
+    };
+    state
+        .rate_limits
+        .emails
+        .take(&email, ip, now_ms)
+        .map_err(too_many)?;
+    if let Some(cluster) = &state.cluster {
+        // Counted on every node too: the same numbers per hour, as token buckets.
+        let limits = &state.limits;
+        let client = super::ratelimit::client_key(ip);
+        for (key, per_hour) in [
+            (format!("mail:{email}"), limits.email_links_per_hour_ceiling),
+            (
+                format!("mail:{email}:{client}"),
+                limits.email_links_per_hour,
+            ),
+        ] {
+            let wait = cluster.take_hourly(key, per_hour, now_ms).await?;
+            if let Some(wait) = wait {
+                return Err(too_many(wait));
+            }
+        }
     }
     let now = state.now_seconds();
     let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);

@@ -676,3 +676,28 @@ async fn the_audit_written_by_three_nodes_verifies_offline_and_a_changed_row_is_
         "{answer}"
     );
 }
+
+#[actix::test]
+async fn magic_links_for_one_address_are_counted_across_nodes() {
+    let layer = Layer::default()
+        .with("email_links_per_hour", "2")
+        .with("email_links_per_hour_ceiling", "3");
+    let cluster = Nodes::start_with(layer).await;
+    let body = json!({"email": "dave@example.com"});
+    let mut statuses = Vec::new();
+    for node in cluster.nodes.iter().chain(cluster.nodes.iter()) {
+        let (status, _) = node
+            .call(
+                &device(),
+                "POST",
+                "/v1/auth/email/request",
+                Some(&body),
+                None,
+            )
+            .await;
+        statuses.push(status);
+    }
+    // This client's share is 2 links an hour in total, whichever nodes it asks.
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
+    cluster.stop().await;
+}
