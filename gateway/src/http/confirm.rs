@@ -126,14 +126,14 @@ pub trait StoredDetail: Sized {
     /// Its stored form.
     type Stored: Serialize + serde::de::DeserializeOwned;
     /// To the stored form.
-    fn store(&self) -> Self::Stored;
+    fn to_stored(&self) -> Self::Stored;
     /// From the stored form.
     fn load(stored: Self::Stored) -> Option<Self>;
 }
 
 impl StoredDetail for String {
     type Stored = String;
-    fn store(&self) -> String {
+    fn to_stored(&self) -> String {
         self.clone()
     }
     fn load(stored: String) -> Option<String> {
@@ -158,7 +158,7 @@ impl<T: StoredDetail> super::pending::SharedEntry for Request<T> {
             },
         };
         serde_json::to_vec(&StoredRequest {
-            detail: self.detail.store(),
+            detail: self.detail.to_stored(),
             jkt: c.jkt.clone(),
             code: c.code.clone(),
             requester_ip: c.requester_ip.clone(),

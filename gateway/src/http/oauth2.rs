@@ -71,7 +71,7 @@ pub struct StoredFlow {
 
 impl super::confirm::StoredDetail for Flow {
     type Stored = StoredFlow;
-    fn store(&self) -> StoredFlow {
+    fn to_stored(&self) -> StoredFlow {
         StoredFlow {
             provider: self.provider.clone(),
             nonce: self.nonce.clone(),
