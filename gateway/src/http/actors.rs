@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::authz::{Relation, ancestor_only, target};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, ApiQuery, Authenticated};
 use crate::auth::session::Role;
 
@@ -314,6 +314,111 @@ pub async fn tree(
         query.cursor.as_deref(),
         limit,
     )?))
+}
+
+/// `?q=&cursor=&limit=` of a search.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SearchQuery {
+    /// Part of a label (ASCII case ignored) or the start of an omni (hex); 1 to 64 characters.
+    pub q: String,
+    /// The `next_cursor` of the previous answer.
+    pub cursor: Option<String>,
+    /// Matches per answer (default 20, at most 100).
+    pub limit: Option<usize>,
+}
+
+/// Nodes one search answer reads at most (the walk resumes from `next_cursor`).
+pub const SEARCH_SCAN: usize = 5_000;
+
+/// Searches a subtree by label or omni: depth-first, each match with its computed status. One
+/// answer reads at most [`SEARCH_SCAN`] actors (on a blocking thread, not an async worker); a
+/// `next_cursor` continues the walk, even when this answer found nothing.
+#[utoipa::path(get, path = "/v1/actors/{omni}/search", tag = "actors",
+    params(
+        ("omni" = String, Path, description = "the subtree's root"),
+        SearchQuery,
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    responses(
+        (status = 200, description = "the matches, and where to continue", body = super::tree::TreePage),
+        (status = 400, description = "invalid_request: empty or long query, bad cursor", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found (also other trees)", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn search(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiPath(omni): ApiPath<String>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> Result<Json<super::tree::TreePage>, ApiError> {
+    let target = target(&state, &auth, &omni)?;
+    let q = query.q.trim().to_string();
+    if q.is_empty() || q.chars().count() > 64 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "q must be 1 to 64 characters",
+        ));
+    }
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let walk = tokio::task::spawn_blocking(move || {
+        super::tree::search(
+            &state,
+            &target.lineage,
+            &q,
+            query.cursor.as_deref(),
+            limit,
+            SEARCH_SCAN,
+        )
+    });
+    Ok(Json(walk.await.map_err(|_| {
+        ApiError::internal("the search task failed")
+    })??))
+}
+
+/// The size of a subtree.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubtreeSize {
+    /// The subtree's root.
+    pub omni: String,
+    /// Actors in it, itself included, counted up to [`COUNT_LIMIT`].
+    pub actors: u64,
+    /// It has more actors than `actors` counts.
+    pub more: bool,
+}
+
+/// Actors a count reads at most.
+pub const COUNT_LIMIT: u64 = 100_000;
+
+/// Counts a subtree (what a revocation of its root would stop), on a blocking thread so no
+/// async worker waits for the walk; at most [`COUNT_LIMIT`] actors are read.
+#[utoipa::path(get, path = "/v1/actors/{omni}/count", tag = "actors",
+    params(
+        ("omni" = String, Path, description = "the subtree's root"),
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    responses(
+        (status = 200, description = "the count", body = SubtreeSize),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found (also other trees)", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn count(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiPath(omni): ApiPath<String>,
+) -> Result<Json<SubtreeSize>, ApiError> {
+    let target = target(&state, &auth, &omni)?;
+    let root = target.omni;
+    let walk = tokio::task::spawn_blocking(move || super::tree::count(&state, &root, COUNT_LIMIT));
+    let (actors, more) = walk
+        .await
+        .map_err(|_| ApiError::internal("the count task failed"))??;
+    Ok(Json(SubtreeSize {
+        omni: root.to_string(),
+        actors,
+        more,
+    }))
 }
 
 /// Whether the caller may act on `target` for an operation allowed on itself.

@@ -201,3 +201,76 @@ pub async fn list(
         next_after,
     }))
 }
+
+/// The caller's master's audit chain head and the audit keys that sign heads.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditHead {
+    /// The master whose chain it is.
+    pub master: String,
+    /// Rows in the chain (the last row's `chain_seq`); 0 with no row yet.
+    pub length: u64,
+    /// The last row's hash (`0x` + hex).
+    pub hash: String,
+    /// The last row's global sequence.
+    pub seq: u64,
+    /// The audit key that signed the head; empty while it waits for its signature.
+    pub kid: String,
+    /// ES256 `r ‖ s` (`0x` + hex) over `message`; empty while unsigned.
+    pub signature: String,
+    /// The signed bytes (`0x` + hex): `"agentkeys-audit-head-v1" ‖ master ‖ u64 BE length ‖
+    /// hash ‖ u64 BE seq`.
+    pub message: String,
+    /// The audit public keys (JWK, ES256): verify `signature` with the one named by `kid`.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// The head of the caller's master's audit chain, signed by the audit key, with the audit
+/// public keys: a client verifies the signature, then that the rows it shows hash forward to
+/// `hash` (each row's `hash` is `SHA-256(previous hash ‖ its encoding)`; docs/audit.md).
+#[utoipa::path(get, path = "/v1/audit/head", tag = "audit",
+    params(
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    responses(
+        (status = 200, description = "the head and the keys", body = AuditHead),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn head(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<AuditHead>, ApiError> {
+    let keys = state
+        .signer
+        .public_jwks(agentkeys_actors::signer::KeySetName::Audit);
+    let head =
+        state
+            .ledger
+            .audit_head(&auth.master)?
+            .unwrap_or(agentkeys_actors::ledger::ChainHead {
+                master: auth.master,
+                length: 0,
+                hash: [0; 32],
+                seq: 0,
+                kid: String::new(),
+                signature: Vec::new(),
+            });
+    let hex = |bytes: &[u8]| {
+        if bytes.is_empty() {
+            String::new()
+        } else {
+            format!("0x{}", hex::encode(bytes))
+        }
+    };
+    Ok(Json(AuditHead {
+        master: auth.master.to_string(),
+        length: head.length,
+        hash: format!("0x{}", hex::encode(head.hash)),
+        seq: head.seq,
+        kid: head.kid.clone(),
+        signature: hex(&head.signature),
+        message: hex(&head.message()),
+        keys,
+    }))
+}

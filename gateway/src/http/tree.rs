@@ -138,18 +138,16 @@ fn root_frame(lineage: &Lineage) -> Frame {
     }
 }
 
-/// One page of the subtree of `lineage`'s actor. The cursor is the path of the last entry
-/// relative to the root (`""`: the root itself).
-pub fn page(
+/// The walk of `lineage`'s subtree positioned at `cursor` (the path of the last node already
+/// seen, relative to the root; `""`: the root itself); `None`: at the root, not yet seen.
+fn position(
     state: &AppState,
     lineage: &Lineage,
     cursor: Option<&str>,
-    limit: usize,
-) -> Result<TreePage, ApiError> {
+) -> Result<Vec<Frame>, ApiError> {
     let mut stack = vec![root_frame(lineage)];
-    let mut entries = Vec::new();
     match cursor {
-        None => entries.push(entry(state, &stack[0], 0)),
+        None => {}
         Some(path) => {
             let bad = || {
                 ApiError::new(
@@ -174,6 +172,31 @@ pub fn page(
             }
         }
     }
+    Ok(stack)
+}
+
+/// The cursor naming the node a walk stands on.
+fn cursor_of(stack: &[Frame]) -> String {
+    stack
+        .iter()
+        .skip(1)
+        .map(|f| format!("//{}", f.label))
+        .collect()
+}
+
+/// One page of the subtree of `lineage`'s actor. The cursor is the path of the last entry
+/// relative to the root (`""`: the root itself).
+pub fn page(
+    state: &AppState,
+    lineage: &Lineage,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<TreePage, ApiError> {
+    let mut stack = position(state, lineage, cursor)?;
+    let mut entries = Vec::new();
+    if cursor.is_none() {
+        entries.push(entry(state, &stack[0], 0));
+    }
     while entries.len() < limit && advance(state, &mut stack)? {
         let depth = stack.len() - 1;
         if let Some(frame) = stack.last() {
@@ -185,17 +208,65 @@ pub fn page(
         let mut probe = stack.clone();
         advance(state, &mut probe)?
     };
-    let next_cursor = more.then(|| {
-        stack
-            .iter()
-            .skip(1)
-            .map(|f| format!("//{}", f.label))
-            .collect::<String>()
-    });
+    let next_cursor = more.then(|| cursor_of(&stack));
     Ok(TreePage {
         root: lineage.actor().omni.to_string(),
         entries,
         next_cursor,
+    })
+}
+
+/// Whether a node matches a search: its label contains `q` (ASCII case ignored), or its omni
+/// (hex, with or without `0x`) starts with `q`.
+fn matches(frame: &Frame, q: &str) -> bool {
+    let q = q.to_ascii_lowercase();
+    frame.label.to_ascii_lowercase().contains(&q)
+        || frame
+            .omni
+            .to_string()
+            .trim_start_matches("0x")
+            .starts_with(q.trim_start_matches("0x"))
+}
+
+/// Searches the subtree of `lineage`'s actor from `cursor` (as [`page`]'s): at most `limit`
+/// matches, reading at most `scan` nodes, so one call's work is bounded whatever the
+/// subtree's size; `next_cursor` continues where it stopped.
+pub fn search(
+    state: &AppState,
+    lineage: &Lineage,
+    q: &str,
+    cursor: Option<&str>,
+    limit: usize,
+    scan: usize,
+) -> Result<TreePage, ApiError> {
+    let mut stack = position(state, lineage, cursor)?;
+    let mut entries = Vec::new();
+    let mut read = 0;
+    if cursor.is_none() {
+        read += 1;
+        if matches(&stack[0], q) {
+            entries.push(entry(state, &stack[0], 0));
+        }
+    }
+    let mut done = false;
+    while entries.len() < limit && read < scan {
+        if !advance(state, &mut stack)? {
+            done = true;
+            break;
+        }
+        read += 1;
+        if let Some(frame) = stack.last().filter(|f| matches(f, q)) {
+            entries.push(entry(state, frame, stack.len() - 1));
+        }
+    }
+    let more = !done && {
+        let mut probe = stack.clone();
+        advance(state, &mut probe)?
+    };
+    Ok(TreePage {
+        root: lineage.actor().omni.to_string(),
+        entries,
+        next_cursor: more.then(|| cursor_of(&stack)),
     })
 }
 

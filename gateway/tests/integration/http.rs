@@ -398,7 +398,7 @@ async fn openapi_describes_every_route_and_its_answers() {
         "{doc}"
     );
     assert!(doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["request_id"].is_object());
-    let expected: [(&str, &str, &[&str]); 50] = [
+    let expected: [(&str, &str, &[&str]); 53] = [
         ("/healthz", "get", &["200"]),
         ("/readyz", "get", &["200", "503"]),
         // Every status the envelope test provokes on this route (405 is the router's, for other methods).
@@ -513,6 +513,13 @@ async fn openapi_describes_every_route_and_its_answers() {
             &["200", "401", "403", "404", "409"],
         ),
         ("/v1/audit", "get", &["200", "401", "404"]),
+        ("/v1/audit/head", "get", &["200", "401", "503"]),
+        (
+            "/v1/actors/{omni}/search",
+            "get",
+            &["200", "400", "401", "404"],
+        ),
+        ("/v1/actors/{omni}/count", "get", &["200", "401", "404"]),
         ("/v1/events", "get", &["200", "400", "401", "429"]),
         ("/v1/pairing/request", "post", &["200", "401", "429"]),
         (

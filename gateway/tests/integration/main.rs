@@ -12,6 +12,7 @@ mod cli;
 mod codes;
 mod common;
 mod config;
+mod console_api;
 mod credentials;
 mod daemon;
 mod dpop;
