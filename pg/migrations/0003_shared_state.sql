@@ -11,21 +11,26 @@ CREATE UNLOGGED TABLE agentkeys_replay (
 );
 CREATE INDEX agentkeys_replay_expiry ON agentkeys_replay (expires_at);
 
--- Logins in progress (SIWE challenges) that any node may finish: `id` is the request id, `key`
--- a second name (the challenge's nonce), `owner` the DPoP key thumbprint that started it,
--- `value` what the flow keeps. Taken (deleted) exactly once by the step that finishes it;
+-- Logins in progress (SIWE challenges, email and provider logins, pairings) that any node may
+-- finish: `id` is the request id, `key` a second name (a nonce, a token or code hash), `owner`
+-- the DPoP key thumbprint that started it, `client` its address (IPv6 by /64) — each holds at
+-- most `pending_per_client` live entries of a kind on the whole deployment — and `value` what
+-- the flow keeps (sealed). Taken (deleted) exactly once by the step that finishes it;
 -- expired rows are purged. Emptied by a crash of PostgreSQL: such logins start again.
 CREATE UNLOGGED TABLE agentkeys_pending (
     kind       text   NOT NULL,
     id         text   NOT NULL,
     key        bytea  NOT NULL,
     owner      text   NOT NULL,
+    client     text   NOT NULL,
     value      bytea  NOT NULL,
     expires_at bigint NOT NULL,
     PRIMARY KEY (kind, id),
     UNIQUE (kind, key)
 );
 CREATE INDEX agentkeys_pending_expiry ON agentkeys_pending (expires_at);
+CREATE INDEX agentkeys_pending_owner ON agentkeys_pending (kind, owner);
+CREATE INDEX agentkeys_pending_client ON agentkeys_pending (kind, client);
 
 -- Token buckets every node takes from (per device binding; per client address on the routes
 -- without a session that carry a DPoP proof), so a client's rate does not multiply by the

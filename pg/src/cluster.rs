@@ -209,6 +209,29 @@ impl PgEngine {
     }
 }
 
+/// A login in progress for [`PgEngine::put_pending`].
+#[derive(Debug, Clone)]
+pub struct NewPending {
+    /// Its kind (`siwe`, `email`, `oauth2`, `pairing`).
+    pub kind: &'static str,
+    /// Its request id.
+    pub id: String,
+    /// Its second name.
+    pub key: Vec<u8>,
+    /// The DPoP key thumbprint that started it.
+    pub owner: String,
+    /// The client address that started it.
+    pub client: String,
+    /// What the flow keeps (sealed by the caller).
+    pub value: Vec<u8>,
+    /// When it expires (seconds).
+    pub expires_at: i64,
+    /// Now (seconds).
+    pub now: i64,
+    /// Live entries of the kind an owner, or a client, may hold.
+    pub per_client: i64,
+}
+
 /// The outcome of [`PgEngine::take_pending`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
@@ -228,27 +251,47 @@ const TAKE: &str = "WITH d AS (DELETE FROM agentkeys_pending WHERE kind = $1 \
                     WHERE kind = $1 AND (id = $2 OR key = $3))";
 
 impl PgEngine {
-    /// Keeps a login in progress where every node finds it (see migration 3).
-    pub async fn put_pending(
-        &self,
-        kind: &'static str,
-        id: String,
-        key: Vec<u8>,
-        owner: String,
-        value: Vec<u8>,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
+    /// Keeps a login in progress where every node finds it (see migration 3) — unless its
+    /// owner (key) or client (address) already holds `per_client` live ones of the kind
+    /// (`false`; the counts and the insert are one statement).
+    pub async fn put_pending(&self, entry: NewPending) -> Result<bool, StoreError> {
         let pool = self.pool().clone();
         let task = self.spawn(async move {
             let client = pool.get().await.map_err(StoreError::unreachable)?;
+            let NewPending {
+                kind,
+                id,
+                key,
+                owner,
+                client: by,
+                value,
+                expires_at,
+                now,
+                per_client,
+            } = entry;
             client
                 .execute(
-                    "INSERT INTO agentkeys_pending (kind, id, key, owner, value, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&kind, &id, &key, &owner, &value, &expires_at],
+                    "INSERT INTO agentkeys_pending \
+                     (kind, id, key, owner, client, value, expires_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7 \
+                     WHERE (SELECT count(*) FROM agentkeys_pending WHERE kind = $1 \
+                     AND owner = $4 AND expires_at > $8) < $9 \
+                     AND (SELECT count(*) FROM agentkeys_pending WHERE kind = $1 \
+                     AND client = $5 AND expires_at > $8) < $9",
+                    &[
+                        &kind,
+                        &id,
+                        &key,
+                        &owner,
+                        &by,
+                        &value,
+                        &expires_at,
+                        &now,
+                        &per_client,
+                    ],
                 )
                 .await
-                .map(|_| ())
+                .map(|n| n == 1)
                 .map_err(db)
         });
         task.await.unwrap_or(Err(StoreError::Closed))

@@ -13,7 +13,7 @@ mod engine;
 mod migrate;
 mod store;
 
-pub use cluster::{Admission, Bucket, Heard, Taken, listen};
+pub use cluster::{Admission, Bucket, Heard, NewPending, Taken, listen};
 pub use config::{PgSettings, TlsMode};
 pub use engine::PgEngine;
 pub use migrate::{MIGRATIONS, Migration, migrate, schema_version};

@@ -248,6 +248,69 @@ pub struct PendingMap<K, V> {
     sharing: OnceLock<Sharing>,
 }
 
+/// An entry as [`PendingMap::keep_shared`] writes it to the database.
+#[derive(Debug)]
+pub struct SharedRow {
+    /// The kind.
+    pub kind: &'static str,
+    /// The request id.
+    pub id: String,
+    /// The index key's bytes.
+    pub key_bytes: Vec<u8>,
+    /// The DPoP key thumbprint that started it.
+    pub owner: String,
+    /// What is kept (sealed, or free of secrets).
+    pub value: Vec<u8>,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
+    /// Writes an entry this node just inserted (as `id`, `key`) to the shared database, unless
+    /// its key or its address already holds `pending_per_client` live entries of the kind on
+    /// the whole deployment (429 `rate_limited`); on any refusal or failure this node drops
+    /// its copy too.
+    pub async fn keep_shared(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        row: SharedRow,
+        key: &K,
+        by: &Requester,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let id = row.id.clone();
+        let stored = cluster
+            .engine()
+            .put_pending(agentkeys_pg::NewPending {
+                kind: row.kind,
+                id: row.id,
+                key: row.key_bytes,
+                owner: row.owner,
+                client: client_key(by.ip).to_string(),
+                value: row.value,
+                expires_at: row.expires_at,
+                now,
+                per_client: i64::try_from(self.per_client).unwrap_or(i64::MAX),
+            })
+            .await;
+        let refusal = match stored {
+            Ok(true) => return Ok(()),
+            Ok(false) => ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this client has {} {} outstanding on this deployment; finish or let one \
+                     expire first",
+                    self.per_client, self.what
+                ),
+            )
+            .retry_after(Duration::from_secs(60)),
+            Err(e) => e.into(),
+        };
+        self.lock().remove(&id, key);
+        Err(refusal)
+    }
+}
+
 impl<K: Hash + Eq + Clone, V: Expiring> PendingMap<K, V> {
     /// An empty map of `what` (for messages) with the caps of `limits`.
     pub fn new(limits: &Limits, what: &'static str) -> Self {
@@ -359,26 +422,22 @@ impl<K: Hash + Eq + Clone + SharedKey, V: Expiring + SharedEntry> PendingMap<K, 
         let Some((s, owner, plain, expires_at)) = shared else {
             return Ok(());
         };
-        let stored = match s.cluster.seal(s.kind, &id, &plain) {
-            Ok(sealed) => s
-                .cluster
-                .engine()
-                .put_pending(
-                    s.kind,
-                    id.clone(),
-                    key.to_bytes(),
-                    owner,
-                    sealed,
-                    expires_at,
-                )
-                .await
-                .map_err(ApiError::from),
-            Err(e) => Err(e),
+        let sealed = match s.cluster.seal(s.kind, &id, &plain) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                self.lock().remove(&id, &key);
+                return Err(e);
+            }
         };
-        if stored.is_err() {
-            self.lock().remove(&id, &key);
-        }
-        stored
+        let row = SharedRow {
+            kind: s.kind,
+            id,
+            key_bytes: key.to_bytes(),
+            owner,
+            value: sealed,
+            expires_at,
+        };
+        self.keep_shared(&s.cluster, row, &key, by, now).await
     }
 
     /// On a shared map: replaces this node's copy of the entry `name` with the database's (or

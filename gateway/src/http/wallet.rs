@@ -314,21 +314,18 @@ pub async fn challenge(
         .insert(request_id.clone(), nonce.clone(), issued, by, now)?;
     if let Some(cluster) = &state.cluster {
         let (owner, value) = (shared.0, shared.1.map_err(ApiError::internal)?);
-        let stored = cluster
-            .engine()
-            .put_pending(
-                SHARED_KIND,
-                request_id.clone(),
-                nonce.as_bytes().to_vec(),
-                owner,
-                value,
-                expires_at,
-            )
-            .await;
-        if let Err(e) = stored {
-            state.challenges.lock().remove(&request_id, &nonce);
-            return Err(e.into());
-        }
+        let row = super::pending::SharedRow {
+            kind: SHARED_KIND,
+            id: request_id.clone(),
+            key_bytes: nonce.as_bytes().to_vec(),
+            owner,
+            value,
+            expires_at,
+        };
+        state
+            .challenges
+            .keep_shared(cluster, row, &nonce, by, now)
+            .await?;
     }
     Ok(Json(StartResponse {
         request_id,

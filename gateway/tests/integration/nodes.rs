@@ -701,3 +701,25 @@ async fn magic_links_for_one_address_are_counted_across_nodes() {
     assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
     cluster.stop().await;
 }
+
+#[actix::test]
+async fn a_clients_logins_in_progress_are_capped_on_the_whole_deployment() {
+    let cluster = Nodes::start_with(Layer::default().with("pending_per_client", "2")).await;
+    let machine = device();
+    let mut statuses = Vec::new();
+    for node in &cluster.nodes {
+        let (status, _) = node
+            .call(
+                &machine,
+                "POST",
+                "/v1/pairing/request",
+                Some(&json!({})),
+                None,
+            )
+            .await;
+        statuses.push(status);
+    }
+    // Two outstanding pairings for this key (and address), whichever nodes it asked.
+    assert_eq!(statuses, [200, 200, 429]);
+    cluster.stop().await;
+}
