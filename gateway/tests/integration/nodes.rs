@@ -276,16 +276,7 @@ async fn a_proof_used_on_one_node_is_refused_by_the_others_and_nonces_are_shared
         unreachable!()
     };
     let alice = master(a, 44).await;
-    let proof = alice
-        .key
-        .proof(
-            "GET",
-            &format!("{}/v1/whoami", common::PUBLIC_URL),
-            a.now(),
-            Some(&alice.token),
-            None,
-        )
-        .expect("proof");
+    let proof = alice.proof(a, "GET", "/v1/whoami");
     let (status, _, _) = a
         .send("GET", "/v1/whoami", None, Some(&alice.token), &proof)
         .await;
@@ -419,16 +410,7 @@ async fn an_event_stream_on_one_node_shows_what_another_node_did() {
         unreachable!()
     };
     let alice = master(a, 46).await;
-    let proof = alice
-        .key
-        .proof(
-            "GET",
-            &format!("{}/v1/events", common::PUBLIC_URL),
-            b.now(),
-            Some(&alice.token),
-            None,
-        )
-        .expect("proof");
+    let proof = alice.proof(b, "GET", "/v1/events");
     let mut stream = reqwest::Client::new()
         .get(format!("{}/v1/events", b.base))
         .header("authorization", format!("DPoP {}", alice.token))

@@ -271,16 +271,7 @@ async fn a_postgres_crash_under_load_is_survived_without_node_restarts() {
     let ops_agent = common::link(&a, &alice, &ops_omni).await;
     assert_eq!(sign(&b, &ops_agent).await.0, 200);
     // A proof used before the crash, to be replayed after it.
-    let proof = alice
-        .key
-        .proof(
-            "GET",
-            &format!("{PUBLIC_URL}/v1/whoami"),
-            b.now(),
-            Some(&alice.token),
-            None,
-        )
-        .expect("proof");
+    let proof = alice.proof(&b, "GET", "/v1/whoami");
     let (status, _, _) = b
         .send("GET", "/v1/whoami", None, Some(&alice.token), &proof)
         .await;

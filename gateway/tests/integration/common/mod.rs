@@ -545,6 +545,20 @@ impl Who {
         }
     }
 
+    /// A fresh proof of this principal's key for `method` `path` with its session, dated by
+    /// `stack`'s clock (to send by hand, e.g. twice).
+    pub fn proof(&self, stack: &Stack, method: &str, path: &str) -> String {
+        self.key
+            .proof(
+                method,
+                &format!("{PUBLIC_URL}{path}"),
+                stack.now(),
+                Some(&self.token),
+                None,
+            )
+            .expect("proof")
+    }
+
     /// A request with this principal's session and a fresh proof.
     pub async fn call(
         &self,
