@@ -171,6 +171,7 @@ impl PgEngine {
         Ok(Box::new(PgTxn {
             client: Some(Arc::new(client)),
             exec: self.exec.clone(),
+            puts: Default::default(),
         }))
     }
 }
@@ -190,35 +191,100 @@ struct PgTxn {
     /// `None` once committed or rolled back.
     client: Option<Arc<Object>>,
     exec: Arc<Exec>,
+    /// Writes whose previous value nobody asked for ([`ByteTxn::put`]), by (table, key): sent
+    /// as one statement before the transaction's next statement or its commit.
+    puts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, Vec<u8>), Put>>,
 }
+
+/// A buffered write: the key in redb's encoding and the value.
+struct Put {
+    native: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Writes the buffered rows in one statement (each key once: the buffer is a map).
+const FLUSH: &str = "INSERT INTO agentkeys_kv (tbl, key, native, value) \
+                     SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[]) \
+                     ON CONFLICT (tbl, key) DO UPDATE SET value = EXCLUDED.value";
 
 impl PgTxn {
     fn client(&self) -> Result<Arc<Object>, StoreError> {
         self.client.clone().ok_or(StoreError::Closed)
     }
 
-    /// One statement (prepared once per connection) with owned parameters.
+    /// One statement (prepared once per connection) with owned parameters, after the buffered
+    /// writes.
     fn query(
         &self,
         sql: String,
         params: Vec<Box<dyn ToSql + Send + Sync>>,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let client = self.client()?;
+        let flush = self.take_puts();
         self.exec.run(async move {
             let statement = client.prepare_cached(&sql).await.map_err(db)?;
             let refs: Vec<&(dyn ToSql + Sync)> = params
                 .iter()
                 .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                 .collect();
+            if let Some(rows) = flush {
+                flush_rows(&client, rows).await?;
+            }
             client.query(&statement, &refs).await.map_err(db)
         })
     }
 
-    fn finish(&mut self, sql: &'static str) -> Result<(), StoreError> {
-        let client = self.client.take().ok_or(StoreError::Closed)?;
-        self.exec
-            .run(async move { client.batch_execute(sql).await.map_err(db) })
+    /// The buffered writes as the flush statement's four arrays, emptying the buffer.
+    #[allow(clippy::type_complexity)]
+    fn take_puts(&self) -> Option<(Vec<&'static str>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        let puts = std::mem::take(&mut *self.puts.lock().unwrap_or_else(|p| p.into_inner()));
+        if puts.is_empty() {
+            return None;
+        }
+        let mut rows = (
+            Vec::with_capacity(puts.len()),
+            Vec::with_capacity(puts.len()),
+            Vec::with_capacity(puts.len()),
+            Vec::with_capacity(puts.len()),
+        );
+        for ((table, key), put) in puts {
+            rows.0.push(table);
+            rows.1.push(key);
+            rows.2.push(put.native);
+            rows.3.push(put.value);
+        }
+        Some(rows)
     }
+
+    fn finish(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        let flush = if sql == "COMMIT" {
+            self.take_puts()
+        } else {
+            self.puts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            None
+        };
+        let client = self.client.take().ok_or(StoreError::Closed)?;
+        self.exec.run(async move {
+            if let Some(rows) = flush {
+                flush_rows(&client, rows).await?;
+            }
+            client.batch_execute(sql).await.map_err(db)
+        })
+    }
+}
+
+/// Sends buffered writes.
+#[allow(clippy::type_complexity)]
+async fn flush_rows(
+    client: &Object,
+    rows: (Vec<&'static str>, Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>),
+) -> Result<(), StoreError> {
+    let statement = client.prepare_cached(FLUSH).await.map_err(db)?;
+    client
+        .execute(&statement, &[&rows.0, &rows.1, &rows.2, &rows.3])
+        .await
+        .map(|_| ())
+        .map_err(db)
 }
 
 impl Drop for PgTxn {
@@ -300,6 +366,23 @@ impl ByteTxn for PgTxn {
             vec![table(name), owned(key), owned(native), owned(value)],
         )
         .map(single_value)
+    }
+
+    fn put(
+        &self,
+        name: &'static str,
+        key: &[u8],
+        native: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.puts.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            (name, key.to_vec()),
+            Put {
+                native: native.to_vec(),
+                value: value.to_vec(),
+            },
+        );
+        Ok(())
     }
 
     fn remove(&self, name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -431,14 +431,14 @@ pub(crate) fn finish_batch(
         Some(signer) => {
             for (key, mut head) in batch.heads {
                 sign_head(&mut head, signer)?;
-                heads.insert(&key, head.encode().as_slice())?;
+                heads.put(&key, head.encode().as_slice())?;
             }
         }
         None => {
             let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
             for (key, head) in batch.heads {
-                heads.insert(&key, head.encode().as_slice())?;
-                unsigned.insert(&key, ())?;
+                heads.put(&key, head.encode().as_slice())?;
+                unsigned.put(&key, ())?;
             }
         }
     }
@@ -495,9 +495,9 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
     let hash = chain_hash(&prev_hash, &encoding);
     let mut value = encoding;
     value.extend_from_slice(&hash);
-    rows.insert(seq, value.as_slice())?;
+    rows.put(seq, value.as_slice())?;
     txn.open_table(AUDIT_CHAIN)?
-        .insert((master.as_bytes(), chain_seq), seq)?;
+        .put((master.as_bytes(), chain_seq), seq)?;
     let head = ChainHead {
         master,
         length: chain_seq,
@@ -515,9 +515,8 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
         });
     } else {
         txn.open_table(AUDIT_HEADS)?
-            .insert(master.as_bytes(), head.encode().as_slice())?;
-        txn.open_table(AUDIT_UNSIGNED)?
-            .insert(master.as_bytes(), ())?;
+            .put(master.as_bytes(), head.encode().as_slice())?;
+        txn.open_table(AUDIT_UNSIGNED)?.put(master.as_bytes(), ())?;
     }
     Ok(seq)
 }
@@ -539,7 +538,7 @@ pub(crate) fn sign_heads(
         };
         let mut head = ChainHead::decode(master, &bytes)?;
         sign_head(&mut head, signer)?;
-        heads.insert(&key, head.encode().as_slice())?;
+        heads.put(&key, head.encode().as_slice())?;
     }
     Ok(())
 }

@@ -148,6 +148,17 @@ pub trait ByteTxn: Send {
         native: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Inserts or replaces when the previous value is not needed: an engine may keep it and
+    /// send it with the transaction's next statement (every later read sees it).
+    fn put(
+        &self,
+        table: &'static str,
+        key: &[u8],
+        native: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.insert(table, key, native, value).map(|_| ())
+    }
     /// Removes; returns the previous value.
     fn remove(&self, table: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Makes every write of the transaction durable, or fails with none of them.
@@ -579,6 +590,30 @@ impl<'t, K: StoreKey, V: Value + 'static> Table<'t, K, V> {
     }
 
     /// Inserts or replaces the value under `key`; returns the previous one.
+    /// [`insert`](Self::insert) without the previous value, which lets a byte engine send the
+    /// write together with the transaction's next statement.
+    pub fn put<'k, 'v>(
+        &mut self,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> Result<(), StoreError> {
+        match &mut self.inner {
+            Inner::Bytes(txn, name) => {
+                let key = key.borrow();
+                let native = K::as_bytes(key);
+                let value = V::as_bytes(value.borrow());
+                txn.put(
+                    name,
+                    &ordered_key::<K>(key),
+                    native.as_ref(),
+                    value.as_ref(),
+                )
+            }
+            _ => self.insert(key, value).map(|_| ()),
+        }
+    }
+
+    /// Inserts or replaces; answers the previous value.
     pub fn insert<'k, 'v>(
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
