@@ -70,23 +70,10 @@ async fn agent(node: &Stack, parent: &Who, label: &str, scopes: &[&str]) -> (Who
     let body = json!({"label": label, "scopes": scopes});
     let (status, created) = parent.call(node, "POST", "/v1/actors", Some(body)).await;
     assert_eq!(status, 201, "{created}");
-    let omni = created["omni"].as_str().expect("omni").to_string();
-    let path = format!("/v1/actors/{omni}/link-codes");
-    let (status, code) = parent.call(node, "POST", &path, Some(json!({}))).await;
-    assert_eq!(status, 200, "{code}");
-    let key = device();
-    let (status, session) = node
-        .call(
-            &key,
-            "POST",
-            "/v1/link/redeem",
-            Some(&json!({"code": code["code"]})),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{session}");
+    let omni = created["omni"].as_str().expect("omni");
+    let (who, session) = common::link_session(node, parent, omni).await;
     let bid = session["binding_id"].as_u64().expect("binding id");
-    (Who::from_session(key, &session), bid)
+    (who, bid)
 }
 
 /// Signs through `stack` without pause until 20 requests started after `revoked_at` was set;

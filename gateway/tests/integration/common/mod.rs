@@ -583,6 +583,11 @@ pub async fn master(stack: &Stack, seed: u8) -> Who {
 
 /// Issues a link code for `omni` as `issuer` and redeems it with a fresh device key.
 pub async fn link(stack: &Stack, issuer: &Who, omni: &str) -> Who {
+    link_session(stack, issuer, omni).await.0
+}
+
+/// [`link`], with the redemption's whole answer (its `binding_id`, …).
+pub async fn link_session(stack: &Stack, issuer: &Who, omni: &str) -> (Who, Value) {
     let path = format!("/v1/actors/{omni}/link-codes");
     let (status, code) = issuer.call(stack, "POST", &path, Some(json!({}))).await;
     assert_eq!(status, 200, "{code}");
@@ -592,7 +597,7 @@ pub async fn link(stack: &Stack, issuer: &Who, omni: &str) -> Who {
         .call(&key, "POST", "/v1/link/redeem", Some(&body), None)
         .await;
     assert_eq!(status, 200, "{session}");
-    Who::from_session(key, &session)
+    (Who::from_session(key, &session), session)
 }
 
 /// A daemon child for `profile`; answers once it says it serves.
