@@ -211,6 +211,18 @@ pub enum DeviceCommand {
         /// The actor.
         target: Option<Target>,
     },
+    /// Claim a pairing code shown by another device (a browser's console, another machine) as
+    /// another device of yourself or of --target (compare the fingerprint with its screen).
+    Add {
+        /// The code the new device shows.
+        code: String,
+        /// The actor that gains the device (default: yourself; never one above you).
+        #[arg(long)]
+        target: Option<Target>,
+        /// The binding's name (default `pairing`).
+        #[arg(long)]
+        label: Option<String>,
+    },
     /// Delete a binding: its tokens stop working at once.
     Revoke {
         /// The actor.

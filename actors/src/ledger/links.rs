@@ -567,31 +567,17 @@ impl Mutation for CreateAndBind {
                 (created.record, master, op, created.new)
             }
         };
-        let omni = record.omni;
-        let binding = match devices::live_binding_of_key(txn, &omni, &op.jkt)? {
-            Some(binding) => binding,
-            None => {
-                let binding = devices::insert_binding(
-                    txn,
-                    &omni,
-                    &op.jkt,
-                    &op.device_label,
-                    op.create.actor.created_at,
-                )?;
-                audit::append(
-                    txn,
-                    &AuditEntry::done(
-                        master,
-                        op.create.actor.origin.clone(),
-                        op::DEVICE_ADD,
-                        omni,
-                        audit::detail_hash(op.jkt.as_bytes()),
-                        op.create.actor.created_at,
-                    ),
-                )?;
-                binding
-            }
-        };
+        let binding = bind_key(
+            txn,
+            &BindKey {
+                omni: record.omni,
+                jkt: op.jkt,
+                device_label: op.device_label,
+                origin: op.create.actor.origin,
+                at: op.create.actor.created_at,
+            },
+            master,
+        )?;
         Ok(CreatedAndBound {
             record,
             master,
@@ -599,4 +585,79 @@ impl Mutation for CreateAndBind {
             created,
         })
     }
+}
+
+/// Binds a device key to an existing live actor (a pairing claimed as another device of that
+/// actor): the key's live binding if it has one, else a new binding and its `device_add` row.
+#[derive(Debug, Clone)]
+pub struct BindKey {
+    /// The actor.
+    pub omni: Omni,
+    /// RFC 7638 thumbprint of the key.
+    pub jkt: String,
+    /// The binding's label.
+    pub device_label: String,
+    /// Who asked.
+    pub origin: Origin,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A key bound by [`BindKey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBound {
+    /// The actor.
+    pub record: ActorRecord,
+    /// Its master.
+    pub master: Omni,
+    /// The binding (the earlier one when the key was bound already).
+    pub binding: DeviceBinding,
+}
+
+impl Mutation for BindKey {
+    type Plan = (BindKey, ActorRecord, Omni);
+    type Output = KeyBound;
+    type Rejection = LinkError;
+
+    fn check(self, view: &WriteTransaction) -> Result<Result<Self::Plan, LinkError>, StoreError> {
+        Ok(live_lineage(view, &self.omni)?.map(|lineage| {
+            let master = lineage.records()[0].omni;
+            let record = lineage.actor().clone();
+            (self, record, master)
+        }))
+    }
+
+    fn apply(plan: Self::Plan, txn: &WriteTransaction) -> Result<KeyBound, StoreError> {
+        let (op, record, master) = plan;
+        let binding = bind_key(txn, &op, master)?;
+        Ok(KeyBound {
+            record,
+            master,
+            binding,
+        })
+    }
+}
+
+/// The live binding of `op.jkt` on `op.omni`, or a new one with its audit row.
+fn bind_key(
+    txn: &WriteTransaction,
+    op: &BindKey,
+    master: Omni,
+) -> Result<DeviceBinding, StoreError> {
+    if let Some(binding) = devices::live_binding_of_key(txn, &op.omni, &op.jkt)? {
+        return Ok(binding);
+    }
+    let binding = devices::insert_binding(txn, &op.omni, &op.jkt, &op.device_label, op.at)?;
+    audit::append(
+        txn,
+        &AuditEntry::done(
+            master,
+            op.origin.clone(),
+            op::DEVICE_ADD,
+            op.omni,
+            audit::detail_hash(op.jkt.as_bytes()),
+            op.at,
+        ),
+    )?;
+    Ok(binding)
 }

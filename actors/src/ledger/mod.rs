@@ -37,7 +37,8 @@ pub use audit::{AuditEntry, AuditReport, AuditRow, ChainHead, ChainMark, HeadSig
 pub use devices::DeviceBinding;
 pub use identities::{IdentityError, LinkIdentity, LinkedIdentity, UnlinkIdentity};
 pub use links::{
-    CreateAndBind, CreatedAndBound, IssueLinkCode, LinkError, RedeemLinkCode, Redemption, SetScopes,
+    BindKey, CreateAndBind, CreatedAndBound, IssueLinkCode, KeyBound, LinkError, RedeemLinkCode,
+    Redemption, SetScopes,
 };
 pub use policies::{
     BudgetState, PolicyBook, PolicyChange, PolicyWriteError, RecordSigned, SetPolicy, Setter,
@@ -543,6 +544,11 @@ impl Ledger {
         &self,
         op: CreateAndBind,
     ) -> PendingWrite<CreatedAndBound, agentkeys_runtime::store::CreateError> {
+        self.submit(op)
+    }
+
+    /// Binds a device key to an existing live actor.
+    pub fn bind_key(&self, op: BindKey) -> PendingWrite<KeyBound, LinkError> {
         self.submit(op)
     }
 

@@ -150,6 +150,17 @@ pub struct BindDevice {
     pub request_id: String,
 }
 
+/// Binds another device key to this actor (a pairing claimed by one of its devices or an
+/// ancestor's): the key's live binding if it has one.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<BoundDevice, PrincipalError>")]
+pub struct AddDevice {
+    /// The key to bind.
+    pub device: NewDevice,
+    /// Who asked.
+    pub origin: Origin,
+}
+
 /// A device key bound to an actor.
 #[derive(Debug, Clone)]
 pub struct BoundDevice {

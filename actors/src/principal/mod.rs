@@ -34,9 +34,9 @@ use agentkeys_runtime::{
 
 pub use error::PrincipalError;
 pub use messages::{
-    Authorize, BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild, DeleteBinding,
-    Describe, IssueLinkCode, NewDevice, PrincipalView, RecordAction, SessionCheck, SessionError,
-    SetScopes, UseBinding,
+    AddDevice, Authorize, BindDevice, BoundDevice, CheckSession, ChildCreated, CreateChild,
+    DeleteBinding, Describe, IssueLinkCode, NewDevice, PrincipalView, RecordAction, SessionCheck,
+    SessionError, SetScopes, UseBinding,
 };
 
 use crate::crypto::omni::{child_omni, validate_label};
@@ -461,7 +461,26 @@ impl PrincipalCore {
         })
     }
 
-    /// [`BindDevice`], second half: the new binding joins the cache.
+    /// [`AddDevice`], first half: binds the key in one transaction.
+    pub fn add_device(&self, msg: AddDevice) -> Change<BoundDevice> {
+        let write = self.ledger.bind_key(ledger::BindKey {
+            omni: self.view.record.omni,
+            jkt: msg.device.jkt,
+            device_label: msg.device.label,
+            origin: msg.origin,
+            at: self.clock.now(),
+        });
+        Box::pin(async move {
+            let bound = write.await?;
+            Ok(BoundDevice {
+                record: bound.record,
+                master: bound.master,
+                binding: bound.binding,
+            })
+        })
+    }
+
+    /// [`BindDevice`] and [`AddDevice`], second half: the new binding joins the cache.
     pub fn device_bound(&mut self, bound: BoundDevice) -> BoundDevice {
         self.change(|v| {
             v.bindings.insert(bound.binding.clone());
@@ -595,6 +614,7 @@ macro_rules! principal_handlers {
         $crate::principal_handlers!(@detached $actor, RecordAction, (), record_action);
         $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
         $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
+        $crate::principal_handlers!(@in_turn $actor, AddDevice, $crate::principal::BoundDevice, add_device, device_bound);
         $crate::principal_handlers!(@in_turn $actor, UseBinding, $crate::ledger::BindingInUse, use_binding, binding_used);
         $crate::principal_handlers!(@in_turn $actor, DeleteBinding, $crate::ledger::DeviceBinding, delete_binding, binding_deleted);
 

@@ -580,6 +580,29 @@ pub async fn device(globals: &Globals, command: &crate::cli::DeviceCommand) -> a
                     .join("\n")
             });
         }
+        DeviceCommand::Add {
+            code,
+            target,
+            label,
+        } => {
+            let omni = resolve(&stored, target.as_deref())?;
+            let body = json!({"code": code, "label": label});
+            let added: Value = client
+                .post(&format!("/v1/actors/{omni}/devices"), &body, Some(token))
+                .await
+                .map_err(explain)?;
+            print(globals, &added, |a| {
+                format!(
+                    "added binding {} to {} ({})\ndevice fingerprint {} — it must match the new device's screen; if not, run `agentkeys device revoke {} {}`",
+                    a["binding_id"],
+                    a["path"].as_str().unwrap_or(""),
+                    a["omni"].as_str().unwrap_or(""),
+                    a["fingerprint"].as_str().unwrap_or(""),
+                    a["omni"].as_str().unwrap_or(""),
+                    a["binding_id"]
+                )
+            });
+        }
         DeviceCommand::Revoke { target, binding_id } => {
             let omni = resolve(&stored, Some(target))?;
             let deleted: Value = client

@@ -214,6 +214,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
         .routes(routes!(events::events))
         .routes(routes!(pairing::request))
         .routes(routes!(pairing::claim))
+        .routes(routes!(pairing::add_device))
         .routes(routes!(pairing::poll))
         .routes(routes!(oidc::discovery))
         .routes(routes!(oidc::jwks))

@@ -12,7 +12,7 @@
 //!    `claimed` with the session.
 
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::principal::{ChildCreated, CreateChild, NewDevice};
+use agentkeys_actors::principal::{AddDevice, ChildCreated, CreateChild, NewDevice};
 use agentkeys_actors::scope;
 use agentkeys_runtime::Omni;
 use agentkeys_runtime::store::Origin;
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::authz::{not_found, target};
 use super::error::{ApiError, ErrorCode};
-use super::extract::{ApiJson, Authenticated, TokenlessDpop};
+use super::extract::{ApiJson, ApiPath, Authenticated, TokenlessDpop};
 use super::links::{code_hash, normalize};
 use super::pending::{Expiring, PendingMap};
 use super::session::{SessionResponse, issue};
@@ -248,11 +248,103 @@ pub async fn claim(
     auth: Authenticated,
     ApiJson(body): ApiJson<ClaimRequest>,
 ) -> Result<Json<Claimed>, ApiError> {
-    let code = normalize(&body.code)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "not a pairing code"))?;
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
     let parent = target(&state, &auth, &parent_text)?;
     auth.require_scope(scope::ACTORS_CREATE)?;
+    let create = CreateChild {
+        label: body.label,
+        scopes: body.scopes,
+        device: None,
+        origin: Origin::from(&auth),
+    };
+    let role = Role::of(parent.kind());
+    claim_code(state, &body.code, move |state, jkt| async move {
+        let create = CreateChild {
+            device: Some(NewDevice {
+                jkt,
+                label: "pairing".into(),
+            }),
+            ..create
+        };
+        state
+            .principal(role, parent.omni, create)
+            .await
+            .map_err(ApiError::from)
+            .and_then(|created| created.map_err(ApiError::from))
+    })
+    .await
+}
+
+/// `POST /v1/actors/{omni}/devices` body.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDeviceRequest {
+    /// The code the new device shows (`POST /v1/pairing/request`).
+    pub code: String,
+    /// The binding's name for people (default `pairing`; 1 to 64 printable characters).
+    pub label: Option<String>,
+}
+
+/// Claims a pairing code as another device of an actor: the requesting key is bound to the
+/// actor itself (never to an actor above it), audited, listed and revocable like any device.
+#[utoipa::path(post, path = "/v1/actors/{omni}/devices", tag = "devices",
+    params(
+        ("omni" = String, Path, description = "the actor (the caller or a descendant)"),
+        ("Authorization" = String, Header, description = "DPoP <session_jwt>"),
+        ("DPoP" = String, Header, description = "a proof with ath")),
+    request_body = AddDeviceRequest,
+    responses(
+        (status = 200, description = "bound; compare the fingerprint with the device's screen", body = Claimed),
+        (status = 400, description = "invalid_request", body = super::openapi::ErrorEnvelope),
+        (status = 401, description = "invalid_token, invalid_dpop_proof, actor_revoked, binding_revoked", body = super::openapi::ErrorEnvelope),
+        (status = 404, description = "not_found: unknown code, or an actor outside the caller's subtree", body = super::openapi::ErrorEnvelope),
+        (status = 409, description = "link_code_used: already claimed", body = super::openapi::ErrorEnvelope),
+        (status = 410, description = "expired", body = super::openapi::ErrorEnvelope),
+        (status = 429, description = "rate_limited", body = super::openapi::ErrorEnvelope),
+        (status = 503, description = "busy", body = super::openapi::ErrorEnvelope),
+        (status = 500, description = "internal", body = super::openapi::ErrorEnvelope)))]
+pub async fn add_device(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ApiPath(omni): ApiPath<String>,
+    ApiJson(body): ApiJson<AddDeviceRequest>,
+) -> Result<Json<Claimed>, ApiError> {
+    let target = target(&state, &auth, &omni)?;
+    let label = body.label.unwrap_or_else(|| "pairing".into());
+    if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "label must be 1 to 64 printable characters",
+        ));
+    }
+    let origin = Origin::from(&auth);
+    let role = Role::of(target.kind());
+    claim_code(state, &body.code, move |state, jkt| async move {
+        let add = AddDevice {
+            device: NewDevice { jkt, label },
+            origin,
+        };
+        let bound = state.principal(role, target.omni, add).await??;
+        Ok(ChildCreated {
+            record: bound.record,
+            master: bound.master,
+            new: false,
+            binding: Some(bound.binding),
+        })
+    })
+    .await
+}
+
+/// Takes the pairing of `code` (one claim per code, on every node: a compare-and-set in a
+/// shared database), binds its key with `bind`, and records the outcome; the pairing is pending
+/// again if the binding fails.
+async fn claim_code<F, Fut>(state: AppState, code: &str, bind: F) -> Result<Json<Claimed>, ApiError>
+where
+    F: FnOnce(AppState, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<ChildCreated, ApiError>> + Send + 'static,
+{
+    let code = normalize(code)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "not a pairing code"))?;
     let now = state.now_seconds();
     // Take the request (one claim per code, on every node: a compare-and-set in a shared
     // database); it is put back if the claim fails.
@@ -288,23 +380,10 @@ pub async fn claim(
             "this pairing code was already claimed",
         ));
     }
-    let create = CreateChild {
-        label: body.label,
-        scopes: body.scopes,
-        device: Some(NewDevice {
-            jkt: request.jkt.clone(),
-            label: "pairing".into(),
-        }),
-        origin: Origin::from(&auth),
-    };
     // The claim and the pairing's state change together on a task of their own: a caller that
     // hangs up cannot leave the pairing `Claiming` with the binding committed.
     let claim = tokio::spawn(async move {
-        let outcome = state
-            .principal(Role::of(parent.kind()), parent.omni, create)
-            .await
-            .map_err(ApiError::from)
-            .and_then(|created| created.map_err(ApiError::from));
+        let outcome = bind(state.clone(), request.jkt.clone()).await;
         let answer = settle(&state, &request_id, &request.jkt, outcome);
         if let Err(e) = state.pairings.publish(&request_id, None).await {
             tracing::warn!(
@@ -423,9 +502,15 @@ pub async fn poll(
             path,
             bid,
         } if bid != 0 => {
+            // A device added to a master (`POST /v1/actors/{omni}/devices`) acts as the master.
+            let role = if omni == master {
+                Role::Master
+            } else {
+                Role::Agent
+            };
             let session = NewSession {
                 omni,
-                role: Role::Agent,
+                role,
                 master,
                 path,
                 jkt: proof.jkt,

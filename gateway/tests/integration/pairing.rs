@@ -156,3 +156,102 @@ async fn an_expired_pairing_cannot_be_claimed_or_polled() {
     assert_eq!((status, body["error"].as_str()), (410, Some("expired")));
     assert_eq!(poll(&stack, &machine, &started["request_id"]).await.0, 410);
 }
+
+#[actix::test]
+async fn a_pairing_claimed_as_a_device_binds_the_claimers_own_actor_never_a_higher_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = start(dir.path(), None).await;
+    let boss = master(&stack, 74).await;
+    let bot = pair(&stack, &boss, "bot").await;
+    let bot = Who {
+        key: bot.key,
+        token: bot.token,
+        omni: bot.claimed["omni"].as_str().expect("omni").into(),
+    };
+
+    // A browser asks; the master claims it as another device of itself.
+    let browser = device();
+    let started = pair_request(&stack, &browser).await;
+    let path = format!("/v1/actors/{}/devices", boss.omni);
+    let body = json!({"code": started["code"], "label": "console"});
+    let (status, added) = boss.call(&stack, "POST", &path, Some(body.clone())).await;
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["omni"], boss.omni.as_str());
+    assert_eq!(added["created"], false);
+    assert_eq!(added["fingerprint"], started["fingerprint"]);
+    let (status, again) = boss.call(&stack, "POST", &path, Some(body)).await;
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (409, Some("link_code_used"))
+    );
+
+    // Its session is the master's, on a binding of its own, listed and audited.
+    let (status, polled) = poll(&stack, &browser, &started["request_id"]).await;
+    assert_eq!(status, 200, "{polled}");
+    let session = Who::from_session(browser, &polled);
+    assert_eq!(session.omni, boss.omni);
+    assert_eq!(polled["binding_id"], added["binding_id"]);
+    let (status, me) = session.call(&stack, "GET", "/v1/whoami", None).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("master")), "{me}");
+    let (_, devices) = boss.call(&stack, "GET", &path, None).await;
+    let labels: Vec<&str> = devices["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .filter_map(|d| d["label"].as_str())
+        .collect();
+    assert!(labels.contains(&"console"), "{devices}");
+    let (_, audit) = boss.call(&stack, "GET", "/v1/audit?limit=100", None).await;
+    assert!(
+        audit["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["operation"] == "device_add"
+                && r["detail"] != audit["rows"][1]["detail"]
+                && r["target"] == boss.omni.as_str()),
+        "{audit}"
+    );
+
+    // Deleting the binding stops the browser at once.
+    let bid = added["binding_id"].as_u64().expect("bid");
+    let (status, _) = boss
+        .call(&stack, "DELETE", &format!("{path}/{bid}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, stopped) = session.call(&stack, "GET", "/v1/whoami", None).await;
+    assert_eq!(
+        (status, stopped["error"].as_str()),
+        (401, Some("binding_revoked"))
+    );
+
+    // An agent cannot claim a device for its master: the master is not in its subtree.
+    let other = device();
+    let started = pair_request(&stack, &other).await;
+    let (status, refused) = bot
+        .call(
+            &stack,
+            "POST",
+            &path,
+            Some(json!({"code": started["code"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (404, Some("not_found"))
+    );
+    // Refused before the code was taken: the master can still claim it for the agent.
+    let (status, added) = boss
+        .call(
+            &stack,
+            "POST",
+            &format!("/v1/actors/{}/devices", bot.omni),
+            Some(json!({"code": started["code"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, added["omni"].as_str()),
+        (200, Some(bot.omni.as_str())),
+        "{added}"
+    );
+}
