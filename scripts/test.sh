@@ -57,11 +57,23 @@ else
     --skip verify_detects --skip a_tampered_record_returns_nothing --skip a_store_written_by_an_earlier_build
 fi
 
-step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider; the MCP server driven by the official TypeScript SDK client (tests/interop)"
+step "interop: the real signer's outputs checked with ethers and @polkadot; a real server logged into with npm siwe, ethers and dpop, and through oidc-provider; the MCP server driven by the official TypeScript SDK client; the web console in headless Chromium (tests/interop)"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "node and npm are needed for the interop tests (Node 20)" >&2
   exit 1
 fi
+# The console tests drive headless Chromium from the distribution (puppeteer-core from the lockfile).
+if [ -z "${CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "Chromium is needed for the console tests (apt-get install chromium, or set CHROMIUM)" >&2
+    exit 1
+  fi
+fi
+CHROMIUM=${CHROMIUM:-$(command -v chromium)}
+export CHROMIUM
 mkdir -p target
 # The test build above made both binaries (with the workspace's unified features); building them
 # again with `-p` would compile the gateway a second time with other features.

@@ -17,6 +17,7 @@ import { generateKeyPair, generateProof } from "dpop";
 import * as jose from "jose";
 import Provider from "oidc-provider";
 import * as d from "./derive.mjs";
+import { consolePage, launchChromium, sameOrigin } from "./chromium.mjs";
 
 const PUBLIC_URL = "http://127.0.0.1:8090";
 const REDIRECT = `${PUBLIC_URL}/auth/oauth2/callback`;
@@ -472,5 +473,41 @@ test("the CLI: login oauth2 --provider prints the URL and code, waits, and store
     assert.match(last.err, /last_identity|last identity/);
   } finally {
     rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("the web console signs in through a provider: the provider opens in a tab of its own, the console shows the code and polls", async () => {
+  const browser = await launchChromium();
+  try {
+    const { page, requests, errors } = await consolePage(browser, gateway.base);
+    await page.waitForSelector(".provider");
+    const buttons = await page.$$eval(".provider", (els) => els.map((e) => e.textContent));
+    assert.deepEqual(buttons.sort(), ["Sign in with corp", "Sign in with googlish"]);
+    const opened = browser.waitForTarget((t) => t.url().startsWith(issuer));
+    await page.click(".provider");
+    const tab = await (await opened).page();
+    await page.waitForSelector("#confirm-code");
+    const code = await page.$eval("#confirm-code", (el) => el.textContent);
+    // The person signs in at the provider in that tab (its own login and consent forms); the
+    // provider sends the tab to the gateway's callback page, where the code is typed.
+    const callback = new Promise((resolve) =>
+      tab.on("request", (r) => r.url().startsWith(REDIRECT) && resolve(new URL(r.url()))));
+    await tab.waitForSelector('input[name="login"]');
+    await tab.type('input[name="login"]', "dora");
+    await tab.type('input[name="password"]', "any");
+    await Promise.all([tab.waitForNavigation(), tab.click('button[type="submit"]')]);
+    await tab.click('button[type="submit"]');
+    const landed = await callback;
+    await tab.close();
+    const state = landed.searchParams.get("state");
+    await fetch(`${gateway.base}${landed.pathname}${landed.search}`);
+    const done = await confirm({ state, confirm_code: code });
+    assert.equal(done.status, 200, JSON.stringify(done.body));
+    await page.waitForSelector("#who .path", { timeout: 10_000 });
+    await page.waitForSelector("#tree");
+    sameOrigin(requests, gateway.base);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
   }
 });

@@ -502,8 +502,7 @@ const LANDING_HTML: &str = include_str!("landing.html");
 /// completes by POST. No third-party assets, no referrer, no framing, nothing cached.
 pub fn landing_page(flow: &str) -> Response {
     // CSP hashes are standard base64.
-    let hash =
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(LANDING_SCRIPT.as_bytes()));
+    let hash = csp_hash(LANDING_SCRIPT);
     let csp = format!(
         "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
          connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
@@ -511,6 +510,16 @@ pub fn landing_page(flow: &str) -> Response {
     let page = LANDING_HTML
         .replace("/*SCRIPT*/", LANDING_SCRIPT)
         .replace("{{FLOW}}", flow);
+    hardened_html(page, &csp)
+}
+
+/// The base64 SHA-256 of an inline script or style, as a CSP hash source names it.
+pub fn csp_hash(inline: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(inline.as_bytes()))
+}
+
+/// An HTML page with `csp`, no referrer, no framing, no sniffing and nothing cached.
+pub fn hardened_html(page: String, csp: &str) -> Response {
     let mut response = page.into_response();
     let headers = response.headers_mut();
     let set = |headers: &mut HeaderMap, name: header::HeaderName, value: &str| {
@@ -519,7 +528,7 @@ pub fn landing_page(flow: &str) -> Response {
         }
     };
     set(headers, header::CONTENT_TYPE, "text/html; charset=utf-8");
-    set(headers, header::CONTENT_SECURITY_POLICY, &csp);
+    set(headers, header::CONTENT_SECURITY_POLICY, csp);
     set(headers, header::REFERRER_POLICY, "no-referrer");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");

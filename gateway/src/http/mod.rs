@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod audit;
 pub mod authz;
 pub mod confirm;
+mod console;
 pub mod credentials;
 pub mod crockford;
 pub mod devices;
@@ -247,6 +248,7 @@ pub fn router(state: AppState, metrics: Arc<metrics::HttpMetrics>) -> Router {
             "/openapi.json",
             get(move || async move { axum::Json(api.as_ref().clone()) }),
         )
+        .route("/console", get(console::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
