@@ -122,6 +122,7 @@ const state = {
   actor: null,
   events: [],
   feed: null,
+  lastEventId: null,
 };
 
 class ApiError extends Error {
@@ -207,6 +208,8 @@ async function keepSession(session) {
 async function forgetSession() {
   state.session = null;
   state.me = null;
+  state.lastEventId = null;
+  state.events = [];
   stopFeed();
   await kvDelete("session");
   render();
@@ -667,10 +670,10 @@ function startFeed() {
   const control = new AbortController();
   state.feed = control;
   (async () => {
-    let last = null;
     let backoff = 1000;
     while (!control.signal.aborted && state.session) {
       try {
+        const last = state.lastEventId;
         const headers = last ? { "last-event-id": last } : undefined;
         const response = await api("GET", "/v1/events", undefined, { stream: true, headers });
         setFeedStatus("live");
@@ -688,7 +691,7 @@ function startFeed() {
             buffer = buffer.slice(cut + 2);
             const event = parseEvent(block);
             if (!event) continue;
-            if (event.id) last = event.id;
+            if (event.id) state.lastEventId = event.id;
             if (event.type === "closed") {
               const reason = JSON.parse(event.data || "{}").reason;
               if (reason === "token_expired") await refresh();
@@ -702,12 +705,26 @@ function startFeed() {
         if (control.signal.aborted) return;
         if (e instanceof ApiError && e.status === 401) return forgetSession();
       }
+      if (control.signal.aborted) return;
       setFeedStatus("reconnecting");
       await sleep(backoff);
       backoff = Math.min(backoff * 2, 30000);
     }
   })();
 }
+
+// Without a network the stream is given up at once (a dead connection can look open for
+// minutes); back online it resumes from the last event seen, and the view is read again.
+window.addEventListener("offline", () => {
+  if (!state.feed) return;
+  stopFeed();
+  setFeedStatus("offline");
+});
+window.addEventListener("online", () => {
+  if (!state.session) return;
+  startFeed();
+  render();
+});
 
 function parseEvent(block) {
   const event = { type: "message", data: "" };
