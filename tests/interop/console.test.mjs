@@ -187,6 +187,16 @@ test("wallet login, an agent and its link code, an approval, revocations seen li
   await page.waitForFunction(() => /verified/.test(document.querySelector("#audit-status")?.textContent ?? ""), { timeout: 10_000 });
   await shot(page, "audit");
 
+  // Search in the subtree: a part of a label finds the agent under its revoked parent.
+  await page.click('[data-view="tree"]');
+  await page.waitForSelector("#search");
+  await page.type("#search", "ork");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => {
+    const labels = [...document.querySelectorAll("#tree .actor")].map((e) => e.textContent);
+    return labels.length === 1 && labels[0] === "worker";
+  });
+
   // The keyboard alone opens and closes the create dialog.
   await page.click('[data-view="tree"]');
   await page.waitForSelector("#create-agent");

@@ -160,13 +160,7 @@ pub async fn redeem(
             "a link code is 20 characters in dashed groups, like 7K3D-QX9M-2B8F-WN4T-H6CR",
         )
     })?;
-    let label = body.label.unwrap_or_else(|| "link".into());
-    if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "label must be 1 to 64 printable characters",
-        ));
-    }
+    let label = binding_label(body.label, "link")?;
     let no_such_code = || ApiError::new(ErrorCode::NotFound, "no such link code");
     let hash = code_hash(&code);
     let owner = state
@@ -196,6 +190,19 @@ pub async fn redeem(
         bid: bound.binding.bid,
     };
     Ok(Json(issue(&state, session).await?))
+}
+
+/// A device binding's name for people: `label`, or `default` when absent; 1 to 64 printable
+/// characters.
+pub fn binding_label(label: Option<String>, default: &str) -> Result<String, ApiError> {
+    let label = label.unwrap_or_else(|| default.into());
+    if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "label must be 1 to 64 printable characters",
+        ));
+    }
+    Ok(label)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use super::AppState;
 use super::authz::{not_found, target};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiPath, Authenticated, TokenlessDpop};
-use super::links::{code_hash, normalize};
+use super::links::{binding_label, code_hash, normalize};
 use super::pending::{Expiring, PendingMap};
 use super::session::{SessionResponse, issue};
 use crate::auth::session::{NewSession, Role};
@@ -310,13 +310,7 @@ pub async fn add_device(
     ApiJson(body): ApiJson<AddDeviceRequest>,
 ) -> Result<Json<Claimed>, ApiError> {
     let target = target(&state, &auth, &omni)?;
-    let label = body.label.unwrap_or_else(|| "pairing".into());
-    if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "label must be 1 to 64 printable characters",
-        ));
-    }
+    let label = binding_label(body.label, "pairing")?;
     let origin = Origin::from(&auth);
     let role = Role::of(target.kind());
     claim_code(state, &body.code, move |state, jkt| async move {
