@@ -78,12 +78,12 @@ show audit verify --data-dir "$data"
 rm -rf "$demo_home"
 if [ "$keep" = 1 ]; then
   trap - EXIT
-  step "running as pid $pid; stop it with: kill -TERM $pid"
+  step "running as pid $pid; the web console is at $base/console; stop it with: kill -TERM $pid"
   wait "$pid"
 else
   step "stopping (SIGTERM: drains requests, stops actors, closes the store)"
   kill -TERM "$pid"
   trap - EXIT
   wait "$pid"
-  echo "stopped cleanly. Run it yourself with: $bin serve"
+  echo "stopped cleanly. Run it yourself with: $bin serve (web console at $base/console)"
 fi

@@ -8,6 +8,10 @@
 //!    same fingerprint in the answer and can cross-check it with the agent's screen. The agent is
 //!    created — or, when the label exists and is live, found — and the requester's key bound, in
 //!    one transaction. A code is claimed once.
+//!
+//!    Or `POST /v1/actors/{omni}/devices {code, label?}` (session; `agentkeys device add`): the
+//!    requester's key becomes another device of `omni` itself — the caller or a descendant,
+//!    never an actor above the caller (how a browser's console joins an operator's actor).
 //! 3. `POST /v1/pairing/poll {request_id}` (DPoP proof by the requesting key): `pending`, then
 //!    `claimed` with the session.
 
@@ -251,20 +255,17 @@ pub async fn claim(
     let parent_text = body.parent.clone().unwrap_or_else(|| auth.omni.to_string());
     let parent = target(&state, &auth, &parent_text)?;
     auth.require_scope(scope::ACTORS_CREATE)?;
-    let create = CreateChild {
-        label: body.label,
-        scopes: body.scopes,
-        device: None,
-        origin: Origin::from(&auth),
-    };
+    let (label, scopes, origin) = (body.label, body.scopes, Origin::from(&auth));
     let role = Role::of(parent.kind());
     claim_code(state, &body.code, move |state, jkt| async move {
         let create = CreateChild {
+            label,
+            scopes,
             device: Some(NewDevice {
                 jkt,
                 label: "pairing".into(),
             }),
-            ..create
+            origin,
         };
         state
             .principal(role, parent.omni, create)
