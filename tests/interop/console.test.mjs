@@ -184,7 +184,7 @@ test("wallet login, an agent and its link code, an approval, revocations seen li
 
   // The audit head verified in the browser.
   await page.click('[data-view="audit"]');
-  await page.waitForFunction(() => /verified/.test(document.querySelector("#audit-status")?.textContent ?? ""), { timeout: 10_000 });
+  await page.waitForFunction(() => /verified.*the last row hashes to it/.test(document.querySelector("#audit-status")?.textContent ?? ""), { timeout: 10_000 });
   await shot(page, "audit");
 
   // Search in the subtree: a part of a label finds the agent under its revoked parent.

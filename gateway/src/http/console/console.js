@@ -123,6 +123,7 @@ const state = {
   events: [],
   feed: null,
   lastEventId: null,
+  refreshing: null,
 };
 
 class ApiError extends Error {
@@ -181,7 +182,13 @@ async function api(method, path, body, { auth = true, stream = false, headers } 
   throw new ApiError(401, { error: "use_dpop_nonce", message: "the server kept asking for a nonce" });
 }
 
-async function refresh() {
+// One refresh at a time: the calls that found the token expired together share it.
+function refresh() {
+  if (!state.refreshing) state.refreshing = refreshOnce().finally(() => { state.refreshing = null; });
+  return state.refreshing;
+}
+
+async function refreshOnce() {
   if (!state.session) return false;
   try {
     for (let attempt = 0; attempt < 2; attempt++) {
@@ -532,7 +539,7 @@ async function viewActor(content) {
     api("GET", `/v1/actors/${omni}`),
     api("GET", `/v1/actors/${omni}/devices`),
     api("GET", `/v1/actors/${omni}/policy`),
-    api("GET", `/v1/audit?actor=${omni}&limit=20`),
+    newestRows(omni, 20),
   ]);
   const isSelf = omni === state.session.omni;
   const facts = h("dl", { class: "facts" });
@@ -567,7 +574,8 @@ async function viewActor(content) {
     h("h3", {}, "Devices"), deviceList,
     h("h3", {}, "Budgets"), budgets,
     h("details", {}, h("summary", {}, "Policy"), rules),
-    h("h3", {}, "Recent audit rows"), auditTable(audit.rows),
+    h("h3", {}, "Recent audit rows"),
+    audit.rows.length ? auditTable(audit.rows) : h("p", { class: "muted" }, "none among the chain's newest 1,000 rows"),
   );
 }
 
@@ -616,6 +624,18 @@ async function revokeDialog(record) {
       h("button", { autofocus: true, onclick: () => { dialog.close(); dialog.remove(); } }, "Cancel")));
   document.body.append(dialog);
   dialog.showModal();
+}
+
+// The newest `count` rows of the caller's chain (about `actor` when given): the audit route pages
+// oldest first by chain position, so the page starts near the head's length instead of walking
+// the chain (an actor's rows are looked for among the newest 1,000).
+async function newestRows(actor, count) {
+  const head = await api("GET", "/v1/audit/head");
+  const span = actor ? 1000 : count;
+  const params = new URLSearchParams({ after: String(Math.max(0, head.length - span)), limit: String(span) });
+  if (actor) params.set("actor", actor);
+  const page = await api("GET", `/v1/audit?${params}`);
+  return { head, rows: page.rows.slice(-count) };
 }
 
 function auditTable(rows) {
@@ -783,8 +803,7 @@ async function viewEvents(content) {
 // Audit verification: the head's ES256 signature checked here with WebCrypto, the signed message
 // compared field by field, and the newest row's hash compared with the head.
 
-async function verifyHead() {
-  const head = await api("GET", "/v1/audit/head");
+async function verifyHead(head) {
   if (!head.signature) return { head, ok: null, why: "the head waits for its signature" };
   const jwk = head.keys.find((k) => k.kid === head.kid);
   if (!jwk) return { head, ok: false, why: `no audit key ${head.kid}` };
@@ -802,19 +821,18 @@ async function verifyHead() {
   if (signedMaster !== head.master.replace(/^0x/, "") || signedLength !== head.length || signedHash !== head.hash) {
     return { head, ok: false, why: "the signed message does not match the head" };
   }
-  const rows = await api("GET", `/v1/audit?after=${Math.max(0, head.seq - 1)}&limit=1`);
-  const newest = rows.rows[rows.rows.length - 1];
-  if (newest && newest.seq === head.seq && newest.hash !== head.hash) {
-    return { head, ok: false, why: "the newest row does not hash to the head" };
-  }
-  return { head, ok: true, why: `signed by ${head.kid}` };
+  // The chain's last row (an agent sees it only when it is about its subtree).
+  const rows = await api("GET", `/v1/audit?after=${Math.max(0, head.length - 1)}&limit=1`);
+  const last = rows.rows.find((r) => r.chain_seq === head.length);
+  if (last && last.hash !== head.hash) return { head, ok: false, why: "the last row does not hash to the head" };
+  return { head, ok: true, why: `signed by ${head.kid}${last ? ", and the last row hashes to it" : ""}` };
 }
 
 async function viewAudit(content) {
   const status = h("p", { id: "audit-status" }, "verifying…");
-  const rows = await api("GET", "/v1/audit?limit=50");
-  content.append(h("h2", {}, "Audit"), status, auditTable(rows.rows));
-  const result = await verifyHead();
+  const { head, rows } = await newestRows(null, 50);
+  content.append(h("h2", {}, "Audit"), status, auditTable(rows));
+  const result = await verifyHead(head);
   status.replaceChildren(
     result.ok ? badge("verified") : badge(result.ok === false ? "failed" : "pending"),
     ` chain of ${result.head.length} rows, head ${short(result.head.hash)} — ${result.why}`);
