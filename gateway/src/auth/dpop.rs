@@ -6,11 +6,20 @@
 //! required; `jti` at most 64 bytes. Verifying records nothing: the caller records `(jti, jkt)`
 //! with [`DpopVerifier::record`] once the request has passed its rate limit and, with a token,
 //! once the token is verified and bound to this key (see `replay`).
+//!
+//! A client's proofs all carry the same header (`typ`, `alg`, its `jwk`), so the key of a header
+//! that passed every check is kept parsed, with its thumbprint, keyed by the header's exact
+//! base64url segment: later proofs skip the header's decoding, the key's parsing and the
+//! thumbprint, and go straight to the signature. The cache is bounded ([`KEY_CACHE`] headers,
+//! emptied when full) and filled only by proofs whose signature verified.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -24,6 +33,12 @@ pub const NONCE_WINDOW_SECONDS: i64 = 15;
 
 /// Longest accepted `jti`.
 pub const MAX_JTI: usize = 64;
+
+/// Proof headers whose parsed key is kept (see the module documentation).
+pub const KEY_CACHE: usize = 10_000;
+
+/// Longest proof header kept in the cache (a P-256 `jwk` header is about 250 bytes).
+const MAX_CACHED_HEADER: usize = 1024;
 
 /// Why a proof is refused (each maps to `invalid_dpop_proof`, except where noted).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,12 +127,28 @@ struct Claims {
     nonce: Option<String>,
 }
 
+/// The key of a proof header that passed every check, parsed once.
+struct ProofKey {
+    key: ParsedPublicKey,
+    /// RFC 7638 thumbprint of the key.
+    jkt: String,
+}
+
 /// Verifies DPoP proofs; shared by every route.
-#[derive(Debug)]
 pub struct DpopVerifier {
     skew: i64,
     replay: ReplayCache,
     nonces: NonceIssuer,
+    /// Header segment → its checked, parsed key.
+    keys: Mutex<HashMap<Box<str>, Arc<ProofKey>>>,
+}
+
+impl std::fmt::Debug for DpopVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopVerifier")
+            .field("skew", &self.skew)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DpopVerifier {
@@ -127,6 +158,7 @@ impl DpopVerifier {
             skew: skew_seconds,
             replay: ReplayCache::new(skew_seconds),
             nonces: NonceIssuer::new(NONCE_WINDOW_SECONDS),
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -186,36 +218,35 @@ impl DpopVerifier {
     /// Runs every check of the module documentation, the cheap ones before the signature.
     /// Records nothing.
     pub fn verify(&self, proof: &str, req: &ProofRequest<'_>) -> Result<VerifiedProof, DpopError> {
-        let header = decode_segment(proof.split('.').next().unwrap_or_default())?;
-        if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
-            return Err(DpopError::Type);
+        let mut parts = proof.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            // Not three segments: the header's rules first (as for any proof), then the
+            // signature, which cannot verify.
+            let first = proof.split('.').next().unwrap_or_default();
+            return Err(parse_header(first).err().unwrap_or(DpopError::Signature));
+        };
+        let (key, cached) = match self.cached_key(header) {
+            Some(key) => (key, true),
+            None => (Arc::new(parse_header(header)?), false),
+        };
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| DpopError::Signature)?;
+        // The signing input is the proof up to its last dot.
+        let signed = &proof[..header.len() + 1 + payload.len()];
+        key.key
+            .verify_sig(signed.as_bytes(), &signature)
+            .map_err(|_| DpopError::Signature)?;
+        let claims: Claims = URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(DpopError::Signature)?;
+        if !cached {
+            self.keep_key(header, key.clone());
         }
-        if header.get("alg").and_then(Value::as_str) != Some("ES256") {
-            return Err(DpopError::Algorithm);
-        }
-        if ["jku", "x5u", "x5c", "kid"]
-            .iter()
-            .any(|k| header.get(*k).is_some())
-        {
-            return Err(DpopError::Key);
-        }
-        let jwk_value = header.get("jwk").ok_or(DpopError::Key)?;
-        let jwk_object = jwk_value.as_object().ok_or(DpopError::Key)?;
-        if jwk_object.contains_key("d")
-            || jwk_object.get("kty").and_then(Value::as_str) != Some("EC")
-            || jwk_object.get("crv").and_then(Value::as_str) != Some("P-256")
-        {
-            return Err(DpopError::Key);
-        }
-        let jwk: Jwk = serde_json::from_value(jwk_value.clone()).map_err(|_| DpopError::Key)?;
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| DpopError::Key)?;
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<Claims>(proof, &key, &validation)
-            .map_err(|_| DpopError::Signature)?
-            .claims;
 
         if claims.htm.as_deref() != Some(req.method) {
             return Err(DpopError::Method);
@@ -252,16 +283,89 @@ impl DpopVerifier {
             .jti
             .filter(|j| !j.is_empty() && j.len() <= MAX_JTI)
             .ok_or(DpopError::Jti)?;
-        let jkt = jwk
-            .thumbprint(ThumbprintHash::SHA256)
-            .map_err(|_| DpopError::Key)?;
         Ok(VerifiedProof {
-            jkt,
+            jkt: key.jkt.clone(),
             jti,
             iat,
             nonce_expires,
         })
     }
+
+    fn cached_key(&self, header: &str) -> Option<Arc<ProofKey>> {
+        self.key_cache().get(header).cloned()
+    }
+
+    fn keep_key(&self, header: &str, key: Arc<ProofKey>) {
+        if header.len() > MAX_CACHED_HEADER {
+            return;
+        }
+        let mut keys = self.key_cache();
+        if keys.len() >= KEY_CACHE {
+            keys.clear();
+        }
+        keys.insert(header.into(), key);
+    }
+
+    fn key_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<ProofKey>>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Proof headers whose parsed key is kept (for tests).
+    pub fn cached_keys(&self) -> usize {
+        self.key_cache().len()
+    }
+}
+
+/// The header's rules (`typ`, `alg`, where the key comes from).
+fn check_header(header: &serde_json::Map<String, Value>) -> Result<(), DpopError> {
+    if header.get("typ").and_then(Value::as_str) != Some("dpop+jwt") {
+        return Err(DpopError::Type);
+    }
+    if header.get("alg").and_then(Value::as_str) != Some("ES256") {
+        return Err(DpopError::Algorithm);
+    }
+    if ["jku", "x5u", "x5c", "kid"]
+        .iter()
+        .any(|k| header.get(*k).is_some())
+    {
+        return Err(DpopError::Key);
+    }
+    Ok(())
+}
+
+/// Checks a header segment and parses its key: a public P-256 `jwk` and nothing else.
+fn parse_header(segment: &str) -> Result<ProofKey, DpopError> {
+    let header = decode_segment(segment)?;
+    check_header(&header)?;
+    let jwk_value = header.get("jwk").ok_or(DpopError::Key)?;
+    let jwk_object = jwk_value.as_object().ok_or(DpopError::Key)?;
+    if jwk_object.contains_key("d")
+        || jwk_object.get("kty").and_then(Value::as_str) != Some("EC")
+        || jwk_object.get("crv").and_then(Value::as_str) != Some("P-256")
+    {
+        return Err(DpopError::Key);
+    }
+    let jwk: Jwk = serde_json::from_value(jwk_value.clone()).map_err(|_| DpopError::Key)?;
+    let coordinate = |name: &str| -> Result<Vec<u8>, DpopError> {
+        jwk_object
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+            .filter(|c| c.len() == 32)
+            .ok_or(DpopError::Key)
+    };
+    // SEC 1 uncompressed point: 04 || x || y.
+    let mut point = Vec::with_capacity(65);
+    point.push(4);
+    point.extend_from_slice(&coordinate("x")?);
+    point.extend_from_slice(&coordinate("y")?);
+    let key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).map_err(|_| DpopError::Key)?;
+    let jkt = jwk
+        .thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| DpopError::Key)?;
+    Ok(ProofKey { key, jkt })
 }
 
 fn decode_segment(segment: &str) -> Result<serde_json::Map<String, Value>, DpopError> {

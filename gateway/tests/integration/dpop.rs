@@ -144,6 +144,59 @@ fn every_rule_refuses_its_violation() {
     assert!(accept(&verifier, &right, &get(Some(token))).is_ok());
 }
 
+/// The segments of a compact JWS.
+fn segments(proof: &str) -> Vec<String> {
+    proof.split('.').map(str::to_string).collect()
+}
+
+#[test]
+fn a_kept_key_checks_signatures_as_a_freshly_parsed_one_does() {
+    let verifier = DpopVerifier::new(60);
+    let client = Client::new();
+    let get = request("GET", "/v1/whoami", None, NOW);
+    let proof = |jti: &str| client.proof(claims(jti, "GET", "/v1/whoami", NOW));
+
+    // A proof whose signature fails keeps nothing.
+    let mut forged = segments(&proof("c0"));
+    forged[2] = segments(&proof("c0b"))[2].clone();
+    assert_eq!(
+        accept(&verifier, &forged.join("."), &get),
+        Err(DpopError::Signature)
+    );
+    assert_eq!(verifier.cached_keys(), 0);
+
+    let first = accept(&verifier, &proof("c1"), &get).expect("first proof");
+    assert_eq!(verifier.cached_keys(), 1);
+    let second = accept(&verifier, &proof("c2"), &get).expect("second proof, kept key");
+    assert_eq!(first.jkt, second.jkt, "the kept thumbprint is the key's");
+    assert_eq!(verifier.cached_keys(), 1);
+
+    // The kept header with claims it did not sign, with another key's signature, and with a
+    // signature that is not 64 bytes: each refused as before.
+    let mut swapped = segments(&proof("c3"));
+    swapped[1] = segments(&proof("c4"))[1].clone();
+    let other = Client::new();
+    let mut stolen = segments(&proof("c5"));
+    stolen[2] = segments(&other.proof(claims("c5", "GET", "/v1/whoami", NOW)))[2].clone();
+    let mut short = segments(&proof("c6"));
+    short[2] = B64.encode([7u8; 63]);
+    for (name, forged) in [
+        ("swapped claims", swapped),
+        ("stolen signature", stolen),
+        ("short signature", short),
+    ] {
+        assert_eq!(
+            accept(&verifier, &forged.join("."), &get),
+            Err(DpopError::Signature),
+            "{name}"
+        );
+    }
+    // Four segments with the kept header: refused, not read as a proof.
+    let four = format!("{}.x", proof("c7"));
+    assert_eq!(accept(&verifier, &four, &get), Err(DpopError::Signature));
+    assert!(accept(&verifier, &proof("c8"), &get).is_ok());
+}
+
 #[test]
 fn nonces_are_demanded_when_required_and_near_a_clients_quota() {
     let verifier = DpopVerifier::new(60);
