@@ -143,6 +143,8 @@ impl ActorRecord {
             for _ in 0..r.u16()? {
                 scopes.push(r.string()?);
             }
+            // Held for the actor's lifetime: no room for scopes it will never get.
+            scopes.shrink_to_fit();
         }
         r.finish()?;
         Ok(Self {
