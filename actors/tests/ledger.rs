@@ -105,8 +105,10 @@ async fn login_creates_the_master_once_and_reuses_the_binding_of_the_same_key() 
         ]
     );
     assert!(rows.iter().all(|r| r.entry.origin.request_id == "req-1"));
+    store.settle_audit_heads().await.expect("settled");
     let head = store.audit_head(&master).expect("read").expect("head");
     assert_eq!(head.length, 6);
+    assert!(head.is_signed());
     assert!(check(&head.kid, &head.message(), &head.signature));
     let report = store.verify_audit(&check, &[]).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -317,6 +319,7 @@ async fn verify_detects_truncation_even_with_an_older_valid_head() {
         .await
         .expect("login");
     // Keep the validly signed head of a 3-row chain, as an attacker could.
+    store.settle_audit_heads().await.expect("settled");
     let old_head = read_head(&store, &master);
     store
         .login(login(master, "k2", Registration::Open))
@@ -351,6 +354,7 @@ async fn verify_detects_truncation_even_with_an_older_valid_head() {
 fn read_head(store: &Ledger, master: &Omni) -> Vec<u8> {
     let head = store.audit_head(master).expect("read").expect("head");
     assert_eq!(head.length, 3);
+    assert!(head.is_signed());
     head.encode()
 }
 
@@ -452,6 +456,7 @@ async fn rows_appended_in_one_batch_chain_up_and_each_head_is_signed_once() {
     // The first login of a master writes 3 rows (create, device, login), every other one 2
     // (device, login).
     assert_eq!(report.rows, 3 * (3 + 39 * 2));
+    store.settle_audit_heads().await.expect("settled");
     assert_eq!(head_kids(&store, &masters), vec!["test"; 3]);
 }
 
@@ -522,7 +527,7 @@ impl HeadSigner for GatedSigner {
 }
 
 #[tokio::test]
-async fn a_revocation_commits_without_waiting_for_a_signature_and_the_next_batch_signs_its_head() {
+async fn a_revocation_commits_even_while_the_signer_refuses_and_settling_signs_its_head_later() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = unsigned_store(dir.path());
     let signer = Arc::new(GatedSigner(std::sync::atomic::AtomicBool::new(true)));
@@ -547,10 +552,159 @@ async fn a_revocation_commits_without_waiting_for_a_signature_and_the_next_batch
         .await
         .expect("the urgent batch commits without a signature");
     assert!(revoked.new);
-    signer.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    // The ordinary batch after it (here at the latest the flush's) signs the pending head.
+    // Its head's signature, asked for after the commit, was refused: the head is pending,
+    // still carrying the login's signature of the earlier state, and nothing is wrong.
     store.store().flush().await.expect("flushed");
-    assert_eq!(head_kids(&store, &[master]), vec!["test"]);
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert!(!head.is_signed());
+    assert!(check(&head.kid, &head.signed_message(), &head.signature));
     let report = store.verify_audit(&check, &[]).expect("verify");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // Once the signer signs again, settling signs the end.
+    signer.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.settle_audit_heads().await.expect("settled");
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert!(head.is_signed());
+    assert!(check(&head.kid, &head.message(), &head.signature));
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Holds every asynchronous signature request until the test releases it, then signs like
+/// [`TestSigner`]: the writer's batches must not wait for it.
+#[derive(Default)]
+struct HeldSigner(std::sync::Mutex<Vec<(Vec<Vec<u8>>, audit::HeadsSigned)>>);
+
+impl HeadSigner for HeldSigner {
+    fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String> {
+        TestSigner.sign_head(message)
+    }
+
+    fn sign_heads_then(&self, messages: Vec<Vec<u8>>, done: audit::HeadsSigned) {
+        self.0.lock().expect("lock").push((messages, done));
+    }
+}
+
+impl HeldSigner {
+    /// Answers the oldest `n` held requests (at most); answers how many there were.
+    fn release(&self, n: usize) -> usize {
+        let held: Vec<_> = {
+            let mut all = self.0.lock().expect("lock");
+            let n = n.min(all.len());
+            all.drain(..n).collect()
+        };
+        let count = held.len();
+        for (messages, done) in held {
+            done(messages.iter().map(|m| TestSigner.sign_head(m)).collect());
+        }
+        count
+    }
+}
+
+#[tokio::test]
+async fn commits_do_not_wait_for_head_signatures_and_an_earlier_signed_state_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = unsigned_store(dir.path());
+    let signer = Arc::new(HeldSigner::default());
+    store
+        .set_head_signer(signer.clone())
+        .await
+        .expect("signer installed");
+    let master = omni_of(None, "mia");
+    // Both logins commit while their heads' signatures are held.
+    store
+        .login(login(master, "key-1", Registration::Open))
+        .await
+        .expect("login");
+    let first = store.audit_head(&master).expect("read").expect("head");
+    assert_eq!((first.length, first.signature.len()), (3, 0));
+    store
+        .login(login(master, "key-2", Registration::Open))
+        .await
+        .expect("the next batch commits without the earlier signature");
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(
+        report.problems.is_empty(),
+        "pending, not problems: {:?}",
+        report.problems
+    );
+    // The first head's signature arrives late; the next batch stores it as the signed earlier
+    // state of a chain that has moved on.
+    assert_eq!(signer.release(1), 1);
+    store.store().flush().await.expect("flushed");
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert_eq!(head.length, 5);
+    assert!(!head.is_signed());
+    assert_eq!(head.signed_state(), first.state());
+    assert!(check(&head.kid, &head.signed_message(), &head.signature));
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The second arrives while nothing else is written: the writer stores it by itself (an
+    // empty batch a few milliseconds later), and the end is signed.
+    let commits = store.store().writer_counts().commits;
+    assert_eq!(signer.release(1), 1);
+    let stored = || {
+        store
+            .audit_head(&master)
+            .expect("read")
+            .is_some_and(|h| h.is_signed())
+    };
+    assert!(agentkeys_tests::wait_until(stored, std::time::Duration::from_secs(10)).await);
+    assert_eq!(store.store().writer_counts().commits, commits + 1);
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert!(check(&head.kid, &head.message(), &head.signature));
+
+    // A signed state the chain never went through is caught.
+    let forged = audit::HeadState {
+        length: 2,
+        hash: [0xee; 32],
+        seq: 2,
+    };
+    let mut bad = head.clone();
+    bad.signed = Some(forged);
+    bad.signature = TestSigner
+        .sign_head(&forged.message(&master))
+        .expect("sign")
+        .1;
+    store.store().close();
+    let path = dir.path().join("agentkeys.redb");
+    edit(&path, |txn| {
+        txn.open_table(AUDIT_HEADS)
+            .expect("heads")
+            .insert(master.as_bytes(), bad.encode().as_slice())
+            .expect("forge");
+    });
+    let found = problems(&path, &[]);
+    assert!(
+        found.iter().any(|p| p.contains("not a state of the chain")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn settling_signs_and_stores_every_pending_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = unsigned_store(dir.path());
+    let signer = Arc::new(HeldSigner::default());
+    store
+        .set_head_signer(signer.clone())
+        .await
+        .expect("signer installed");
+    let master = omni_of(None, "ned");
+    store
+        .login(login(master, "key-1", Registration::Open))
+        .await
+        .expect("login");
+    // The held asynchronous request never answers; settling signs in the batch itself.
+    store.settle_audit_heads().await.expect("settled");
+    let head = store.audit_head(&master).expect("read").expect("head");
+    assert!(head.is_signed());
+    assert!(check(&head.kid, &head.message(), &head.signature));
+    // A late answer for the same state changes nothing.
+    assert_eq!(signer.release(1), 1);
+    store.store().flush().await.expect("flushed");
+    assert_eq!(
+        store.audit_head(&master).expect("read").expect("head"),
+        head
+    );
 }

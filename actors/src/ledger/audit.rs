@@ -161,7 +161,34 @@ pub struct AuditRow {
     pub hash: [u8; 32],
 }
 
-/// A signed chain head.
+/// A chain's state as a head signature covers it: rows, last hash, global sequence of the last
+/// row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadState {
+    /// Rows in the chain.
+    pub length: u64,
+    /// Hash of the last row.
+    pub hash: [u8; 32],
+    /// Global sequence of the last row.
+    pub seq: u64,
+}
+
+impl HeadState {
+    /// The signed bytes for `master`'s chain in this state.
+    pub fn message(&self, master: &Omni) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD_LABEL.len() + 32 + 8 + 32 + 8);
+        out.extend_from_slice(HEAD_LABEL);
+        out.extend_from_slice(master.as_bytes());
+        out.extend_from_slice(&self.length.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+}
+
+/// A chain head: the chain's current end and the audit key's signature over it — or, while the
+/// signature of the current end is being made, over an earlier state of the chain
+/// ([`ChainHead::signed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
     /// The master.
@@ -172,46 +199,128 @@ pub struct ChainHead {
     pub hash: [u8; 32],
     /// Global sequence of the last row.
     pub seq: u64,
-    /// The audit key that signed (empty while unsigned).
+    /// The audit key that signed (empty while nothing is signed).
     pub kid: String,
-    /// ES256 `r || s` over [`ChainHead::message`] (empty while unsigned).
+    /// ES256 `r || s` over [`ChainHead::signed_message`] (empty while nothing is signed).
     pub signature: Vec<u8>,
+    /// The earlier state the signature covers, while the current end waits for its own
+    /// (`None`: the signature, if any, covers the current end).
+    pub signed: Option<HeadState>,
 }
 
 impl ChainHead {
-    /// The signed bytes.
-    pub fn message(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEAD_LABEL.len() + 32 + 8 + 32 + 8);
-        out.extend_from_slice(HEAD_LABEL);
-        out.extend_from_slice(self.master.as_bytes());
-        out.extend_from_slice(&self.length.to_be_bytes());
-        out.extend_from_slice(&self.hash);
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out
+    /// A chain's first head: no rows, nothing signed.
+    pub fn empty(master: Omni) -> Self {
+        Self {
+            master,
+            length: 0,
+            hash: [0; 32],
+            seq: 0,
+            kid: String::new(),
+            signature: Vec::new(),
+            signed: None,
+        }
     }
 
-    /// The stored encoding: `u64 length, [32] hash, u64 seq, u16+kid, u16+signature`.
+    /// The chain's current end.
+    pub fn state(&self) -> HeadState {
+        HeadState {
+            length: self.length,
+            hash: self.hash,
+            seq: self.seq,
+        }
+    }
+
+    /// The state the signature covers (the current end unless [`ChainHead::signed`] says
+    /// otherwise).
+    pub fn signed_state(&self) -> HeadState {
+        self.signed.unwrap_or_else(|| self.state())
+    }
+
+    /// The bytes a signature of the current end covers.
+    pub fn message(&self) -> Vec<u8> {
+        self.state().message(&self.master)
+    }
+
+    /// The bytes the stored signature covers.
+    pub fn signed_message(&self) -> Vec<u8> {
+        self.signed_state().message(&self.master)
+    }
+
+    /// Whether the signature covers the current end.
+    pub fn is_signed(&self) -> bool {
+        !self.signature.is_empty() && self.signed.is_none()
+    }
+
+    /// The head after a row moved the chain's end to `next`: a signature of the old end is kept
+    /// as the signed earlier state.
+    fn advanced(&self, next: HeadState) -> Self {
+        let signed = if self.signature.is_empty() {
+            None
+        } else {
+            Some(self.signed_state())
+        };
+        Self {
+            master: self.master,
+            length: next.length,
+            hash: next.hash,
+            seq: next.seq,
+            kid: self.kid.clone(),
+            signature: self.signature.clone(),
+            signed,
+        }
+    }
+
+    /// Takes a signature of `state` (a state this chain went through) if it is newer than what
+    /// the head holds; answers whether the head is now signed at its current end.
+    pub(crate) fn take_signature(&mut self, state: HeadState, kid: &str, signature: &[u8]) -> bool {
+        let held = (!self.signature.is_empty()).then(|| self.signed_state().length);
+        if state.length > self.length || held.is_some_and(|held| held >= state.length) {
+            return self.is_signed();
+        }
+        self.kid = kid.to_owned();
+        self.signature = signature.to_vec();
+        self.signed = (state != self.state()).then_some(state);
+        self.is_signed()
+    }
+
+    /// The stored encoding: `u64 length, [32] hash, u64 seq, u16+kid, u16+signature`, then —
+    /// only when the signature covers an earlier state — that state's `u64 length, [32] hash,
+    /// u64 seq`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(100 + self.kid.len() + self.signature.len());
+        let mut out = Vec::with_capacity(148 + self.kid.len() + self.signature.len());
         out.extend_from_slice(&self.length.to_be_bytes());
         out.extend_from_slice(&self.hash);
         out.extend_from_slice(&self.seq.to_be_bytes());
         put_bytes(&mut out, self.kid.as_bytes());
         put_bytes(&mut out, &self.signature);
+        if let Some(signed) = &self.signed {
+            out.extend_from_slice(&signed.length.to_be_bytes());
+            out.extend_from_slice(&signed.hash);
+            out.extend_from_slice(&signed.seq.to_be_bytes());
+        }
         out
     }
 
     pub(crate) fn decode(master: Omni, bytes: &[u8]) -> Result<Self, StoreError> {
         let mut r = Reader::new(bytes);
         let head = (|| {
-            let head = ChainHead {
+            let mut head = ChainHead {
                 master,
                 length: r.u64()?,
                 hash: r.array()?,
                 seq: r.u64()?,
                 kid: r.string()?,
                 signature: r.bytes()?.to_vec(),
+                signed: None,
             };
+            if r.position() < bytes.len() {
+                head.signed = Some(HeadState {
+                    length: r.u64()?,
+                    hash: r.array()?,
+                    seq: r.u64()?,
+                });
+            }
             r.finish().map(|()| head)
         })();
         head.map_err(|e| StoreError::Corrupt(format!("audit head of {}: {e}", master.short())))
@@ -222,7 +331,16 @@ impl ChainHead {
 pub trait HeadSigner: Send + Sync + 'static {
     /// Signs `message`; returns the key id and the signature.
     fn sign_head(&self, message: &[u8]) -> Result<(String, Vec<u8>), String>;
+
+    /// Signs every message and hands the answers, in order, to `done` — on another thread when
+    /// the signer has one (the store's writer does not wait); here, at once.
+    fn sign_heads_then(&self, messages: Vec<Vec<u8>>, done: HeadsSigned) {
+        done(messages.iter().map(|m| self.sign_head(m)).collect());
+    }
 }
+
+/// Where [`HeadSigner::sign_heads_then`] delivers its answers.
+pub type HeadsSigned = Box<dyn FnOnce(Vec<Result<(String, Vec<u8>), String>>) + Send>;
 
 impl AuditEntry {
     /// A row for an operation that happened (`outcome::OK`).
@@ -375,19 +493,19 @@ pub fn detail_hash(bytes: &[u8]) -> [u8; 32] {
 }
 
 thread_local! {
-    /// Set by [`append`] on the writer thread; the writer signs heads only after batches that
-    /// appended rows.
-    static APPENDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by [`sign_now`] on the writer thread: the batch signs every pending head before it
+    /// commits.
+    static SIGN_NOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether rows were appended on this thread since the last call (and resets the flag).
-pub(crate) fn take_appended() -> bool {
-    APPENDED.with(|flag| flag.replace(false))
+/// Whether the batch on this thread was asked to sign pending heads (and resets the flag).
+pub(crate) fn take_sign_now() -> bool {
+    SIGN_NOW.with(|flag| flag.replace(false))
 }
 
-/// Makes the writer sign pending heads after this batch.
-pub(crate) fn mark_appended() {
-    APPENDED.with(|flag| flag.set(true));
+/// Makes the batch on this (writer) thread sign every pending head before it commits.
+pub(crate) fn sign_now() {
+    SIGN_NOW.with(|flag| flag.set(true));
 }
 
 /// What the batch in progress on the writer thread appended: the next global sequence and the
@@ -410,39 +528,66 @@ pub(crate) fn begin_batch() {
     BATCH.with(|b| *b.borrow_mut() = Some(Batch::default()));
 }
 
-/// Writes the heads of the chains this batch appended to, signed by `signer` — or, without
-/// one, unsigned and in the unsigned set (a later batch with a signer signs them) — and ends
-/// the batch. A batch that fails afterwards writes nothing at all, so memory and store agree.
-///
-/// Answers the masters whose chains the batch appended to.
+/// A signature of one state of a chain, made after the batch that wrote that state committed,
+/// waiting for a batch to store it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignedHead {
+    pub master: Omni,
+    pub state: HeadState,
+    pub kid: String,
+    pub signature: Vec<u8>,
+}
+
+/// What [`finish_batch`] wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Finished {
+    /// The masters whose chains the batch appended to.
+    pub touched: Vec<Omni>,
+    /// Their new ends, to be signed once the batch committed.
+    pub to_sign: Vec<(Omni, HeadState)>,
+}
+
+/// Ends the batch: writes the head of every chain it appended to once — with the signature of
+/// its previous end (or of an earlier state) kept, and in the unsigned set, since its new end
+/// is signed only after the commit — and stores the signatures in `ready` (states earlier
+/// batches committed). A batch that fails afterwards writes nothing at all, so memory and
+/// store agree.
 pub(crate) fn finish_batch(
     txn: &WriteTransaction,
-    signer: Option<&dyn HeadSigner>,
-) -> Result<Vec<Omni>, StoreError> {
-    let Some(batch) = BATCH.with(|b| b.borrow_mut().take()) else {
-        return Ok(Vec::new());
-    };
-    if batch.heads.is_empty() {
-        return Ok(Vec::new());
+    ready: &[SignedHead],
+) -> Result<Finished, StoreError> {
+    let batch = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    if batch.heads.is_empty() && ready.is_empty() {
+        return Ok(Finished::default());
     }
-    let touched = batch.heads.keys().map(|k| Omni::from_bytes(*k)).collect();
+    let mut finished = Finished::default();
     let mut heads = txn.open_table(AUDIT_HEADS)?;
-    match signer {
-        Some(signer) => {
-            for (key, mut head) in batch.heads {
-                sign_head(&mut head, signer)?;
-                heads.put(&key, head.encode().as_slice())?;
-            }
+    let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
+    for (key, mut head) in batch.heads {
+        let master = head.master;
+        for s in ready.iter().filter(|s| s.master == master) {
+            head.take_signature(s.state, &s.kid, &s.signature);
         }
-        None => {
-            let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
-            for (key, head) in batch.heads {
-                heads.put(&key, head.encode().as_slice())?;
-                unsigned.put(&key, ())?;
-            }
-        }
+        heads.put(&key, head.encode().as_slice())?;
+        unsigned.put(&key, ())?;
+        finished.touched.push(head.master);
+        finished.to_sign.push((head.master, head.state()));
     }
-    Ok(touched)
+    for s in ready {
+        if finished.touched.contains(&s.master) {
+            continue;
+        }
+        let key = *s.master.as_bytes();
+        let Some(bytes) = heads.get(&key)?.map(|v| v.value().to_vec()) else {
+            continue;
+        };
+        let mut head = ChainHead::decode(s.master, &bytes)?;
+        if head.take_signature(s.state, &s.kid, &s.signature) {
+            unsigned.remove(&key)?;
+        }
+        heads.put(&key, head.encode().as_slice())?;
+    }
+    Ok(finished)
 }
 
 fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreError> {
@@ -451,6 +596,7 @@ fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreE
         .map_err(|e| StoreError::Corrupt(format!("audit head signing failed: {e}")))?;
     head.kid = kid;
     head.signature = signature;
+    head.signed = None;
     Ok(())
 }
 
@@ -460,7 +606,6 @@ fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreE
 /// batch's memory after its first row, and the head is written once by [`finish_batch`];
 /// outside one (a transaction of its own) the head is written here and left unsigned.
 pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, StoreError> {
-    mark_appended();
     let master = entry.master;
     let mut rows = txn.open_table(AUDIT)?;
     let last_seq =
@@ -489,7 +634,8 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
         Some(head) => Some(head),
         None => stored_head()?,
     };
-    let (length, prev_hash) = previous.map_or((0, [0; 32]), |h| (h.length, h.hash));
+    let previous = previous.unwrap_or_else(|| ChainHead::empty(master));
+    let (length, prev_hash) = (previous.length, previous.hash);
     let chain_seq = length + 1;
     let encoding = entry.encode(seq, chain_seq);
     let hash = chain_hash(&prev_hash, &encoding);
@@ -498,14 +644,11 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
     rows.put(seq, value.as_slice())?;
     txn.open_table(AUDIT_CHAIN)?
         .put((master.as_bytes(), chain_seq), seq)?;
-    let head = ChainHead {
-        master,
+    let head = previous.advanced(HeadState {
         length: chain_seq,
         hash,
         seq,
-        kid: String::new(),
-        signature: Vec::new(),
-    };
+    });
     if in_batch {
         BATCH.with(|b| {
             if let Some(batch) = b.borrow_mut().as_mut() {
@@ -623,10 +766,26 @@ pub fn verify(
                 walked.length, head.length
             ));
         }
-        if !pending && !check(&head.kid, &head.message(), &head.signature) {
+        if head.signature.is_empty() {
+            if !pending {
+                report
+                    .problems
+                    .push(format!("chain {name}: the head is not signed"));
+            }
+        } else if !check(&head.kid, &head.signed_message(), &head.signature) {
             report
                 .problems
                 .push(format!("chain {name}: the head signature does not verify"));
+        } else if let Some(signed) = head.signed {
+            // The signature covers an earlier state: the chain must have passed through it.
+            let through = walked.length >= signed.length
+                && state_at(&chain, &rows, &master, signed.length)? == Some(signed);
+            if !pending || !through {
+                report.problems.push(format!(
+                    "chain {name}: the signed head ({} rows) is not a state of the chain",
+                    signed.length
+                ));
+            }
         }
         report.marks.push(walked);
     }
@@ -703,6 +862,26 @@ fn walk_chain(
         length,
         hash: prev,
     })
+}
+
+/// The state of `master`'s chain after its row `length` (as the rows say).
+fn state_at(
+    chain: &impl ReadableTable<(&'static [u8; 32], u64), u64>,
+    rows: &impl ReadableTable<u64, &'static [u8]>,
+    master: &Omni,
+    length: u64,
+) -> Result<Option<HeadState>, StoreError> {
+    let Some(seq) = chain.get((master.as_bytes(), length))?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let Some(row) = rows.get(seq)? else {
+        return Ok(None);
+    };
+    Ok(AuditRow::decode(row.value()).ok().map(|row| HeadState {
+        length,
+        hash: row.hash,
+        seq,
+    }))
 }
 
 fn check_marks(

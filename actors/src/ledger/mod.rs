@@ -581,6 +581,14 @@ impl Ledger {
         signer: Arc<dyn HeadSigner>,
     ) -> PendingWrite<(), std::convert::Infallible> {
         self.audit.set_signer(signer);
+        self.settle_audit_heads()
+    }
+
+    /// Signs every pending head now and stores the signatures: once it resolves, every head
+    /// committed before the call is signed at its end (without a signer: nothing changes).
+    /// Heads are otherwise signed just after their batch commits and stored with the next batch
+    /// (docs/audit.md); this is for readers that need the signature of the latest head.
+    pub fn settle_audit_heads(&self) -> PendingWrite<(), std::convert::Infallible> {
         self.submit(tree::SignPendingHeads)
     }
 

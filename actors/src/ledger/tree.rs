@@ -3,13 +3,13 @@
 //! transaction), and the audit log's batch hook.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
     BatchHook, CreateActor, CreateError, CreatePlan, Created, Lane, Mutation, Origin, Revocation,
-    RevokeActor, RevokeError, RevokePlan, StoreError, WriteError,
+    RevokeActor, RevokeError, RevokePlan, StoreError, Wake, WriteError,
 };
 use agentkeys_runtime::{Omni, Runtime, SupervisionEvent};
 
@@ -116,16 +116,89 @@ impl Mutation for Revoke {
     }
 }
 
-/// The audit log's part of every batch: heads of the chains the batch appended to are signed
-/// before the commit (once a signer is set), and after it the event streams of those masters —
-/// and only those — are woken.
+/// The audit log's part of every batch: the heads of the chains the batch appended to are
+/// written unsigned (keeping the signature of an earlier state) and, once it committed, sent to
+/// the audit key to be signed off the writer thread; the signatures ride with the next batch
+/// (which waits for them a little, see [`BatchHook::busy`]) or an empty one. After each commit
+/// the event streams of the masters it appended to — and only those — are woken.
 #[derive(Default)]
 pub(super) struct AuditHook {
     signer: OnceLock<Arc<dyn HeadSigner>>,
-    /// An urgent batch appended rows whose heads no batch has signed yet.
-    deferred: AtomicBool,
+    signatures: Arc<HeadSignatures>,
     /// One wake-up channel per master with an open stream (dropped when its last reader goes).
     masters: std::sync::Mutex<HashMap<Omni, tokio::sync::watch::Sender<u64>>>,
+}
+
+/// Head signatures between the signer and the writer.
+#[derive(Default)]
+struct HeadSignatures {
+    /// Made and not yet stored by a committed batch (oldest first).
+    ready: std::sync::Mutex<Vec<audit::SignedHead>>,
+    /// Requests sent to the signer and not answered yet.
+    signing: AtomicUsize,
+    /// Wakes the writer when an answer arrives.
+    wake: OnceLock<Wake>,
+}
+
+impl HeadSignatures {
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<audit::SignedHead>> {
+        // A poisoned list still holds whole signatures.
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The signer's answers for `states`.
+    fn answered(
+        &self,
+        states: Vec<(Omni, audit::HeadState)>,
+        answers: Vec<Result<(String, Vec<u8>), String>>,
+    ) {
+        let mut signed = Vec::with_capacity(states.len());
+        for ((master, state), answer) in states.into_iter().zip(answers) {
+            match answer {
+                Ok((kid, signature)) => signed.push(audit::SignedHead {
+                    master,
+                    state,
+                    kid,
+                    signature,
+                }),
+                // The head stays pending: the next signature of this chain covers a later
+                // state, and `Ledger::settle_audit_heads` signs whatever is left.
+                Err(e) => tracing::error!(cause = %e, "audit head signing failed"),
+            }
+        }
+        self.ready().extend(signed);
+        self.signing.fetch_sub(1, Ordering::AcqRel);
+        if let Some(wake) = self.wake.get() {
+            wake.wake();
+        }
+    }
+}
+
+/// One request to the signer; answered exactly once (with nothing if the signer dropped it, so
+/// the writer never waits for it forever).
+struct SignatureRequest {
+    signatures: Arc<HeadSignatures>,
+    /// `None` once answered.
+    states: Option<Vec<(Omni, audit::HeadState)>>,
+}
+
+impl SignatureRequest {
+    fn answer(mut self, answers: Vec<Result<(String, Vec<u8>), String>>) {
+        if let Some(states) = self.states.take() {
+            self.signatures.answered(states, answers);
+        }
+    }
+}
+
+impl Drop for SignatureRequest {
+    fn drop(&mut self) {
+        if let Some(states) = self.states.take() {
+            tracing::error!("the signer dropped an audit head signature request");
+            self.signatures.answered(states, Vec::new());
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditHook {
@@ -154,62 +227,94 @@ impl AuditHook {
     }
 }
 
+/// What the batch on this (writer) thread leaves for after its commit.
+#[derive(Default)]
+struct AfterCommit {
+    /// The masters whose chains it appended to (their streams are woken).
+    touched: Vec<Omni>,
+    /// How many of the ready signatures it stored.
+    stored: usize,
+    /// The chain ends it wrote, to be signed.
+    to_sign: Vec<(Omni, audit::HeadState)>,
+}
+
 thread_local! {
-    /// The masters whose chains the batch on this (writer) thread appended to; read after its
-    /// commit.
-    static SIGNAL: std::cell::RefCell<Vec<Omni>> = const { std::cell::RefCell::new(Vec::new()) };
+    static AFTER: std::cell::RefCell<AfterCommit> = std::cell::RefCell::new(AfterCommit::default());
 }
 
 impl BatchHook for AuditHook {
     fn batch_started(&self) {
-        audit::take_appended();
+        audit::take_sign_now();
         audit::begin_batch();
-        SIGNAL.with(|s| s.borrow_mut().clear());
+        AFTER.with(|a| *a.borrow_mut() = AfterCommit::default());
     }
 
     fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError> {
-        let signer = self.signer.get().map(|s| s.as_ref());
-        // A revocation's batch does not wait for a signature: its heads are written unsigned
-        // and pending, and the ordinary batch the writer runs after it signs them.
-        let urgent = lane == Lane::Urgent;
-        // The heads this batch appended to, once each; without a signer they stay in the
-        // unsigned set until a batch runs with one.
-        let touched = audit::finish_batch(txn, if urgent { None } else { signer })?;
-        if !touched.is_empty() {
+        let ready = self.signatures.ready().clone();
+        let finished = audit::finish_batch(txn, &ready)?;
+        if !finished.touched.is_empty() {
             // Other nodes wake their streams of these masters after the commit.
-            let masters: Vec<[u8; 32]> = touched.iter().map(|m| *m.as_bytes()).collect();
+            let masters: Vec<[u8; 32]> = finished.touched.iter().map(|m| *m.as_bytes()).collect();
             txn.announce(&masters)?;
         }
-        SIGNAL.with(|s| *s.borrow_mut() = touched);
-        let appended = audit::take_appended();
-        if urgent {
-            if appended {
-                self.deferred.store(true, Ordering::Relaxed);
+        let mut to_sign = finished.to_sign;
+        // Asked to sign every pending head now (`SignPendingHeads`, never in the urgent lane):
+        // the batch waits for those signatures and commits them.
+        if audit::take_sign_now()
+            && lane == Lane::Ordinary
+            && let Some(signer) = self.signer.get()
+        {
+            audit::sign_heads(txn, signer.as_ref())?;
+            to_sign.clear();
+        }
+        AFTER.with(|a| {
+            *a.borrow_mut() = AfterCommit {
+                touched: finished.touched,
+                stored: ready.len(),
+                to_sign,
             }
-            return Ok(());
-        }
-        if !appended && !self.deferred.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        match signer {
-            // Heads left unsigned by earlier batches (urgent ones, ones without a signer, or
-            // from before a restart).
-            Some(signer) => {
-                audit::sign_heads(txn, signer)?;
-                self.deferred.store(false, Ordering::Relaxed);
-                Ok(())
-            }
-            None => Ok(()),
-        }
+        });
+        Ok(())
     }
 
     fn committed(&self) {
-        let touched = SIGNAL.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        if touched.is_empty() {
-            return;
+        let after = AFTER.with(|a| std::mem::take(&mut *a.borrow_mut()));
+        if after.stored > 0 {
+            let mut ready = self.signatures.ready();
+            let stored = after.stored.min(ready.len());
+            ready.drain(..stored);
         }
-        // New rows of these chains are readable now: wake their masters' streams.
-        self.wake(touched);
+        if let Some(signer) = self.signer.get()
+            && !after.to_sign.is_empty()
+        {
+            self.signatures.signing.fetch_add(1, Ordering::AcqRel);
+            let messages = after
+                .to_sign
+                .iter()
+                .map(|(master, state)| state.message(master))
+                .collect();
+            let request = SignatureRequest {
+                signatures: self.signatures.clone(),
+                states: Some(after.to_sign),
+            };
+            signer.sign_heads_then(messages, Box::new(move |answers| request.answer(answers)));
+        }
+        if !after.touched.is_empty() {
+            // New rows of these chains are readable now: wake their masters' streams.
+            self.wake(after.touched);
+        }
+    }
+
+    fn attach(&self, wake: Wake) {
+        let _ = self.signatures.wake.set(wake);
+    }
+
+    fn busy(&self) -> bool {
+        self.signatures.signing.load(Ordering::Acquire) > 0
+    }
+
+    fn unwritten(&self) -> bool {
+        !self.signatures.ready().is_empty()
     }
 }
 
@@ -235,7 +340,8 @@ impl AuditHook {
     }
 }
 
-/// A no-op write that makes its batch sign every head left unsigned.
+/// A no-op write that makes its batch sign every head left unsigned, waiting for the
+/// signatures (see [`Ledger::settle_audit_heads`]).
 pub(super) struct SignPendingHeads;
 
 impl Mutation for SignPendingHeads {
@@ -247,7 +353,7 @@ impl Mutation for SignPendingHeads {
         self,
         _view: &WriteTransaction,
     ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
-        audit::mark_appended();
+        audit::sign_now();
         Ok(Ok(()))
     }
 

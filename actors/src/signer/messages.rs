@@ -278,6 +278,26 @@ impl SignerOp for SignAuditHead {
     }
 }
 
+/// Signs several audit chain heads, each as [`SignAuditHead`] would (the store's writer does
+/// not wait for these: they are stored by a later batch).
+#[derive(Debug)]
+pub struct SignAuditHeads {
+    /// The head messages.
+    pub messages: Vec<Vec<u8>>,
+}
+
+impl SignerOp for SignAuditHeads {
+    type Ok = Vec<Result<(String, Vec<u8>), SignerError>>;
+
+    fn run(self, state: &SignerState) -> Result<Self::Ok, SignerError> {
+        Ok(self
+            .messages
+            .into_iter()
+            .map(|message| SignAuditHead { message }.run(state))
+            .collect())
+    }
+}
+
 /// Adds a new key to a set (published, not yet signing).
 #[derive(Debug)]
 pub struct AddKey {

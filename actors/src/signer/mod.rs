@@ -374,6 +374,23 @@ impl HeadSigner for AuditHeadSigner {
             Err(_) => Err("the signer did not sign the audit head in time".into()),
         }
     }
+
+    fn sign_heads_then(&self, messages: Vec<Vec<u8>>, done: crate::ledger::audit::HeadsSigned) {
+        let count = messages.len();
+        let heads = messages::SignAuditHeads { messages };
+        // `done` runs on the audit-head thread; if the pool is gone, the reply (and `done`) is
+        // dropped with the job, and the heads stay pending.
+        self.heads.submit(heads, move |signed| {
+            let answers = match signed {
+                Ok(answers) => answers
+                    .into_iter()
+                    .map(|a| a.map_err(|e| e.to_string()))
+                    .collect(),
+                Err(e) => vec![Err(e.to_string()); count],
+            };
+            done(answers);
+        });
+    }
 }
 
 /// The public JWKs of the key set stored in `dir`, for checking signatures offline (when no

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use agentkeys_actors::crypto::rfc3339;
-use agentkeys_actors::ledger::AuditRow;
 use agentkeys_actors::ledger::audit::{op, outcome};
+use agentkeys_actors::ledger::{AuditRow, ChainHead};
 use agentkeys_runtime::Omni;
 use axum::Json;
 use axum::extract::State;
@@ -207,13 +207,15 @@ pub async fn list(
 pub struct AuditHead {
     /// The master whose chain it is.
     pub master: String,
-    /// Rows in the chain (the last row's `chain_seq`); 0 with no row yet.
+    /// Rows in the chain up to the signed head (its last row's `chain_seq`): the chain's end
+    /// when the request came (a head waiting for its signature is signed first); 0 with no
+    /// row yet.
     pub length: u64,
-    /// The last row's hash (`0x` + hex).
+    /// That row's hash (`0x` + hex).
     pub hash: String,
-    /// The last row's global sequence.
+    /// That row's global sequence.
     pub seq: u64,
-    /// The audit key that signed the head; empty while it waits for its signature.
+    /// The audit key that signed the head; empty with no row yet.
     pub kid: String,
     /// ES256 `r ‖ s` (`0x` + hex) over `message`; empty while unsigned.
     pub signature: String,
@@ -244,18 +246,24 @@ pub async fn head(
     let keys = state
         .signer
         .public_jwks(agentkeys_actors::signer::KeySetName::Audit);
-    let head =
-        state
+    let read = || -> Result<ChainHead, ApiError> {
+        Ok(state
             .ledger
             .audit_head(&auth.master)?
-            .unwrap_or(agentkeys_actors::ledger::ChainHead {
-                master: auth.master,
-                length: 0,
-                hash: [0; 32],
-                seq: 0,
-                kid: String::new(),
-                signature: Vec::new(),
-            });
+            .unwrap_or_else(|| ChainHead::empty(auth.master)))
+    };
+    let mut head = read()?;
+    if head.length > 0 && !head.is_signed() {
+        // Its signature is on its way (or was never made): sign and store it now.
+        state
+            .ledger
+            .settle_audit_heads()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        head = read()?;
+    }
+    // The signed state (the end, unless rows arrived after the settling).
+    let signed = head.signed_state();
     let hex = |bytes: &[u8]| {
         if bytes.is_empty() {
             String::new()
@@ -265,12 +273,12 @@ pub async fn head(
     };
     Ok(Json(AuditHead {
         master: auth.master.to_string(),
-        length: head.length,
-        hash: format!("0x{}", hex::encode(head.hash)),
-        seq: head.seq,
+        length: signed.length,
+        hash: format!("0x{}", hex::encode(signed.hash)),
+        seq: signed.seq,
         kid: head.kid.clone(),
         signature: hex(&head.signature),
-        message: hex(&head.message()),
+        message: hex(&head.signed_message()),
         keys,
     }))
 }

@@ -38,7 +38,10 @@ pub use tables::{
     ReadableTable, StoreKey, Table, TableDefinition, TableVisitor, WriteTransaction, copy_rows,
     first_difference,
 };
-pub use writer::{Announced, BatchHook, Lane, Mutation, PendingWrite, WriteError, WriterCounts};
+pub use writer::{
+    Announced, BatchHook, HOOK_FLUSH, HOOK_WAIT, Lane, Mutation, PendingWrite, Wake, WriteError,
+    WriterCounts,
+};
 
 use crate::clock::Timestamp;
 use crate::omni::Omni;

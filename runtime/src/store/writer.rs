@@ -34,12 +34,48 @@ pub trait BatchHook: Send + Sync + 'static {
     /// Before the batch's first write.
     fn batch_started(&self);
     /// After the batch's writes, before its commit; an error fails the whole batch. In an
-    /// urgent batch ([`Lane::Urgent`]) it should do as little as it can: the writer runs an
-    /// ordinary batch right after every urgent one (an empty one if nothing is queued), where
-    /// deferred work can be done.
+    /// urgent batch ([`Lane::Urgent`]) it should do as little as it can.
     fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError>;
     /// After the batch committed.
     fn committed(&self);
+    /// Receives, once when installed, what wakes the writer (e.g. when work the hook started
+    /// outside the writer is done).
+    fn attach(&self, _wake: Wake) {}
+    /// Work the hook started after a commit is still running (e.g. signatures of the heads it
+    /// committed): ordinary batches wait for it (at most [`HOOK_WAIT`]; an urgent write ends the
+    /// wait), so its result rides with the next batch and writes arriving meanwhile share it.
+    fn busy(&self) -> bool {
+        false
+    }
+    /// The hook holds results for the store that no batch has written yet: when nothing else
+    /// comes within [`HOOK_FLUSH`], the writer runs an empty batch for them.
+    fn unwritten(&self) -> bool {
+        false
+    }
+}
+
+/// The longest an ordinary batch waits for a [busy](BatchHook::busy) hook.
+pub const HOOK_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long a hook's [unwritten](BatchHook::unwritten) results wait for a batch to carry them
+/// before the writer runs an empty one.
+pub const HOOK_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Wakes the writer thread (handed to the hook by [`BatchHook::attach`]).
+#[derive(Clone)]
+pub struct Wake(mpsc::Sender<Command>);
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake").finish_non_exhaustive()
+    }
+}
+
+impl Wake {
+    /// Makes the writer look at its queue and the hook again.
+    pub fn wake(&self) {
+        let _ = self.0.send(Command::Wake);
+    }
 }
 
 type HookSlot = Arc<std::sync::OnceLock<Arc<dyn BatchHook>>>;
@@ -312,7 +348,14 @@ impl Writer {
 
     /// Installs the batch hook (once; `false` if one was installed already).
     pub(crate) fn set_hook(&self, hook: Arc<dyn BatchHook>) -> bool {
-        self.hook.set(hook).is_ok()
+        let wake = self.tx.lock().ok().and_then(|guard| guard.clone());
+        if self.hook.set(hook.clone()).is_err() {
+            return false;
+        }
+        if let Some(tx) = wake {
+            hook.attach(Wake(tx));
+        }
+        true
     }
 
     pub(crate) fn submit<M: Mutation>(
@@ -407,12 +450,25 @@ impl Queued {
 fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterStats) {
     let mut queued = Queued::default();
     let mut expected = 1;
+    let hook = || env.hook.get();
     loop {
         if queued.is_empty() {
             if queued.closing {
                 return;
             }
-            queued.take(rx.recv().map_err(|_| ()));
+            if hook().is_some_and(|h| h.unwritten()) {
+                // The hook's results ride with the next batch if one comes soon; else an empty
+                // batch writes them.
+                match rx.recv_timeout(HOOK_FLUSH) {
+                    Ok(command) => queued.take(Ok(command)),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        queued.ordinary.push_back(Box::new(Nudge));
+                    }
+                }
+            } else {
+                queued.take(rx.recv().map_err(|_| ()));
+            }
         }
         queued.drain(rx);
         if queued.is_empty() {
@@ -423,34 +479,38 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             // The urgent lane: alone, first, at once.
             let n = queued.urgent.len().min(MAX_BATCH);
             commit_batch(env, queued.urgent.drain(..n).collect(), Lane::Urgent, stats);
-            if queued.ordinary.is_empty() {
-                // The ordinary batch that follows every urgent one, for the hook's deferred work.
-                queued.ordinary.push_back(Box::new(Nudge));
-            }
             continue;
         }
         let more_coming = |queued: &Queued| {
             env.announced.load(Ordering::Acquire) > 0
                 || (expected >= LINGER_FROM && queued.ordinary.len() < expected)
         };
-        if !queued.closing && more_coming(&queued) {
+        let busy = || hook().is_some_and(|h| h.busy());
+        if !queued.closing && (more_coming(&queued) || busy()) {
             // Adaptive group commit: wait a little (never longer than the linger) for writes that
             // are on their way instead of paying a commit for a few. They are on their way when
             // a caller announced one (a signature being computed), or probably when the
             // previous batch was larger (from LINGER_FROM: one or two requests at a time, whose
-            // writes sometimes share a batch, never wait for each other on a guess). An urgent
-            // write ends the wait and goes first.
-            let deadline = std::time::Instant::now() + env.linger;
-            while more_coming(&queued)
-                && queued.ordinary.len() < MAX_BATCH
-                && queued.urgent.is_empty()
-                && !queued.closing
-            {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
+            // writes sometimes share a batch, never wait for each other on a guess). While the
+            // hook's own work runs (the previous batch's head signatures), the batch waits for it
+            // too (at most HOOK_WAIT), so it carries the result. An urgent write ends the wait
+            // and goes first.
+            let now = std::time::Instant::now();
+            let (linger_until, hook_until) = (now + env.linger, now + HOOK_WAIT);
+            while queued.ordinary.len() < MAX_BATCH && queued.urgent.is_empty() && !queued.closing {
+                let now = std::time::Instant::now();
+                let until = match (
+                    more_coming(&queued) && now < linger_until,
+                    busy() && now < hook_until,
+                ) {
+                    (_, true) => hook_until,
+                    (true, false) => linger_until,
+                    (false, false) => break,
+                };
+                match rx.recv_timeout(until.saturating_duration_since(now)) {
                     Ok(command) => queued.take(Ok(command)),
                     Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
             }
             if !queued.urgent.is_empty() {
