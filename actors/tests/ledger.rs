@@ -105,7 +105,7 @@ async fn login_creates_the_master_once_and_reuses_the_binding_of_the_same_key() 
         ]
     );
     assert!(rows.iter().all(|r| r.entry.origin.request_id == "req-1"));
-    store.settle_audit_heads().await.expect("settled");
+    store.settle_audit_heads(None).await.expect("settled");
     let head = store.audit_head(&master).expect("read").expect("head");
     assert_eq!(head.length, 6);
     assert!(head.is_signed());
@@ -319,7 +319,7 @@ async fn verify_detects_truncation_even_with_an_older_valid_head() {
         .await
         .expect("login");
     // Keep the validly signed head of a 3-row chain, as an attacker could.
-    store.settle_audit_heads().await.expect("settled");
+    store.settle_audit_heads(None).await.expect("settled");
     let old_head = read_head(&store, &master);
     store
         .login(login(master, "k2", Registration::Open))
@@ -456,7 +456,7 @@ async fn rows_appended_in_one_batch_chain_up_and_each_head_is_signed_once() {
     // The first login of a master writes 3 rows (create, device, login), every other one 2
     // (device, login).
     assert_eq!(report.rows, 3 * (3 + 39 * 2));
-    store.settle_audit_heads().await.expect("settled");
+    store.settle_audit_heads(None).await.expect("settled");
     assert_eq!(head_kids(&store, &masters), vec!["test"; 3]);
 }
 
@@ -562,7 +562,7 @@ async fn a_revocation_commits_even_while_the_signer_refuses_and_settling_signs_i
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     // Once the signer signs again, settling signs the end.
     signer.0.store(true, std::sync::atomic::Ordering::SeqCst);
-    store.settle_audit_heads().await.expect("settled");
+    store.settle_audit_heads(None).await.expect("settled");
     let head = store.audit_head(&master).expect("read").expect("head");
     assert!(head.is_signed());
     assert!(check(&head.kid, &head.message(), &head.signature));
@@ -682,7 +682,7 @@ async fn commits_do_not_wait_for_head_signatures_and_an_earlier_signed_state_ver
 }
 
 #[tokio::test]
-async fn settling_signs_and_stores_every_pending_head() {
+async fn settling_signs_and_stores_the_pending_heads_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = unsigned_store(dir.path());
     let signer = Arc::new(HeldSigner::default());
@@ -690,21 +690,30 @@ async fn settling_signs_and_stores_every_pending_head() {
         .set_head_signer(signer.clone())
         .await
         .expect("signer installed");
-    let master = omni_of(None, "ned");
-    store
-        .login(login(master, "key-1", Registration::Open))
-        .await
-        .expect("login");
-    // The held asynchronous request never answers; settling signs in the batch itself.
-    store.settle_audit_heads().await.expect("settled");
-    let head = store.audit_head(&master).expect("read").expect("head");
+    let (ned, ola) = (omni_of(None, "ned"), omni_of(None, "ola"));
+    for (i, master) in [ned, ola].into_iter().enumerate() {
+        let n = u8::try_from(i).expect("small") + 1;
+        let mut op = login(master, "key-1", Registration::Open);
+        op.wallet = [n; 20];
+        op.signer = Some([0xb0 + n; 20]);
+        op.identity = ("evm".into(), format!("0x{}", hex::encode([0xb0 + n; 20])));
+        store.login(op).await.expect("login");
+    }
+    let signed = |m: &Omni| store.audit_head(m).expect("read").expect("head");
+    // The held asynchronous requests never answer; settling one master signs its head in the
+    // batch itself, and only its head.
+    store.settle_audit_heads(Some(ned)).await.expect("settled");
+    let head = signed(&ned);
     assert!(head.is_signed());
     assert!(check(&head.kid, &head.message(), &head.signature));
-    // A late answer for the same state changes nothing.
-    assert_eq!(signer.release(1), 1);
+    assert!(!signed(&ola).is_signed());
+    // Settling everything signs the rest.
+    store.settle_audit_heads(None).await.expect("settled");
+    assert!(signed(&ola).is_signed());
+    // Late answers for the same states change nothing.
+    assert_eq!(signer.release(2), 2);
     store.store().flush().await.expect("flushed");
-    assert_eq!(
-        store.audit_head(&master).expect("read").expect("head"),
-        head
-    );
+    assert_eq!(signed(&ned), head);
+    let report = store.verify_audit(&check, &[]).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

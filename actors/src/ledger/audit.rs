@@ -492,20 +492,44 @@ pub fn detail_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Which pending heads a batch signs itself before it commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum SignNow {
+    /// None: their signatures are asked for after the commit.
+    #[default]
+    None,
+    /// These masters' heads.
+    Masters(Vec<Omni>),
+    /// Every pending head.
+    All,
+}
+
 thread_local! {
-    /// Set by [`sign_now`] on the writer thread: the batch signs every pending head before it
-    /// commits.
-    static SIGN_NOW: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by [`sign_now`] on the writer thread.
+    static SIGN_NOW: std::cell::RefCell<SignNow> = const { std::cell::RefCell::new(SignNow::None) };
 }
 
-/// Whether the batch on this thread was asked to sign pending heads (and resets the flag).
-pub(crate) fn take_sign_now() -> bool {
-    SIGN_NOW.with(|flag| flag.replace(false))
+/// Which pending heads the batch on this thread was asked to sign (and resets the request).
+pub(crate) fn take_sign_now() -> SignNow {
+    SIGN_NOW.with(|flag| std::mem::take(&mut *flag.borrow_mut()))
 }
 
-/// Makes the batch on this (writer) thread sign every pending head before it commits.
-pub(crate) fn sign_now() {
-    SIGN_NOW.with(|flag| flag.set(true));
+/// Makes the batch on this (writer) thread sign `master`'s pending head (`None`: every pending
+/// head) before it commits.
+pub(crate) fn sign_now(master: Option<Omni>) {
+    SIGN_NOW.with(|flag| {
+        let mut flag = flag.borrow_mut();
+        *flag = match (std::mem::take(&mut *flag), master) {
+            (SignNow::All, _) | (_, None) => SignNow::All,
+            (SignNow::None, Some(m)) => SignNow::Masters(vec![m]),
+            (SignNow::Masters(mut ms), Some(m)) => {
+                if !ms.contains(&m) {
+                    ms.push(m);
+                }
+                SignNow::Masters(ms)
+            }
+        };
+    });
 }
 
 /// What the batch in progress on the writer thread appended: the next global sequence and the
@@ -668,13 +692,26 @@ pub(crate) fn append(txn: &WriteTransaction, entry: &AuditEntry) -> Result<u64, 
 pub(crate) fn sign_heads(
     txn: &WriteTransaction,
     signer: &dyn HeadSigner,
+    which: &SignNow,
 ) -> Result<(), StoreError> {
     let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
-    if unsigned.is_empty()? {
-        return Ok(());
-    }
+    let keys: Vec<[u8; 32]> = match which {
+        SignNow::None => return Ok(()),
+        SignNow::All => {
+            let mut keys = Vec::new();
+            for entry in unsigned.iter()? {
+                keys.push(*entry?.0.value());
+            }
+            keys
+        }
+        SignNow::Masters(masters) => masters.iter().map(|m| *m.as_bytes()).collect(),
+    };
     let mut heads = txn.open_table(AUDIT_HEADS)?;
-    while let Some((key, ())) = unsigned.pop_first()?.map(|(k, v)| (*k.value(), v.value())) {
+    for key in keys {
+        if unsigned.get(&key)?.is_none() {
+            continue;
+        }
+        unsigned.remove(&key)?;
         let master = Omni::from_bytes(key);
         let Some(bytes) = heads.get(&key)?.map(|v| v.value().to_vec()) else {
             continue;

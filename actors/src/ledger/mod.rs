@@ -581,15 +581,19 @@ impl Ledger {
         signer: Arc<dyn HeadSigner>,
     ) -> PendingWrite<(), std::convert::Infallible> {
         self.audit.set_signer(signer);
-        self.settle_audit_heads()
+        self.settle_audit_heads(None)
     }
 
-    /// Signs every pending head now and stores the signatures: once it resolves, every head
-    /// committed before the call is signed at its end (without a signer: nothing changes).
-    /// Heads are otherwise signed just after their batch commits and stored with the next batch
-    /// (docs/audit.md); this is for readers that need the signature of the latest head.
-    pub fn settle_audit_heads(&self) -> PendingWrite<(), std::convert::Infallible> {
-        self.submit(tree::SignPendingHeads)
+    /// Signs the pending head of `master` (`None`: every pending head) now and stores the
+    /// signature: once it resolves, that head, as committed before the call, is signed at its
+    /// end (without a signer: nothing changes). Heads are otherwise signed just after their
+    /// batch commits and stored with the next batch (docs/audit.md); this is for readers that
+    /// need the signature of the latest head.
+    pub fn settle_audit_heads(
+        &self,
+        master: Option<Omni>,
+    ) -> PendingWrite<(), std::convert::Infallible> {
+        self.submit(tree::SignPendingHeads(master))
     }
 
     /// A receiver that changes after every commit that appended rows to `master`'s audit chain

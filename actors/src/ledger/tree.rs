@@ -258,14 +258,20 @@ impl BatchHook for AuditHook {
             txn.announce(&masters)?;
         }
         let mut to_sign = finished.to_sign;
-        // Asked to sign every pending head now (`SignPendingHeads`, never in the urgent lane):
-        // the batch waits for those signatures and commits them.
-        if audit::take_sign_now()
+        // Asked to sign pending heads now (`SignPendingHeads`, never in the urgent lane): the
+        // batch waits for those signatures and commits them.
+        let sign_now = audit::take_sign_now();
+        if sign_now != audit::SignNow::None
             && lane == Lane::Ordinary
             && let Some(signer) = self.signer.get()
         {
-            audit::sign_heads(txn, signer.as_ref())?;
-            to_sign.clear();
+            audit::sign_heads(txn, signer.as_ref(), &sign_now)?;
+            // What was just signed needs no signature after the commit.
+            if let audit::SignNow::Masters(masters) = &sign_now {
+                to_sign.retain(|(m, _)| !masters.contains(m));
+            } else {
+                to_sign.clear();
+            }
         }
         AFTER.with(|a| {
             *a.borrow_mut() = AfterCommit {
@@ -340,9 +346,9 @@ impl AuditHook {
     }
 }
 
-/// A no-op write that makes its batch sign every head left unsigned, waiting for the
-/// signatures (see [`Ledger::settle_audit_heads`]).
-pub(super) struct SignPendingHeads;
+/// A no-op write that makes its batch sign the pending head of one master (`Some`) or every
+/// pending head (`None`), waiting for the signatures (see [`Ledger::settle_audit_heads`]).
+pub(super) struct SignPendingHeads(pub Option<Omni>);
 
 impl Mutation for SignPendingHeads {
     type Plan = ();
@@ -353,7 +359,7 @@ impl Mutation for SignPendingHeads {
         self,
         _view: &WriteTransaction,
     ) -> Result<Result<(), std::convert::Infallible>, StoreError> {
-        audit::sign_now();
+        audit::sign_now(self.0);
         Ok(Ok(()))
     }
 

@@ -257,7 +257,7 @@ pub async fn head(
         // Its signature is on its way (or was never made): sign and store it now.
         state
             .ledger
-            .settle_audit_heads()
+            .settle_audit_heads(Some(auth.master))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
         head = read()?;
