@@ -244,6 +244,10 @@ impl WriterStats {
 }
 
 trait Job: Send {
+    /// Whether it is a caller's write (counted in [`WriterCounts::writes`]).
+    fn is_write(&self) -> bool {
+        true
+    }
     fn run(&mut self, txn: &WriteTransaction) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>, at: std::time::Instant);
 }
@@ -282,6 +286,10 @@ impl<M: Mutation> Job for MutationJob<M> {
 struct Nudge;
 
 impl Job for Nudge {
+    fn is_write(&self) -> bool {
+        false
+    }
+
     fn run(&mut self, _txn: &WriteTransaction) -> Result<(), StoreError> {
         Ok(())
     }
@@ -541,9 +549,8 @@ fn commit_batch(env: &BatchEnv<'_>, mut batch: Vec<Box<dyn Job>>, lane: Lane, st
             tracing::error!(cause = %e, writes = batch.len(), "store batch failed");
         }
     }
-    stats
-        .writes
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let writes = batch.iter().filter(|job| job.is_write()).count();
+    stats.writes.fetch_add(writes as u64, Ordering::Relaxed);
     let at = std::time::Instant::now();
     for job in batch {
         job.finish(outcome.clone(), at);
