@@ -44,6 +44,8 @@
 //! cluster of `TEST_POSTGRES_URL`, e.g. from `scripts/pg.sh start`) instead of redb;
 //! `LOADBENCH_ACTIVE_NODES=one` runs it in the standby mode (no per-request statement) instead
 //! of the default, every node active.
+//! `LOADBENCH_TAIL=1` prints, per run, where its slow requests are (percentiles, and each tenth
+//! of the run's p50, p99 and requests over twice the median) on stderr.
 //! `LOADBENCH_LEVELS=16,64` runs only those levels (the last one also carries the revocations)
 //! and `LOADBENCH_REQUESTS=40000` sets the requests per run, e.g. to profile one long level.
 
@@ -464,7 +466,7 @@ async fn run_on(
                     let Some(r) = requests.get(i) else { break };
                     let sent = Instant::now();
                     let ok = sign_once(&http, &url, &r.token, &r.proof, r.body.clone()).await;
-                    latencies.push(sent.elapsed());
+                    latencies.push((sent.duration_since(start), sent.elapsed()));
                     if !ok {
                         errors += 1;
                     }
@@ -474,20 +476,58 @@ async fn run_on(
             })
         })
         .collect();
-    let mut latencies = Vec::with_capacity(n);
+    let mut timed = Vec::with_capacity(n);
     let mut errors = 0;
     for task in tasks {
         let (l, e) = task.await.expect("load task");
-        latencies.extend(l);
+        timed.extend(l);
         errors += e;
     }
     let wall = start.elapsed();
+    if std::env::var("LOADBENCH_TAIL").is_ok_and(|v| v == "1") {
+        tail_report(&mut timed, wall);
+    }
+    let mut latencies: Vec<Duration> = timed.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
     RunResult {
         rate: n as f64 / wall.as_secs_f64(),
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         errors,
+    }
+}
+
+/// With `LOADBENCH_TAIL=1`: where the slow requests of a run are, on stderr — percentiles, and
+/// for each tenth of the run (by send time) its p50, p99 and how many took over twice the run's
+/// median.
+fn tail_report(timed: &mut [(Duration, Duration)], wall: Duration) {
+    let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
+    all.sort();
+    let median = percentile(&all, 0.5);
+    eprintln!(
+        "tail: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        ms(median),
+        ms(percentile(&all, 0.9)),
+        ms(percentile(&all, 0.99)),
+        ms(percentile(&all, 0.999)),
+        ms(percentile(&all, 1.0))
+    );
+    timed.sort();
+    let tenth = wall / 10;
+    for d in 0..10u32 {
+        let mut part: Vec<Duration> = timed
+            .iter()
+            .filter(|(at, _)| *at >= tenth * d && *at < tenth * (d + 1))
+            .map(|(_, l)| *l)
+            .collect();
+        part.sort();
+        let slow = part.iter().filter(|l| **l > median * 2).count();
+        eprintln!(
+            "tail: tenth {d}: {} requests, p50 {} p99 {}, {slow} over 2x the median",
+            part.len(),
+            ms(percentile(&part, 0.5)),
+            ms(percentile(&part, 0.99))
+        );
     }
 }
 
