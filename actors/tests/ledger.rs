@@ -60,9 +60,14 @@ fn unsigned_store(dir: &Path) -> Ledger {
 }
 
 async fn signed_store(dir: &Path) -> Ledger {
+    store_signed_by(dir, Arc::new(TestSigner)).await
+}
+
+/// A ledger on a new store in `dir` whose heads `signer` signs.
+async fn store_signed_by(dir: &Path, signer: Arc<dyn HeadSigner>) -> Ledger {
     let ledger = unsigned_store(dir);
     ledger
-        .set_head_signer(Arc::new(TestSigner))
+        .set_head_signer(signer)
         .await
         .expect("signer installed");
     ledger
@@ -529,12 +534,8 @@ impl HeadSigner for GatedSigner {
 #[tokio::test]
 async fn a_revocation_commits_even_while_the_signer_refuses_and_settling_signs_its_head_later() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = unsigned_store(dir.path());
     let signer = Arc::new(GatedSigner(std::sync::atomic::AtomicBool::new(true)));
-    store
-        .set_head_signer(signer.clone())
-        .await
-        .expect("signer installed");
+    let store = store_signed_by(dir.path(), signer.clone()).await;
     let master = omni_of(None, "lou");
     store
         .login(login(master, "key-l", Registration::Open))
@@ -604,12 +605,8 @@ impl HeldSigner {
 #[tokio::test]
 async fn commits_do_not_wait_for_head_signatures_and_an_earlier_signed_state_verifies() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = unsigned_store(dir.path());
     let signer = Arc::new(HeldSigner::default());
-    store
-        .set_head_signer(signer.clone())
-        .await
-        .expect("signer installed");
+    let store = store_signed_by(dir.path(), signer.clone()).await;
     let master = omni_of(None, "mia");
     // Both logins commit while their heads' signatures are held.
     store
@@ -698,12 +695,8 @@ async fn verify_detects_a_signed_state_the_chain_never_went_through() {
 #[tokio::test]
 async fn settling_signs_and_stores_the_pending_heads_asked_for() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = unsigned_store(dir.path());
     let signer = Arc::new(HeldSigner::default());
-    store
-        .set_head_signer(signer.clone())
-        .await
-        .expect("signer installed");
+    let store = store_signed_by(dir.path(), signer.clone()).await;
     let (ned, ola) = (omni_of(None, "ned"), omni_of(None, "ola"));
     for (i, master) in [ned, ola].into_iter().enumerate() {
         let n = u8::try_from(i).expect("small") + 1;

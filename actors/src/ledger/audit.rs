@@ -562,29 +562,23 @@ pub(crate) struct SignedHead {
     pub signature: Vec<u8>,
 }
 
-/// What [`finish_batch`] wrote.
-#[derive(Debug, Default)]
-pub(crate) struct Finished {
-    /// The masters whose chains the batch appended to.
-    pub touched: Vec<Omni>,
-    /// Their new ends, to be signed once the batch committed.
-    pub to_sign: Vec<(Omni, HeadState)>,
-}
-
 /// Ends the batch: writes the head of every chain it appended to once — with the signature of
 /// its previous end (or of an earlier state) kept, and in the unsigned set, since its new end
 /// is signed only after the commit — and stores the signatures in `ready` (states earlier
 /// batches committed). A batch that fails afterwards writes nothing at all, so memory and
 /// store agree.
+///
+/// Answers the chains the batch appended to with their new ends (to be signed once the batch
+/// committed).
 pub(crate) fn finish_batch(
     txn: &WriteTransaction,
     ready: &[SignedHead],
-) -> Result<Finished, StoreError> {
+) -> Result<Vec<(Omni, HeadState)>, StoreError> {
     let batch = BATCH.with(|b| b.borrow_mut().take()).unwrap_or_default();
     if batch.heads.is_empty() && ready.is_empty() {
-        return Ok(Finished::default());
+        return Ok(Vec::new());
     }
-    let mut finished = Finished::default();
+    let mut written = Vec::with_capacity(batch.heads.len());
     let mut heads = txn.open_table(AUDIT_HEADS)?;
     let mut unsigned = txn.open_table(AUDIT_UNSIGNED)?;
     for (key, mut head) in batch.heads {
@@ -594,11 +588,10 @@ pub(crate) fn finish_batch(
         }
         heads.put(&key, head.encode().as_slice())?;
         unsigned.put(&key, ())?;
-        finished.touched.push(head.master);
-        finished.to_sign.push((head.master, head.state()));
+        written.push((head.master, head.state()));
     }
     for s in ready {
-        if finished.touched.contains(&s.master) {
+        if written.iter().any(|(m, _)| *m == s.master) {
             continue;
         }
         let key = *s.master.as_bytes();
@@ -611,7 +604,7 @@ pub(crate) fn finish_batch(
         }
         heads.put(&key, head.encode().as_slice())?;
     }
-    Ok(finished)
+    Ok(written)
 }
 
 fn sign_head(head: &mut ChainHead, signer: &dyn HeadSigner) -> Result<(), StoreError> {

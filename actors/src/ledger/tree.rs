@@ -251,13 +251,14 @@ impl BatchHook for AuditHook {
 
     fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError> {
         let ready = self.signatures.ready().clone();
-        let finished = audit::finish_batch(txn, &ready)?;
-        if !finished.touched.is_empty() {
+        let written = audit::finish_batch(txn, &ready)?;
+        let touched: Vec<Omni> = written.iter().map(|(m, _)| *m).collect();
+        if !touched.is_empty() {
             // Other nodes wake their streams of these masters after the commit.
-            let masters: Vec<[u8; 32]> = finished.touched.iter().map(|m| *m.as_bytes()).collect();
+            let masters: Vec<[u8; 32]> = touched.iter().map(|m| *m.as_bytes()).collect();
             txn.announce(&masters)?;
         }
-        let mut to_sign = finished.to_sign;
+        let mut to_sign = written;
         // Asked to sign pending heads now (`SignPendingHeads`, never in the urgent lane): the
         // batch waits for those signatures and commits them.
         let sign_now = audit::take_sign_now();
@@ -275,7 +276,7 @@ impl BatchHook for AuditHook {
         }
         AFTER.with(|a| {
             *a.borrow_mut() = AfterCommit {
-                touched: finished.touched,
+                touched,
                 stored: ready.len(),
                 to_sign,
             }

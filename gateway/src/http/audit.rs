@@ -259,7 +259,10 @@ pub async fn head(
             .ledger
             .settle_audit_heads(Some(auth.master))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| match e {
+                agentkeys_runtime::store::WriteError::Store(e) => ApiError::from(e),
+                agentkeys_runtime::store::WriteError::Rejected(never) => match never {},
+            })?;
         head = read()?;
     }
     // The signed state (the end, unless rows arrived after the settling).
