@@ -45,7 +45,9 @@
 //! `LOADBENCH_ACTIVE_NODES=one` runs it in the standby mode (no per-request statement) instead
 //! of the default, every node active.
 //! `LOADBENCH_TAIL=1` prints, per run, where its slow requests are (percentiles, and each tenth
-//! of the run's p50, p99 and requests over twice the median) on stderr.
+//! of the run's p50, p99 and requests over twice the median, and the 100 ms stretches where the
+//! rate dipped or slow requests finished, with their wall-clock times) on stderr.
+//! The server gets a clean environment; `MIMALLOC_*` variables are passed on to it.
 //! `LOADBENCH_LEVELS=16,64` runs only those levels (the last one also carries the revocations)
 //! and `LOADBENCH_REQUESTS=40000` sets the requests per run, e.g. to profile one long level.
 
@@ -215,6 +217,13 @@ async fn start_server_on(data: &Path, cpu: Option<usize>, listen: &str) -> Serve
     agentkeys_tests::child::serve(&mut command, data, listen)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null());
+    // The server's environment is cleared; allocator settings (`MIMALLOC_PURGE_DELAY=-1`, …)
+    // are passed on, for experiments with them.
+    for (name, value) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MIMALLOC_") {
+            command.env(name, value);
+        }
+    }
     if std::env::var("LOADBENCH_SCALE").is_ok_and(|v| v == "1") {
         // The scale run logs a thousand masters in from this one address.
         command.env("AGENTKEYS_IP_BURST", "1000000");
@@ -486,6 +495,7 @@ async fn run_on(
     let wall = start.elapsed();
     if std::env::var("LOADBENCH_TAIL").is_ok_and(|v| v == "1") {
         tail_report(&mut timed, wall);
+        timeline(&timed, start, wall);
     }
     let mut latencies: Vec<Duration> = timed.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
@@ -528,6 +538,51 @@ fn tail_report(timed: &mut [(Duration, Duration)], wall: Duration) {
             ms(percentile(&part, 0.5)),
             ms(percentile(&part, 0.99))
         );
+    }
+}
+
+/// With `LOADBENCH_TAIL=1`: the run in 100 ms bins by completion time — the bins whose
+/// completions fall a fifth below the run's mean rate or that finish requests over twice the
+/// median — each with its wall-clock start (Unix ms), to line up with a server profile
+/// (`perf record -k CLOCK_REALTIME`).
+fn timeline(timed: &[(Duration, Duration)], start: Instant, wall: Duration) {
+    const BIN: Duration = Duration::from_millis(100);
+    let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
+    all.sort();
+    let median = percentile(&all, 0.5);
+    let bins = usize::try_from(wall.as_millis() / BIN.as_millis()).unwrap_or(0) + 1;
+    let mut done = vec![0usize; bins];
+    let mut slow = vec![0usize; bins];
+    let mut worst = vec![Duration::ZERO; bins];
+    for (at, latency) in timed {
+        let end = *at + *latency;
+        let b = usize::try_from(end.as_millis() / BIN.as_millis())
+            .unwrap_or(0)
+            .min(bins - 1);
+        done[b] += 1;
+        worst[b] = worst[b].max(*latency);
+        if *latency > median * 2 {
+            slow[b] += 1;
+        }
+    }
+    // The last bin is partial; the mean is over the full ones.
+    let full = bins.saturating_sub(1).max(1);
+    let mean = done[..full].iter().sum::<usize>() as f64 / full as f64;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(start.elapsed());
+    for b in 0..full {
+        if (done[b] as f64) < mean * 0.8 || slow[b] > 0 {
+            let at = started + BIN * u32::try_from(b).unwrap_or(u32::MAX);
+            eprintln!(
+                "tail: bin {b} (unix {} ms): {} done (mean {mean:.0}), {} over 2x the median, worst {}",
+                at.as_millis(),
+                done[b],
+                slow[b],
+                ms(worst[b])
+            );
+        }
     }
 }
 

@@ -103,6 +103,7 @@ fn setup_host_installs_idempotently_into_a_root() {
         "CapabilityBoundingSet=\n",
         "LoadCredential=k3:/etc/agentkeys/k3.key",
         "User=agentkeys",
+        "Environment=MIMALLOC_ALLOW_THP=0",
     ] {
         assert!(unit.contains(hardening), "{hardening}");
     }
