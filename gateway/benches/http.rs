@@ -494,8 +494,8 @@ async fn run_on(
     }
     let wall = start.elapsed();
     if std::env::var("LOADBENCH_TAIL").is_ok_and(|v| v == "1") {
-        tail_report(&mut timed, wall);
-        timeline(&timed, start, wall);
+        let median = tail_report(&mut timed, wall);
+        timeline(&timed, median, start, wall);
     }
     let mut latencies: Vec<Duration> = timed.into_iter().map(|(_, l)| l).collect();
     latencies.sort();
@@ -509,8 +509,8 @@ async fn run_on(
 
 /// With `LOADBENCH_TAIL=1`: where the slow requests of a run are, on stderr — percentiles, and
 /// for each tenth of the run (by send time) its p50, p99 and how many took over twice the run's
-/// median.
-fn tail_report(timed: &mut [(Duration, Duration)], wall: Duration) {
+/// median. Answers the run's median.
+fn tail_report(timed: &mut [(Duration, Duration)], wall: Duration) -> Duration {
     let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
     all.sort();
     let median = percentile(&all, 0.5);
@@ -539,17 +539,15 @@ fn tail_report(timed: &mut [(Duration, Duration)], wall: Duration) {
             ms(percentile(&part, 0.99))
         );
     }
+    median
 }
 
 /// With `LOADBENCH_TAIL=1`: the run in 100 ms bins by completion time — the bins whose
 /// completions fall a fifth below the run's mean rate or that finish requests over twice the
 /// median — each with its wall-clock start (Unix ms), to line up with a server profile
 /// (`perf record -k CLOCK_REALTIME`).
-fn timeline(timed: &[(Duration, Duration)], start: Instant, wall: Duration) {
+fn timeline(timed: &[(Duration, Duration)], median: Duration, start: Instant, wall: Duration) {
     const BIN: Duration = Duration::from_millis(100);
-    let mut all: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
-    all.sort();
-    let median = percentile(&all, 0.5);
     let bins = usize::try_from(wall.as_millis() / BIN.as_millis()).unwrap_or(0) + 1;
     let mut done = vec![0usize; bins];
     let mut slow = vec![0usize; bins];
