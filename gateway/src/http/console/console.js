@@ -425,15 +425,22 @@ async function viewTree(content) {
   const more = h("button", { id: "tree-more", hidden: true }, "Load more");
   let cursor = null;
   let search = null;
+  // Each fresh load (the first, a search, a live update) supersedes the loads before it: an
+  // answer that arrives after a newer load began is dropped, so a search typed while the tree
+  // is still loading never shows the two lists mixed.
+  let generation = 0;
   const load = async (fresh) => {
     if (fresh) {
-      list.replaceChildren();
+      generation += 1;
       cursor = null;
     }
+    const mine = generation;
     const params = new URLSearchParams({ limit: String(search ? 20 : PAGE) });
     if (cursor) params.set("cursor", cursor);
     if (search) params.set("q", search);
     const page = await api("GET", `/v1/actors/${rootOmni}/${search ? "search" : "tree"}?${params}`);
+    if (mine !== generation) return;
+    if (fresh) list.replaceChildren();
     for (const entry of page.entries) list.append(treeRow(entry));
     cursor = page.next_cursor;
     more.hidden = !cursor;
