@@ -367,3 +367,70 @@ async fn a_revocation_goes_ahead_of_queued_writes_in_a_batch_of_its_own() {
     // The gate's batch, the revocation alone, then the queued creates.
     assert_eq!(store.writer_counts().commits - before.commits, 3);
 }
+
+/// A hook that puts work off after every commit and reports when it does it.
+struct PuttingOff {
+    due: std::sync::Mutex<Option<std::time::Instant>>,
+    ticked: std::sync::Mutex<mpsc::Sender<()>>,
+}
+
+impl agentkeys_runtime::store::BatchHook for PuttingOff {
+    fn batch_started(&self) {}
+
+    fn before_commit(
+        &self,
+        _txn: &WriteTransaction,
+        _lane: agentkeys_runtime::store::Lane,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn committed(&self) {
+        *self.due.lock().expect("due") =
+            Some(std::time::Instant::now() + std::time::Duration::from_millis(1));
+    }
+
+    fn due(&self) -> Option<std::time::Instant> {
+        *self.due.lock().expect("due")
+    }
+
+    fn tick(&self) {
+        let due = self.due.lock().expect("due").take();
+        assert!(
+            due.is_some_and(|due| due <= std::time::Instant::now()),
+            "ticked early"
+        );
+        let _ = self.ticked.lock().expect("ticked").send(());
+    }
+}
+
+#[tokio::test]
+async fn work_a_hook_put_off_runs_when_due_without_a_batch_of_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let (ticked_tx, ticked) = mpsc::channel();
+    let hook = std::sync::Arc::new(PuttingOff {
+        due: std::sync::Mutex::new(None),
+        ticked: std::sync::Mutex::new(ticked_tx),
+    });
+    assert!(store.set_batch_hook(hook.clone()));
+    store
+        .create_actor(create(None, "putting-off"))
+        .await
+        .expect("committed");
+    let before = store.writer_counts();
+    // The idle writer calls `tick` once it is due; nothing else wakes it meanwhile.
+    ticked
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the put-off work ran");
+    assert_eq!(
+        agentkeys_runtime::store::BatchHook::due(hook.as_ref()),
+        None
+    );
+    assert_eq!(
+        store.writer_counts().commits,
+        before.commits,
+        "no empty batch for it"
+    );
+    store.close();
+}

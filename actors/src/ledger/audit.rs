@@ -504,6 +504,17 @@ pub(crate) enum SignNow {
     All,
 }
 
+impl SignNow {
+    /// Whether `master`'s head is among these.
+    pub(crate) fn covers(&self, master: &Omni) -> bool {
+        match self {
+            SignNow::None => false,
+            SignNow::Masters(masters) => masters.contains(master),
+            SignNow::All => true,
+        }
+    }
+}
+
 thread_local! {
     /// Set by [`sign_now`] on the writer thread.
     static SIGN_NOW: std::cell::RefCell<SignNow> = const { std::cell::RefCell::new(SignNow::None) };
@@ -587,7 +598,11 @@ pub(crate) fn finish_batch(
             head.take_signature(s.state, &s.kid, &s.signature);
         }
         heads.put(&key, head.encode().as_slice())?;
-        unsigned.put(&key, ())?;
+        // Already listed while a chain waits for its signature (most batches at a low rate):
+        // rewriting the entry would copy its page for nothing.
+        if unsigned.get(&key)?.is_none() {
+            unsigned.put(&key, ())?;
+        }
         written.push((head.master, head.state()));
     }
     for s in ready {

@@ -127,6 +127,56 @@ pub(super) struct AuditHook {
     signatures: Arc<HeadSignatures>,
     /// One wake-up channel per master with an open stream (dropped when its last reader goes).
     masters: std::sync::Mutex<HashMap<Omni, tokio::sync::watch::Sender<u64>>>,
+    /// Chain ends committed and not yet sent to be signed (see [`SIGN_EVERY`]).
+    deferred: std::sync::Mutex<Deferred>,
+}
+
+/// The audit key signs the committed chain ends at most this often: a commit within this time of
+/// the last signature request leaves its ends for the next request (made by a later commit or,
+/// when the writer is idle, by [`BatchHook::tick`]), which signs each chain's newest end once.
+/// Under load batches are further apart than this and each is signed as before; with one
+/// request at a time it spares most requests a signature and its wake-ups (docs/audit.md).
+pub(super) const SIGN_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// See [`AuditHook::deferred`].
+#[derive(Default)]
+struct Deferred {
+    /// The newest committed end of each chain waiting for a signature request.
+    ends: Vec<(Omni, audit::HeadState)>,
+    /// When the last signature request was sent.
+    last_sent: Option<std::time::Instant>,
+}
+
+impl Deferred {
+    /// Adds the ends a commit wrote (each newer than what it replaces).
+    fn add(&mut self, ends: Vec<(Omni, audit::HeadState)>) {
+        for (master, state) in ends {
+            match self.ends.iter_mut().find(|(m, _)| *m == master) {
+                Some(end) => end.1 = state,
+                None => self.ends.push((master, state)),
+            }
+        }
+    }
+
+    /// When the waiting ends are to be sent (`None`: nothing waits).
+    fn due(&self) -> Option<std::time::Instant> {
+        if self.ends.is_empty() {
+            return None;
+        }
+        Some(
+            self.last_sent
+                .map_or_else(std::time::Instant::now, |at| at + SIGN_EVERY),
+        )
+    }
+
+    /// The ends to send at `now`, if they are due.
+    fn take_due(&mut self, now: std::time::Instant) -> Vec<(Omni, audit::HeadState)> {
+        if self.ends.is_empty() || self.last_sent.is_some_and(|at| at + SIGN_EVERY > now) {
+            return Vec::new();
+        }
+        self.last_sent = Some(now);
+        std::mem::take(&mut self.ends)
+    }
 }
 
 /// Head signatures between the signer and the writer.
@@ -219,6 +269,13 @@ impl AuditHook {
             .subscribe()
     }
 
+    fn deferred(&self) -> std::sync::MutexGuard<'_, Deferred> {
+        // A poisoned list still holds whole chain ends.
+        self.deferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Omni, tokio::sync::watch::Sender<u64>>> {
         // A poisoned map still holds whole senders.
         self.masters
@@ -236,6 +293,8 @@ struct AfterCommit {
     stored: usize,
     /// The chain ends it wrote, to be signed.
     to_sign: Vec<(Omni, audit::HeadState)>,
+    /// The pending heads it signed itself.
+    settled: audit::SignNow,
 }
 
 thread_local! {
@@ -261,24 +320,23 @@ impl BatchHook for AuditHook {
         let mut to_sign = written;
         // Asked to sign pending heads now (`SignPendingHeads`, never in the urgent lane): the
         // batch waits for those signatures and commits them.
-        let sign_now = audit::take_sign_now();
-        if sign_now != audit::SignNow::None
+        let mut settled = audit::take_sign_now();
+        if settled != audit::SignNow::None
             && lane == Lane::Ordinary
             && let Some(signer) = self.signer.get()
         {
-            audit::sign_heads(txn, signer.as_ref(), &sign_now)?;
+            audit::sign_heads(txn, signer.as_ref(), &settled)?;
             // What was just signed needs no signature after the commit.
-            if let audit::SignNow::Masters(masters) = &sign_now {
-                to_sign.retain(|(m, _)| !masters.contains(m));
-            } else {
-                to_sign.clear();
-            }
+            to_sign.retain(|(m, _)| !settled.covers(m));
+        } else {
+            settled = audit::SignNow::None;
         }
         AFTER.with(|a| {
             *a.borrow_mut() = AfterCommit {
                 touched,
                 stored: ready.len(),
                 to_sign,
+                settled,
             }
         });
         Ok(())
@@ -291,21 +349,13 @@ impl BatchHook for AuditHook {
             let stored = after.stored.min(ready.len());
             ready.drain(..stored);
         }
-        if let Some(signer) = self.signer.get()
-            && !after.to_sign.is_empty()
         {
-            self.signatures.signing.fetch_add(1, Ordering::AcqRel);
-            let messages = after
-                .to_sign
-                .iter()
-                .map(|(master, state)| state.message(master))
-                .collect();
-            let request = SignatureRequest {
-                signatures: self.signatures.clone(),
-                states: Some(after.to_sign),
-            };
-            signer.sign_heads_then(messages, Box::new(move |answers| request.answer(answers)));
+            let mut deferred = self.deferred();
+            // Ends this batch signed itself need no request of their own any more.
+            deferred.ends.retain(|(m, _)| !after.settled.covers(m));
+            deferred.add(after.to_sign);
         }
+        self.tick();
         if !after.touched.is_empty() {
             // New rows of these chains are readable now: wake their masters' streams.
             self.wake(after.touched);
@@ -322,6 +372,31 @@ impl BatchHook for AuditHook {
 
     fn unwritten(&self) -> bool {
         !self.signatures.ready().is_empty()
+    }
+
+    fn due(&self) -> Option<std::time::Instant> {
+        self.deferred().due()
+    }
+
+    /// Sends the committed ends to the audit key once they are due.
+    fn tick(&self) {
+        let Some(signer) = self.signer.get() else {
+            return;
+        };
+        let ends = self.deferred().take_due(std::time::Instant::now());
+        if ends.is_empty() {
+            return;
+        }
+        self.signatures.signing.fetch_add(1, Ordering::AcqRel);
+        let messages = ends
+            .iter()
+            .map(|(master, state)| state.message(master))
+            .collect();
+        let request = SignatureRequest {
+            signatures: self.signatures.clone(),
+            states: Some(ends),
+        };
+        signer.sign_heads_then(messages, Box::new(move |answers| request.answer(answers)));
     }
 }
 
@@ -407,4 +482,40 @@ pub(super) async fn audit_supervision(
         })?;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(length: u64) -> audit::HeadState {
+        audit::HeadState {
+            length,
+            hash: [length as u8; 32],
+            seq: length,
+        }
+    }
+
+    #[test]
+    fn chain_ends_are_sent_at_most_every_interval_newest_first() {
+        let (a, b) = (Omni::from_bytes([1; 32]), Omni::from_bytes([2; 32]));
+        let mut deferred = Deferred::default();
+        assert_eq!(deferred.due(), None);
+        let t0 = std::time::Instant::now();
+        // Nothing sent yet: due at once.
+        deferred.add(vec![(a, end(1))]);
+        assert!(deferred.due().is_some_and(|due| due >= t0));
+        assert_eq!(deferred.take_due(t0), vec![(a, end(1))]);
+        assert_eq!(deferred.due(), None);
+        // Within the interval: kept, only each chain's newest end.
+        deferred.add(vec![(a, end(2)), (b, end(1))]);
+        deferred.add(vec![(a, end(3))]);
+        assert_eq!(deferred.due(), Some(t0 + SIGN_EVERY));
+        assert!(deferred.take_due(t0 + SIGN_EVERY / 2).is_empty());
+        assert_eq!(
+            deferred.take_due(t0 + SIGN_EVERY),
+            vec![(a, end(3)), (b, end(1))]
+        );
+        assert!(deferred.take_due(t0 + SIGN_EVERY * 3).is_empty());
+    }
 }

@@ -199,9 +199,10 @@ pub struct UseBinding {
 /// Records an action this actor took outside its mailbox (a signature, an OIDC token) as a row
 /// of its master's audit chain, with its spend checked and counted against every budget on the
 /// lineage in the row's transaction; answers after the row's commit and a fresh lineage check,
-/// so nothing is handed out unaudited, over budget, or after a revocation returned.
+/// so nothing is handed out unaudited, over budget, or after a revocation returned. The actor
+/// submits the row in its turn and answers with the rest for the caller to await.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), PrincipalError>")]
+#[rtype(result = "super::Detached<()>")]
 pub struct RecordAction {
     /// The audit operation code.
     pub op: u16,

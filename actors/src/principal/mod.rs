@@ -204,6 +204,31 @@ where
     ))
 }
 
+/// The rest of a change that needs nothing of the actor (its commit, then a lineage check),
+/// handed to the caller to await: the commit then wakes the caller's task directly instead of
+/// the actor's arbiter, which would only pass the answer on — one thread hand-off less on
+/// every signed request (docs/runtime-semantics.md). The write is already submitted, in the
+/// actor's turn.
+#[must_use = "the answer comes after the commit: await it"]
+pub struct Detached<T>(Pin<Box<dyn Future<Output = Result<T, PrincipalError>> + Send>>);
+
+impl<T> Future for Detached<T> {
+    type Output = Result<T, PrincipalError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl<T> std::fmt::Debug for Detached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detached").finish_non_exhaustive()
+    }
+}
+
 fn refused<T: 'static>(e: impl Into<PrincipalError>) -> Change<T> {
     let e = e.into();
     Box::pin(async move { Err(e) })
@@ -501,7 +526,7 @@ impl PrincipalCore {
 
     /// [`RecordAction`]: the row in the master's chain with the spend counted, then the
     /// lineage again.
-    pub fn record_action(&self, msg: RecordAction) -> Change<()> {
+    pub fn record_action(&self, msg: RecordAction) -> Detached<()> {
         let mut entry = ledger::AuditEntry::done(
             self.master(),
             msg.origin,
@@ -519,7 +544,7 @@ impl PrincipalCore {
             msg.announced.as_ref(),
         );
         let guard = self.view.guard.clone();
-        Box::pin(async move {
+        Detached(Box::pin(async move {
             write
                 .await
                 .map_err(|e| match e {
@@ -531,7 +556,7 @@ impl PrincipalCore {
                 .map_err(|r| PrincipalError::Spend(Box::new(r)))?;
             guard.check()?;
             Ok(())
-        })
+        }))
     }
 
     /// [`UseBinding`], first half: checks the binding and records its use.
@@ -611,7 +636,17 @@ macro_rules! principal_handlers {
 
         $crate::principal_handlers!(@detached $actor, CreateChild, $crate::principal::ChildCreated, create_child);
         $crate::principal_handlers!(@detached $actor, IssueLinkCode, ::agentkeys_runtime::Timestamp, issue_link_code);
-        $crate::principal_handlers!(@detached $actor, RecordAction, (), record_action);
+        impl ::actix::Handler<$crate::principal::RecordAction> for $actor {
+            type Result = ::actix::MessageResult<$crate::principal::RecordAction>;
+
+            fn handle(
+                &mut self,
+                msg: $crate::principal::RecordAction,
+                _ctx: &mut ::actix::Context<Self>,
+            ) -> Self::Result {
+                ::actix::MessageResult(self.core.record_action(msg))
+            }
+        }
         $crate::principal_handlers!(@in_turn $actor, SetScopes, ::agentkeys_runtime::store::ActorRecord, set_scopes, scopes_set);
         $crate::principal_handlers!(@in_turn $actor, BindDevice, $crate::principal::BoundDevice, bind_device, device_bound);
         $crate::principal_handlers!(@in_turn $actor, AddDevice, $crate::principal::BoundDevice, add_device, device_bound);

@@ -43,7 +43,10 @@ pub(super) async fn audited(
         check: None,
         announced: None,
     };
-    Ok(state.principal(auth.role(), auth.omni, record).await??)
+    Ok(state
+        .principal(auth.role(), auth.omni, record)
+        .await?
+        .await?)
 }
 
 /// The four signing routes.

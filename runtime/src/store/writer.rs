@@ -52,6 +52,15 @@ pub trait BatchHook: Send + Sync + 'static {
     fn unwritten(&self) -> bool {
         false
     }
+    /// When work the hook put off (e.g. head signatures, made at most every few milliseconds)
+    /// is due: if the writer is idle then, it calls [`tick`](BatchHook::tick). A commit's
+    /// [`committed`](BatchHook::committed) may do the work sooner.
+    fn due(&self) -> Option<std::time::Instant> {
+        None
+    }
+    /// Does the work put off until [`due`](BatchHook::due) (called on the writer thread, between
+    /// batches).
+    fn tick(&self) {}
 }
 
 /// The longest an ordinary batch waits for a [busy](BatchHook::busy) hook.
@@ -464,19 +473,7 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             if queued.closing {
                 return;
             }
-            if hook().is_some_and(|h| h.unwritten()) {
-                // The hook's results ride with the next batch if one comes soon; else an empty
-                // batch writes them.
-                match rx.recv_timeout(HOOK_FLUSH) {
-                    Ok(command) => queued.take(Ok(command)),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        queued.ordinary.push_back(Box::new(Nudge));
-                    }
-                }
-            } else {
-                queued.take(rx.recv().map_err(|_| ()));
-            }
+            idle(&mut queued, hook(), rx);
         }
         queued.drain(rx);
         if queued.is_empty() {
@@ -535,6 +532,29 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
                 stats,
             );
         }
+    }
+}
+
+/// Waits for the next command while nothing is queued. The hook's unwritten results ride with
+/// the next batch if one comes within [`HOOK_FLUSH`], else an empty batch writes them; work it
+/// put off runs when due if no batch came first.
+fn idle(queued: &mut Queued, hook: Option<&Arc<dyn BatchHook>>, rx: &mpsc::Receiver<Command>) {
+    let now = std::time::Instant::now();
+    let flush = hook
+        .is_some_and(|h| h.unwritten())
+        .then(|| now + HOOK_FLUSH);
+    let due = hook.and_then(|h| h.due());
+    let Some(until) = flush.into_iter().chain(due).min() else {
+        queued.take(rx.recv().map_err(|_| ()));
+        return;
+    };
+    match rx.recv_timeout(until.saturating_duration_since(now)) {
+        Ok(command) => queued.take(Ok(command)),
+        Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
+        Err(mpsc::RecvTimeoutError::Timeout) => match hook {
+            Some(hook) if due.is_some_and(|due| due <= std::time::Instant::now()) => hook.tick(),
+            _ => queued.ordinary.push_back(Box::new(Nudge)),
+        },
     }
 }
 
