@@ -111,10 +111,7 @@ async fn run() {
             bids.push(p.await.unwrap().binding.bid);
         }
     }
-    let deps = PrincipalDeps {
-        signer: stack.signer.clone(),
-        ledger: stack.ledger.clone(),
-    };
+    let deps = PrincipalDeps::new(&stack.runtime, stack.signer.clone(), stack.ledger.clone());
     let agents = Registry::<AgentActor>::new(&stack.runtime, deps);
     let check = |i: usize| CheckSession {
         bid: bids[i],

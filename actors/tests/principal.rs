@@ -31,10 +31,7 @@ async fn setup() -> Setup {
     let stack = SignerStack::start(dir.path(), k3, 1);
     let master = Omni::from_bytes([0x4d; 32]);
     stack.create(master, None, "").await;
-    let deps = PrincipalDeps {
-        signer: stack.signer.clone(),
-        ledger: stack.ledger.clone(),
-    };
+    let deps = PrincipalDeps::new(&stack.runtime, stack.signer.clone(), stack.ledger.clone());
     Setup {
         masters: Registry::new(&stack.runtime, deps.clone()),
         agents: Registry::new(&stack.runtime, deps),

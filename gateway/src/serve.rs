@@ -257,10 +257,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     )?);
     rotator.tick().await?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let principal_deps = agentkeys_actors::principal::PrincipalDeps {
-        signer: signer.clone(),
-        ledger: ledger.clone(),
-    };
+    let principal_deps =
+        agentkeys_actors::principal::PrincipalDeps::new(&runtime, signer.clone(), ledger.clone());
     let dpop = Arc::new(match &node {
         // Every node of the deployment accepts the nonces of every other.
         Some(_) => DpopVerifier::with_nonce_secret(

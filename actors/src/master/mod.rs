@@ -9,6 +9,8 @@
 //! activates it again from the store. **Lost on restart**: nothing; the cache is reloaded at
 //! activation.
 
+use std::sync::Arc;
+
 use actix::{Actor, Context};
 use agentkeys_runtime::store::ActorKind;
 use agentkeys_runtime::{Activation, VirtualActor};
@@ -26,13 +28,17 @@ impl Actor for MasterActor {
 }
 
 impl VirtualActor for MasterActor {
-    type Deps = PrincipalDeps;
+    type Deps = Arc<PrincipalDeps>;
 
     fn accepts(kind: ActorKind) -> bool {
         kind == ActorKind::Master
     }
 
-    fn activate(activation: Activation, deps: PrincipalDeps, _ctx: &mut Context<Self>) -> Self {
+    fn activate(
+        activation: Activation,
+        deps: Arc<PrincipalDeps>,
+        _ctx: &mut Context<Self>,
+    ) -> Self {
         MasterActor {
             core: PrincipalCore::activate(activation, deps),
         }

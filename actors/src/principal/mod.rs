@@ -29,7 +29,7 @@ use actix::fut::{ActorFutureExt, wrap_future};
 use actix::{Actor, AtomicResponse, Context};
 use agentkeys_runtime::store::{ActorKind, ActorRecord, CreateActor};
 use agentkeys_runtime::{
-    Activation, CallError, Clock, LineageGuard, ScopeSlot, Timestamp, ViewSlot,
+    Activation, CallError, Clock, LineageGuard, Runtime, ScopeSlot, Timestamp, ViewSlot,
 };
 
 pub use error::PrincipalError;
@@ -46,13 +46,36 @@ use crate::ledger::{
 };
 use crate::signer::SignerHandle;
 
-/// What every principal is built with besides its record.
-#[derive(Debug, Clone)]
+/// What every principal of a registry shares besides its record: one allocation that each
+/// active actor points to, rather than a copy of each handle in every actor (docs/BENCHMARKS.md,
+/// memory per active actor).
 pub struct PrincipalDeps {
     /// Derives a new child's wallet (public data only).
-    pub signer: SignerHandle,
+    signer: SignerHandle,
     /// Where bindings, link codes and audit rows are written.
-    pub ledger: Ledger,
+    ledger: Ledger,
+    /// The runtime's clock.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PrincipalDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalDeps")
+            .field("signer", &self.signer)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrincipalDeps {
+    /// The dependencies of the principals of `runtime` (whose clock they read).
+    pub fn new(runtime: &Runtime, signer: SignerHandle, ledger: Ledger) -> Arc<Self> {
+        Arc::new(Self {
+            signer,
+            ledger,
+            clock: runtime.clock().clone(),
+        })
+    }
 }
 
 /// A change submitted to the store; resolves after its commit.
@@ -64,10 +87,8 @@ pub struct PrincipalCore {
     /// every change and before that change is answered.
     view: Arc<SessionView>,
     slot: ViewSlot,
-    ledger: Ledger,
-    clock: Arc<dyn Clock>,
     scopes: ScopeSlot,
-    signer: SignerHandle,
+    deps: Arc<PrincipalDeps>,
 }
 
 impl std::fmt::Debug for PrincipalCore {
@@ -237,7 +258,7 @@ fn refused<T: 'static>(e: impl Into<PrincipalError>) -> Change<T> {
 impl PrincipalCore {
     /// From an activation; loads the bindings (a failed read leaves the cache empty, and the
     /// first check reloads).
-    pub fn activate(activation: Activation, deps: PrincipalDeps) -> Self {
+    pub fn activate(activation: Activation, deps: Arc<PrincipalDeps>) -> Self {
         if activation.guard.shared_store() {
             // Another node may have changed the tree's policies since this node's book loaded.
             let _ = deps.ledger.refresh_policies(activation.guard.chain());
@@ -252,10 +273,8 @@ impl PrincipalCore {
                 guard: activation.guard,
             }),
             slot: activation.view,
-            ledger: deps.ledger,
-            clock: activation.clock,
             scopes: activation.scopes,
-            signer: deps.signer,
+            deps,
         };
         let _ = core.reload();
         core
@@ -273,7 +292,7 @@ impl PrincipalCore {
     }
 
     fn reload(&mut self) -> Result<(), CallError> {
-        let bindings = self.ledger.devices(&self.view.record.omni)?;
+        let bindings = self.deps.ledger.devices(&self.view.record.omni)?;
         self.change(|v| v.bindings = Bindings::from(bindings));
         Ok(())
     }
@@ -292,7 +311,7 @@ impl PrincipalCore {
     /// The policies on the lineage: rebuilt from the shared book only when the tree's policy
     /// version moved since the last request.
     fn policies(&mut self) -> Arc<crate::policy::Effective> {
-        let book = self.ledger.policies();
+        let book = self.deps.ledger.policies();
         let version = book.version(&self.master());
         match &self.view.effective {
             Some(e) if e.version == version => e.clone(),
@@ -326,8 +345,8 @@ impl PrincipalCore {
         }
         let generation = self.view.guard.cache_generation();
         let lineage = self.view.guard.reload()?;
-        self.ledger.refresh_policies(self.view.guard.chain())?;
-        let bindings = self.ledger.devices(&self.view.record.omni)?;
+        self.deps.ledger.refresh_policies(self.view.guard.chain())?;
+        let bindings = self.deps.ledger.devices(&self.view.record.omni)?;
         self.change(|v| {
             v.record = lineage.actor().clone();
             v.bindings = Bindings::from(bindings);
@@ -378,7 +397,11 @@ impl PrincipalCore {
         let master = self.master();
         let path = format!("{}//{}", self.view.record.path, msg.label);
         let parent = self.view.record.omni;
-        let (ledger, signer, now) = (self.ledger.clone(), self.signer.clone(), self.clock.now());
+        let (ledger, signer, now) = (
+            self.deps.ledger.clone(),
+            self.deps.signer.clone(),
+            self.deps.clock.now(),
+        );
         Box::pin(async move {
             let wallet = signer.account(master, path).await?.wallet;
             let create = NewActor {
@@ -430,11 +453,11 @@ impl PrincipalCore {
             Ok(scopes) => scopes,
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
-        let write = self.ledger.set_scopes(ledger::SetScopes {
+        let write = self.deps.ledger.set_scopes(ledger::SetScopes {
             omni: self.view.record.omni,
             scopes,
             origin: msg.origin,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
         });
         Box::pin(async move { Ok(write.await?) })
     }
@@ -448,10 +471,10 @@ impl PrincipalCore {
 
     /// [`IssueLinkCode`]: the store keeps the hash; the actor's memory does not change.
     pub fn issue_link_code(&self, msg: IssueLinkCode) -> Change<Timestamp> {
-        let write = self.ledger.issue_link_code(ledger::IssueLinkCode {
+        let write = self.deps.ledger.issue_link_code(ledger::IssueLinkCode {
             omni: self.view.record.omni,
             hash: msg.hash,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
             expires_at: msg.expires_at,
             cap: msg.cap,
             origin: msg.origin,
@@ -461,12 +484,12 @@ impl PrincipalCore {
 
     /// [`BindDevice`], first half: consumes the code and binds the key in one transaction.
     pub fn bind_device(&self, msg: BindDevice) -> Change<BoundDevice> {
-        let write = self.ledger.redeem_link_code(RedeemLinkCode {
+        let write = self.deps.ledger.redeem_link_code(RedeemLinkCode {
             omni: self.view.record.omni,
             hash: msg.hash,
             jkt: msg.device.jkt,
             device_label: msg.device.label,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
             request_id: msg.request_id,
         });
         Box::pin(async move {
@@ -488,12 +511,12 @@ impl PrincipalCore {
 
     /// [`AddDevice`], first half: binds the key in one transaction.
     pub fn add_device(&self, msg: AddDevice) -> Change<BoundDevice> {
-        let write = self.ledger.bind_key(ledger::BindKey {
+        let write = self.deps.ledger.bind_key(ledger::BindKey {
             omni: self.view.record.omni,
             jkt: msg.device.jkt,
             device_label: msg.device.label,
             origin: msg.origin,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
         });
         Box::pin(async move {
             let bound = write.await?;
@@ -515,11 +538,11 @@ impl PrincipalCore {
 
     /// [`DeleteBinding`], first half: the tombstone.
     pub fn delete_binding(&self, msg: DeleteBinding) -> Change<DeviceBinding> {
-        let write = self.ledger.delete_device(DeleteDevice {
+        let write = self.deps.ledger.delete_device(DeleteDevice {
             omni: self.view.record.omni,
             bid: msg.bid,
             origin: msg.origin,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
         });
         Box::pin(async move { Ok(write.await?.binding) })
     }
@@ -533,10 +556,10 @@ impl PrincipalCore {
             msg.op,
             self.view.record.omni,
             msg.detail,
-            self.clock.now(),
+            self.deps.clock.now(),
         );
         entry.spend = msg.spend;
-        let write = self.ledger.record_announced(
+        let write = self.deps.ledger.record_announced(
             ledger::RecordSigned {
                 entry,
                 check: msg.check,
@@ -561,12 +584,12 @@ impl PrincipalCore {
 
     /// [`UseBinding`], first half: checks the binding and records its use.
     pub fn use_binding(&self, msg: UseBinding) -> Change<BindingInUse> {
-        let write = self.ledger.refresh_session(RefreshSession {
+        let write = self.deps.ledger.refresh_session(RefreshSession {
             omni: self.view.record.omni,
             bid: msg.bid,
             jkt: msg.jkt,
             request_id: msg.request_id,
-            at: self.clock.now(),
+            at: self.deps.clock.now(),
         });
         Box::pin(async move { Ok(write.await?) })
     }
