@@ -276,6 +276,7 @@ async fn a_postgres_crash_under_load_is_survived_without_node_restarts() {
         .send("GET", "/v1/whoami", None, Some(&alice.token), &proof)
         .await;
     assert_eq!(status, 200);
+    let proof_second = agentkeys_runtime::Clock::now(&b.clock).as_millis() / 1000;
 
     // Signing through both nodes while PostgreSQL crashes and comes back.
     let acked = Mutex::new(0usize);
@@ -300,6 +301,20 @@ async fn a_postgres_crash_under_load_is_survived_without_node_restarts() {
     let chaos = async {
         let count = || *acked.lock().expect("acked");
         assert!(wait_until(Duration::from_secs(30), || async { count() >= 40 }).await);
+        // The database starts again in a later second than the proof's (proofs carry whole
+        // seconds; on a fast machine the 40 signatures take less than that).
+        let wall_second = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs()
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || async {
+                wall_second() > proof_second
+            })
+            .await
+        );
         // Crashed (`pg_ctl stop -m immediate`: the replay table is emptied) and started again.
         let crash = tokio::task::spawn_blocking({
             let state = cluster.state.clone();
