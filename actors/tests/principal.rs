@@ -76,18 +76,22 @@ async fn describe(s: &Setup, omni: Omni) -> agentkeys_actors::principal::Princip
         .expect("view")
 }
 
-/// Sends `msg` and drops the call as soon as it is in the actor's mailbox.
-async fn send_and_hang_up<M>(registry: &Registry<AgentActor>, omni: Omni, msg: M)
+/// Sends `msg` and drops the call while the change is still unanswered: the store's writer is
+/// held, so the change cannot commit (and so cannot be answered) before the drop.
+async fn send_and_hang_up<M>(s: &Setup, omni: Omni, msg: M)
 where
     AgentActor: actix::Handler<agentkeys_runtime::Supervised<M>>,
     M: actix::Message + Clone + Send + 'static,
     M::Result: Send,
 {
-    let call = registry.call(omni, msg);
+    let (release, gate) = agentkeys_tests::hold_writer(s.stack.runtime.store());
+    let call = s.agents.call(omni, msg);
     assert!(
         actix::clock::timeout(Duration::ZERO, call).await.is_err(),
-        "the call was still waiting when it was dropped"
+        "the call was answered while the store could not commit"
     );
+    release.send(()).expect("release the writer");
+    gate.await;
 }
 
 #[actix::test]
@@ -106,7 +110,7 @@ async fn a_scope_change_completes_when_its_caller_drops_the_call() {
         scopes: scopes(&["sign:eip712"]),
         origin: Origin::default(),
     };
-    send_and_hang_up(&s.agents, omni, narrow).await;
+    send_and_hang_up(&s, omni, narrow).await;
 
     // The next message is handled after the change's turn: store and memory agree.
     let view = describe(&s, omni).await;
@@ -240,7 +244,7 @@ async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
         bid,
         origin: Origin::default(),
     };
-    send_and_hang_up(&s.agents, omni, delete).await;
+    send_and_hang_up(&s, omni, delete).await;
 
     let refused = s.agents.call(omni, check).await.expect("call");
     assert!(
@@ -263,7 +267,7 @@ async fn a_binding_use_is_cached_when_its_caller_drops_the_call() {
         jkt: "key-1".into(),
         request_id: "refresh".into(),
     };
-    send_and_hang_up(&s.agents, omni, used).await;
+    send_and_hang_up(&s, omni, used).await;
 
     let view = describe(&s, omni).await;
     let cached = view.bindings.iter().find(|b| b.bid == bid).expect("cached");

@@ -10,29 +10,7 @@ use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
     CreateError, Mutation, Origin, RevokeActor, Store, StoreError, StoreOptions, WriteError,
 };
-use kit::{create, omni_of, open_store};
-
-/// Holds the writer inside a batch until released, so later writes queue up behind it.
-struct Gate {
-    entered: mpsc::Sender<()>,
-    release: mpsc::Receiver<()>,
-}
-
-impl Mutation for Gate {
-    type Plan = ();
-    type Output = ();
-    type Rejection = Infallible;
-
-    fn check(self, _view: &WriteTransaction) -> Result<Result<(), Infallible>, StoreError> {
-        let _ = self.entered.send(());
-        let _ = self.release.recv();
-        Ok(Ok(()))
-    }
-
-    fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
+use kit::{create, hold_writer, omni_of, open_store};
 
 /// Fails in `apply`, as an I/O error would.
 struct FailingWrite;
@@ -49,17 +27,6 @@ impl Mutation for FailingWrite {
     fn apply(_plan: (), _txn: &WriteTransaction) -> Result<(), StoreError> {
         Err(StoreError::Corrupt("injected write failure".into()))
     }
-}
-
-fn hold_writer(store: &agentkeys_runtime::store::Store) -> (mpsc::Sender<()>, impl Future) {
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    let pending = store.submit(Gate {
-        entered: entered_tx,
-        release: release_rx,
-    });
-    entered_rx.recv().expect("writer entered the gate");
-    (release_tx, pending)
 }
 
 #[tokio::test]

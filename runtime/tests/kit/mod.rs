@@ -228,3 +228,44 @@ pub async fn wait_until(mut cond: impl FnMut() -> bool, limit: Duration) -> bool
     }
     cond()
 }
+
+/// Holds the writer inside a batch until released, so later writes queue up behind it.
+struct Gate {
+    entered: std::sync::mpsc::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl agentkeys_runtime::store::Mutation for Gate {
+    type Plan = ();
+    type Output = ();
+    type Rejection = std::convert::Infallible;
+
+    fn check(
+        self,
+        _view: &agentkeys_runtime::store::WriteTransaction,
+    ) -> Result<Result<(), Self::Rejection>, agentkeys_runtime::store::StoreError> {
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Ok(Ok(()))
+    }
+
+    fn apply(
+        _plan: (),
+        _txn: &agentkeys_runtime::store::WriteTransaction,
+    ) -> Result<(), agentkeys_runtime::store::StoreError> {
+        Ok(())
+    }
+}
+
+/// Parks `store`'s writer inside a batch and returns once it is parked: no write commits until
+/// the returned sender sends (or is dropped). The future is the gate's own write.
+pub fn hold_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, impl Future + use<>) {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let pending = store.submit(Gate {
+        entered: entered_tx,
+        release: release_rx,
+    });
+    entered_rx.recv().expect("writer entered the gate");
+    (release_tx, pending)
+}
