@@ -177,21 +177,22 @@ impl LineageGuard {
         self.runtime.cache_generation()
     }
 
-    /// The actor's effective scopes now: `None` for a master (every scope), else the
-    /// intersection of the scopes stored along the lineage. Reads the lineage from the store
-    /// only if the index lacks an entry.
+    /// The actor's effective scopes now, given its own stored scopes (`own`, from its record):
+    /// `None` for a master (every scope), else the intersection of the scopes stored along the
+    /// lineage. Reads the lineage from the store only if the index lacks an ancestor.
     pub fn effective_scopes(
         &self,
+        own: &[String],
     ) -> Result<Option<std::collections::BTreeSet<String>>, CallError> {
-        match self.runtime.scopes().effective(&self.chain) {
+        match self.runtime.scopes().effective(&self.chain, own) {
             Ok(scopes) => Ok(scopes),
             Err(missing) => {
-                self.runtime.lineage(&missing)?;
+                // Reading the actor's lineage fills every ancestor's entry.
                 let last = self.chain.last().copied().unwrap_or(missing);
                 self.runtime.lineage(&last)?;
                 self.runtime
                     .scopes()
-                    .effective(&self.chain)
+                    .effective(&self.chain, own)
                     .map_err(|_| CallError::NotFound)
             }
         }

@@ -157,7 +157,10 @@ impl SessionView {
                 record: self.record.clone(),
                 proof,
                 guard: self.guard.clone(),
-                scopes: self.guard.effective_scopes().map_err(SessionError::Call)?,
+                scopes: self
+                    .guard
+                    .effective_scopes(&self.record.scopes)
+                    .map_err(SessionError::Call)?,
                 policies,
             }),
             Some(b) if b.is_live() => Err(SessionError::WrongKey),
@@ -330,7 +333,7 @@ impl PrincipalCore {
             record: self.view.record.clone(),
             proof,
             guard: self.view.guard.clone(),
-            scopes: self.view.guard.effective_scopes()?,
+            scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
             policies: self.policies(),
         })
     }
@@ -373,7 +376,7 @@ impl PrincipalCore {
         Ok(PrincipalView {
             record: self.view.record.clone(),
             bindings: self.view.bindings.0.clone(),
-            scopes: self.view.guard.effective_scopes()?,
+            scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
         })
     }
 
