@@ -155,7 +155,11 @@ impl LineageGuard {
 
     /// The guarded actor (the last of its chain).
     pub fn omni(&self) -> Omni {
-        self.chain[self.chain.len() - 1]
+        *self.omni_ref()
+    }
+
+    fn omni_ref(&self) -> &Omni {
+        &self.chain[self.chain.len() - 1]
     }
 
     /// Reads the actor's lineage from the store again (one snapshot), recording what it shows
@@ -298,15 +302,46 @@ impl<A: VirtualActor> Live<A> {
 }
 
 /// A registry entry: an activation in progress (shared by concurrent first callers), or a
-/// running actor.
+/// running actor. Entries are kept in a set keyed by the omni they hold (`Borrow<Omni>`), so the
+/// table's bucket is one tagged pointer, not the omni beside it (32 bytes less per active
+/// actor's bucket; docs/BENCHMARKS.md).
 enum Slot<A: VirtualActor> {
-    Activating(Arc<OnceCell<Arc<Live<A>>>>),
+    Activating(Arc<Pending<A>>),
     Active(Arc<Live<A>>),
+}
+
+/// An activation in progress: whoever comes first activates, the others wait on the cell.
+struct Pending<A: VirtualActor> {
+    omni: Omni,
+    cell: OnceCell<Arc<Live<A>>>,
+}
+
+impl<A: VirtualActor> std::borrow::Borrow<Omni> for Slot<A> {
+    fn borrow(&self) -> &Omni {
+        match self {
+            Slot::Activating(pending) => &pending.omni,
+            Slot::Active(live) => live.guard.omni_ref(),
+        }
+    }
+}
+
+impl<A: VirtualActor> PartialEq for Slot<A> {
+    fn eq(&self, other: &Self) -> bool {
+        std::borrow::Borrow::<Omni>::borrow(self) == std::borrow::Borrow::<Omni>::borrow(other)
+    }
+}
+
+impl<A: VirtualActor> Eq for Slot<A> {}
+
+impl<A: VirtualActor> std::hash::Hash for Slot<A> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::borrow::Borrow::<Omni>::borrow(self).hash(state);
+    }
 }
 
 /// What a lookup found.
 enum Found<A: VirtualActor> {
-    Activating(Arc<OnceCell<Arc<Live<A>>>>),
+    Activating(Arc<Pending<A>>),
     Active(Arc<Live<A>>),
 }
 
@@ -331,7 +366,7 @@ impl<A: VirtualActor> std::hash::Hash for Member<A> {
 /// Entries by omni, plus, for each ancestor, its active descendants (for subtree stops).
 /// One lock guards both so that registration and a subtree scan cannot miss each other.
 struct State<A: VirtualActor> {
-    slots: HashMap<Omni, Slot<A>>,
+    slots: HashSet<Slot<A>>,
     below: HashMap<Omni, HashSet<Member<A>>>,
     active: usize,
 }
@@ -345,7 +380,7 @@ impl<A: VirtualActor> State<A> {
     }
 
     fn lives(&self) -> impl Iterator<Item = &Arc<Live<A>>> {
-        self.slots.values().filter_map(|slot| match slot {
+        self.slots.iter().filter_map(|slot| match slot {
             Slot::Active(live) => Some(live),
             Slot::Activating(_) => None,
         })
@@ -358,14 +393,13 @@ impl<A: VirtualActor> State<A> {
     }
 
     fn register(&mut self, live: Arc<Live<A>>) {
-        let omni = live.omni();
         for ancestor in Self::ancestors(&live) {
             self.below
                 .entry(*ancestor)
                 .or_default()
                 .insert(Member(live.clone()));
         }
-        match self.slots.insert(omni, Slot::Active(live)) {
+        match self.slots.replace(Slot::Active(live)) {
             Some(Slot::Active(old)) => self.forget_member(&old),
             _ => self.active += 1,
         }
@@ -379,9 +413,14 @@ impl<A: VirtualActor> State<A> {
                 set.remove(&member);
                 if set.is_empty() {
                     self.below.remove(ancestor);
+                } else {
+                    shrink_sparse(set.len(), set.capacity(), |n| set.shrink_to(n));
                 }
             }
         }
+        shrink_sparse(self.below.len(), self.below.capacity(), |n| {
+            self.below.shrink_to(n);
+        });
     }
 
     /// Removes `omni` if it is active (and, with `only`, if it is that very actor).
@@ -390,12 +429,24 @@ impl<A: VirtualActor> State<A> {
         if !self.live(omni).is_some_and(same) {
             return None;
         }
-        let Some(Slot::Active(live)) = self.slots.remove(omni) else {
+        let Some(Slot::Active(live)) = self.slots.take(omni) else {
             return None;
         };
+        shrink_sparse(self.slots.len(), self.slots.capacity(), |n| {
+            self.slots.shrink_to(n);
+        });
         self.active -= 1;
         self.forget_member(&live);
         Some(live)
+    }
+}
+
+/// A table that fell to a quarter of its capacity gives back half of it: after a burst of
+/// activations is passivated, idle actors cost their store rows only, not the table room the
+/// burst needed (each shrink rehashes what is left, at most once per halving: O(1) amortized).
+fn shrink_sparse(len: usize, capacity: usize, shrink_to: impl FnOnce(usize)) {
+    if capacity > 64 && len < capacity / 4 {
+        shrink_to(len * 2);
     }
 }
 
@@ -564,7 +615,7 @@ impl<A: VirtualActor> Registry<A> {
             runtime: runtime.clone(),
             deps,
             state: RwLock::new(State {
-                slots: HashMap::new(),
+                slots: HashSet::new(),
                 below: HashMap::new(),
                 active: 0,
             }),
@@ -580,21 +631,25 @@ impl<A: VirtualActor> Registry<A> {
         // An actor found stopped (passivated, revoked or crashed meanwhile) is dropped and
         // looked up again; the next activation reads the store, so a revoked actor fails there.
         for _ in 0..3 {
-            let cell = match self.find(&omni) {
+            let pending = match self.find(&omni) {
                 Found::Active(live) if !live.is_stopped() => return Ok(ActorHandle { live }),
                 Found::Active(live) => {
                     self.inner.write().remove(&omni, Some(&live));
                     continue;
                 }
-                Found::Activating(cell) => cell,
+                Found::Activating(pending) => pending,
             };
-            match cell.get_or_try_init(|| async { self.activate(omni) }).await {
+            match pending
+                .cell
+                .get_or_try_init(|| async { self.activate(omni) })
+                .await
+            {
                 Ok(live) if !live.is_stopped() => return Ok(ActorHandle { live: live.clone() }),
                 Ok(live) => {
                     self.inner.write().remove(&omni, Some(live));
                 }
                 Err(e) => {
-                    self.forget_activation(&omni, &cell);
+                    self.forget_activation(&pending);
                     return Err(e);
                 }
             }
@@ -618,17 +673,21 @@ impl<A: VirtualActor> Registry<A> {
     fn find(&self, omni: &Omni) -> Found<A> {
         match self.inner.read().slots.get(omni) {
             Some(Slot::Active(live)) => return Found::Active(live.clone()),
-            Some(Slot::Activating(cell)) => return Found::Activating(cell.clone()),
+            Some(Slot::Activating(pending)) => return Found::Activating(pending.clone()),
             None => {}
         }
         let mut state = self.inner.write();
-        match state
-            .slots
-            .entry(*omni)
-            .or_insert_with(|| Slot::Activating(Arc::default()))
-        {
-            Slot::Active(live) => Found::Active(live.clone()),
-            Slot::Activating(cell) => Found::Activating(cell.clone()),
+        match state.slots.get(omni) {
+            Some(Slot::Active(live)) => Found::Active(live.clone()),
+            Some(Slot::Activating(pending)) => Found::Activating(pending.clone()),
+            None => {
+                let pending = Arc::new(Pending {
+                    omni: *omni,
+                    cell: OnceCell::new(),
+                });
+                state.slots.insert(Slot::Activating(pending.clone()));
+                Found::Activating(pending)
+            }
         }
     }
 
@@ -650,10 +709,11 @@ impl<A: VirtualActor> Registry<A> {
         live.lifecycle.published::<T>()
     }
 
-    fn forget_activation(&self, omni: &Omni, cell: &Arc<OnceCell<Arc<Live<A>>>>) {
+    fn forget_activation(&self, pending: &Arc<Pending<A>>) {
         let mut state = self.inner.write();
-        if matches!(state.slots.get(omni), Some(Slot::Activating(c)) if Arc::ptr_eq(c, cell)) {
-            state.slots.remove(omni);
+        if matches!(state.slots.get(&pending.omni), Some(Slot::Activating(p)) if Arc::ptr_eq(p, pending))
+        {
+            state.slots.remove(&pending.omni);
         }
     }
 
@@ -775,6 +835,12 @@ impl<A: VirtualActor> Registry<A> {
     /// How many actors of this type are active.
     pub fn active(&self) -> usize {
         self.inner.read().active
+    }
+
+    /// How many entries the registry's table has room for without growing: it gives room back
+    /// when it falls to a quarter, so a passivated burst leaves no table behind.
+    pub fn capacity(&self) -> usize {
+        self.inner.read().slots.capacity()
     }
 }
 

@@ -143,7 +143,10 @@ mod tests {
         index.fill_from(&Lineage::new(vec![master, ops.clone(), bot.clone()]));
         assert_eq!(index.len(), 1, "the leaf's own scopes are not held");
         assert_eq!(index.effective(&chain, &bot.scopes), Ok(set(&["b", "c"])));
-        assert_eq!(index.effective(&chain[..2], &ops.scopes), Ok(set(&["a", "b", "c"])));
+        assert_eq!(
+            index.effective(&chain[..2], &ops.scopes),
+            Ok(set(&["a", "b", "c"]))
+        );
 
         // Narrowing the parent narrows the child at once; a lineage read from before the
         // change does not bring the old scopes back.

@@ -99,6 +99,36 @@ async fn idle_actors_passivate_by_the_injected_clock_and_reactivate() {
 }
 
 #[actix::test]
+async fn a_passivated_burst_leaves_no_table_room_behind() {
+    let fx = Fixture::new();
+    let (clock, runtime, registry) = (&fx.clock, &fx.runtime, &fx.registry);
+    let master = omni_of(None, "burst-master");
+    runtime
+        .create(create(None, "burst-master"))
+        .await
+        .expect("master");
+    let pending: Vec<_> = (0..300)
+        .map(|i| runtime.create(create(Some(&master), &format!("n{i}"))))
+        .collect();
+    for p in pending {
+        let omni = p.await.expect("created").record.omni;
+        registry.call(omni, Ping).await.expect("call").expect("live");
+    }
+    assert_eq!(registry.active(), 300);
+    assert!(registry.capacity() >= 300);
+
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(registry.passivate_idle(clock.now()), 300);
+    assert_eq!(registry.active(), 0);
+    assert!(
+        registry.capacity() <= 64,
+        "room for {} entries is left",
+        registry.capacity()
+    );
+    runtime.shutdown(DRAIN).await;
+}
+
+#[actix::test]
 async fn boot_reads_nothing_until_an_actor_is_addressed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());

@@ -2,7 +2,7 @@
 //! that reads or changes it (generated for each actor type by [`principal_handlers!`]).
 //!
 //! **State** ([`PrincipalCore`]): the actor's record (omni, path, stored scopes), its entry of
-//! the runtime's scope index, and its device bindings. **Reads**: [`CheckSession`] (binding live
+//! the runtime's scope index (held only while it has descendants), and its device bindings. **Reads**: [`CheckSession`] (binding live
 //! and of this key, lineage live; answers the effective scopes, so a signed request needs one
 //! mailbox round trip) and [`Describe`]. **Changes**: [`CreateChild`], [`SetScopes`],
 //! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`],
@@ -147,13 +147,13 @@ impl SessionView {
     /// Lineage live, binding live and of this key; the scopes as of now.
     fn answer(
         &self,
-        binding: Option<&DeviceBinding>,
+        binding: Option<&CachedBinding>,
         jkt: &str,
         policies: Arc<crate::policy::Effective>,
     ) -> Result<SessionCheck, SessionError> {
         let proof = self.guard.check().map_err(SessionError::Call)?;
         match binding {
-            Some(b) if b.is_live() && b.jkt == jkt => Ok(SessionCheck {
+            Some(b) if b.is_live() && &*b.jkt == jkt => Ok(SessionCheck {
                 record: self.record.clone(),
                 proof,
                 guard: self.guard.clone(),
@@ -173,10 +173,54 @@ impl SessionView {
 /// actor has a few bindings, and a map's first node reserves room for eleven (about 1.5 KB per
 /// actor with one binding; docs/BENCHMARKS.md).
 #[derive(Debug, Clone, Default)]
-struct Bindings(Vec<DeviceBinding>);
+struct Bindings(Vec<CachedBinding>);
+
+/// A cached [`DeviceBinding`]: without the actor's omni (the actor knows it), strings boxed —
+/// 72 bytes instead of 120 (docs/BENCHMARKS.md, memory per active agent).
+#[derive(Debug, Clone)]
+struct CachedBinding {
+    bid: u64,
+    jkt: Box<str>,
+    label: Box<str>,
+    created_at: Timestamp,
+    last_used: Timestamp,
+    tombstoned_at: Option<Timestamp>,
+}
+
+impl CachedBinding {
+    fn is_live(&self) -> bool {
+        self.tombstoned_at.is_none()
+    }
+
+    /// The binding as the ledger holds it.
+    fn binding(&self, omni: agentkeys_runtime::Omni) -> DeviceBinding {
+        DeviceBinding {
+            omni,
+            bid: self.bid,
+            jkt: self.jkt.clone().into(),
+            label: self.label.clone().into(),
+            created_at: self.created_at,
+            last_used: self.last_used,
+            tombstoned_at: self.tombstoned_at,
+        }
+    }
+}
+
+impl From<DeviceBinding> for CachedBinding {
+    fn from(b: DeviceBinding) -> Self {
+        Self {
+            bid: b.bid,
+            jkt: b.jkt.into_boxed_str(),
+            label: b.label.into_boxed_str(),
+            created_at: b.created_at,
+            last_used: b.last_used,
+            tombstoned_at: b.tombstoned_at,
+        }
+    }
+}
 
 impl Bindings {
-    fn get(&self, bid: u64) -> Option<&DeviceBinding> {
+    fn get(&self, bid: u64) -> Option<&CachedBinding> {
         self.0
             .binary_search_by_key(&bid, |b| b.bid)
             .ok()
@@ -185,10 +229,19 @@ impl Bindings {
 
     /// Adds `binding`, or replaces the one with its id.
     fn insert(&mut self, binding: DeviceBinding) {
+        let binding = CachedBinding::from(binding);
         match self.0.binary_search_by_key(&binding.bid, |b| b.bid) {
             Ok(i) => self.0[i] = binding,
-            Err(i) => self.0.insert(i, binding),
+            Err(i) => {
+                self.0.insert(i, binding);
+                self.0.shrink_to_fit();
+            }
         }
+    }
+
+    /// The bindings as the ledger holds them.
+    fn to_vec(&self, omni: agentkeys_runtime::Omni) -> Vec<DeviceBinding> {
+        self.0.iter().map(|b| b.binding(omni)).collect()
     }
 
     fn len(&self) -> usize {
@@ -197,11 +250,12 @@ impl Bindings {
 }
 
 impl From<Vec<DeviceBinding>> for Bindings {
-    fn from(mut bindings: Vec<DeviceBinding>) -> Self {
-        bindings.sort_by_key(|b| b.bid);
-        bindings.dedup_by_key(|b| b.bid);
-        bindings.shrink_to_fit();
-        Self(bindings)
+    fn from(bindings: Vec<DeviceBinding>) -> Self {
+        let mut cached: Vec<CachedBinding> = bindings.into_iter().map(Into::into).collect();
+        cached.sort_by_key(|b| b.bid);
+        cached.dedup_by_key(|b| b.bid);
+        cached.shrink_to_fit();
+        Self(cached)
     }
 }
 
@@ -300,7 +354,7 @@ impl PrincipalCore {
         Ok(())
     }
 
-    fn binding(&mut self, bid: u64) -> Result<Option<&DeviceBinding>, CallError> {
+    fn binding(&mut self, bid: u64) -> Result<Option<&CachedBinding>, CallError> {
         if self.view.bindings.get(bid).is_none() {
             self.reload()?;
         }
@@ -375,7 +429,7 @@ impl PrincipalCore {
         self.view.guard.check()?;
         Ok(PrincipalView {
             record: self.view.record.clone(),
-            bindings: self.view.bindings.0.clone(),
+            bindings: self.view.bindings.to_vec(self.view.record.omni),
             scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
         })
     }
@@ -738,7 +792,7 @@ mod tests {
         b.insert(binding(5, "e2"));
         let ids: Vec<u64> = b.0.iter().map(|d| d.bid).collect();
         assert_eq!(ids, [2, 3, 5, 7, 9]);
-        assert_eq!(b.get(5).map(|d| d.jkt.as_str()), Some("e2"));
+        assert_eq!(b.get(5).map(|d| &*d.jkt), Some("e2"));
         assert!(b.get(4).is_none());
         assert_eq!(b.len(), 5);
     }
