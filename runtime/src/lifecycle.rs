@@ -4,8 +4,8 @@
 
 use std::any::Any;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context};
@@ -18,11 +18,13 @@ pub(crate) struct Lifecycle {
     /// Set once when the actor is found crashed (so the supervisor hears of it once).
     pub(crate) crashed: AtomicBool,
     /// Calls admitted and not yet handled (the mailbox bound; nothing passivates while > 0).
-    pub(crate) in_flight: AtomicUsize,
+    /// 32 bits, beside the flags: with the view behind a `Mutex`, not an `RwLock`, the cell is
+    /// 96 bytes and its allocation 112, not 128 (docs/BENCHMARKS.md, memory per active agent).
+    pub(crate) in_flight: AtomicU32,
     /// The last use, in clock milliseconds (idle passivation).
     pub(crate) last_used: AtomicU64,
-    /// What the actor published for readers ([`crate::ViewSlot`]).
-    pub(crate) view: RwLock<Option<Arc<dyn Any + Send + Sync>>>,
+    /// What the actor published for readers ([`crate::ViewSlot`]); held for a pointer copy.
+    pub(crate) view: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
     waker: Mutex<Option<Waker>>,
     done: Notify,
 }
@@ -48,12 +50,12 @@ impl Lifecycle {
 
     /// What the actor published, if it is a `T`.
     pub(crate) fn published<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.view
-            .read()
+        let view = self
+            .view
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()?
-            .downcast::<T>()
-            .ok()
+            .clone();
+        view?.downcast::<T>().ok()
     }
 
     /// Records a use at `now_ms` (never moves the time back).

@@ -68,7 +68,7 @@ pub struct ViewSlot(Arc<Lifecycle>);
 impl std::fmt::Debug for ViewSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewSlot")
-            .field("published", &self.0.view.read().is_ok_and(|v| v.is_some()))
+            .field("published", &self.0.view.lock().is_ok_and(|v| v.is_some()))
             .finish()
     }
 }
@@ -80,7 +80,7 @@ impl ViewSlot {
         *self
             .0
             .view
-            .write()
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(view);
     }
 }
@@ -536,7 +536,7 @@ pub(crate) struct InFlight {
 impl InFlight {
     fn enter(actor: &Arc<Lifecycle>, runtime: &Runtime) -> Result<Self, CallError> {
         let capacity = runtime.config().mailbox_capacity;
-        if actor.in_flight.fetch_add(1, Ordering::AcqRel) >= capacity {
+        if actor.in_flight.fetch_add(1, Ordering::AcqRel) as usize >= capacity {
             actor.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(CallError::Busy);
         }

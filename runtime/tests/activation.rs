@@ -112,7 +112,11 @@ async fn a_passivated_burst_leaves_no_table_room_behind() {
         .collect();
     for p in pending {
         let omni = p.await.expect("created").record.omni;
-        registry.call(omni, Ping).await.expect("call").expect("live");
+        registry
+            .call(omni, Ping)
+            .await
+            .expect("call")
+            .expect("live");
     }
     assert_eq!(registry.active(), 300);
     assert!(registry.capacity() >= 300);
