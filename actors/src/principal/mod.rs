@@ -94,7 +94,7 @@ pub struct PrincipalCore {
 impl std::fmt::Debug for PrincipalCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrincipalCore")
-            .field("omni", &self.view.record.omni.short())
+            .field("omni", &self.view.omni().short())
             .field("bindings", &self.view.bindings.len())
             .finish_non_exhaustive()
     }
@@ -108,7 +108,7 @@ impl std::fmt::Debug for PrincipalCore {
 /// policies that changed since) goes to the actor, which loads it and publishes again.
 #[derive(Debug, Clone)]
 pub struct SessionView {
-    record: ActorRecord,
+    record: OwnRecord,
     bindings: Bindings,
     effective: Option<Arc<crate::policy::Effective>>,
     guard: LineageGuard,
@@ -118,7 +118,54 @@ pub struct SessionView {
     generation: u64,
 }
 
+/// The actor's [`ActorRecord`] without the two omnis its lineage already holds (its own and its
+/// parent's), its strings boxed: 80 bytes instead of 168, so the published view's allocation is
+/// 160 bytes, not 256 (docs/BENCHMARKS.md, memory per active agent).
+#[derive(Debug, Clone)]
+struct OwnRecord {
+    label: Box<str>,
+    path: Box<str>,
+    kind: ActorKind,
+    status: agentkeys_runtime::store::StoredStatus,
+    created_at: Timestamp,
+    scopes: Box<[String]>,
+}
+
+impl From<ActorRecord> for OwnRecord {
+    fn from(r: ActorRecord) -> Self {
+        Self {
+            label: r.label.into_boxed_str(),
+            path: r.path.into_boxed_str(),
+            kind: r.kind,
+            status: r.status,
+            created_at: r.created_at,
+            scopes: r.scopes.into_boxed_slice(),
+        }
+    }
+}
+
 impl SessionView {
+    /// The actor (the last of its lineage).
+    fn omni(&self) -> agentkeys_runtime::Omni {
+        self.guard.omni()
+    }
+
+    /// The whole record, its omnis taken from the lineage.
+    fn record(&self) -> ActorRecord {
+        let chain = self.guard.chain();
+        let r = &self.record;
+        ActorRecord {
+            omni: self.omni(),
+            parent: chain.len().checked_sub(2).map(|i| chain[i]),
+            label: r.label.to_string(),
+            path: r.path.to_string(),
+            kind: r.kind,
+            status: r.status,
+            created_at: r.created_at,
+            scopes: r.scopes.to_vec(),
+        }
+    }
+
     /// [`CheckSession`] answered from the view, or `None` when only the actor can answer (the
     /// binding is not in the view, or the tree's policies changed since it was published).
     pub fn check(
@@ -154,7 +201,7 @@ impl SessionView {
         let proof = self.guard.check().map_err(SessionError::Call)?;
         match binding {
             Some(b) if b.is_live() && &*b.jkt == jkt => Ok(SessionCheck {
-                record: self.record.clone(),
+                record: self.record(),
                 proof,
                 guard: self.guard.clone(),
                 scopes: self
@@ -173,7 +220,7 @@ impl SessionView {
 /// actor has a few bindings, and a map's first node reserves room for eleven (about 1.5 KB per
 /// actor with one binding; docs/BENCHMARKS.md).
 #[derive(Debug, Clone, Default)]
-struct Bindings(Vec<CachedBinding>);
+struct Bindings(Box<[CachedBinding]>);
 
 /// A cached [`DeviceBinding`]: without the actor's omni (the actor knows it), strings boxed —
 /// 72 bytes instead of 120 (docs/BENCHMARKS.md, memory per active agent).
@@ -233,8 +280,9 @@ impl Bindings {
         match self.0.binary_search_by_key(&binding.bid, |b| b.bid) {
             Ok(i) => self.0[i] = binding,
             Err(i) => {
-                self.0.insert(i, binding);
-                self.0.shrink_to_fit();
+                let mut list = std::mem::take(&mut self.0).into_vec();
+                list.insert(i, binding);
+                self.0 = list.into_boxed_slice();
             }
         }
     }
@@ -254,8 +302,7 @@ impl From<Vec<DeviceBinding>> for Bindings {
         let mut cached: Vec<CachedBinding> = bindings.into_iter().map(Into::into).collect();
         cached.sort_by_key(|b| b.bid);
         cached.dedup_by_key(|b| b.bid);
-        cached.shrink_to_fit();
-        Self(cached)
+        Self(cached.into_boxed_slice())
     }
 }
 
@@ -322,7 +369,7 @@ impl PrincipalCore {
         }
         let mut core = Self {
             view: Arc::new(SessionView {
-                record: activation.lineage.actor().clone(),
+                record: OwnRecord::from(activation.lineage.actor().clone()),
                 bindings: Bindings::default(),
                 effective: None,
                 epoch: activation.lineage.epoch(),
@@ -338,8 +385,8 @@ impl PrincipalCore {
     }
 
     /// The actor's record (as of its last change).
-    pub fn record(&self) -> &ActorRecord {
-        &self.view.record
+    pub fn record(&self) -> ActorRecord {
+        self.view.record()
     }
 
     /// Changes the view (a copy, if a reader still holds the old one) and publishes it.
@@ -349,7 +396,7 @@ impl PrincipalCore {
     }
 
     fn reload(&mut self) -> Result<(), CallError> {
-        let bindings = self.deps.ledger.devices(&self.view.record.omni)?;
+        let bindings = self.deps.ledger.devices(&self.view.omni())?;
         self.change(|v| v.bindings = Bindings::from(bindings));
         Ok(())
     }
@@ -384,7 +431,7 @@ impl PrincipalCore {
     pub fn authorize(&mut self) -> Result<SessionCheck, CallError> {
         let proof = self.view.guard.check()?;
         Ok(SessionCheck {
-            record: self.view.record.clone(),
+            record: self.view.record(),
             proof,
             guard: self.view.guard.clone(),
             scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
@@ -403,9 +450,9 @@ impl PrincipalCore {
         let generation = self.view.guard.cache_generation();
         let lineage = self.view.guard.reload()?;
         self.deps.ledger.refresh_policies(self.view.guard.chain())?;
-        let bindings = self.deps.ledger.devices(&self.view.record.omni)?;
+        let bindings = self.deps.ledger.devices(&self.view.omni())?;
         self.change(|v| {
-            v.record = lineage.actor().clone();
+            v.record = OwnRecord::from(lineage.actor().clone());
             v.bindings = Bindings::from(bindings);
             v.effective = None;
             v.epoch = lineage.epoch();
@@ -428,8 +475,8 @@ impl PrincipalCore {
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
         self.view.guard.check()?;
         Ok(PrincipalView {
-            record: self.view.record.clone(),
-            bindings: self.view.bindings.to_vec(self.view.record.omni),
+            record: self.view.record(),
+            bindings: self.view.bindings.to_vec(self.view.omni()),
             scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
         })
     }
@@ -447,13 +494,13 @@ impl PrincipalCore {
             Ok(scopes) => scopes,
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
-        let omni = match child_omni(&self.view.record.omni, &msg.label) {
+        let omni = match child_omni(&self.view.omni(), &msg.label) {
             Ok(omni) => omni,
             Err(e) => return refused(PrincipalError::InvalidLabel(e.to_string())),
         };
         let master = self.master();
         let path = format!("{}//{}", self.view.record.path, msg.label);
-        let parent = self.view.record.omni;
+        let parent = self.view.omni();
         let (ledger, signer, now) = (
             self.deps.ledger.clone(),
             self.deps.signer.clone(),
@@ -511,7 +558,7 @@ impl PrincipalCore {
             Err(e) => return refused(PrincipalError::InvalidScopes(e.to_string())),
         };
         let write = self.deps.ledger.set_scopes(ledger::SetScopes {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             scopes,
             origin: msg.origin,
             at: self.deps.clock.now(),
@@ -522,14 +569,14 @@ impl PrincipalCore {
     /// [`SetScopes`], second half, after the commit: the record and the scope index.
     pub fn scopes_set(&mut self, record: ActorRecord) -> ActorRecord {
         self.scopes.set(record.scopes.clone());
-        self.change(|v| v.record = record.clone());
+        self.change(|v| v.record = OwnRecord::from(record.clone()));
         record
     }
 
     /// [`IssueLinkCode`]: the store keeps the hash; the actor's memory does not change.
     pub fn issue_link_code(&self, msg: IssueLinkCode) -> Change<Timestamp> {
         let write = self.deps.ledger.issue_link_code(ledger::IssueLinkCode {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             hash: msg.hash,
             at: self.deps.clock.now(),
             expires_at: msg.expires_at,
@@ -542,7 +589,7 @@ impl PrincipalCore {
     /// [`BindDevice`], first half: consumes the code and binds the key in one transaction.
     pub fn bind_device(&self, msg: BindDevice) -> Change<BoundDevice> {
         let write = self.deps.ledger.redeem_link_code(RedeemLinkCode {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             hash: msg.hash,
             jkt: msg.device.jkt,
             device_label: msg.device.label,
@@ -569,7 +616,7 @@ impl PrincipalCore {
     /// [`AddDevice`], first half: binds the key in one transaction.
     pub fn add_device(&self, msg: AddDevice) -> Change<BoundDevice> {
         let write = self.deps.ledger.bind_key(ledger::BindKey {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             jkt: msg.device.jkt,
             device_label: msg.device.label,
             origin: msg.origin,
@@ -596,7 +643,7 @@ impl PrincipalCore {
     /// [`DeleteBinding`], first half: the tombstone.
     pub fn delete_binding(&self, msg: DeleteBinding) -> Change<DeviceBinding> {
         let write = self.deps.ledger.delete_device(DeleteDevice {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             bid: msg.bid,
             origin: msg.origin,
             at: self.deps.clock.now(),
@@ -611,7 +658,7 @@ impl PrincipalCore {
             self.master(),
             msg.origin,
             msg.op,
-            self.view.record.omni,
+            self.view.omni(),
             msg.detail,
             self.deps.clock.now(),
         );
@@ -642,7 +689,7 @@ impl PrincipalCore {
     /// [`UseBinding`], first half: checks the binding and records its use.
     pub fn use_binding(&self, msg: UseBinding) -> Change<BindingInUse> {
         let write = self.deps.ledger.refresh_session(RefreshSession {
-            omni: self.view.record.omni,
+            omni: self.view.omni(),
             bid: msg.bid,
             jkt: msg.jkt,
             request_id: msg.request_id,
@@ -782,6 +829,14 @@ mod tests {
             last_used: Timestamp::from_millis(bid),
             tombstoned_at: None,
         }
+    }
+
+    /// The published view is one allocation per active actor (with `Arc`'s two counts):
+    /// 160 bytes, two size classes below the 256 it took with the whole record in it.
+    #[test]
+    fn the_published_view_fits_160_bytes() {
+        let size = std::mem::size_of::<super::SessionView>() + 16;
+        assert!(size <= 160, "the view's allocation is {size} bytes");
     }
 
     #[test]
