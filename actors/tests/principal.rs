@@ -256,7 +256,7 @@ async fn a_deleted_binding_is_refused_when_its_caller_drops_the_call() {
 }
 
 #[actix::test]
-async fn a_binding_use_is_cached_when_its_caller_drops_the_call() {
+async fn a_binding_use_completes_when_its_caller_drops_the_call() {
     let s = setup().await;
     let (omni, bid) = bot(&s, &["sign:eip191"]).await;
     assert!(s.agents.call(omni, Describe).await.expect("call").is_ok());
@@ -269,16 +269,25 @@ async fn a_binding_use_is_cached_when_its_caller_drops_the_call() {
     };
     send_and_hang_up(&s, omni, used).await;
 
+    // The next message is handled after the use's turn: the use is stored, and the actor still
+    // takes the binding as live and of the same key.
     let view = describe(&s, omni).await;
-    let cached = view.bindings.iter().find(|b| b.bid == bid).expect("cached");
+    let shown = view.bindings.iter().find(|b| b.bid == bid).expect("shown");
     let stored = s
         .stack
         .ledger
         .device(&omni, bid)
         .expect("read")
         .expect("stored");
-    assert_eq!(cached.last_used, stored.last_used);
+    assert_eq!(shown.last_used, stored.last_used);
     assert!(stored.last_used > stored.created_at, "the use was recorded");
+    let check = CheckSession {
+        bid,
+        jkt: "key-1".into(),
+        min_epoch: 0,
+    };
+    let checked = s.agents.call(omni, check).await.expect("call");
+    assert!(checked.is_ok(), "{checked:?}");
 
     // Another key cannot use the binding; nothing changes.
     let other = UseBinding {

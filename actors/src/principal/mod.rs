@@ -200,7 +200,7 @@ impl SessionView {
     ) -> Result<SessionCheck, SessionError> {
         let proof = self.guard.check().map_err(SessionError::Call)?;
         match binding {
-            Some(b) if b.is_live() && &*b.jkt == jkt => Ok(SessionCheck {
+            Some(b) if b.is_live() && b.is_of(jkt) => Ok(SessionCheck {
                 record: self.record(),
                 proof,
                 guard: self.guard.clone(),
@@ -222,46 +222,39 @@ impl SessionView {
 #[derive(Debug, Clone, Default)]
 struct Bindings(Box<[CachedBinding]>);
 
-/// A cached [`DeviceBinding`]: without the actor's omni (the actor knows it), strings boxed —
-/// 72 bytes instead of 120 (docs/BENCHMARKS.md, memory per active agent).
+/// What the session check needs of a [`DeviceBinding`]: its id, whether it is live, and the
+/// SHA-256 of its key's thumbprint — 48 bytes and no string of its own, where the whole binding
+/// took 120 and two strings (docs/BENCHMARKS.md, memory per active agent). The rest (label,
+/// times) is read from the ledger when someone asks ([`Describe`]).
 #[derive(Debug, Clone)]
 struct CachedBinding {
     bid: u64,
-    jkt: Box<str>,
-    label: Box<str>,
-    created_at: Timestamp,
-    last_used: Timestamp,
-    tombstoned_at: Option<Timestamp>,
+    jkt: [u8; 32],
+    live: bool,
 }
 
 impl CachedBinding {
     fn is_live(&self) -> bool {
-        self.tombstoned_at.is_none()
+        self.live
     }
 
-    /// The binding as the ledger holds it.
-    fn binding(&self, omni: agentkeys_runtime::Omni) -> DeviceBinding {
-        DeviceBinding {
-            omni,
-            bid: self.bid,
-            jkt: self.jkt.clone().into(),
-            label: self.label.clone().into(),
-            created_at: self.created_at,
-            last_used: self.last_used,
-            tombstoned_at: self.tombstoned_at,
-        }
+    /// Whether the binding is of the key with this thumbprint.
+    fn is_of(&self, jkt: &str) -> bool {
+        thumbprint_digest(jkt) == self.jkt
     }
+}
+
+fn thumbprint_digest(jkt: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(jkt.as_bytes()).into()
 }
 
 impl From<DeviceBinding> for CachedBinding {
     fn from(b: DeviceBinding) -> Self {
         Self {
             bid: b.bid,
-            jkt: b.jkt.into_boxed_str(),
-            label: b.label.into_boxed_str(),
-            created_at: b.created_at,
-            last_used: b.last_used,
-            tombstoned_at: b.tombstoned_at,
+            jkt: thumbprint_digest(&b.jkt),
+            live: b.is_live(),
         }
     }
 }
@@ -285,11 +278,6 @@ impl Bindings {
                 self.0 = list.into_boxed_slice();
             }
         }
-    }
-
-    /// The bindings as the ledger holds them.
-    fn to_vec(&self, omni: agentkeys_runtime::Omni) -> Vec<DeviceBinding> {
-        self.0.iter().map(|b| b.binding(omni)).collect()
     }
 
     fn len(&self) -> usize {
@@ -471,12 +459,15 @@ impl PrincipalCore {
         self.view.answer(binding.as_ref(), &msg.jkt, policies)
     }
 
-    /// [`Describe`]: the record, the bindings, the effective scopes.
+    /// [`Describe`]: the record, the bindings (from the ledger: the cache holds only what the
+    /// session check needs), the effective scopes.
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
         self.view.guard.check()?;
+        let mut bindings = self.deps.ledger.devices(&self.view.omni())?;
+        bindings.sort_by_key(|b| b.bid);
         Ok(PrincipalView {
             record: self.view.record(),
-            bindings: self.view.bindings.to_vec(self.view.omni()),
+            bindings,
             scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
         })
     }
@@ -847,7 +838,7 @@ mod tests {
         b.insert(binding(5, "e2"));
         let ids: Vec<u64> = b.0.iter().map(|d| d.bid).collect();
         assert_eq!(ids, [2, 3, 5, 7, 9]);
-        assert_eq!(b.get(5).map(|d| &*d.jkt), Some("e2"));
+        assert!(b.get(5).is_some_and(|d| d.is_of("e2") && !d.is_of("e")));
         assert!(b.get(4).is_none());
         assert_eq!(b.len(), 5);
     }
