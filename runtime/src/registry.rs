@@ -184,11 +184,11 @@ impl LineageGuard {
     /// The actor's effective scopes now, given its own stored scopes (`own`, from its record):
     /// `None` for a master (every scope), else the intersection of the scopes stored along the
     /// lineage. Reads the lineage from the store only if the index lacks an ancestor.
-    pub fn effective_scopes(
+    pub fn effective_scopes<'a>(
         &self,
-        own: &[String],
+        own: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Result<Option<std::collections::BTreeSet<String>>, CallError> {
-        match self.runtime.scopes().effective(&self.chain, own) {
+        match self.runtime.scopes().effective(&self.chain, own.clone()) {
             Ok(scopes) => Ok(scopes),
             Err(missing) => {
                 // Reading the actor's lineage fills every ancestor's entry.

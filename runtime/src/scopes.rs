@@ -66,16 +66,16 @@ impl ScopeIndex {
     /// The effective scopes of the last actor of `chain` (root first), whose own stored scopes
     /// are `own`: `Ok(None)` for a master (it holds every scope), `Ok(Some(set))` for an agent,
     /// `Err(omni)` if an agent above it is not in the index (read the lineage, then ask again).
-    pub fn effective(
+    pub fn effective<'a>(
         &self,
         chain: &[Omni],
-        own: &[String],
+        own: impl IntoIterator<Item = &'a str>,
     ) -> Result<Option<BTreeSet<String>>, Omni> {
         let ancestors = match chain {
             [] | [_] => return Ok(None),
             [_master, ancestors @ .., _own] => ancestors,
         };
-        let mut effective: BTreeSet<String> = own.iter().cloned().collect();
+        let mut effective: BTreeSet<String> = own.into_iter().map(str::to_owned).collect();
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         for omni in ancestors {
             let stored = &map.get(omni).ok_or(*omni)?.1;
@@ -137,14 +137,20 @@ mod tests {
             record(3, Some(2), &["b", "c", "d"]),
         );
         let chain = [master.omni, ops.omni, bot.omni];
-        assert_eq!(index.effective(&chain[..1], &[]), Ok(None), "a master");
-        assert_eq!(index.effective(&chain, &bot.scopes), Err(ops.omni));
+        assert_eq!(index.effective(&chain[..1], []), Ok(None), "a master");
+        assert_eq!(
+            index.effective(&chain, bot.scopes.iter().map(String::as_str)),
+            Err(ops.omni)
+        );
 
         index.fill_from(&Lineage::new(vec![master, ops.clone(), bot.clone()]));
         assert_eq!(index.len(), 1, "the leaf's own scopes are not held");
-        assert_eq!(index.effective(&chain, &bot.scopes), Ok(set(&["b", "c"])));
         assert_eq!(
-            index.effective(&chain[..2], &ops.scopes),
+            index.effective(&chain, bot.scopes.iter().map(String::as_str)),
+            Ok(set(&["b", "c"]))
+        );
+        assert_eq!(
+            index.effective(&chain[..2], ops.scopes.iter().map(String::as_str)),
             Ok(set(&["a", "b", "c"]))
         );
 
@@ -152,6 +158,9 @@ mod tests {
         // change does not bring the old scopes back.
         index.set(ops.omni, vec!["c".into()]);
         index.fill_from(&Lineage::new(vec![record(1, None, &[]), ops, bot.clone()]));
-        assert_eq!(index.effective(&chain, &bot.scopes), Ok(set(&["c"])));
+        assert_eq!(
+            index.effective(&chain, bot.scopes.iter().map(String::as_str)),
+            Ok(set(&["c"]))
+        );
     }
 }

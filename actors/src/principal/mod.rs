@@ -128,7 +128,55 @@ struct OwnRecord {
     kind: ActorKind,
     status: agentkeys_runtime::store::StoredStatus,
     created_at: Timestamp,
-    scopes: Box<[String]>,
+    scopes: PackedScopes,
+}
+
+/// An actor's stored scopes in one allocation: each scope's length (4 bytes, little-endian),
+/// then its bytes — 28 bytes for two scopes, where a list of strings took three allocations
+/// (80 bytes; docs/BENCHMARKS.md, memory per active agent).
+#[derive(Clone, Default)]
+struct PackedScopes(Box<[u8]>);
+
+impl PackedScopes {
+    fn iter(&self) -> PackedIter<'_> {
+        PackedIter(&self.0)
+    }
+}
+
+impl From<Vec<String>> for PackedScopes {
+    fn from(scopes: Vec<String>) -> Self {
+        let mut out = Vec::with_capacity(scopes.iter().map(|s| 4 + s.len()).sum());
+        for scope in &scopes {
+            // A scope longer than 4 GiB cannot be stored; leaving it out only narrows.
+            if let Ok(len) = u32::try_from(scope.len()) {
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(scope.as_bytes());
+            }
+        }
+        Self(out.into_boxed_slice())
+    }
+}
+
+impl std::fmt::Debug for PackedScopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The scopes of a [`PackedScopes`], in order.
+#[derive(Clone)]
+struct PackedIter<'a>(&'a [u8]);
+
+impl<'a> Iterator for PackedIter<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (len, rest) = self.0.split_first_chunk::<4>()?;
+        let (scope, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+        self.0 = rest;
+        // Packed from strings, so always UTF-8.
+        std::str::from_utf8(scope).ok()
+    }
 }
 
 impl From<ActorRecord> for OwnRecord {
@@ -139,7 +187,7 @@ impl From<ActorRecord> for OwnRecord {
             kind: r.kind,
             status: r.status,
             created_at: r.created_at,
-            scopes: r.scopes.into_boxed_slice(),
+            scopes: PackedScopes::from(r.scopes),
         }
     }
 }
@@ -162,7 +210,7 @@ impl SessionView {
             kind: r.kind,
             status: r.status,
             created_at: r.created_at,
-            scopes: r.scopes.to_vec(),
+            scopes: r.scopes.iter().map(str::to_owned).collect(),
         }
     }
 
@@ -206,7 +254,7 @@ impl SessionView {
                 guard: self.guard.clone(),
                 scopes: self
                     .guard
-                    .effective_scopes(&self.record.scopes)
+                    .effective_scopes(self.record.scopes.iter())
                     .map_err(SessionError::Call)?,
                 policies,
             }),
@@ -422,7 +470,10 @@ impl PrincipalCore {
             record: self.view.record(),
             proof,
             guard: self.view.guard.clone(),
-            scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
+            scopes: self
+                .view
+                .guard
+                .effective_scopes(self.view.record.scopes.iter())?,
             policies: self.policies(),
         })
     }
@@ -468,7 +519,10 @@ impl PrincipalCore {
         Ok(PrincipalView {
             record: self.view.record(),
             bindings,
-            scopes: self.view.guard.effective_scopes(&self.view.record.scopes)?,
+            scopes: self
+                .view
+                .guard
+                .effective_scopes(self.view.record.scopes.iter())?,
         })
     }
 
@@ -828,6 +882,20 @@ mod tests {
     fn the_published_view_fits_160_bytes() {
         let size = std::mem::size_of::<super::SessionView>() + 16;
         assert!(size <= 160, "the view's allocation is {size} bytes");
+    }
+
+    #[test]
+    fn packed_scopes_give_back_what_was_packed() {
+        for scopes in [
+            vec![],
+            vec!["sign:eip191".to_string(), "sign:tx:1".to_string()],
+            vec![String::new(), "ü with spaces".to_string(), "x".repeat(300)],
+        ] {
+            let packed = super::PackedScopes::from(scopes.clone());
+            assert_eq!(packed.iter().collect::<Vec<_>>(), scopes);
+        }
+        let two = super::PackedScopes::from(vec!["sign:eip191".into(), "sign:tx:1".into()]);
+        assert_eq!(two.0.len(), 28, "one allocation: lengths and bytes");
     }
 
     #[test]
