@@ -1,13 +1,14 @@
 //! The agent actor: one per agent (any depth below a master).
 //!
 //! **Owns** the agent's record (omni, path, stored scopes, status), its entry of the runtime's
-//! scope index (held only while it has descendants), its device bindings (cached; the ledger is the durable copy) and the link codes
-//! it issued ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]),
-//! including `SetScopes` from an ancestor, which narrows its whole subtree at once; a
+//! scope index (held only while it has descendants), its device bindings (what the session
+//! check needs of them, cached; the ledger is the durable copy) and the link codes it issued
+//! ([`PrincipalCore`]). **Takes** the principal messages ([`crate::principal`]), including
+//! `SetScopes` from an ancestor, which narrows its whole subtree at once; a
 //! [`CheckSession`](crate::principal::CheckSession) checks the lineage (revoked index) and the
 //! binding, and answers the effective scopes — its own stored scopes intersected with its
-//! ancestors', read from the runtime's scope index at check time — with the [`LiveProof`](agentkeys_runtime::LiveProof)
-//! the signer needs.
+//! ancestors', read from the runtime's scope index at check time — with the
+//! [`LiveProof`](agentkeys_runtime::LiveProof) the signer needs.
 //! Signing itself runs in the signer pool, outside this mailbox, so many signatures per agent
 //! can be in flight and a slow one never blocks the next check. **Restart policy**: supervised;
 //! a crash drops the actor and the next message activates it from the store. **Lost on

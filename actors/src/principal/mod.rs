@@ -2,9 +2,10 @@
 //! that reads or changes it (generated for each actor type by [`principal_handlers!`]).
 //!
 //! **State** ([`PrincipalCore`]): the actor's record (omni, path, stored scopes), its entry of
-//! the runtime's scope index (held only while it has descendants), and its device bindings. **Reads**: [`CheckSession`] (binding live
-//! and of this key, lineage live; answers the effective scopes, so a signed request needs one
-//! mailbox round trip) and [`Describe`]. **Changes**: [`CreateChild`], [`SetScopes`],
+//! the runtime's scope index (held only while it has descendants), and its device bindings.
+//! **Reads**: [`CheckSession`] (binding live and of this key, lineage live; answers the
+//! effective scopes, so a signed request needs one mailbox round trip) and [`Describe`].
+//! **Changes**: [`CreateChild`], [`SetScopes`],
 //! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`],
 //! and [`RecordAction`] (the audit row of a signature or token it obtained).
 //!
@@ -15,8 +16,10 @@
 //! still waiting (the runtime counts the call in flight until the turn ends, so the actor is not
 //! passivated in between). Memory and store cannot drift apart.
 //!
-//! The bindings are loaded at activation; an unknown binding id triggers one reload (binding
-//! ids only grow, so a miss can only mean "newer", e.g. a login's new binding).
+//! The bindings are loaded at activation, as much of each as the session check needs (its id,
+//! whether it is live, the SHA-256 of its key's thumbprint); [`Describe`] reads the rest from the
+//! ledger. An unknown binding id triggers one reload (binding ids only grow, so a miss can only
+//! mean "newer", e.g. a login's new binding).
 
 mod error;
 mod messages;
