@@ -277,7 +277,7 @@ struct Bindings(Box<[CachedBinding]>);
 /// SHA-256 of its key's thumbprint — 48 bytes and no string of its own, where the whole binding
 /// took 120 and two strings (docs/BENCHMARKS.md, memory per active agent). The rest (label,
 /// times) is read from the ledger when someone asks ([`Describe`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct CachedBinding {
     bid: u64,
     jkt: [u8; 32],
@@ -300,8 +300,8 @@ fn thumbprint_digest(jkt: &str) -> [u8; 32] {
     sha2::Sha256::digest(jkt.as_bytes()).into()
 }
 
-impl From<DeviceBinding> for CachedBinding {
-    fn from(b: DeviceBinding) -> Self {
+impl From<&DeviceBinding> for CachedBinding {
+    fn from(b: &DeviceBinding) -> Self {
         Self {
             bid: b.bid,
             jkt: thumbprint_digest(&b.jkt),
@@ -319,8 +319,7 @@ impl Bindings {
     }
 
     /// Adds `binding`, or replaces the one with its id.
-    fn insert(&mut self, binding: DeviceBinding) {
-        let binding = CachedBinding::from(binding);
+    fn insert(&mut self, binding: CachedBinding) {
         match self.0.binary_search_by_key(&binding.bid, |b| b.bid) {
             Ok(i) => self.0[i] = binding,
             Err(i) => {
@@ -338,7 +337,7 @@ impl Bindings {
 
 impl From<Vec<DeviceBinding>> for Bindings {
     fn from(bindings: Vec<DeviceBinding>) -> Self {
-        let mut cached: Vec<CachedBinding> = bindings.into_iter().map(Into::into).collect();
+        let mut cached: Vec<CachedBinding> = bindings.iter().map(CachedBinding::from).collect();
         cached.sort_by_key(|b| b.bid);
         cached.dedup_by_key(|b| b.bid);
         Self(cached.into_boxed_slice())
@@ -423,15 +422,19 @@ impl PrincipalCore {
         core
     }
 
-    /// The actor's record (as of its last change).
-    pub fn record(&self) -> ActorRecord {
-        self.view.record()
-    }
-
     /// Changes the view (a copy, if a reader still holds the old one) and publishes it.
     fn change(&mut self, f: impl FnOnce(&mut SessionView)) {
         f(Arc::make_mut(&mut self.view));
         self.slot.publish(self.view.clone());
+    }
+
+    /// The cache takes `binding` (new, or replacing its id) and the view is published again,
+    /// unless the cache already held it as it is.
+    fn cache_binding(&mut self, binding: &DeviceBinding) {
+        let cached = CachedBinding::from(binding);
+        if self.view.bindings.get(cached.bid) != Some(&cached) {
+            self.change(|v| v.bindings.insert(cached));
+        }
     }
 
     fn reload(&mut self) -> Result<(), CallError> {
@@ -517,8 +520,7 @@ impl PrincipalCore {
     /// session check needs), the effective scopes.
     pub fn describe(&mut self) -> Result<PrincipalView, CallError> {
         self.view.guard.check()?;
-        let mut bindings = self.deps.ledger.devices(&self.view.omni())?;
-        bindings.sort_by_key(|b| b.bid);
+        let bindings = self.deps.ledger.devices(&self.view.omni())?;
         Ok(PrincipalView {
             record: self.view.record(),
             bindings,
@@ -682,9 +684,7 @@ impl PrincipalCore {
 
     /// [`BindDevice`] and [`AddDevice`], second half: the new binding joins the cache.
     pub fn device_bound(&mut self, bound: BoundDevice) -> BoundDevice {
-        self.change(|v| {
-            v.bindings.insert(bound.binding.clone());
-        });
+        self.cache_binding(&bound.binding);
         bound
     }
 
@@ -746,19 +746,16 @@ impl PrincipalCore {
         Box::pin(async move { Ok(write.await?) })
     }
 
-    /// [`UseBinding`], second half: the cache keeps the binding as used.
+    /// [`UseBinding`], second half: the binding as the cache holds it (unchanged, for a use
+    /// of a live binding: nothing is published again).
     pub fn binding_used(&mut self, used: BindingInUse) -> BindingInUse {
-        self.change(|v| {
-            v.bindings.insert(used.binding.clone());
-        });
+        self.cache_binding(&used.binding);
         used
     }
 
     /// [`DeleteBinding`], second half: the cache holds the tombstone.
     pub fn binding_deleted(&mut self, binding: DeviceBinding) -> DeviceBinding {
-        self.change(|v| {
-            v.bindings.insert(binding.clone());
-        });
+        self.cache_binding(&binding);
         binding
     }
 }
@@ -904,9 +901,9 @@ mod tests {
     #[test]
     fn bindings_stay_sorted_and_an_insert_replaces_the_same_id() {
         let mut b = Bindings::from(vec![binding(7, "g"), binding(2, "b"), binding(5, "e")]);
-        b.insert(binding(3, "c"));
-        b.insert(binding(9, "i"));
-        b.insert(binding(5, "e2"));
+        b.insert((&binding(3, "c")).into());
+        b.insert((&binding(9, "i")).into());
+        b.insert((&binding(5, "e2")).into());
         let ids: Vec<u64> = b.0.iter().map(|d| d.bid).collect();
         assert_eq!(ids, [2, 3, 5, 7, 9]);
         assert!(b.get(5).is_some_and(|d| d.is_of("e2") && !d.is_of("e")));
