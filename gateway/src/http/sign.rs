@@ -6,16 +6,20 @@
 //! signs (outside the actor's mailbox, so many signatures per agent can be in flight); the
 //! actor records the audit row (the message's SHA-256, never the message) with the spend,
 //! checked and counted against every budget on the lineage in the row's transaction, and,
-//! after its commit, checks the lineage once more; then the reply. A signature is never
-//! returned before its audit row and spend are durable, nor over a budget, nor after the
-//! actor's revocation returned.
+//! after its commit, checks the lineage once more; then the reply. When the row's bytes are
+//! known before the signature (EIP-191 with the caller's wallet, sr25519), the row is recorded
+//! while the signer signs (docs/architecture.md). A signature is never returned before its
+//! audit row and spend are durable, nor over a budget, nor after the actor's revocation
+//! returned.
 
 use agentkeys_actors::crypto::eip712::TypedData;
+use agentkeys_actors::crypto::siwe::is_siwe_for;
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::ledger::audit::{self, op};
 use agentkeys_actors::policy::{Operation, Verdict, classify, evaluate};
 use agentkeys_actors::principal::RecordAction;
 use agentkeys_actors::scope;
+use agentkeys_actors::signer::SignerError;
 use agentkeys_runtime::store::Origin;
 use agentkeys_runtime::{LiveProof, Omni};
 use axum::Json;
@@ -120,6 +124,25 @@ impl Prepared {
         self.route.code()
     }
 
+    /// The bytes the audit row will name, when they are known before the signature: the
+    /// message of an EIP-191 signature with the caller's own wallet, or of an sr25519 one —
+    /// requests the signer cannot refuse once prepared. `None`: the row names what the signer
+    /// makes (an EIP-712 digest, a signed transaction) or the signer checks more (an anchor).
+    fn detail_before_signing(&self) -> Option<&[u8]> {
+        match &self.action {
+            Action::Eip191 {
+                message,
+                anchor: None,
+            }
+            | Action::Sr25519(message) => Some(message),
+            Action::Eip191 {
+                anchor: Some(_), ..
+            }
+            | Action::Eip712(_)
+            | Action::Transaction(_) => None,
+        }
+    }
+
     /// SHA-256 of the body as sent (a refusal's audit row names it; computed only then).
     pub fn digest(&self) -> [u8; 32] {
         audit::detail_hash(self.body.to_string().as_bytes())
@@ -157,6 +180,10 @@ pub fn prepare(
                 (None, Some(hex)) => (hex_bytes(&hex, "message_hex")?, true),
                 _ => return Err(bad("give exactly one of message and message_hex")),
             };
+            // The signer refuses it too; refused here, it never costs an audit row.
+            if std::str::from_utf8(&message).is_ok_and(|t| is_siwe_for(t, &state.domain)) {
+                return Err(SignerError::ManagedWalletLogin.into());
+            }
             let anchor = anchor_identity(state, who, req.wallet.as_deref())?;
             (
                 scope::SIGN_EIP191.to_owned(),
@@ -328,24 +355,42 @@ async fn sign_route(
             return Ok(Signed::Pending(pending));
         }
     }
-    // The audit row will follow the signature: batches wait for it (bounded) meanwhile.
+    // The audit row will follow (or go with) the signature: batches wait for it (bounded).
     let announced = state.ledger.announce();
-    let (response, signed) = execute(state, &who, &prepared, proof).await?;
     let chain = auth.guard.chain().to_vec();
-    super::policy::record(
-        state,
-        &who,
-        auth.role(),
-        origin,
-        &prepared,
-        &signed,
-        effective,
-        evaluation,
-        &chain,
-        Some(announced),
-    )
-    .await?;
-    Ok(Signed::Done(response))
+    let role = auth.role();
+    let (who, prepared, chain) = (&who, &prepared, &chain);
+    let record = |signed: Vec<u8>| async move {
+        super::policy::record(
+            state,
+            who,
+            role,
+            origin,
+            prepared,
+            &signed,
+            effective,
+            evaluation,
+            chain,
+            Some(announced),
+        )
+        .await
+    };
+    match prepared.detail_before_signing() {
+        // The row names the message itself: it commits while the signer signs, and the reply
+        // waits for both (docs/architecture.md, "The audit row beside the signature").
+        Some(message) => {
+            let message = message.to_vec();
+            let (signature, recorded) =
+                tokio::join!(execute(state, who, prepared, proof), record(message));
+            recorded?;
+            Ok(Signed::Done(signature?.0))
+        }
+        None => {
+            let (response, signed) = execute(state, who, prepared, proof).await?;
+            record(signed).await?;
+            Ok(Signed::Done(response))
+        }
+    }
 }
 
 /// `POST /v1/sign/eip191` body.

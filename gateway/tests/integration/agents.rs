@@ -159,12 +159,20 @@ async fn a_tree_of_agents_signs_narrows_and_is_revoked() {
         (404, "not_found")
     );
 
-    // An agent's SIWE-looking message for this gateway is refused.
+    // An agent's SIWE-looking message for this gateway is refused before anything is
+    // recorded: its master's audit chain does not grow.
+    let chain_length = |head: Value| head["length"].as_u64().expect("length");
+    let before = chain_length(alice.call(&stack, "GET", "/v1/audit/head", None).await.1);
     let siwe = "127.0.0.1:8090 wants you to sign in with your Ethereum account:\n0x0000000000000000000000000000000000000001\n\nURI: http://127.0.0.1:8090\nVersion: 1\nChain ID: 1\nNonce: abcdefgh12\nIssued At: 2026-01-01T00:00:00Z";
     assert_eq!(
         error(&sign(&stack, &bot_agent, siwe).await),
         (400, "invalid_request")
     );
+    let after = chain_length(alice.call(&stack, "GET", "/v1/audit/head", None).await.1);
+    assert_eq!(after, before);
+    assert_eq!(sign(&stack, &bot_agent, "recorded").await.0, 200);
+    let signed = chain_length(alice.call(&stack, "GET", "/v1/audit/head", None).await.1);
+    assert_eq!(signed, before + 1);
 
     // The tree, paginated.
     let (status, page) = alice
