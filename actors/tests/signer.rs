@@ -85,7 +85,12 @@ async fn signing_needs_a_live_lineage_and_signatures_verify() {
         .sign_sr25519("//hermes".into(), b"remark".to_vec(), proof)
         .await
         .expect("signed");
-    assert!(sr25519::verify(&account.sr25519_public, b"remark", &sr_sig));
+    assert_eq!(sr_sig.public, account.sr25519_public);
+    assert!(sr25519::verify(
+        &account.sr25519_public,
+        b"remark",
+        &sr_sig.signature
+    ));
 
     // After revocation the runtime produces no proof, so the signer cannot be reached.
     s.runtime.revoke(s.agent).await.expect("revoked");

@@ -46,6 +46,6 @@ pub fn derive(k3: &MasterSecret, master: &Omni, path: &str) -> Result<Account, A
         path: path.to_string(),
         wallet: derive_wallet(k3, &omni)?.address(),
         sr25519_public: sr.public(),
-        ss58: sr25519::ss58(&sr.public(), 42),
+        ss58: sr25519::ss58(&sr.public(), sr25519::GENERIC_SUBSTRATE),
     })
 }

@@ -137,7 +137,10 @@ pub fn path_labels(path: &str) -> Result<Vec<&str>, OmniError> {
     Ok(parts)
 }
 
-/// The SS58 address of a public key for a network prefix (42 is generic Substrate).
+/// The SS58 prefix of generic Substrate, the one every account's address uses here.
+pub const GENERIC_SUBSTRATE: u16 = 42;
+
+/// The SS58 address of a public key for a network prefix ([`GENERIC_SUBSTRATE`] here).
 pub fn ss58(public: &[u8; 32], prefix: u16) -> String {
     let mut data = match prefix {
         0..=63 => vec![prefix as u8],

@@ -69,6 +69,15 @@ pub struct SignedMessage {
     pub address: Address,
 }
 
+/// An sr25519 signature and the public key that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedSr25519 {
+    /// 64 bytes (schnorrkel, Substrate context).
+    pub signature: [u8; 64],
+    /// The actor's sr25519 public key.
+    pub public: [u8; 32],
+}
+
 /// EIP-191 personal_sign.
 #[derive(Debug)]
 pub struct SignEip191 {
@@ -222,9 +231,9 @@ impl SignerOp for SignTransaction {
 }
 
 impl SignerOp for SignSr25519 {
-    type Ok = [u8; 64];
+    type Ok = SignedSr25519;
 
-    fn run(self, state: &SignerState) -> Result<[u8; 64], SignerError> {
+    fn run(self, state: &SignerState) -> Result<SignedSr25519, SignerError> {
         let msg = self;
 
         let master = msg.proof.master();
@@ -237,7 +246,11 @@ impl SignerOp for SignSr25519 {
                 "the path is not the path of the proof's actor",
             ));
         }
-        Ok(sr25519::derive_actor(&state.k3, &master, &msg.path)?.sign(&msg.message))
+        let key = sr25519::derive_actor(&state.k3, &master, &msg.path)?;
+        Ok(SignedSr25519 {
+            signature: key.sign(&msg.message),
+            public: key.public(),
+        })
     }
 }
 

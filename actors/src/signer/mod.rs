@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use crate::crypto::account::Account;
 pub use error::SignerError;
 pub use keys::{P256Key, StoredKey};
-pub use messages::{KeySetName, SignedMessage, SignedTypedData};
+pub use messages::{KeySetName, SignedMessage, SignedSr25519, SignedTypedData};
 
 use crate::crypto::secret::{Fingerprint, MasterSecret};
 use crate::crypto::wallet::{WalletKey, derive_wallet};
@@ -586,13 +586,14 @@ impl SignerHandle {
         self.ask(messages::SignTransaction { tx, proof }).await
     }
 
-    /// sr25519 in the Substrate context with the proof's actor's key (`path` must be its path).
+    /// sr25519 in the Substrate context with the proof's actor's key (`path` must be its path);
+    /// the signature and the public key (one derivation).
     pub async fn sign_sr25519(
         &self,
         path: String,
         message: Vec<u8>,
         proof: LiveProof,
-    ) -> Result<[u8; 64], SignerError> {
+    ) -> Result<SignedSr25519, SignerError> {
         self.ask(messages::SignSr25519 {
             path,
             message,

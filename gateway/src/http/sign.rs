@@ -14,6 +14,7 @@
 
 use agentkeys_actors::crypto::eip712::TypedData;
 use agentkeys_actors::crypto::siwe::is_siwe_for;
+use agentkeys_actors::crypto::sr25519;
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::ledger::audit::{self, op};
 use agentkeys_actors::policy::{Operation, Verdict, classify, evaluate};
@@ -287,15 +288,14 @@ pub async fn execute(
             ))
         }
         Action::Sr25519(message) => {
-            let signature = state
+            let signed = state
                 .signer
                 .sign_sr25519(who.path.clone(), message.clone(), proof)
                 .await?;
-            let account = state.signer.account(who.master, who.path.clone()).await?;
             let body = Sr25519Response {
-                signature: format!("0x{}", hex::encode(signature)),
-                public: format!("0x{}", hex::encode(account.sr25519_public)),
-                ss58: account.ss58,
+                signature: format!("0x{}", hex::encode(signed.signature)),
+                public: format!("0x{}", hex::encode(signed.public)),
+                ss58: sr25519::ss58(&signed.public, sr25519::GENERIC_SUBSTRATE),
             };
             Ok((
                 serde_json::to_value(&body).map_err(ApiError::internal)?,

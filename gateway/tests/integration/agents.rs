@@ -7,6 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use agentkeys_actors::crypto::eip191::{Signature, hash_message, recover};
+use agentkeys_actors::crypto::sr25519;
 use agentkeys_gateway::client::DeviceKey;
 use common::{Stack, Who, device, link, master, start};
 use serde_json::{Value, json};
@@ -108,6 +109,29 @@ async fn a_tree_of_agents_signs_narrows_and_is_revoked() {
         signer.to_checksum(),
         bot["wallet"].as_str().expect("wallet")
     );
+    // sr25519 with the key of an agent granted it (ops): the answer names its public key and
+    // address (one derivation in the signer), and the signature verifies with that key.
+    let (status, sr) = ops_agent
+        .call(
+            &stack,
+            "POST",
+            "/v1/sign/sr25519",
+            Some(json!({"message_hex": format!("0x{}", hex::encode(b"remark"))})),
+        )
+        .await;
+    assert_eq!(status, 200, "{sr}");
+    assert_eq!(
+        (&sr["public"], &sr["ss58"]),
+        (&ops["sr25519_public"], &ops["ss58"])
+    );
+    let bytes = |v: &Value| hex::decode(v.as_str().expect("hex").trim_start_matches("0x"));
+    let public: [u8; 32] = bytes(&sr["public"]).expect("hex").try_into().expect("32");
+    let signature: [u8; 64] = bytes(&sr["signature"])
+        .expect("hex")
+        .try_into()
+        .expect("64");
+    assert!(sr25519::verify(&public, b"remark", &signature));
+    assert!(!sr25519::verify(&public, b"remark!", &signature));
     let messages: Vec<String> = (0..8).map(|i| format!("message {i}")).collect();
     let in_flight = join_all(messages.iter().map(|m| sign(&stack, &bot_agent, m))).await;
     assert!(in_flight.iter().all(|(status, _)| *status == 200));

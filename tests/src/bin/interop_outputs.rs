@@ -111,6 +111,6 @@ async fn produce() -> Value {
         "eip712": {"typed_data": typed, "signature": eip712.signature.to_hex(),
                    "digest": format!("0x{}", hex::encode(eip712.digest)), "address": eip712.address.to_string()},
         "transactions": txs,
-        "sr25519": {"path": "//ops//bot-1", "message_hex": hex::encode(sr_message), "signature": hex::encode(sr)}
+        "sr25519": {"path": "//ops//bot-1", "message_hex": hex::encode(sr_message), "signature": hex::encode(sr.signature)}
     })
 }
