@@ -489,6 +489,13 @@ impl SignerHandle {
         self.state.k3.dpop_nonce_key()
     }
 
+    /// Whether an operation asked now would find a pool thread without queueing behind others
+    /// (fewer operations wait than the pool has threads). A hint: the pool may be busier by the
+    /// time the operation is queued.
+    pub fn starts_now(&self) -> bool {
+        self.pool.queue.len() < self.state.threads
+    }
+
     /// Pool size and replacements.
     pub fn health(&self) -> SignerHealth {
         SignerHealth {
@@ -699,5 +706,42 @@ impl SignerHandle {
             .iter()
             .map(P256Key::public_jwk)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_starts_now_only_while_fewer_wait_than_the_pool_has_threads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = SignerConfig {
+            keys: KeyPlacement::Files(dir.path().join("keys")),
+            client_id: "agentkeys".into(),
+            siwe_domain: "127.0.0.1:8090".into(),
+            threads: 1,
+        };
+        let k3 = MasterSecret::from_bytes([7; 32]);
+        let signer = start(config, k3, &CurrentKids::default()).expect("starts");
+        assert!(signer.starts_now(), "an idle pool");
+        // The pool's one thread held by a job, a second job waiting behind it.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = std::sync::mpsc::channel::<&str>();
+        let first = done.clone();
+        let hold: Job = Box::new(move |_| {
+            let _ = held.recv();
+            let _ = first.send("first");
+        });
+        let next: Job = Box::new(move |_| {
+            let _ = done.send("second");
+        });
+        signer.pool.queue.send(hold).expect("queued");
+        signer.pool.queue.send(next).expect("queued");
+        assert!(!signer.starts_now(), "one job waits for the only thread");
+        release.send(()).expect("released");
+        assert_eq!(finished.recv().expect("first"), "first");
+        assert_eq!(finished.recv().expect("second"), "second");
+        assert!(signer.starts_now(), "the queue drained");
     }
 }

@@ -376,16 +376,17 @@ async fn sign_route(
         .await
     };
     match prepared.detail_before_signing() {
-        // The row names the message itself: it commits while the signer signs, and the reply
-        // waits for both (docs/architecture.md, "The audit row beside the signature").
-        Some(message) => {
+        // The row names the message itself and the signer is not behind: the row commits while
+        // the signer signs, and the reply waits for both (docs/architecture.md, "The audit row
+        // beside the signature").
+        Some(message) if state.signer.starts_now() => {
             let message = message.to_vec();
             let (signature, recorded) =
                 tokio::join!(execute(state, who, prepared, proof), record(message));
             recorded?;
             Ok(Signed::Done(signature?.0))
         }
-        None => {
+        _ => {
             let (response, signed) = execute(state, who, prepared, proof).await?;
             record(signed).await?;
             Ok(Signed::Done(response))
