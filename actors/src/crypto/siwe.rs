@@ -329,6 +329,12 @@ impl SiweMessage {
     }
 }
 
+/// [`is_siwe_for`] of a message given as bytes (only UTF-8 text can be an EIP-4361 message):
+/// what a managed wallet refuses to EIP-191-sign.
+pub fn is_login_for(message: &[u8], domain: &str) -> bool {
+    std::str::from_utf8(message).is_ok_and(|text| is_siwe_for(text, domain))
+}
+
 /// Whether `text` is a SIWE message whose first line names `domain` (host[:port]), with or
 /// without a scheme, ignoring case and surrounding whitespace.
 pub fn is_siwe_for(text: &str, domain: &str) -> bool {

@@ -8,7 +8,7 @@ use crate::crypto::account::{self, Account};
 use crate::crypto::eip191::{self, Signature};
 use crate::crypto::eip712::TypedData;
 use crate::crypto::omni::{Identity, identity_omni, master_omni, path_omni};
-use crate::crypto::siwe::is_siwe_for;
+use crate::crypto::siwe::is_login_for;
 use crate::crypto::sr25519;
 use crate::crypto::tx::{SignedTx, TxRequest};
 use crate::crypto::vault;
@@ -156,8 +156,7 @@ fn personal_sign(
     wallet: &Omni,
     message: &[u8],
 ) -> Result<SignedMessage, SignerError> {
-    let text = std::str::from_utf8(message).ok();
-    if text.is_some_and(|t| is_siwe_for(t, &state.siwe_domain)) {
+    if is_login_for(message, &state.siwe_domain) {
         return Err(SignerError::ManagedWalletLogin);
     }
     let wallet = state.wallet(wallet)?;

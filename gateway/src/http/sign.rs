@@ -13,7 +13,7 @@
 //! returned.
 
 use agentkeys_actors::crypto::eip712::TypedData;
-use agentkeys_actors::crypto::siwe::is_siwe_for;
+use agentkeys_actors::crypto::siwe::is_login_for;
 use agentkeys_actors::crypto::sr25519;
 use agentkeys_actors::crypto::tx::TxRequest;
 use agentkeys_actors::ledger::audit::{self, op};
@@ -182,7 +182,7 @@ pub fn prepare(
                 _ => return Err(bad("give exactly one of message and message_hex")),
             };
             // The signer refuses it too; refused here, it never costs an audit row.
-            if std::str::from_utf8(&message).is_ok_and(|t| is_siwe_for(t, &state.domain)) {
+            if is_login_for(&message, &state.domain) {
                 return Err(SignerError::ManagedWalletLogin.into());
             }
             let anchor = anchor_identity(state, who, req.wallet.as_deref())?;
