@@ -640,11 +640,14 @@ async fn commits_do_not_wait_for_head_signatures_and_an_earlier_signed_state_ver
     // empty batch a few milliseconds later), and the end is signed.
     let commits = store.store().writer_counts().commits;
     assert_eq!(signer.release(1), 1);
+    // The writer counts a commit just after it is visible (on PostgreSQL a reader can see the
+    // signed head first): wait for both.
     let stored = || {
-        store
-            .audit_head(&master)
-            .expect("read")
-            .is_some_and(|h| h.is_signed())
+        store.store().writer_counts().commits > commits
+            && store
+                .audit_head(&master)
+                .expect("read")
+                .is_some_and(|h| h.is_signed())
     };
     assert!(agentkeys_tests::wait_until(stored, std::time::Duration::from_secs(10)).await);
     assert_eq!(store.store().writer_counts().commits, commits + 1);
