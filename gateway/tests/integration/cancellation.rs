@@ -17,7 +17,11 @@ fn writes(stack: &Stack) -> u64 {
     stack.server.runtime().store().writer_counts().writes
 }
 
-/// Sends the request, waits until the store has answered one more write, then hangs up.
+/// Sends the request, waits until the store has answered one more write, then hangs up; returns
+/// once the actor's turn that made the change has ended. A change to an actor's memory is applied
+/// in the same turn just after its commit, and a concurrent request may still be answered from the
+/// memory before it (the change has not been acknowledged yet, so that is linearizable); what the
+/// tests check is that the change is neither lost nor undone because the caller went away.
 async fn hang_up_after_commit(
     stack: &Stack,
     key: &DeviceKey,
@@ -54,6 +58,11 @@ async fn hang_up_after_commit(
     );
     sent.abort();
     let _ = sent.await;
+    let runtime = stack.server.runtime();
+    assert!(
+        wait_until(|| runtime.calls_in_flight() == 0, Duration::from_secs(10)).await,
+        "the actor's turn never ended"
+    );
 }
 
 /// Creates `label` under `boss` with `scopes` and links a fresh device to it.
