@@ -184,6 +184,7 @@ fn the_postgres_engine_answers_every_table_operation_as_redb_does() {
     let redb = Engine::Redb {
         db: Arc::new(redb::Database::create(dir.path().join("t.redb")).expect("redb")),
         quick_repair: false,
+        log: None,
     };
     let config = ProptestConfig {
         cases: 24,

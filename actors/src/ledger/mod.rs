@@ -23,10 +23,10 @@ mod tree;
 
 use std::sync::Arc;
 
+use agentkeys_runtime::store::ReadableTable;
 use agentkeys_runtime::store::{
     Announced, Mutation, Origin, PendingWrite, RevokeError, Store, StoreError, WriteError,
 };
-use agentkeys_runtime::store::{ReadableTable, WriteTransaction};
 use agentkeys_runtime::{Omni, RevocationReceipt, Runtime};
 
 pub use accounts::{
@@ -48,21 +48,12 @@ pub use tree::{NewActor, NewActorPlan, Revoke};
 
 use tree::AuditHook;
 
-/// Creates the ledger's tables (run when the store opens, so reads always find them).
-pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    struct Create<'a>(&'a WriteTransaction);
-    impl agentkeys_runtime::store::TableVisitor for Create<'_> {
-        fn visit<
-            K: agentkeys_runtime::store::StoreKey,
-            V: agentkeys_runtime::store::tables::Value,
-        >(
-            &mut self,
-            def: agentkeys_runtime::store::TableDefinition<K, V>,
-        ) -> Result<(), StoreError> {
-            self.0.open_table(def).map(drop)
-        }
-    }
-    visit_tables(&mut Create(txn))
+/// The ledger's tables, visited when the store opens: created, so reads always find them, and
+/// given what the commit log holds for them.
+pub fn create_tables(
+    tables: &mut agentkeys_runtime::store::TableSet<'_>,
+) -> Result<(), StoreError> {
+    visit_tables(tables)
 }
 
 /// Visits every table of the ledger (copies and checks between stores).
@@ -494,12 +485,14 @@ impl Ledger {
     /// Verifies the audit log of a store file no process has open (`agentkeys audit verify`).
     /// A file left by a crash is repaired first, as the server's next start would (redb's
     /// repair rebuilds its allocator state from the last durable commit; committed data is not
-    /// changed); a file a running server holds is refused.
+    /// changed), and given the batches its commit log holds; a file a running server holds is
+    /// refused.
     pub fn verify_file(
         path: &std::path::Path,
         check: audit::HeadCheck<'_>,
         last: &[ChainMark],
     ) -> Result<AuditReport, StoreError> {
+        agentkeys_runtime::store::Store::recover_file(path, &[create_tables])?;
         let db = match redb::ReadOnlyDatabase::open(path) {
             Err(redb::DatabaseError::RepairAborted) => {
                 drop(redb::Database::open(path).map_err(StoreError::from_redb)?);

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use redb::Database;
 
+use super::commit_log::TableSet;
 use super::tables::{
     ByteEngine, Engine, ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction,
 };
@@ -46,13 +47,20 @@ pub struct StoreOptions {
     /// The longest a batch waits for writes on their way (adaptive group commit; see
     /// docs/runtime-semantics.md). Default 500 µs.
     pub linger: std::time::Duration,
-    /// Run in the opening write transaction: higher layers create their tables here, so read
-    /// transactions always find them.
+    /// Visit a higher layer's tables when the store opens: they are created here, so read
+    /// transactions always find them, and the commit log's changes to them are applied.
     pub prepare: Vec<TablePreparer>,
+    /// On redb, make each batch durable with one record in a commit log beside the file
+    /// (`<file>.log`) instead of a durable redb commit (docs/runtime-semantics.md, "The commit
+    /// log"). Default on. A log left by an earlier run is recovered either way.
+    pub commit_log: bool,
+    /// How long the writer stays idle, with batches in the commit log, before it checkpoints
+    /// them into the redb file. Default 1 s.
+    pub checkpoint_idle: std::time::Duration,
 }
 
-/// Creates a higher layer's tables (see [`StoreOptions::prepare`]).
-pub type TablePreparer = fn(&WriteTransaction) -> Result<(), StoreError>;
+/// Visits a higher layer's tables (see [`StoreOptions::prepare`]).
+pub type TablePreparer = fn(&mut TableSet<'_>) -> Result<(), StoreError>;
 
 /// The default page cache: the hot records (actors, bindings, indexes) of a large deployment
 /// fit; audit rows are written once and rarely read back.
@@ -67,6 +75,8 @@ impl Default for StoreOptions {
             cache_bytes: DEFAULT_CACHE_BYTES,
             linger: std::time::Duration::from_micros(500),
             prepare: Vec::new(),
+            commit_log: true,
+            checkpoint_idle: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -93,11 +103,31 @@ impl Store {
             .set_cache_size(options.cache_bytes)
             .create(path)
             .map_err(StoreError::from_redb)?;
+        let log_path = log_path(path);
+        let log = if options.commit_log || log_path.exists() {
+            let log = super::commit_log::recover(&db, &log_path, &options.prepare)?;
+            options.commit_log.then(|| Arc::new(log))
+        } else {
+            None
+        };
         let engine = Engine::Redb {
             db: Arc::new(db),
             quick_repair: options.quick_repair,
+            log,
         };
         Self::open_engine(engine, options, now)
+    }
+
+    /// Applies what a commit log left beside the redb file at `path` holds and the file lacks
+    /// (the recovery of every open; a file a running server holds is refused by redb's lock).
+    /// Tools that read the file directly run this first.
+    pub fn recover_file(path: &Path, prepare: &[TablePreparer]) -> Result<(), StoreError> {
+        let log_path = log_path(path);
+        if !log_path.exists() {
+            return Ok(());
+        }
+        let db = Database::open(path).map_err(StoreError::from_redb)?;
+        super::commit_log::recover(&db, &log_path, prepare).map(drop)
     }
 
     /// Visits the runtime's own tables (`actors`, `children`, `masters`, `meta`).
@@ -125,15 +155,14 @@ impl Store {
         let txn = engine.begin_write()?;
         init_or_check_meta(&txn, options, now)?;
         {
-            txn.open_table(ACTORS)?;
-            txn.open_table(CHILDREN)?;
-            txn.open_table(MASTERS)?;
+            let mut tables = TableSet::new(&txn);
+            Self::visit_tables(&mut tables)?;
             for prepare in &options.prepare {
-                prepare(&txn)?;
+                prepare(&mut tables)?;
             }
         }
         txn.commit()?;
-        let writer = Writer::start(engine.clone(), options.linger)?;
+        let writer = Writer::start(engine.clone(), options.linger, options.checkpoint_idle)?;
         Ok(Self {
             shared: matches!(engine, Engine::Bytes(_)),
             engine: RwLock::new(Some(engine)),
@@ -198,6 +227,13 @@ impl Store {
     pub fn submit_urgent<M: Mutation>(&self, op: M) -> PendingWrite<M::Output, M::Rejection> {
         self.writer.submit(op, Lane::Urgent)
     }
+}
+
+/// The commit log beside the redb file at `path`: `<path>.log`.
+pub fn log_path(path: &Path) -> std::path::PathBuf {
+    let mut log = path.as_os_str().to_owned();
+    log.push(".log");
+    log.into()
 }
 
 fn init_or_check_meta(

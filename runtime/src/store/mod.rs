@@ -17,6 +17,7 @@
 //! tree's writes — and may run a [`BatchHook`] around every batch. Every read is one read
 //! transaction; every write shares a write transaction with its batch.
 
+pub mod commit_log;
 mod database;
 pub mod encoding;
 pub mod epochs;
@@ -27,7 +28,10 @@ pub mod writer;
 
 use std::sync::Arc;
 
-pub use database::{ACTORS, Store, StoreOptions, TablePreparer, read_lineage, read_record};
+pub use commit_log::TableSet;
+pub use database::{
+    ACTORS, Store, StoreOptions, TablePreparer, log_path, read_lineage, read_record,
+};
 pub use mutations::{
     CreateActor, CreateError, CreatePlan, Created, Revocation, RevokeActor, RevokeError,
     RevokePlan, insert_record,

@@ -19,6 +19,7 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
 use super::StoreError;
+use super::commit_log::{self, CommitLog, Recorder};
 
 pub use redb::Value;
 
@@ -191,22 +192,68 @@ pub enum Engine {
         db: std::sync::Arc<redb::Database>,
         /// redb quick-repair on every commit.
         quick_repair: bool,
+        /// The commit log that makes the writer's batches durable (`None`: each batch is a
+        /// durable redb commit).
+        log: Option<std::sync::Arc<CommitLog>>,
     },
     /// A byte engine.
     Bytes(std::sync::Arc<dyn ByteEngine>),
 }
 
 impl Engine {
-    /// Begins a write transaction.
+    /// Begins a write transaction; on redb with a commit log, one whose commit is made durable
+    /// by the log ([`commit_log`]).
     pub fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
         match self {
-            Engine::Redb { db, quick_repair } => {
+            Engine::Redb {
+                db,
+                quick_repair,
+                log,
+            } => {
                 let mut txn = db.begin_write().map_err(StoreError::from_redb)?;
                 txn.set_quick_repair(*quick_repair);
-                Ok(WriteTransaction::redb(txn))
+                let logged = match log {
+                    Some(log) => {
+                        txn.set_durability(redb::Durability::None)
+                            .map_err(StoreError::from_redb)?;
+                        Some(Logged {
+                            log: log.clone(),
+                            recorder: Recorder::default(),
+                        })
+                    }
+                    None => None,
+                };
+                Ok(WriteTransaction {
+                    inner: Txn::Redb(txn),
+                    logged,
+                })
             }
             Engine::Bytes(engine) => engine.begin_write().map(WriteTransaction::bytes),
         }
+    }
+
+    /// Whether batches were logged since the last checkpoint.
+    pub fn has_logged(&self) -> bool {
+        matches!(self, Engine::Redb { log: Some(log), .. } if log.has_records())
+    }
+
+    /// Makes every commit so far durable in the redb file and starts the commit log over
+    /// (nothing to do without one, or when nothing was logged since the last time).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let Engine::Redb {
+            db, log: Some(log), ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if !log.has_records() {
+            return Ok(());
+        }
+        let txn = WriteTransaction::redb(db.begin_write().map_err(StoreError::from_redb)?);
+        let last = log.last_seq()?;
+        commit_log::store_seq(&txn, last)?;
+        txn.commit()?;
+        log.start_over(last)
     }
 
     /// Begins a read transaction.
@@ -232,13 +279,21 @@ enum Txn {
 /// A write transaction: the writer's batch, shared by every mutation in it.
 pub struct WriteTransaction {
     inner: Txn,
+    /// On redb with a commit log: the log and what the transaction changed.
+    logged: Option<Logged>,
+}
+
+struct Logged {
+    log: std::sync::Arc<CommitLog>,
+    recorder: Recorder,
 }
 
 impl WriteTransaction {
-    /// Wraps a redb write transaction.
+    /// Wraps a redb write transaction (committed as it is set: durable by default).
     pub fn redb(txn: redb::WriteTransaction) -> Self {
         Self {
             inner: Txn::Redb(txn),
+            logged: None,
         }
     }
 
@@ -246,6 +301,7 @@ impl WriteTransaction {
     pub fn bytes(txn: Box<dyn ByteTxn>) -> Self {
         Self {
             inner: Txn::Bytes(txn),
+            logged: None,
         }
     }
 
@@ -259,10 +315,29 @@ impl WriteTransaction {
         &self,
         def: TableDefinition<K, V>,
     ) -> Result<Table<'_, K, V>, StoreError> {
+        let recorder = self.logged.as_ref().map(|l| &l.recorder);
+        self.open_with(def, recorder)
+    }
+
+    /// [`open_table`](Self::open_table) whose writes the commit log does not record (the
+    /// log's own bookkeeping in `meta`).
+    pub(crate) fn open_table_unrecorded<K: StoreKey, V: Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Table<'_, K, V>, StoreError> {
+        self.open_with(def, None)
+    }
+
+    fn open_with<'t, K: StoreKey, V: Value + 'static>(
+        &'t self,
+        def: TableDefinition<K, V>,
+        recorder: Option<&'t Recorder>,
+    ) -> Result<Table<'t, K, V>, StoreError> {
         let inner = match &self.inner {
-            Txn::Redb(txn) => {
-                Inner::Redb(txn.open_table(def.redb()).map_err(StoreError::from_redb)?)
-            }
+            Txn::Redb(txn) => Inner::Redb(
+                txn.open_table(def.redb()).map_err(StoreError::from_redb)?,
+                recorder.map(|r| (r, def.name)),
+            ),
             Txn::Bytes(txn) => Inner::Bytes(txn.as_ref(), def.name),
         };
         Ok(Table { inner })
@@ -276,12 +351,45 @@ impl WriteTransaction {
         }
     }
 
-    /// Commits (durably: redb with an fsync, a byte engine as its commit promises).
+    /// Commits durably: redb with an fsync, or with the record of its changes synced in the
+    /// commit log first ([`commit_log`]); a byte engine as its commit promises.
     pub fn commit(self) -> Result<(), StoreError> {
-        match self.inner {
-            Txn::Redb(txn) => txn.commit().map_err(StoreError::from_redb),
-            Txn::Bytes(txn) => txn.commit(),
+        let Some(Logged { log, recorder }) = &self.logged else {
+            return match self.inner {
+                Txn::Redb(txn) => txn.commit().map_err(StoreError::from_redb),
+                Txn::Bytes(txn) => txn.commit(),
+            };
+        };
+        let (log, changes) = (log.clone(), recorder.take());
+        if changes.is_empty() {
+            // Nothing to make durable (the tables themselves exist from the open).
+            return self.commit_redb(None);
         }
+        match log.next_seq(changes.len())? {
+            Some(seq) => {
+                commit_log::store_seq(&self, seq)?;
+                log.append(seq, &changes)?;
+                self.commit_redb(None).inspect_err(|_| log.fail())
+            }
+            None => {
+                // The log is full: this batch is the checkpoint.
+                let last = log.last_seq()?;
+                commit_log::store_seq(&self, last)?;
+                self.commit_redb(Some(redb::Durability::Immediate))?;
+                log.start_over(last)
+            }
+        }
+    }
+
+    fn commit_redb(self, durability: Option<redb::Durability>) -> Result<(), StoreError> {
+        let Txn::Redb(mut txn) = self.inner else {
+            unreachable!("only redb transactions are logged")
+        };
+        if let Some(durability) = durability {
+            txn.set_durability(durability)
+                .map_err(StoreError::from_redb)?;
+        }
+        txn.commit().map_err(StoreError::from_redb)
     }
 
     /// Discards every write.
@@ -339,7 +447,8 @@ impl ReadTransaction {
 }
 
 enum Inner<'t, K: StoreKey, V: Value + 'static> {
-    Redb(redb::Table<'t, K, V>),
+    /// With the commit log's recorder and the table's name.
+    Redb(redb::Table<'t, K, V>, Option<(&'t Recorder, &'static str)>),
     RedbRead(redb::ReadOnlyTable<K, V>),
     Bytes(&'t dyn ByteTxn, &'static str),
 }
@@ -496,7 +605,7 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StoreError> {
         match &self.inner {
-            Inner::Redb(t) => redb_get(t, key.borrow()),
+            Inner::Redb(t, _) => redb_get(t, key.borrow()),
             Inner::RedbRead(t) => redb_get(t, key.borrow()),
             Inner::Bytes(txn, name) => Ok(txn
                 .get(name, &ordered_key::<K>(key.borrow()))?
@@ -509,7 +618,7 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
         KR: Borrow<K::SelfType<'a>> + 'a,
     {
         match &self.inner {
-            Inner::Redb(t) => redb_range(t, range),
+            Inner::Redb(t, _) => redb_range(t, range),
             Inner::RedbRead(t) => redb_range(t, range),
             Inner::Bytes(txn, name) => {
                 // The bounds only live for this call; their encodings are owned.
@@ -524,7 +633,7 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
 
     fn iter(&self) -> Result<Range<'_, K, V>, StoreError> {
         match &self.inner {
-            Inner::Redb(t) => redb::ReadableTable::iter(t)
+            Inner::Redb(t, _) => redb::ReadableTable::iter(t)
                 .map(|inner| Range {
                     inner: RangeInner::Redb(inner),
                 })
@@ -555,7 +664,7 @@ impl<K: StoreKey, V: Value + 'static> ReadableTable<K, V> for Table<'_, K, V> {
 
     fn len(&self) -> Result<u64, StoreError> {
         match &self.inner {
-            Inner::Redb(t) => redb_len(t),
+            Inner::Redb(t, _) => redb_len(t),
             Inner::RedbRead(t) => redb_len(t),
             Inner::Bytes(txn, name) => txn.len(name),
         }
@@ -583,7 +692,7 @@ fn ordered_bound_any<'a, K: StoreKey, KR: Borrow<K::SelfType<'a>> + 'a>(
 impl<'t, K: StoreKey, V: Value + 'static> Table<'t, K, V> {
     fn edge(&self, last: bool) -> Result<Option<Row<'_, K, V>>, StoreError> {
         match &self.inner {
-            Inner::Redb(t) => redb_edge(t, last),
+            Inner::Redb(t, _) => redb_edge(t, last),
             Inner::RedbRead(t) => redb_edge(t, last),
             Inner::Bytes(txn, name) => bytes_edge(*txn, name, last),
         }
@@ -620,10 +729,15 @@ impl<'t, K: StoreKey, V: Value + 'static> Table<'t, K, V> {
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StoreError> {
         match &mut self.inner {
-            Inner::Redb(t) => t
-                .insert(key, value)
-                .map(|old| old.map(AccessGuard::Redb))
-                .map_err(StoreError::from_redb),
+            Inner::Redb(t, recorder) => {
+                let (key, value) = (key.borrow(), value.borrow());
+                if let Some((recorder, name)) = recorder {
+                    recorder.put(name, K::as_bytes(key).as_ref(), V::as_bytes(value).as_ref());
+                }
+                t.insert(key, value)
+                    .map(|old| old.map(AccessGuard::Redb))
+                    .map_err(StoreError::from_redb)
+            }
             Inner::RedbRead(_) => Err(read_only()),
             Inner::Bytes(txn, name) => {
                 let key = key.borrow();
@@ -647,10 +761,15 @@ impl<'t, K: StoreKey, V: Value + 'static> Table<'t, K, V> {
         key: impl Borrow<K::SelfType<'a>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StoreError> {
         match &mut self.inner {
-            Inner::Redb(t) => t
-                .remove(key)
-                .map(|old| old.map(AccessGuard::Redb))
-                .map_err(StoreError::from_redb),
+            Inner::Redb(t, recorder) => {
+                let key = key.borrow();
+                if let Some((recorder, name)) = recorder {
+                    recorder.remove(name, K::as_bytes(key).as_ref());
+                }
+                t.remove(key)
+                    .map(|old| old.map(AccessGuard::Redb))
+                    .map_err(StoreError::from_redb)
+            }
             Inner::RedbRead(_) => Err(read_only()),
             Inner::Bytes(txn, name) => Ok(txn
                 .remove(name, &ordered_key::<K>(key.borrow()))?
@@ -661,10 +780,13 @@ impl<'t, K: StoreKey, V: Value + 'static> Table<'t, K, V> {
     /// Removes and returns the row with the smallest key.
     pub fn pop_first(&mut self) -> Result<Option<Row<'_, K, V>>, StoreError> {
         match &mut self.inner {
-            Inner::Redb(t) => t
-                .pop_first()
-                .map(|row| row.map(|(k, v)| (AccessGuard::Redb(k), AccessGuard::Redb(v))))
-                .map_err(StoreError::from_redb),
+            Inner::Redb(t, recorder) => {
+                let row = t.pop_first().map_err(StoreError::from_redb)?;
+                if let (Some((recorder, name)), Some((key, _))) = (recorder, &row) {
+                    recorder.remove(name, K::as_bytes(&key.value()).as_ref());
+                }
+                Ok(row.map(|(k, v)| (AccessGuard::Redb(k), AccessGuard::Redb(v))))
+            }
             Inner::RedbRead(_) => Err(read_only()),
             Inner::Bytes(txn, name) => {
                 let Some((native, value)) = txn

@@ -324,7 +324,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(engine: Engine, linger: std::time::Duration) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        engine: Engine,
+        linger: std::time::Duration,
+        checkpoint_idle: std::time::Duration,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let thread_stats = stats.clone();
@@ -338,6 +342,7 @@ impl Writer {
                 let batch = BatchEnv {
                     engine: &engine,
                     linger,
+                    checkpoint_idle,
                     hook: &thread_hook,
                     announced: &thread_announced,
                 };
@@ -422,6 +427,8 @@ impl Writer {
 struct BatchEnv<'a> {
     engine: &'a Engine,
     linger: std::time::Duration,
+    /// See `StoreOptions::checkpoint_idle`.
+    checkpoint_idle: std::time::Duration,
     hook: &'a HookSlot,
     announced: &'a AtomicUsize,
 }
@@ -471,9 +478,10 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
     loop {
         if queued.is_empty() {
             if queued.closing {
+                checkpoint(env.engine);
                 return;
             }
-            idle(&mut queued, hook(), rx);
+            idle(&mut queued, hook(), env, rx);
         }
         queued.drain(rx);
         if queued.is_empty() {
@@ -537,24 +545,46 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
 
 /// Waits for the next command while nothing is queued. The hook's unwritten results ride with
 /// the next batch if one comes within [`HOOK_FLUSH`], else an empty batch writes them; work it
-/// put off runs when due if no batch came first.
-fn idle(queued: &mut Queued, hook: Option<&Arc<dyn BatchHook>>, rx: &mpsc::Receiver<Command>) {
+/// put off runs when due if no batch came first; after `StoreOptions::checkpoint_idle` with
+/// batches in the commit log, the writer checkpoints.
+fn idle(
+    queued: &mut Queued,
+    hook: Option<&Arc<dyn BatchHook>>,
+    env: &BatchEnv<'_>,
+    rx: &mpsc::Receiver<Command>,
+) {
+    let engine = env.engine;
     let now = std::time::Instant::now();
     let flush = hook
         .is_some_and(|h| h.unwritten())
         .then(|| now + HOOK_FLUSH);
     let due = hook.and_then(|h| h.due());
-    let Some(until) = flush.into_iter().chain(due).min() else {
+    let checkpoint_at = engine.has_logged().then(|| now + env.checkpoint_idle);
+    let Some(until) = flush.into_iter().chain(due).chain(checkpoint_at).min() else {
         queued.take(rx.recv().map_err(|_| ()));
         return;
     };
     match rx.recv_timeout(until.saturating_duration_since(now)) {
         Ok(command) => queued.take(Ok(command)),
         Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
-        Err(mpsc::RecvTimeoutError::Timeout) => match hook {
-            Some(hook) if due.is_some_and(|due| due <= std::time::Instant::now()) => hook.tick(),
-            _ => queued.ordinary.push_back(Box::new(Nudge)),
-        },
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let now = std::time::Instant::now();
+            match hook {
+                Some(hook) if due.is_some_and(|due| due <= now) => hook.tick(),
+                _ if flush.is_some_and(|flush| flush <= now) => {
+                    queued.ordinary.push_back(Box::new(Nudge));
+                }
+                _ => checkpoint(engine),
+            }
+        }
+    }
+}
+
+/// A checkpoint of the commit log; a failure is logged (the log keeps the batches, and the
+/// next checkpoint or the next start recovers them).
+fn checkpoint(engine: &Engine) {
+    if let Err(e) = engine.checkpoint() {
+        tracing::error!(cause = %e, "store checkpoint failed");
     }
 }
 
