@@ -365,7 +365,6 @@ fn prepare_on(
         .collect()
 }
 
-/// The store writer's (commits, writes) so far, from the `store_writer` entry of `/readyz`.
 /// CPU time the process `pid` has used so far (all its threads, user and system), from
 /// `/proc/<pid>/stat` in clock ticks of 1/100 s. Unlike a rate, CPU per request does not move
 /// when another process takes the server's core for a while, so two builds compare better.
@@ -383,7 +382,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     fields.iter().sum::<u64>() as f64 / 100.0
 }
 
-async fn store_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
+/// The store writer's (commits, writes, commit log checkpoints, KiB logged) so far, from the
+/// `store_writer` entry of `/readyz` (zeros for what an older build does not report).
+async fn store_counts(http: &reqwest::Client, base: &str) -> [u64; 4] {
     let ready: Value = http
         .get(format!("{base}/readyz"))
         .send()
@@ -397,8 +398,14 @@ async fn store_counts(http: &reqwest::Client, base: &str) -> (u64, u64) {
         .and_then(|c| c.iter().find(|c| c["name"] == "store_writer"))
         .and_then(|c| c["detail"].as_str())
         .expect("store_writer check");
-    let numbers: Vec<u64> = detail.split(' ').filter_map(|w| w.parse().ok()).collect();
-    (numbers[0], numbers[1])
+    let mut numbers = [0; 4];
+    for (n, word) in numbers
+        .iter_mut()
+        .zip(detail.split(' ').filter_map(|w| w.parse().ok()))
+    {
+        *n = word;
+    }
+    numbers
 }
 
 struct RunResult {
@@ -790,6 +797,7 @@ async fn level_table(
         "| in flight | requests | req/s (median of {RUNS}) | p50 | p99 | floor around it (/s) | ÷ floor | independent floor around it (/s) | ÷ independent floor | writes per commit | server CPU per request | floor ÷ CPU per request | client's share of its core |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut logs = Vec::new();
     for level in levels() {
         let n = requests_per_run(level);
         let mut results = Vec::new();
@@ -833,13 +841,24 @@ async fn level_table(
             m.rate / floor,
             independent.0,
             independent.1,
-            (store_after.1 - store_before.1) as f64
-                / (store_after.0 - store_before.0).max(1) as f64,
+            (store_after[1] - store_before[1]) as f64
+                / (store_after[0] - store_before[0]).max(1) as f64,
             per_request * 1e6,
             1.0 / floor / per_request,
             client_cpu / client_wall,
         );
         floor_before = floor_after;
+        let commits = (store_after[0] - store_before[0]).max(1);
+        logs.push(format!(
+            "store at {level} in flight: {commits} commits, {} commit log checkpoints, {:.1} KiB \
+             logged per commit",
+            store_after[2] - store_before[2],
+            (store_after[3] - store_before[3]) as f64 / commits as f64
+        ));
+    }
+    println!();
+    for line in logs {
+        println!("{line}");
     }
 }
 

@@ -53,7 +53,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
         },
         check("store_writer", store.writer_running(), {
             let counts = store.writer_counts();
-            format!("{} commits of {} writes", counts.commits, counts.writes)
+            format!(
+                "{} commits of {} writes, {} checkpoints, {} KiB logged",
+                counts.commits,
+                counts.writes,
+                counts.checkpoints,
+                counts.log_bytes >> 10
+            )
         }),
         check(
             "arbiters",

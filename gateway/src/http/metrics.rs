@@ -134,6 +134,16 @@ impl Collector for Snapshot {
                 writer.writes,
             ),
             (
+                "agentkeys_store_checkpoints",
+                "Checkpoints of the store's commit log (durable redb commits)",
+                writer.checkpoints,
+            ),
+            (
+                "agentkeys_store_log_bytes",
+                "Bytes appended to the store's commit log",
+                writer.log_bytes,
+            ),
+            (
                 "agentkeys_signer_replaced",
                 "Signer instances replaced after a panic",
                 self.state.signer.health().replaced,

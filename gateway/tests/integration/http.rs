@@ -292,6 +292,8 @@ async fn metrics_are_served_on_their_own_listener() {
         "agentkeys_revocations_total 0",
         "agentkeys_signer_replaced_total 0",
         "agentkeys_store_commits_total",
+        "agentkeys_store_checkpoints_total ",
+        "agentkeys_store_log_bytes_total ",
         "agentkeys_build_info{version=",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",

@@ -40,6 +40,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoreError;
 use super::tables::{
@@ -65,6 +66,8 @@ const REMOVE: u8 = 2;
 /// The log beside a redb file.
 pub struct CommitLog {
     state: Mutex<LogState>,
+    checkpoints: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for CommitLog {
@@ -120,9 +123,13 @@ impl CommitLog {
                     .map_err(StoreError::io)?;
             }
         }
-        let mut bytes = vec![0u8; LOG_BYTES as usize];
-        file.read_exact_at(&mut bytes, 0).map_err(StoreError::io)?;
-        let records = scan(&bytes);
+        let records = scan(|offset, len| {
+            let end = offset.checked_add(len)?;
+            (end as u64 <= LOG_BYTES).then_some(())?;
+            let mut bytes = vec![0u8; len];
+            file.read_exact_at(&mut bytes, offset as u64).ok()?;
+            Some(bytes)
+        });
         let log = Self {
             state: Mutex::new(LogState {
                 file,
@@ -133,6 +140,8 @@ impl CommitLog {
                 failed: true,
                 buffer: Vec::with_capacity(PAGE as usize),
             }),
+            checkpoints: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         };
         Ok((log, records))
     }
@@ -144,12 +153,19 @@ impl CommitLog {
     }
 
     /// Starts over at the beginning with a new generation, after a durable redb commit that
-    /// contains every record up to `last_seq`.
+    /// contains every record up to `last_seq`. The first record's magic is cleared (not
+    /// synced: the records are contained in the store either way), so the next open reads
+    /// nothing it would skip.
     pub(crate) fn start_over(&self, last_seq: u64) -> Result<(), StoreError> {
         let mut generation = [0u8; 16];
         getrandom::fill(&mut generation)
             .map_err(|e| StoreError::io(std::io::Error::other(e.to_string())))?;
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state()?;
+        state
+            .file
+            .write_all_at(&[0; 4], 0)
+            .map_err(StoreError::io)?;
         state.generation = generation;
         state.offset = 0;
         state.last_seq = last_seq;
@@ -209,9 +225,19 @@ impl CommitLog {
             return Err(StoreError::io(e));
         }
         state.offset += record_len(payload.len());
+        self.bytes
+            .fetch_add(record_len(payload.len()), Ordering::Relaxed);
         state.last_seq = seq;
         state.records += 1;
         Ok(())
+    }
+
+    /// (checkpoints, bytes appended) so far; the start-over of every open counts as one.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.checkpoints.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops writing: a redb commit failed after its record was synced.
@@ -245,13 +271,13 @@ fn encode(out: &mut Vec<u8>, generation: &[u8; 16], seq: u64, payload: &[u8]) {
     out.resize(record_len(payload.len()) as usize, 0);
 }
 
-/// The records of a log's bytes: from the beginning, while whole, of one generation and
-/// numbered one after another.
-fn scan(bytes: &[u8]) -> Vec<Record> {
+/// The records of a log (`read(offset, len)`: its bytes there, `None` past the end): from the
+/// beginning, while whole, of one generation and numbered one after another.
+fn scan(mut read: impl FnMut(usize, usize) -> Option<Vec<u8>>) -> Vec<Record> {
     let mut records: Vec<Record> = Vec::new();
     let mut generation = None;
     let mut offset = 0usize;
-    while let Some(header) = bytes.get(offset..offset + HEADER) {
+    while let Some(header) = read(offset, HEADER) {
         if header[..4] != MAGIC || header[4..8] != VERSION.to_le_bytes() {
             break;
         }
@@ -259,19 +285,16 @@ fn scan(bytes: &[u8]) -> Vec<Record> {
         let seq = u64::from_le_bytes(header[24..32].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(header[32..36].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[36..40].try_into().expect("4 bytes"));
-        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + len) else {
+        let Some(payload) = read(offset + HEADER, len) else {
             break;
         };
-        if crc32c(crc32c(0, &header[8..HEADER - 4]), payload) != crc
+        if crc32c(crc32c(0, &header[8..HEADER - 4]), &payload) != crc
             || *generation.get_or_insert(this) != this
             || records.last().is_some_and(|last| last.seq + 1 != seq)
         {
             break;
         }
-        records.push(Record {
-            seq,
-            payload: payload.to_vec(),
-        });
+        records.push(Record { seq, payload });
         offset += record_len(len) as usize;
     }
     records
@@ -531,8 +554,10 @@ mod tests {
         let (a, b) = (&[1u8; 16], &[2u8; 16]);
         let big = vec![7u8; 5000];
         let bytes = log_bytes(&[(a, 8, b"x"), (a, 9, &big), (a, 10, b"")]);
-        let seqs = |bytes: &[u8]| scan(bytes).iter().map(|r| r.seq).collect::<Vec<_>>();
-        let read = scan(&bytes);
+        let scan_bytes =
+            |bytes: &[u8]| scan(|at, len| bytes.get(at..at.checked_add(len)?).map(<[u8]>::to_vec));
+        let seqs = |bytes: &[u8]| scan_bytes(bytes).iter().map(|r| r.seq).collect::<Vec<_>>();
+        let read = scan_bytes(&bytes);
         assert_eq!(seqs(&bytes), vec![8, 9, 10]);
         assert_eq!(read[1].payload, big, "a record over two pages");
         // The start-over case: a newer generation at the front, the older one's rest behind.
@@ -556,7 +581,44 @@ mod tests {
         let mut long = bytes.clone();
         long[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(seqs(&long), Vec::<u64>::new());
-        assert!(scan(&[0u8; 8192]).is_empty(), "a fresh log");
+        assert!(scan_bytes(&[0u8; 8192]).is_empty(), "a fresh log");
+    }
+
+    #[test]
+    fn appended_records_read_back_until_a_start_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let (log, records) = CommitLog::open(&path).expect("creates");
+        assert!(records.is_empty());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("metadata").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(
+            log.next_seq(1).is_err(),
+            "nothing is written before the first start-over"
+        );
+        log.start_over(41).expect("starts");
+        for payload in [&b"a"[..], &[9u8; 6000], b"c"] {
+            let seq = log.next_seq(payload.len()).expect("open").expect("fits");
+            log.append(seq, payload).expect("appends");
+        }
+        assert!(log.append(7, b"out of turn").is_err());
+        assert_eq!(log.counts(), (1, 4 * PAGE));
+        drop(log);
+        let (log, records) = CommitLog::open(&path).expect("reopens");
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![42, 43, 44]);
+        assert_eq!(records[1].payload, vec![9u8; 6000]);
+        // After a start-over (a checkpoint contains them) a reopen reads nothing.
+        log.start_over(44).expect("starts over");
+        drop(log);
+        let (_, records) = CommitLog::open(&path).expect("reopens");
+        assert!(records.is_empty());
+        // A payload larger than what is left is not given a number: the caller checkpoints.
+        let (log, _) = CommitLog::open(&path).expect("reopens");
+        log.start_over(44).expect("starts over");
+        assert_eq!(log.next_seq(LOG_BYTES as usize).expect("open"), None);
     }
 
     #[test]

@@ -527,7 +527,12 @@ impl Store {
 
     /// Writer counters.
     pub fn writer_counts(&self) -> WriterCounts {
-        self.writer.stats()
+        let (checkpoints, log_bytes) = self.engine().map_or((0, 0), |e| e.log_counts());
+        WriterCounts {
+            checkpoints,
+            log_bytes,
+            ..self.writer.stats()
+        }
     }
 
     /// Commits what was submitted, stops the writer; later writes fail with `Closed`.

@@ -232,6 +232,14 @@ impl Engine {
         }
     }
 
+    /// The commit log's (checkpoints, bytes appended) so far (zeros without one).
+    pub fn log_counts(&self) -> (u64, u64) {
+        match self {
+            Engine::Redb { log: Some(log), .. } => log.counts(),
+            _ => (0, 0),
+        }
+    }
+
     /// Whether batches were logged since the last checkpoint.
     pub fn has_logged(&self) -> bool {
         matches!(self, Engine::Redb { log: Some(log), .. } if log.has_records())

@@ -240,6 +240,10 @@ pub struct WriterCounts {
     pub writes: u64,
     /// Batches that failed as a whole.
     pub failed_batches: u64,
+    /// Checkpoints of the commit log (durable redb commits after which it starts over).
+    pub checkpoints: u64,
+    /// Bytes appended to the commit log (whole pages).
+    pub log_bytes: u64,
 }
 
 impl WriterStats {
@@ -248,6 +252,8 @@ impl WriterStats {
             commits: self.commits.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            checkpoints: 0,
+            log_bytes: 0,
         }
     }
 }
