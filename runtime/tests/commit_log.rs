@@ -228,3 +228,25 @@ async fn a_store_file_restored_without_its_log_is_refused() {
         other => panic!("opened: {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test]
+async fn a_damaged_batch_number_in_the_store_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), true).expect("opens");
+    store.submit(Big(1, vec![1])).await.expect("written");
+    store.close();
+    drop(store);
+    {
+        let db = redb::Database::open(dir.path().join(FILE)).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+            .expect("meta")
+            .insert("commit_log_seq", [1u8, 2, 3].as_slice())
+            .expect("damaged");
+        txn.commit().expect("commit");
+    }
+    match open(dir.path(), true) {
+        Err(StoreError::Corrupt(why)) => assert!(why.contains("commit_log_seq"), "{why}"),
+        other => panic!("opened: {:?}", other.map(|_| ())),
+    }
+}

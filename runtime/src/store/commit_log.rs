@@ -465,11 +465,15 @@ impl TableVisitor for TableSet<'_> {
 /// The last record a redb state contains (0: none).
 pub(crate) fn stored_seq(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let meta = txn.open_table(super::database::META)?;
-    let seq = meta.get(META_LOG_SEQ)?.map(|v| {
-        let bytes: [u8; 8] = v.value().try_into().unwrap_or_default();
-        u64::from_le_bytes(bytes)
-    });
-    Ok(seq.unwrap_or(0))
+    let Some(value) = meta.get(META_LOG_SEQ)? else {
+        return Ok(0);
+    };
+    // Read as 0, a damaged number would replay the whole log over newer state.
+    let bytes: [u8; 8] = value
+        .value()
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("meta {META_LOG_SEQ}")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Names `seq` as the last record `txn`'s state contains (not itself recorded).
