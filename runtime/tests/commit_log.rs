@@ -157,8 +157,8 @@ async fn answered_batches_survive_a_crash_through_the_log_and_not_without_it() {
 async fn a_full_log_checkpoints_and_a_torn_last_record_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path(), true).expect("opens");
-    let value = |i: u64| vec![i as u8; 1 << 20];
-    // 1 MiB each: the log (16 MiB) holds 15, so 20 take a checkpoint on the way.
+    let value = |i: u64| vec![i as u8; 1 << 19];
+    // 512 KiB each: the log (4 MiB) holds 7, so 20 take two checkpoints on the way.
     for i in 0..20 {
         store.submit(Big(i, value(i))).await.expect("written");
     }
