@@ -126,9 +126,13 @@ impl CommitLog {
                     .map_err(StoreError::io)?;
             }
         }
+        // A log written when the file was larger (16 MiB before the thirteenth pass) is read to
+        // its end: its records past LOG_BYTES were answered too. New records stay within
+        // LOG_BYTES.
+        let size = len.max(LOG_BYTES);
         let records = scan(|offset, len| {
             let end = offset.checked_add(len)?;
-            (end as u64 <= LOG_BYTES).then_some(())?;
+            (end as u64 <= size).then_some(())?;
             let mut bytes = vec![0u8; len];
             file.read_exact_at(&mut bytes, offset as u64).ok()?;
             Some(bytes)
@@ -625,6 +629,35 @@ mod tests {
         // A payload larger than what is left is not given a number: the caller checkpoints.
         let (log, _) = CommitLog::open(&path).expect("reopens");
         log.start_over(44).expect("starts over");
+        assert_eq!(log.next_seq(LOG_BYTES as usize).expect("open"), None);
+    }
+
+    #[test]
+    fn a_larger_log_from_an_earlier_build_is_read_to_its_end() {
+        // The log was 16 MiB before it was 4: records an earlier build wrote past the new size
+        // were answered and must come back.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let generation = [3u8; 16];
+        let payload = vec![5u8; 1 << 20];
+        let mut file = vec![0u8; 16 << 20];
+        let (mut offset, mut buffer) = (0, Vec::new());
+        for seq in 1..=6 {
+            encode(&mut buffer, &generation, seq, &payload);
+            file[offset..offset + buffer.len()].copy_from_slice(&buffer);
+            offset += buffer.len();
+        }
+        assert!(
+            offset as u64 > LOG_BYTES,
+            "the records reach past the new size"
+        );
+        std::fs::write(&path, &file).expect("write");
+        let (log, records) = CommitLog::open(&path).expect("opens");
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+        assert!(records.iter().all(|r| r.payload == payload));
+        // New records stay within the new size.
+        log.start_over(6).expect("starts over");
         assert_eq!(log.next_seq(LOG_BYTES as usize).expect("open"), None);
     }
 
