@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use agentkeys_runtime::Timestamp;
 use agentkeys_runtime::store::WriteTransaction;
 use agentkeys_runtime::store::{
-    CreateError, Mutation, Origin, RevokeActor, Store, StoreError, StoreOptions, WriteError,
+    CreateError, MAX_BATCH, Mutation, Origin, RevokeActor, Store, StoreError, StoreOptions,
+    WriteError,
 };
 use kit::{create, hold_writer, omni_of, open_store};
 
@@ -143,6 +144,108 @@ async fn a_batch_stops_waiting_when_the_announced_write_is_withdrawn() {
         .expect("committed without waiting out the linger")
         .expect("commits");
     assert!(created.new);
+}
+
+/// Writes of a lingering batch do not wake the writer one by one (it parks); what ends the
+/// wait must still wake it at once. Each case below would otherwise sit out the one-minute
+/// linger.
+#[tokio::test]
+async fn a_lingering_batch_ends_when_it_holds_as_many_writes_as_the_one_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let master = omni_of(None, "bell-master");
+    store
+        .create_actor(create(None, "bell-master"))
+        .await
+        .expect("master");
+    let (release, gate) = hold_writer(&store);
+    let first: Vec<_> = (0..8)
+        .map(|i| store.create_actor(create(Some(&master), &format!("a{i}"))))
+        .collect();
+    release.send(()).expect("release");
+    gate.await;
+    for write in first {
+        assert!(write.await.expect("committed").new);
+    }
+    // No announcement outstanding: the next batch waits for eight writes (the previous batch's
+    // size), and the eighth ends the wait.
+    let before = store.writer_counts();
+    let second: Vec<_> = (0..8)
+        .map(|i| store.create_actor(create(Some(&master), &format!("b{i}"))))
+        .collect();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), answers(second))
+        .await
+        .expect("the eighth write ended the linger");
+    assert!(answered.into_iter().all(|a| a.expect("committed").new));
+    assert_eq!(store.writer_counts().commits - before.commits, 1);
+}
+
+#[tokio::test]
+async fn an_urgent_write_ends_a_linger_that_waits_for_an_announced_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let master = omni_of(None, "urgent-master");
+    store
+        .create_actor(create(None, "urgent-master"))
+        .await
+        .expect("master");
+    store
+        .create_actor(create(Some(&master), "existing"))
+        .await
+        .expect("child");
+    let (release, gate) = hold_writer(&store);
+    let announced = store.announce();
+    let waiting = store.create_actor(create(Some(&master), "waiting"));
+    release.send(()).expect("release");
+    gate.await;
+    // The writer holds `waiting` and lingers for the announced write; the revocation goes
+    // first, at once.
+    let revoke = store.revoke_actor(RevokeActor {
+        omni: omni_of(Some(&master), "existing"),
+        at: Timestamp::from_millis(5),
+        origin: Origin::default(),
+    });
+    let revoked = tokio::time::timeout(std::time::Duration::from_secs(30), revoke)
+        .await
+        .expect("the urgent write did not wait out the linger");
+    assert!(revoked.expect("revoked").new);
+    drop(announced);
+    assert!(waiting.await.expect("commits").new);
+}
+
+#[tokio::test]
+async fn a_full_batch_commits_while_announced_writes_are_outstanding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let master = omni_of(None, "full-master");
+    store
+        .create_actor(create(None, "full-master"))
+        .await
+        .expect("master");
+    let announced = store.announce();
+    let before = store.writer_counts();
+    let writes: Vec<_> = (0..MAX_BATCH)
+        .map(|i| store.create_actor(create(Some(&master), &format!("f{i}"))))
+        .collect();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), answers(writes))
+        .await
+        .expect("a full batch does not wait for the announced write");
+    assert!(answered.into_iter().all(|a| a.expect("committed").new));
+    assert_eq!(
+        store.writer_counts().commits - before.commits,
+        1,
+        "the writes fill one batch, which commits without the announced write"
+    );
+    drop(announced);
+}
+
+/// Every answer, in order (the writes were submitted when the futures were made).
+async fn answers<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    for f in futures {
+        out.push(f.await);
+    }
+    out
 }
 
 #[tokio::test]

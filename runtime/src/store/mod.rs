@@ -43,8 +43,8 @@ pub use tables::{
     first_difference,
 };
 pub use writer::{
-    Announced, BatchHook, HOOK_FLUSH, HOOK_WAIT, Lane, Mutation, PendingWrite, Wake, WriteError,
-    WriterCounts,
+    Announced, BatchHook, HOOK_FLUSH, HOOK_WAIT, Lane, MAX_BATCH, Mutation, PendingWrite, Wake,
+    WriteError, WriterCounts,
 };
 
 use crate::clock::Timestamp;

@@ -72,7 +72,7 @@ pub const HOOK_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Wakes the writer thread (handed to the hook by [`BatchHook::attach`]).
 #[derive(Clone)]
-pub struct Wake(mpsc::Sender<Command>);
+pub struct Wake(Inbox);
 
 impl std::fmt::Debug for Wake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,14 +83,105 @@ impl std::fmt::Debug for Wake {
 impl Wake {
     /// Makes the writer look at its queue and the hook again.
     pub fn wake(&self) {
-        let _ = self.0.send(Command::Wake);
+        self.0.signal(Command::Wake);
+    }
+}
+
+/// What the writer is woken by while a batch lingers. Waiting for anything (nothing queued),
+/// the writer blocks on its channel and every command wakes it; while a batch lingers it
+/// parks instead, and a submitter wakes it only when the linger should end: an urgent write, a
+/// wake or close, or the write that completes what the batch waits for (the count published in
+/// `wake_busy` / `wake_quiet`). Two cores showed why: woken for every write of a lingering
+/// batch, the writer switched ~10 times per commit (docs/BENCHMARKS.md, fourteenth pass).
+#[derive(Debug)]
+struct Doorbell {
+    /// Ordinary writes sent so far (counted just after each send).
+    sent: AtomicU64,
+    /// Urgent writes, wakes and the close sent so far (counted just after each send).
+    signals: AtomicU64,
+    /// While a batch lingers: the `sent` count at which to wake the writer while announced
+    /// writes are outstanding (the batch is full then). `u64::MAX` while it does not linger.
+    wake_busy: AtomicU64,
+    /// The same when no announced write is outstanding (the batch has what the previous one
+    /// had).
+    wake_quiet: AtomicU64,
+    /// Outstanding [`Announced`] writes.
+    announced: Arc<AtomicUsize>,
+    writer: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Doorbell {
+    fn new(announced: Arc<AtomicUsize>) -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            signals: AtomicU64::new(0),
+            wake_busy: AtomicU64::new(u64::MAX),
+            wake_quiet: AtomicU64::new(u64::MAX),
+            announced,
+            writer: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn lingering(&self) -> bool {
+        self.wake_quiet.load(Ordering::SeqCst) != u64::MAX
+    }
+
+    /// The `sent` count at which a lingering writer wants to be woken, given the outstanding
+    /// announcements.
+    fn wake_at(&self) -> u64 {
+        if self.announced.load(Ordering::SeqCst) > 0 {
+            self.wake_busy.load(Ordering::SeqCst)
+        } else {
+            self.wake_quiet.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Wakes a lingering writer whose wait is over (after a write or an announcement's end).
+    fn ring_if_due(&self) {
+        if self.sent.load(Ordering::SeqCst) >= self.wake_at() {
+            self.ring();
+        }
+    }
+
+    fn ring(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
+/// The sending side of the writer's channel with its doorbell.
+#[derive(Clone)]
+struct Inbox {
+    tx: mpsc::Sender<Command>,
+    bell: Arc<Doorbell>,
+}
+
+impl Inbox {
+    /// Sends a command that must end a linger (an urgent write, a wake, the close).
+    fn signal(&self, command: Command) {
+        // A send error means the writer has stopped (see `write`).
+        let _ = self.tx.send(command);
+        self.bell.signals.fetch_add(1, Ordering::SeqCst);
+        if self.bell.lingering() {
+            self.bell.ring();
+        }
+    }
+
+    /// Sends an ordinary write.
+    fn write(&self, job: Box<dyn Job>) {
+        // A send error means the writer has stopped; the job (and its reply) is dropped, so
+        // the caller sees `StoreError::Closed`.
+        let _ = self.tx.send(Command::Write(job, Lane::Ordinary));
+        self.bell.sent.fetch_add(1, Ordering::SeqCst);
+        self.bell.ring_if_due();
     }
 }
 
 type HookSlot = Arc<std::sync::OnceLock<Arc<dyn BatchHook>>>;
 
 /// The most writes folded into one transaction.
-pub(crate) const MAX_BATCH: usize = 4096;
+pub const MAX_BATCH: usize = 4096;
 
 /// The previous batch size from which a batch lingers.
 const LINGER_FROM: usize = 4;
@@ -106,18 +197,25 @@ const LINGER_FROM: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Announced(Arc<AnnouncedWrite>);
 
-#[derive(Debug)]
 struct AnnouncedWrite {
     count: Arc<AtomicUsize>,
     open: AtomicBool,
     /// Wakes a lingering writer when the announcement is withdrawn.
-    writer: Option<mpsc::Sender<Command>>,
+    writer: Option<Inbox>,
+}
+
+impl std::fmt::Debug for AnnouncedWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnnouncedWrite")
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AnnouncedWrite {
     /// Ends it; answers whether this was the last open announcement.
     fn end(&self) -> bool {
-        self.open.swap(false, Ordering::AcqRel) && self.count.fetch_sub(1, Ordering::AcqRel) == 1
+        self.open.swap(false, Ordering::SeqCst) && self.count.fetch_sub(1, Ordering::SeqCst) == 1
     }
 }
 
@@ -127,14 +225,14 @@ impl Drop for AnnouncedWrite {
             && let Some(writer) = &self.writer
         {
             // Withdrawn (never submitted): a batch may be waiting for it.
-            let _ = writer.send(Command::Wake);
+            writer.signal(Command::Wake);
         }
     }
 }
 
 impl Announced {
-    fn new(count: &Arc<AtomicUsize>, writer: Option<mpsc::Sender<Command>>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
+    fn new(count: &Arc<AtomicUsize>, writer: Option<Inbox>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
         Self(Arc::new(AnnouncedWrite {
             count: count.clone(),
             open: AtomicBool::new(true),
@@ -321,7 +419,7 @@ enum Command {
 
 /// The handle to the writer thread.
 pub(crate) struct Writer {
-    tx: std::sync::Mutex<Option<mpsc::Sender<Command>>>,
+    tx: std::sync::Mutex<Option<Inbox>>,
     /// Outstanding [`Announced`] writes.
     announced: Arc<AtomicUsize>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -341,22 +439,24 @@ impl Writer {
         let hook = HookSlot::default();
         let thread_hook = hook.clone();
         let announced = Arc::new(AtomicUsize::new(0));
-        let thread_announced = announced.clone();
+        let bell = Arc::new(Doorbell::new(announced.clone()));
+        let thread_bell = bell.clone();
         let thread = std::thread::Builder::new()
             .name("agentkeys-store-writer".into())
             .spawn(move || {
+                let _ = thread_bell.writer.set(std::thread::current());
                 let batch = BatchEnv {
                     engine: &engine,
                     linger,
                     checkpoint_idle,
                     hook: &thread_hook,
-                    announced: &thread_announced,
+                    bell: &thread_bell,
                 };
                 writer_loop(&batch, &rx, &thread_stats);
             })
             .map_err(StoreError::io)?;
         Ok(Self {
-            tx: std::sync::Mutex::new(Some(tx)),
+            tx: std::sync::Mutex::new(Some(Inbox { tx, bell })),
             announced,
             thread: std::sync::Mutex::new(Some(thread)),
             stats,
@@ -397,11 +497,13 @@ impl Writer {
             outcome: None,
             reply,
         });
-        let sender = self.tx.lock().ok().and_then(|guard| guard.clone());
-        if let Some(sender) = sender {
-            // A send error means the writer has stopped; the job (and its reply) is dropped,
-            // so the caller sees `StoreError::Closed`.
-            let _ = sender.send(Command::Write(job, lane));
+        let inbox = self.tx.lock().ok().and_then(|guard| guard.clone());
+        if let Some(inbox) = inbox {
+            match lane {
+                Lane::Ordinary => inbox.write(job),
+                // A send error: as in `Inbox::write`.
+                Lane::Urgent => inbox.signal(Command::Write(job, lane)),
+            }
         }
         PendingWrite { rx }
     }
@@ -419,8 +521,8 @@ impl Writer {
 
     /// Commits everything already submitted, then stops the thread. Later writes get `Closed`.
     pub(crate) fn close(&self) {
-        if let Some(tx) = self.tx.lock().ok().and_then(|mut guard| guard.take()) {
-            let _ = tx.send(Command::Close);
+        if let Some(inbox) = self.tx.lock().ok().and_then(|mut guard| guard.take()) {
+            inbox.signal(Command::Close);
         }
         let thread = self.thread.lock().ok().and_then(|mut guard| guard.take());
         if thread.is_some_and(|t| t.join().is_err()) {
@@ -436,7 +538,7 @@ struct BatchEnv<'a> {
     /// See `StoreOptions::checkpoint_idle`.
     checkpoint_idle: std::time::Duration,
     hook: &'a HookSlot,
-    announced: &'a AtomicUsize,
+    bell: &'a Doorbell,
 }
 
 /// The writes taken off the channel and not yet committed, by lane.
@@ -444,6 +546,8 @@ struct BatchEnv<'a> {
 struct Queued {
     urgent: VecDeque<Box<dyn Job>>,
     ordinary: VecDeque<Box<dyn Job>>,
+    /// Ordinary writes taken off the channel so far (compare `Doorbell::sent`).
+    received: u64,
     closing: bool,
 }
 
@@ -451,7 +555,10 @@ impl Queued {
     fn take(&mut self, command: Result<Command, ()>) {
         match command {
             Ok(Command::Write(job, Lane::Urgent)) => self.urgent.push_back(job),
-            Ok(Command::Write(job, Lane::Ordinary)) => self.ordinary.push_back(job),
+            Ok(Command::Write(job, Lane::Ordinary)) => {
+                self.received += 1;
+                self.ordinary.push_back(job);
+            }
             Ok(Command::Wake) => {}
             Ok(Command::Close) | Err(()) => self.closing = true,
         }
@@ -501,7 +608,7 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             continue;
         }
         let more_coming = |queued: &Queued| {
-            env.announced.load(Ordering::Acquire) > 0
+            env.bell.announced.load(Ordering::SeqCst) > 0
                 || (expected >= LINGER_FROM && queued.ordinary.len() < expected)
         };
         let busy = || hook().is_some_and(|h| h.busy());
@@ -514,8 +621,14 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             // hook's own work runs (the previous batch's head signatures), the batch waits for it
             // too (at most HOOK_WAIT), so it carries the result. An urgent write ends the wait
             // and goes first.
+            //
+            // Meanwhile the writer is woken only when the wait should end (see `Doorbell`),
+            // not by every write that joins the batch.
             let now = std::time::Instant::now();
             let (linger_until, hook_until) = (now + env.linger, now + HOOK_WAIT);
+            let bell = env.bell;
+            let mut seen = bell.signals.load(Ordering::SeqCst);
+            queued.drain(rx);
             while queued.ordinary.len() < MAX_BATCH && queued.urgent.is_empty() && !queued.closing {
                 let now = std::time::Instant::now();
                 let until = match (
@@ -526,12 +639,26 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
                     (true, false) => linger_until,
                     (false, false) => break,
                 };
-                match rx.recv_timeout(until.saturating_duration_since(now)) {
-                    Ok(command) => queued.take(Ok(command)),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => queued.closing = true,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // Publish what ends the wait, then look once more: a submitter after the
+                // publication rings, one before it is seen here.
+                let len = queued.ordinary.len() as u64;
+                let full = queued.received + MAX_BATCH as u64 - len;
+                let as_before = if expected >= LINGER_FROM {
+                    queued.received + (expected as u64).saturating_sub(len)
+                } else {
+                    queued.received
+                };
+                bell.wake_busy.store(full, Ordering::SeqCst);
+                bell.wake_quiet.store(as_before, Ordering::SeqCst);
+                let signals = bell.signals.load(Ordering::SeqCst);
+                if signals == seen && bell.sent.load(Ordering::SeqCst) < bell.wake_at() {
+                    std::thread::park_timeout(until.saturating_duration_since(now));
                 }
+                seen = bell.signals.load(Ordering::SeqCst);
+                queued.drain(rx);
             }
+            bell.wake_busy.store(u64::MAX, Ordering::SeqCst);
+            bell.wake_quiet.store(u64::MAX, Ordering::SeqCst);
             if !queued.urgent.is_empty() {
                 continue;
             }
