@@ -181,6 +181,47 @@ async fn a_lingering_batch_ends_when_it_holds_as_many_writes_as_the_one_before()
 }
 
 #[tokio::test]
+async fn writes_joining_a_lingering_batch_do_not_wake_the_writer_one_by_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_lingering(dir.path());
+    let master = omni_of(None, "quiet-master");
+    store
+        .create_actor(create(None, "quiet-master"))
+        .await
+        .expect("master");
+    let (release, gate) = hold_writer(&store);
+    let announced = store.announce();
+    let first = store.create_actor(create(Some(&master), "first"));
+    release.send(()).expect("release");
+    gate.await;
+    // The writer holds `first` and lingers for the announced write; a hundred more join.
+    let before = store.writer_counts();
+    let joining: Vec<_> = (0..100)
+        .map(|i| store.create_actor(create(Some(&master), &format!("j{i}"))))
+        .collect();
+    let last = store.submit_announced(create(Some(&master), "last"), Some(&announced));
+    assert!(first.await.expect("first").new);
+    assert!(
+        answers(joining)
+            .await
+            .into_iter()
+            .all(|a| a.expect("joined").new)
+    );
+    assert!(last.await.expect("last").new);
+    let after = store.writer_counts();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "one batch for all of them"
+    );
+    assert!(
+        after.linger_looks - before.linger_looks <= 3,
+        "looked {} times for 101 writes",
+        after.linger_looks - before.linger_looks
+    );
+}
+
+#[tokio::test]
 async fn an_urgent_write_ends_a_linger_that_waits_for_an_announced_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
@@ -472,6 +513,55 @@ impl agentkeys_runtime::store::BatchHook for PuttingOff {
         );
         let _ = self.ticked.lock().expect("ticked").send(());
     }
+}
+
+/// A hook whose work, started after every commit, runs until the test says it is done.
+struct BusyAfterCommit {
+    busy: std::sync::atomic::AtomicBool,
+}
+
+impl agentkeys_runtime::store::BatchHook for BusyAfterCommit {
+    fn batch_started(&self) {}
+
+    fn before_commit(
+        &self,
+        _txn: &WriteTransaction,
+        _lane: agentkeys_runtime::store::Lane,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn committed(&self) {
+        self.busy.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_batch_waiting_for_the_hook_sleeps_instead_of_spinning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path());
+    let hook = std::sync::Arc::new(BusyAfterCommit {
+        busy: std::sync::atomic::AtomicBool::new(false),
+    });
+    assert!(store.set_batch_hook(hook.clone()));
+    store
+        .create_actor(create(None, "hook-master"))
+        .await
+        .expect("committed");
+    // The hook is busy now and never says it is done: the next batch waits for it (HOOK_WAIT
+    // at most), with no announcement outstanding and a lone write queued.
+    let before = store.writer_counts();
+    let write = store.create_actor(create(None, "after-hook"));
+    assert!(write.await.expect("committed after the wait").new);
+    let looks = store.writer_counts().linger_looks - before.linger_looks;
+    assert!(
+        (1..=3).contains(&looks),
+        "the writer looked {looks} times while it waited for the hook"
+    );
 }
 
 #[tokio::test]

@@ -327,6 +327,7 @@ pub struct WriterStats {
     commits: AtomicU64,
     writes: AtomicU64,
     failed_batches: AtomicU64,
+    linger_looks: AtomicU64,
 }
 
 /// A snapshot of [`WriterStats`].
@@ -342,6 +343,10 @@ pub struct WriterCounts {
     pub checkpoints: u64,
     /// Bytes appended to the commit log (whole pages).
     pub log_bytes: u64,
+    /// Times a lingering batch's writer looked at its queue again (after a wake-up, a timeout,
+    /// or at once when the wait was over): a few per batch, neither one per write that joins
+    /// it nor a spin (see `Doorbell`).
+    pub linger_looks: u64,
 }
 
 impl WriterStats {
@@ -352,6 +357,7 @@ impl WriterStats {
             failed_batches: self.failed_batches.load(Ordering::Relaxed),
             checkpoints: 0,
             log_bytes: 0,
+            linger_looks: self.linger_looks.load(Ordering::Relaxed),
         }
     }
 }
@@ -631,19 +637,22 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
             queued.drain(rx);
             while queued.ordinary.len() < MAX_BATCH && queued.urgent.is_empty() && !queued.closing {
                 let now = std::time::Instant::now();
-                let until = match (
+                let (until, for_hook) = match (
                     more_coming(&queued) && now < linger_until,
                     busy() && now < hook_until,
                 ) {
-                    (_, true) => hook_until,
-                    (true, false) => linger_until,
+                    (_, true) => (hook_until, true),
+                    (true, false) => (linger_until, false),
                     (false, false) => break,
                 };
                 // Publish what ends the wait, then look once more: a submitter after the
-                // publication rings, one before it is seen here.
+                // publication rings, one before it is seen here. While the hook's work runs,
+                // only its wake (a signal) or a full batch ends the wait.
                 let len = queued.ordinary.len() as u64;
                 let full = queued.received + MAX_BATCH as u64 - len;
-                let as_before = if expected >= LINGER_FROM {
+                let as_before = if for_hook {
+                    full
+                } else if expected >= LINGER_FROM {
                     queued.received + (expected as u64).saturating_sub(len)
                 } else {
                     queued.received
@@ -654,6 +663,7 @@ fn writer_loop(env: &BatchEnv<'_>, rx: &mpsc::Receiver<Command>, stats: &WriterS
                 if signals == seen && bell.sent.load(Ordering::SeqCst) < bell.wake_at() {
                     std::thread::park_timeout(until.saturating_duration_since(now));
                 }
+                stats.linger_looks.fetch_add(1, Ordering::Relaxed);
                 seen = bell.signals.load(Ordering::SeqCst);
                 queued.drain(rx);
             }
