@@ -34,11 +34,7 @@ impl Mutation for FailingWrite {
 async fn concurrent_writers_share_commits_and_are_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
-    let master = omni_of(None, "gc-master");
-    store
-        .create_actor(create(None, "gc-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "gc-master").await;
 
     let before = store.writer_counts();
     let (release, gate) = hold_writer(&store);
@@ -84,11 +80,7 @@ fn open_lingering(dir: &std::path::Path) -> std::sync::Arc<Store> {
 async fn a_batch_waits_for_an_announced_write_and_commits_it_with_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
-    let master = omni_of(None, "announce-master");
-    store
-        .create_actor(create(None, "announce-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "announce-master").await;
 
     let (release, gate) = hold_writer(&store);
     let before = store.writer_counts();
@@ -153,20 +145,8 @@ async fn a_batch_stops_waiting_when_the_announced_write_is_withdrawn() {
 async fn a_lingering_batch_ends_when_it_holds_as_many_writes_as_the_one_before() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
-    let master = omni_of(None, "bell-master");
-    store
-        .create_actor(create(None, "bell-master"))
-        .await
-        .expect("master");
-    let (release, gate) = hold_writer(&store);
-    let first: Vec<_> = (0..8)
-        .map(|i| store.create_actor(create(Some(&master), &format!("a{i}"))))
-        .collect();
-    release.send(()).expect("release");
-    gate.await;
-    for write in first {
-        assert!(write.await.expect("committed").new);
-    }
+    let master = new_master(&store, "bell-master").await;
+    one_batch_of_children(&store, &master, "a", 8).await;
     // No announcement outstanding: the next batch waits for eight writes (the previous batch's
     // size), and the eighth ends the wait.
     let before = store.writer_counts();
@@ -184,11 +164,7 @@ async fn a_lingering_batch_ends_when_it_holds_as_many_writes_as_the_one_before()
 async fn writes_joining_a_lingering_batch_do_not_wake_the_writer_one_by_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
-    let master = omni_of(None, "quiet-master");
-    store
-        .create_actor(create(None, "quiet-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "quiet-master").await;
     let (release, gate) = hold_writer(&store);
     let announced = store.announce();
     let first = store.create_actor(create(Some(&master), "first"));
@@ -225,11 +201,7 @@ async fn writes_joining_a_lingering_batch_do_not_wake_the_writer_one_by_one() {
 async fn an_urgent_write_ends_a_linger_that_waits_for_an_announced_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
-    let master = omni_of(None, "urgent-master");
-    store
-        .create_actor(create(None, "urgent-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "urgent-master").await;
     store
         .create_actor(create(Some(&master), "existing"))
         .await
@@ -258,11 +230,7 @@ async fn an_urgent_write_ends_a_linger_that_waits_for_an_announced_write() {
 async fn a_full_batch_commits_while_announced_writes_are_outstanding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_lingering(dir.path());
-    let master = omni_of(None, "full-master");
-    store
-        .create_actor(create(None, "full-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "full-master").await;
     let announced = store.announce();
     let before = store.writer_counts();
     let writes: Vec<_> = (0..MAX_BATCH)
@@ -278,6 +246,34 @@ async fn a_full_batch_commits_while_announced_writes_are_outstanding() {
         "the writes fill one batch, which commits without the announced write"
     );
     drop(announced);
+}
+
+/// A master, created and committed.
+async fn new_master(store: &Store, label: &str) -> agentkeys_runtime::Omni {
+    store
+        .create_actor(create(None, label))
+        .await
+        .expect("master");
+    omni_of(None, label)
+}
+
+/// `n` children of `master` (labels `prefix0`…), queued behind a held writer so that they
+/// commit in one batch (the previous batch's size for the next one), all answered.
+async fn one_batch_of_children(
+    store: &Store,
+    master: &agentkeys_runtime::Omni,
+    prefix: &str,
+    n: usize,
+) {
+    let (release, gate) = hold_writer(store);
+    let pending: Vec<_> = (0..n)
+        .map(|i| store.create_actor(create(Some(master), &format!("{prefix}{i}"))))
+        .collect();
+    release.send(()).expect("release");
+    gate.await;
+    for write in answers(pending).await {
+        assert!(write.expect("committed").new);
+    }
 }
 
 /// Every answer, in order (the writes were submitted when the futures were made).
@@ -311,11 +307,7 @@ async fn an_announcement_ends_once_whether_submitted_or_dropped() {
 async fn a_conflict_inside_one_batch_fails_only_its_own_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
-    let master = omni_of(None, "conflict-master");
-    store
-        .create_actor(create(None, "conflict-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "conflict-master").await;
 
     let (release, gate) = hold_writer(&store);
     let before = store.writer_counts();
@@ -358,11 +350,7 @@ async fn a_conflict_inside_one_batch_fails_only_its_own_write() {
 async fn a_failed_write_fails_the_whole_batch_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
-    let master = omni_of(None, "fail-master");
-    store
-        .create_actor(create(None, "fail-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "fail-master").await;
 
     let (release, gate) = hold_writer(&store);
     let a = store.create_actor(create(Some(&master), "a"));
@@ -410,20 +398,8 @@ async fn a_lone_write_after_a_large_batch_still_commits_on_its_own() {
     // that gets no company must still be committed, once the short wait runs out.
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
-    let master = omni_of(None, "linger-master");
-    store
-        .create_actor(create(None, "linger-master"))
-        .await
-        .expect("master");
-    let (release, gate) = hold_writer(&store);
-    let pending: Vec<_> = (0..32)
-        .map(|i| store.create_actor(create(Some(&master), &format!("l{i}"))))
-        .collect();
-    release.send(()).expect("release");
-    gate.await;
-    for write in pending {
-        assert!(write.await.expect("committed").new);
-    }
+    let master = new_master(&store, "linger-master").await;
+    one_batch_of_children(&store, &master, "l", 32).await;
     let before = store.writer_counts();
     let lone = store
         .create_actor(create(Some(&master), "alone"))
@@ -439,11 +415,7 @@ async fn a_revocation_goes_ahead_of_queued_writes_in_a_batch_of_its_own() {
     // first, alone; so a child create queued before it sees the revoked parent.
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_store(dir.path());
-    let master = omni_of(None, "lane-master");
-    store
-        .create_actor(create(None, "lane-master"))
-        .await
-        .expect("master");
+    let master = new_master(&store, "lane-master").await;
     let (release, gate) = hold_writer(&store);
     let queued: Vec<_> = (0..16)
         .map(|i| store.create_actor(create(Some(&master), &format!("q{i}"))))
