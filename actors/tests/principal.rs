@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use agentkeys_actors::agent::AgentActor;
 use agentkeys_actors::crypto::secret::MasterSecret;
+use agentkeys_actors::ledger::audit::{AuditEntry, op};
 use agentkeys_actors::master::MasterActor;
 use agentkeys_actors::principal::{
     CheckSession, CreateChild, DeleteBinding, Describe, NewDevice, PrincipalDeps, PrincipalError,
-    SessionError, SessionView, SetScopes, UseBinding,
+    RecordAction, SessionError, SessionView, SetScopes, UseBinding, record_action,
 };
 use agentkeys_actors::signer::{KeySetName, SignerError};
 use agentkeys_runtime::store::Origin;
-use agentkeys_runtime::{Omni, Registry};
+use agentkeys_runtime::{CallError, Clock, Omni, Registry};
 use agentkeys_tests::SignerStack;
 
 struct Setup {
@@ -221,6 +222,98 @@ async fn a_revoked_actor_is_refused_by_its_view() {
         Some(Err(SessionError::Call(_)))
     ));
     assert!(!matches!(from_view(&s, omni, &check), Some(Ok(()))));
+}
+
+/// The audit row of an EIP-191 signature whose detail is `detail` repeated (no policy applies).
+fn signed(detail: u8) -> RecordAction {
+    RecordAction {
+        op: op::SIGN_EIP191,
+        detail: [detail; 32],
+        origin: Origin::default(),
+        spend: Vec::new(),
+        check: None,
+        announced: None,
+    }
+}
+
+/// The signature rows of the master's chain, oldest first.
+fn signature_rows(s: &Setup) -> Vec<AuditEntry> {
+    let rows = s.stack.ledger.audit_rows(&s.master, 0, 1000);
+    rows.expect("read")
+        .into_iter()
+        .map(|r| r.entry)
+        .filter(|e| e.op == op::SIGN_EIP191)
+        .collect()
+}
+
+/// A bot that may sign, active, with the view its actor published.
+async fn active_bot(s: &Setup) -> (Omni, std::sync::Arc<SessionView>) {
+    let (omni, _) = bot(s, &["sign:eip191"]).await;
+    let _ = describe(s, omni).await;
+    (
+        omni,
+        s.agents.view::<SessionView>(&omni).expect("published"),
+    )
+}
+
+#[actix::test]
+async fn an_active_actors_view_records_the_row_its_actor_records() {
+    let s = setup().await;
+    let (omni, view) = active_bot(&s).await;
+    let (ledger, clock) = (&s.stack.ledger, &s.stack.clock);
+
+    // Through the actor's mailbox, then on its published view, then through the entry point
+    // the gateway uses: on the view while the actor is active, else through the actor.
+    let by_actor = s.agents.call(omni, signed(1)).await.expect("delivered");
+    by_actor.await.expect("recorded by the actor");
+    let on_view = view.record_action(ledger, clock.now(), signed(2));
+    on_view.await.expect("recorded on the view");
+    record_action(&s.agents, omni, ledger, clock, signed(3))
+        .await
+        .expect("recorded");
+    assert!(s.agents.passivate(&omni));
+    assert!(s.agents.view::<SessionView>(&omni).is_none());
+    record_action(&s.agents, omni, ledger, clock, signed(4))
+        .await
+        .expect("recorded through the actor");
+    assert!(
+        s.agents.view::<SessionView>(&omni).is_some(),
+        "the message activated the actor"
+    );
+
+    let rows = signature_rows(&s);
+    let details: Vec<u8> = rows.iter().map(|e| e.detail[0]).collect();
+    assert_eq!(details, [1, 2, 3, 4]);
+    assert_eq!((rows[0].master, rows[0].target), (s.master, Some(omni)));
+    for row in &rows[1..] {
+        let same = AuditEntry {
+            detail: rows[0].detail,
+            ..row.clone()
+        };
+        assert_eq!(same, rows[0], "the same row, whichever way it came");
+    }
+}
+
+#[actix::test]
+async fn a_view_held_across_a_revocation_records_nothing() {
+    let s = setup().await;
+    let (omni, view) = active_bot(&s).await;
+    let (ledger, clock) = (&s.stack.ledger, &s.stack.clock);
+    s.stack.runtime.revoke(omni).await.expect("revoked");
+
+    // A request that read the view before the revocation returned is refused before its row
+    // is submitted; one that starts after finds no view, and the actor is not activated.
+    let held = view.record_action(ledger, clock.now(), signed(1)).await;
+    assert!(
+        matches!(held, Err(PrincipalError::Call(CallError::Revoked { by, .. })) if by == omni),
+        "{held:?}"
+    );
+    let after = record_action(&s.agents, omni, ledger, clock, signed(2)).await;
+    assert!(
+        matches!(after, Err(PrincipalError::Call(CallError::Revoked { by, .. })) if by == omni),
+        "{after:?}"
+    );
+    assert!(signature_rows(&s).is_empty());
 }
 
 #[actix::test]

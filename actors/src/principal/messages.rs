@@ -200,7 +200,9 @@ pub struct UseBinding {
 /// of its master's audit chain, with its spend checked and counted against every budget on the
 /// lineage in the row's transaction; answers after the row's commit and a fresh lineage check,
 /// so nothing is handed out unaudited, over budget, or after a revocation returned. The actor
-/// submits the row in its turn and answers with the rest for the caller to await.
+/// submits the row in its turn and answers with the rest for the caller to await; while the
+/// actor is active, the same runs on its published view without this message
+/// ([`super::record_action`]).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "super::Detached<()>")]
 pub struct RecordAction {

@@ -7,7 +7,9 @@
 //! effective scopes, so a signed request needs one mailbox round trip) and [`Describe`].
 //! **Changes**: [`CreateChild`], [`SetScopes`],
 //! [`IssueLinkCode`], [`BindDevice`], [`UseBinding`] (a session refresh), [`DeleteBinding`],
-//! and [`RecordAction`] (the audit row of a signature or token it obtained).
+//! and [`RecordAction`] (the audit row of a signature or token it obtained; it changes nothing
+//! of the actor, so the gateway runs it on the published view while the actor is active:
+//! [`record_action`]).
 //!
 //! Every change is submitted to the store's writer inside the handler, so it runs even if the
 //! caller goes away. A change that alters the actor's memory ([`SetScopes`], [`BindDevice`],
@@ -217,6 +219,48 @@ impl SessionView {
         }
     }
 
+    /// [`RecordAction`] for this actor: the lineage checked, the row (in the master's chain,
+    /// with the spend checked and counted) submitted now, and the rest — its commit, then the
+    /// lineage again — for the caller to await. It reads only the lineage guard, which the
+    /// view shares with the actor, and changes nothing of the actor: the actor runs it in its
+    /// turn, and the gateway runs it on the published view without the mailbox hop
+    /// (docs/architecture.md).
+    pub fn record_action(&self, store: &Ledger, at: Timestamp, msg: RecordAction) -> Detached<()> {
+        if let Err(e) = self.guard.check() {
+            return Detached(Box::pin(async move { Err(e.into()) }));
+        }
+        let mut entry = ledger::AuditEntry::done(
+            self.guard.chain()[0],
+            msg.origin,
+            msg.op,
+            self.omni(),
+            msg.detail,
+            at,
+        );
+        entry.spend = msg.spend;
+        let write = store.record_announced(
+            ledger::RecordSigned {
+                entry,
+                check: msg.check,
+            },
+            msg.announced.as_ref(),
+        );
+        let guard = self.guard.clone();
+        Detached(Box::pin(async move {
+            write
+                .await
+                .map_err(|e| match e {
+                    agentkeys_runtime::store::WriteError::Store(e) => PrincipalError::Store(e),
+                    agentkeys_runtime::store::WriteError::Rejected(
+                        ledger::SpendError::PolicyChanged,
+                    ) => PrincipalError::PolicyChanged,
+                })?
+                .map_err(|r| PrincipalError::Spend(Box::new(r)))?;
+            guard.check()?;
+            Ok(())
+        }))
+    }
+
     /// [`CheckSession`] answered from the view, or `None` when only the actor can answer (the
     /// binding is not in the view, or the tree's policies changed since it was published).
     pub fn check(
@@ -370,8 +414,8 @@ where
 /// The rest of a change that needs nothing of the actor (its commit, then a lineage check),
 /// handed to the caller to await: the commit then wakes the caller's task directly instead of
 /// the actor's arbiter, which would only pass the answer on — one thread hand-off less on
-/// every signed request (docs/runtime-semantics.md). The write is already submitted, in the
-/// actor's turn.
+/// every signed request (docs/runtime-semantics.md). The write is already submitted (in the
+/// actor's turn, or on its published view: [`SessionView::record_action`]).
 #[must_use = "the answer comes after the commit: await it"]
 pub struct Detached<T>(Pin<Box<dyn Future<Output = Result<T, PrincipalError>> + Send>>);
 
@@ -699,39 +743,10 @@ impl PrincipalCore {
         Box::pin(async move { Ok(write.await?.binding) })
     }
 
-    /// [`RecordAction`]: the row in the master's chain with the spend counted, then the
-    /// lineage again.
+    /// [`RecordAction`], run on the actor's view ([`SessionView::record_action`]).
     pub fn record_action(&self, msg: RecordAction) -> Detached<()> {
-        let mut entry = ledger::AuditEntry::done(
-            self.master(),
-            msg.origin,
-            msg.op,
-            self.view.omni(),
-            msg.detail,
-            self.deps.clock.now(),
-        );
-        entry.spend = msg.spend;
-        let write = self.deps.ledger.record_announced(
-            ledger::RecordSigned {
-                entry,
-                check: msg.check,
-            },
-            msg.announced.as_ref(),
-        );
-        let guard = self.view.guard.clone();
-        Detached(Box::pin(async move {
-            write
-                .await
-                .map_err(|e| match e {
-                    agentkeys_runtime::store::WriteError::Store(e) => PrincipalError::Store(e),
-                    agentkeys_runtime::store::WriteError::Rejected(
-                        ledger::SpendError::PolicyChanged,
-                    ) => PrincipalError::PolicyChanged,
-                })?
-                .map_err(|r| PrincipalError::Spend(Box::new(r)))?;
-            guard.check()?;
-            Ok(())
-        }))
+        self.view
+            .record_action(&self.deps.ledger, self.deps.clock.now(), msg)
     }
 
     /// [`UseBinding`], first half: checks the binding and records its use.
@@ -758,6 +773,30 @@ impl PrincipalCore {
         self.cache_binding(&binding);
         binding
     }
+}
+
+/// Records what the actor `omni` of `registry` obtained (the audit row of a signature or
+/// token, its spend checked and counted) and answers after the row's commit and a fresh
+/// lineage check. An active actor's published view runs it where the caller is
+/// ([`SessionView::record_action`], what the actor itself runs on [`RecordAction`]: it changes
+/// nothing of the actor, so the mailbox hop would only pass it on); an actor not active is
+/// sent the message, which activates it (its lineage read from the store).
+pub async fn record_action<A>(
+    registry: &agentkeys_runtime::Registry<A>,
+    omni: agentkeys_runtime::Omni,
+    ledger: &Ledger,
+    clock: &dyn Clock,
+    msg: RecordAction,
+) -> Result<(), PrincipalError>
+where
+    A: agentkeys_runtime::VirtualActor
+        + actix::Handler<agentkeys_runtime::Supervised<RecordAction>>,
+{
+    let recorded = match registry.view::<SessionView>(&omni) {
+        Some(view) => view.record_action(ledger, clock.now(), msg),
+        None => registry.call(omni, msg).await?,
+    };
+    recorded.await
 }
 
 /// Implements the principal messages for an actor type with a `core: PrincipalCore` field.

@@ -168,6 +168,27 @@ impl AppState {
         }
     }
 
+    /// Records what the actor `omni` obtained (the audit row of a signature or token) and
+    /// answers after its commit and a fresh lineage check, on the actor's published view when
+    /// it is active (`agentkeys_actors::principal::record_action`).
+    pub async fn record_action(
+        &self,
+        role: crate::auth::session::Role,
+        omni: agentkeys_runtime::Omni,
+        msg: agentkeys_actors::principal::RecordAction,
+    ) -> Result<(), agentkeys_actors::principal::PrincipalError> {
+        use agentkeys_actors::principal::record_action;
+        let (ledger, clock) = (&self.ledger, self.clock.as_ref());
+        match role {
+            crate::auth::session::Role::Master => {
+                record_action(&self.masters, omni, ledger, clock, msg).await
+            }
+            crate::auth::session::Role::Agent => {
+                record_action(&self.agents, omni, ledger, clock, msg).await
+            }
+        }
+    }
+
     /// The request id of the current request (for audit rows).
     pub fn request_id(&self) -> String {
         request_id::current().unwrap_or_default()

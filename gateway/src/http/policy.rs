@@ -216,7 +216,7 @@ pub async fn record(
             check: Some(check),
             announced: announced.clone(),
         };
-        match state.principal(role, who.omni, msg).await?.await {
+        match state.record_action(role, who.omni, msg).await {
             Ok(()) => return Ok(()),
             Err(PrincipalError::PolicyChanged) => {
                 state.ledger.refresh_policies(chain)?;

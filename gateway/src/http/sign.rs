@@ -4,7 +4,8 @@
 //! `LiveProof` with the policies on its lineage; the request is classified and evaluated
 //! against every policy (denied, waiting for a person's approval, or allowed); the signer pool
 //! signs (outside the actor's mailbox, so many signatures per agent can be in flight); the
-//! actor records the audit row (the message's SHA-256, never the message) with the spend,
+//! audit row is recorded (the message's SHA-256, never the message; on the actor's published
+//! view, `agentkeys_actors::principal::record_action`) with the spend,
 //! checked and counted against every budget on the lineage in the row's transaction, and,
 //! after its commit, checks the lineage once more; then the reply. When the row's bytes are
 //! known before the signature (EIP-191 with the caller's wallet, sr25519), the row is recorded
@@ -48,10 +49,7 @@ pub(super) async fn audited(
         check: None,
         announced: None,
     };
-    Ok(state
-        .principal(auth.role(), auth.omni, record)
-        .await?
-        .await?)
+    Ok(state.record_action(auth.role(), auth.omni, record).await?)
 }
 
 /// The four signing routes.
