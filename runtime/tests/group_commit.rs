@@ -458,16 +458,6 @@ struct PuttingOff {
 }
 
 impl agentkeys_runtime::store::BatchHook for PuttingOff {
-    fn batch_started(&self) {}
-
-    fn before_commit(
-        &self,
-        _txn: &WriteTransaction,
-        _lane: agentkeys_runtime::store::Lane,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     fn committed(&self) {
         *self.due.lock().expect("due") =
             Some(std::time::Instant::now() + std::time::Duration::from_millis(1));
@@ -493,16 +483,6 @@ struct BusyAfterCommit {
 }
 
 impl agentkeys_runtime::store::BatchHook for BusyAfterCommit {
-    fn batch_started(&self) {}
-
-    fn before_commit(
-        &self,
-        _txn: &WriteTransaction,
-        _lane: agentkeys_runtime::store::Lane,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     fn committed(&self) {
         self.busy.store(true, std::sync::atomic::Ordering::SeqCst);
     }

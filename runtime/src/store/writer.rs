@@ -31,11 +31,13 @@ use super::StoreError;
 /// What a higher layer runs around every batch, in the writer thread (e.g. the audit log signs
 /// the heads of the chains the batch appended to, then wakes its readers).
 pub trait BatchHook: Send + Sync + 'static {
-    /// Before the batch's first write.
-    fn batch_started(&self);
+    /// Before the batch's first write (nothing by default).
+    fn batch_started(&self) {}
     /// After the batch's writes, before its commit; an error fails the whole batch. In an
-    /// urgent batch ([`Lane::Urgent`]) it should do as little as it can.
-    fn before_commit(&self, txn: &WriteTransaction, lane: Lane) -> Result<(), StoreError>;
+    /// urgent batch ([`Lane::Urgent`]) it should do as little as it can. Nothing by default.
+    fn before_commit(&self, _txn: &WriteTransaction, _lane: Lane) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// After the batch committed.
     fn committed(&self);
     /// Receives, once when installed, what wakes the writer (e.g. when work the hook started
